@@ -1,0 +1,387 @@
+"""CKD (Park et al. 2021): distil the teacher's *contextual* knowledge as relations between representations.
+
+Word relation (WR), within each layer, for a token i and tokens j, k of its window |i-j|, |i-k| <= w:
+  distance d(i,j) = 1 - cos(h_i, h_j);  angle a(i,j,k) = cos of the angle between h_i - h_j and h_i - h_k.
+Layer-transforming relation (LTR), for each token across the used layers l, m, n: the same distance and angle
+  relations of h^l, h^m, h^n.
+Both are matched student vs teacher by MSE over the valid entries.
+
+Everything is computed from Gram matrices, never from difference vectors per pair or triple:
+  |a - b|^2 = |a|^2 + |b|^2 - 2 a.b  and  (h_i - h_j).(h_i - h_k) = G_ii - G_ij - G_ik + G_jk,
+so a layer costs one banded Gram (the 4w+1 diagonals around the main one) plus O(N w^2) scalar work.
+
+Entries where a relation is undefined or constant are never computed: a distance to the token itself (j = i) is
+masked, and the angle is kept only for window slots j < k, both != i (it is symmetric in j, k, undefined for
+j = i or k = i and always 1 for j = k), and for LTR only layer pairs l < m and triples with m < n, both != l.
+Entries touching padding or positions outside the common prefix of the student's and teacher's sequences are
+masked.
+
+Tensors ``ckd_relations`` returns all have batch first and token second (``[B, N, ...]``), like
+``TeacherSignals.tokens``, so a teacher cache can store, pad and slice them per sample the same way.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kd_methods.base import (
+    KDMethod,
+    ModelShape,
+    SignalSpec,
+    StudentOutput,
+    TeacherSignals,
+    layer_map,
+    register,
+)
+from kd_methods.kd import require_teacher, soft_cross_entropy
+
+EXTRA_KEYS = ("ckd.wr_dist", "ckd.wr_angle", "ckd.ltr_dist", "ckd.ltr_angle")
+
+# Floors for the norms and squared distances that divide: a zero vector (e.g. a padding embedding) gives cosine 0
+# instead of NaN. The relative floor also absorbs the Gram formula's cancellation error for two (numerically)
+# identical vectors, e.g. a BiGRU's embedding output for a repeated token, whose angle is then ~0, not noise.
+_EPS = 1e-12
+_REL_EPS = 1e-6
+
+
+def band_gram(x: Tensor, reach: int, block: int = 64) -> Tensor:
+    """Banded Gram matrix ``[B, N, 2*reach+1]``: ``out[b, i, e] = x[b, i] . x[b, i + e - reach]`` (0 off the ends).
+
+    Blocked: each block of ``block`` rows is multiplied (one batched ``bmm``) with the ``block + 2*reach`` columns
+    around it, and the band is read off that tile with a strided view. Measured on one CPU thread, forward +
+    backward, B=16, reach=20: as fast as a full ``[B, N, N]`` Gram + band read at N=256 and about 1.5-2x faster at
+    N=512 (it does (block + 2*reach)/N of the multiply-adds); one multiply-sum per diagonal offset was 1.5-2x
+    slower than the full Gram, and an unfold + einsum 10x slower (it copies a ``[B, N, H, 2*reach+1]`` tensor).
+    """
+    batch, length, width = x.shape
+    block = max(1, min(block, length))
+    num_blocks = -(-length // block)
+    padded_len = num_blocks * block
+    span = block + 2 * reach
+    rows = F.pad(x, (0, 0, 0, padded_len - length)).reshape(batch * num_blocks, block, width)
+    # Block c's columns are positions c*block - reach .. c*block + block + reach - 1, zero outside the sequence.
+    cols = F.pad(x, (0, 0, reach, reach + padded_len - length)).unfold(1, span, block)  # [B, nb, H, span]
+    tile = torch.bmm(rows, cols.reshape(batch * num_blocks, width, span))  # [B*nb, block, span]
+    # Row p of a tile needs its columns p .. p + 2*reach: a stride of span + 1 walks down that diagonal band.
+    band = tile.as_strided((batch * num_blocks, block, 2 * reach + 1), (block * span, span + 1, 1))
+    return band.reshape(batch, padded_len, 2 * reach + 1)[:, :length]
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _cosine(dot: Tensor, sq_a: Tensor, sq_b: Tensor) -> Tensor:
+    return dot * torch.rsqrt(sq_a.clamp_min(_EPS) * sq_b.clamp_min(_EPS))
+
+
+def _sq_dist(sq_a: Tensor, sq_b: Tensor, dot: Tensor) -> Tensor:
+    """|a-b|^2 from the Gram entries, floored relative to |a|^2 + |b|^2 (see _REL_EPS)."""
+    total = sq_a + sq_b
+    return torch.maximum(total - 2.0 * dot, total * _REL_EPS + _EPS)
+
+
+@lru_cache(maxsize=64)
+def _window_index(window: int, device: str) -> tuple[Tensor, Tensor]:
+    pairs = [(a, c) for a in range(2 * window + 1) for c in range(a + 1, 2 * window + 1) if window not in (a, c)]
+    index = torch.tensor(pairs, dtype=torch.long, device=device)
+    return index[:, 0], index[:, 1]
+
+
+def window_pairs(window: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The (j, k) window slots of the WR angle entries: ``a[p], c[p]`` in 0..2w (slot a is token i + a - w).
+
+    Only a < c with neither slot the centre: the angle is symmetric in j, k, is undefined for j = i or k = i and
+    constant for j = k, so the other entries carry no information (and would halve the speed and double a cache).
+    """
+    return _window_index(window, str(torch.device(device)))
+
+
+@lru_cache(maxsize=64)
+def _layer_index(num_layers: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    pairs = [(m, n) for m in range(num_layers) for n in range(m + 1, num_layers)]
+    triples = [(l, m, n) for l in range(num_layers) for m, n in pairs if l not in (m, n)]
+    pair_t = torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
+    triple_t = torch.tensor(triples, dtype=torch.long, device=device).reshape(-1, 3)
+    return pair_t[:, 0], pair_t[:, 1], triple_t[:, 0], triple_t[:, 1], triple_t[:, 2]
+
+
+def layer_pairs(num_layers: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The (l, m) layers of the LTR distance entries: l < m."""
+    return _layer_index(num_layers, str(torch.device(device)))[:2]
+
+
+def layer_triples(num_layers: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
+    """The (l, m, n) layers of the LTR angle entries (vertex l): m < n, both != l (see ``window_pairs``)."""
+    return _layer_index(num_layers, str(torch.device(device)))[2:]
+
+
+def word_relations(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """WR of one layer ``x [B, N, H]``: distance ``[B, N, 2w+1]`` and angle ``[B, N, P]``.
+
+    Distance slot a in 0..2w is token j = i + a - w; angle entry p is the window slots ``window_pairs(w)[.][p]``.
+    Entries whose j or k lie outside 0..N-1 are finite but meaningless; ``window_masks`` excludes them.
+    """
+    x = _at_least_float32(x)
+    w = window
+    batch, length, _ = x.shape
+    band = band_gram(x, 2 * w)  # [B, N, 4w+1], x_i . x_{i+e-2w}
+    sq = band[..., 2 * w]  # |x_i|^2
+    g_ij = band[..., w : 3 * w + 1]  # x_i . x_j for j = i-w .. i+w
+    sq_j = F.pad(sq, (w, w)).unfold(1, 2 * w + 1, 1)  # |x_j|^2, [B, N, 2w+1]
+    sq_i = sq.unsqueeze(-1)
+    dist = 1.0 - _cosine(g_ij, sq_i, sq_j)
+    inv_norm = torch.rsqrt(_sq_dist(sq_i, sq_j, g_ij))  # 1 / |x_i - x_j|
+    slot_a, slot_c = window_pairs(w, x.device)
+    # x_j . x_k with j = i+a-w, k = i+c-w is band row j at column (k - j) + 2w = c - a + 2w. With the rows padded
+    # by w, row j is padded row i + a, so the entry sits at flat offset i*(4w+1) + a*(4w+1) + c - a + 2w: one
+    # index_select (whose backward is a fast index_add) instead of an advanced-indexing gather.
+    width = 4 * w + 1
+    flat = F.pad(band, (0, 0, w, w)).reshape(batch, -1)
+    offsets = slot_a * width + slot_c - slot_a + 2 * w
+    index = (torch.arange(length, device=x.device)[:, None] * width + offsets).reshape(-1)
+    g_jk = flat.index_select(1, index).reshape(batch, length, -1)  # [B, N, P]
+    numerator = sq_i - g_ij.index_select(2, slot_a) - g_ij.index_select(2, slot_c) + g_jk
+    angle = numerator * inv_norm.index_select(2, slot_a) * inv_norm.index_select(2, slot_c)
+    return dist, angle
+
+
+def layer_relations(states: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """LTR of each token across the L layers ``states`` (``[B, N, H]`` each, one width).
+
+    Returns distance ``[B, N, P_d]`` over ``layer_pairs(L)`` and angle ``[B, N, P_a]`` over ``layer_triples(L)``
+    (between h^l - h^m and h^l - h^n), from the per-token Gram across layers.
+    """
+    widths = [s.shape[-1] for s in states]
+    if len(set(widths)) != 1:
+        raise ValueError(f"layer relations need layers of one width, got widths {widths}")
+    states = [_at_least_float32(s) for s in states]
+    num = len(states)
+    # One dot product per layer pair (measured faster than a stack + einsum of tiny [L, H] x [H, L] matmuls).
+    dots = {(l, m): torch.linalg.vecdot(states[l], states[m]) for l in range(num) for m in range(l, num)}
+    gram = torch.stack([dots[min(l, m), max(l, m)] for l in range(num) for m in range(num)], dim=-1)  # [B,N,L*L]
+    sq = torch.stack([dots[l, l] for l in range(num)], dim=-1)  # [B, N, L]
+    pair_l, pair_m = layer_pairs(num, gram.device)
+    sq_l, sq_m = sq.index_select(2, pair_l), sq.index_select(2, pair_m)
+    dist = 1.0 - _cosine(gram.index_select(2, pair_l * num + pair_m), sq_l, sq_m)
+    tri_l, tri_m, tri_n = layer_triples(num, gram.device)
+
+    def g(a: Tensor, b: Tensor) -> Tensor:
+        return gram.index_select(2, a * num + b)
+
+    sq_t = sq.index_select(2, tri_l)
+    g_lm, g_ln = g(tri_l, tri_m), g(tri_l, tri_n)
+    d_lm = _sq_dist(sq_t, sq.index_select(2, tri_m), g_lm)
+    d_ln = _sq_dist(sq_t, sq.index_select(2, tri_n), g_ln)
+    angle = (sq_t - g_lm - g_ln + g(tri_m, tri_n)) * torch.rsqrt(d_lm * d_ln)
+    return dist, angle
+
+
+def window_masks(valid: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Valid WR entries for token mask ``valid [B, N]``: distance ``[B, N, 2w+1]``, angle ``[B, N, P]``.
+
+    An entry is valid when i, j (and k) are real tokens inside the sequence and j != i (the angle's slots exclude
+    k = i and j = k already).
+    """
+    valid = valid.bool()
+    w = window
+    valid_j = F.pad(valid, (w, w), value=False).unfold(1, 2 * w + 1, 1)  # [B, N, 2w+1]
+    not_self = torch.arange(2 * w + 1, device=valid.device) != w
+    dist_mask = valid.unsqueeze(-1) & valid_j & not_self
+    slot_a, slot_c = window_pairs(w, valid.device)
+    angle_mask = valid.unsqueeze(-1) & valid_j.index_select(2, slot_a) & valid_j.index_select(2, slot_c)
+    return dist_mask, angle_mask
+
+
+def layer_masks(valid: Tensor) -> Tensor:
+    """Valid LTR entries: the token's own validity ``[B, N, 1]``, broadcast over every layer pair and triple."""
+    return valid.bool().unsqueeze(-1)
+
+
+def _relations(hidden: list[Tensor], window: int, ltr_hidden: list[Tensor] | None = None) -> dict[str, Tensor]:
+    with torch.autocast(device_type=hidden[0].device.type, enabled=False):
+        word = [word_relations(h, window) for h in hidden]
+        ltr_dist, ltr_angle = layer_relations(ltr_hidden if ltr_hidden is not None else hidden)
+    return {
+        "wr_dist": torch.stack([d for d, _ in word], dim=2),
+        "wr_angle": torch.stack([a for _, a in word], dim=2),
+        "ltr_dist": ltr_dist,
+        "ltr_angle": ltr_angle,
+    }
+
+
+def ckd_relations(
+    hidden: list[Tensor], mask: Tensor, window: int, ltr_hidden: list[Tensor] | None = None
+) -> dict[str, Tensor]:
+    """All CKD relations of one model's layers ``hidden`` (L tensors ``[B, N, H_l]``) and token mask ``[B, N]``.
+
+    Returns ``wr_dist [B, N, L, 2w+1]``, ``wr_angle [B, N, L, P_w]`` (P_w = ``len(window_pairs(w)[0])``),
+    ``ltr_dist [B, N, P_d]``, ``ltr_angle [B, N, P_a]`` (``layer_pairs(L)``, ``layer_triples(L)``) and the boolean
+    mask of each, broadcastable to it after a layer axis is added to the WR ones (``wr_dist_mask [B, N, 2w+1]``,
+    ``wr_angle_mask [B, N, P_w]``, ``ltr_dist_mask`` = ``ltr_angle_mask`` ``[B, N, 1]``). ``ltr_hidden`` replaces
+    ``hidden`` for LTR when the layers' widths differ (e.g. a BiGRU's projected embedding output). Computed in
+    float32 with autocast off: the Gram formulas cancel catastrophically in half precision.
+    """
+    wr_dist_mask, wr_angle_mask = window_masks(mask, window)
+    ltr_mask = layer_masks(mask)
+    return {
+        **_relations(hidden, window, ltr_hidden),
+        "wr_dist_mask": wr_dist_mask,
+        "wr_angle_mask": wr_angle_mask,
+        "ltr_dist_mask": ltr_mask,
+        "ltr_angle_mask": ltr_mask,
+    }
+
+
+def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """Mean of (student - teacher)^2 over ``mask`` (0 when no entry is valid). ``where``, not a product, so a
+    non-finite value in a masked-out teacher entry cannot leak in."""
+    mask = mask.expand_as(student)
+    sq = torch.where(mask, (student - teacher.to(student.dtype)) ** 2, student.new_zeros(()))
+    return sq.sum() / mask.sum().clamp_min(1)
+
+
+@register
+class CKD(KDMethod):
+    """alpha*T^2*CE(z_s/T, p_t) + (1-alpha)*CE(z_s, y) + beta*(WR + gamma*LTR).
+
+    Layers: the embedding output (student 0 <-> teacher 0) and student layer i = 1..S <-> teacher layer
+    ``layer_map(S, T)[i-1]``. WR is the mean over these layers of (distance MSE + angle MSE); LTR is distance MSE +
+    angle MSE across them. Token positions are compared over the common prefix min(N_s, N_t), as the authors do
+    (the tokenizers differ).
+
+    When the student's embedding width differs from its layer width (BiGRU: E != 2H) the module owns a trainable
+    ``embed_proj = nn.Linear(E, H_s)`` that maps the embedding output to the layer width, used for LTR only
+    (which needs one width across layers; WR compares within a layer, so it uses the raw embedding output).
+    RoBERTa students and the teachers have one width and get no projection.
+
+    If ``teacher.extras`` holds the four ``EXTRA_KEYS`` (``teacher_extras`` makes them, e.g. at cache-build time),
+    the teacher's relations are read from them instead of being recomputed from its token states.
+    """
+
+    name: ClassVar[str] = "ckd"
+    family: ClassVar[str] = "feature"
+    defaults: ClassVar[dict[str, Any]] = {
+        "alpha": 1.0,
+        "beta": 10.0,
+        "gamma": 10.0,
+        "temperature": 3.0,
+        "window": 10,
+    }
+
+    def __init__(self, student: ModelShape, teacher: ModelShape | None = None, **params: Any) -> None:
+        super().__init__(student, teacher, **params)
+        if teacher is None:  # the base class already raises; narrows the type
+            raise ValueError("CKD needs a teacher shape")
+        window = self.params["window"]
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"CKD window must be a positive int, got {window!r}")
+        self.window: int = window
+        self.student_layers: tuple[int, ...] = tuple(range(student.num_layers + 1))
+        self.teacher_layers: tuple[int, ...] = (0, *layer_map(student.num_layers, teacher.num_layers))
+        self.embed_proj: nn.Linear | None = (
+            nn.Linear(student.embedding_width, student.hidden_size)
+            if student.embedding_width != student.hidden_size
+            else None
+        )
+
+    def signals(self) -> SignalSpec:
+        return SignalSpec(logits=True, token_layers=self.teacher_layers)
+
+    def teacher_extras(self, signals: TeacherSignals) -> dict[str, Tensor]:
+        """The teacher's relations over its own length N_t, under ``EXTRA_KEYS``, for a cache to store.
+
+        Needs ``signals.tokens`` for ``signals().token_layers`` and ``signals.token_mask``.
+        """
+        if signals.token_mask is None:
+            raise KeyError("CKD.teacher_extras: teacher signals lack token_mask")
+        missing = [layer for layer in self.teacher_layers if layer not in signals.tokens]
+        if missing:
+            raise KeyError(f"CKD.teacher_extras: teacher signals lack token layers {missing}")
+        with torch.no_grad():
+            hidden = [signals.tokens[layer].float() for layer in self.teacher_layers]
+            rel = ckd_relations(hidden, signals.token_mask, self.window)
+        return {f"ckd.{k}": rel[k] for k in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle")}
+
+    def _teacher_relations(self, teacher: TeacherSignals, length: int) -> dict[str, Tensor]:
+        """Teacher relations over the first ``length`` positions: from extras if all are there, else from tokens."""
+        present = [k for k in EXTRA_KEYS if k in teacher.extras]
+        if present and len(present) != len(EXTRA_KEYS):
+            raise KeyError(f"CKD: teacher extras hold {present} but not all of {list(EXTRA_KEYS)}")
+        if present:
+            num_layers = len(self.teacher_layers)
+            expected = {
+                "ckd.wr_dist": (num_layers, 2 * self.window + 1),
+                "ckd.wr_angle": (num_layers, len(window_pairs(self.window)[0])),
+                "ckd.ltr_dist": (len(layer_pairs(num_layers)[0]),),
+                "ckd.ltr_angle": (len(layer_triples(num_layers)[0]),),
+            }
+            out = {}
+            for key, tail in expected.items():
+                value = teacher.extras[key]
+                if tuple(value.shape[2:]) != tail or value.shape[1] < length:
+                    raise ValueError(
+                        f"CKD: teacher extra '{key}' has shape {tuple(value.shape)}, expected [B, >={length}, "
+                        f"{', '.join(map(str, tail))}] for window {self.window} and {num_layers} layers"
+                    )
+                out[key.removeprefix("ckd.")] = value[:, :length].detach()
+            return out
+        missing = [layer for layer in self.teacher_layers if layer not in teacher.tokens]
+        if missing:
+            raise KeyError(f"CKD: teacher signals lack token layers {missing} (and no precomputed relations)")
+        hidden = [teacher.tokens[layer][:, :length].detach() for layer in self.teacher_layers]
+        with torch.no_grad():
+            return _relations(hidden, self.window)
+
+    def feature_loss(self, student: StudentOutput, teacher: TeacherSignals) -> tuple[Tensor, Tensor]:
+        """(WR, LTR) between the student's and the teacher's relations over their common prefix."""
+        if teacher.token_mask is None:
+            raise KeyError("CKD: teacher signals lack token_mask")
+        if len(student.hidden_states) != len(self.student_layers):
+            raise ValueError(
+                f"CKD built for a {len(self.student_layers) - 1}-layer student, got "
+                f"{len(student.hidden_states)} hidden states"
+            )
+        length = min(student.hidden_states[0].shape[1], teacher.token_mask.shape[1])
+        valid = student.attention_mask[:, :length].bool() & teacher.token_mask[:, :length].bool()
+        t_rel = self._teacher_relations(teacher, length)
+        s_hidden = [h[:, :length] for h in student.hidden_states]
+        ltr_hidden = list(s_hidden)
+        if self.embed_proj is not None:
+            ltr_hidden[0] = self.embed_proj(s_hidden[0])
+        elif s_hidden[0].shape[-1] != s_hidden[-1].shape[-1]:
+            raise ValueError(
+                f"student embedding width {s_hidden[0].shape[-1]} != layer width {s_hidden[-1].shape[-1]}, but CKD "
+                "was built without an embedding projection: set ModelShape.embedding_size"
+            )
+        wr_dist_mask, wr_angle_mask = window_masks(valid, self.window)
+        ltr_mask = layer_masks(valid)
+        with torch.autocast(device_type=valid.device.type, enabled=False):
+            wr = s_hidden[0].new_zeros((), dtype=torch.float32)
+            for layer, h in enumerate(s_hidden):
+                s_dist, s_angle = word_relations(h, self.window)
+                wr = wr + masked_mse(s_dist, t_rel["wr_dist"][:, :, layer], wr_dist_mask)
+                wr = wr + masked_mse(s_angle, t_rel["wr_angle"][:, :, layer], wr_angle_mask)
+            wr = wr / len(s_hidden)
+            s_ltr_dist, s_ltr_angle = layer_relations(ltr_hidden)
+            ltr = masked_mse(s_ltr_dist, t_rel["ltr_dist"], ltr_mask) + masked_mse(
+                s_ltr_angle, t_rel["ltr_angle"], ltr_mask
+            )
+        return wr, ltr
+
+    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+        signals = require_teacher(self, teacher, SignalSpec(logits=True))
+        if teacher is None or signals.logits is None:  # require_teacher already raises; narrows the types
+            raise KeyError("CKD: teacher signals lack logits")
+        alpha = float(self.params["alpha"])
+        temperature = float(self.params["temperature"])
+        loss = alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
+        if alpha != 1.0:
+            loss = loss + (1.0 - alpha) * F.cross_entropy(student.logits.float(), labels)
+        wr, ltr = self.feature_loss(student, teacher)
+        return loss + float(self.params["beta"]) * (wr + float(self.params["gamma"]) * ltr)

@@ -1,0 +1,25 @@
+"""FT: plain fine-tuning with the labels, the baseline every KD method is compared against."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
+
+
+@register
+class FT(KDMethod):
+    """Cross-entropy with the labels; reads no teacher signal, so ``teacher`` may be None."""
+
+    name: ClassVar[str] = "ft"
+    family: ClassVar[str] = "none"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def signals(self) -> SignalSpec:
+        return SignalSpec()
+
+    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+        return F.cross_entropy(student.logits, labels)

@@ -1,0 +1,68 @@
+"""KD (Hinton et al. 2015) as the study's authors ran it, plus the logit helpers PKD and CKD share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
+
+
+def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """CE(z_s/T, p_t): mean over the batch of -sum_c p_t,c log softmax(z_s/T)_c, with p_t = softmax(z_t/T).
+
+    The teacher side is detached: only the student learns from this loss. Unlike KL it keeps the teacher's
+    entropy, so it is not 0 when the logits agree (the authors' form; the gradient is the same as KL's).
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
+        )
+    p_t = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return -(p_t * log_p_s).sum(dim=-1).mean()
+
+
+def require_teacher(method: KDMethod, teacher: TeacherSignals | None, spec: SignalSpec) -> TeacherSignals:
+    """The teacher signals ``spec`` names, or a clear error: ValueError without a teacher, KeyError naming gaps."""
+    if teacher is None:
+        raise ValueError(f"method '{method.name}' needs teacher signals {spec.key()}, got None")
+    try:
+        return teacher.restrict(spec)
+    except KeyError as err:
+        raise KeyError(f"method '{method.name}': {err.args[0]}") from None
+
+
+def teacher_logits(method: KDMethod, teacher: TeacherSignals | None) -> Tensor:
+    """The teacher's logits, or the error ``require_teacher`` gives."""
+    logits = require_teacher(method, teacher, SignalSpec(logits=True)).logits
+    if logits is None:  # restrict() already raises; this narrows the type for the checker
+        raise KeyError(f"method '{method.name}': teacher signals lack logits")
+    return logits
+
+
+@register
+class KD(KDMethod):
+    """(1 - w) * CE(z_s/T, p_t) + w * CE(z_s, y), w = ``label_weight`` (0: the authors' pure soft loss).
+
+    ``t_squared`` multiplies the soft term by T^2 (Hinton's gradient-scale fix); the authors ran without it.
+    """
+
+    name: ClassVar[str] = "kd"
+    family: ClassVar[str] = "logit"
+    defaults: ClassVar[dict[str, Any]] = {"temperature": 10.0, "label_weight": 0.0, "t_squared": False}
+
+    def signals(self) -> SignalSpec:
+        return SignalSpec(logits=True)
+
+    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+        temperature = float(self.params["temperature"])
+        weight = float(self.params["label_weight"])
+        soft = soft_cross_entropy(student.logits, teacher_logits(self, teacher), temperature)
+        if self.params["t_squared"]:
+            soft = soft * temperature**2
+        if weight == 0.0:
+            return soft
+        return (1.0 - weight) * soft + weight * F.cross_entropy(student.logits.float(), labels)

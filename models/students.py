@@ -1,0 +1,170 @@
+"""The student registry: the paper's eight students (plus two tiny ones for tests) and the builder.
+
+Published shapes: RoBERTa-124M is roberta-base (12 x 768, FFN 3072); the BiGRUs' hidden sizes and layer counts.
+The rest is ours, chosen so each model's parameter count (2-label head, 512 tokens) lands near its name:
+
+| name         | shape                                              | params (2 labels) |
+|--------------|----------------------------------------------------|-------------------|
+| roberta-124m | vocab 50000, 12 x 768, 12 heads, FFN 3072          | 124.44M           |
+| roberta-30m  | vocab 20000, 6 x 512, 8 heads, FFN 2048            | 29.68M            |
+| roberta-7m   | vocab 5000, 4 x 320, 5 heads, FFN 1280             | 6.80M             |
+| roberta-1.5m | vocab 2000, 6 x 128, 2 heads, FFN 512              | 1.53M             |
+| roberta-0.6m | vocab 1000, 2 x 128, 2 heads, FFN 512              | 0.61M             |
+| bigru-30m    | vocab 20000, embed 480, 6 layers x 448 per dir     | 30.19M            |
+| bigru-7m     | vocab 5000, embed 384, 3 layers x 320 per dir      | 6.97M             |
+| bigru-1.5m   | vocab 2000, embed 256, 2 layers x 176 per dir      | 1.53M             |
+
+RoBERTa students keep a head width of 64 and the usual FFN = 4 x hidden; their layer counts divide 12 so that the
+PKD/CKD layer map ``i * 12 / L`` lands on whole teacher layers. ``tests/test_models.py`` checks the counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ARCHS = ("roberta", "bigru")
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """A student's architecture. ``hidden_size`` is the model width for RoBERTa and the per-direction GRU width for
+    the BiGRU (whose layer outputs are ``2 * hidden_size`` wide). ``nominal_params`` is the size in its name."""
+
+    name: str
+    arch: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int = 0  # RoBERTa only
+    intermediate_size: int = 0  # RoBERTa only
+    embed_dim: int = 0  # BiGRU only (RoBERTa embeds at hidden_size)
+    dropout: float = 0.1
+    pad_token_id: int = 1  # the student tokenizer's <pad>
+    nominal_params: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"student '{self.name}': unknown arch '{self.arch}'; valid: {list(ARCHS)}")
+        if min(self.vocab_size, self.hidden_size, self.num_layers) < 1:
+            raise ValueError(
+                f"student '{self.name}': vocab_size, hidden_size and num_layers must be positive"
+            )
+        if self.arch == "roberta":
+            if self.num_heads < 1 or self.hidden_size % self.num_heads:
+                raise ValueError(
+                    f"student '{self.name}': hidden_size {self.hidden_size} must be a multiple of num_heads "
+                    f"{self.num_heads}"
+                )
+            if self.intermediate_size < 1:
+                raise ValueError(f"student '{self.name}': intermediate_size must be positive")
+            # The PKD/CKD layer map i * 12 / L must hit whole teacher layers.
+            if 12 % self.num_layers:
+                raise ValueError(
+                    f"student '{self.name}': RoBERTa layer count {self.num_layers} must divide 12"
+                )
+        elif self.embed_dim < 1:
+            raise ValueError(f"student '{self.name}': a BiGRU needs a positive embed_dim")
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _roberta(name: str, vocab: int, hidden: int, layers: int, ffn: int, nominal: int) -> StudentSpec:
+    return StudentSpec(
+        name=name,
+        arch="roberta",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=max(1, hidden // 64),
+        intermediate_size=ffn,
+        nominal_params=nominal,
+    )
+
+
+def _bigru(name: str, vocab: int, embed: int, hidden: int, layers: int, nominal: int) -> StudentSpec:
+    return StudentSpec(
+        name=name,
+        arch="bigru",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_layers=layers,
+        embed_dim=embed,
+        nominal_params=nominal,
+    )
+
+
+STUDENTS: dict[str, StudentSpec] = {
+    spec.name: spec
+    for spec in (
+        _roberta("roberta-124m", 50000, 768, 12, 3072, 124_000_000),
+        _roberta("roberta-30m", 20000, 512, 6, 2048, 30_000_000),
+        _roberta("roberta-7m", 5000, 320, 4, 1280, 7_000_000),
+        _roberta("roberta-1.5m", 2000, 128, 6, 512, 1_500_000),
+        _roberta("roberta-0.6m", 1000, 128, 2, 512, 600_000),
+        _bigru("bigru-30m", 20000, 480, 448, 6, 30_000_000),
+        _bigru("bigru-7m", 5000, 384, 320, 3, 7_000_000),
+        _bigru("bigru-1.5m", 2000, 256, 176, 2, 1_500_000),
+        # Tiny ones for tests and the smoke study: seconds on a CPU.
+        StudentSpec("roberta-tiny", "roberta", 400, 64, 2, num_heads=2, intermediate_size=128),
+        StudentSpec("bigru-tiny", "bigru", 400, 32, 2, embed_dim=32),
+    )
+}
+
+
+def get_student_spec(name: str) -> StudentSpec:
+    try:
+        return STUDENTS[name.lower()]
+    except KeyError:
+        raise KeyError(f"unknown student '{name}'; valid: {sorted(STUDENTS)}") from None
+
+
+def nominal_params_from_name(name: str) -> int | None:
+    """``roberta-1.5m`` -> 1_500_000; None for names without a size (``roberta-tiny``)."""
+    match = re.fullmatch(r"[a-z]+-(\d+(?:\.\d+)?)m", name.lower())
+    return round(float(match.group(1)) * 1_000_000) if match else None
+
+
+def build_student(
+    name_or_spec: str | StudentSpec,
+    num_labels: int,
+    vocab_size: int | None = None,
+    max_length: int = 512,
+) -> nn.Module:
+    """A randomly initialised student (seed with ``torch.manual_seed`` first for reproducibility).
+
+    ``vocab_size`` replaces the spec's, for a tokenizer that came out smaller than asked (little training text);
+    the returned model's ``.spec`` carries the size actually used. ``max_length`` sizes RoBERTa's position table.
+    """
+    spec = get_student_spec(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be positive, got {num_labels}")
+    if vocab_size is not None and vocab_size != spec.vocab_size:
+        if vocab_size <= spec.pad_token_id:
+            raise ValueError(f"vocab_size {vocab_size} is too small to hold pad id {spec.pad_token_id}")
+        spec = dataclasses.replace(spec, vocab_size=vocab_size)
+    # Imported here so that the registry can be read without building either architecture's modules.
+    if spec.arch == "roberta":
+        from models.roberta import RobertaStudent
+
+        return RobertaStudent(spec, num_labels, max_length=max_length)
+    from models.bigru import BiGRUStudent
+
+    return BiGRUStudent(spec, num_labels)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (``parameters()`` yields a tied tensor once; works on the ``meta`` device too)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def student_param_count(name_or_spec: str | StudentSpec, num_labels: int = 2, max_length: int = 512) -> int:
+    """Parameter count of a student, built on the ``meta`` device so that no memory is allocated or initialised."""
+    with torch.device("meta"):
+        model = build_student(name_or_spec, num_labels, max_length=max_length)
+    return count_parameters(model)

@@ -1,0 +1,216 @@
+"""Writes the analysis notebooks of this folder (output-free). Edit here, then run
+`python notebooks/make_notebooks.py`; tests/test_analysis.py checks the .ipynb files match this script."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+if (Path.cwd().parent / "orchestrator").is_dir():
+    sys.path.insert(0, str(Path.cwd().parent))  # the repo root: works without `pip install -e .`
+from orchestrator import analysis as A
+
+STUDY = os.environ.get("STUDY", "smoke")
+PAPER = STUDY == "full"  # only the full grid is comparable with the paper's numbers
+df = A.load_runs(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
+pd.set_option("display.width", 220)
+pd.set_option("display.max_columns", 40)
+pd.set_option("display.precision", 4)
+print(f"study {STUDY!r}: {len(df)} finished runs, by stage {df['stage'].value_counts().to_dict()}")"""
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str) -> nbformat.NotebookNode:
+    return new_code_cell(text.strip())
+
+
+NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
+    "01_rq1_effectiveness.ipynb": [
+        md("""
+# RQ1 Effectiveness: does KD beat plain fine-tuning (FT) of the same student?
+
+Each KD configuration (task, student, teacher, method) against FT of the same student on the same task, paired by
+seed. FT does not depend on the teacher, so the same FT runs are the baseline for every teacher. `delta` = KD - FT
+on the task's primary metric (defect accuracy, clone F1, exception accuracy); Wilcoxon signed-rank p on the
+seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table. With few seeds `note` says how small a
+p-value can get at all."""),
+        code(SETUP),
+        code("rq1 = A.compare_to_ft(df)\nrq1"),
+        md("Per task and method: how many configurations KD wins, the mean gain, and how many survive Holm at 0.05."),
+        code("""
+rq1.groupby(["task", "method"]).agg(
+    configs=("delta", "size"),
+    kd_better=("delta", lambda d: int((d > 0).sum())),
+    mean_delta=("delta", "mean"),
+    significant=("p_holm", lambda p: int((p < 0.05).sum())),
+)"""),
+        md("The paper's Figure 2 (UniXcoder teacher) beside our means, in percent (full study only)."),
+        code("""
+if PAPER:
+    display(A.beside_paper(df).pivot_table(index=["task", "arch", "size"], columns="method", values=["paper", "ours"]))"""),
+        code('assert len(rq1), "no KD-vs-FT comparison: the study needs FT and KD student runs"'),
+    ],
+    "02_rq2_teachers.ipynb": [
+        md("""
+# RQ2 Teacher: code-specific (UniXcoder) vs general-purpose (ModernBERT)
+
+The same student, method, task and seed distilled from each teacher. Side by side: mean primary metric per
+teacher (with FT of the same student and each teacher's own score); then the seed-paired Wilcoxon test and Cliff's
+delta for each pair of teachers (a - b), Holm-corrected. Teachers differ in their own score, so retention
+(student / teacher) is shown as well."""),
+        code(SETUP),
+        code("side = A.teachers_side_by_side(df)\nside"),
+        code("""
+rq2 = A.compare_teachers(df)
+rq2 if len(rq2) else print("a single teacher in this study: no paired teacher comparison")"""),
+        code("A.teacher_scores(df)"),
+        code("""A.retention(df).pivot_table(index=["task", "student", "method"], columns="teacher", values="retention")"""),
+        md("The paper's UniXcoder teacher scores (percent), full study only."),
+        code("""
+if PAPER:
+    display(A.PAPER_TEACHER_SCORES)"""),
+        code('assert len(side), "no KD student runs in this study"'),
+    ],
+    "03_rq3_methods.ipynb": [
+        md("""
+# RQ3 Method: logit-based (KD, DIST) vs feature-based (PKD, CKD)
+
+Retention = student score / its teacher's score; `param_ratio` = student / teacher parameters. The paper's
+headline: feature-based students keep up to 98% of the teacher's performance with about 5% of its parameters.
+Then logit vs feature paired on (student, teacher, seed), and the average rank of every method (FT included) over
+(task, student, teacher) blocks with the Friedman test and the Nemenyi post-hoc."""),
+        code(SETUP),
+        code("""
+ret = A.retention(df)
+ret.groupby(["task", "teacher", "student", "method"])[["retention", "param_ratio"]].mean()"""),
+        code("A.family_summary(df)"),
+        code("A.compare_families(df)"),
+        code("""
+ranking = A.rank_methods(df)
+print(f"{ranking.n_blocks} complete blocks ({ranking.n_incomplete} incomplete dropped); "
+      f"Friedman chi2 = {ranking.friedman_statistic:.3f}, p = {ranking.friedman_p:.3g} {ranking.note}")
+ranking.ranks.rename("average rank (1 = best)")"""),
+        code("ranking.nemenyi if ranking.nemenyi is not None else print('no Nemenyi post-hoc (too few blocks)')"),
+        md("The paper's scores relative to its teacher (full study only)."),
+        code("""
+if PAPER:
+    p = A.PAPER_FIGURE2.merge(A.PAPER_TEACHER_SCORES[["task", "score"]], on="task", suffixes=("", "_teacher"))
+    display(p.assign(retention=p["score"] / p["score_teacher"]).pivot_table(
+        index=["task", "arch", "size"], columns="method", values="retention"))"""),
+        code('assert len(ret) and len(ranking.ranks), "no retention rows: teacher_finetune or student runs missing"'),
+    ],
+    "04_rq4_students.ipynb": [
+        md("""
+# RQ4 Student architecture: does resembling the teacher (RoBERTa) help vs a BiGRU?
+
+RoBERTa and BiGRU students of the same size (matched by the name's size suffix, e.g. `roberta-7m` / `bigru-7m`)
+for each task, teacher and method, paired by seed (`delta` = RoBERTa - BiGRU). Then every student's score against
+its parameter count. The paper's answer: not necessarily."""),
+        code(SETUP),
+        code("""
+arch = A.compare_architectures(df)
+arch if len(arch) else print("no size with both architectures in this study")"""),
+        code("svp = A.score_vs_params(df)\nsvp"),
+        md("The paper's Figure 2 by architecture beside ours, in percent (full study only)."),
+        code("""
+if PAPER:
+    display(A.beside_paper(df).pivot_table(index=["task", "method", "size"], columns="arch", values=["paper", "ours"]))"""),
+        code('assert len(svp), "no student runs in this study"'),
+    ],
+    "05_efficiency.ipynb": [
+        md("""
+# Efficiency: what KD costs over FT, what the teacher cache saves, how much faster the student is
+
+The paper: KD training costs 2-16x FT, mostly teacher inference at every step; a 7M student infers about 8x faster
+than the 126M teacher. Here the teacher runs once per (teacher, task) into a cache shared by every trial.
+`cost`: KD train time over FT of the same (task, student, seed) with the cache (the cache build amortised per
+trial beside it). `passes`: teacher passes made (teacher_cache runs) vs what online KD would have made (one pass
+over the training set per epoch of every KD trial; forward steps where batch size and train size were logged).
+Set `BENCH_JSON` to the overhead benchmark's JSON to see online vs cached timings."""),
+        code(SETUP),
+        code("""
+bench = os.environ.get("BENCH_JSON")
+eff = A.efficiency(df, Path(bench) if bench else None)
+eff.cost"""),
+        code("""
+print(f"teacher passes recorded by the study run: {eff.recorded_teacher_passes}")
+eff.passes"""),
+        code("eff.throughput"),
+        code("""
+if eff.online is not None:
+    print(eff.bench)
+    display(eff.online)
+else:
+    print("no overhead benchmark given (set BENCH_JSON)")"""),
+        code('assert len(eff.cost), "no KD run with an FT run of the same task, student and seed"'),
+    ],
+    "06_behaviour.ipynb": [
+        md("""
+# Behaviour: do students agree more with the teacher after KD?
+
+From the `predictions/test.json` artifacts: per student run the share of test samples where it predicts what its
+teacher predicts (the teacher's predictions come from its cache run); FT runs are compared with every teacher of
+their task. On the samples where the FT student (same task, student, seed) disagreed with the teacher: does the KD
+student get them right more often (the paper: yes)?"""),
+        code(SETUP),
+        code("""
+from mlflow import MlflowClient
+
+agr = A.agreement(df, MlflowClient(os.environ.get("MLFLOW_TRACKING_URI")))
+agr"""),
+        code("A.agreement_summary(agr)"),
+        code('assert agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run"'),
+    ],
+    "figure2.ipynb": [
+        md("""
+# Figure 2: score vs student size per method
+
+Primary metric (percent) against student parameters (log scale), mean +- std over seeds, one panel per task and
+architecture, the teacher as a dashed line. For the full study the paper's numbers are drawn as hollow markers.
+Written to `$FIGURES_DIR/figure2.png` (default `notebooks/figures/`)."""),
+        code(SETUP),
+        code("""
+from IPython.display import Image
+
+png = A.figure2(df, Path(os.environ.get("FIGURES_DIR", "figures")) / "figure2.png", paper=PAPER)
+print(png)
+Image(filename=str(png))"""),
+        code("""
+if PAPER:
+    display(A.beside_paper(df))"""),
+        code('assert png.stat().st_size > 0, "figure2.png is empty"'),
+    ],
+}
+
+
+def build(name: str) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=NOTEBOOKS[name])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"c{i:02d}"  # stable ids: regenerating gives identical files
+    return nb
+
+
+def main(out_dir: Path = HERE) -> None:
+    for name in NOTEBOOKS:
+        nbformat.write(build(name), out_dir / name)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)

@@ -1,0 +1,239 @@
+"""Benchmarks. ``overhead``: what KD costs over plain fine-tuning, with the teacher cached vs run online.
+
+    python -m orchestrator.bench overhead --out results.json            # CPU default, about 15 min on 2 cores
+    python -m orchestrator.bench overhead --size paper --out paper.json # GPU: paper sizes
+
+The same student (7M class) is trained on the same data for the same number of steps with FT, and with KD, DIST,
+PKD and CKD both from the teacher cache and with the teacher (RoBERTa-base shape; random weights are fine for
+timing) run online. Runs in-process, without Ray, so it can be measured on any machine with torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kd_methods import ModelShape, SignalSpec, get_method
+from models import get_student_spec
+from models.teacher import Teacher, create_random_teacher
+from orchestrator.online_teacher import OnlineTeacher
+from orchestrator.teacher_cache import CachedTeacher, CacheRequest, ckd_layers_for, get_or_build, human_bytes
+from orchestrator.trainer import TrainConfig, encode_split
+from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from tasks import SPLITS, TaskData
+
+KD_METHODS = ("kd", "dist", "pkd", "ckd")
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    student: str
+    teacher_layers: int
+    teacher_hidden: int
+    teacher_heads: int
+    teacher_ffn: int
+    teacher_vocab: int
+    max_length: int
+    batch_size: int
+    steps: int
+
+
+SIZES = {
+    # 2-core CPU: RoBERTa-base-shaped teacher, 7M student, shorter sequences so online KD finishes in minutes.
+    "default": BenchSize("roberta-7m", 12, 768, 12, 3072, 8000, 256, 16, 20),
+    # A GPU: the paper's settings (max length 512, batch 32).
+    "paper": BenchSize("roberta-7m", 12, 768, 12, 3072, 50000, 512, 32, 200),
+    # Tests: everything tiny.
+    "tiny": BenchSize("roberta-tiny", 2, 64, 2, 128, 600, 64, 8, 6),
+}
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _subset(data: TaskData, n_train: int, n_eval: int) -> TaskData:
+    return TaskData(data.train[:n_train], data.validation[:n_eval], data.test[:n_eval])
+
+
+def overhead(
+    size: BenchSize, data: str, work: Path, device: str = "auto", task: str = "exception"
+) -> dict[str, Any]:
+    """Time FT vs cached vs online KD for every method; returns the results dict (see module docstring)."""
+    n_train = size.steps * size.batch_size
+    base = TrialConfig(
+        task=task,
+        student=size.student,
+        method="ft",
+        data=data,
+        max_length=size.max_length,
+        train=TrainConfig(
+            epochs=1,
+            batch_size=size.batch_size,
+            max_steps=size.steps,
+            device=device,
+            eval_batch_size=size.batch_size,
+        ),
+        cache_dir=str(work / "cache"),
+    )
+    full = prepare(base)
+    # Same data for every run: the first steps*batch training samples, small validation/test sets (not timed).
+    task_data = _subset(full.task_data, n_train, size.batch_size)
+    encoded = {
+        s: encode_split(task_data.split(s), full.tokenizer.encode, size.max_length, full.tokenizer.pad_id)
+        for s in SPLITS
+    }
+    prepared = PreparedTrial(task_data, full.tokenizer, encoded, full.num_labels)
+
+    teacher_dir = work / "teacher"
+    if not (teacher_dir / "config.json").exists():
+        texts = [ex.code for ex in full.task_data.train[:2000]]
+        create_random_teacher(
+            teacher_dir,
+            arch="roberta",
+            num_layers=size.teacher_layers,
+            hidden_size=size.teacher_hidden,
+            num_heads=size.teacher_heads,
+            intermediate_size=size.teacher_ffn,
+            tokenizer_texts=texts,
+            vocab_size=size.teacher_vocab,
+            num_labels=full.num_labels,
+            max_length=size.max_length,
+        )
+    teacher = Teacher.load(str(teacher_dir), full.num_labels)
+    tshape = teacher.shape
+    sspec = get_student_spec(size.student)
+    sshape = ModelShape(sspec.num_layers, sspec.hidden_size)
+
+    # The union of what the four methods need, plus CKD's teacher-side relations: one teacher pass.
+    spec = SignalSpec()
+    for name in KD_METHODS:
+        if name != "ckd":
+            spec = spec.union(get_method(name)(sshape, tshape).signals())
+    spec = spec.union(SignalSpec(logits=True))
+    ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
+    request = CacheRequest(
+        str(teacher_dir),
+        task,
+        spec,
+        size.max_length,
+        ckd_layer_sets=(ckd_layers,),
+        batch_size=size.batch_size,
+    )
+    t0 = time.perf_counter()
+    report = get_or_build(request, task_data, full.num_labels, work / "storage", use_ray=False, device=device)
+    build_s = time.perf_counter() - t0
+    print(
+        f"teacher cache: {human_bytes(report.bytes)} built in {build_s:.1f} s ({'built' if report.built else 'found'})",
+        flush=True,
+    )
+
+    from orchestrator.trainer import resolve_device
+
+    online = OnlineTeacher(
+        teacher,
+        {
+            s: encode_split(task_data.split(s), teacher.encode, size.max_length, teacher.pad_id)
+            for s in SPLITS
+        },
+        resolve_device(device),
+    )
+    cached_plain = CachedTeacher.open(report.path)
+    cached_ckd = CachedTeacher.open(report.path, ckd_layers=ckd_layers)
+
+    def timed(method: str, source: Any) -> tuple[float, float]:
+        cfg = TrialConfig(**{**vars(base), "method": method, "train": TrainConfig(**vars(base.train))})
+        res = run_trial(cfg, teacher_source=source, teacher_shape=tshape, prepared=prepared)
+        return res.train_seconds, res.teacher_seconds
+
+    ft_s, _ = timed("ft", None)
+    print(f"ft: {ft_s:.2f} s for {size.steps} steps", flush=True)
+    methods: dict[str, dict[str, float]] = {}
+    for name in KD_METHODS:
+        cached_s, teacher_s_cached = timed(name, cached_ckd if name == "ckd" else cached_plain)
+        online_s, teacher_s_online = timed(name, online)
+        methods[name] = {
+            "ft_s": ft_s,
+            "cached_s": cached_s,
+            "online_s": online_s,
+            "teacher_s_cached": teacher_s_cached,
+            "teacher_s_online": teacher_s_online,
+            "cached_over_ft": cached_s / ft_s,
+            "online_over_ft": online_s / ft_s,
+            "teacher_share_cached": teacher_s_cached / cached_s,
+            "teacher_share_online": teacher_s_online / online_s,
+        }
+        print(f"{name}: cached {cached_s:.2f} s, online {online_s:.2f} s", flush=True)
+    return {
+        "methods": methods,
+        "teacher_passes": 1 if report.built else 0,
+        "cache_bytes": report.bytes,
+        "cache_build_s": build_s,
+        "device": _device_name(device),
+        "size": vars(size),
+        "teacher_shape": vars(tshape),
+    }
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(
+        f"\ndevice: {results['device']}   cache: {human_bytes(results['cache_bytes'])} "
+        f"(built once in {results['cache_build_s']:.1f} s, teacher passes: {results['teacher_passes']})"
+    )
+    head = (
+        f"{'method':<7}{'FT s':>9}{'cached s':>10}{'online s':>10}{'cached/FT':>11}{'online/FT':>11}"
+        f"{'teacher% cached':>17}{'teacher% online':>17}"
+    )
+    print(head)
+    print("-" * len(head))
+    for name, m in results["methods"].items():
+        print(
+            f"{name:<7}{m['ft_s']:>9.2f}{m['cached_s']:>10.2f}{m['online_s']:>10.2f}{m['cached_over_ft']:>11.3f}"
+            f"{m['online_over_ft']:>11.3f}{100 * m['teacher_share_cached']:>16.1f}%"
+            f"{100 * m['teacher_share_online']:>16.1f}%"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bench", required=True)
+    o = sub.add_parser("overhead", help="KD vs FT training time, teacher cached vs online")
+    o.add_argument("--out", default="results.json")
+    o.add_argument("--size", default="default", choices=sorted(SIZES))
+    o.add_argument("--steps", type=int, help="optimiser steps per run (default: the size's)")
+    o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    o.add_argument("--task", default="exception")
+    o.add_argument("--device", default="auto")
+    o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    size = SIZES[args.size]
+    if args.steps:
+        size = BenchSize(**{**vars(size), "steps": args.steps})
+    with tempfile.TemporaryDirectory(prefix="kdbench-") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        results = overhead(size, args.data, work, args.device, args.task)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print_table(results)
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,310 @@
+"""A study expanded into its units: tokenizers -> teacher fine-tunes -> teacher caches -> student trials.
+
+Every unit has a content key, so a unit whose output already exists is skipped, and a trial whose ``trial_key``
+already has a FINISHED MLflow run is not run again. Planning reads no model weights and no hub data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kd_methods import ModelShape, SignalSpec, get_method, layer_map
+from models import STUDENTS, get_student_spec
+from orchestrator.spec import StudySpec, TeacherSettings, stable_key
+from tasks import get_task
+
+# Shapes of the teachers the studies name, so --plan needs no download. Others are read from a local config.
+KNOWN_TEACHERS: dict[str, tuple[int, int, int]] = {  # layers, hidden, parameters
+    "microsoft/unixcoder-base": (12, 768, 126_000_000),
+    "answerdotai/ModernBERT-base": (22, 768, 149_000_000),
+    "microsoft/CodeGPT-small-py": (12, 768, 124_000_000),
+    "minilm": (6, 384, 22_700_000),
+}
+# Hub split sizes (STUDY.md) and mean teacher tokens per sample at max length 512, for estimates before download.
+HUB_SAMPLES = {
+    "defect": {"train": 21854, "validation": 2732, "test": 2732},
+    "clone": {"train": 90102, "validation": 41541, "test": 415416},
+    "exception": {"train": 18480, "validation": 2088, "test": 10348},
+}
+MEAN_TOKENS_512 = {"defect": 380, "clone": 460, "exception": 230}
+
+
+@dataclass(frozen=True)
+class TeacherUnit:
+    teacher: str
+    task: str
+    key: str
+    folder: str
+
+
+@dataclass(frozen=True)
+class CacheUnit:
+    teacher: str
+    task: str
+    spec: SignalSpec
+    ckd_layer_sets: tuple[tuple[int, ...], ...]
+    key: str
+
+
+@dataclass
+class TrialUnit:
+    task: str
+    teacher: str  # "none" for FT
+    student: str
+    method: str
+    seed: int
+    trial_key: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def tags(self, study: str) -> dict[str, str]:
+        sspec = get_student_spec(self.student)
+        return {
+            "stage": "student",
+            "study": study,
+            "task": self.task,
+            "teacher": self.teacher,
+            "student": self.student,
+            "student_arch": sspec.arch,
+            "student_params": str(self.settings.get("student_params", "")),
+            "method": self.method,
+            "method_family": get_method(self.method).family,
+            "seed": str(self.seed),
+            "trial_key": self.trial_key,
+        }
+
+
+@dataclass
+class StudyPlan:
+    spec: StudySpec
+    families: list[tuple[str, int]]  # (family, vocab size) tokenizers
+    teachers: list[TeacherUnit]
+    caches: list[CacheUnit]
+    trials: list[TrialUnit]
+    teacher_shapes: dict[str, ModelShape]
+    cache_bytes: int
+    gpu_hours: float
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, Any]:
+        by_stage = {
+            "tokenizers": len(self.families),
+            "teacher_finetune": len(self.teachers),
+            "teacher_cache": len(self.caches),
+            "student": len(self.trials),
+        }
+        return {
+            "study": self.spec.name,
+            "trials": len(self.trials),
+            "teacher_finetunes": len(self.teachers),
+            "teacher_passes": len(self.caches),
+            "cache_bytes": self.cache_bytes,
+            "gpu_hours": round(self.gpu_hours, 2),
+            "stages": by_stage,
+            "trials_by_method": {m: sum(t.method == m for t in self.trials) for m in self.spec.methods},
+            "notes": self.notes,
+        }
+
+
+def data_key(spec: StudySpec) -> str:
+    """Identifies the data a study trains on without loading it (hub id set, or the local builder's manifest)."""
+    manifest = Path(spec.data) / "manifest.json"
+    content = manifest.read_text() if spec.data != "hub" and manifest.exists() else ""
+    return stable_key({"data": spec.data, "max_samples": spec.max_samples, "manifest": content})
+
+
+def teacher_shape(t: TeacherSettings) -> tuple[ModelShape, int, str | None]:
+    """(shape, parameter estimate, note) of a teacher, without loading weights."""
+    if t.source.startswith("random:"):
+        layers, hidden = t.layers or 2, t.hidden or 64
+        return ModelShape(layers, hidden), 12 * layers * hidden * hidden, None
+    from orchestrator.trial import TEACHER_ALIASES
+
+    source = TEACHER_ALIASES.get(t.source, t.source)
+    if source in KNOWN_TEACHERS or t.source in KNOWN_TEACHERS:
+        layers, hidden, params = KNOWN_TEACHERS.get(source) or KNOWN_TEACHERS[t.source]
+        return ModelShape(layers, hidden), params, None
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=t.trust_remote_code)
+        return (
+            ModelShape(cfg.num_hidden_layers, cfg.hidden_size),
+            12 * cfg.num_hidden_layers * cfg.hidden_size**2,
+            None,
+        )
+    except Exception:  # noqa: BLE001 - unknown offline: plan with a RoBERTa-base shape and say so
+        return (
+            ModelShape(12, 768),
+            125_000_000,
+            f"teacher '{t.name}': shape unknown offline, planned as 12x768",
+        )
+
+
+@cache
+def student_parameters(student: str, num_labels: int) -> int:
+    """A student's parameter count, from a model built on the meta device (no memory, no time)."""
+    import torch
+
+    from models import build_student, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(build_student(student, num_labels))
+
+
+def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
+    settings = spec.student_train.model_dump()
+    if method == "ckd":
+        # CKD's relations are memory-hungry; the paper trains it with batch 16 where others use 32.
+        settings["batch_size"] = min(settings["batch_size"], 16)
+    return settings
+
+
+def _split_sizes(spec: StudySpec, task: str) -> dict[str, int]:
+    if spec.data == "hub":
+        sizes = dict(HUB_SAMPLES[task])
+    else:
+        manifest = Path(spec.data) / "manifest.json"
+        counts = json.loads(manifest.read_text()).get("counts", {}).get(task) if manifest.exists() else None
+        sizes = dict(counts) if isinstance(counts, dict) else {"train": 2000, "validation": 300, "test": 300}
+    if spec.max_samples:
+        sizes = {k: min(v, spec.max_samples) for k, v in sizes.items()}
+    return sizes
+
+
+def build_plan(spec: StudySpec) -> StudyPlan:
+    from orchestrator.teacher_cache import CacheRequest, plan_bytes
+
+    dkey = data_key(spec)
+    notes: list[str] = []
+    shapes: dict[str, ModelShape] = {}
+    tparams: dict[str, int] = {}
+    for t in spec.teachers:
+        shape, params, note = teacher_shape(t)
+        shapes[t.name], tparams[t.name] = shape, params
+        if note:
+            notes.append(note)
+
+    families = sorted(
+        {(get_task(task).family, STUDENTS[s].vocab_size) for task in spec.tasks for s in spec.students}
+    )
+    kd_methods = [m for m in spec.methods if get_method(m).family != "none"]
+
+    teachers: list[TeacherUnit] = []
+    caches: list[CacheUnit] = []
+    tkeys: dict[tuple[str, str], str] = {}
+    cache_bytes = 0
+    gpu_seconds = 0.0
+    tflops = 100e12 * 0.35  # an A10G/A100-class GPU at a modest utilisation: a rough planning figure
+    for t in spec.teachers if kd_methods else []:
+        for task in spec.tasks:
+            key = stable_key(
+                {
+                    "teacher": t.model_dump(),
+                    "task": task,
+                    "data": dkey,
+                    "train": spec.teacher_train.model_dump(),
+                }
+            )
+            tkeys[(t.name, task)] = key
+            folder = str(Path(spec.storage) / "teachers" / f"{t.name}-{task}-{key}")
+            teachers.append(TeacherUnit(t.name, task, key, folder))
+            union, ckd_sets = SignalSpec(logits=True), set()
+            for s in spec.students:
+                sspec = get_student_spec(s)
+                sshape = ModelShape(sspec.num_layers, sspec.hidden_size)
+                for m in kd_methods:
+                    method = get_method(m)(sshape, shapes[t.name], **spec.params_for(m))
+                    sig = method.signals()
+                    if m == "ckd" and spec.teacher_mode == "cached":
+                        # CKD reads its teacher-side relations, precomputed at build time, not the token states.
+                        ckd_sets.add((0, *layer_map(sspec.num_layers, shapes[t.name].num_layers)))
+                        sig = SignalSpec(logits=sig.logits, cls_layers=sig.cls_layers)
+                    union = union.union(sig)
+            request = CacheRequest(
+                folder, task, union, spec.student_train.max_length, spec.cache.dtype, tuple(sorted(ckd_sets))
+            )
+            caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key))
+            sizes = _split_sizes(spec, task)
+            mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
+            tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
+            cache_bytes += plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)[
+                "total_bytes"
+            ]
+            n_tok = sum(tokens.values())
+            ft_tokens = sizes["train"] * mean_tok * spec.teacher_train.epochs
+            gpu_seconds += (6 * tparams[t.name] * ft_tokens + 2 * tparams[t.name] * n_tok) / tflops
+
+    trials: list[TrialUnit] = []
+    for task in spec.tasks:
+        sizes = _split_sizes(spec, task)
+        mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
+        for s in spec.students:
+            sspec = get_student_spec(s)
+            sparams = student_parameters(s, get_task(task).num_labels)
+            for m in spec.methods:
+                pairs = (
+                    [("none", None)]
+                    if get_method(m).family == "none"
+                    else [(t.name, t) for t in spec.teachers]
+                )
+                for tname, _t in pairs:
+                    for seed in spec.seeds:
+                        settings = {
+                            "task": task,
+                            "teacher": tname,
+                            "student": s,
+                            "method": m,
+                            "seed": seed,
+                            "method_params": spec.params_for(m),
+                            "train": student_train(spec, m),
+                            "data": dkey,
+                            "teacher_key": tkeys.get((tname, task)),
+                            "mode": spec.teacher_mode,
+                        }
+                        key = stable_key(settings)
+                        settings["student_params"] = sparams
+                        trials.append(TrialUnit(task, tname, s, m, seed, key, settings))
+                        step_tokens = sizes["train"] * mean_tok * spec.student_train.epochs
+                        cost = 6 * max(sparams, 1) * step_tokens
+                        if tname != "none" and spec.teacher_mode == "online":
+                            cost += 2 * tparams[tname] * step_tokens
+                        gpu_seconds += cost / tflops
+    return StudyPlan(
+        spec, families, teachers, caches, trials, shapes, int(cache_bytes), gpu_seconds / 3600, notes
+    )
+
+
+def describe(plan: StudyPlan) -> str:
+    from orchestrator.teacher_cache import human_bytes
+
+    c = plan.counts()
+    lines = [
+        f"study '{plan.spec.name}': {plan.spec.description}".rstrip(": "),
+        f"  tokenizers          {c['stages']['tokenizers']:>6}",
+        f"  teacher fine-tunes  {c['teacher_finetunes']:>6}",
+        f"  teacher passes      {c['teacher_passes']:>6}   (one cache build per teacher x task)",
+        f"  student trials      {c['trials']:>6}   "
+        + ", ".join(f"{m}: {n}" for m, n in c["trials_by_method"].items()),
+        f"  cache size (est.)   {human_bytes(c['cache_bytes']):>10}",
+        f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   (FLOP count at 35 TFLOP/s effective; a rough guide)",
+    ]
+    lines += [f"  note: {n}" for n in c["notes"]]
+    return "\n".join(lines)
+
+
+def plan_dict(plan: StudyPlan) -> dict[str, Any]:
+    out = plan.counts()
+    out["caches"] = [
+        {
+            "teacher": u.teacher,
+            "task": u.task,
+            "signals": u.spec.to_dict(),
+            "ckd_layer_sets": [list(s) for s in u.ckd_layer_sets],
+        }
+        for u in plan.caches
+    ]
+    return out

@@ -1,0 +1,191 @@
+"""MLflow: the study's own tracking server when ``MLFLOW_TRACKING_URI`` is unset, and the run bookkeeping that makes
+a study resumable (a trial is done when its ``trial_key`` has a FINISHED ``student`` run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.entities import RunStatus  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+FACTOR_TAGS = (
+    "task",
+    "teacher",
+    "student",
+    "student_arch",
+    "student_params",
+    "method",
+    "method_family",
+    "seed",
+)
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MlflowServer:
+    """An ``mlflow server`` this process started (SQLite store and artifacts under the storage path)."""
+
+    uri: str
+    store_uri: str
+    artifacts: Path
+    process: subprocess.Popen | None
+    log: Path
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def ui_command(self, port: int = 5000) -> str:
+        return (
+            f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
+            f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
+        )
+
+
+def local_store(storage: str | Path) -> tuple[str, Path]:
+    root = Path(storage).resolve() / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
+
+
+def start_server(
+    storage: str | Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 90.0
+) -> MlflowServer:
+    """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers."""
+    store_uri, artifacts = local_store(storage)
+    port = port or _free_port(host)
+    log = Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    uri = f"http://{host}:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"mlflow server exited with code {proc.returncode}; its log: {log}\n"
+                + log.read_text()[-3000:]
+            )
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                if r.status == 200:
+                    return MlflowServer(uri, store_uri, artifacts, proc, log)
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise TimeoutError(f"mlflow server did not answer at {uri} within {timeout:.0f} s; its log: {log}")
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except Exception:  # another process created it in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def search_all(client: MlflowClient, exp_id: str, filter_string: str = "") -> list[Any]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp_id], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def runs_by_stage(client: MlflowClient, exp_id: str, stage: str, status: str | None = None) -> list[Any]:
+    flt = f"tags.stage = '{stage}'"
+    if status:
+        flt += f" and attributes.status = '{status}'"
+    return search_all(client, exp_id, flt)
+
+
+def finished_keys(client: MlflowClient, exp_id: str, stage: str = "student") -> set[str]:
+    return {r.data.tags.get("trial_key") for r in runs_by_stage(client, exp_id, stage, "FINISHED")}
+
+
+def finished_run(client: MlflowClient, exp_id: str, stage: str, key: str) -> Any | None:
+    flt = f"tags.stage = '{stage}' and tags.trial_key = '{key}' and attributes.status = 'FINISHED'"
+    runs = client.search_runs([exp_id], filter_string=flt, max_results=1)
+    return runs[0] if runs else None
+
+
+def mark_stale_running(client: MlflowClient, exp_id: str, reason: str) -> int:
+    """Runs left RUNNING by a driver that was killed: mark them KILLED so they count as neither done nor live."""
+    stale = search_all(client, exp_id, "attributes.status = 'RUNNING' and tags.stage != 'study'")
+    for run in stale:
+        client.set_tag(run.info.run_id, "error", reason)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+    return len(stale)
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    flat = {
+        k: (json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v))
+        for k, v in params.items()
+    }
+    items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+    if items:
+        client.log_batch(run_id, metrics=items)
+
+
+def log_json_artifact(client: MlflowClient, run_id: str, payload: Any, artifact_path: str, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(payload))
+        client.log_artifact(run_id, str(path), artifact_path)

@@ -1,0 +1,126 @@
+"""The Ray Tune trainable: a plain function of one trial's config that trains a student and records it in MLflow.
+
+Each trial writes its own MLflow run (not Tune's MLflow callback, which forgets its run map when a study is
+restored): created RUNNING with the trial's factor tags, per-epoch metrics, final test metrics and artifacts, then
+FINISHED; FAILED with the reason when it raises. A trial whose ``trial_key`` already has a FINISHED run returns at
+once, so a retried or resumed trial is never recorded twice.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from mlflow.tracking import MlflowClient
+
+from orchestrator import tracking
+from orchestrator.trainer import TrainConfig
+from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+
+_PREPARED: dict[tuple, PreparedTrial] = {}  # reused actors keep encoded data between trials
+
+
+def _prepared(cfg: TrialConfig) -> PreparedTrial:
+    key = (cfg.task, cfg.student, cfg.data, cfg.max_length, cfg.max_samples, cfg.cache_dir)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = prepare(cfg)
+    return _PREPARED[key]
+
+
+def _teacher_source(trial: dict[str, Any], caches: dict[str, Any]) -> tuple[Any, Any]:
+    """Open this trial's teacher cache: from the object store (zero-copy) or memory-mapped shards."""
+    import ray
+
+    from kd_methods import ModelShape
+    from orchestrator.teacher_cache import CachedTeacher, from_object_store
+
+    entry = caches[f"{trial['teacher']}/{trial['task']}"]
+    shape = ModelShape(*entry["shape"])
+    ckd_layers = tuple(trial["ckd_layers"]) if trial["method"] == "ckd" else None
+    if entry.get("ref") is not None:
+        return from_object_store(ray.get(entry["ref"]), ckd_layers), shape
+    return CachedTeacher.open(entry["path"], ckd_layers=ckd_layers), shape
+
+
+def student_trainable(
+    config: dict[str, Any], caches: dict[str, Any], tracking_uri: str, experiment_id: str, study: str
+) -> None:
+    from ray import tune
+
+    trial = config["trial"]
+    torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
+    client = MlflowClient(tracking_uri)
+    done = tracking.finished_run(client, experiment_id, "student", trial["trial_key"])
+    if done is not None:
+        tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith("test_")}})
+        return
+
+    run = client.create_run(experiment_id, run_name=trial["run_name"], tags=trial["tags"])
+    run_id = run.info.run_id
+    try:
+        tracking.log_params(client, run_id, trial["params"])
+        train = TrainConfig(**{k: v for k, v in trial["train"].items() if k != "max_length"})
+        out_dir = Path(tempfile.mkdtemp(prefix="trial-"))
+        cfg = TrialConfig(
+            task=trial["task"],
+            student=trial["student"],
+            method=trial["method"],
+            teacher=trial.get("teacher_dir"),
+            seed=trial["seed"],
+            data=trial["data"],
+            max_length=trial["train"]["max_length"],
+            max_samples=trial["max_samples"],
+            method_params=trial["method_params"],
+            train=train,
+            teacher_mode=trial["teacher_mode"],
+            cache_dir=trial["cache_dir"],
+            out_dir=str(out_dir),
+        )
+        prepared = _prepared(cfg)
+        source, shape = (None, None)
+        if trial["teacher"] != "none" and trial["teacher_mode"] == "cached":
+            source, shape = _teacher_source(trial, caches)
+
+        def on_epoch(row: dict[str, float]) -> None:
+            epoch = int(row["epoch"])
+            tracking.log_metrics(client, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            tune.report(dict(row))
+
+        start = time.perf_counter()
+        result = run_trial(
+            cfg, callback=on_epoch, teacher_source=source, teacher_shape=shape, prepared=prepared
+        )
+        final = {f"test_{k}": v for k, v in result.test.items() if k != "selection_score"}
+        final.update(
+            {
+                "train_seconds": result.train_seconds,
+                "teacher_seconds": result.teacher_seconds,
+                "eval_seconds": result.eval_seconds,
+                "inference_samples_per_s": result.inference_samples_per_s,
+                "student_params": float(result.params),
+                "best_epoch": float(result.best_epoch),
+                "trial_seconds": time.perf_counter() - start,
+                "steps": float(result.steps),
+            }
+        )
+        tracking.log_metrics(client, run_id, final)
+        client.set_tag(run_id, "student_params", str(result.params))
+        if result.checkpoint and result.checkpoint.exists():
+            target = out_dir / "checkpoint"
+            target.mkdir(exist_ok=True)
+            os.replace(result.checkpoint, target / "model.safetensors")
+            client.log_artifact(run_id, str(target / "model.safetensors"), "checkpoint")
+        tracking.log_json_artifact(client, run_id, result.test_predictions, "predictions", "test.json")
+        client.set_terminated(run_id, "FINISHED")
+        tune.report({**final, "done": 1.0})
+    except BaseException as err:  # noqa: BLE001 - every failure is recorded, then Tune retries or gives up
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+        client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
+        client.set_terminated(run_id, "FAILED")
+        raise

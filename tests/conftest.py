@@ -1,0 +1,38 @@
+"""Shared test set-up: everything offline and on loopback, local real-code data built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Set before anything imports huggingface_hub, ray or mlflow: a missing model must fail fast, not hang.
+for key, value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "disabled",
+}.items():
+    os.environ.setdefault(key, value)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+SMALL_SIZES = {"train": 160, "validation": 48, "test": 48}
+
+
+@pytest.fixture(scope="session")
+def local_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each task's JSON Lines, mined from real source code on this machine (small sizes, built once)."""
+    from tasks.build_local import build_local
+
+    out = tmp_path_factory.mktemp("data")
+    build_local(out, sizes=SMALL_SIZES)
+    return out

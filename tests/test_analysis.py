@@ -1,0 +1,553 @@
+"""orchestrator/analysis.py and the notebooks against a small real MLflow store that follows the contract
+(docs/CONTRACTS.md, section MLflow): 2 tasks, RoBERTa and BiGRU students at two sizes, FT/KD/PKD, 2 teachers,
+3 seeds, teacher_finetune and teacher_cache runs, predictions artifacts. Scores are built so the expected
+answers are known: every defect accuracy is a whole number of correct test samples out of 100."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from scipy.stats import friedmanchisquare, wilcoxon
+from sklearn.metrics import f1_score
+
+from orchestrator import analysis as A
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+STUDY = "analysis-fixture"
+N_TEST = 100
+TASKS = ("defect", "clone")
+STUDENTS = {  # name -> (arch, params, inference samples/s)
+    "roberta-7m": ("roberta", 7_100_000, 800.0),
+    "roberta-tiny": ("roberta", 310_000, 3000.0),
+    "bigru-7m": ("bigru", 6_900_000, 800.0),
+    "bigru-tiny": ("bigru", 290_000, 3000.0),
+}
+TEACHERS = {"unixcoder": (126_000_000, 66), "modernbert": (149_000_000, 62)}  # params, correct test samples
+METHODS = {"ft": "none", "kd": "logit", "pkd": "feature"}
+SEEDS = (0, 1, 2)
+# Correct test samples = 50 + gains: KD always beats FT of the same seed on defect, PKD beats KD, BiGRU beats
+# RoBERTa by one sample, UniXcoder students beat ModernBERT ones by one.
+METHOD_GAIN = {"ft": 0, "kd": 3, "pkd": 4}
+SIZE_GAIN = {"7m": 6, "tiny": 2}
+ARCH_GAIN = {"roberta": 0, "bigru": 1}
+TEACHER_GAIN = {"unixcoder": 1, "modernbert": 0, "none": 0}
+SEED_NOISE = {0: -1, 1: 0, 2: 1}
+TRAIN_S = {"7m": 30.0, "tiny": 10.0}
+KD_COST = {"ft": 1.0, "kd": 1.2, "pkd": 1.5}
+IDENTICAL = ("defect", "roberta-7m", "unixcoder", "pkd", 0)  # this run predicts exactly what its teacher does
+EPOCHS, BATCH, TRAIN_SAMPLES = 2, 16, 64
+
+
+@dataclass
+class Store:
+    uri: str
+    root: Path
+    client: MlflowClient
+    preds: dict[tuple, np.ndarray] = field(default_factory=dict)  # trial key -> student preds
+    teacher_preds: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _log(
+    client: MlflowClient,
+    exp: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    params: dict[str, object],
+    preds: dict | None = None,
+    status: str = "FINISHED",
+) -> str:
+    run = client.create_run(exp, tags={**tags, "study": STUDY})
+    rid = run.info.run_id
+    now = int(time.time() * 1000)
+    client.log_batch(
+        rid,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    if preds is not None:
+        client.log_dict(rid, preds, "predictions/test.json")
+    client.set_terminated(rid, status=status)
+    return rid
+
+
+def _pred_json(labels: np.ndarray, pred: np.ndarray) -> dict:
+    probs = np.where(pred[:, None] == np.arange(2)[None, :], 0.8, 0.2)
+    return {"idx": list(range(len(labels))), "label": labels.tolist(), "pred": pred.tolist(), "probs": probs.tolist()}
+
+
+def _metrics(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    return {"test_accuracy": float((pred == labels).mean()), "test_f1": float(f1_score(labels, pred))}
+
+
+def build_store(root: Path) -> Store:
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    client.create_experiment("another-study", artifact_location=(root / "other").as_uri())
+    exp = client.create_experiment(STUDY, artifact_location=(root / "artifacts").as_uri())
+    store = Store(uri=uri, root=root, client=client)
+    _log(client, exp, {"stage": "study"}, {"teacher_passes": 4}, {"study_name": STUDY})
+    none = dict.fromkeys(["student", "student_arch", "student_params", "method", "method_family"], "none")
+    for t_i, task in enumerate(TASKS):
+        rng = np.random.default_rng(100 + t_i)
+        labels = rng.integers(0, 2, N_TEST)
+        store.labels[task] = labels
+        for teacher, (tparams, correct) in TEACHERS.items():
+            pred = labels.copy()
+            wrong = rng.permutation(N_TEST)[correct:]
+            pred[wrong] = 1 - pred[wrong]
+            store.teacher_preds[(teacher, task)] = pred
+            base = {"task": task, "teacher": teacher, "seed": "0", **none}
+            _log(
+                client,
+                exp,
+                {**base, "stage": "teacher_finetune", "trial_key": f"ft-{teacher}-{task}"},
+                {**_metrics(labels, pred), "teacher_params": tparams, "inference_samples_per_s": 100.0},
+                {"epochs": 5},
+            )
+            _log(
+                client,
+                exp,
+                {**base, "stage": "teacher_cache", "trial_key": f"cache-{teacher}-{task}"},
+                {"cache_bytes": 1e6, "build_seconds": 12.0, "teacher_passes": 1},
+                {},
+                preds=_pred_json(labels, pred),
+            )
+        for student, (arch, params, speed) in STUDENTS.items():
+            size = A.size_key(student)
+            for method, family in METHODS.items():
+                for teacher in ["none"] if method == "ft" else list(TEACHERS):
+                    for seed in SEEDS:
+                        key = (task, student, teacher, method, seed)
+                        correct = (
+                            50
+                            + SIZE_GAIN[size]
+                            + ARCH_GAIN[arch]
+                            + METHOD_GAIN[method]
+                            + TEACHER_GAIN[teacher]
+                            + SEED_NOISE[seed]
+                        )
+                        r = np.random.default_rng(zlib.crc32(repr(key).encode()))  # hash() is salted per process
+                        if key == IDENTICAL:
+                            pred = store.teacher_preds[(teacher, task)].copy()
+                        else:
+                            if method == "ft":
+                                right = r.permutation(N_TEST)[:correct]  # FT: errors unrelated to a teacher
+                            else:
+                                # KD: right where the teacher is right first, so it mostly agrees with it
+                                tp = store.teacher_preds[(teacher, task)]
+                                order = np.concatenate(
+                                    [r.permutation(np.flatnonzero(tp == labels)), r.permutation(np.flatnonzero(tp != labels))]
+                                )
+                                right = order[:correct]
+                            pred = 1 - labels
+                            pred[right] = labels[right]
+                        store.preds[key] = pred
+                        ft_s = TRAIN_S[size] + 0.1 * seed
+                        _log(
+                            client,
+                            exp,
+                            {
+                                "stage": "student",
+                                "task": task,
+                                "teacher": teacher,
+                                "student": student,
+                                "student_arch": arch,
+                                "student_params": str(params),
+                                "method": method,
+                                "method_family": family,
+                                "seed": str(seed),
+                                "trial_key": "-".join(map(str, key)),
+                            },
+                            {
+                                **_metrics(labels, pred),
+                                "train_seconds": ft_s * KD_COST[method],
+                                "teacher_seconds": 0.0 if method == "ft" else 0.5,
+                                "inference_samples_per_s": speed,
+                                "student_params": params,
+                                "best_epoch": 1,
+                            },
+                            {"epochs": EPOCHS, "batch_size": BATCH, "train_samples": TRAIN_SAMPLES, "lr": 3e-4},
+                            preds=_pred_json(labels, pred),
+                        )
+    # a failed trial must not count
+    _log(
+        client,
+        exp,
+        {"stage": "student", "task": "defect", "teacher": "none", "student": "roberta-7m", "method": "ft", "seed": "9"},
+        {"test_accuracy": 0.99},
+        {},
+        status="FAILED",
+    )
+    return store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    # SQLite syncs to disk on every commit (several per logged run): in memory-backed /dev/shm, where there is
+    # one, building the store takes a third of the time it takes on disk.
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        with tempfile.TemporaryDirectory(dir=shm, prefix="test-analysis-") as tmp:
+            yield build_store(Path(tmp))
+    else:
+        yield build_store(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="module")
+def df(store: Store) -> pd.DataFrame:
+    return A.load_runs(STUDY, store.uri)
+
+
+N_STUDENT_RUNS = len(TASKS) * len(STUDENTS) * len(SEEDS) * (1 + 2 * len(TEACHERS))
+
+
+def _seed_scores(df: pd.DataFrame, **factors: str) -> pd.Series:
+    rows = df[df["stage"] == "student"]
+    for k, v in factors.items():
+        rows = rows[rows[k] == v]
+    return rows.set_index("seed")["primary"].sort_index()
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def test_load_runs_shape_and_dtypes(df: pd.DataFrame) -> None:
+    n_teacher = len(TASKS) * len(TEACHERS)
+    assert len(df) == 1 + 2 * n_teacher + N_STUDENT_RUNS  # the FAILED run is left out
+    assert df["stage"].value_counts().to_dict() == {
+        "student": N_STUDENT_RUNS,
+        "teacher_finetune": n_teacher,
+        "teacher_cache": n_teacher,
+        "study": 1,
+    }
+    assert list(df.columns) == list(A.COLUMNS)
+    assert df["run_id"].is_unique
+    for col in ("seed", "student_params"):
+        assert pd.api.types.is_integer_dtype(df[col]), col
+    for col in ("primary", "test_accuracy", "test_f1", "train_seconds", "epochs", "batch_size"):
+        assert pd.api.types.is_float_dtype(df[col]), col
+    for col in A.TAG_COLUMNS:
+        assert pd.api.types.is_string_dtype(df[col]), col
+    s = A.student_runs(df)
+    assert len(s) == N_STUDENT_RUNS
+    assert s["seed"].notna().all() and set(s["seed"]) == set(SEEDS)
+    assert set(s["student_params"]) == {p for _, p, _ in STUDENTS.values()}
+    assert (s.loc[s["method"] == "ft", "teacher"] == "none").all()
+    # primary: defect accuracy, clone F1
+    d, c = s[s["task"] == "defect"], s[s["task"] == "clone"]
+    assert (d["primary"] == d["test_accuracy"]).all()
+    assert (c["primary"] == c["test_f1"]).all()
+    assert not (c["test_f1"] == c["test_accuracy"]).all()  # otherwise the check above proves nothing
+    # teacher runs have no seed-less garbage: the tag "none" is a missing integer
+    assert df.loc[df["stage"] == "teacher_cache", "student_params"].isna().all()
+
+
+def test_load_runs_missing_experiment_names_existing(store: Store) -> None:
+    with pytest.raises(LookupError) as err:
+        A.load_runs("no-such-study", store.uri)
+    msg = str(err.value)
+    assert "no-such-study" in msg and STUDY in msg and "another-study" in msg
+
+
+def test_teacher_scores(df: pd.DataFrame) -> None:
+    t = A.teacher_scores(df).set_index(["teacher", "task"])
+    assert t.loc[("unixcoder", "defect"), "primary"] == pytest.approx(0.66)
+    assert t.loc[("modernbert", "defect"), "primary"] == pytest.approx(0.62)
+    assert t.loc[("unixcoder", "clone"), "teacher_params"] == 126_000_000
+    assert A.default_teacher(df) == "unixcoder"
+
+
+# --------------------------------------------------------------------------------------- statistics
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "expected"),
+    [
+        ([1, 2, 3], [1, 2, 3], 0.0),
+        ([4, 5], [1, 2, 3], 1.0),
+        ([1], [2, 3], -1.0),
+        ([1, 2, 3], [2], 0.0),
+        ([3, 4], [1, 3], 0.75),  # 3 of 4 pairs greater, one tie
+    ],
+)
+def test_cliffs_delta_by_hand(x: list[float], y: list[float], expected: float) -> None:
+    assert A.cliffs_delta(x, y) == pytest.approx(expected)
+    assert A.cliffs_delta(y, x) == pytest.approx(-expected)
+
+
+def test_cliffs_delta_empty_is_nan() -> None:
+    assert np.isnan(A.cliffs_delta([], [1.0]))
+
+
+def test_holm_by_hand() -> None:
+    # sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> raised to the running max 0.06
+    np.testing.assert_allclose(A.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # NaN is not a hypothesis: m = 2
+    np.testing.assert_allclose(A.holm([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(A.holm([0.6, 0.7]), [1.0, 1.0])  # capped at 1
+
+
+def test_paired_comparison_edge_cases() -> None:
+    a = pd.Series([0.5, 0.6, 0.7], index=[0, 1, 2])
+    same = A.paired_comparison(a, a.copy())
+    assert same["p_wilcoxon"] == 1.0 and "zero" in same["note"] and same["delta"] == 0
+    one = A.paired_comparison(a, pd.Series([0.4, 0.9], index=[2, 7]))  # only seed 2 pairs
+    assert one["n_pairs"] == 1 and np.isnan(one["p_wilcoxon"]) and "no test" in one["note"]
+    assert one["a_n"] == 3 and one["b_n"] == 2
+    empty = A.paired_comparison(a, pd.Series(dtype=float))
+    assert empty["n_pairs"] == 0 and np.isnan(empty["delta"]) and np.isnan(empty["cliffs_delta"])
+    rng = np.random.default_rng(0)
+    x, y = pd.Series(rng.normal(size=8)), pd.Series(rng.normal(size=8) + 1.0)
+    res = A.paired_comparison(x, y)
+    assert res["p_wilcoxon"] == pytest.approx(wilcoxon(x, y).pvalue)
+    assert res["note"] == ""  # 8 pairs can reach p < 0.05
+
+
+# -------------------------------------------------------------------------------------------- RQ1-4
+
+
+def test_compare_to_ft(df: pd.DataFrame) -> None:
+    rq1 = A.compare_to_ft(df)
+    assert len(rq1) == len(TASKS) * len(STUDENTS) * len(TEACHERS) * 2
+    assert set(rq1["method"]) == {"kd", "pkd"}
+    assert (rq1["n_pairs"] == 3).all() and (rq1["kd_n"] == 3).all() and (rq1["ft_n"] == 3).all()
+    d = rq1[rq1["task"] == "defect"]
+    assert (d["delta"] > 0).all()
+    assert (d["cliffs_delta"] == 1.0).all()  # every KD seed beats every FT seed by construction
+    row = d[(d["student"] == "bigru-tiny") & (d["teacher"] == "modernbert") & (d["method"] == "kd")].iloc[0]
+    assert row["delta"] == pytest.approx(METHOD_GAIN["kd"] / N_TEST)
+    kd = _seed_scores(df, task="defect", student="bigru-tiny", teacher="modernbert", method="kd")
+    ft = _seed_scores(df, task="defect", student="bigru-tiny", method="ft")
+    assert row["kd_mean"] == pytest.approx(kd.mean()) and row["ft_std"] == pytest.approx(ft.std())
+    assert row["p_wilcoxon"] == pytest.approx(wilcoxon(kd.to_numpy(), ft.to_numpy()).pvalue)
+    assert "smallest attainable p 0.25" in row["note"]  # 3 pairs
+    np.testing.assert_allclose(rq1["p_holm"], A.holm(rq1["p_wilcoxon"]))
+    assert (rq1["p_holm"] >= rq1["p_wilcoxon"]).all()
+
+
+def test_compare_teachers(df: pd.DataFrame) -> None:
+    rq2 = A.compare_teachers(df)
+    assert len(rq2) == len(TASKS) * len(STUDENTS) * 2
+    assert (rq2["teacher_a"] == "modernbert").all() and (rq2["teacher_b"] == "unixcoder").all()
+    row = rq2[(rq2["task"] == "defect") & (rq2["student"] == "bigru-7m") & (rq2["method"] == "kd")].iloc[0]
+    assert row["delta"] == pytest.approx(-TEACHER_GAIN["unixcoder"] / N_TEST)
+    assert row["teacher_a_score"] == pytest.approx(0.62) and row["teacher_b_score"] == pytest.approx(0.66)
+    a = _seed_scores(df, task="defect", student="bigru-7m", method="kd", teacher="modernbert")
+    b = _seed_scores(df, task="defect", student="bigru-7m", method="kd", teacher="unixcoder")
+    assert row["p_wilcoxon"] == pytest.approx(wilcoxon(a.to_numpy(), b.to_numpy()).pvalue)
+    side = A.teachers_side_by_side(df)
+    assert {"unixcoder", "modernbert", "ft", "score_unixcoder"} <= set(side.columns)
+    assert len(side) == len(TASKS) * len(STUDENTS) * 2
+
+
+def test_retention_is_student_over_teacher(df: pd.DataFrame) -> None:
+    r = A.retention(df)
+    # KD runs once (their teacher), FT runs once per teacher
+    assert len(r) == N_STUDENT_RUNS + len(TASKS) * len(STUDENTS) * len(SEEDS) * (len(TEACHERS) - 1)
+    teacher = A.teacher_scores(df).set_index(["teacher", "task"])["primary"]
+    primary = df.set_index("run_id")["primary"]
+    for row in r.sample(20, random_state=0).itertuples():
+        assert row.retention == pytest.approx(primary[row.run_id] / teacher[(row.teacher, row.task)])
+    ident = r[(r["task"] == "defect") & (r["student"] == "roberta-7m") & (r["method"] == "pkd")]
+    ident = ident[(ident["teacher"] == "unixcoder") & (ident["seed"] == 0)]
+    assert ident["retention"].iloc[0] == pytest.approx(1.0)  # predicts what the teacher predicts
+    assert r.loc[r["student"] == "roberta-7m", "param_ratio"].iloc[0] == pytest.approx(
+        7_100_000 / TEACHERS[r.loc[r["student"] == "roberta-7m", "teacher"].iloc[0]][0]
+    )
+    fam = A.family_summary(df)
+    assert set(fam["method_family"]) == {"none", "logit", "feature"}
+    best = fam[(fam["task"] == "defect") & (fam["teacher"] == "unixcoder") & (fam["method_family"] == "feature")]
+    assert best["best_student"].iloc[0] == "roberta-7m"  # the identical run lifts its mean
+    fams = A.compare_families(df)
+    assert list(fams["task"]) == ["defect", "clone", "all"]
+    d = fams.iloc[0]
+    assert d["n_pairs"] == len(STUDENTS) * len(TEACHERS) * len(SEEDS)
+    assert d["delta"] > 0  # PKD is one sample better than KD on defect, more for the identical run
+
+
+def test_rank_methods(df: pd.DataFrame) -> None:
+    ranking = A.rank_methods(df)
+    k = len(METHODS)
+    assert ranking.n_blocks == len(TASKS) * len(STUDENTS) * len(TEACHERS) and ranking.n_incomplete == 0
+    np.testing.assert_allclose(ranking.block_ranks.sum(axis=1), k * (k + 1) / 2)
+    assert ranking.ranks.sum() == pytest.approx(k * (k + 1) / 2)
+    defect = ranking.block_ranks.xs("defect", level="task")
+    assert (defect["pkd"] == 1).all() and (defect["kd"] == 2).all() and (defect["ft"] == 3).all()
+    scores = ranking.block_scores
+    expected = friedmanchisquare(*[scores[m].to_numpy() for m in scores.columns])
+    assert ranking.friedman_p == pytest.approx(expected.pvalue)
+    assert ranking.nemenyi is not None and ranking.nemenyi.shape == (k, k)
+
+
+def test_rank_methods_few_blocks_gives_ranks_and_nan_p(df: pd.DataFrame) -> None:
+    one = df[(df["task"] == "defect") & df["student"].isin(["roberta-7m", "none"])]
+    one = one[one["teacher"].isin(["unixcoder", "none"])]
+    ranking = A.rank_methods(one)
+    assert ranking.n_blocks == 1
+    assert list(ranking.ranks.index) == ["pkd", "kd", "ft"]
+    assert np.isnan(ranking.friedman_p) and ranking.nemenyi is None and "no Friedman" in ranking.note
+
+
+def test_compare_architectures(df: pd.DataFrame) -> None:
+    arch = A.compare_architectures(df)
+    assert len(arch) == len(TASKS) * (1 + 2 * len(TEACHERS)) * len(SIZE_GAIN)
+    assert set(arch["size"]) == {"7m", "tiny"}
+    assert (arch["roberta_student"].str.split("-").str[1] == arch["bigru_student"].str.split("-").str[1]).all()
+    d = arch[(arch["task"] == "defect") & (arch["method"] == "ft")]
+    np.testing.assert_allclose(d["delta"], -ARCH_GAIN["bigru"] / N_TEST)
+    svp = A.score_vs_params(df)
+    assert len(svp) == len(TASKS) * len(STUDENTS) * (1 + 2 * len(TEACHERS))
+    assert (svp["n"] == 3).all()
+
+
+# ------------------------------------------------------------------------------ efficiency, behaviour
+
+
+def test_efficiency(df: pd.DataFrame, tmp_path: Path) -> None:
+    bench = {
+        "methods": {
+            m: {"ft_s": 10.0, "cached_s": 12.0, "online_s": 40.0, "teacher_s_cached": 0.4, "cached_over_ft": 1.2, "online_over_ft": 4.0}
+            for m in ("kd", "pkd")
+        },
+        "teacher_passes": 1,
+        "cache_bytes": 123,
+        "device": "cpu",
+    }
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(bench))
+    eff = A.efficiency(df, path)
+    for method, ratio in (("kd", 1.2), ("pkd", 1.5)):
+        np.testing.assert_allclose(eff.cost.loc[eff.cost["method"] == method, "cached_over_ft"], ratio)
+    n_kd = len(STUDENTS) * 2 * len(SEEDS)
+    np.testing.assert_allclose(eff.cost["cache_build_s_per_trial"], 12.0 / n_kd)
+    per = eff.passes[eff.passes["task"] != "all"]
+    assert len(per) == len(TASKS) * len(TEACHERS)
+    assert (per["n_kd_trials"] == n_kd).all() and (per["cached_passes"] == 1).all()
+    assert (per["online_passes"] == n_kd * EPOCHS).all()
+    assert (per["online_steps"] == n_kd * EPOCHS * (TRAIN_SAMPLES // BATCH)).all()
+    total = eff.passes[eff.passes["task"] == "all"].iloc[0]
+    assert total["cached_passes"] == 4 and total["online_passes"] == 4 * n_kd * EPOCHS
+    assert eff.recorded_teacher_passes == 4
+    tp = eff.throughput.set_index(["task", "student", "teacher"])
+    assert tp.loc[("defect", "roberta-7m", "unixcoder"), "speedup"] == pytest.approx(8.0)
+    assert eff.online is not None and list(eff.online["method"]) == ["kd", "pkd"]
+    assert eff.online["online_over_ft"].tolist() == [4.0, 4.0]
+    assert eff.bench == {"teacher_passes": 1, "cache_bytes": 123, "device": "cpu"}
+    assert A.efficiency(df).online is None
+
+
+def test_efficiency_without_params_reports_passes_only(df: pd.DataFrame) -> None:
+    no_steps = df.assign(train_samples=np.nan)
+    per = A.efficiency(no_steps).passes
+    assert per["online_steps"].isna().all() and (per.loc[per["task"] != "all", "online_passes"] > 0).all()
+
+
+def test_agreement(df: pd.DataFrame, store: Store) -> None:
+    agr = A.agreement(df, store.client)
+    # KD runs once, FT runs once per teacher of their task
+    assert len(agr) == N_STUDENT_RUNS + len(TASKS) * len(STUDENTS) * len(SEEDS) * (len(TEACHERS) - 1)
+    assert (agr["note"] == "").all() and (agr["n_samples"] == N_TEST).all()
+    task, student, teacher, method, seed = IDENTICAL
+    key = dict(task=task, student=student, teacher=teacher, method=method, seed=seed)
+    ident = agr.loc[(agr[list(key)] == pd.Series(key)).all(axis=1)].iloc[0]
+    assert ident["agreement"] == 1.0 and ident["accuracy"] == ident["teacher_accuracy"] == 0.66
+    # an arbitrary KD run, recomputed from the arrays the fixture logged
+    k = ("clone", "bigru-tiny", "modernbert", "kd", 2)
+    row = agr[(agr["task"] == "clone") & (agr["student"] == "bigru-tiny") & (agr["teacher"] == "modernbert")]
+    row = row[(row["method"] == "kd") & (row["seed"] == 2)].iloc[0]
+    pred, tp, y = store.preds[k], store.teacher_preds[("modernbert", "clone")], store.labels["clone"]
+    ft = store.preds[("clone", "bigru-tiny", "none", "ft", 2)]
+    mask = ft != tp
+    assert row["agreement"] == pytest.approx((pred == tp).mean())
+    assert row["n_ft_disagreed"] == mask.sum()
+    assert row["acc_on_ft_disagreed"] == pytest.approx((pred[mask] == y[mask]).mean())
+    assert row["agree_on_ft_disagreed"] == pytest.approx((pred[mask] == tp[mask]).mean())
+    # FT against each teacher: on the samples where it disagreed with the teacher it never agrees
+    assert (agr.loc[agr["method"] == "ft", "agree_on_ft_disagreed"] == 0).all()
+    summary = A.agreement_summary(agr)
+    assert (summary.loc[summary["method"] != "ft", "agreement_minus_ft"] > 0).all()  # KD students follow the teacher
+    assert (summary.loc[summary["method"] == "ft", "agreement_minus_ft"] == 0).all()
+
+
+# --------------------------------------------------------------------------------- figure, notebooks
+
+
+def test_paper_figure2_table() -> None:
+    p = A.PAPER_FIGURE2
+    assert len(p) == 3 * 2 * 5 * 3
+    assert p.set_index(["task", "arch", "size", "method"]).loc[("clone", "roberta", "30M", "ckd"), "score"] == 94.1
+    assert p.set_index(["task", "arch", "size", "method"]).loc[("exception", "bigru", "1.5M", "ft"), "score"] == 50.4
+    assert set(A.PAPER_TEACHER_SCORES["score"]) == {65.2, 94.1, 82.3}
+
+
+def test_beside_paper_matches_sizes(df: pd.DataFrame) -> None:
+    renamed = df.replace({"roberta-7m": "roberta-30m"})
+    table = A.beside_paper(renamed)
+    cell = table[(table["task"] == "defect") & (table["arch"] == "roberta") & (table["size"] == "30M")]
+    ours = cell.set_index("method")["ours"]
+    assert ours["ft"] == pytest.approx(100 * _seed_scores(df, task="defect", student="roberta-7m", method="ft").mean())
+    assert np.isnan(ours["ckd"])  # a method this study did not run
+    # defect/clone x ft/kd/pkd for roberta at 30M and bigru at 7M; the tiny students match no paper size
+    assert table["ours"].notna().sum() == 2 * 3 * 2
+    assert set(table.loc[table["ours"].notna(), "size"]) == {"30M", "7M"}
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_figure2_writes_png(df: pd.DataFrame, tmp_path: Path, paper: bool) -> None:
+    out = A.figure2(df, tmp_path / "sub" / "figure2.png", paper=paper)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_notebooks_are_stripped_and_generated() -> None:
+    sys.path.insert(0, str(A.NOTEBOOK_DIR))
+    try:
+        import make_notebooks
+    finally:
+        sys.path.remove(str(A.NOTEBOOK_DIR))
+    assert set(make_notebooks.NOTEBOOKS) == set(A.NOTEBOOKS)
+    for name in A.NOTEBOOKS:
+        nb = nbformat.read(A.NOTEBOOK_DIR / name, as_version=4)
+        nbformat.validate(nb)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code and all(c.outputs == [] and c.execution_count is None for c in code), name
+        assert nb == make_notebooks.build(name), f"{name} differs from make_notebooks.py: regenerate it"
+
+
+def test_notebooks_execute_headless(store: Store, tmp_path: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in A.NOTEBOOK_DIR.glob("*.ipynb")}
+    written = A.run_notebooks(tmp_path / "executed", STUDY, store.uri)
+    assert [p.name for p in written] == list(A.NOTEBOOKS)
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert all(c.execution_count for c in nb.cells if c.cell_type == "code"), path.name
+        text = json.dumps(outputs)
+        assert f"study '{STUDY}'" in text, path.name  # it read the fixture study, not the default
+    assert (tmp_path / "executed" / "figures" / "figure2.png").stat().st_size > 0
+    assert {p: p.stat().st_mtime_ns for p in A.NOTEBOOK_DIR.glob("*.ipynb")} == before  # sources untouched
+
+
+def test_run_notebooks_fails_loudly(store: Store, tmp_path: Path) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    with pytest.raises(CellExecutionError, match="no-such-study"):
+        A.run_notebooks(tmp_path, "no-such-study", store.uri, ["02_rq2_teachers.ipynb"])
+    assert (tmp_path / "02_rq2_teachers.ipynb").exists()  # the failed copy is kept for its traceback

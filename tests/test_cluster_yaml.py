@@ -1,0 +1,342 @@
+"""cluster.yaml: Ray's own offline validation, plus the invariants the study depends on.
+
+`ray up` has no dry run. What it does before touching the cloud is `prepare_config` (merge with the
+AWS defaults, merge setup commands, check the docker section, fill per-type worker limits) and,
+after an AWS-only step that looks up instance types (needs credentials, and a failure there is only
+a warning), `validate_config` (the JSON schema plus cross-field checks). Neither of the two needs
+credentials or boto3; this test runs them in that order, with boto3 made unimportable so any
+attempt to reach AWS fails loudly. `validate_config` on the raw file is not the offline path: it
+requires `cluster_synced_files`, which only `prepare_config` fills in.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.specifiers import SpecifierSet
+
+ray = pytest.importorskip("ray")
+jsonschema = pytest.importorskip("jsonschema")
+
+from ray.autoscaler._private.util import prepare_config, validate_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+
+# The project's reference interpreter (the .venv the tests run in, ENVIRONMENT.md); the image's
+# Python must be this one so that pickled objects and installed wheels agree across nodes.
+PY_TAG = "py311"
+IMAGE_RE = re.compile(r"^rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<py>\d+)-(?P<platform>gpu|cu\d+)$")
+# Places where SQLite must never live (network file systems, object stores).
+NETWORK_PREFIXES = ("s3:", "gs:", "/mnt/", "/efs", "/fsx", "/nfs", "/shared", "/data/efs")
+# Shell: what separates simple commands, and words that only prefix the command that follows.
+SEPARATORS = {";", "&&", "||", "&", "|"}
+PREFIXES = {"nohup", "exec", "sudo"}
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+def _load() -> dict:
+    with open(CLUSTER_YAML) as f:
+        return yaml.safe_load(f)
+
+
+def _tokens(cmd: str) -> list[str]:
+    return shlex.split(cmd)
+
+
+def _simple_commands(cmd: str) -> list[list[str]]:
+    """The simple commands of a shell line, e.g. `ulimit -n 1; (nohup ray start ...)` gives
+    [["ulimit", "-n", "1"], ["ray", "start", ...]]: split at ; && || & |, without brackets,
+    redirections, `nohup`-style prefixes or leading VAR=value assignments."""
+    commands: list[list[str]] = [[]]
+    skip_target = False
+    for tok in _tokens(cmd):
+        while tok.startswith("(") and tok.count("(") > tok.count(")"):
+            tok = tok[1:]
+        while tok.endswith(")") and tok.count(")") > tok.count("("):
+            tok = tok[:-1]
+        ends = tok.endswith(";") and tok != ";"
+        tok = tok.rstrip(";") if ends else tok
+        if skip_target:  # the file of a `> file` redirection
+            skip_target = False
+        elif tok in SEPARATORS:
+            commands.append([])
+            continue
+        elif re.match(r"^\d*[<>]", tok):  # a redirection, `2>/dev/null` or `>` + file
+            skip_target = re.fullmatch(r"\d*(>>?|<)(&\d)?", tok) is not None and "&" not in tok
+        elif tok:
+            current = commands[-1]
+            if current or (tok not in PREFIXES and not re.match(r"^[A-Za-z_]\w*=", tok)):
+                current.append(tok)
+        if ends:
+            commands.append([])
+    return [c for c in commands if c]
+
+
+def _flag(tokens: list[str], name: str) -> str | None:
+    """Value of `--name value` or `--name=value` in a token list (None if absent)."""
+    for i, tok in enumerate(tokens):
+        if tok == name and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if tok.startswith(name + "="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def _commands_running(cmds: list[str], *words: str) -> list[list[str]]:
+    """The simple commands (token lists) that start with `words`, e.g. ("ray", "start")."""
+    return [c for cmd in cmds for c in _simple_commands(cmd) if tuple(c[: len(words)]) == words]
+
+
+def _head_type(cfg: dict) -> dict:
+    return cfg["available_node_types"][cfg["head_node_type"]]
+
+
+def _worker_types(cfg: dict) -> dict[str, dict]:
+    return {k: v for k, v in cfg["available_node_types"].items() if k != cfg["head_node_type"]}
+
+
+def _expand_home(path: str) -> str:
+    """`~/x` as the container sees it (the rayproject images' user is `ray`)."""
+    return "/home/ray/" + path[2:] if path.startswith("~/") else path
+
+
+def _mlflow_server(cfg: dict) -> list[str]:
+    servers = _commands_running(cfg["head_start_ray_commands"], "mlflow", "server")
+    assert len(servers) == 1, "exactly one `mlflow server` in head_start_ray_commands"
+    return servers[0]
+
+
+def _all_node_commands(cfg: dict) -> list[str]:
+    keys = ("setup_commands", "head_setup_commands", "worker_setup_commands")
+    return [c for k in keys for c in cfg.get(k, [])]
+
+
+# ----------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No AWS: boto3/botocore unimportable, no credentials in the environment."""
+    for mod in ("boto3", "botocore"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+
+
+@pytest.fixture
+def raw() -> dict:
+    return _load()
+
+
+@pytest.fixture
+def prepared(offline, raw) -> dict:
+    return prepare_config(copy.deepcopy(raw))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray's own validation
+
+
+def test_ray_prepares_and_validates_offline(prepared):
+    validate_config(prepared)  # raises on any schema or cross-field error
+    assert prepared["provider"]["type"] == "aws"
+    assert "cluster_synced_files" in prepared  # filled in by prepare_config from the AWS defaults
+    # prepare_config put the common setup commands in front of the head's and the workers'
+    assert prepared["head_setup_commands"][0] == prepared["setup_commands"][0]
+    assert prepared["worker_setup_commands"][0] == prepared["setup_commands"][0]
+    assert _head_type(prepared)["max_workers"] == 0
+
+
+def test_validation_catches_a_broken_file(offline, raw):
+    typo = copy.deepcopy(raw)
+    typo["docker"]["shm_size"] = "12g"  # not a docker field: belongs in run_options
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(typo))
+
+    no_resources = copy.deepcopy(raw)
+    del next(iter(_worker_types(no_resources).values()))["resources"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(no_resources))
+
+    too_many = copy.deepcopy(raw)
+    next(iter(_worker_types(too_many).values()))["min_workers"] = too_many["max_workers"] + 1
+    with pytest.raises(ValueError, match="max_workers"):
+        validate_config(prepare_config(too_many))
+
+
+def test_every_node_type_declares_its_resources(raw):
+    # `ray up` only auto-detects resources from AWS when it can reach AWS; declared resources make
+    # the file valid offline and keep the autoscaler's view independent of that lookup.
+    for name, node_type in raw["available_node_types"].items():
+        assert isinstance(node_type.get("resources"), dict), f"{name}: declare resources"
+        assert node_type["node_config"].get("InstanceType"), f"{name}: InstanceType"
+
+
+# ----------------------------------------------------------------------------------------------
+# image, provider, scaling
+
+
+def test_image_matches_installed_ray_and_python(raw):
+    docker = raw["docker"]
+    images = {k: docker[k] for k in ("image", "head_image", "worker_image") if k in docker}
+    assert "image" in images
+    for key, image in images.items():
+        m = IMAGE_RE.match(image)
+        assert m, f"docker.{key}={image!r} is not a rayproject/ray:<ray>-py<ver>-gpu tag"
+        assert m["ray"] == ray.__version__, (
+            f"docker.{key}: image Ray {m['ray']} != installed {ray.__version__}"
+        )
+        assert f"py{m['py']}" == PY_TAG, f"docker.{key}: image Python py{m['py']} != {PY_TAG}"
+
+    requires = re.search(r'requires-python\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert requires, "pyproject.toml declares requires-python"
+    assert SpecifierSet(requires[1]).contains(f"{PY_TAG[2]}.{PY_TAG[3:]}")
+
+    assert docker.get("container_name")
+    assert isinstance(docker.get("pull_before_run"), bool)
+    assert isinstance(docker.get("run_options"), list)
+    # /dev/shm is the object store: either pinned here or sized per node by Ray's auto-detection,
+    # never Docker's 64 MB default.
+    options = docker["run_options"] + docker.get("head_run_options", [])
+    assert any("--shm-size" in o for o in options) or not docker.get("disable_shm_size_detection")
+
+
+def test_provider_auth_and_scaling(raw):
+    assert raw["provider"]["type"] == "aws"
+    assert isinstance(raw["provider"].get("region"), str) and raw["provider"]["region"]
+    assert raw["auth"]["ssh_user"] == "ubuntu"
+    assert raw["cluster_name"]
+    assert raw["max_workers"] >= 1
+    assert raw["idle_timeout_minutes"] > 0
+    assert raw["upscaling_speed"] > 0
+
+
+def test_gpu_workers_scale_from_zero(raw):
+    gpu_types = {k: v for k, v in _worker_types(raw).items() if v["resources"].get("GPU", 0) >= 1}
+    assert gpu_types, "a worker node type that declares a GPU"
+    for name, node_type in gpu_types.items():
+        assert node_type.get("min_workers", 0) == 0, f"{name}: min_workers must be 0"
+        assert 1 <= node_type["max_workers"] <= raw["max_workers"], f"{name}: max_workers"
+        assert node_type["resources"].get("CPU", 0) >= 1, f"{name}: CPUs for data loading"
+        # workers read and write the shared S3 storage through an instance profile
+        assert node_type["node_config"].get("IamInstanceProfile"), f"{name}: IamInstanceProfile"
+
+
+def test_head_runs_no_trials(raw):
+    resources = _head_type(raw)["resources"]
+    assert resources.get("CPU") == 0, "the head advertises CPU 0: driver and MLflow only"
+    assert resources.get("GPU", 0) == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# start commands: Ray, dashboard, MLflow
+
+
+def test_ray_start_commands_and_dashboard_on_loopback(raw):
+    heads = _commands_running(raw["head_start_ray_commands"], "ray", "start")
+    assert len(heads) == 1 and "--head" in heads[0]
+    head = heads[0]
+    port = _flag(head, "--port")
+    assert port
+    assert _flag(head, "--autoscaling-config") == "~/ray_bootstrap_config.yaml"
+    assert _flag(head, "--dashboard-host") in ("127.0.0.1", "localhost"), "dashboard via SSH tunnel only"
+
+    workers = _commands_running(raw["worker_start_ray_commands"], "ray", "start")
+    assert len(workers) == 1
+    assert _flag(workers[0], "--address") == f"$RAY_HEAD_IP:{port}"
+
+    everything = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"] + _all_node_commands(raw)
+    for cmd in everything:
+        assert not re.search(r"--dashboard-host[= ]+0\.0\.0\.0", cmd), cmd
+
+
+def test_mlflow_server_runs_on_head_with_local_sqlite(raw):
+    server = _mlflow_server(raw)
+    for key in ("worker_start_ray_commands", "worker_setup_commands", "setup_commands"):
+        assert not _commands_running(raw.get(key, []), "mlflow", "server"), f"no MLflow server in {key}"
+
+    backend = _flag(server, "--backend-store-uri")
+    assert backend and backend.startswith("sqlite:////"), "SQLite with an absolute path"
+    db_path = backend[len("sqlite:///") :]
+    assert db_path.endswith(".db")
+    assert not db_path.startswith(NETWORK_PREFIXES), f"{db_path} looks like a network file system"
+    for remote in raw.get("file_mounts", {}):
+        mounted = _expand_home(remote).rstrip("/")
+        assert not db_path.startswith(mounted + "/"), f"{db_path} is under file mount {remote}"
+    # the database survives a container restart (Ray runs the container with --rm): its folder is
+    # a bind mount of a host folder that initialization_commands creates on the head's own disk
+    db_dir = str(Path(db_path).parent)
+    binds = [
+        _tokens(o) for o in raw["docker"].get("head_run_options", []) if o.startswith(("--volume", "-v"))
+    ]
+    host_dirs = [t[-1].split(":")[0] for t in binds if t[-1].split(":")[1].rstrip("/") == db_dir]
+    assert host_dirs, f"{db_dir} is bind-mounted from the head's disk in docker.head_run_options"
+    assert not host_dirs[0].startswith(NETWORK_PREFIXES)
+    created = " ".join(raw.get("initialization_commands", []))
+    assert host_dirs[0].replace("/home/ubuntu/", "~/") in created or host_dirs[0] in created
+
+    assert (_flag(server, "--artifacts-destination") or "").startswith("s3://")
+    assert _flag(server, "--host") == "0.0.0.0", "workers reach it at the head's private IP"
+    assert _flag(server, "--port")
+    # detached from the SSH session that `ray up` runs it in
+    cmd = next(c for c in raw["head_start_ray_commands"] if "mlflow server" in c)
+    assert "nohup mlflow server" in cmd and re.search(r"\s&\s", cmd), "runs in the background"
+
+
+def test_every_node_gets_the_tracking_uri(raw):
+    port = _flag(_mlflow_server(raw), "--port")
+    head_setup = " ".join(raw["head_setup_commands"])
+    worker_setup = " ".join(raw["worker_setup_commands"])
+    assert re.search(rf'MLFLOW_TRACKING_URI=http://[^"]+:{port}\b', head_setup)
+    assert f"MLFLOW_TRACKING_URI=http://$RAY_HEAD_IP:{port}" in worker_setup
+    assert "127.0.0.1" not in head_setup, "the head's private IP, so the URI works when passed on"
+    # the environment file the URI is written to is sourced by every command Ray runs
+    env_file = re.search(r">>\s*(\S+)", worker_setup)[1]
+    assert env_file in re.search(r">>\s*(\S+)", head_setup)[1]
+    common = " ".join(raw["setup_commands"])
+    assert f"source {env_file}" in common and "~/.bashrc" in common
+
+
+def test_token_auth_on_every_node(raw):
+    common = " ".join(raw["setup_commands"])
+    assert "RAY_AUTH_MODE=token" in common
+    token_path = re.search(r"RAY_AUTH_TOKEN_PATH=(\S+?)'?\s", common + " ")[1]
+    remote = token_path.replace("$HOME/", "~/")
+    assert raw["file_mounts"].get(remote) == "~/.ray/auth_token", "the token from `ray get-auth-token`"
+
+
+# ----------------------------------------------------------------------------------------------
+# the project on every node
+
+
+def test_setup_commands_install_the_project(raw):
+    repo_mounts = [remote for remote, local in raw["file_mounts"].items() if local in (".", "./")]
+    assert len(repo_mounts) == 1, 'file_mounts maps a folder to "." (run `ray up` from the repo root)'
+    repo = repo_mounts[0]
+    assert 'name = "kdstudy"' in (ROOT / "pyproject.toml").read_text()
+
+    installs = _commands_running(raw["setup_commands"], "pip", "install")
+    assert any(_flag(toks, "-e") == repo for toks in installs), f"pip install -e {repo} in setup_commands"
+    install = next(toks for toks in installs if _flag(toks, "-e") == repo)
+    assert any(t.startswith("ray[") and "==" in t for t in install), "Ray pinned to the image's version"
+    for cmd in _all_node_commands(raw):
+        assert "constraints/cpu.txt" not in cmd, "GPU nodes need the CUDA build of torch"
+
+
+def test_code_sync_skips_the_virtualenv(raw):
+    assert ".gitignore" in raw.get("rsync_filter", [])
+    assert ".venv" in (ROOT / ".gitignore").read_text()
+    assert any(".git" in pattern for pattern in raw.get("rsync_exclude", []))
