@@ -1,5 +1,7 @@
 """KD methods, one per file, registered by name. A new method is one file plus one import line here."""
 
+# Importing a method's module registers it (@register); add a new method's module to this line.
+from kd_methods import ckd, dist, ft, kd, pkd  # noqa: F401
 from kd_methods.base import (
     METHODS,
     KDMethod,
@@ -12,9 +14,6 @@ from kd_methods.base import (
     layer_map,
     register,
 )
-
-# Importing a method's module registers it.
-from kd_methods import ckd, dist, ft, kd, pkd  # noqa: F401, E402  (after base: the modules import from it)
 
 __all__ = [
     "METHODS",

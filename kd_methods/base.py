@@ -56,7 +56,11 @@ class SignalSpec:
         return f"logits={int(self.logits)};cls={cls};tokens={tok}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"logits": self.logits, "cls_layers": list(self.cls_layers), "token_layers": list(self.token_layers)}
+        return {
+            "logits": self.logits,
+            "cls_layers": list(self.cls_layers),
+            "token_layers": list(self.token_layers),
+        }
 
 
 @dataclass
@@ -141,7 +145,9 @@ class ModelShape:
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer matched to each student layer 1..S: round(i * T / S), as in PKD/CKD (i*12/L_s for 12 layers)."""
     if student_layers < 1 or teacher_layers < 1:
-        raise ValueError(f"layer counts must be positive, got student={student_layers} teacher={teacher_layers}")
+        raise ValueError(
+            f"layer counts must be positive, got student={student_layers} teacher={teacher_layers}"
+        )
     return [max(1, round(i * teacher_layers / student_layers)) for i in range(1, student_layers + 1)]
 
 

@@ -38,7 +38,7 @@ from kd_methods.base import (
     layer_map,
     register,
 )
-from kd_methods.kd import require_teacher, soft_cross_entropy
+from kd_methods.kd import at_least_float32, require_teacher, soft_cross_entropy
 
 EXTRA_KEYS = ("ckd.wr_dist", "ckd.wr_angle", "ckd.ltr_dist", "ckd.ltr_angle")
 
@@ -72,10 +72,6 @@ def band_gram(x: Tensor, reach: int, block: int = 64) -> Tensor:
     return band.reshape(batch, padded_len, 2 * reach + 1)[:, :length]
 
 
-def _at_least_float32(x: Tensor) -> Tensor:
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def _cosine(dot: Tensor, sq_a: Tensor, sq_b: Tensor) -> Tensor:
     return dot * torch.rsqrt(sq_a.clamp_min(_EPS) * sq_b.clamp_min(_EPS))
 
@@ -88,7 +84,9 @@ def _sq_dist(sq_a: Tensor, sq_b: Tensor, dot: Tensor) -> Tensor:
 
 @lru_cache(maxsize=64)
 def _window_index(window: int, device: str) -> tuple[Tensor, Tensor]:
-    pairs = [(a, c) for a in range(2 * window + 1) for c in range(a + 1, 2 * window + 1) if window not in (a, c)]
+    pairs = [
+        (a, c) for a in range(2 * window + 1) for c in range(a + 1, 2 * window + 1) if window not in (a, c)
+    ]
     index = torch.tensor(pairs, dtype=torch.long, device=device)
     return index[:, 0], index[:, 1]
 
@@ -105,7 +103,7 @@ def window_pairs(window: int, device: torch.device | str = "cpu") -> tuple[Tenso
 @lru_cache(maxsize=64)
 def _layer_index(num_layers: int, device: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     pairs = [(m, n) for m in range(num_layers) for n in range(m + 1, num_layers)]
-    triples = [(l, m, n) for l in range(num_layers) for m, n in pairs if l not in (m, n)]
+    triples = [(v, m, n) for v in range(num_layers) for m, n in pairs if v not in (m, n)]
     pair_t = torch.tensor(pairs, dtype=torch.long, device=device).reshape(-1, 2)
     triple_t = torch.tensor(triples, dtype=torch.long, device=device).reshape(-1, 3)
     return pair_t[:, 0], pair_t[:, 1], triple_t[:, 0], triple_t[:, 1], triple_t[:, 2]
@@ -127,7 +125,7 @@ def word_relations(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     Distance slot a in 0..2w is token j = i + a - w; angle entry p is the window slots ``window_pairs(w)[.][p]``.
     Entries whose j or k lie outside 0..N-1 are finite but meaningless; ``window_masks`` excludes them.
     """
-    x = _at_least_float32(x)
+    x = at_least_float32(x)
     w = window
     batch, length, _ = x.shape
     band = band_gram(x, 2 * w)  # [B, N, 4w+1], x_i . x_{i+e-2w}
@@ -160,12 +158,14 @@ def layer_relations(states: list[Tensor]) -> tuple[Tensor, Tensor]:
     widths = [s.shape[-1] for s in states]
     if len(set(widths)) != 1:
         raise ValueError(f"layer relations need layers of one width, got widths {widths}")
-    states = [_at_least_float32(s) for s in states]
+    states = [at_least_float32(s) for s in states]
     num = len(states)
     # One dot product per layer pair (measured faster than a stack + einsum of tiny [L, H] x [H, L] matmuls).
-    dots = {(l, m): torch.linalg.vecdot(states[l], states[m]) for l in range(num) for m in range(l, num)}
-    gram = torch.stack([dots[min(l, m), max(l, m)] for l in range(num) for m in range(num)], dim=-1)  # [B,N,L*L]
-    sq = torch.stack([dots[l, l] for l in range(num)], dim=-1)  # [B, N, L]
+    dots = {(a, b): torch.linalg.vecdot(states[a], states[b]) for a in range(num) for b in range(a, num)}
+    gram = torch.stack(
+        [dots[min(a, b), max(a, b)] for a in range(num) for b in range(num)], dim=-1
+    )  # [B,N,L*L]
+    sq = torch.stack([dots[a, a] for a in range(num)], dim=-1)  # [B, N, L]
     pair_l, pair_m = layer_pairs(num, gram.device)
     sq_l, sq_m = sq.index_select(2, pair_l), sq.index_select(2, pair_m)
     dist = 1.0 - _cosine(gram.index_select(2, pair_l * num + pair_m), sq_l, sq_m)
@@ -203,7 +203,9 @@ def layer_masks(valid: Tensor) -> Tensor:
     return valid.bool().unsqueeze(-1)
 
 
-def _relations(hidden: list[Tensor], window: int, ltr_hidden: list[Tensor] | None = None) -> dict[str, Tensor]:
+def _relations(
+    hidden: list[Tensor], window: int, ltr_hidden: list[Tensor] | None = None
+) -> dict[str, Tensor]:
     with torch.autocast(device_type=hidden[0].device.type, enabled=False):
         word = [word_relations(h, window) for h in hidden]
         ltr_dist, ltr_angle = layer_relations(ltr_hidden if ltr_hidden is not None else hidden)
@@ -304,7 +306,7 @@ class CKD(KDMethod):
         if missing:
             raise KeyError(f"CKD.teacher_extras: teacher signals lack token layers {missing}")
         with torch.no_grad():
-            hidden = [signals.tokens[layer].float() for layer in self.teacher_layers]
+            hidden = [signals.tokens[layer] for layer in self.teacher_layers]
             rel = ckd_relations(hidden, signals.token_mask, self.window)
         return {f"ckd.{k}": rel[k] for k in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle")}
 
@@ -382,6 +384,6 @@ class CKD(KDMethod):
         temperature = float(self.params["temperature"])
         loss = alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
         if alpha != 1.0:
-            loss = loss + (1.0 - alpha) * F.cross_entropy(student.logits.float(), labels)
+            loss = loss + (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
         wr, ltr = self.feature_loss(student, teacher)
         return loss + float(self.params["beta"]) * (wr + float(self.params["gamma"]) * ltr)

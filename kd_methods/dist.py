@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
-from kd_methods.kd import teacher_logits
+from kd_methods.kd import at_least_float32, teacher_logits
 
 
 def pearson(a: Tensor, b: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
@@ -52,10 +52,12 @@ class DIST(KDMethod):
 
     def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
         temperature = float(self.params["temperature"])
-        z_t = teacher_logits(self, teacher).detach().float()
-        z_s = student.logits.float()
+        z_s = at_least_float32(student.logits)
+        z_t = teacher_logits(self, teacher).detach().to(z_s.dtype)
         if z_s.shape != z_t.shape:
-            raise ValueError(f"student logits {tuple(z_s.shape)} and teacher logits {tuple(z_t.shape)} differ")
+            raise ValueError(
+                f"student logits {tuple(z_s.shape)} and teacher logits {tuple(z_t.shape)} differ"
+            )
         p_s = F.softmax(z_s / temperature, dim=-1)
         p_t = F.softmax(z_t / temperature, dim=-1)
         relation = dist_relation_loss(p_s, p_t, float(self.params["beta"]), float(self.params["gamma"]))

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 if it already is: losses are computed in full precision under autocast."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -20,8 +26,8 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
         raise ValueError(
             f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ"
         )
-    p_t = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    p_t = F.softmax(at_least_float32(teacher_logits.detach()) / temperature, dim=-1)
+    log_p_s = F.log_softmax(at_least_float32(student_logits) / temperature, dim=-1)
     return -(p_t * log_p_s).sum(dim=-1).mean()
 
 
@@ -65,4 +71,4 @@ class KD(KDMethod):
             soft = soft * temperature**2
         if weight == 0.0:
             return soft
-        return (1.0 - weight) * soft + weight * F.cross_entropy(student.logits.float(), labels)
+        return (1.0 - weight) * soft + weight * F.cross_entropy(at_least_float32(student.logits), labels)

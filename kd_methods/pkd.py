@@ -16,7 +16,7 @@ from kd_methods.base import (
     layer_map,
     register,
 )
-from kd_methods.kd import require_teacher, soft_cross_entropy
+from kd_methods.kd import at_least_float32, require_teacher, soft_cross_entropy
 
 
 @register
@@ -53,7 +53,7 @@ class PKD(KDMethod):
         """sum over matched layers of MSE(normalize(s_cls_i), normalize(proj_i(t_cls_m(i))))."""
         total: Tensor | None = None
         for s_layer, t_layer, proj in zip(self.student_layers, self.teacher_layers, self.proj):
-            s_cls = student.cls_states[s_layer].float()
+            s_cls = at_least_float32(student.cls_states[s_layer])
             t_cls = teacher.cls[t_layer].detach().to(proj.weight.dtype)
             if s_cls.shape[-1] != proj.out_features or t_cls.shape[-1] != proj.in_features:
                 raise ValueError(
@@ -61,7 +61,7 @@ class PKD(KDMethod):
                     f"student cls layer {s_layer} of width {s_cls.shape[-1]} and teacher cls layer {t_layer} "
                     f"of width {t_cls.shape[-1]}"
                 )
-            term = F.mse_loss(F.normalize(s_cls, dim=-1), F.normalize(proj(t_cls).float(), dim=-1))
+            term = F.mse_loss(F.normalize(s_cls, dim=-1), F.normalize(proj(t_cls).to(s_cls.dtype), dim=-1))
             total = term if total is None else total + term
         if total is None:  # unreachable: student_layers is never empty
             raise RuntimeError("PKD has no matched layers")
@@ -75,5 +75,5 @@ class PKD(KDMethod):
         temperature = float(self.params["temperature"])
         loss = alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
         if alpha != 1.0:
-            loss = loss + (1.0 - alpha) * F.cross_entropy(student.logits.float(), labels)
+            loss = loss + (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
         return loss + float(self.params["beta"]) * self.feature_loss(student, signals)

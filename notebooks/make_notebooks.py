@@ -14,9 +14,12 @@ HERE = Path(__file__).resolve().parent
 SETUP = """\
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, via mlflow, without ipywidgets
 
 if (Path.cwd().parent / "orchestrator").is_dir():
     sys.path.insert(0, str(Path.cwd().parent))  # the repo root: works without `pip install -e .`
@@ -51,7 +54,9 @@ seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table. With fe
 p-value can get at all."""),
         code(SETUP),
         code("rq1 = A.compare_to_ft(df)\nrq1"),
-        md("Per task and method: how many configurations KD wins, the mean gain, and how many survive Holm at 0.05."),
+        md(
+            "Per task and method: how many configurations KD wins, the mean gain, and how many survive Holm at 0.05."
+        ),
         code("""
 rq1.groupby(["task", "method"]).agg(
     configs=("delta", "size"),
@@ -79,7 +84,9 @@ delta for each pair of teachers (a - b), Holm-corrected. Teachers differ in thei
 rq2 = A.compare_teachers(df)
 rq2 if len(rq2) else print("a single teacher in this study: no paired teacher comparison")"""),
         code("A.teacher_scores(df)"),
-        code("""A.retention(df).pivot_table(index=["task", "student", "method"], columns="teacher", values="retention")"""),
+        code(
+            """A.retention(df).pivot_table(index=["task", "student", "method"], columns="teacher", values="retention")"""
+        ),
         md("The paper's UniXcoder teacher scores (percent), full study only."),
         code("""
 if PAPER:
@@ -105,14 +112,18 @@ ranking = A.rank_methods(df)
 print(f"{ranking.n_blocks} complete blocks ({ranking.n_incomplete} incomplete dropped); "
       f"Friedman chi2 = {ranking.friedman_statistic:.3f}, p = {ranking.friedman_p:.3g} {ranking.note}")
 ranking.ranks.rename("average rank (1 = best)")"""),
-        code("ranking.nemenyi if ranking.nemenyi is not None else print('no Nemenyi post-hoc (too few blocks)')"),
+        code(
+            "ranking.nemenyi if ranking.nemenyi is not None else print('no Nemenyi post-hoc (too few blocks)')"
+        ),
         md("The paper's scores relative to its teacher (full study only)."),
         code("""
 if PAPER:
     p = A.PAPER_FIGURE2.merge(A.PAPER_TEACHER_SCORES[["task", "score"]], on="task", suffixes=("", "_teacher"))
     display(p.assign(retention=p["score"] / p["score_teacher"]).pivot_table(
         index=["task", "arch", "size"], columns="method", values="retention"))"""),
-        code('assert len(ret) and len(ranking.ranks), "no retention rows: teacher_finetune or student runs missing"'),
+        code(
+            'assert len(ret) and len(ranking.ranks), "no retention rows: teacher_finetune or student runs missing"'
+        ),
     ],
     "04_rq4_students.ipynb": [
         md("""
@@ -174,7 +185,9 @@ from mlflow import MlflowClient
 agr = A.agreement(df, MlflowClient(os.environ.get("MLFLOW_TRACKING_URI")))
 agr"""),
         code("A.agreement_summary(agr)"),
-        code('assert agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run"'),
+        code(
+            'assert agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run"'
+        ),
     ],
     "figure2.ipynb": [
         md("""

@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -40,6 +40,7 @@ RUN_METRICS: tuple[str, ...] = (
     "cache_bytes",
     "build_seconds",
     "best_epoch",
+    "steps",  # a student trial's optimizer steps: the teacher forwards online KD would have made
 )
 # Hyperparameters the efficiency table needs to count the teacher forwards online KD would have made.
 RUN_PARAMS: tuple[str, ...] = ("epochs", "batch_size", "train_samples")
@@ -137,8 +138,9 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(study)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ALL))
+    # a deleted experiment is still found by name; its runs are no study to analyse
+    if experiment is None or experiment.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
         raise LookupError(
             f"no MLflow experiment named {study!r} at {client.tracking_uri}; existing experiments: {names}"
         )
@@ -289,6 +291,10 @@ def _order(df: pd.DataFrame, column: str, order: Sequence[str]) -> pd.Series:
     # known values first, in the paper's order, then any others alphabetically
     rank = {v: i for i, v in enumerate(order)}
     return df[column].map(lambda v: (rank.get(v, len(order)), v))
+
+
+def _method_key(method: str) -> tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -568,7 +574,7 @@ def rank_methods(
     s = _ft_per_teacher(student_runs(df))
     keys = list(blocks)
     scores = s.groupby([*keys, "method"])["primary"].mean().unstack("method")
-    methods = sorted(scores.columns, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    methods = sorted(scores.columns, key=_method_key)
     scores = scores[methods]
     complete = scores.dropna()
     block_ranks = complete.rank(axis=1, ascending=False, method="average")
@@ -706,10 +712,18 @@ def _cost(df: pd.DataFrame) -> pd.DataFrame:
 def _passes(df: pd.DataFrame) -> pd.DataFrame:
     s = student_runs(df)
     kd = s[s["method"] != "ft"].copy()
-    steps = np.ceil(kd["train_samples"] / kd["batch_size"])
     kd["online_passes"] = kd["epochs"]  # one teacher forward over the train set per epoch of a trial
-    kd["online_steps"] = kd["epochs"] * steps  # one teacher forward per training step
-    caches = df[df["stage"] == "teacher_cache"].groupby(["task", "teacher"]).size().rename("cached_passes")
+    # one teacher forward per training step: the trial's logged step count, else epochs x batches per epoch
+    kd["online_steps"] = kd["steps"].fillna(kd["epochs"] * np.ceil(kd["train_samples"] / kd["batch_size"]))
+    cache_runs = df[df["stage"] == "teacher_cache"]
+    # a cache run that found its cache already built logs teacher_passes 0; runs without the metric made one
+    made = cache_runs["teacher_passes"].fillna(1.0)
+    caches = pd.DataFrame(
+        {
+            "n_cache_runs": cache_runs.groupby(["task", "teacher"]).size(),
+            "cached_passes": made.groupby([cache_runs["task"], cache_runs["teacher"]]).sum(),
+        }
+    )
     g = kd.groupby(["task", "teacher"])
     out = pd.DataFrame(
         {
@@ -719,24 +733,20 @@ def _passes(df: pd.DataFrame) -> pd.DataFrame:
             "online_steps": g["online_steps"].sum(min_count=1),
         }
     )
-    out = out.join(caches, how="outer").fillna({"n_kd_trials": 0, "cached_passes": 0}).reset_index()
-    out["n_kd_trials"] = out["n_kd_trials"].astype(int)
-    out["cached_passes"] = out["cached_passes"].astype(int)
+    counts = ["n_kd_trials", "n_cache_runs", "cached_passes"]
+    out = out.join(caches, how="outer").fillna(dict.fromkeys(counts, 0)).reset_index()
+    out[counts] = out[counts].astype(int)
     out["passes_saved"] = out["online_passes"] - out["cached_passes"]
     out["note"] = np.where(
         out["online_passes"].isna(),
         "epochs not logged",
-        np.where(out["online_steps"].isna(), "train_samples/batch_size not logged: passes only", ""),
+        np.where(out["online_steps"].isna(), "steps/train_samples not logged: passes only", ""),
     )
+    out = out[["task", "teacher", *counts, "online_passes", "online_steps", "passes_saved", "note"]]
     if len(out):
-        total = {
-            "task": "all",
-            "teacher": "all",
-            "n_kd_trials": int(out["n_kd_trials"].sum()),
-            "online_passes": out["online_passes"].sum(min_count=1),
-            "online_steps": out["online_steps"].sum(min_count=1),
-            "cached_passes": int(out["cached_passes"].sum()),
-        }
+        total: dict[str, Any] = {"task": "all", "teacher": "all", **{c: int(out[c].sum()) for c in counts}}
+        total["online_passes"] = out["online_passes"].sum(min_count=1)
+        total["online_steps"] = out["online_steps"].sum(min_count=1)
         total["passes_saved"] = total["online_passes"] - total["cached_passes"]
         total["note"] = ""
         out = pd.concat([_sorted(out, ["task", "teacher"]), pd.DataFrame([total])], ignore_index=True)
@@ -761,7 +771,8 @@ def efficiency(df: pd.DataFrame, bench_json: Path | None = None) -> Efficiency:
     (task, student, seed) as run here, i.e. with the teacher cache; ``online``: the overhead benchmark's
     per-method figures (JSON schema {"methods": {m: {ft_s, cached_s, online_s, teacher_s_cached,
     cached_over_ft, online_over_ft}}, "teacher_passes", "cache_bytes", "device"}); ``passes``: teacher_cache
-    runs vs the teacher passes (epochs per KD trial) and forward steps (epochs x ceil(train_samples /
+    runs (the passes they made: metric teacher_passes, 0 when the cache already existed) vs the teacher passes
+    (epochs per KD trial) and forward steps (the trial's ``steps`` metric, else epochs x ceil(train_samples /
     batch_size)) online KD would have made; ``throughput``: student vs teacher inference speed and size."""
     online, bench = None, None
     if bench_json is not None:
@@ -784,9 +795,24 @@ def efficiency(df: pd.DataFrame, bench_json: Path | None = None) -> Efficiency:
 # ------------------------------------------------------------------------------------------ behaviour
 
 
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    # MLflow draws a progress bar per download: hundreds of them would bury the notebook's tables
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
 def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
     """A run's predictions/test.json as a frame indexed by idx with columns label, pred."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
         path = client.download_artifacts(run_id, "predictions/test.json", tmp)
         data = json.loads(Path(path).read_text())
     return pd.DataFrame(
@@ -1020,6 +1046,7 @@ def figure2(df: pd.DataFrame, out_png: Path, paper: bool = False, teacher: str |
     # Object-oriented matplotlib with the Agg canvas: no pyplot state, no backend switch in a notebook.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter, NullFormatter
 
     teacher = teacher or default_teacher(df)
     s = student_runs(df)
@@ -1042,10 +1069,7 @@ def figure2(df: pd.DataFrame, out_png: Path, paper: bool = False, teacher: str |
         for j, arch in enumerate(archs):
             ax = axes[i][j]
             panel = agg[(agg["task"] == task) & (agg["student_arch"] == arch)]
-            methods = sorted(
-                panel["method"].unique(),
-                key=lambda m: (m not in METHOD_ORDER, METHOD_ORDER.index(m) if m in METHOD_ORDER else 0, m),
-            )
+            methods = sorted(panel["method"].unique(), key=_method_key)
             for method in methods:
                 color, marker = _METHOD_STYLE.get(method, ("black", "x"))
                 m = panel[panel["method"] == method].sort_values("params")
@@ -1077,6 +1101,9 @@ def figure2(df: pd.DataFrame, out_png: Path, paper: bool = False, teacher: str |
                         pt["score"].iloc[0], color="gray", ls=":", lw=1, label="paper teacher / hollow: paper"
                     )
             ax.set_xscale("log")
+            # parameter counts as 300k / 7M; minor ticks unlabelled, their default labels collide on a log axis
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{task} / {arch}")
             ax.set_xlabel("student parameters")
             metric = PRIMARY_METRIC.get(task, "test_accuracy").removeprefix("test_")
@@ -1099,12 +1126,19 @@ def run_notebooks(
     notebooks: Sequence[str] | None = None,
     figures_dir: Path | None = None,
     timeout: int = 600,
+    fresh_kernels: bool = False,
 ) -> list[Path]:
     """Execute the analysis notebooks headless (nbclient) against ``study`` at ``tracking_uri`` and write the
     executed copies into ``out_dir`` (the sources in notebooks/ stay output-free). Figures go to
-    ``figures_dir`` (default ``out_dir/figures``). A failing cell raises nbclient's CellExecutionError after
-    the partly executed notebook has been written, so its traceback can be read there."""
+    ``figures_dir`` (default ``out_dir/figures``).
+
+    The kernel runs this very interpreter (a private ``python3`` kernelspec written by ipykernel for
+    sys.executable), so the notebooks see the packages this process sees whatever kernelspecs the machine
+    has. One kernel serves all notebooks, its namespace cleared (``%reset -f``) before each, so none can lean
+    on another's variables while the imports are paid once; ``fresh_kernels`` restarts it instead. A failing
+    cell raises nbclient's CellExecutionError after the partly executed notebook has been written."""
     import nbformat
+    from ipykernel.kernelspec import write_kernel_spec
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
@@ -1125,29 +1159,39 @@ def run_notebooks(
     )
     written = []
     with tempfile.TemporaryDirectory(prefix="kdstudy-kernels-") as kdir:
-        # A private "python3" kernelspec running this very interpreter: whatever kernelspecs the machine has
-        # (a user-level python3 pointing elsewhere), the notebooks see the packages this process sees.
-        spec = Path(kdir) / "python3"
-        spec.mkdir()
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (spec / "kernel.json").write_text(
-            json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"})
-        )
-        ksm = KernelSpecManager(kernel_dirs=[kdir])
-        for name in notebooks or NOTEBOOKS:
-            nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
-            km = KernelManager(kernel_name="python3", kernel_spec_manager=ksm)
-            client = NotebookClient(
-                nb, km=km, timeout=timeout, resources={"metadata": {"path": str(NOTEBOOK_DIR)}}
-            )
-            try:
-                client.execute(env=env)
-            except CellExecutionError:
+        write_kernel_spec(Path(kdir) / "python3")
+        km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[kdir]))
+        km.start_kernel(env=env, cwd=str(NOTEBOOK_DIR))
+        try:
+            for i, name in enumerate(notebooks or NOTEBOOKS):
+                if i and fresh_kernels:
+                    km.restart_kernel(now=True)  # same env and cwd
+                elif i:
+                    _reset_namespace(km, timeout)
+                nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+                client = NotebookClient(nb, km=km, timeout=timeout)
+                try:
+                    client.execute()
+                except CellExecutionError:
+                    nbformat.write(nb, out_dir / name)
+                    raise
+                finally:
+                    if client.kc is not None:
+                        client.kc.stop_channels()
                 nbformat.write(nb, out_dir / name)
-                raise
-            finally:
-                if km.has_kernel:
-                    km.shutdown_kernel(now=True)
-            nbformat.write(nb, out_dir / name)
-            written.append(out_dir / name)
+                written.append(out_dir / name)
+        finally:
+            km.shutdown_kernel(now=True)
     return written
+
+
+def _reset_namespace(km: Any, timeout: int) -> None:
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=timeout)
+        reply = kc.execute_interactive("%reset -f", timeout=timeout, output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"could not reset the kernel between notebooks: {reply['content']}")
+    finally:
+        kc.stop_channels()

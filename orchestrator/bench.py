@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from kd_methods import ModelShape, SignalSpec, get_method
-from models import get_student_spec
+from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
 from orchestrator.online_teacher import OnlineTeacher
+from orchestrator.stages import student_shape
 from orchestrator.teacher_cache import CachedTeacher, CacheRequest, ckd_layers_for, get_or_build, human_bytes
 from orchestrator.trainer import TrainConfig, encode_split
 from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
@@ -113,8 +113,7 @@ def overhead(
         )
     teacher = Teacher.load(str(teacher_dir), full.num_labels)
     tshape = teacher.shape
-    sspec = get_student_spec(size.student)
-    sshape = ModelShape(sspec.num_layers, sspec.hidden_size)
+    sshape = student_shape(size.student)
 
     # The union of what the four methods need, plus CKD's teacher-side relations: one teacher pass.
     spec = SignalSpec()

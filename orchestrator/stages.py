@@ -155,6 +155,17 @@ def student_parameters(student: str, num_labels: int) -> int:
         return count_parameters(build_student(student, num_labels))
 
 
+@cache
+def student_shape(student: str) -> ModelShape:
+    """A student's layer count and widths (as its KD methods see them), from a meta-device build."""
+    import torch
+
+    from models import build_student
+
+    with torch.device("meta"):
+        return build_student(student, 2).shape
+
+
 def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
     settings = spec.student_train.model_dump()
     if method == "ckd":
@@ -214,14 +225,13 @@ def build_plan(spec: StudySpec) -> StudyPlan:
             teachers.append(TeacherUnit(t.name, task, key, folder))
             union, ckd_sets = SignalSpec(logits=True), set()
             for s in spec.students:
-                sspec = get_student_spec(s)
-                sshape = ModelShape(sspec.num_layers, sspec.hidden_size)
+                sshape = student_shape(s)
                 for m in kd_methods:
                     method = get_method(m)(sshape, shapes[t.name], **spec.params_for(m))
                     sig = method.signals()
                     if m == "ckd" and spec.teacher_mode == "cached":
                         # CKD reads its teacher-side relations, precomputed at build time, not the token states.
-                        ckd_sets.add((0, *layer_map(sspec.num_layers, shapes[t.name].num_layers)))
+                        ckd_sets.add((0, *layer_map(sshape.num_layers, shapes[t.name].num_layers)))
                         sig = SignalSpec(logits=sig.logits, cls_layers=sig.cls_layers)
                     union = union.union(sig)
             request = CacheRequest(
@@ -243,7 +253,6 @@ def build_plan(spec: StudySpec) -> StudyPlan:
         sizes = _split_sizes(spec, task)
         mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
         for s in spec.students:
-            sspec = get_student_spec(s)
             sparams = student_parameters(s, get_task(task).num_labels)
             for m in spec.methods:
                 pairs = (

@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from orchestrator import tracking  # noqa: E402
 from orchestrator.spec import StudyError, StudySpec, load_spec  # noqa: E402
-from orchestrator.stages import StudyPlan, build_plan, describe, plan_dict, student_train  # noqa: E402
+from orchestrator.stages import StudyPlan, build_plan, describe, plan_dict, student_shape, student_train  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -256,7 +256,6 @@ def _run_stages(
     from ray import tune
 
     from kd_methods import layer_map
-    from models import get_student_spec
     from models.teacher import create_random_teacher
     from orchestrator.teacher_cache import (
         CachedTeacher,
@@ -454,7 +453,7 @@ def _run_stages(
     )
     configs = []
     for t in todo:
-        sspec = get_student_spec(t.student)
+        sshape = student_shape(t.student)
         shape = plan.teacher_shapes.get(t.teacher)
         train = student_train(spec, t.method)
         configs.append(
@@ -475,7 +474,7 @@ def _run_stages(
                 "teacher_mode": spec.teacher_mode,
                 "cache_dir": str(storage / "cache"),
                 "cpus": spec.trial_resources.cpu,
-                "ckd_layers": [0, *layer_map(sspec.num_layers, shape.num_layers)] if shape else None,
+                "ckd_layers": [0, *layer_map(sshape.num_layers, shape.num_layers)] if shape else None,
                 "params": {
                     **train,
                     **{f"method.{k}": v for k, v in spec.params_for(t.method).items()},
@@ -486,7 +485,6 @@ def _run_stages(
                     "seed": t.seed,
                     "data": data,
                     "max_samples": spec.max_samples,
-                    "train_samples": None,
                     "teacher_mode": spec.teacher_mode,
                 },
             }

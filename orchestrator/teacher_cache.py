@@ -65,7 +65,8 @@ class CacheRequest:
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"cache dtype must be 'float16' or 'float32', got '{self.dtype}'")
-        sets = tuple(sorted({tuple(sorted(set(s))) for s in self.ckd_layer_sets}))
+        # Each set is CKD's ordered layer map, repeats included (a student deeper than its teacher).
+        sets = tuple(sorted({tuple(s) for s in self.ckd_layer_sets}))
         object.__setattr__(self, "ckd_layer_sets", sets)
 
     def key(self, teacher_fingerprint: str, data_fingerprint: str) -> str:
@@ -120,9 +121,11 @@ def sha256_file(path: Path) -> str:
 
 def ckd_values_per_token(layers: Sequence[int], window: int) -> int:
     """Relation values CKD stores per token: per layer a distance and an angle band, plus the cross-layer ones."""
-    w = 2 * window + 1
+    from kd_methods.ckd import layer_pairs, layer_triples, window_pairs
+
     k = len(layers)
-    return k * (w + w * w) + k * k + k * k * k
+    per_layer = 2 * window + 1 + len(window_pairs(window)[0])
+    return k * per_layer + len(layer_pairs(k)[0]) + len(layer_triples(k)[0])
 
 
 def plan_bytes(
@@ -551,22 +554,20 @@ def ckd_layers_for(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
 def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
     """Build (or find) the cache for one trial's own needs and open it."""
     from kd_methods import get_method
-    from models import get_student_spec
     from models.teacher import Teacher
+    from orchestrator.stages import student_shape
     from orchestrator.trial import resolve_teacher
 
     teacher_dir = resolve_teacher(cfg.teacher)
     teacher = Teacher.load(teacher_dir, prepared.num_labels)
     shape = teacher.shape
     del teacher
-    sspec = get_student_spec(cfg.student)
-    method = get_method(cfg.method)(
-        ModelShape(sspec.num_layers, sspec.hidden_size), shape, **cfg.method_params
-    )
+    sshape = student_shape(cfg.student)
+    method = get_method(cfg.method)(sshape, shape, **cfg.method_params)
     spec = method.signals()
     ckd = ()
     if cfg.method == "ckd":
-        ckd = (ckd_layers_for(sspec.num_layers, shape.num_layers),)
+        ckd = (ckd_layers_for(sshape.num_layers, shape.num_layers),)
         spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
     request = CacheRequest(
         teacher_dir,

@@ -17,12 +17,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kd_methods import SignalSpec, build_method, get_method
+from kd_methods import build_method, get_method
 from models import build_student, get_student_spec
 from models.teacher import Teacher, minilm_path
 from models.tokenizer import StudentTokenizer, get_student_tokenizer
 from orchestrator.online_teacher import OnlineTeacher
-from orchestrator.trainer import EncodedSplit, TeacherSource, TrainConfig, TrainResult, encode_split, train
+from orchestrator.trainer import (
+    EncodedSplit,
+    TeacherSource,
+    TrainConfig,
+    TrainResult,
+    encode_split,
+    seed_everything,
+    train,
+)
 from tasks import SPLITS, TASKS, TaskData, get_task, load_task_data
 
 DEFAULT_DATA = Path("data/local")
@@ -147,6 +155,7 @@ def run_trial(
     """Train and evaluate one student. ``teacher_source``/``teacher_shape`` let the caller hand in cached signals;
     otherwise a KD method loads the teacher and runs it online."""
     prepared = prepared or prepare(cfg)
+    seed_everything(cfg.seed)  # the student's and the method's initial weights depend on the seed alone
     student = build_student(
         cfg.student, prepared.num_labels, vocab_size=prepared.tokenizer.vocab_size, max_length=cfg.max_length
     )
@@ -168,17 +177,6 @@ def run_trial(
     return train(
         student, method, prepared.encoded, get_task(cfg.task), cfg.train, teacher_source, out_dir, callback
     )
-
-
-def required_signals(
-    method: str, student: str, teacher_layers: int, params: dict[str, Any] | None = None
-) -> SignalSpec:
-    """The teacher signals a (method, student) pair needs from a teacher with ``teacher_layers`` layers."""
-    from kd_methods import ModelShape
-
-    spec = get_student_spec(student)
-    shape = ModelShape(spec.num_layers, spec.hidden_size)
-    return build_method(method, shape, ModelShape(teacher_layers, 8), **(params or {})).signals()
 
 
 def _parse_value(text: str) -> Any:

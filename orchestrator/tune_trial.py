@@ -83,6 +83,7 @@ def student_trainable(
             out_dir=str(out_dir),
         )
         prepared = _prepared(cfg)
+        tracking.log_params(client, run_id, {"train_samples": len(prepared.encoded["train"])})
         source, shape = (None, None)
         if trial["teacher"] != "none" and trial["teacher_mode"] == "cached":
             source, shape = _teacher_source(trial, caches)

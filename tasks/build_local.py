@@ -66,8 +66,10 @@ from tasks.extract import (
     outer_functions,
     parse_python,
     python_function_source,
+    source_lines,
 )
 from tasks.transform import (
+    declared_names,
     inject_bug,
     inject_python_bug,
     python_rename_and_relayout,
@@ -103,10 +105,9 @@ EXCEPTION_LABELS = (
 )
 MAX_FILE_BYTES = 3_000_000
 # Caps on files read per language: with them a full default build stays within seconds on a big machine.
-MAX_FILES = {"c": 4000, "java": 3000, "python": 6000}
-# Pools are filled this much past what a split needs, so the final draw is a sample and not simply the first
-# functions scanned.
-POOL_MARGIN = 1.5
+MAX_FILES = {"c": 6000, "java": 3000, "python": 20000}
+# At most this many samples from one function (each masks a different handler): more would be near-copies.
+MAX_HOLES_PER_FUNCTION = 3
 _CPP_PATH = re.compile(r"/(?:c\+\+|llvm[^/]*|node|boost|torch|v8|eigen3?|qt\w*|google|absl)/|\+\+|xx\.h$|\.hpp$")
 _HANDLER_HINT = re.compile(r"except\s+[\w.]*(?:" + "|".join(EXCEPTION_LABELS) + r")\b")
 
@@ -139,7 +140,8 @@ def _discover_sources() -> Sources:
     # Cached: walking site-packages takes about a second and the answer does not change within a run.
     paths = sysconfig.get_paths()
     header_roots = [paths["include"], "/usr/include", "/usr/local/include"]
-    c_roots = [sys.base_prefix, paths["purelib"], paths["platlib"]]
+    # C files (not headers) also under the interpreter, site-packages and the usual source and example folders.
+    c_roots = [sys.base_prefix, paths["purelib"], paths["platlib"], "/usr/src", "/usr/local/src", "/usr/share/doc"]
     c_files: set[Path] = set()
     for root in header_roots:
         c_files.update(_walk(root, (".c", ".h")))
@@ -166,13 +168,15 @@ def _discover_sources() -> Sources:
 
 
 def _walk(root: str | Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
-    if not os.path.isdir(root):
+    # Only the root is resolved: resolving every file costs a stat per path component (seconds on site-packages).
+    root = Path(root).resolve()
+    if not root.is_dir():
         return
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in filenames:
             if name.endswith(suffixes):
-                yield Path(dirpath, name).resolve()
+                yield Path(dirpath, name)
 
 
 # ------------------------------------------------------------------------------------------------ pooling
@@ -219,7 +223,8 @@ class _Pool:
         self.items[split].append(item)
 
     def full(self) -> bool:
-        return all(len(self.items[s]) >= math.ceil(self.needed[s] * POOL_MARGIN) for s in SPLITS)
+        # Files are read in a seeded random order, so the first functions found are already a random sample.
+        return all(len(self.items[s]) >= self.needed[s] for s in SPLITS)
 
     def draw(self, split: str, seed: int, task: str) -> list:
         """``needed`` items (or all there are), drawn at random, in a stable order."""
@@ -228,11 +233,17 @@ class _Pool:
         return _rng(seed, task, split, "draw").sample(items, n)
 
 
+def decode_source(raw: bytes) -> str:
+    """Source text as the builder sees it: UTF-8 (bad bytes replaced) with ``\r\n`` and ``\r`` turned into
+    ``\n``, which is also what ``open(path, encoding="utf-8", errors="replace")`` reads."""
+    return raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _read_text(path: Path) -> str | None:
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             return None
-        return path.read_bytes().decode("utf-8", errors="replace")
+        return decode_source(path.read_bytes())
     except OSError:
         return None
 
@@ -258,15 +269,19 @@ def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Fun
         with zipfile.ZipFile(zpath) as z:
             members += [(zpath, n) for n in z.namelist() if n.endswith(".java")]
     members = _shuffled(sorted(members), seed, "java")[: MAX_FILES["java"]]
+    # Opened once per zip: reading the central directory of the JDK's src.zip again for every member was
+    # most of the clone build time.
     open_zips: dict[Path, zipfile.ZipFile] = {}
     try:
         for i, (zpath, name) in enumerate(members):
-            z = open_zips.setdefault(zpath, zipfile.ZipFile(zpath))
+            if zpath not in open_zips:
+                open_zips[zpath] = zipfile.ZipFile(zpath)
+            z = open_zips[zpath]
             info = z.getinfo(name)
             if info.file_size > MAX_FILE_BYTES:
                 yield i, []
                 continue
-            text = z.read(info).decode("utf-8", errors="replace")
+            text = decode_source(z.read(info))
             # The module folder (java.base/...) is dropped from the key so one class in two JDKs shares a split.
             key_prefix = re.sub(r"^[\w.]+/(?=(?:java|javax|jdk|sun|com|org)/)", "", name)
             yield i, extract_braced_functions(text, "java", f"{zpath}!{name}", key_prefix)
@@ -275,12 +290,18 @@ def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Fun
             z.close()
 
 
-def _python_files(sources: Sources, seed: int) -> list[tuple[Path, Path]]:
+@cache
+def _python_listing(roots: tuple[Path, ...]) -> tuple[tuple[Path, Path], ...]:
+    # Cached like source discovery: listing site-packages is the slow part of a small build.
     files: set[tuple[Path, Path]] = set()
-    for root in sources.python_roots:
+    for root in roots:
         for path in _walk(root, (".py",)):
             files.add((root, path))
-    return _shuffled(sorted(files), seed, "python")[: MAX_FILES["python"]]
+    return tuple(sorted(files))
+
+
+def _python_files(sources: Sources, seed: int) -> list[tuple[Path, Path]]:
+    return _shuffled(list(_python_listing(sources.python_roots)), seed, "python")[: MAX_FILES["python"]]
 
 
 def _python_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Function]]]:
@@ -328,6 +349,9 @@ def _function_stream(language: str, sources: Sources, seed: int) -> Iterator[tup
     return _python_functions(sources, seed)
 
 
+_LANGUAGE_NAMES = {"c": "C", "java": "Java", "python": "Python"}
+
+
 def _pool_for(task: str, sizes: dict[str, int], sources: Sources, seed: int, accept_for) -> tuple[_Pool, str]:
     """Fill a pool from the first language that yields any function; warn when falling back to Python."""
     languages = _code_languages(task, sources)
@@ -335,11 +359,11 @@ def _pool_for(task: str, sizes: dict[str, int], sources: Sources, seed: int, acc
         pool = _Pool(_needed_functions(sizes))
         _fill(pool, _function_stream(language, sources, seed), accept_for(language))
         if any(pool.items[s] for s in SPLITS):
-            if language == "python":
-                wanted = "C" if task == "defect" else "Java or C"
+            if language != languages[0] or language == "python":
+                wanted = "C" if task == "defect" else "Java"
                 print(
                     f"warning: tasks.build_local: no {wanted} sources found on this machine; the {task} data are "
-                    "built from Python functions instead",
+                    f"built from {_LANGUAGE_NAMES[language]} functions instead",
                     file=sys.stderr,
                 )
             return pool, language
@@ -406,7 +430,12 @@ def _clone_copy(fn: Function, language: str, rng: random.Random) -> str | None:
 def _build_clone(sizes: dict[str, int], sources: Sources, seed: int) -> tuple[dict[str, list[dict]], dict]:
     def accept_for(language: str) -> Callable[[Function], str | None]:
         def accept(fn: Function) -> str | None:
-            if language == "python" and python_rename_and_relayout(fn.text, random.Random(0)) is None:
+            # A function with no parameter or local to rename would make a positive pair whose two sides are
+            # the same text once whitespace is normalised: a give-away, so such functions are left out.
+            if language == "python":
+                if python_rename_and_relayout(fn.text, random.Random(0)) is None:
+                    return None
+            elif not declared_names(fn.text, language):
                 return None
             return _abstract_signature(fn, language)
 
@@ -451,15 +480,83 @@ def exception_type_name(node: ast.expr | None) -> str | None:
     return None
 
 
-def mask_handlers(text: str, path: str, key_prefix: str, rng_for: Callable[[str], random.Random]) -> list[dict]:
-    """CuBERT exception samples from one Python file: per function with a handler of one of the 20 types, one
-    such handler (drawn with ``rng_for(key)``) has its type replaced by ``__HOLE__``."""
-    tree = parse_python(text)
-    if tree is None:
-        return []
-    lines = text.splitlines(keepends=True)
+_DEF_LINE = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)")
+_CLASS_LINE = re.compile(r"[ \t]*class[ \t]+(\w+)")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _is_filler(line: str) -> bool:
+    """Blank, comment, or a closing bracket line (black's `):`): none of them ends or opens a block."""
+    s = line.strip()
+    return not s or s[0] in "#)]}"
+
+
+def _outer_def(lines: list[str], i: int) -> tuple[int, str] | None:
+    """(line index, qualname) of the function holding line ``i`` when it is a module-level function or a method
+    of a module-level class (what ``outer_functions`` yields), found by indentation alone."""
+    cur = _indent(lines[i])
+    outer: int | None = None
+    names: list[str] = []
+    valid = False
+    for j in range(i - 1, -1, -1):
+        line = lines[j]
+        if _is_filler(line) or _indent(line) >= cur:
+            continue
+        cur = _indent(line)
+        d = _DEF_LINE.match(line)
+        c = _CLASS_LINE.match(line)
+        if d:
+            outer, names, valid = j, [d.group(1)], True
+        elif c and outer is not None:
+            names.insert(0, c.group(1))
+        else:
+            valid = False
+        if cur == 0:
+            break
+    if outer is None or not valid or cur != 0:
+        return None
+    return outer, ".".join(names)
+
+
+def _def_block(lines: list[str], start: int) -> list[str]:
+    """The lines from a ``def`` to the next line indented no deeper, with the ``def``'s indentation removed."""
+    indent = lines[start][: _indent(lines[start])]
+    end = start + 1
+    while end < len(lines) and (_is_filler(lines[end]) or _indent(lines[end]) > len(indent)):
+        end += 1
+    return [line[len(indent) :] if line.startswith(indent) else line for line in lines[start:end]]
+
+
+def mask_handlers(text: str, key_prefix: str, rng_for: Callable[[str], random.Random]) -> list[dict]:
+    """CuBERT exception samples from one Python file's text.
+
+    For every module-level function or method (3 to 80 lines) with ``except T`` handlers, ``T`` one of the 20
+    types, up to ``MAX_HOLES_PER_FUNCTION`` of those handlers (drawn with ``rng_for(key)``) each give one sample
+    in which that handler's type, and only it, is replaced by ``__HOLE__``. Returns dicts with ``key`` (file key
+    and qualname), ``function``, ``label`` and ``line`` (the function's first line in the file).
+
+    Only the functions around a textual ``except T`` are parsed, not the whole file: parsing whole files was
+    most of the build time. A function the indentation scan cuts wrongly fails to parse and is skipped.
+    """
+    lines = source_lines(text)
+    starts: dict[int, str] = {}
+    line_no, pos = 0, 0
+    for m in _HANDLER_HINT.finditer(text):
+        line_no += text.count("\n", pos, m.start())
+        pos = m.start()
+        found = _outer_def(lines, line_no)
+        if found is not None:
+            starts[found[0]] = found[1]
     samples: list[dict] = []
-    for qualname, fn in outer_functions(tree):
+    for start in sorted(starts):
+        block = _def_block(lines, start)
+        tree = parse_python("".join(block))
+        if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        fn = tree.body[0]
         if not (3 <= fn.end_lineno - fn.lineno + 1 <= 80):
             continue
         handlers = [
@@ -468,25 +565,24 @@ def mask_handlers(text: str, path: str, key_prefix: str, rng_for: Callable[[str]
             if isinstance(h, ast.ExceptHandler)
             and exception_type_name(h.type) in EXCEPTION_LABELS
             and h.type.lineno == h.type.end_lineno
+            # On the function's last line the edit would shift the end column the function is cut at.
+            and h.type.lineno != fn.end_lineno
         ]
-        if not handlers:
-            continue
-        key = f"{key_prefix}:{qualname}"
-        handler = rng_for(key).choice(handlers)
-        t = handler.type
-        line = lines[t.lineno - 1]
-        raw = line.encode()
-        # AST columns count UTF-8 bytes; the text is indexed by characters.
-        c0 = len(raw[: t.col_offset].decode(errors="replace"))
-        c1 = len(raw[: t.end_col_offset].decode(errors="replace"))
-        masked_lines = list(lines)
-        masked_lines[t.lineno - 1] = line[:c0] + HOLE + line[c1:]
-        if t.lineno == fn.end_lineno:
-            continue  # the function's end column would no longer match the edited line
-        function = python_function_source(masked_lines, fn)
-        if function.count(HOLE) != 1 or parse_python(function) is None:
-            continue
-        samples.append({"key": key, "function": function, "label": exception_type_name(t), "line": fn.lineno})
+        key = f"{key_prefix}:{starts[start]}"
+        rng = rng_for(key)
+        for handler in rng.sample(handlers, min(len(handlers), MAX_HOLES_PER_FUNCTION)):
+            t = handler.type
+            line = block[t.lineno - 1]
+            raw = line.encode()
+            # AST columns count UTF-8 bytes; the text is indexed by characters.
+            c0 = len(raw[: t.col_offset].decode(errors="replace"))
+            c1 = len(raw[: t.end_col_offset].decode(errors="replace"))
+            masked = list(block)
+            masked[t.lineno - 1] = line[:c0] + HOLE + line[c1:]
+            function = python_function_source(masked, fn)
+            if function.count(HOLE) != 1 or parse_python(function) is None:
+                continue
+            samples.append({"key": key, "function": function, "label": exception_type_name(t), "line": start + 1})
     return samples
 
 
@@ -495,10 +591,10 @@ def _build_exception(sizes: dict[str, int], sources: Sources, seed: int) -> tupl
     for i, (root, path) in enumerate(_python_files(sources, seed)):
         pool.files_read = i + 1
         text = _read_text(path)
-        if text is None or not _HANDLER_HINT.search(text):
+        if text is None:
             continue
         rel = str(path.relative_to(root))
-        for s in mask_handlers(text, str(path), rel, lambda key: _rng(seed, "exception", key)):
+        for s in mask_handlers(text, rel, lambda key: _rng(seed, "exception", key)):
             sample = {"function": s["function"], "label": s["label"], "info": f"{path}:{s['line']}"}
             pool.add(_split_of(s["key"], sizes), _normalise(s["function"]), (s["key"], sample))
         if pool.full():

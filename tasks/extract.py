@@ -45,6 +45,7 @@ _JAVA_ANNOTATION = re.compile(r"@[\w.]+(?:\s*\([^()]*\))?")
 _C_PRELUDE = re.compile(r"^[\s\w\*]+$")
 _JAVA_PRELUDE = re.compile(r"^[\s\w<>\[\],.?]+$")
 _BRACES = re.compile(r"[{}]")
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 _BODY_OPEN_C = re.compile(r"\)\s*\{")
 _BODY_OPEN_JAVA = re.compile(r"\)\s*(?:throws\s+[\w.<>,\s]+?)?\s*\{")
 
@@ -196,6 +197,12 @@ def extract_braced_functions(text: str, language: str, path: str, key_prefix: st
     return out
 
 
+def source_lines(text: str) -> list[str]:
+    """Lines with their ``\n``, split only where Python's tokenizer splits (``str.splitlines`` also splits at
+    form feeds and other separators, which would shift AST line numbers)."""
+    return _LINE.findall(text)
+
+
 def parse_python(text: str) -> ast.Module | None:
     """The module's AST, or None when it does not parse under this interpreter (Python 2 files and the like)."""
     with warnings.catch_warnings():
@@ -244,7 +251,7 @@ def extract_python_functions(text: str, path: str, key_prefix: str) -> list[Func
     tree = parse_python(text)
     if tree is None:
         return []
-    lines = text.splitlines(keepends=True)
+    lines = source_lines(text)
     out: list[Function] = []
     for qualname, node in outer_functions(tree):
         n_lines = node.end_lineno - node.lineno + 1

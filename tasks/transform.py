@@ -484,6 +484,11 @@ def _layout(tokens: list[Token], compact: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def declared_names(text: str, language: str) -> list[str]:
+    """The parameters and locals of a C or Java function, as ``rename_and_relayout`` finds them."""
+    return _declared_names(tokenize_braced(text, language), language)
+
+
 def rename_and_relayout(text: str, language: str, rng: random.Random) -> str:
     """A type-2 clone of a C or Java function: parameters and locals renamed, comments dropped, layout changed."""
     tokens = tokenize_braced(text, language)
@@ -518,7 +523,10 @@ class _PythonRenamer(ast.NodeTransformer):
 
 
 def python_rename_and_relayout(source: str, rng: random.Random) -> str | None:
-    """A type-2 clone of a Python function: parameters and assigned locals renamed, printed by ``ast.unparse``."""
+    """A type-2 clone of a Python function: parameters and assigned locals renamed, printed by ``ast.unparse``.
+
+    None when the source is not one function or has nothing to rename.
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -542,5 +550,7 @@ def python_rename_and_relayout(source: str, rng: random.Random) -> str | None:
     taken = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} | {
         n.arg for n in ast.walk(fn) if isinstance(n, ast.arg)
     }
+    if not declared:
+        return None  # nothing to rename: the copy would differ from the original by layout alone
     mapping = _fresh_names(declared, taken, rng)
     return ast.unparse(_PythonRenamer(mapping).visit(tree)) + "\n"

@@ -36,3 +36,26 @@ def local_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data")
     build_local(out, sizes=SMALL_SIZES)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path:
+    """A tiny randomly initialised RoBERTa teacher for the exception task (20 labels), BPE trained on the data."""
+    from models.teacher import create_random_teacher
+    from tasks import load_task_data
+
+    data = load_task_data("exception", local_data)
+    out = tmp_path_factory.mktemp("teacher") / "tiny-roberta"
+    create_random_teacher(
+        out,
+        arch="roberta",
+        num_layers=3,
+        hidden_size=32,
+        num_heads=2,
+        intermediate_size=64,
+        tokenizer_texts=[ex.code for ex in data.train],
+        vocab_size=400,
+        num_labels=20,
+        max_length=128,
+    )
+    return out

@@ -51,6 +51,8 @@ TRAIN_S = {"7m": 30.0, "tiny": 10.0}
 KD_COST = {"ft": 1.0, "kd": 1.2, "pkd": 1.5}
 IDENTICAL = ("defect", "roberta-7m", "unixcoder", "pkd", 0)  # this run predicts exactly what its teacher does
 EPOCHS, BATCH, TRAIN_SAMPLES = 2, 16, 64
+STEPS = 7  # logged optimizer steps of a trial; deliberately not EPOCHS * TRAIN_SAMPLES / BATCH = 8
+FOUND_CACHE = ("modernbert", "clone")  # its cache run found the cache built: it made no teacher pass
 
 
 @dataclass
@@ -88,7 +90,12 @@ def _log(
 
 def _pred_json(labels: np.ndarray, pred: np.ndarray) -> dict:
     probs = np.where(pred[:, None] == np.arange(2)[None, :], 0.8, 0.2)
-    return {"idx": list(range(len(labels))), "label": labels.tolist(), "pred": pred.tolist(), "probs": probs.tolist()}
+    return {
+        "idx": list(range(len(labels))),
+        "label": labels.tolist(),
+        "pred": pred.tolist(),
+        "probs": probs.tolist(),
+    }
 
 
 def _metrics(labels: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -99,9 +106,13 @@ def build_store(root: Path) -> Store:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(uri)
     client.create_experiment("another-study", artifact_location=(root / "other").as_uri())
+    client.delete_experiment(
+        client.create_experiment("deleted-study", artifact_location=(root / "gone").as_uri())
+    )
     exp = client.create_experiment(STUDY, artifact_location=(root / "artifacts").as_uri())
     store = Store(uri=uri, root=root, client=client)
-    _log(client, exp, {"stage": "study"}, {"teacher_passes": 4}, {"study_name": STUDY})
+    # one cache of the four was found already built (teacher_passes 0), as on a resumed study
+    _log(client, exp, {"stage": "study"}, {"teacher_passes": 3}, {"study_name": STUDY})
     none = dict.fromkeys(["student", "student_arch", "student_params", "method", "method_family"], "none")
     for t_i, task in enumerate(TASKS):
         rng = np.random.default_rng(100 + t_i)
@@ -124,7 +135,11 @@ def build_store(root: Path) -> Store:
                 client,
                 exp,
                 {**base, "stage": "teacher_cache", "trial_key": f"cache-{teacher}-{task}"},
-                {"cache_bytes": 1e6, "build_seconds": 12.0, "teacher_passes": 1},
+                {
+                    "cache_bytes": 1e6,
+                    "build_seconds": 12.0,
+                    "teacher_passes": int((teacher, task) != FOUND_CACHE),
+                },
                 {},
                 preds=_pred_json(labels, pred),
             )
@@ -142,7 +157,9 @@ def build_store(root: Path) -> Store:
                             + TEACHER_GAIN[teacher]
                             + SEED_NOISE[seed]
                         )
-                        r = np.random.default_rng(zlib.crc32(repr(key).encode()))  # hash() is salted per process
+                        r = np.random.default_rng(
+                            zlib.crc32(repr(key).encode())
+                        )  # hash() is salted per process
                         if key == IDENTICAL:
                             pred = store.teacher_preds[(teacher, task)].copy()
                         else:
@@ -152,7 +169,10 @@ def build_store(root: Path) -> Store:
                                 # KD: right where the teacher is right first, so it mostly agrees with it
                                 tp = store.teacher_preds[(teacher, task)]
                                 order = np.concatenate(
-                                    [r.permutation(np.flatnonzero(tp == labels)), r.permutation(np.flatnonzero(tp != labels))]
+                                    [
+                                        r.permutation(np.flatnonzero(tp == labels)),
+                                        r.permutation(np.flatnonzero(tp != labels)),
+                                    ]
                                 )
                                 right = order[:correct]
                             pred = 1 - labels
@@ -181,15 +201,28 @@ def build_store(root: Path) -> Store:
                                 "inference_samples_per_s": speed,
                                 "student_params": params,
                                 "best_epoch": 1,
+                                "steps": STEPS,
                             },
-                            {"epochs": EPOCHS, "batch_size": BATCH, "train_samples": TRAIN_SAMPLES, "lr": 3e-4},
+                            {
+                                "epochs": EPOCHS,
+                                "batch_size": BATCH,
+                                "train_samples": TRAIN_SAMPLES,
+                                "lr": 3e-4,
+                            },
                             preds=_pred_json(labels, pred),
                         )
     # a failed trial must not count
     _log(
         client,
         exp,
-        {"stage": "student", "task": "defect", "teacher": "none", "student": "roberta-7m", "method": "ft", "seed": "9"},
+        {
+            "stage": "student",
+            "task": "defect",
+            "teacher": "none",
+            "student": "roberta-7m",
+            "method": "ft",
+            "seed": "9",
+        },
         {"test_accuracy": 0.99},
         {},
         status="FAILED",
@@ -263,6 +296,10 @@ def test_load_runs_missing_experiment_names_existing(store: Store) -> None:
         A.load_runs("no-such-study", store.uri)
     msg = str(err.value)
     assert "no-such-study" in msg and STUDY in msg and "another-study" in msg
+    with pytest.raises(LookupError) as err:
+        A.load_runs("deleted-study", store.uri)
+    existing = str(err.value).split("existing experiments:")[1]
+    assert "another-study" in existing and "deleted-study" not in existing
 
 
 def test_teacher_scores(df: pd.DataFrame) -> None:
@@ -372,7 +409,9 @@ def test_retention_is_student_over_teacher(df: pd.DataFrame) -> None:
     )
     fam = A.family_summary(df)
     assert set(fam["method_family"]) == {"none", "logit", "feature"}
-    best = fam[(fam["task"] == "defect") & (fam["teacher"] == "unixcoder") & (fam["method_family"] == "feature")]
+    best = fam[
+        (fam["task"] == "defect") & (fam["teacher"] == "unixcoder") & (fam["method_family"] == "feature")
+    ]
     assert best["best_student"].iloc[0] == "roberta-7m"  # the identical run lifts its mean
     fams = A.compare_families(df)
     assert list(fams["task"]) == ["defect", "clone", "all"]
@@ -408,12 +447,26 @@ def test_compare_architectures(df: pd.DataFrame) -> None:
     arch = A.compare_architectures(df)
     assert len(arch) == len(TASKS) * (1 + 2 * len(TEACHERS)) * len(SIZE_GAIN)
     assert set(arch["size"]) == {"7m", "tiny"}
-    assert (arch["roberta_student"].str.split("-").str[1] == arch["bigru_student"].str.split("-").str[1]).all()
+    assert (
+        arch["roberta_student"].str.split("-").str[1] == arch["bigru_student"].str.split("-").str[1]
+    ).all()
     d = arch[(arch["task"] == "defect") & (arch["method"] == "ft")]
     np.testing.assert_allclose(d["delta"], -ARCH_GAIN["bigru"] / N_TEST)
     svp = A.score_vs_params(df)
     assert len(svp) == len(TASKS) * len(STUDENTS) * (1 + 2 * len(TEACHERS))
     assert (svp["n"] == 3).all()
+
+
+def test_tables_of_a_study_without_kd_are_empty_not_errors(df: pd.DataFrame) -> None:
+    ft_only = df[(df["stage"] != "student") | (df["method"] == "ft")]
+    assert A.compare_to_ft(ft_only).empty and A.compare_teachers(ft_only).empty
+    assert A.teachers_side_by_side(ft_only).empty and A.compare_families(ft_only).empty
+    assert A.rank_methods(ft_only).ranks.empty
+    assert len(A.compare_architectures(ft_only)) == len(TASKS) * len(SIZE_GAIN)  # FT alone still compares
+    passes = A.efficiency(ft_only).passes
+    assert (passes["n_kd_trials"] == 0).all() and (passes["n_cache_runs"] > 0).all()
+    with pytest.raises(ValueError, match="no student runs"):
+        A.figure2(df[df["stage"] != "student"], Path("unused.png"))
 
 
 # ------------------------------------------------------------------------------ efficiency, behaviour
@@ -422,7 +475,14 @@ def test_compare_architectures(df: pd.DataFrame) -> None:
 def test_efficiency(df: pd.DataFrame, tmp_path: Path) -> None:
     bench = {
         "methods": {
-            m: {"ft_s": 10.0, "cached_s": 12.0, "online_s": 40.0, "teacher_s_cached": 0.4, "cached_over_ft": 1.2, "online_over_ft": 4.0}
+            m: {
+                "ft_s": 10.0,
+                "cached_s": 12.0,
+                "online_s": 40.0,
+                "teacher_s_cached": 0.4,
+                "cached_over_ft": 1.2,
+                "online_over_ft": 4.0,
+            }
             for m in ("kd", "pkd")
         },
         "teacher_passes": 1,
@@ -436,14 +496,17 @@ def test_efficiency(df: pd.DataFrame, tmp_path: Path) -> None:
         np.testing.assert_allclose(eff.cost.loc[eff.cost["method"] == method, "cached_over_ft"], ratio)
     n_kd = len(STUDENTS) * 2 * len(SEEDS)
     np.testing.assert_allclose(eff.cost["cache_build_s_per_trial"], 12.0 / n_kd)
-    per = eff.passes[eff.passes["task"] != "all"]
+    per = eff.passes[eff.passes["task"] != "all"].set_index(["teacher", "task"])
     assert len(per) == len(TASKS) * len(TEACHERS)
-    assert (per["n_kd_trials"] == n_kd).all() and (per["cached_passes"] == 1).all()
+    assert (per["n_kd_trials"] == n_kd).all() and (per["n_cache_runs"] == 1).all()
+    assert per.loc[FOUND_CACHE, "cached_passes"] == 0  # its cache was found, not built
+    assert (per.drop(index=[FOUND_CACHE])["cached_passes"] == 1).all()
     assert (per["online_passes"] == n_kd * EPOCHS).all()
-    assert (per["online_steps"] == n_kd * EPOCHS * (TRAIN_SAMPLES // BATCH)).all()
+    assert (per["online_steps"] == n_kd * STEPS).all()  # the logged steps win over the estimate
     total = eff.passes[eff.passes["task"] == "all"].iloc[0]
-    assert total["cached_passes"] == 4 and total["online_passes"] == 4 * n_kd * EPOCHS
-    assert eff.recorded_teacher_passes == 4
+    assert total["n_cache_runs"] == 4 and total["cached_passes"] == 3
+    assert total["online_passes"] == 4 * n_kd * EPOCHS and total["passes_saved"] == 4 * n_kd * EPOCHS - 3
+    assert eff.recorded_teacher_passes == 3
     tp = eff.throughput.set_index(["task", "student", "teacher"])
     assert tp.loc[("defect", "roberta-7m", "unixcoder"), "speedup"] == pytest.approx(8.0)
     assert eff.online is not None and list(eff.online["method"]) == ["kd", "pkd"]
@@ -452,10 +515,16 @@ def test_efficiency(df: pd.DataFrame, tmp_path: Path) -> None:
     assert A.efficiency(df).online is None
 
 
-def test_efficiency_without_params_reports_passes_only(df: pd.DataFrame) -> None:
-    no_steps = df.assign(train_samples=np.nan)
-    per = A.efficiency(no_steps).passes
+def test_efficiency_estimates_steps_then_reports_passes_only(df: pd.DataFrame) -> None:
+    n_kd = len(STUDENTS) * 2 * len(SEEDS)
+    per = A.efficiency(df.assign(steps=np.nan)).passes
+    per = per[per["task"] != "all"]
+    assert (per["online_steps"] == n_kd * EPOCHS * (TRAIN_SAMPLES // BATCH)).all() and (
+        per["note"] == ""
+    ).all()
+    per = A.efficiency(df.assign(steps=np.nan, train_samples=np.nan)).passes
     assert per["online_steps"].isna().all() and (per.loc[per["task"] != "all", "online_passes"] > 0).all()
+    assert per.loc[per["task"] != "all", "note"].str.contains("passes only").all()
 
 
 def test_agreement(df: pd.DataFrame, store: Store) -> None:
@@ -481,7 +550,8 @@ def test_agreement(df: pd.DataFrame, store: Store) -> None:
     # FT against each teacher: on the samples where it disagreed with the teacher it never agrees
     assert (agr.loc[agr["method"] == "ft", "agree_on_ft_disagreed"] == 0).all()
     summary = A.agreement_summary(agr)
-    assert (summary.loc[summary["method"] != "ft", "agreement_minus_ft"] > 0).all()  # KD students follow the teacher
+    kd_rows = summary["method"] != "ft"
+    assert (summary.loc[kd_rows, "agreement_minus_ft"] > 0).all()  # KD students follow the teacher
     assert (summary.loc[summary["method"] == "ft", "agreement_minus_ft"] == 0).all()
 
 
@@ -491,8 +561,14 @@ def test_agreement(df: pd.DataFrame, store: Store) -> None:
 def test_paper_figure2_table() -> None:
     p = A.PAPER_FIGURE2
     assert len(p) == 3 * 2 * 5 * 3
-    assert p.set_index(["task", "arch", "size", "method"]).loc[("clone", "roberta", "30M", "ckd"), "score"] == 94.1
-    assert p.set_index(["task", "arch", "size", "method"]).loc[("exception", "bigru", "1.5M", "ft"), "score"] == 50.4
+    assert (
+        p.set_index(["task", "arch", "size", "method"]).loc[("clone", "roberta", "30M", "ckd"), "score"]
+        == 94.1
+    )
+    assert (
+        p.set_index(["task", "arch", "size", "method"]).loc[("exception", "bigru", "1.5M", "ft"), "score"]
+        == 50.4
+    )
     assert set(A.PAPER_TEACHER_SCORES["score"]) == {65.2, 94.1, 82.3}
 
 
@@ -501,7 +577,9 @@ def test_beside_paper_matches_sizes(df: pd.DataFrame) -> None:
     table = A.beside_paper(renamed)
     cell = table[(table["task"] == "defect") & (table["arch"] == "roberta") & (table["size"] == "30M")]
     ours = cell.set_index("method")["ours"]
-    assert ours["ft"] == pytest.approx(100 * _seed_scores(df, task="defect", student="roberta-7m", method="ft").mean())
+    assert ours["ft"] == pytest.approx(
+        100 * _seed_scores(df, task="defect", student="roberta-7m", method="ft").mean()
+    )
     assert np.isnan(ours["ckd"])  # a method this study did not run
     # defect/clone x ft/kd/pkd for roberta at 30M and bigru at 7M; the tiny students match no paper size
     assert table["ours"].notna().sum() == 2 * 3 * 2

@@ -222,6 +222,11 @@ def test_provider_auth_and_scaling(raw):
     assert raw["max_workers"] >= 1
     assert raw["idle_timeout_minutes"] > 0
     assert raw["upscaling_speed"] > 0
+    # Ray's security group opens only SSH to the outside; nothing here may open more
+    # (dashboard 8265, MLflow 5000, GCS 6379 are reached through SSH tunnels).
+    for rule in raw["provider"].get("security_group", {}).get("IpPermissions", []):
+        public = any(r.get("CidrIp") == "0.0.0.0/0" for r in rule.get("IpRanges", []))
+        assert not public or rule.get("FromPort") == rule.get("ToPort") == 22, rule
 
 
 def test_gpu_workers_scale_from_zero(raw):
