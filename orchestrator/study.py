@@ -140,6 +140,10 @@ class Progress:
         return _Progress(*args, **kwargs)
 
 
+def _trial_name(trial: Any) -> str:
+    return f"{trial.trial_id}-{trial.config['trial']['run_name']}"
+
+
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
@@ -498,7 +502,12 @@ def _run_stages(
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials, reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=True,  # a fresh worker per trial costs seconds of imports
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str((storage / spec.name / "ray_results").resolve()),

@@ -478,6 +478,9 @@ class CachedTeacher:
             yield b, shard, i - shard.start
 
     def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
+        if self.ckd_prefix:
+            # CKD reads its precomputed teacher relations (served as extras) instead of token states.
+            spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
         idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
         located = list(self._locate(split, idx))
         out = TeacherSignals()

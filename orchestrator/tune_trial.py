@@ -119,9 +119,14 @@ def student_trainable(
             client.log_artifact(run_id, str(target / "model.safetensors"), "checkpoint")
         tracking.log_json_artifact(client, run_id, result.test_predictions, "predictions", "test.json")
         client.set_terminated(run_id, "FINISHED")
-        tune.report({**final, "done": 1.0})
+    except SystemExit:
+        # Tune stops a trial by raising SystemExit inside report(): the trial did not fail, it was stopped.
+        client.set_terminated(run_id, "KILLED")
+        raise
     except BaseException as err:  # noqa: BLE001 - every failure is recorded, then Tune retries or gives up
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
         client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
         client.set_terminated(run_id, "FAILED")
         raise
+    # Outside the try: the run is FINISHED whatever Tune does with this last report.
+    tune.report({**final, "trial_finished": 1.0})

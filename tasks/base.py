@@ -108,19 +108,30 @@ def _env_true(name: str) -> bool:
 
 def hub_offline_requested() -> bool:
     """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE read now (the libraries read them once, at import)."""
-    return _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+    return (
+        _env_true("HF_HUB_OFFLINE") or _env_true("HF_DATASETS_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub endpoint opens within ``timeout_s``.
+    """Whether a TCP connection to the hub endpoint (or the HTTPS proxy, when one is set) opens in ``timeout_s``.
 
     Run in a daemon thread because name resolution ignores socket timeouts and can hang far longer; without
     this check `datasets` retries unreachable hosts for about half a minute before failing.
     """
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parsed = urllib.parse.urlparse(endpoint)
+    # Behind a proxy the hub is reached through it, so the proxy is what has to answer.
+    proxy = next(
+        (
+            os.environ[v]
+            for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+            if os.environ.get(v)
+        ),
+        None,
+    )
+    parsed = urllib.parse.urlparse(proxy or endpoint)
     host = parsed.hostname or "huggingface.co"
-    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
     result: list[bool] = []
 
     def probe() -> None:
@@ -159,15 +170,21 @@ def _forced_offline(active: bool) -> Iterator[None]:
 
 
 def _check_max_samples(max_samples: int | None) -> None:
-    if max_samples is not None and (not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1):
+    if max_samples is not None and (
+        not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1
+    ):
         raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}")
 
 
-def _check_scores(name: str, logits: np.ndarray, labels: np.ndarray, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_scores(
+    name: str, logits: np.ndarray, labels: np.ndarray, num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
     if logits.ndim != 2 or logits.shape[1] != num_labels:
-        raise ValueError(f"{name}.metrics: logits must have shape [N, {num_labels}], got {list(logits.shape)}")
+        raise ValueError(
+            f"{name}.metrics: logits must have shape [N, {num_labels}], got {list(logits.shape)}"
+        )
     if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(
             f"{name}.metrics: labels must have shape [{logits.shape[0]}] to match the logits, got {list(labels.shape)}"
@@ -232,10 +249,14 @@ class Task(abc.ABC):
         Raises RecordError for a missing field, a code field that is not text, or an unknown label.
         """
         if not isinstance(record, Mapping):
-            raise RecordError(f"a record must be a JSON object with fields {list(self.fields)}, got {type(record).__name__}")
+            raise RecordError(
+                f"a record must be a JSON object with fields {list(self.fields)}, got {type(record).__name__}"
+            )
         for f in self.fields:
             if f not in record:
-                raise RecordError(f"missing field '{f}' (this task needs {list(self.fields)}; got {sorted(record)})")
+                raise RecordError(
+                    f"missing field '{f}' (this task needs {list(self.fields)}; got {sorted(record)})"
+                )
         codes: list[str] = []
         for f in (self.code_field, self.code2_field):
             if f is None:
@@ -280,7 +301,9 @@ class Task(abc.ABC):
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                        raise ValueError(
+                            f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+                        ) from None
                     try:
                         examples.append(self._example(len(examples), record))
                     except RecordError as exc:
@@ -298,8 +321,10 @@ class Task(abc.ABC):
 
     def _unavailable(self, offline: bool, exc: BaseException) -> HubUnavailableError:
         config = f" (config '{self.hf_config}')" if self.hf_config else ""
-        why = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)" if hub_offline_requested() else (
-            "the Hugging Face hub cannot be reached" if offline else "loading it failed"
+        why = (
+            "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+            if hub_offline_requested()
+            else ("the Hugging Face hub cannot be reached" if offline else "loading it failed")
         )
         cache = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
         return HubUnavailableError(
@@ -309,7 +334,9 @@ class Task(abc.ABC):
             f"has it, or use local JSON Lines instead: `{LOCAL_BUILD_HINT}` and load with source=DIR."
         )
 
-    def load_hub(self, seed: int = 0, max_samples: int | None = None, *, cache_dir: str | Path | None = None) -> TaskData:
+    def load_hub(
+        self, seed: int = 0, max_samples: int | None = None, *, cache_dir: str | Path | None = None
+    ) -> TaskData:
         """Load the task's Hugging Face dataset with ``datasets.load_dataset`` and map its splits.
 
         Offline (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set, or the hub unreachable) only a cached copy is used,
@@ -341,10 +368,11 @@ class Task(abc.ABC):
                 part = part.select(rows)
             if max_samples is not None and len(part) > max_samples:
                 part = part.select(range(max_samples))
-            splits[split] = self._examples_from_hub(part, hf_split)
+            splits[split] = self.examples_from_dataset(part, hf_split)
         return TaskData(**splits)
 
-    def _examples_from_hub(self, part: datasets.Dataset, hf_split: str) -> list[Example]:
+    def examples_from_dataset(self, part: datasets.Dataset, hf_split: str) -> list[Example]:
+        """Examples from one split of a loaded ``datasets.Dataset`` (ClassLabel columns mapped by name)."""
         missing = [f for f in self.fields if f not in part.column_names]
         if missing:
             raise ValueError(
@@ -352,11 +380,15 @@ class Task(abc.ABC):
                 f"(it has {part.column_names})"
             )
         columns = part.select_columns(list(self.fields)).to_dict()
-        # A ClassLabel column holds integers; its names are what parse_label understands.
+        # A ClassLabel column holds integers indexing its own names; when those names are this task's label
+        # names (in whatever order), map through them. Otherwise (e.g. 0/1) the integers are the classes.
         feature = part.features[self.label_field]
         names = getattr(feature, "names", None)
-        if names is not None:
-            columns[self.label_field] = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in columns[self.label_field]]
+        if names is not None and set(names) <= set(self.label_names):
+            columns[self.label_field] = [
+                names[v] if isinstance(v, int) and 0 <= v < len(names) else v
+                for v in columns[self.label_field]
+            ]
         examples: list[Example] = []
         for i in range(len(part)):
             record = {f: columns[f][i] for f in self.fields}
@@ -421,9 +453,15 @@ class MulticlassTask(Task):
     def parse_label(self, value: object) -> int:
         if isinstance(value, str) and value in self.label_names:
             return self.label_names.index(value)
-        if isinstance(value, int | np.integer) and not isinstance(value, bool) and 0 <= value < self.num_labels:
+        if (
+            isinstance(value, int | np.integer)
+            and not isinstance(value, bool)
+            and 0 <= value < self.num_labels
+        ):
             return int(value)
-        raise RecordError(f"unknown label {value!r} in field '{self.label_field}'; valid: {list(self.label_names)}")
+        raise RecordError(
+            f"unknown label {value!r} in field '{self.label_field}'; valid: {list(self.label_names)}"
+        )
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score

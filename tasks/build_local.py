@@ -58,12 +58,12 @@ from functools import cache
 from pathlib import Path
 
 from tasks.base import SPLITS
+from tasks.exception import EXCEPTION_LABELS
 from tasks.extract import (
     JAVA_KEYWORDS,
     Function,
     extract_braced_functions,
     extract_python_functions,
-    outer_functions,
     parse_python,
     python_function_source,
     source_lines,
@@ -81,34 +81,14 @@ BUILDER_VERSION = 1
 DEFAULT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 ALL_TASKS = ("defect", "clone", "exception")
 HOLE = "__HOLE__"
-EXCEPTION_LABELS = (
-    "ValueError",
-    "KeyError",
-    "AttributeError",
-    "TypeError",
-    "OSError",
-    "IOError",
-    "ImportError",
-    "IndexError",
-    "DoesNotExist",
-    "KeyboardInterrupt",
-    "StopIteration",
-    "AssertionError",
-    "SystemExit",
-    "RuntimeError",
-    "HTTPError",
-    "UnicodeDecodeError",
-    "NotImplementedError",
-    "ValidationError",
-    "ObjectDoesNotExist",
-    "NameError",
-)
 MAX_FILE_BYTES = 3_000_000
 # Caps on files read per language: with them a full default build stays within seconds on a big machine.
 MAX_FILES = {"c": 6000, "java": 3000, "python": 20000}
 # At most this many samples from one function (each masks a different handler): more would be near-copies.
 MAX_HOLES_PER_FUNCTION = 3
-_CPP_PATH = re.compile(r"/(?:c\+\+|llvm[^/]*|node|boost|torch|v8|eigen3?|qt\w*|google|absl)/|\+\+|xx\.h$|\.hpp$")
+_CPP_PATH = re.compile(
+    r"/(?:c\+\+|llvm[^/]*|node|boost|torch|v8|eigen3?|qt\w*|google|absl)/|\+\+|xx\.h$|\.hpp$"
+)
 _HANDLER_HINT = re.compile(r"except\s+[\w.]*(?:" + "|".join(EXCEPTION_LABELS) + r")\b")
 
 
@@ -141,7 +121,14 @@ def _discover_sources() -> Sources:
     paths = sysconfig.get_paths()
     header_roots = [paths["include"], "/usr/include", "/usr/local/include"]
     # C files (not headers) also under the interpreter, site-packages and the usual source and example folders.
-    c_roots = [sys.base_prefix, paths["purelib"], paths["platlib"], "/usr/src", "/usr/local/src", "/usr/share/doc"]
+    c_roots = [
+        sys.base_prefix,
+        paths["purelib"],
+        paths["platlib"],
+        "/usr/src",
+        "/usr/local/src",
+        "/usr/share/doc",
+    ]
     c_files: set[Path] = set()
     for root in header_roots:
         c_files.update(_walk(root, (".c", ".h")))
@@ -234,7 +221,7 @@ class _Pool:
 
 
 def decode_source(raw: bytes) -> str:
-    """Source text as the builder sees it: UTF-8 (bad bytes replaced) with ``\r\n`` and ``\r`` turned into
+    r"""Source text as the builder sees it: UTF-8 (bad bytes replaced) with ``\r\n`` and ``\r`` turned into
     ``\n``, which is also what ``open(path, encoding="utf-8", errors="replace")`` reads."""
     return raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
 
@@ -313,7 +300,9 @@ def _python_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[F
         yield i, extract_python_functions(text, str(path), str(path.relative_to(root)))
 
 
-def _fill(pool: _Pool, functions: Iterator[tuple[int, list[Function]]], accept: Callable[[Function], str | None]):
+def _fill(
+    pool: _Pool, functions: Iterator[tuple[int, list[Function]]], accept: Callable[[Function], str | None]
+) -> None:
     """Feed functions into the pool (``accept`` gives a dedup signature or None to reject) until it is full."""
     for i, found in functions:
         pool.files_read = i + 1
@@ -352,7 +341,13 @@ def _function_stream(language: str, sources: Sources, seed: int) -> Iterator[tup
 _LANGUAGE_NAMES = {"c": "C", "java": "Java", "python": "Python"}
 
 
-def _pool_for(task: str, sizes: dict[str, int], sources: Sources, seed: int, accept_for) -> tuple[_Pool, str]:
+def _pool_for(
+    task: str,
+    sizes: dict[str, int],
+    sources: Sources,
+    seed: int,
+    accept_for: Callable[[str], Callable[[Function], str | None]],
+) -> tuple[_Pool, str]:
     """Fill a pool from the first language that yields any function; warn when falling back to Python."""
     languages = _code_languages(task, sources)
     for language in languages:
@@ -367,7 +362,9 @@ def _pool_for(task: str, sizes: dict[str, int], sources: Sources, seed: int, acc
                     file=sys.stderr,
                 )
             return pool, language
-    raise RuntimeError(f"tasks.build_local: no usable function found for task '{task}' in {sources.describe()}")
+    raise RuntimeError(
+        f"tasks.build_local: no usable function found for task '{task}' in {sources.describe()}"
+    )
 
 
 def _build_defect(sizes: dict[str, int], sources: Sources, seed: int) -> tuple[dict[str, list[dict]], dict]:
@@ -417,7 +414,8 @@ def _abstract_signature(fn: Function, language: str) -> str:
         return ast.unparse(tree)
     keywords = JAVA_KEYWORDS if language == "java" else frozenset()
     return " ".join(
-        "ID" if t.kind == "id" and t.text not in keywords else t.text for t in tokenize_braced(fn.text, language)
+        "ID" if t.kind == "id" and t.text not in keywords else t.text
+        for t in tokenize_braced(fn.text, language)
     )
 
 
@@ -463,7 +461,9 @@ def _build_clone(sizes: dict[str, int], sources: Sources, seed: int) -> tuple[di
                 if other_copy is None or _normalise(other.text) == _normalise(fn.text):
                     continue
                 neg = {"id1": j, "id2": j + d, "func1": fn.text, "func2": other_copy, "label": False}
-                samples.append({**neg, "source1": f"{fn.path}:{fn.line}", "source2": f"{other.path}:{other.line}"})
+                samples.append(
+                    {**neg, "source1": f"{fn.path}:{fn.line}", "source2": f"{other.path}:{other.line}"}
+                )
                 break
         _rng(seed, "clone", split, "order").shuffle(samples)
         samples = samples[: sizes[split]]
@@ -554,7 +554,11 @@ def mask_handlers(text: str, key_prefix: str, rng_for: Callable[[str], random.Ra
     for start in sorted(starts):
         block = _def_block(lines, start)
         tree = parse_python("".join(block))
-        if tree is None or not tree.body or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
+        if (
+            tree is None
+            or not tree.body
+            or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef)
+        ):
             continue
         fn = tree.body[0]
         if not (3 <= fn.end_lineno - fn.lineno + 1 <= 80):
@@ -582,11 +586,15 @@ def mask_handlers(text: str, key_prefix: str, rng_for: Callable[[str], random.Ra
             function = python_function_source(masked, fn)
             if function.count(HOLE) != 1 or parse_python(function) is None:
                 continue
-            samples.append({"key": key, "function": function, "label": exception_type_name(t), "line": start + 1})
+            samples.append(
+                {"key": key, "function": function, "label": exception_type_name(t), "line": start + 1}
+            )
     return samples
 
 
-def _build_exception(sizes: dict[str, int], sources: Sources, seed: int) -> tuple[dict[str, list[dict]], dict]:
+def _build_exception(
+    sizes: dict[str, int], sources: Sources, seed: int
+) -> tuple[dict[str, list[dict]], dict]:
     pool = _Pool(dict(sizes))
     for i, (root, path) in enumerate(_python_files(sources, seed)):
         pool.files_read = i + 1
@@ -707,7 +715,9 @@ def build_local(
             "language": info["language"],
             "files_read": info["files_read"],
             "counts": {s: len(records[s]) for s in SPLITS},
-            "labels": {s: dict(sorted(Counter(str(r[label_field]) for r in records[s]).items())) for s in SPLITS},
+            "labels": {
+                s: dict(sorted(Counter(str(r[label_field]) for r in records[s]).items())) for s in SPLITS
+            },
         }
         for split in SPLITS:
             if len(records[split]) < sizes[split]:
@@ -732,7 +742,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder; gets <task>/{split}.jsonl")
     for split in SPLITS:
-        parser.add_argument(f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} samples per task")
+        parser.add_argument(
+            f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} samples per task"
+        )
     parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(ALL_TASKS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

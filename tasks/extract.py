@@ -4,7 +4,8 @@ C and Java are cut out by brace matching on a *masked* copy of the text (comment
 literals and, for C, preprocessor lines blanked to spaces with the newlines kept), so offsets in the mask are
 offsets in the original and a brace inside a string or comment never counts. This is rough on purpose (no real
 parser for either language is installed); the length filter and the C++ filter drop what it gets wrong.
-Python functions come from ``ast`` with ``ast.get_source_segment``.
+Python functions come from ``ast``: the text from the ``def`` line to the node's end, as
+``ast.get_source_segment`` gives it, with the ``def`` line's indentation removed.
 """
 
 from __future__ import annotations
@@ -173,7 +174,11 @@ def extract_braced_functions(text: str, language: str, path: str, key_prefix: st
                 continue
         else:
             words = set(re.findall(r"[A-Za-z_]\w*", prelude))
-            if not prelude.strip() or not _C_PRELUDE.fullmatch(prelude) or words & {"return", "else", "typedef"}:
+            if (
+                not prelude.strip()
+                or not _C_PRELUDE.fullmatch(prelude)
+                or words & {"return", "else", "typedef"}
+            ):
                 continue
         params = masked[open_paren + 1 : m.start()]
         if "=" in params or ";" in params:
@@ -198,7 +203,7 @@ def extract_braced_functions(text: str, language: str, path: str, key_prefix: st
 
 
 def source_lines(text: str) -> list[str]:
-    """Lines with their ``\n``, split only where Python's tokenizer splits (``str.splitlines`` also splits at
+    r"""Lines with their ``\n``, split only where Python's tokenizer splits (``str.splitlines`` also splits at
     form feeds and other separators, which would shift AST line numbers)."""
     return _LINE.findall(text)
 

@@ -99,7 +99,12 @@ def _guard_sites(text: str, masked: str) -> list[Edit]:
                 continue
             inner = masked[body + 1 : end_brace]
             statements = [s for s in inner.split(";") if s.strip()]
-            if "{" in inner or len(statements) > 2 or not statements or not _GUARD_EXITS.match(statements[-1]):
+            if (
+                "{" in inner
+                or len(statements) > 2
+                or not statements
+                or not _GUARD_EXITS.match(statements[-1])
+            ):
                 continue
             end = end_brace + 1
         else:
@@ -183,7 +188,10 @@ def _index_sites(text: str, masked: str) -> list[Edit]:
 
 
 def _logic_sites(masked: str) -> list[Edit]:
-    return [Edit(m.start(), m.end(), "||" if m.group(0) == "&&" else "&&") for m in re.finditer(r"&&|\|\|", masked)]
+    return [
+        Edit(m.start(), m.end(), "||" if m.group(0) == "&&" else "&&")
+        for m in re.finditer(r"&&|\|\|", masked)
+    ]
 
 
 def _equality_sites(masked: str) -> list[Edit]:
@@ -245,7 +253,11 @@ def _python_bug_sites(tree: ast.AST) -> dict[str, list[tuple[str, ast.AST, objec
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             for i, op in enumerate(node.ops):
-                kind = "off_by_one" if isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) else "flipped_equality"
+                kind = (
+                    "off_by_one"
+                    if isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE)
+                    else "flipped_equality"
+                )
                 if type(op) in _PY_COMPARE_SWAP:
                     found[kind].append(("compare", node, i))
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add | ast.Sub):
@@ -465,7 +477,13 @@ def _layout(tokens: list[Token], compact: bool) -> str:
         if tok.text == "}":
             flush()
             depth = max(0, depth - 1)
-        if tok.text == "{" and not compact and paren == 0 and prev is not None and (prev.kind == "id" or prev.text == ")"):
+        if (
+            tok.text == "{"
+            and not compact
+            and paren == 0
+            and prev is not None
+            and (prev.kind == "id" or prev.text == ")")
+        ):
             flush()
         if line and prev is not None and _space_between(prev, tok, compact):
             line.append(" ")
@@ -500,8 +518,11 @@ def rename_and_relayout(text: str, language: str, rng: random.Random) -> str:
         prev = tokens[i - 1].text if i else ""
         nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
         # `obj.name`/`p->name` are fields, and in Java `name(` is a method call: neither is the local.
-        if tok.kind == "id" and tok.text in mapping and prev not in (".", "->", "::") and not (
-            language == "java" and nxt == "("
+        if (
+            tok.kind == "id"
+            and tok.text in mapping
+            and prev not in (".", "->", "::")
+            and not (language == "java" and nxt == "(")
         ):
             renamed.append(Token("id", mapping[tok.text]))
         else:

@@ -18,6 +18,8 @@ from tasks import (
     EXCEPTION_LABELS,
     SPLITS,
     TASKS,
+    CloneTask,
+    ExceptionTask,
     HubUnavailableError,
     get_task,
     load_task_data,
@@ -183,7 +185,7 @@ def test_exception_samples_mask_the_labelled_handler(built: Path) -> None:
             assert original[len(before) + len(written) :].startswith(after)
 
 
-MODULE = '''import json
+MODULE = """import json
 
 
 def load(path):
@@ -211,7 +213,7 @@ def fetch(url):
         return err.code
     except LookupError:
         return None
-'''
+"""
 
 
 def test_mask_handlers_on_known_source() -> None:
@@ -234,7 +236,10 @@ def test_python_fallback_when_no_c_or_java(tmp_path: Path, capsys: pytest.Captur
     build_local(tmp_path, sizes=sizes, tasks=["defect", "clone"], sources=sources)
     assert "built from Python functions instead" in capsys.readouterr().err
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert {t: manifest["tasks"][t]["language"] for t in ("defect", "clone")} == {"defect": "python", "clone": "python"}
+    assert {t: manifest["tasks"][t]["language"] for t in ("defect", "clone")} == {
+        "defect": "python",
+        "clone": "python",
+    }
     for r in _rows(tmp_path / "defect" / "train.jsonl"):
         ast.parse(r["func"])
         assert str(r["project"]).startswith(str(email))
@@ -245,7 +250,9 @@ def test_python_fallback_when_no_c_or_java(tmp_path: Path, capsys: pytest.Captur
     assert [len(data.split(s)) for s in SPLITS] == [16, 6, 6]
 
 
-def test_cli_writes_asked_tasks_and_rejects_unknown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_asked_tasks_and_rejects_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli"
     argv = ["--out", str(out), "--train", "8", "--validation", "4", "--test", "4", "--tasks", "exception"]
     assert main(argv) == 0
@@ -342,7 +349,10 @@ def _write(directory: Path, split_lines: dict[str, list[str]]) -> None:
         (directory / f"{split}.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-GOOD_DEFECT = [json.dumps({"func": "int f(int a)\n{  return a; }", "target": True}), json.dumps({"func": "x", "target": 0})]
+GOOD_DEFECT = [
+    json.dumps({"func": "int f(int a)\n{  return a; }", "target": True}),
+    json.dumps({"func": "x", "target": 0}),
+]
 
 
 def test_load_jsonl_reads_and_normalises(tmp_path: Path) -> None:
@@ -361,17 +371,26 @@ def test_load_jsonl_reads_and_normalises(tmp_path: Path) -> None:
     [
         ("defect", [*GOOD_DEFECT, '{"func": "x", "target": '], r"train\.jsonl:3: not valid JSON"),
         ("defect", [GOOD_DEFECT[0], json.dumps({"func": "x"})], r"train\.jsonl:2: missing field 'target'"),
-        ("defect", [json.dumps({"func": "x", "target": 2})], r"train\.jsonl:1: unknown label 2 in field 'target'"),
+        (
+            "defect",
+            [json.dumps({"func": "x", "target": 2})],
+            r"train\.jsonl:1: unknown label 2 in field 'target'",
+        ),
         ("defect", [json.dumps({"func": 5, "target": 1})], r"train\.jsonl:1: field 'func' must be a string"),
         ("clone", [json.dumps({"func1": "a", "label": 1})], r"train\.jsonl:1: missing field 'func2'"),
         (
             "exception",
-            [json.dumps({"function": "f", "label": "KeyError"}), json.dumps({"function": "f", "label": "OopsError"})],
+            [
+                json.dumps({"function": "f", "label": "KeyError"}),
+                json.dumps({"function": "f", "label": "OopsError"}),
+            ],
             r"train\.jsonl:2: unknown label 'OopsError' in field 'label'; valid: \['ValueError', 'KeyError'",
         ),
     ],
 )
-def test_bad_records_name_file_and_line(tmp_path: Path, task: str, train_lines: list[str], pattern: str) -> None:
+def test_bad_records_name_file_and_line(
+    tmp_path: Path, task: str, train_lines: list[str], pattern: str
+) -> None:
     good = {
         "defect": GOOD_DEFECT[0],
         "clone": json.dumps({"func1": "a", "func2": "b", "label": True}),
@@ -385,7 +404,9 @@ def test_bad_records_name_file_and_line(tmp_path: Path, task: str, train_lines: 
 
 def test_empty_and_missing_split_files(tmp_path: Path) -> None:
     _write(tmp_path / "defect", {"train": GOOD_DEFECT, "validation": ["", "  "], "test": GOOD_DEFECT})
-    with pytest.raises(ValueError, match=r"validation\.jsonl: the validation split of task 'defect' is empty"):
+    with pytest.raises(
+        ValueError, match=r"validation\.jsonl: the validation split of task 'defect' is empty"
+    ):
         load_task_data("defect", tmp_path)
     (tmp_path / "defect" / "validation.jsonl").unlink()
     with pytest.raises(FileNotFoundError, match=r"validation\.jsonl: missing validation split"):
@@ -419,7 +440,9 @@ def test_binary_metrics_and_selection_score() -> None:
     # accuracy 3/4; class 1: TP 2, FP 1, FN 0, so precision 2/3, recall 1, F1 0.8
     assert m == pytest.approx({"accuracy": 0.75, "f1": 0.8})
     assert task.selection_score(m) == pytest.approx(1.55)
-    assert get_task("clone").metrics(logits, 1 - labels)["f1"] == pytest.approx(2 * (1 / 3) * 0.5 / (1 / 3 + 0.5))
+    assert get_task("clone").metrics(logits, 1 - labels)["f1"] == pytest.approx(
+        2 * (1 / 3) * 0.5 / (1 / 3 + 0.5)
+    )
     with pytest.raises(ValueError, match=r"logits must have shape \[N, 2\], got \[4, 3\]"):
         task.metrics(np.zeros((4, 3)), labels)
     with pytest.raises(ValueError, match="label 2 is outside 0..1"):
@@ -448,7 +471,9 @@ def test_exception_metrics_top3_and_macro_f1() -> None:
 # ----------------------------------------------------------------------------------------------- the hub
 
 
-def test_load_hub_offline_fails_fast_with_the_dataset_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_hub_offline_fails_fast_with_the_dataset_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datasets.config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -480,3 +505,56 @@ def test_clone_hub_sample_is_seeded_ten_percent() -> None:
     assert len(clone.hub_rows("validation", 500, 7)) == 50
     assert clone.hub_rows("test", 1000, 7) is None
     assert get_task("defect").hub_rows("train", 1000, 7) is None
+
+
+def test_load_hub_path_through_datasets_on_a_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real ``load_hub`` code (datasets.load_dataset, split mapping, 10% sample, max_samples) on a folder
+    ``load_dataset`` reads offline; the hub id is swapped for that folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "cubert"
+    folder.mkdir()
+    for split, n in (("train", 30), ("dev", 10), ("test", 20)):
+        rows = [{"function": f"def f{i}():  pass", "label": EXCEPTION_LABELS[i % 20]} for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    class FolderExceptions(ExceptionTask):
+        hf_id = str(folder)
+        hf_config = None
+
+    data = FolderExceptions().load_hub(max_samples=12, cache_dir=tmp_path / "cache")
+    assert [len(data.split(s)) for s in SPLITS] == [12, 10, 12]
+    assert data.validation[3].code == "def f3(): pass" and data.validation[3].label == 3
+
+    for split, n in (("train", 30), ("validation", 10), ("test", 20)):
+        rows = [{"func1": f"a{i}", "func2": f"b{i}", "label": i % 2 == 0} for i in range(n)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "dev.jsonl").unlink()
+
+    class FolderClones(CloneTask):
+        hf_id = str(folder)
+
+    clones = FolderClones().load_hub(seed=3, cache_dir=tmp_path / "cache2")
+    # 10% of train and validation (seeded), all of test.
+    assert [len(clones.split(s)) for s in SPLITS] == [3, 1, 20]
+    picked = sample_fraction(30, 0.1, seed=3)
+    assert [ex.code for ex in clones.train] == [f"a{i}" for i in picked]
+    assert all(ex.label == int(int(ex.code[1:]) % 2 == 0) for ex in clones.train)
+
+
+def test_class_label_columns_map_by_name() -> None:
+    import datasets
+
+    features = datasets.Features(
+        {"function": datasets.Value("string"), "label": datasets.ClassLabel(names=["KeyError", "NameError"])}
+    )
+    part = datasets.Dataset.from_dict({"function": ["a", "b"], "label": [1, 0]}, features=features)
+    examples = get_task("exception").examples_from_dataset(part, "train")
+    assert [ex.label for ex in examples] == [
+        EXCEPTION_LABELS.index("NameError"),
+        EXCEPTION_LABELS.index("KeyError"),
+    ]
+    bad = datasets.Dataset.from_dict({"function": ["a"], "label": ["Nope"]})
+    with pytest.raises(ValueError, match=r"split 'train' row 0: unknown label 'Nope'"):
+        get_task("exception").examples_from_dataset(bad, "train")
