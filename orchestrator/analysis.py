@@ -1195,3 +1195,30 @@ def _reset_namespace(km: Any, timeout: int) -> None:
             raise RuntimeError(f"could not reset the kernel between notebooks: {reply['content']}")
     finally:
         kc.stop_channels()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m orchestrator.analysis notebooks --study smoke --out runs/notebooks``: run every notebook headless
+    against a study in MLflow (``MLFLOW_TRACKING_URI``, or the SQLite store under ``--storage``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m orchestrator.analysis")
+    sub = p.add_subparsers(dest="command", required=True)
+    nb = sub.add_parser("notebooks", help="execute the analysis notebooks headless")
+    nb.add_argument("--study", default=os.environ.get("STUDY", "smoke"))
+    nb.add_argument("--out", default="runs/notebooks", help="where the executed copies and figures go")
+    nb.add_argument(
+        "--storage", default="runs", help="the study's storage, when MLFLOW_TRACKING_URI is unset"
+    )
+    args = p.parse_args(argv)
+    uri = (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(args.storage).resolve() / 'mlflow' / 'mlflow.db'}"
+    )
+    for path in run_notebooks(Path(args.out), args.study, uri):
+        print(f"executed {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

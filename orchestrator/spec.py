@@ -80,6 +80,16 @@ class StudySpec(_Strict):
     max_failures: int = Field(1, ge=0)  # retries of a failing trial
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(
+                f"storage must be a file system path every node sees (e.g. an EFS/NFS mount such as /mnt/kdstudy), "
+                f"got '{v}': trials memory-map the teacher-cache shards written there"
+            )
+        return v
+
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:

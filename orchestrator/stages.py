@@ -48,6 +48,7 @@ class CacheUnit:
     spec: SignalSpec
     ckd_layer_sets: tuple[tuple[int, ...], ...]
     key: str
+    planned: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
@@ -237,13 +238,12 @@ def build_plan(spec: StudySpec) -> StudyPlan:
             request = CacheRequest(
                 folder, task, union, spec.student_train.max_length, spec.cache.dtype, tuple(sorted(ckd_sets))
             )
-            caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key))
             sizes = _split_sizes(spec, task)
             mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
             tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
-            cache_bytes += plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)[
-                "total_bytes"
-            ]
+            planned = plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)
+            cache_bytes += planned["total_bytes"]
+            caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key, planned))
             n_tok = sum(tokens.values())
             ft_tokens = sizes["train"] * mean_tok * spec.teacher_train.epochs
             gpu_seconds += (6 * tparams[t.name] * ft_tokens + 2 * tparams[t.name] * n_tok) / tflops
@@ -313,6 +313,7 @@ def plan_dict(plan: StudyPlan) -> dict[str, Any]:
             "task": u.task,
             "signals": u.spec.to_dict(),
             "ckd_layer_sets": [list(s) for s in u.ckd_layer_sets],
+            "planned": u.planned,
         }
         for u in plan.caches
     ]

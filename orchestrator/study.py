@@ -389,7 +389,11 @@ def _run_stages(
             )
         )
         shape = plan.teacher_shapes[unit.teacher]
-        entry: dict[str, Any] = {"path": str(report.path), "shape": [shape.num_layers, shape.hidden_size]}
+        entry: dict[str, Any] = {
+            "path": str(report.path),
+            "key": report.key,
+            "shape": [shape.num_layers, shape.hidden_size],
+        }
         if fits_object_store(report.bytes, spec.cache.object_store_share):
             entry["ref"] = put_in_object_store(report.path)
         caches[f"{unit.teacher}/{unit.task}"] = entry
@@ -518,7 +522,11 @@ def _run_stages(
         )
         tuner.fit()
 
-    # 5. What MLflow holds now is the study's state.
+    # 5. What MLflow holds now is the study's state. No trial runs any more: a run still RUNNING belonged to a
+    # worker that died (e.g. its node was removed) and was retried elsewhere.
+    tracking.mark_stale_running(
+        client, exp_id, "its worker stopped before the trial ended; the trial was retried"
+    )
     done = tracking.finished_keys(client, exp_id)
     planned = {t.trial_key for t in plan.trials}
     outcome.finished = len(planned & done)

@@ -61,7 +61,13 @@ def student_trainable(
         tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith("test_")}})
         return
 
-    run = client.create_run(experiment_id, run_name=trial["run_name"], tags=trial["tags"])
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    tags = {**trial["tags"], "node_id": node}
+    if trial["teacher"] != "none" and trial["teacher_mode"] == "cached":
+        tags["teacher_cache"] = caches[f"{trial['teacher']}/{trial['task']}"]["key"]
+    run = client.create_run(experiment_id, run_name=trial["run_name"], tags=tags)
     run_id = run.info.run_id
     try:
         tracking.log_params(client, run_id, trial["params"])

@@ -59,3 +59,46 @@ def tiny_teacher(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> 
         max_length=128,
     )
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The README's main job, run once per session as a user runs it: `python -m orchestrator.study smoke`."""
+    import subprocess
+    import sys
+
+    storage = tmp_path_factory.mktemp("smoke")
+    cmd = [sys.executable, "-m", "orchestrator.study", "smoke", "--storage", str(storage)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return {
+        "storage": storage,
+        "tracking_uri": f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}",
+        "stdout": out.stdout,
+    }
+
+
+def write_study(path: Path, data: Path, **overrides: object) -> Path:
+    """A trimmed study YAML for tests: one task, one tiny teacher, tiny students, few samples."""
+    import yaml
+
+    spec = {
+        "name": path.stem,
+        "data": str(data),
+        "max_samples": 32,
+        "tasks": ["defect"],
+        "teachers": [{"name": "tiny", "source": "random:roberta", "layers": 2, "hidden": 32}],
+        "students": ["roberta-tiny"],
+        "methods": ["ft", "kd"],
+        "seeds": [0],
+        "student_train": {"epochs": 1, "batch_size": 16, "lr": 0.001, "max_length": 48},
+        "teacher_train": {"epochs": 1, "batch_size": 16, "lr": 0.001, "max_length": 48},
+        "max_concurrent_trials": 2,
+        "max_failures": 1,
+    }
+    spec.update(overrides)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

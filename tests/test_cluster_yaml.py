@@ -7,6 +7,12 @@ a warning), `validate_config` (the JSON schema plus cross-field checks). Neither
 credentials or boto3; this test runs them in that order, with boto3 made unimportable so any
 attempt to reach AWS fails loudly. `validate_config` on the raw file is not the offline path: it
 requires `cluster_synced_files`, which only `prepare_config` fills in.
+
+The study's `--storage` is a file system path every node shares (trials memory-map the teacher-cache
+shards written there; the study rejects s3:// and gs://): an EFS file system that every node's host
+mounts at /mnt/kdstudy and bind-mounts into its container at the same path. MLflow's SQLite database
+stays on the head's own disk; S3 holds only MLflow's artifacts. Each of these invariants is a
+`_check_*` function, run on cluster.yaml and on broken copies of it that it must reject.
 """
 
 from __future__ import annotations
@@ -28,6 +34,22 @@ from ray.autoscaler._private.util import prepare_config, validate_config  # noqa
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_YAML = ROOT / "cluster.yaml"
+CLUSTER_DOC = ROOT / "docs" / "cluster.md"
+
+# The study's shared storage: the EFS mount on every host, the same path in every container, and the
+# `--storage` of every command in the docs.
+SHARED = "/mnt/kdstudy"
+# The NFS client options AWS recommends for EFS (the order does not matter).
+EFS_OPTIONS = {
+    "nfsvers=4.1",
+    "rsize=1048576",
+    "wsize=1048576",
+    "hard",
+    "timeo=600",
+    "retrans=2",
+    "noresvport",
+}
+EFS_SOURCE_RE = re.compile(r"^fs-[0-9a-fA-FX]+\.efs\.(?P<region>[a-z]{2}(-[a-z]+)+-\d)\.amazonaws\.com:/$")
 
 # The project's reference interpreter (the .venv the tests run in, ENVIRONMENT.md); the image's
 # Python must be this one so that pickled objects and installed wheels agree across nodes.
@@ -119,6 +141,141 @@ def _mlflow_server(cfg: dict) -> list[str]:
 def _all_node_commands(cfg: dict) -> list[str]:
     keys = ("setup_commands", "head_setup_commands", "worker_setup_commands")
     return [c for k in keys for c in cfg.get(k, [])]
+
+
+def _host_init_commands(cfg: dict) -> dict[str, list[str]]:
+    """The initialization_commands each node runs on its host: `ray up` gives the head the top-level
+    list; the autoscaler gives a worker its node type's list if it has one, else the top-level list."""
+    top = cfg.get("initialization_commands", [])
+    out = {"(head, top level)": top}
+    for name, node_type in cfg["available_node_types"].items():
+        out[name] = node_type.get("initialization_commands", top)
+    return out
+
+
+def _container_run_options(cfg: dict) -> dict[str, list[str]]:
+    """The `docker run` options of each node: run_options plus head_/worker_run_options, with a node
+    type's own `docker` section laid over the top-level one (dict.update, as the autoscaler does)."""
+    top = cfg.get("docker", {})
+    out = {"(head, top level)": top.get("run_options", []) + top.get("head_run_options", [])}
+    for name, node_type in cfg["available_node_types"].items():
+        docker = {**top, **node_type.get("docker", {})}
+        role = "head" if name == cfg["head_node_type"] else "worker"
+        out[name] = docker.get("run_options", []) + docker.get(f"{role}_run_options", [])
+    return out
+
+
+def _binds(options: list[str]) -> list[tuple[str, str, str]]:
+    """(host path, container path, mode) of each `--volume`/`-v`/`--mount type=bind` option."""
+    binds = []
+    for opt in options:
+        toks = _tokens(opt)
+        for i, tok in enumerate(toks):
+            value = None
+            if tok in ("--volume", "-v", "--mount") and i + 1 < len(toks):
+                value = toks[i + 1]
+            elif tok.startswith(("--volume=", "--mount=")):
+                value = tok.split("=", 1)[1]
+            if value is None:
+                continue
+            if tok.startswith("--mount"):
+                fields = dict(f.split("=", 1) if "=" in f else (f, "true") for f in value.split(","))
+                if fields.get("type") == "bind":
+                    src = fields.get("source", fields.get("src", ""))
+                    dst = fields.get("target", fields.get("destination", fields.get("dst", "")))
+                    binds.append((src, dst, "ro" if fields.get("readonly", fields.get("ro")) else "rw"))
+            else:
+                parts = value.split(":")
+                binds.append((parts[0], parts[1] if len(parts) > 1 else parts[0], ":".join(parts[2:])))
+    return [(src.rstrip("/") or "/", dst.rstrip("/") or "/", mode) for src, dst, mode in binds]
+
+
+def _under(path: str, folder: str) -> bool:
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def _storage_values(text: str) -> list[str]:
+    """The value of every `--storage` in a text (YAML comments and commands, Markdown)."""
+    values = re.findall(r"--storage[= ]+[`'\"]?([^\s`'\"]+)", text)
+    return [v.rstrip(".,:;)") for v in values]
+
+
+# ----------------------------------------------------------------------------------------------
+# the invariants (each one also run on broken copies of the file, which it must reject)
+
+
+def _check_efs_on_every_host(cfg: dict) -> None:
+    """Every node mounts the EFS file system at SHARED on its host, before its container starts,
+    with AWS's NFS options, guarded so that running the commands again changes nothing."""
+    region = cfg["provider"]["region"]
+    for node, cmds in _host_init_commands(cfg).items():
+        mounts = [c for c in _commands_running(cmds, "mount") if _flag(c, "-t") in ("nfs4", "nfs")]
+        assert len(mounts) == 1, f"{node}: one NFS mount of the EFS file system in initialization_commands"
+        mount = mounts[0]
+        assert _flag(mount, "-t") == "nfs4", f"{node}: mount -t nfs4"
+        assert mount[-1].rstrip("/") == SHARED, f"{node}: mounted at {SHARED}, not {mount[-1]}"
+        source = EFS_SOURCE_RE.match(mount[-2])
+        assert source, f"{node}: {mount[-2]!r} is not fs-<id>.efs.<region>.amazonaws.com:/"
+        assert source["region"] == region, f"{node}: EFS in {source['region']}, cluster in {region}"
+        options = set((_flag(mount, "-o") or "").split(","))
+        assert EFS_OPTIONS <= options, f"{node}: missing NFS options {sorted(EFS_OPTIONS - options)}"
+
+        cmd = next(c for c in cmds if any(m == mount for m in _commands_running([c], "mount")))
+        assert re.match(rf"^\s*mountpoint -q {re.escape(SHARED)}/?\s*\|\|", cmd), (
+            f"{node}: the mount is guarded by `mountpoint -q {SHARED} ||`, so a re-run leaves it alone"
+        )
+        mkdirs = [c for c in _commands_running([cmd], "mkdir") if "-p" in c and c[-1].rstrip("/") == SHARED]
+        assert mkdirs and cmd.index("mkdir") < cmd.index("mount -t"), f"{node}: mkdir -p {SHARED} first"
+
+    # inside a container a mount reaches neither the host nor the other nodes' containers
+    for cmd in _all_node_commands(cfg) + cfg.get("head_start_ray_commands", []):
+        assert not _commands_running([cmd], "mount"), f"mount in a container command: {cmd}"
+
+
+def _check_efs_in_every_container(cfg: dict) -> None:
+    """Every node's container sees the host's EFS mount at the same path, writable."""
+    for node, options in _container_run_options(cfg).items():
+        binds = [b for b in _binds(options) if b[1] == SHARED]
+        assert binds, f"{node}: --volume {SHARED}:{SHARED} in its docker run options"
+        src, _, mode = binds[0]
+        assert src == SHARED, f"{node}: the container's {SHARED} is the host's {src}, not {SHARED}"
+        assert "ro" not in mode.split(","), f"{node}: trials write checkpoints and caches there"
+
+
+def _check_no_object_store_storage(text: str) -> None:
+    """No `--storage s3://...` (or any URL): every --storage mentioned is the shared mount."""
+    assert not re.search(r"--storage[= ]+[`'\"]?[a-z][a-z0-9+.-]*://", text), "--storage with a URL"
+    values = _storage_values(text)
+    assert values, f"names `--storage {SHARED}`"
+    assert set(values) == {SHARED}, f"every --storage is {SHARED}: {sorted(set(values))}"
+
+
+def _check_mlflow_db_local(cfg: dict) -> None:
+    """MLflow's SQLite database: an absolute path in a folder that the head's container binds from
+    the head's own disk (created by initialization_commands), nowhere near EFS or another mount."""
+    backend = _flag(_mlflow_server(cfg), "--backend-store-uri")
+    assert backend and backend.startswith("sqlite:////"), "SQLite with an absolute path"
+    db_path = backend[len("sqlite:///") :]
+    assert db_path.endswith(".db")
+    assert not _under(db_path, SHARED), f"{db_path} is on the shared EFS mount"
+    assert not db_path.startswith(NETWORK_PREFIXES), f"{db_path} looks like a network file system"
+    for remote in cfg.get("file_mounts", {}):
+        mounted = _expand_home(remote).rstrip("/")
+        assert not db_path.startswith(mounted + "/"), f"{db_path} is under file mount {remote}"
+    # the database survives a container restart (Ray runs the container with --rm): its folder is
+    # a bind mount of a host folder that initialization_commands creates on the head's own disk
+    db_dir = str(Path(db_path).parent)
+    binds = _binds(_container_run_options(cfg)["(head, top level)"])
+    assert not any(_under(db_path, dst) and dst != db_dir for _, dst, _ in binds), (
+        f"{db_path} is inside another bind mount"
+    )
+    host_dirs = [src for src, dst, _ in binds if dst == db_dir]
+    assert host_dirs, f"{db_dir} is bind-mounted from the head's disk in docker.head_run_options"
+    assert not _under(host_dirs[0], SHARED), f"{host_dirs[0]} on the host is the EFS mount"
+    assert not host_dirs[0].startswith(NETWORK_PREFIXES)
+    created = " ".join(cfg.get("initialization_commands", []))
+    assert host_dirs[0].replace("/home/ubuntu/", "~/") in created or host_dirs[0] in created
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,8 +393,6 @@ def test_gpu_workers_scale_from_zero(raw):
         assert node_type.get("min_workers", 0) == 0, f"{name}: min_workers must be 0"
         assert 1 <= node_type["max_workers"] <= raw["max_workers"], f"{name}: max_workers"
         assert node_type["resources"].get("CPU", 0) >= 1, f"{name}: CPUs for data loading"
-        # workers read and write the shared S3 storage through an instance profile
-        assert node_type["node_config"].get("IamInstanceProfile"), f"{name}: IamInstanceProfile"
 
 
 def test_head_runs_no_trials(raw):
@@ -273,26 +428,8 @@ def test_mlflow_server_runs_on_head_with_local_sqlite(raw):
     for key in ("worker_start_ray_commands", "worker_setup_commands", "setup_commands"):
         assert not _commands_running(raw.get(key, []), "mlflow", "server"), f"no MLflow server in {key}"
 
-    backend = _flag(server, "--backend-store-uri")
-    assert backend and backend.startswith("sqlite:////"), "SQLite with an absolute path"
-    db_path = backend[len("sqlite:///") :]
-    assert db_path.endswith(".db")
-    assert not db_path.startswith(NETWORK_PREFIXES), f"{db_path} looks like a network file system"
-    for remote in raw.get("file_mounts", {}):
-        mounted = _expand_home(remote).rstrip("/")
-        assert not db_path.startswith(mounted + "/"), f"{db_path} is under file mount {remote}"
-    # the database survives a container restart (Ray runs the container with --rm): its folder is
-    # a bind mount of a host folder that initialization_commands creates on the head's own disk
-    db_dir = str(Path(db_path).parent)
-    binds = [
-        _tokens(o) for o in raw["docker"].get("head_run_options", []) if o.startswith(("--volume", "-v"))
-    ]
-    host_dirs = [t[-1].split(":")[0] for t in binds if t[-1].split(":")[1].rstrip("/") == db_dir]
-    assert host_dirs, f"{db_dir} is bind-mounted from the head's disk in docker.head_run_options"
-    assert not host_dirs[0].startswith(NETWORK_PREFIXES)
-    created = " ".join(raw.get("initialization_commands", []))
-    assert host_dirs[0].replace("/home/ubuntu/", "~/") in created or host_dirs[0] in created
-
+    _check_mlflow_db_local(raw)
+    # artifacts: S3, written by this server (S3's only use); never the shared EFS storage
     assert (_flag(server, "--artifacts-destination") or "").startswith("s3://")
     assert _flag(server, "--host") == "0.0.0.0", "workers reach it at the head's private IP"
     assert _flag(server, "--port")
@@ -345,3 +482,130 @@ def test_code_sync_skips_the_virtualenv(raw):
     assert ".gitignore" in raw.get("rsync_filter", [])
     assert ".venv" in (ROOT / ".gitignore").read_text()
     assert any(".git" in pattern for pattern in raw.get("rsync_exclude", []))
+
+
+# ----------------------------------------------------------------------------------------------
+# shared storage: EFS at /mnt/kdstudy on every node; S3 only for MLflow's artifacts
+
+
+def test_efs_mounted_on_every_node(raw):
+    _check_efs_on_every_host(raw)
+
+
+def test_efs_bind_mounted_into_every_container(raw):
+    _check_efs_in_every_container(raw)
+    # and each container checks, at setup, that what it sees there is the writable NFS mount
+    common = " ".join(raw["setup_commands"])
+    assert re.search(rf"stat -f -c %T {re.escape(SHARED)}\b", common) and f"touch {SHARED}/" in common
+
+
+def test_no_object_store_as_storage():
+    _check_no_object_store_storage(CLUSTER_YAML.read_text())
+    _check_no_object_store_storage(CLUSTER_DOC.read_text())
+
+
+def test_study_accepts_the_shared_storage_and_rejects_s3():
+    spec = pytest.importorskip("orchestrator.spec")
+    assert spec.load_spec("full", {"storage": SHARED}).storage == SHARED
+    with pytest.raises(Exception, match="storage"):
+        spec.load_spec("full", {"storage": "s3://YOUR-BUCKET/kdstudy"})
+
+
+def _edit(cfg: dict, key: str, old: str, new: str) -> None:
+    """Replace text in the one command of cfg[key] that contains it."""
+    hits = [i for i, c in enumerate(cfg[key]) if old in c]
+    assert len(hits) == 1, (key, old)
+    cfg[key][hits[0]] = cfg[key][hits[0]].replace(old, new)
+
+
+def _drop(cfg: dict, key: str, needle: str) -> None:
+    cfg[key] = [c for c in cfg[key] if needle not in c]
+
+
+def _worker(cfg: dict) -> dict:
+    return next(iter(_worker_types(cfg).values()))
+
+
+BROKEN = {
+    # EFS on the hosts
+    "no EFS mount": (_check_efs_on_every_host, lambda c: _drop(c, "initialization_commands", "mount -t")),
+    "mounted elsewhere": (
+        _check_efs_on_every_host,
+        lambda c: _edit(c, "initialization_commands", ":/ /mnt/kdstudy", ":/ /mnt/efs"),
+    ),
+    "unguarded mount": (
+        _check_efs_on_every_host,
+        lambda c: _edit(c, "initialization_commands", "mountpoint -q /mnt/kdstudy ||", "true ||"),
+    ),
+    "without `hard`": (
+        _check_efs_on_every_host,
+        lambda c: _edit(c, "initialization_commands", ",hard,", ","),
+    ),
+    "EFS in another region": (
+        _check_efs_on_every_host,
+        lambda c: c["provider"].update(region="eu-west-1"),
+    ),
+    "a worker type with its own initialization_commands": (
+        _check_efs_on_every_host,
+        lambda c: _worker(c).update(initialization_commands=["mkdir -p ~/kdstudy-mlflow"]),
+    ),
+    "mounted inside the container": (
+        _check_efs_on_every_host,
+        lambda c: c["setup_commands"].append("sudo mount -t nfs4 fs-1.efs.us-east-1.amazonaws.com:/ /x"),
+    ),
+    # EFS in the containers
+    "no bind mount": (
+        _check_efs_in_every_container,
+        lambda c: c["docker"].update(
+            run_options=[o for o in c["docker"]["run_options"] if "kdstudy" not in o]
+        ),
+    ),
+    "bound at another path": (
+        _check_efs_in_every_container,
+        lambda c: c["docker"].update(run_options=["--volume /mnt/kdstudy:/home/ray/shared"]),
+    ),
+    "bound read-only": (
+        _check_efs_in_every_container,
+        lambda c: c["docker"].update(run_options=["--volume /mnt/kdstudy:/mnt/kdstudy:ro"]),
+    ),
+    "a worker type's docker run_options without it": (
+        _check_efs_in_every_container,
+        lambda c: _worker(c).update(docker={"run_options": ["--ulimit nofile=65536:65536"]}),
+    ),
+    # MLflow's database
+    "SQLite on EFS": (
+        _check_mlflow_db_local,
+        lambda c: _edit(
+            c, "head_start_ray_commands", "sqlite:////home/ray/mlflow/", "sqlite:////mnt/kdstudy/"
+        ),
+    ),
+    "SQLite's folder bound from EFS": (
+        _check_mlflow_db_local,
+        lambda c: c["docker"].update(head_run_options=["--volume /mnt/kdstudy/mlflow:/home/ray/mlflow"]),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_checks_reject_a_broken_file(raw, case):
+    check, breaks = BROKEN[case]
+    check(raw)  # the file as it is passes
+    broken = copy.deepcopy(raw)
+    breaks(broken)
+    with pytest.raises(AssertionError):
+        check(broken)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "#   ray exec cluster.yaml 'python -m orchestrator.study full --storage s3://YOUR-BUCKET/kdstudy'",
+        "python -m orchestrator.study full --storage=gs://bucket/kdstudy",
+        "python -m orchestrator.study full --storage `/home/ray/runs`",
+    ],
+)
+def test_storage_check_rejects(line):
+    text = CLUSTER_YAML.read_text()
+    _check_no_object_store_storage(text)
+    with pytest.raises(AssertionError):
+        _check_no_object_store_storage(text + "\n" + line + "\n")

@@ -1,0 +1,266 @@
+"""The study: YAML validation, the plan, the smoke study end to end, resume after a kill, failing trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from conftest import ROOT, write_study
+from mlflow.tracking import MlflowClient
+
+from orchestrator.spec import StudyError, load_spec
+from orchestrator.stages import build_plan
+from orchestrator.study import run_study, status
+
+FACTOR_TAGS = {
+    "task",
+    "teacher",
+    "student",
+    "student_arch",
+    "student_params",
+    "method",
+    "method_family",
+    "seed",
+    "trial_key",
+    "stage",
+}
+
+
+def _study_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or os.environ.copy(),
+    )
+
+
+def _runs(uri: str, study: str, stage: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(study)
+    return client.search_runs([exp.experiment_id], f"tags.stage = '{stage}'", max_results=5000)
+
+
+# --- the study file ------------------------------------------------------------------------------------------
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path, local_data):
+    bad = write_study(tmp_path / "bad.yaml", local_data, students=["roberta-tiny", "roberta-99m"])
+    with pytest.raises(StudyError) as err:
+        load_spec(bad)
+    msg = str(err.value)
+    assert "unknown student 'roberta-99m'" in msg and "bigru-7m" in msg and "bad.yaml:" in msg
+    with pytest.raises(StudyError, match=r"unknown KD method 'distill'.*'ckd'"):
+        load_spec(write_study(tmp_path / "m.yaml", local_data, methods=["ft", "distill"]))
+    with pytest.raises(StudyError, match=r"unknown task 'summarise'"):
+        load_spec(write_study(tmp_path / "t.yaml", local_data, tasks=["summarise"]))
+
+
+def test_bad_value_names_its_key_and_line(tmp_path, local_data):
+    path = write_study(tmp_path / "v.yaml", local_data)
+    text = path.read_text().replace("max_concurrent_trials: 2", "max_concurrent_trials: many")
+    path.write_text(text + "\nbogus_key: 3\n")
+    with pytest.raises(StudyError) as err:
+        load_spec(path)
+    msg = str(err.value)
+    line_no = next(
+        i for i, line in enumerate(text.splitlines(), 1) if line.startswith("max_concurrent_trials")
+    )
+    assert f"v.yaml:{line_no}: max_concurrent_trials:" in msg
+    assert "bogus_key: unknown key" in msg
+    with pytest.raises(
+        StudyError, match=r"method_params.kd: unknown hyperparameter\(s\) \['temp'\]; valid: .*temperature"
+    ):
+        load_spec(write_study(tmp_path / "p.yaml", local_data, method_params={"kd": {"temp": 4}}))
+    with pytest.raises(StudyError, match="unknown study 'smok'.*profiles: .*smoke"):
+        load_spec("smok")
+
+
+def test_plan_of_the_full_grid_needs_no_download():
+    plan = build_plan(load_spec("full"))
+    counts = plan.counts()
+    # FT once per (student, task, seed); each KD method per teacher: 8 students x 3 tasks x 3 seeds x (1 + 4 x 2)
+    assert counts["trials"] == 8 * 3 * 3 * (1 + 4 * 2) == 648
+    assert counts["teacher_finetunes"] == 6 and counts["teacher_passes"] == 6
+    assert counts["cache_bytes"] > 10**9 and counts["gpu_hours"] > 1
+    ckd = next(c for c in plan.caches if c.teacher == "modernbert")
+    assert (0, 11, 22) in ckd.ckd_layer_sets  # a 2-layer student on the 22-layer ModernBERT
+
+
+def test_plan_json_from_the_command_line():
+    out = _study_cli("smoke", "--plan", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["trials"] == 3 * 2 * (1 + 4 * 2) == 54
+    assert {"trials", "teacher_finetunes", "teacher_passes", "cache_bytes"} <= set(plan)
+    assert plan["teacher_finetunes"] == plan["teacher_passes"] == 6
+
+
+# --- the smoke study end to end ----------------------------------------------------------------------------
+
+
+def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
+    uri = smoke_study["tracking_uri"]
+    planned = json.loads(
+        _study_cli("smoke", "--plan", "--json", "--storage", str(smoke_study["storage"])).stdout
+    )
+    students = _runs(uri, "smoke", "student")
+    finished = [r for r in students if r.info.status == "FINISHED"]
+    assert len(finished) == planned["trials"] == 54
+    assert len({r.data.tags["trial_key"] for r in finished}) == len(finished)
+    for r in finished:
+        assert FACTOR_TAGS <= set(r.data.tags), r.data.tags
+        assert r.data.tags["student_arch"] in ("roberta", "bigru")
+        assert int(r.data.tags["student_params"]) > 0
+        assert {"test_accuracy", "train_seconds", "teacher_seconds", "inference_samples_per_s"} <= set(
+            r.data.metrics
+        )
+    assert Counter(r.data.tags["method_family"] for r in finished) == {"none": 6, "logit": 24, "feature": 24}
+    assert {r.data.tags["task"] for r in finished} == {"defect", "clone", "exception"}
+    assert {r.data.tags["teacher"] for r in finished} == {"none", "tiny-roberta", "tiny-bert"}
+    exc = next(r for r in finished if r.data.tags["task"] == "exception")
+    assert {"test_top3_accuracy", "test_macro_f1"} <= set(exc.data.metrics)
+    assert "val_accuracy" in exc.data.metrics and "lr" in exc.data.params
+    client = MlflowClient(uri)
+    arts = {a.path for a in client.list_artifacts(exc.info.run_id)}
+    assert {"checkpoint", "predictions"} <= arts
+    # exactly one teacher pass (cache run) per (teacher, task), each of which built its cache once
+    caches = _runs(uri, "smoke", "teacher_cache")
+    assert sorted((r.data.tags["teacher"], r.data.tags["task"]) for r in caches) == sorted(
+        (t, k) for t in ("tiny-roberta", "tiny-bert") for k in ("defect", "clone", "exception")
+    )
+    assert all(r.data.metrics["teacher_passes"] == 1 for r in caches)
+    assert len(_runs(uri, "smoke", "teacher_finetune")) == 6
+    parent = _runs(uri, "smoke", "study")[0]
+    assert parent.data.metrics["teacher_passes"] == 6
+    # KD trials read the cache: their teacher time is a sliver of their training time
+    kd = [r for r in finished if r.data.tags["method"] == "kd"]
+    assert all(r.data.metrics["teacher_seconds"] < 0.5 * r.data.metrics["train_seconds"] for r in kd)
+    assert "MLflow UI: mlflow server --backend-store-uri sqlite:///" in smoke_study["stdout"]
+
+
+def test_rerunning_a_finished_study_runs_nothing_again(smoke_study):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_study["tracking_uri"]}
+    st = json.loads(
+        _study_cli("smoke", "--status", "--json", "--storage", str(smoke_study["storage"]), env=env).stdout
+    )
+    assert st["done"] == st["planned"] == 54 and st["remaining"] == 0 and st["failed"] == 0
+    before = len(_runs(smoke_study["tracking_uri"], "smoke", "student"))
+    out = _study_cli("smoke", "--storage", str(smoke_study["storage"]), env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "54 already finished, 0 to run" in out.stdout
+    assert len(_runs(smoke_study["tracking_uri"], "smoke", "student")) == before
+    assert len(_runs(smoke_study["tracking_uri"], "smoke", "teacher_cache")) == 6
+    assert len(_runs(smoke_study["tracking_uri"], "smoke", "teacher_finetune")) == 6
+
+
+# --- resume and failure ------------------------------------------------------------------------------------
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a driver we started and every process it started (its Ray processes), by PID."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    family = [proc, *proc.children(recursive=True)]
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
+
+
+def test_killed_driver_resumes_with_every_trial_exactly_once(tmp_path, local_data):
+    path = write_study(
+        tmp_path / "resume.yaml",
+        local_data,
+        students=["roberta-tiny", "bigru-tiny"],
+        seeds=[0, 1, 2],
+        max_concurrent_trials=1,
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path), "--storage", str(tmp_path / "runs")]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            time.sleep(2)
+            try:
+                done = [r for r in _runs(uri, "resume", "student") if r.info.status == "FINISHED"]
+            except Exception:  # noqa: BLE001 - the store may not exist yet
+                done = []
+            if len(done) >= 3:
+                break
+            assert driver.poll() is None, "the driver ended before it could be killed"
+    finally:
+        _kill_tree(driver.pid)
+    killed_at = len([r for r in _runs(uri, "resume", "student") if r.info.status == "FINISHED"])
+    assert 3 <= killed_at < 12
+
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    runs = _runs(uri, "resume", "student")
+    finished = Counter(r.data.tags["trial_key"] for r in runs if r.info.status == "FINISHED")
+    assert len(finished) == 2 * 2 * 3 == 12 and set(finished.values()) == {1}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert f"{12 - killed_at} to run" in out.stdout
+
+
+def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, local_data, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    path = write_study(
+        tmp_path / "failing.yaml",
+        local_data,
+        methods=["ft", "kd", "dist"],
+        method_params={"kd": {"temperature": float("nan")}},
+        storage=str(tmp_path / "runs"),
+    )
+    outcome = run_study(load_spec(path))
+    assert outcome.planned == 3 and outcome.finished == 2 and not outcome.complete
+    runs = _runs(uri, "failing", "student")
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 2  # the first attempt and its one retry
+    assert all(r.data.tags["method"] == "kd" and "NonFiniteLossError" in r.data.tags["error"] for r in failed)
+    st = status(load_spec(path))
+    assert st["failed"] == 1 and st["done"] == 2 and st["remaining"] == 1
+    assert "loss became nan" in st["failed_trials"][0]["error"]
+
+
+def test_notebooks_answer_the_questions_from_the_smoke_study(smoke_study, tmp_path):
+    import nbformat
+
+    from orchestrator.analysis import load_runs, run_notebooks
+
+    df = load_runs("smoke", smoke_study["tracking_uri"])
+    assert (df["stage"] == "student").sum() == 54
+    written = run_notebooks(
+        tmp_path / "executed", "smoke", smoke_study["tracking_uri"], figures_dir=tmp_path / "figures"
+    )
+    assert len(written) == 7
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        errors = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.get("output_type") == "error"
+        ]
+        assert not errors, f"{path.name}: {errors[:1]}"
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
+    png = tmp_path / "figures" / "figure2.png"
+    assert png.exists() and png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
