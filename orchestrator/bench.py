@@ -224,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
     o.add_argument("--task", default="exception")
     o.add_argument("--device", default="auto")
-    o.add_argument("--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd")
+    o.add_argument(
+        "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
+    )
     o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
     args = p.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

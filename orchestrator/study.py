@@ -220,7 +220,10 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     if server:
         log(f"MLflow server (started by this study): {server.uri}")
     client = MlflowClient(uri)
-    exp_id = tracking.experiment_id(client, spec.name)
+    # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
+    # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
+    location = (server.artifacts / spec.name).as_uri() if server else None
+    exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")

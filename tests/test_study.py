@@ -58,7 +58,7 @@ def test_unknown_names_list_the_valid_ones(tmp_path, local_data):
         load_spec(bad)
     msg = str(err.value)
     assert "unknown student 'roberta-99m'" in msg and "bigru-7m" in msg and "bad.yaml:" in msg
-    with pytest.raises(StudyError, match=r"unknown KD method 'distill'.*'ckd'"):
+    with pytest.raises(StudyError, match=r"m.yaml:\d+: methods: unknown method 'distill'; valid: .*'ckd'"):
         load_spec(write_study(tmp_path / "m.yaml", local_data, methods=["ft", "distill"]))
     with pytest.raises(StudyError, match=r"unknown task 'summarise'"):
         load_spec(write_study(tmp_path / "t.yaml", local_data, tasks=["summarise"]))
