@@ -29,7 +29,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +135,21 @@ def plan_bytes(
     teacher: ModelShape,
     num_labels: int,
 ) -> dict[str, Any]:
-    """Bytes per signal, per sample and in total, for ``samples``/``tokens`` per split (tokens = teacher tokens)."""
+    """Bytes per signal, per sample and in total, for ``samples``/``tokens`` per split (tokens = teacher tokens).
+    Hidden-state signals are stored for the training split only."""
     item = np.dtype(request.dtype).itemsize
-    n, t = sum(samples.values()), sum(tokens.values())
+    n = sum(samples.values())
+    # Hidden-state signals are kept for the training split only; every split keeps its logits.
+    n_train, t = samples.get("train", 0), tokens.get("train", 0)
     per_signal: dict[str, int] = {"logits": n * num_labels * 4}
     for layer in request.spec.cls_layers:
-        per_signal[f"cls.{layer}"] = n * teacher.hidden_size * item
+        per_signal[f"cls.{layer}"] = n_train * teacher.hidden_size * item
     for layer in request.spec.token_layers:
         per_signal[f"tokens.{layer}"] = t * teacher.hidden_size * item
     for layers in request.ckd_layer_sets:
         per_signal[ckd_set_name(layers)] = t * ckd_values_per_token(layers, request.ckd_window) * item
     if request.spec.token_layers or request.ckd_layer_sets:
-        per_signal["offsets"] = (n + len(samples)) * 8
+        per_signal["offsets"] = (n_train + 1) * 8
     total = sum(per_signal.values())
     return {
         "samples": n,
@@ -226,8 +229,14 @@ def build_shard(
     request: CacheRequest,
     out_dir: str,
     device: str = "auto",
+    features: bool = True,
 ) -> dict[str, Any]:
-    """Compute one shard's fields and write them as .npy files; returns their checksums and sizes."""
+    """Compute one shard's fields and write them as .npy files; returns their checksums and sizes.
+
+    ``features=False`` (validation and test shards) keeps the logits only: trials train on the training split's
+    signals, and the teacher's predictions on the other splits are all the analysis needs."""
+    if not features:
+        request = replace(request, spec=SignalSpec(logits=True), ckd_layer_sets=())
     from models.teacher import Teacher
     from orchestrator.trainer import resolve_device
 
@@ -321,6 +330,7 @@ def get_or_build(
                 request,
                 str(tmp / split / f"shard-{s0:09d}"),
                 device,
+                split == "train",
             )
             for split, s0, s1 in jobs
         ]
@@ -334,6 +344,7 @@ def get_or_build(
                 request,
                 str(tmp / split / f"shard-{s0:09d}"),
                 device,
+                split == "train",
             )
             for split, s0, s1 in jobs
         ]

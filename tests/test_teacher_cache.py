@@ -66,9 +66,16 @@ def _assert_signals_close(cached, live, rtol: float, atol: float) -> None:
 def test_fp32_cache_equals_online_teacher(tiny_teacher, data, online, tmp_path):
     report = _build(tiny_teacher, data, tmp_path, "float32")
     cached = CachedTeacher.open(report.path)
-    for split in SPLITS:
+    idx = torch.tensor([5, 0, 17, 3, 11])
+    _assert_signals_close(cached.signals("train", idx, SPEC), online.signals("train", idx, SPEC), 1e-5, 1e-5)
+    # validation and test keep the teacher's logits (its predictions) only
+    logits_only = SignalSpec(logits=True)
+    for split in ("validation", "test"):
         idx = torch.tensor([5, 0, 17, 3, 11]) % len(data.split(split))
-        _assert_signals_close(cached.signals(split, idx, SPEC), online.signals(split, idx, SPEC), 1e-5, 1e-5)
+        got = cached.signals(split, idx, logits_only).logits
+        torch.testing.assert_close(got, online.signals(split, idx, logits_only).logits, rtol=1e-5, atol=1e-5)
+        with pytest.raises(KeyError):
+            cached.signals(split, idx, SPEC)
 
 
 def test_fp16_cache_within_1e3_relative(tiny_teacher, data, online, tmp_path):
@@ -221,8 +228,8 @@ def test_build_with_ray_tasks_equals_in_process(tiny_teacher, data, tmp_path):
         served = from_object_store(ray.get(ref))
         idx = torch.tensor([3, 8, 1])
         a, b = (
-            served.signals("validation", idx, SPEC),
-            CachedTeacher.open(local.path).signals("validation", idx, SPEC),
+            served.signals("train", idx, SPEC),
+            CachedTeacher.open(local.path).signals("train", idx, SPEC),
         )
         torch.testing.assert_close(a.logits, b.logits, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(a.tokens[1], b.tokens[1], rtol=1e-5, atol=1e-5)
