@@ -125,28 +125,46 @@ def word_relations(x: Tensor, window: int) -> tuple[Tensor, Tensor]:
     Distance slot a in 0..2w is token j = i + a - w; angle entry p is the window slots ``window_pairs(w)[.][p]``.
     Entries whose j or k lie outside 0..N-1 are finite but meaningless; ``window_masks`` excludes them.
     """
-    x = at_least_float32(x)
+    return word_relations_from_band(band_gram(at_least_float32(x), 2 * window), window)
+
+
+def word_relations_from_band(band: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """WR from a layer's banded Gram ``[B, N, 4w+1]`` (``band_gram(x, 2w)``): all WR needs of the hidden states,
+    which is why a teacher cache can store these 4w+1 numbers per token instead of the states themselves."""
+    band = at_least_float32(band)
     w = window
-    batch, length, _ = x.shape
-    band = band_gram(x, 2 * w)  # [B, N, 4w+1], x_i . x_{i+e-2w}
+    batch, length, _ = band.shape
     sq = band[..., 2 * w]  # |x_i|^2
     g_ij = band[..., w : 3 * w + 1]  # x_i . x_j for j = i-w .. i+w
     sq_j = F.pad(sq, (w, w)).unfold(1, 2 * w + 1, 1)  # |x_j|^2, [B, N, 2w+1]
     sq_i = sq.unsqueeze(-1)
     dist = 1.0 - _cosine(g_ij, sq_i, sq_j)
     inv_norm = torch.rsqrt(_sq_dist(sq_i, sq_j, g_ij))  # 1 / |x_i - x_j|
-    slot_a, slot_c = window_pairs(w, x.device)
+    slot_a, slot_c = window_pairs(w, band.device)
     # x_j . x_k with j = i+a-w, k = i+c-w is band row j at column (k - j) + 2w = c - a + 2w. With the rows padded
     # by w, row j is padded row i + a, so the entry sits at flat offset i*(4w+1) + a*(4w+1) + c - a + 2w: one
     # index_select (whose backward is a fast index_add) instead of an advanced-indexing gather.
     width = 4 * w + 1
     flat = F.pad(band, (0, 0, w, w)).reshape(batch, -1)
     offsets = slot_a * width + slot_c - slot_a + 2 * w
-    index = (torch.arange(length, device=x.device)[:, None] * width + offsets).reshape(-1)
+    index = (torch.arange(length, device=band.device)[:, None] * width + offsets).reshape(-1)
     g_jk = flat.index_select(1, index).reshape(batch, length, -1)  # [B, N, P]
     numerator = sq_i - g_ij.index_select(2, slot_a) - g_ij.index_select(2, slot_c) + g_jk
     angle = numerator * inv_norm.index_select(2, slot_a) * inv_norm.index_select(2, slot_c)
     return dist, angle
+
+
+def layer_gram(states: list[Tensor]) -> Tensor:
+    """Per-token Gram across layers: ``[B, N, L, L]`` of h^l_i . h^m_i (the layers must share one width)."""
+    widths = [s.shape[-1] for s in states]
+    if len(set(widths)) != 1:
+        raise ValueError(f"layer relations need layers of one width, got widths {widths}")
+    states = [at_least_float32(s) for s in states]
+    num = len(states)
+    # One dot product per layer pair (measured faster than a stack + einsum of tiny [L, H] x [H, L] matmuls).
+    dots = {(a, b): torch.linalg.vecdot(states[a], states[b]) for a in range(num) for b in range(a, num)}
+    gram = torch.stack([dots[min(a, b), max(a, b)] for a in range(num) for b in range(num)], dim=-1)
+    return gram.unflatten(-1, (num, num))
 
 
 def layer_relations(states: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -155,17 +173,14 @@ def layer_relations(states: list[Tensor]) -> tuple[Tensor, Tensor]:
     Returns distance ``[B, N, P_d]`` over ``layer_pairs(L)`` and angle ``[B, N, P_a]`` over ``layer_triples(L)``
     (between h^l - h^m and h^l - h^n), from the per-token Gram across layers.
     """
-    widths = [s.shape[-1] for s in states]
-    if len(set(widths)) != 1:
-        raise ValueError(f"layer relations need layers of one width, got widths {widths}")
-    states = [at_least_float32(s) for s in states]
-    num = len(states)
-    # One dot product per layer pair (measured faster than a stack + einsum of tiny [L, H] x [H, L] matmuls).
-    dots = {(a, b): torch.linalg.vecdot(states[a], states[b]) for a in range(num) for b in range(a, num)}
-    gram = torch.stack(
-        [dots[min(a, b), max(a, b)] for a in range(num) for b in range(num)], dim=-1
-    )  # [B,N,L*L]
-    sq = torch.stack([dots[a, a] for a in range(num)], dim=-1)  # [B, N, L]
+    return layer_relations_from_gram(layer_gram(states))
+
+
+def layer_relations_from_gram(gram4: Tensor) -> tuple[Tensor, Tensor]:
+    """LTR from the per-token layer Gram ``[B, N, L, L]`` (``layer_gram``)."""
+    num = gram4.shape[-1]
+    gram = at_least_float32(gram4).flatten(-2)  # [B, N, L*L]
+    sq = torch.diagonal(at_least_float32(gram4), dim1=-2, dim2=-1)  # [B, N, L]
     pair_l, pair_m = layer_pairs(num, gram.device)
     sq_l, sq_m = sq.index_select(2, pair_l), sq.index_select(2, pair_m)
     dist = 1.0 - _cosine(gram.index_select(2, pair_l * num + pair_m), sq_l, sq_m)
@@ -180,6 +195,30 @@ def layer_relations(states: list[Tensor]) -> tuple[Tensor, Tensor]:
     d_ln = _sq_dist(sq_t, sq.index_select(2, tri_n), g_ln)
     angle = (sq_t - g_lm - g_ln + g(tri_m, tri_n)) * torch.rsqrt(d_lm * d_ln)
     return dist, angle
+
+
+def teacher_grams(hidden: list[Tensor], window: int) -> tuple[Tensor, Tensor]:
+    """What a teacher cache stores for CKD: per layer the banded Gram ``[B, N, L, 4w+1]`` and the per-token layer
+    Gram ``[B, N, L, L]``. Any student's relations over any subset of these layers follow from them
+    (``relations_from_grams``), at 4w+1 + L numbers per token and layer instead of the hidden width."""
+    with torch.autocast(device_type=hidden[0].device.type, enabled=False):
+        bands = torch.stack([band_gram(at_least_float32(h), 2 * window) for h in hidden], dim=2)
+        return bands, layer_gram(hidden)
+
+
+def relations_from_grams(bands: Tensor, gram4: Tensor, layers: list[int], window: int) -> dict[str, Tensor]:
+    """CKD's relations over the stored layers at positions ``layers`` (repeats allowed), from ``teacher_grams``."""
+    with torch.autocast(device_type=bands.device.type, enabled=False):
+        word = [word_relations_from_band(bands[:, :, i], window) for i in layers]
+        index = torch.tensor(layers, device=gram4.device)
+        sub = gram4.index_select(2, index).index_select(3, index)
+        ltr_dist, ltr_angle = layer_relations_from_gram(sub)
+    return {
+        "wr_dist": torch.stack([d for d, _ in word], dim=2),
+        "wr_angle": torch.stack([a for _, a in word], dim=2),
+        "ltr_dist": ltr_dist,
+        "ltr_angle": ltr_angle,
+    }
 
 
 def window_masks(valid: Tensor, window: int) -> tuple[Tensor, Tensor]:

@@ -12,7 +12,9 @@ Fields per split (``n`` samples, ``T`` teacher tokens in all, ``C`` classes, ``H
 - ``logits`` [n, C] float32 (also the teacher's predictions, kept for the behaviour analysis);
 - ``cls.<l>`` [n, H] per requested layer;
 - ``tokens.<l>`` [T, H] per requested layer, ragged: ``offsets`` [n + 1] marks each sample's rows;
-- ``ckd.<layers>.<rel>``: CKD's teacher-side relations for one student layer map, precomputed here so a cached
+- ``ckd.band`` [T, L, 4w+1] and ``ckd.layer_gram`` [T, L, L] (float32): CKD's teacher side as Gram numbers over the
+  union L of the teacher layers any CKD student maps to. Every student's word and layer relations follow from
+  them by a few elementwise operations at serve time, at 4w+1+L numbers per token and layer instead of H; a cached
   CKD step computes only the student side (ragged like tokens).
 
 Serve: ``CachedTeacher.signals(split, indices, spec)`` returns exactly the rows of ``indices``, in their order, so
@@ -87,8 +89,9 @@ class CacheRequest:
         return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
-def ckd_set_name(layers: Sequence[int]) -> str:
-    return "ckd." + "-".join(map(str, layers))
+def ckd_union(sets: Sequence[Sequence[int]]) -> list[int]:
+    """The teacher layers whose Gram numbers a cache stores for CKD: every layer any CKD student maps to."""
+    return sorted(set().union(*[set(s) for s in sets])) if sets else []
 
 
 def fingerprint_folder(folder: str | Path) -> str:
@@ -120,12 +123,9 @@ def sha256_file(path: Path) -> str:
 
 
 def ckd_values_per_token(layers: Sequence[int], window: int) -> int:
-    """Relation values CKD stores per token: per layer a distance and an angle band, plus the cross-layer ones."""
-    from kd_methods.ckd import layer_pairs, layer_triples, window_pairs
-
+    """Float32 numbers CKD stores per token: each layer's banded Gram (4w+1) and the layer Gram (L x L)."""
     k = len(layers)
-    per_layer = 2 * window + 1 + len(window_pairs(window)[0])
-    return k * per_layer + len(layer_pairs(k)[0]) + len(layer_triples(k)[0])
+    return k * (4 * window + 1) + k * k
 
 
 def plan_bytes(
@@ -146,8 +146,9 @@ def plan_bytes(
         per_signal[f"cls.{layer}"] = n_train * teacher.hidden_size * item
     for layer in request.spec.token_layers:
         per_signal[f"tokens.{layer}"] = t * teacher.hidden_size * item
-    for layers in request.ckd_layer_sets:
-        per_signal[ckd_set_name(layers)] = t * ckd_values_per_token(layers, request.ckd_window) * item
+    if request.ckd_layer_sets:
+        union = ckd_union(request.ckd_layer_sets)
+        per_signal["ckd"] = t * ckd_values_per_token(union, request.ckd_window) * 4
     if request.spec.token_layers or request.ckd_layer_sets:
         per_signal["offsets"] = (n_train + 1) * 8
     total = sum(per_signal.values())
@@ -168,7 +169,7 @@ def _teacher_fields(
     teacher: Any, ids: list[list[int]], request: CacheRequest, device: torch.device
 ) -> dict[str, np.ndarray]:
     """Run the teacher over ``ids`` (one shard) and return its fields, rows in the order of ``ids``."""
-    from kd_methods.ckd import ckd_relations
+    from kd_methods.ckd import teacher_grams
 
     spec = request.spec
     need_tokens = sorted(set(spec.token_layers).union(*[set(s) for s in request.ckd_layer_sets]))
@@ -195,15 +196,17 @@ def _teacher_fields(
                 fields[f"cls.{layer}"] = sig.cls[layer]
             for layer in spec.token_layers:
                 fields[f"tokens.{layer}"] = sig.tokens[layer]
-            for layers in request.ckd_layer_sets:
-                rel = ckd_relations(
-                    [sig.tokens[layer].float() for layer in layers], m.to(device), request.ckd_window
+            if request.ckd_layer_sets:
+                union = ckd_union(request.ckd_layer_sets)
+                bands, gram = teacher_grams(
+                    [sig.tokens[layer].float() for layer in union], request.ckd_window
                 )
-                for name in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle"):
-                    fields[f"{ckd_set_name(layers)}.{name}"] = rel[name]
+                fields["ckd.band"], fields["ckd.layer_gram"] = bands, gram
         for name, value in fields.items():
             arr = value.detach().cpu()
-            arr = arr.numpy() if name == "logits" else arr.float().numpy().astype(store)
+            # Logits and CKD's Gram numbers stay float32 (the relations cancel badly in half precision).
+            keep32 = name == "logits" or name.startswith("ckd.")
+            arr = arr.float().numpy() if keep32 else arr.float().numpy().astype(store)
             rows = out_rows.setdefault(name, [])
             for b, i in enumerate(batch):
                 row = arr[b]
@@ -458,7 +461,16 @@ class CachedTeacher:
         self, manifest: dict[str, Any], arrays: dict[str, np.ndarray], ckd_layers: Sequence[int] | None = None
     ):
         self.manifest = manifest
-        self.ckd_prefix = ckd_set_name(ckd_layers) + "." if ckd_layers else None
+        self.ckd_layers = tuple(ckd_layers) if ckd_layers else None
+        req = manifest["request"]
+        self.ckd_window = int(req.get("ckd_window", 10))
+        union = ckd_union(req.get("ckd_layer_sets", []))
+        if self.ckd_layers and not set(self.ckd_layers) <= set(union):
+            raise KeyError(
+                f"cache {manifest['key']} holds CKD Gram numbers for teacher layers {union}, "
+                f"not for {list(self.ckd_layers)}"
+            )
+        self.ckd_index = [union.index(layer) for layer in self.ckd_layers] if self.ckd_layers else None
         self.splits: dict[str, list[_Shard]] = {}
         for split, shards in manifest["shards"].items():
             self.splits[split] = []
@@ -466,10 +478,6 @@ class CachedTeacher:
                 fields = {name: arrays[f"{sh['dir']}/{name}.npy"] for name in sh["files"]}
                 self.splits[split].append(_Shard(sh["start"], sh["end"], fields))
         self._starts = {s: np.array([sh.start for sh in v]) for s, v in self.splits.items()}
-        if self.ckd_prefix and self.ckd_prefix + "wr_dist" not in self.splits["train"][0].fields:
-            raise KeyError(
-                f"cache {manifest['key']} holds no CKD relations for teacher layers {list(ckd_layers)}"
-            )
 
     @classmethod
     def open(
@@ -489,7 +497,7 @@ class CachedTeacher:
             yield b, shard, i - shard.start
 
     def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
-        if self.ckd_prefix:
+        if self.ckd_layers:
             # CKD reads its precomputed teacher relations (served as extras) instead of token states.
             spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
         idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
@@ -501,8 +509,8 @@ class CachedTeacher:
             key = f"cls.{layer}"
             out.cls[layer] = torch.from_numpy(np.stack([sh.fields[key][r] for _, sh, r in located]))
         ragged = [f"tokens.{layer}" for layer in spec.token_layers]
-        if self.ckd_prefix:
-            ragged += [self.ckd_prefix + n for n in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle")]
+        if self.ckd_layers:
+            ragged += ["ckd.band", "ckd.layer_gram"]
         if ragged:
             spans = [
                 (sh, int(sh.fields["offsets"][r]), int(sh.fields["offsets"][r + 1])) for _, sh, r in located
@@ -520,8 +528,14 @@ class CachedTeacher:
                 if key.startswith("tokens."):
                     out.tokens[int(key.split(".")[1])] = tensor
                 else:
-                    out.extras["ckd." + key.rsplit(".", 1)[1]] = tensor
+                    out.extras[key] = tensor
             out.token_mask = mask
+        if self.ckd_layers:
+            from kd_methods.ckd import relations_from_grams
+
+            bands, gram = out.extras.pop("ckd.band"), out.extras.pop("ckd.layer_gram")
+            rel = relations_from_grams(bands, gram, self.ckd_index, self.ckd_window)
+            out.extras.update({f"ckd.{name}": value for name, value in rel.items()})
         return out
 
     def predictions(self, split: str) -> np.ndarray:

@@ -553,3 +553,20 @@ def test_gradients_reach_the_student_and_never_the_teacher(
         assert len(list(method.parameters())) == 2 * len(method.student_layers)
     if name == "ckd":
         assert (len(list(method.parameters())) == 2) == (shape is BIGRU)
+
+
+def test_relations_from_stored_grams_equal_relations_from_states():
+    """What the teacher cache stores for CKD (Gram numbers of the union of layers) gives every student's
+    relations, including a layer map with repeats (a student deeper than its teacher)."""
+    from kd_methods.ckd import ckd_relations, relations_from_grams, teacher_grams
+
+    torch.manual_seed(0)
+    union = [torch.randn(2, 30, 24, dtype=torch.float64) for _ in range(4)]  # teacher layers 0, 2, 4, 6 say
+    bands, gram = teacher_grams(union, window=3)
+    assert bands.shape == (2, 30, 4, 13) and gram.shape == (2, 30, 4, 4)
+    mask = torch.ones(2, 30, dtype=torch.long)
+    for picks in ([0, 1, 3], [0, 2, 2, 3, 3]):
+        want = ckd_relations([union[i] for i in picks], mask, window=3)
+        got = relations_from_grams(bands, gram, picks, window=3)
+        for name in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle"):
+            torch.testing.assert_close(got[name], want[name].to(got[name].dtype), rtol=1e-6, atol=1e-6)
