@@ -163,7 +163,9 @@ def _init_ray(address: str | None, env: dict[str, str]) -> bool:
     runtime_env = {"env_vars": env}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        # Joining a cluster (or running as a Ray job): keep the job's own runtime environment (its working_dir);
+        # trials get the tracking URI as a parameter, not from the environment.
+        ray.init(address=address, log_to_driver=False)
     else:
         # Keep every connection on loopback on a single machine (see ENVIRONMENT.md).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
