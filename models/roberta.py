@@ -10,7 +10,7 @@ numbers positions from ``pad_token_id + 1``, so ``max_length`` tokens need ``max
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 from transformers import RobertaConfig, RobertaForSequenceClassification
@@ -60,10 +60,16 @@ class RobertaStudent(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> StudentOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden_states = tuple(out.hidden_states)
-        return StudentOutput(
-            logits=out.logits,
-            hidden_states=hidden_states,
-            cls_states=tuple(h[:, 0] for h in hidden_states),
-            attention_mask=attention_mask,
-        )
+        return hf_student_output(out, attention_mask)
+
+
+def hf_student_output(out: Any, attention_mask: Tensor) -> StudentOutput:
+    """A Hugging Face sequence-classification output (with hidden states) as a ``StudentOutput``: the [CLS]
+    summary of each layer is its first position. Shared by the RoBERTa students and the teachers."""
+    hidden_states = tuple(out.hidden_states)
+    return StudentOutput(
+        logits=out.logits,
+        hidden_states=hidden_states,
+        cls_states=tuple(h[:, 0] for h in hidden_states),
+        attention_mask=attention_mask,
+    )

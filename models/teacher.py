@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from kd_methods.base import ModelShape, SignalSpec, StudentOutput, TeacherSignals
+from models.roberta import hf_student_output
 from tasks.base import Example
 
 INPUT_FORMS = ("auto", "unixcoder", "default")
@@ -221,10 +222,22 @@ class Teacher(nn.Module):
             out.update(zip(pairs, self.tokenizer(firsts, seconds, **common)["input_ids"]))
         return [out[i] for i in range(len(examples))]
 
+    @property
+    def max_tokens(self) -> int:
+        """The longest input the model takes: its position embeddings, less RoBERTa's padding offset."""
+        cfg = self.model.config
+        positions = getattr(cfg, "max_position_embeddings", None) or 10**9
+        if cfg.model_type in ("roberta", "xlm-roberta", "camembert"):
+            positions -= (cfg.pad_token_id or 0) + 1
+        return int(positions)
+
     def encode(self, examples: Sequence[Example], max_length: int) -> list[list[int]]:
         """Token ids per example in the teacher's input form, at most ``max_length`` each."""
         if max_length < 6:
             raise ValueError(f"max_length {max_length} leaves no room for text next to the special tokens")
+        # A longer request than the model has positions for (e.g. a student's max length of 512 on a smaller
+        # teacher) would index past its position embeddings: cut to what the model takes.
+        max_length = min(max_length, self.max_tokens)
         if self.input_form == "unixcoder":
             return self._encode_unixcoder(examples, max_length)
         return self._encode_default(examples, max_length)
@@ -233,13 +246,7 @@ class Teacher(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> StudentOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-        hidden_states = tuple(out.hidden_states)
-        return StudentOutput(
-            logits=out.logits,
-            hidden_states=hidden_states,
-            cls_states=tuple(h[:, 0] for h in hidden_states),
-            attention_mask=attention_mask,
-        )
+        return hf_student_output(out, attention_mask)
 
     def signals(self, input_ids: Tensor, attention_mask: Tensor, spec: SignalSpec) -> TeacherSignals:
         """Exactly the signals ``spec`` names. The caller sets eval mode and ``torch.no_grad()``."""

@@ -189,19 +189,7 @@ def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
 
 
 def _unit_tags(study: str, stage: str, key: str, parent: str, **factors: str) -> dict[str, str]:
-    base = {
-        f: "none"
-        for f in (
-            "task",
-            "teacher",
-            "student",
-            "student_arch",
-            "student_params",
-            "method",
-            "method_family",
-            "seed",
-        )
-    }
+    base = dict.fromkeys(tracking.FACTOR_TAGS, "none")
     return {**base, **factors, "stage": stage, "study": study, "trial_key": key, "mlflow.parentRunId": parent}
 
 
@@ -308,7 +296,7 @@ def _run_stages(
                     tokenizer_texts=texts,
                     vocab_size=1000,
                     num_labels=2,
-                    max_length=spec.teacher_train.max_length,
+                    max_length=max(spec.teacher_train.max_length, spec.student_train.max_length),
                 )
             sources[t.name] = str(base)
         else:

@@ -314,6 +314,18 @@ def get_or_build(
         for s0 in range(0, n, request.shard_samples):
             jobs.append((split, s0, min(n, s0 + request.shard_samples)))
 
+    shard_args = [
+        (
+            request.teacher_dir,
+            num_labels,
+            encoded[split][s0:s1],
+            request,
+            str(tmp / split / f"shard-{s0:09d}"),
+            device,
+            split == "train",
+        )
+        for split, s0, s1 in jobs
+    ]
     if use_ray is None:
         import ray
 
@@ -325,32 +337,9 @@ def get_or_build(
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(build_shard)
-        futures = [
-            remote.remote(
-                request.teacher_dir,
-                num_labels,
-                encoded[split][s0:s1],
-                request,
-                str(tmp / split / f"shard-{s0:09d}"),
-                device,
-                split == "train",
-            )
-            for split, s0, s1 in jobs
-        ]
-        results = ray.get(futures)
+        results = ray.get([remote.remote(*a) for a in shard_args])
     else:
-        results = [
-            build_shard(
-                request.teacher_dir,
-                num_labels,
-                encoded[split][s0:s1],
-                request,
-                str(tmp / split / f"shard-{s0:09d}"),
-                device,
-                split == "train",
-            )
-            for split, s0, s1 in jobs
-        ]
+        results = [build_shard(*a) for a in shard_args]
 
     shards: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     total = 0

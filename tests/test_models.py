@@ -401,3 +401,27 @@ def test_trust_remote_code_is_off_by_default(tmp_path: Path, unixcoder_dir: Path
     with pytest.raises(ValueError, match="trust_remote_code"):
         Teacher.load(folder, num_labels=2)
     assert not sentinel.exists()
+
+
+def test_teacher_encode_never_exceeds_its_position_embeddings(tmp_path):
+    """A student's longer max length must not index past a smaller teacher's positions."""
+    from models.teacher import Teacher, create_random_teacher
+    from tasks.base import Example
+
+    folder = create_random_teacher(
+        tmp_path / "t",
+        arch="roberta",
+        num_layers=1,
+        hidden_size=16,
+        num_heads=2,
+        intermediate_size=32,
+        tokenizer_texts=["def f(x): return x + 1"] * 50,
+        vocab_size=300,
+        max_length=20,
+    )
+    teacher = Teacher.load(str(folder), 2)
+    assert teacher.max_tokens == 20
+    ids = teacher.encode([Example(0, "def f(x): return x + 1 " * 40, 0)], max_length=64)
+    assert len(ids[0]) == 20
+    out = teacher(torch.tensor(ids), torch.ones(1, 20, dtype=torch.long))
+    assert out.logits.shape == (1, 2)

@@ -61,7 +61,8 @@ def test_study_spreads_over_workers_and_survives_losing_one(tmp_path, local_data
             )
             on_w2 = [r for r in runs if r.data.tags.get("node_id") == w2.node_id]
             running = [r for r in on_w2 if r.info.status == "RUNNING"]
-            if running and any(r.info.status == "FINISHED" for r in on_w2):
+            # remove it once it has finished a KD trial (read from the shared cache) and is running another
+            if running and any(r.info.status == "FINISHED" and r.data.tags["method"] != "ft" for r in on_w2):
                 removed_during = {r.data.tags["trial_key"] for r in running}
                 cluster.remove_node(w2)
                 break
