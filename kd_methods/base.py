@@ -9,6 +9,7 @@ Layer indices follow Hugging Face's ``hidden_states`` convention for both models
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -151,7 +152,7 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [max(1, round(i * teacher_layers / student_layers)) for i in range(1, student_layers + 1)]
 
 
-class KDMethod(nn.Module):
+class KDMethod(nn.Module, ABC):
     """Base class: a method is an ``nn.Module`` so that its own trainable parts (e.g. PKD's projection) are trained
     with the student. Subclasses set ``name``, ``family`` and ``defaults`` and implement ``signals`` and ``loss``."""
 
@@ -176,12 +177,13 @@ class KDMethod(nn.Module):
     def needs_teacher(self) -> bool:
         return self.family != "none"
 
+    @abstractmethod
     def signals(self) -> SignalSpec:
         """The teacher signals ``loss`` reads (empty for FT)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The method's loss for one batch; reads exactly ``signals()`` of ``teacher``."""
 
 
 METHODS: dict[str, type[KDMethod]] = {}
