@@ -212,7 +212,12 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     client = MlflowClient(uri)
     # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
     # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
-    location = (server.artifacts / spec.name).as_uri() if server else None
+    location = None
+    if server:
+        location = (server.artifacts / spec.name).as_uri()
+    elif uri.startswith("sqlite:///"):
+        # MLflow would default to ./mlruns in the current folder: keep artifacts beside the database instead.
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
     exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
     if stale:
