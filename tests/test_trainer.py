@@ -145,55 +145,25 @@ def test_minilm_is_a_real_pretrained_teacher_that_fine_tunes_offline(local_data,
     assert np.isfinite(out.result.history[0]["train_loss"])
 
 
+def _trial_cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "orchestrator.trial", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+
+
 def test_trial_command_line_prints_epochs_and_test_score(local_data, tiny_teacher, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.trial",
-        "--task",
-        "exception",
-        "--student",
-        "bigru-tiny",
-        "--method",
-        "kd",
-        "--teacher",
-        str(tiny_teacher),
-        "--data",
-        str(local_data),
-        "--epochs",
-        "2",
-        "--max-samples",
-        "40",
-        "--max-length",
-        "64",
-        "--batch-size",
-        "8",
-        "--param",
-        "temperature=4",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    out = _trial_cli(
+        "--task", "exception", "--student", "bigru-tiny", "--method", "kd", "--teacher", str(tiny_teacher),
+        "--data", str(local_data), "--epochs", "2", "--max-samples", "40", "--max-length", "64",
+        "--batch-size", "8", "--param", "temperature=4", "--cache-dir", str(tmp_path / "cache"),
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "epoch 1:" in out.stdout and "epoch 2:" in out.stdout and "val_accuracy=" in out.stdout
     assert "best epoch" in out.stdout and "test:" in out.stdout and "top3_accuracy=" in out.stdout
 
 
 def test_trial_command_line_rejects_unknown_method(local_data, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "orchestrator.trial",
-        "--task",
-        "exception",
-        "--student",
-        "roberta-tiny",
-        "--method",
-        "distill",
-        "--data",
-        str(local_data),
-        "--max-samples",
-        "8",
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = _trial_cli(
+        "--task", "exception", "--student", "roberta-tiny", "--method", "distill", "--data", str(local_data),
+        "--max-samples", "8",
+    )  # fmt: skip
     assert out.returncode != 0 and "unknown KD method 'distill'" in out.stderr and "ckd" in out.stderr
