@@ -1,7 +1,7 @@
 """What every KD method shares: the teacher signals it declares, the student outputs it reads, its registry.
 
 A method declares *which* teacher signals it needs (``signals()``) separately from computing its loss
-(``loss()``), so the trainer can ask an online teacher or the teacher cache for exactly those tensors.
+(``loss_terms()``, summed by ``loss()``), so the trainer can ask an online teacher or the teacher cache for exactly those tensors.
 
 Layer indices follow Hugging Face's ``hidden_states`` convention for both models: 0 is the embedding output,
 ``i`` is the output of block ``i`` (1-based), so a 12-layer teacher has layers 0..12.
@@ -154,7 +154,8 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
 
 class KDMethod(nn.Module, ABC):
     """Base class: a method is an ``nn.Module`` so that its own trainable parts (e.g. PKD's projection) are trained
-    with the student. Subclasses set ``name``, ``family`` and ``defaults`` and implement ``signals`` and ``loss``."""
+    with the student. Subclasses set ``name``, ``family`` and ``defaults`` and implement ``signals`` and ``loss_terms``
+    (``loss`` is their sum)."""
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = "none"
@@ -182,8 +183,22 @@ class KDMethod(nn.Module, ABC):
         """The teacher signals ``loss`` reads (empty for FT)."""
 
     @abstractmethod
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        """The method's loss for one batch as named scalar terms, each already multiplied by its weight, so that
+        their sum is ``loss()``; reads exactly ``signals()`` of ``teacher``. Terms whose weight is 0 are left out.
+        ``kd_methods.diagnostics.term_breakdown`` reads them to compare the terms' sizes and gradients."""
+
     def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
-        """The method's loss for one batch; reads exactly ``signals()`` of ``teacher``."""
+        """The method's loss for one batch: the sum of ``loss_terms``."""
+        terms = list(self.loss_terms(student, teacher, labels).values())
+        if not terms:
+            raise RuntimeError(f"method '{self.name}' returned no loss terms")
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
 
 
 METHODS: dict[str, type[KDMethod]] = {}

@@ -4,7 +4,19 @@ Word relation (WR), within each layer, for a token i and tokens j, k of its wind
   distance d(i,j) = 1 - cos(h_i, h_j);  angle a(i,j,k) = cos of the angle between h_i - h_j and h_i - h_k.
 Layer-transforming relation (LTR), for each token across the used layers l, m, n: the same distance and angle
   relations of h^l, h^m, h^n.
-Both are matched student vs teacher by MSE over the valid entries.
+Both are matched student vs teacher by MSE, normalised as the study's authors normalise (their ``loss.py``: one
+``F.mse_loss`` over the full relation tensors), with padding left out of numerator and denominator:
+  WR distance: per layer, a mean over every window slot of every real token: sum_b n_b * S_b entries, where n_b is
+    sample b's number of real tokens and S_b = 2w+1, or n_b when n_b <= w (a sample shorter than the window is
+    compared over all its n_b x n_b pairs, as their code does when the window covers the sequence);
+  WR angle: per layer, a mean over the full S_b x S_b angle matrix of every real token: sum_b n_b * S_b^2 entries;
+  WR is the mean over the layers of (distance MSE + angle MSE);
+  LTR distance / angle: a mean over the full layer tensors of every real token, n_tok * L * S_L and
+    n_tok * L * S_L^2 entries with S_L = L, or 2w+1 when L > w (then the layers are windowed like the tokens:
+    only layer pairs with |l - m| <= w count, as in their code).
+The entries not computed below (j = i, j = k, out-of-range or padding slots) are zero by construction for both
+models (the distance of a token to itself is 0, an angle with a zero difference vector is 0 in their code, the
+angle of j = k is 1, an out-of-range slot is a zero vector), so they only add to the denominators.
 
 Everything is computed from Gram matrices, never from difference vectors per pair or triple:
   |a - b|^2 = |a|^2 + |b|^2 - 2 a.b  and  (h_i - h_j).(h_i - h_k) = G_ii - G_ij - G_ik + G_jk,
@@ -242,6 +254,56 @@ def layer_masks(valid: Tensor) -> Tensor:
     return valid.bool().unsqueeze(-1)
 
 
+def window_slots(valid: Tensor, window: int) -> Tensor:
+    """S_b per sample ``[B]``: the window slots each real token has, 2w+1, or n_b when the sample's n_b real tokens
+    fit in the window (n_b <= w), where the authors' ``windowed`` compares every pair of the sequence."""
+    count = valid.bool().sum(dim=1)
+    return torch.where(count <= window, count, torch.full_like(count, 2 * window + 1))
+
+
+def wr_denominators(valid: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Entries per layer of the authors' full WR tensors over the real tokens: distance sum_b n_b S_b, angle
+    sum_b n_b S_b^2 (float64 scalars)."""
+    count = valid.bool().sum(dim=1).to(torch.float64)
+    slots = window_slots(valid, window).to(torch.float64)
+    return (count * slots).sum(), (count * slots * slots).sum()
+
+
+def layer_window_slots(num_layers: int, window: int) -> int:
+    """S_L: the layer slots each layer has in LTR, L, or 2w+1 when there are more layers than the window."""
+    return num_layers if num_layers <= window else 2 * window + 1
+
+
+def layer_window_keep(
+    num_layers: int, window: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Which ``layer_pairs`` / ``layer_triples`` entries lie in the layer window (all of them when L <= w):
+    pairs with |l - m| <= w, triples with |l - m| <= w and |l - n| <= w."""
+    pair_l, pair_m = layer_pairs(num_layers, device)
+    tri_l, tri_m, tri_n = layer_triples(num_layers, device)
+    if num_layers <= window:
+        return (
+            torch.ones_like(pair_l, dtype=torch.bool),
+            torch.ones_like(tri_l, dtype=torch.bool),
+        )
+    return (pair_l - pair_m).abs() <= window, ((tri_l - tri_m).abs() <= window) & (
+        (tri_l - tri_n).abs() <= window
+    )
+
+
+def ltr_denominators(valid: Tensor, num_layers: int, window: int) -> tuple[Tensor, Tensor]:
+    """Entries of the authors' full LTR tensors over the real tokens: distance n_tok L S_L, angle n_tok L S_L^2."""
+    tokens = valid.bool().sum().to(torch.float64)
+    slots = layer_window_slots(num_layers, window)
+    return tokens * num_layers * slots, tokens * num_layers * slots * slots
+
+
+def masked_sum_sq(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
+    """Sum of (student - teacher)^2 over ``mask`` (``where``, so a non-finite masked-out entry cannot leak in)."""
+    mask = mask.expand_as(student)
+    return torch.where(mask, (student - teacher.to(student.dtype)) ** 2, student.new_zeros(())).sum()
+
+
 def _relations(
     hidden: list[Tensor], window: int, ltr_hidden: list[Tensor] | None = None
 ) -> dict[str, Tensor]:
@@ -282,9 +344,7 @@ def ckd_relations(
 def masked_mse(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     """Mean of (student - teacher)^2 over ``mask`` (0 when no entry is valid). ``where``, not a product, so a
     non-finite value in a masked-out teacher entry cannot leak in."""
-    mask = mask.expand_as(student)
-    sq = torch.where(mask, (student - teacher.to(student.dtype)) ** 2, student.new_zeros(()))
-    return sq.sum() / mask.sum().clamp_min(1)
+    return masked_sum_sq(student, teacher, mask) / mask.expand_as(student).sum().clamp_min(1)
 
 
 @register
@@ -293,8 +353,9 @@ class CKD(KDMethod):
 
     Layers: the embedding output (student 0 <-> teacher 0) and student layer i = 1..S <-> teacher layer
     ``layer_map(S, T)[i-1]``. WR is the mean over these layers of (distance MSE + angle MSE); LTR is distance MSE +
-    angle MSE across them. Token positions are compared over the common prefix min(N_s, N_t), as the authors do
-    (the tokenizers differ).
+    angle MSE across them, each MSE normalised as the study's authors normalise (see the module docstring; the
+    four weighted parts are ``loss_terms``' ``wr_dist``, ``wr_angle``, ``ltr_dist``, ``ltr_angle``). Token
+    positions are compared over the common prefix min(N_s, N_t), as the authors do (the tokenizers differ).
 
     When the student's embedding width differs from its layer width (BiGRU: E != 2H) the module owns a trainable
     ``embed_proj = nn.Linear(E, H_s)`` that maps the embedding output to the layer width, used for LTR only
@@ -379,8 +440,9 @@ class CKD(KDMethod):
         with torch.no_grad():
             return _relations(hidden, self.window)
 
-    def feature_loss(self, student: StudentOutput, teacher: TeacherSignals) -> tuple[Tensor, Tensor]:
-        """(WR, LTR) between the student's and the teacher's relations over their common prefix."""
+    def feature_terms(self, student: StudentOutput, teacher: TeacherSignals) -> dict[str, Tensor]:
+        """Unweighted WR distance, WR angle (each averaged over the layers), LTR distance and LTR angle MSEs
+        between the student's and the teacher's relations over their common prefix."""
         if teacher.token_mask is None:
             raise KeyError("CKD: teacher signals lack token_mask")
         if len(student.hidden_states) != len(self.student_layers):
@@ -400,29 +462,63 @@ class CKD(KDMethod):
                 f"student embedding width {s_hidden[0].shape[-1]} != layer width {s_hidden[-1].shape[-1]}, but CKD "
                 "was built without an embedding projection: set ModelShape.embedding_size"
             )
+        num_layers = len(s_hidden)
         wr_dist_mask, wr_angle_mask = window_masks(valid, self.window)
+        wr_dist_den, wr_angle_den = wr_denominators(valid, self.window)
+        pair_keep, triple_keep = layer_window_keep(num_layers, self.window, valid.device)
         ltr_mask = layer_masks(valid)
+        ltr_dist_den, ltr_angle_den = ltr_denominators(valid, num_layers, self.window)
         with torch.autocast(device_type=valid.device.type, enabled=False):
-            wr = s_hidden[0].new_zeros((), dtype=torch.float32)
+            wr_dist = s_hidden[0].new_zeros((), dtype=torch.float32)
+            wr_angle = s_hidden[0].new_zeros((), dtype=torch.float32)
             for layer, h in enumerate(s_hidden):
                 s_dist, s_angle = word_relations(h, self.window)
-                wr = wr + masked_mse(s_dist, t_rel["wr_dist"][:, :, layer], wr_dist_mask)
-                wr = wr + masked_mse(s_angle, t_rel["wr_angle"][:, :, layer], wr_angle_mask)
-            wr = wr / len(s_hidden)
+                wr_dist = wr_dist + masked_sum_sq(s_dist, t_rel["wr_dist"][:, :, layer], wr_dist_mask)
+                # The angle matrix is symmetric in (j, k) and only j < k is stored: each entry counts twice.
+                wr_angle = wr_angle + 2.0 * masked_sum_sq(
+                    s_angle, t_rel["wr_angle"][:, :, layer], wr_angle_mask
+                )
             s_ltr_dist, s_ltr_angle = layer_relations(ltr_hidden)
-            ltr = masked_mse(s_ltr_dist, t_rel["ltr_dist"], ltr_mask) + masked_mse(
-                s_ltr_angle, t_rel["ltr_angle"], ltr_mask
-            )
-        return wr, ltr
+            # Likewise only l < m (distance) and m < n (angle) are stored.
+            ltr_dist = 2.0 * masked_sum_sq(s_ltr_dist, t_rel["ltr_dist"], ltr_mask & pair_keep)
+            ltr_angle = 2.0 * masked_sum_sq(s_ltr_angle, t_rel["ltr_angle"], ltr_mask & triple_keep)
 
-    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+        def mean(total: Tensor, entries: Tensor) -> Tensor:
+            return total / entries.clamp_min(1).to(total.dtype)
+
+        return {
+            "wr_dist": mean(wr_dist, wr_dist_den * num_layers),
+            "wr_angle": mean(wr_angle, wr_angle_den * num_layers),
+            "ltr_dist": mean(ltr_dist, ltr_dist_den),
+            "ltr_angle": mean(ltr_angle, ltr_angle_den),
+        }
+
+    def feature_loss(self, student: StudentOutput, teacher: TeacherSignals) -> tuple[Tensor, Tensor]:
+        """(WR, LTR) between the student's and the teacher's relations over their common prefix."""
+        parts = self.feature_terms(student, teacher)
+        return parts["wr_dist"] + parts["wr_angle"], parts["ltr_dist"] + parts["ltr_angle"]
+
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
         signals = require_teacher(self, teacher, SignalSpec(logits=True))
         if teacher is None or signals.logits is None:  # require_teacher already raises; narrows the types
             raise KeyError("CKD: teacher signals lack logits")
         alpha = float(self.params["alpha"])
         temperature = float(self.params["temperature"])
-        loss = alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
+        beta, gamma = float(self.params["beta"]), float(self.params["gamma"])
+        terms: dict[str, Tensor] = {}
+        if alpha != 0.0:
+            terms["soft"] = (
+                alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
+            )
         if alpha != 1.0:
-            loss = loss + (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
-        wr, ltr = self.feature_loss(student, teacher)
-        return loss + float(self.params["beta"]) * (wr + float(self.params["gamma"]) * ltr)
+            terms["hard"] = (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
+        if beta != 0.0:
+            parts = self.feature_terms(student, teacher)
+            terms["wr_dist"] = beta * parts["wr_dist"]
+            terms["wr_angle"] = beta * parts["wr_angle"]
+            if gamma != 0.0:
+                terms["ltr_dist"] = beta * gamma * parts["ltr_dist"]
+                terms["ltr_angle"] = beta * gamma * parts["ltr_angle"]
+        return terms

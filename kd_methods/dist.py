@@ -38,8 +38,9 @@ def dist_relation_loss(p_s: Tensor, p_t: Tensor, beta: float = 1.0, gamma: float
 class DIST(KDMethod):
     """T^2 * DIST relation loss on softmax(z/T) of student and teacher, plus ``label_weight`` * CE(z_s, y).
 
-    The DIST paper multiplies both relation terms by T^2; we always do, which is a no-op at the default T = 1
-    (the study's setting) and keeps the paper's gradient scale when T is changed. ``label_weight`` is the DIST
+    The DIST paper and its official code multiply both relation terms by T^2; we always do, which is a no-op at
+    the default T = 1 (the study's setting) and keeps the official gradient scale when T is changed (the study
+    authors' DIST code, run at T = 10 in their README example, has no T^2: see docs/METHODS.md). ``label_weight`` is the DIST
     paper's alpha on the label loss; 0 by default because the study's description of DIST has no label term.
     """
 
@@ -50,7 +51,9 @@ class DIST(KDMethod):
     def signals(self) -> SignalSpec:
         return SignalSpec(logits=True)
 
-    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
         temperature = float(self.params["temperature"])
         z_s = at_least_float32(student.logits)
         z_t = teacher_logits(self, teacher).detach().to(z_s.dtype)
@@ -60,9 +63,12 @@ class DIST(KDMethod):
             )
         p_s = F.softmax(z_s / temperature, dim=-1)
         p_t = F.softmax(z_t / temperature, dim=-1)
-        relation = dist_relation_loss(p_s, p_t, float(self.params["beta"]), float(self.params["gamma"]))
-        loss = temperature**2 * relation
+        scale = temperature**2
+        terms = {
+            "inter": scale * float(self.params["beta"]) * (1.0 - pearson(p_s, p_t, dim=1).mean()),
+            "intra": scale * float(self.params["gamma"]) * (1.0 - pearson(p_s, p_t, dim=0).mean()),
+        }
         weight = float(self.params["label_weight"])
         if weight != 0.0:
-            loss = loss + weight * F.cross_entropy(z_s, labels)
-        return loss
+            terms["hard"] = weight * F.cross_entropy(z_s, labels)
+        return terms

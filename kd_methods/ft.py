@@ -21,5 +21,7 @@ class FT(KDMethod):
     def signals(self) -> SignalSpec:
         return SignalSpec()
 
-    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
-        return F.cross_entropy(student.logits, labels)
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
+        return {"hard": F.cross_entropy(student.logits, labels)}

@@ -63,12 +63,17 @@ class KD(KDMethod):
     def signals(self) -> SignalSpec:
         return SignalSpec(logits=True)
 
-    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
         temperature = float(self.params["temperature"])
         weight = float(self.params["label_weight"])
         soft = soft_cross_entropy(student.logits, teacher_logits(self, teacher), temperature)
         if self.params["t_squared"]:
             soft = soft * temperature**2
         if weight == 0.0:
-            return soft
-        return (1.0 - weight) * soft + weight * F.cross_entropy(at_least_float32(student.logits), labels)
+            return {"soft": soft}
+        return {
+            "soft": (1.0 - weight) * soft,
+            "hard": weight * F.cross_entropy(at_least_float32(student.logits), labels),
+        }

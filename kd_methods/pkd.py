@@ -21,7 +21,11 @@ from kd_methods.kd import at_least_float32, require_teacher, soft_cross_entropy
 
 @register
 class PKD(KDMethod):
-    """alpha*T^2*CE(z_s/T, p_t) + (1-alpha)*CE(z_s, y) + beta * sum_i MSE(n(s_cls_i), n(proj_i(t_cls_m(i)))).
+    """alpha*T^2*CE(z_s/T, p_t) + (1-alpha)*CE(z_s, y) + beta * mean_i MSE(n(s_cls_i), n(proj_i(t_cls_m(i)))).
+
+    The feature term is the mean over the matched layers (and, inside MSE, over the batch and the student width),
+    as in the study authors' code (one ``MSELoss`` over the stacked ``[B, layers, H]`` states) and PKD's official
+    code; it used to be the sum, i.e. (number of matched layers) x the authors' weight.
 
     ``n`` is L2 normalisation; student layers i are the intermediate ones 1..S-1 (layer 1 when S = 1, so a
     one-layer student still gets a feature signal), m = ``layer_map(S, T)``. Each ``proj_i`` is a trainable
@@ -50,7 +54,7 @@ class PKD(KDMethod):
         return SignalSpec(logits=True, cls_layers=self.teacher_layers)
 
     def feature_loss(self, student: StudentOutput, teacher: TeacherSignals) -> Tensor:
-        """sum over matched layers of MSE(normalize(s_cls_i), normalize(proj_i(t_cls_m(i))))."""
+        """Mean over matched layers of MSE(normalize(s_cls_i), normalize(proj_i(t_cls_m(i))))."""
         total: Tensor | None = None
         for s_layer, t_layer, proj in zip(self.student_layers, self.teacher_layers, self.proj):
             s_cls = at_least_float32(student.cls_states[s_layer])
@@ -65,15 +69,24 @@ class PKD(KDMethod):
             total = term if total is None else total + term
         if total is None:  # unreachable: student_layers is never empty
             raise RuntimeError("PKD has no matched layers")
-        return total
+        return total / len(self.student_layers)
 
-    def loss(self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor) -> Tensor:
+    def loss_terms(
+        self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
+    ) -> dict[str, Tensor]:
         signals = require_teacher(self, teacher, self.signals())
         if signals.logits is None:  # restrict() already raises; narrows the type
             raise KeyError("PKD: teacher signals lack logits")
         alpha = float(self.params["alpha"])
         temperature = float(self.params["temperature"])
-        loss = alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
+        beta = float(self.params["beta"])
+        terms: dict[str, Tensor] = {}
+        if alpha != 0.0:
+            terms["soft"] = (
+                alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
+            )
         if alpha != 1.0:
-            loss = loss + (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
-        return loss + float(self.params["beta"]) * self.feature_loss(student, signals)
+            terms["hard"] = (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
+        if beta != 0.0:
+            terms["feature"] = beta * self.feature_loss(student, signals)
+        return terms

@@ -250,6 +250,38 @@ def test_pkd_feature_term_vanishes_when_projected_teacher_cls_has_the_student_di
     assert method.feature_loss(student, teacher).item() > 0.01
 
 
+def test_pkd_feature_term_is_the_mean_over_matched_layers_by_hand() -> None:
+    """Two matched layers (student 3 layers: 1, 2), identity projections, 2-d [CLS] states of one sample.
+    Layer 1: student (1,0) vs teacher (0,1): MSE of the unit vectors = ((1-0)^2 + (0-1)^2) / 2 = 1.
+    Layer 2: student (1,0) vs teacher (3,0): same direction, 0. Mean over layers: 1/2 (the sum was 1)."""
+    shape = ModelShape(num_layers=3, hidden_size=2)
+    method = build_method("pkd", shape, shape)
+    assert isinstance(method, PKD) and method.student_layers == (1, 2)
+    with torch.no_grad():
+        for proj in method.proj:
+            proj.weight.copy_(torch.eye(2))
+            proj.bias.zero_()
+    h = torch.tensor([[[1.0, 0.0]]])
+    student = StudentOutput(
+        logits=torch.zeros(1, 3),
+        hidden_states=(h,) * 4,
+        cls_states=(h[:, 0],) * 4,
+        attention_mask=torch.ones(1, 1),
+    )
+    teacher = TeacherSignals(
+        logits=torch.zeros(1, 3),
+        cls={
+            method.teacher_layers[0]: torch.tensor([[0.0, 1.0]]),
+            method.teacher_layers[1]: torch.tensor([[3.0, 0.0]]),
+        },
+    )
+    assert method.feature_loss(student, teacher).item() == pytest.approx(0.5, rel=1e-6)
+    terms = method.loss_terms(student, teacher, torch.tensor([0]))
+    assert set(terms) == {"soft", "feature"}
+    assert terms["feature"].item() == pytest.approx(10 * 0.5, rel=1e-6)
+    assert terms["soft"].item() == pytest.approx(100 * math.log(3), rel=1e-6)
+
+
 def test_pkd_label_term_when_alpha_below_one() -> None:
     student, teacher = make_student(ROBERTA, [6, 6, 6], 6), make_teacher([6, 6, 6], 6)
     method = build_method("pkd", ROBERTA, TEACHER, alpha=0.25, beta=0.0, temperature=2.0)
@@ -382,44 +414,194 @@ def test_window_masks_drop_padding_and_positions_past_the_prefix() -> None:
 # ---------------------------------------------------------------- CKD loss
 
 
-def _naive_ckd_feature_loss(
-    s_hidden: list[Tensor], t_hidden: list[Tensor], valid: Tensor, w: int, ltr_s: list[Tensor]
-) -> tuple[float, float]:
-    wr = 0.0
-    for s, t in zip(s_hidden, t_hidden):
-        sd, sa, _ = _naive_window_relations(s, valid, w)
-        td, ta, _ = _naive_window_relations(t, valid, w)
-        wr += sum((a - b) ** 2 for a, b in zip(sd, td)) / len(sd) + sum(
-            (a - b) ** 2 for a, b in zip(sa, ta)
-        ) / len(sa)
-    sd, sa = _naive_layer_relations(ltr_s, valid)
-    td, ta = _naive_layer_relations(t_hidden, valid)
-    ltr = sum((a - b) ** 2 for a, b in zip(sd, td)) / len(sd) + sum(
-        (a - b) ** 2 for a, b in zip(sa, ta)
-    ) / len(sa)
-    return wr / len(s_hidden), ltr
+def _authors_windowed(a: Tensor, w: int, f) -> Tensor:
+    """The study authors' ``windowed`` (student-distill/ckd/loss.py), verbatim but for names: (B, L, N, H) =>
+    (B, L, N, 2W+1, H) with out-of-range slots zeroed, or (B, L, N, N, H) when the window covers the sequence."""
+    n, h = a.shape[-2:]
+    if w < n:
+        index = torch.arange(n)[:, None] + torch.arange(-w, w + 1)[None, :]
+        vec = f(a[:, :, :, None, :], a[:, :, index.clamp(min=0, max=n - 1), :])
+        expanded = index[..., None].expand(-1, -1, h)
+        vec = vec * ((expanded >= 0) & (expanded < n))
+    else:
+        vec = f(a[:, :, :, None, :], a[:, :, None, :])
+    return vec
 
 
-@pytest.mark.parametrize("n_student,n_teacher", [(7, 9), (9, 6)])
-def test_ckd_feature_loss_equals_a_naive_reference_over_the_common_prefix(
-    n_student: int, n_teacher: int
+def _authors_cos_dist(a: Tensor, w: int) -> Tensor:
+    a = F.normalize(a, p=2, dim=-1)
+    return 1 - _authors_windowed(a, w, lambda x, y: x * y).sum(-1)
+
+
+def _authors_cos_angle(a: Tensor, w: int) -> Tensor:
+    vec = F.normalize(_authors_windowed(a, w, lambda x, y: x - y), p=2, dim=-1)
+    return torch.einsum("blnwh,blnzh->blnwz", vec, vec)
+
+
+def _authors_ckd_terms(
+    s_hidden: list[Tensor], t_hidden: list[Tensor], valid: Tensor, w: int
+) -> dict[str, float]:
+    """The authors' ckd_loss terms with padding left out: each sample is cut to its real tokens (a prefix) and run
+    through their functions alone, and the squared errors and entry counts are summed over the batch, so a padded
+    position is in neither the numerator nor the denominator."""
+    sums = dict.fromkeys(("wr_dist", "wr_angle", "ltr_dist", "ltr_angle"), 0.0)
+    counts = dict.fromkeys(sums, 0)
+    for b in range(valid.shape[0]):
+        n = int(valid[b].sum())
+        assert bool(valid[b, :n].all()), "the reference expects the real tokens to be a prefix"
+        if n == 0:
+            continue
+        a = torch.stack([h[b, :n] for h in s_hidden])[None]  # (1, L, n, H_s)
+        t = torch.stack([h[b, :n] for h in t_hidden])[None]
+        c, d = a.transpose(1, 2), t.transpose(1, 2)  # (1, n, L, H): LTR, windowed over the layers
+        for key, rel, x, y in (
+            ("wr_dist", _authors_cos_dist, a, t),
+            ("wr_angle", _authors_cos_angle, a, t),
+            ("ltr_dist", _authors_cos_dist, c, d),
+            ("ltr_angle", _authors_cos_angle, c, d),
+        ):
+            sx, sy = rel(x, w), rel(y, w)
+            sums[key] += ((sx - sy) ** 2).sum().item()
+            counts[key] += sx.numel()
+    return {k: sums[k] / max(counts[k], 1) for k in sums}
+
+
+def _with_tokens(method: CKD, teacher: TeacherSignals, t_hidden: list[Tensor]) -> TeacherSignals:
+    return replace(teacher, tokens=dict(zip(method.teacher_layers, t_hidden)))
+
+
+@pytest.mark.parametrize(
+    "n_student,n_teacher,window,student_layers",
+    [(7, 9, 2, 3), (9, 6, 2, 3), (12, 12, 3, 2), (6, 8, 10, 3), (10, 10, 1, 3)],
+    ids=["windowed", "teacher-shorter", "mixed-short-and-long", "all-shorter-than-window", "layers-windowed"],
+)
+def test_ckd_terms_equal_the_authors_formulas_with_padding_left_out(
+    n_student: int, n_teacher: int, window: int, student_layers: int
 ) -> None:
-    method = build_method("ckd", ROBERTA, TEACHER, window=2)
+    """Against a slow port of the authors' loss.py: every window slot, the full angle matrix and the full layer
+    tensors count; a sample no longer than the window is compared over all its pairs; with more layers than the
+    window (L = 4 > w = 1) the layers are windowed too."""
+    shape = ModelShape(num_layers=student_layers, hidden_size=32)
+    method = build_method("ckd", shape, TEACHER, window=window)
     assert isinstance(method, CKD)
-    s_len, t_len = [n_student, n_student - 2], [n_teacher - 1, n_teacher]
-    student = make_student(ROBERTA, s_len, n_student, dtype=torch.float64)
+    s_len, t_len = [n_student, n_student - 2, 3], [n_teacher - 1, n_teacher, n_teacher]
+    student = make_student(shape, s_len, n_student, dtype=torch.float64)
     teacher = make_teacher(t_len, n_teacher, dtype=torch.float64)
-    wr, ltr = method.feature_loss(student, teacher)
     n = min(n_student, n_teacher)
     valid = padding_mask(s_len, n_student)[:, :n].bool() & padding_mask(t_len, n_teacher)[:, :n].bool()
     s_hidden = [h[:, :n].detach() for h in student.hidden_states]
     t_hidden = [teacher.tokens[layer][:, :n].detach() for layer in method.teacher_layers]
-    ref_wr, ref_ltr = _naive_ckd_feature_loss(s_hidden, t_hidden, valid, 2, s_hidden)
-    assert wr.item() == pytest.approx(ref_wr, rel=1e-9) and ltr.item() == pytest.approx(ref_ltr, rel=1e-9)
+    want = _authors_ckd_terms(s_hidden, t_hidden, valid, window)
+    got = method.feature_terms(student, teacher)
+    for key in want:
+        assert got[key].item() == pytest.approx(want[key], rel=1e-9, abs=1e-15), key
+    wr, ltr = method.feature_loss(student, teacher)
+    assert wr.item() == pytest.approx(want["wr_dist"] + want["wr_angle"], rel=1e-9)
+    assert ltr.item() == pytest.approx(want["ltr_dist"] + want["ltr_angle"], rel=1e-9)
     assert teacher.logits is not None
-    soft = F.cross_entropy(student.logits / 3, torch.softmax(teacher.logits / 3, -1))
+    soft = F.cross_entropy(student.logits[:3] / 3, torch.softmax(teacher.logits / 3, -1))
     expected = 9 * soft + 10 * (wr + 10 * ltr)
-    assert method.loss(student, teacher, LABELS[:2]).item() == pytest.approx(expected.item(), rel=1e-9)
+    assert method.loss(student, teacher, LABELS).item() == pytest.approx(expected.item(), rel=1e-9)
+    # Padding changes nothing: the same samples padded further give the same terms.
+    pad = 4
+    padded_student = replace(
+        student,
+        hidden_states=tuple(F.pad(h.detach(), (0, 0, 0, pad), value=7.0) for h in student.hidden_states),
+        attention_mask=F.pad(student.attention_mask, (0, pad)),
+    )
+    padded_teacher = replace(
+        teacher,
+        tokens={k: F.pad(v.detach(), (0, 0, 0, pad), value=-3.0) for k, v in teacher.tokens.items()},
+        token_mask=F.pad(teacher.token_mask, (0, pad)),
+    )
+    again = method.feature_terms(padded_student, padded_teacher)
+    for key in want:
+        assert again[key].item() == pytest.approx(got[key].item(), rel=1e-12, abs=1e-15), key
+
+
+def _hand_case_states() -> tuple[list[Tensor], list[Tensor]]:
+    """Three 2-d points: student (1,0), (0,1), (2,0); teacher (1,0), (2,0), (3,0) (all one direction)."""
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]], dtype=torch.float64)
+    t = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]], dtype=torch.float64)
+    return [s], [t]
+
+
+# Hand values for the hand case. Distances: the student's d(0,1) = d(1,2) = 1 (orthogonal), d(0,2) = 0; the
+# teacher's are all 0, so the ordered (i, j) entries give 4 squared errors of 1. Angles at vertex i (teacher: 1 at
+# the ends, -1 in the middle): i=0 student cos((1,-1),(-1,0)) = -1/sqrt2; i=1 cos((-1,1),(-2,1)) = 3/sqrt10;
+# i=2 cos((1,0),(2,-1)) = 2/sqrt5. Each (j, k) angle appears twice in the full matrix.
+_ANGLE_ERR = {0: (1 + 1 / math.sqrt(2)) ** 2, 1: (3 / math.sqrt(10) + 1) ** 2, 2: (2 / math.sqrt(5) - 1) ** 2}
+
+
+@pytest.mark.parametrize(
+    "window,dist,angle",
+    [
+        # w = 1: 3 slots per token (n = 3 > w): 3 * 3 = 9 distance entries, 3 * 9 = 27 angle entries; only the
+        # middle token has a (j, k) pair inside its window.
+        (1, 4 / 9, 2 * _ANGLE_ERR[1] / 27),
+        # w = 2: 5 slots (n = 3 > w), the out-of-range ones count: 3 * 5 = 15 and 3 * 25 = 75 entries.
+        (2, 4 / 15, 2 * sum(_ANGLE_ERR.values()) / 75),
+        # w = 3: the window covers the 3 tokens, so all 3 x 3 pairs and 3 x 3 x 3 triples: 9 and 27 entries.
+        (3, 4 / 9, 2 * sum(_ANGLE_ERR.values()) / 27),
+    ],
+)
+def test_ckd_word_relation_normalisation_by_hand(window: int, dist: float, angle: float) -> None:
+    """One sample of three tokens; student and teacher with one layer equal to their embedding output, so both
+    layers give the same WR (WR's layer mean is that value) and LTR is 0. Padding (a 4th position) is left out."""
+    shape = ModelShape(num_layers=1, hidden_size=2)
+    method = build_method("ckd", shape, shape, window=window)
+    assert isinstance(method, CKD)
+    (s,), (t,) = _hand_case_states()
+    s4, t4 = F.pad(s, (0, 0, 0, 1), value=5.0)[None], F.pad(t, (0, 0, 0, 1), value=-5.0)[None]
+    student = StudentOutput(
+        logits=torch.zeros(1, 2, dtype=torch.float64),
+        hidden_states=(s4, s4),
+        cls_states=(s4[:, 0], s4[:, 0]),
+        attention_mask=torch.tensor([[1, 1, 1, 0]]),
+    )
+    teacher = TeacherSignals(
+        logits=torch.zeros(1, 2, dtype=torch.float64),
+        tokens={0: t4, 1: t4},
+        token_mask=torch.tensor([[1, 1, 1, 0]]),
+    )
+    got = method.feature_terms(student, teacher)
+    assert got["wr_dist"].item() == pytest.approx(dist, rel=1e-9)
+    assert got["wr_angle"].item() == pytest.approx(angle, rel=1e-9)
+    assert got["ltr_dist"].item() == 0.0 and abs(got["ltr_angle"].item()) < 1e-20
+
+
+@pytest.mark.parametrize(
+    "window,dist,angle",
+    [
+        # L = 3 layers <= w: the full 3 x 3 and 3 x 3 x 3 layer tensors of the one token, 9 and 27 entries.
+        (3, 4 / 9, 2 * sum(_ANGLE_ERR.values()) / 27),
+        # L = 3 > w = 1: layers windowed, 2w+1 = 3 slots; the pair (0, 2) and the end-vertex angles drop out.
+        (1, 4 / 9, 2 * _ANGLE_ERR[1] / 27),
+    ],
+)
+def test_ckd_layer_relation_normalisation_by_hand(window: int, dist: float, angle: float) -> None:
+    """One real token whose three layers are the hand case's three points (and a padding position)."""
+    shape = ModelShape(num_layers=2, hidden_size=2)
+    method = build_method("ckd", shape, shape, window=window)
+    assert isinstance(method, CKD)
+    (s,), (t,) = _hand_case_states()
+    pad = torch.tensor([[9.0, -4.0]], dtype=torch.float64)
+    s_layers = tuple(torch.cat([s[i : i + 1], pad])[None] for i in range(3))  # [1, 2, 2] each
+    t_layers = {i: torch.cat([t[i : i + 1], -pad])[None] for i in range(3)}
+    student = StudentOutput(
+        logits=torch.zeros(1, 2, dtype=torch.float64),
+        hidden_states=s_layers,
+        cls_states=tuple(h[:, 0] for h in s_layers),
+        attention_mask=torch.tensor([[1, 0]]),
+    )
+    teacher = TeacherSignals(
+        logits=torch.zeros(1, 2, dtype=torch.float64), tokens=t_layers, token_mask=torch.tensor([[1, 1]])
+    )
+    got = method.feature_terms(student, teacher)
+    assert got["ltr_dist"].item() == pytest.approx(dist, rel=1e-9)
+    assert got["ltr_angle"].item() == pytest.approx(angle, rel=1e-9)
+    # A one-token sample is shorter than any window: its single slot is itself, so WR is 0 (over 1 entry).
+    assert got["wr_dist"].item() == pytest.approx(0.0, abs=1e-12) and got["wr_angle"].item() == 0.0
 
 
 def test_ckd_layers_and_signals() -> None:
