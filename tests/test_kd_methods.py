@@ -752,3 +752,26 @@ def test_relations_from_stored_grams_equal_relations_from_states():
         got = relations_from_grams(bands, gram, picks, window=3)
         for name in ("wr_dist", "wr_angle", "ltr_dist", "ltr_angle"):
             torch.testing.assert_close(got[name], want[name].to(got[name].dtype), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ft", *TEACHER_METHODS])
+def test_loss_is_the_sum_of_its_terms_and_the_breakdown_reports_each(name: str) -> None:
+    from kd_methods.diagnostics import term_breakdown
+
+    params = {"window": 3} if name == "ckd" else {}
+    method = build_method(name, ROBERTA, None if name == "ft" else TEACHER, **params)
+    student = make_student(ROBERTA, [9, 6, 4], 9)
+    teacher = None if name == "ft" else make_teacher([9, 9, 5], 9)
+    terms = method.loss_terms(student, teacher, LABELS)
+    assert method.loss(student, teacher, LABELS).item() == pytest.approx(sum(terms.values()).item(), rel=1e-6)
+    leaves = [student.logits, *student.hidden_states]
+    report = term_breakdown(method, leaves, student, teacher, LABELS)
+    assert set(report) == {*terms, "total"}
+    assert all(v["grad_norm"] >= 0 for v in report.values()) and report["total"]["grad_norm"] > 0
+    # The logit-only gradient of KD's soft term at T = 10 without T^2 is 1/T of its gradient through z/T.
+    if name == "kd":
+        z = student.logits.detach()
+        p_s = torch.softmax(z / 10, -1)
+        assert teacher is not None and teacher.logits is not None
+        p_t = torch.softmax(teacher.logits.detach() / 10, -1)
+        assert report["soft"]["grad_norm"] == pytest.approx(((p_s - p_t) / 10 / 3).norm().item(), rel=1e-5)
