@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator import tracking
-from orchestrator.trainer import TrainConfig
-from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from orchestrator.sweep import tracking
+from orchestrator.train.trainer import TrainConfig
+from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial
 
 _PREPARED: dict[tuple, PreparedTrial] = {}  # reused actors keep encoded data between trials
 
@@ -38,7 +38,7 @@ def _teacher_source(trial: dict[str, Any], caches: dict[str, Any]) -> tuple[Any,
     import ray
 
     from kd_methods import ModelShape
-    from orchestrator.teacher_cache import CachedTeacher, from_object_store
+    from orchestrator.cache.serve import CachedTeacher, from_object_store
 
     entry = caches[f"{trial['teacher']}/{trial['task']}"]
     shape = ModelShape(*entry["shape"])

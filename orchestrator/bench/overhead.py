@@ -24,11 +24,12 @@ import torch
 
 from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
-from orchestrator.online_teacher import OnlineTeacher
-from orchestrator.stages import student_shape
-from orchestrator.teacher_cache import CachedTeacher, CacheRequest, ckd_layers_for, get_or_build, human_bytes
-from orchestrator.trainer import TrainConfig, encode_split
-from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from orchestrator.cache.build import get_or_build
+from orchestrator.cache.key import CacheRequest, ckd_layers_for, human_bytes
+from orchestrator.cache.serve import CachedTeacher
+from orchestrator.train.online_teacher import OnlineTeacher
+from orchestrator.train.trainer import TrainConfig, encode_split
+from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial, student_shape
 from tasks import SPLITS, TaskData
 
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
@@ -143,7 +144,7 @@ def overhead(
         flush=True,
     )
 
-    from orchestrator.trainer import resolve_device
+    from orchestrator.train.trainer import resolve_device
 
     online = OnlineTeacher(
         teacher,
