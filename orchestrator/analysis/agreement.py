@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,72 @@ def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
     ).astype(int)
 
 
+_AGREEMENT_COLUMNS = [
+    "run_id",
+    "task",
+    "student",
+    "student_arch",
+    "teacher",
+    "method",
+    "method_family",
+    "seed",
+    "n_samples",
+    "agreement",
+    "accuracy",
+    "teacher_accuracy",
+    "n_ft_disagreed",
+    "acc_on_ft_disagreed",
+    "agree_on_ft_disagreed",
+    "note",
+]
+
+
+def _agreement_row(
+    r: Any,
+    teacher: str,
+    cache_run: dict[tuple[str, str], str],
+    ft_run: dict[tuple[Any, ...], str],
+    preds: Callable[[str], pd.DataFrame | None],
+) -> dict[str, Any]:
+    """One row of ``agreement``: student run ``r`` (a row of ``student_runs``) against ``teacher``."""
+    row: dict[str, Any] = {
+        "run_id": r.run_id,
+        "task": r.task,
+        "student": r.student,
+        "student_arch": r.student_arch,
+        "teacher": teacher,
+        "method": r.method,
+        "method_family": r.method_family,
+        "seed": r.seed,
+    }
+    tp = preds(cache_run[(teacher, r.task)]) if (teacher, r.task) in cache_run else None
+    sp_ = preds(r.run_id)
+    if tp is None or sp_ is None:
+        row["note"] = "no teacher predictions" if tp is None else "no student predictions"
+        return row
+    both = sp_.join(tp["pred"].rename("teacher_pred"), how="inner")
+    agree = both["pred"] == both["teacher_pred"]
+    row.update(
+        agreement=agree.mean(),
+        accuracy=(both["pred"] == both["label"]).mean(),
+        teacher_accuracy=(both["teacher_pred"] == both["label"]).mean(),
+        n_samples=len(both),
+        note="",
+    )
+    fid = ft_run.get((r.task, r.student, r.seed))
+    fp = preds(fid) if fid is not None else None
+    if fp is None:
+        row["note"] = "no FT run of this student and seed"
+    else:
+        disagreed = both.index.intersection(fp.index[fp["pred"] != tp["pred"].reindex(fp.index)])
+        sub = both.loc[disagreed]
+        row["n_ft_disagreed"] = len(sub)
+        if len(sub):
+            row["acc_on_ft_disagreed"] = (sub["pred"] == sub["label"]).mean()
+            row["agree_on_ft_disagreed"] = (sub["pred"] == sub["teacher_pred"]).mean()
+    return row
+
+
 def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
     """Behaviour: per student run and teacher, how often the student predicts what the teacher predicts.
 
@@ -73,62 +139,8 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
     for r in s.itertuples():
         teachers = [r.teacher] if r.method != "ft" else sorted(t for (t, task) in cache_run if task == r.task)
         for teacher in teachers:
-            row: dict[str, Any] = {
-                "run_id": r.run_id,
-                "task": r.task,
-                "student": r.student,
-                "student_arch": r.student_arch,
-                "teacher": teacher,
-                "method": r.method,
-                "method_family": r.method_family,
-                "seed": r.seed,
-            }
-            tp = preds(cache_run[(teacher, r.task)]) if (teacher, r.task) in cache_run else None
-            sp_ = preds(r.run_id)
-            if tp is None or sp_ is None:
-                row["note"] = "no teacher predictions" if tp is None else "no student predictions"
-                rows.append(row)
-                continue
-            both = sp_.join(tp["pred"].rename("teacher_pred"), how="inner")
-            agree = both["pred"] == both["teacher_pred"]
-            row.update(
-                agreement=agree.mean(),
-                accuracy=(both["pred"] == both["label"]).mean(),
-                teacher_accuracy=(both["teacher_pred"] == both["label"]).mean(),
-                n_samples=len(both),
-                note="",
-            )
-            fid = ft_run.get((r.task, r.student, r.seed))
-            fp = preds(fid) if fid is not None else None
-            if fp is None:
-                row["note"] = "no FT run of this student and seed"
-            else:
-                disagreed = both.index.intersection(fp.index[fp["pred"] != tp["pred"].reindex(fp.index)])
-                sub = both.loc[disagreed]
-                row["n_ft_disagreed"] = len(sub)
-                if len(sub):
-                    row["acc_on_ft_disagreed"] = (sub["pred"] == sub["label"]).mean()
-                    row["agree_on_ft_disagreed"] = (sub["pred"] == sub["teacher_pred"]).mean()
-            rows.append(row)
-    columns = [
-        "run_id",
-        "task",
-        "student",
-        "student_arch",
-        "teacher",
-        "method",
-        "method_family",
-        "seed",
-        "n_samples",
-        "agreement",
-        "accuracy",
-        "teacher_accuracy",
-        "n_ft_disagreed",
-        "acc_on_ft_disagreed",
-        "agree_on_ft_disagreed",
-        "note",
-    ]
-    out = pd.DataFrame(rows, columns=columns)
+            rows.append(_agreement_row(r, teacher, cache_run, ft_run, preds))
+    out = pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS)
     out["note"] = out["note"].fillna("")
     return _sorted(out, ["task", "teacher", "student", "method", "seed"])
 
