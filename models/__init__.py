@@ -1,8 +1,8 @@
 """Students (RoBERTa, BiGRU), their byte-level BPE tokenizers, and teachers wrapping Hugging Face classifiers."""
 
+from models.spec import StudentSpec
 from models.students import (
     STUDENTS,
-    StudentSpec,
     build_student,
     count_parameters,
     get_student_spec,

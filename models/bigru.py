@@ -30,7 +30,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from kd_methods.base import ModelShape, StudentOutput
 
 if TYPE_CHECKING:
-    from models.students import StudentSpec
+    from models.spec import StudentSpec
 
 
 class BiGRUStudent(nn.Module):

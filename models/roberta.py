@@ -18,7 +18,7 @@ from transformers import RobertaConfig, RobertaForSequenceClassification
 from kd_methods.base import ModelShape, StudentOutput
 
 if TYPE_CHECKING:
-    from models.students import StudentSpec
+    from models.spec import StudentSpec
 
 BOS_ID = 0
 PAD_ID = 1

@@ -22,56 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-ARCHS = ("roberta", "bigru")
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    """A student's architecture. ``hidden_size`` is the model width for RoBERTa and the per-direction GRU width for
-    the BiGRU (whose layer outputs are ``2 * hidden_size`` wide). ``nominal_params`` is the size in its name."""
-
-    name: str
-    arch: str
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int = 0  # RoBERTa only
-    intermediate_size: int = 0  # RoBERTa only
-    embed_dim: int = 0  # BiGRU only (RoBERTa embeds at hidden_size)
-    dropout: float = 0.1
-    pad_token_id: int = 1  # the student tokenizer's <pad>
-    nominal_params: int = 0
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"student '{self.name}': unknown arch '{self.arch}'; valid: {list(ARCHS)}")
-        if min(self.vocab_size, self.hidden_size, self.num_layers) < 1:
-            raise ValueError(
-                f"student '{self.name}': vocab_size, hidden_size and num_layers must be positive"
-            )
-        if self.arch == "roberta":
-            if self.num_heads < 1 or self.hidden_size % self.num_heads:
-                raise ValueError(
-                    f"student '{self.name}': hidden_size {self.hidden_size} must be a multiple of num_heads "
-                    f"{self.num_heads}"
-                )
-            if self.intermediate_size < 1:
-                raise ValueError(f"student '{self.name}': intermediate_size must be positive")
-            # The PKD/CKD layer map i * 12 / L must hit whole teacher layers.
-            if 12 % self.num_layers:
-                raise ValueError(
-                    f"student '{self.name}': RoBERTa layer count {self.num_layers} must divide 12"
-                )
-        elif self.embed_dim < 1:
-            raise ValueError(f"student '{self.name}': a BiGRU needs a positive embed_dim")
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+from models.spec import StudentSpec
 
 
 def _roberta(name: str, vocab: int, hidden: int, layers: int, ffn: int, nominal: int) -> StudentSpec:

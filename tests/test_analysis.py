@@ -1,4 +1,4 @@
-"""orchestrator/analysis.py and the notebooks against a small real MLflow store that follows the contract
+"""orchestrator/analysis/ and the notebooks against a small real MLflow store that follows the contract
 (docs/CONTRACTS.md, section MLflow): 2 tasks, RoBERTa and BiGRU students at two sizes, FT/KD/PKD, 2 teachers,
 3 seeds, teacher_finetune and teacher_cache runs, predictions artifacts. Scores are built so the expected
 answers are known: every defect accuracy is a whole number of correct test samples out of 100."""

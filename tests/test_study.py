@@ -14,9 +14,9 @@ import pytest
 from conftest import ROOT, write_study
 from mlflow.tracking import MlflowClient
 
-from orchestrator.spec import StudyError, load_spec
-from orchestrator.stages import build_plan
 from orchestrator.study import run_study, status
+from orchestrator.sweep.plan import build_plan
+from orchestrator.sweep.spec import StudyError, load_spec
 
 FACTOR_TAGS = {
     "task",

@@ -12,19 +12,12 @@ import torch
 from kd_methods import ModelShape, SignalSpec, build_method
 from kd_methods.ckd import CKD
 from models.teacher import Teacher
-from orchestrator.online_teacher import OnlineTeacher
-from orchestrator.teacher_cache import (
-    CacheCorruptError,
-    CachedTeacher,
-    CacheRequest,
-    ckd_layers_for,
-    get_or_build,
-    plan_bytes,
-    teacher_passes,
-    verify,
-)
-from orchestrator.trainer import TrainConfig, encode_split
-from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from orchestrator.cache.build import get_or_build, teacher_passes
+from orchestrator.cache.key import CacheCorruptError, CacheRequest, ckd_layers_for, plan_bytes
+from orchestrator.cache.serve import CachedTeacher, verify
+from orchestrator.train.online_teacher import OnlineTeacher
+from orchestrator.train.trainer import TrainConfig, encode_split
+from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial
 from tasks import SPLITS, load_task_data
 
 SPEC = SignalSpec(logits=True, cls_layers=(1, 2, 3), token_layers=(0, 1, 3))
@@ -213,7 +206,7 @@ def test_build_with_ray_tasks_equals_in_process(tiny_teacher, data, tmp_path):
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        from orchestrator.teacher_cache import from_object_store, put_in_object_store
+        from orchestrator.cache.serve import from_object_store, put_in_object_store
 
         report = get_or_build(
             CacheRequest(str(tiny_teacher), "exception", SPEC, MAXLEN, "float32", shard_samples=16),

@@ -13,9 +13,9 @@ import pytest
 from safetensors.torch import load_model
 
 from models import build_student
-from orchestrator.finetune_teacher import finetune_teacher
-from orchestrator.trainer import NonFiniteLossError, TrainConfig, evaluate, resolve_device
-from orchestrator.trial import TrialConfig, prepare, run_trial
+from orchestrator.train.finetune import finetune_teacher
+from orchestrator.train.trainer import NonFiniteLossError, TrainConfig, evaluate, resolve_device
+from orchestrator.train.trial import TrialConfig, prepare, run_trial
 from tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator import tracking
-from orchestrator.trainer import TrainConfig
-from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from orchestrator.sweep import tracking
+from orchestrator.train.trainer import TrainConfig
+from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial
 
 _PREPARED: dict[tuple, PreparedTrial] = {}  # reused actors keep encoded data between trials
 
@@ -38,7 +38,7 @@ def _teacher_source(trial: dict[str, Any], caches: dict[str, Any]) -> tuple[Any,
     import ray
 
     from kd_methods import ModelShape
-    from orchestrator.teacher_cache import CachedTeacher, from_object_store
+    from orchestrator.cache.serve import CachedTeacher, from_object_store
 
     entry = caches[f"{trial['teacher']}/{trial['task']}"]
     shape = ModelShape(*entry["shape"])
@@ -46,6 +46,54 @@ def _teacher_source(trial: dict[str, Any], caches: dict[str, Any]) -> tuple[Any,
     if entry.get("ref") is not None:
         return from_object_store(ray.get(entry["ref"]), ckd_layers), shape
     return CachedTeacher.open(entry["path"], ckd_layers=ckd_layers), shape
+
+
+def _trial_config(trial: dict[str, Any], out_dir: Path) -> TrialConfig:
+    """The trial as ``run_trial`` takes it, from the config the driver gave Tune."""
+    train = TrainConfig(**{k: v for k, v in trial["train"].items() if k != "max_length"})
+    return TrialConfig(
+        task=trial["task"],
+        student=trial["student"],
+        method=trial["method"],
+        teacher=trial.get("teacher_dir"),
+        seed=trial["seed"],
+        data=trial["data"],
+        max_length=trial["train"]["max_length"],
+        max_samples=trial["max_samples"],
+        method_params=trial["method_params"],
+        train=train,
+        teacher_mode=trial["teacher_mode"],
+        cache_dir=trial["cache_dir"],
+        out_dir=str(out_dir),
+    )
+
+
+def _record_result(
+    client: MlflowClient, run_id: str, result: Any, start: float, out_dir: Path
+) -> dict[str, float]:
+    """Final metrics, the checkpoint and the test predictions into the trial's MLflow run; returns the metrics."""
+    final = {f"test_{k}": v for k, v in result.test.items() if k != "selection_score"}
+    final.update(
+        {
+            "train_seconds": result.train_seconds,
+            "teacher_seconds": result.teacher_seconds,
+            "eval_seconds": result.eval_seconds,
+            "inference_samples_per_s": result.inference_samples_per_s,
+            "student_params": float(result.params),
+            "best_epoch": float(result.best_epoch),
+            "trial_seconds": time.perf_counter() - start,
+            "steps": float(result.steps),
+        }
+    )
+    tracking.log_metrics(client, run_id, final)
+    client.set_tag(run_id, "student_params", str(result.params))
+    if result.checkpoint and result.checkpoint.exists():
+        target = out_dir / "checkpoint"
+        target.mkdir(exist_ok=True)
+        os.replace(result.checkpoint, target / "model.safetensors")
+        client.log_artifact(run_id, str(target / "model.safetensors"), "checkpoint")
+    tracking.log_json_artifact(client, run_id, result.test_predictions, "predictions", "test.json")
+    return final
 
 
 def student_trainable(
@@ -71,23 +119,8 @@ def student_trainable(
     run_id = run.info.run_id
     try:
         tracking.log_params(client, run_id, trial["params"])
-        train = TrainConfig(**{k: v for k, v in trial["train"].items() if k != "max_length"})
         out_dir = Path(tempfile.mkdtemp(prefix="trial-"))
-        cfg = TrialConfig(
-            task=trial["task"],
-            student=trial["student"],
-            method=trial["method"],
-            teacher=trial.get("teacher_dir"),
-            seed=trial["seed"],
-            data=trial["data"],
-            max_length=trial["train"]["max_length"],
-            max_samples=trial["max_samples"],
-            method_params=trial["method_params"],
-            train=train,
-            teacher_mode=trial["teacher_mode"],
-            cache_dir=trial["cache_dir"],
-            out_dir=str(out_dir),
-        )
+        cfg = _trial_config(trial, out_dir)
         prepared = _prepared(cfg)
         tracking.log_params(client, run_id, {"train_samples": len(prepared.encoded["train"])})
         source, shape = (None, None)
@@ -103,27 +136,7 @@ def student_trainable(
         result = run_trial(
             cfg, callback=on_epoch, teacher_source=source, teacher_shape=shape, prepared=prepared
         )
-        final = {f"test_{k}": v for k, v in result.test.items() if k != "selection_score"}
-        final.update(
-            {
-                "train_seconds": result.train_seconds,
-                "teacher_seconds": result.teacher_seconds,
-                "eval_seconds": result.eval_seconds,
-                "inference_samples_per_s": result.inference_samples_per_s,
-                "student_params": float(result.params),
-                "best_epoch": float(result.best_epoch),
-                "trial_seconds": time.perf_counter() - start,
-                "steps": float(result.steps),
-            }
-        )
-        tracking.log_metrics(client, run_id, final)
-        client.set_tag(run_id, "student_params", str(result.params))
-        if result.checkpoint and result.checkpoint.exists():
-            target = out_dir / "checkpoint"
-            target.mkdir(exist_ok=True)
-            os.replace(result.checkpoint, target / "model.safetensors")
-            client.log_artifact(run_id, str(target / "model.safetensors"), "checkpoint")
-        tracking.log_json_artifact(client, run_id, result.test_predictions, "predictions", "test.json")
+        final = _record_result(client, run_id, result, start, out_dir)
         client.set_terminated(run_id, "FINISHED")
     except SystemExit:
         # Tune stops a trial by raising SystemExit inside report(): the trial did not fail, it was stopped.

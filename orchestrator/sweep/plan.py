@@ -14,7 +14,9 @@ from typing import Any
 
 from kd_methods import ModelShape, SignalSpec, get_method, layer_map
 from models import STUDENTS, get_student_spec
-from orchestrator.spec import StudySpec, TeacherSettings, stable_key
+from orchestrator.cache.key import CacheRequest, human_bytes, plan_bytes
+from orchestrator.sweep.spec import StudySpec, TeacherSettings, stable_key
+from orchestrator.train.trial import TEACHER_ALIASES, student_shape
 from tasks import get_task
 
 # Shapes of the teachers the studies name, so --plan needs no download. Others are read from a local config.
@@ -122,8 +124,6 @@ def teacher_shape(t: TeacherSettings) -> tuple[ModelShape, int, str | None]:
     if t.source.startswith("random:"):
         layers, hidden = t.layers or 2, t.hidden or 64
         return ModelShape(layers, hidden), 12 * layers * hidden * hidden, None
-    from orchestrator.trial import TEACHER_ALIASES
-
     source = TEACHER_ALIASES.get(t.source, t.source)
     if source in KNOWN_TEACHERS or t.source in KNOWN_TEACHERS:
         layers, hidden, params = KNOWN_TEACHERS.get(source) or KNOWN_TEACHERS[t.source]
@@ -156,17 +156,6 @@ def student_parameters(student: str, num_labels: int) -> int:
         return count_parameters(build_student(student, num_labels))
 
 
-@cache
-def student_shape(student: str) -> ModelShape:
-    """A student's layer count and widths (as its KD methods see them), from a meta-device build."""
-    import torch
-
-    from models import build_student
-
-    with torch.device("meta"):
-        return build_student(student, 2).shape
-
-
 def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
     settings = spec.student_train.model_dump()
     if method == "ckd":
@@ -188,8 +177,6 @@ def _split_sizes(spec: StudySpec, task: str) -> dict[str, int]:
 
 
 def build_plan(spec: StudySpec) -> StudyPlan:
-    from orchestrator.teacher_cache import CacheRequest, plan_bytes
-
     dkey = data_key(spec)
     notes: list[str] = []
     shapes: dict[str, ModelShape] = {}
@@ -205,12 +192,30 @@ def build_plan(spec: StudySpec) -> StudyPlan:
     )
     kd_methods = [m for m in spec.methods if get_method(m).family != "none"]
 
+    tflops = 100e12 * 0.35  # an A10G/A100-class GPU at a modest utilisation: a rough planning figure
+    teachers, caches, tkeys, cache_bytes, gpu_seconds = _teacher_units(
+        spec, dkey, kd_methods, shapes, tparams, tflops
+    )
+    trials, gpu_seconds = _trial_units(spec, dkey, tkeys, tparams, tflops, gpu_seconds)
+    return StudyPlan(
+        spec, families, teachers, caches, trials, shapes, int(cache_bytes), gpu_seconds / 3600, notes
+    )
+
+
+def _teacher_units(
+    spec: StudySpec,
+    dkey: str,
+    kd_methods: list[str],
+    shapes: dict[str, ModelShape],
+    tparams: dict[str, int],
+    tflops: float,
+) -> tuple[list[TeacherUnit], list[CacheUnit], dict[tuple[str, str], str], int, float]:
+    """One fine-tune and one cache per (teacher, task), the cache holding the union of its students' signals."""
     teachers: list[TeacherUnit] = []
     caches: list[CacheUnit] = []
     tkeys: dict[tuple[str, str], str] = {}
     cache_bytes = 0
     gpu_seconds = 0.0
-    tflops = 100e12 * 0.35  # an A10G/A100-class GPU at a modest utilisation: a rough planning figure
     for t in spec.teachers if kd_methods else []:
         for task in spec.tasks:
             key = stable_key(
@@ -247,7 +252,18 @@ def build_plan(spec: StudySpec) -> StudyPlan:
             n_tok = sum(tokens.values())
             ft_tokens = sizes["train"] * mean_tok * spec.teacher_train.epochs
             gpu_seconds += (6 * tparams[t.name] * ft_tokens + 2 * tparams[t.name] * n_tok) / tflops
+    return teachers, caches, tkeys, cache_bytes, gpu_seconds
 
+
+def _trial_units(
+    spec: StudySpec,
+    dkey: str,
+    tkeys: dict[tuple[str, str], str],
+    tparams: dict[str, int],
+    tflops: float,
+    gpu_seconds: float,
+) -> tuple[list[TrialUnit], float]:
+    """Every (task, student, method, teacher, seed) trial with its key; ``gpu_seconds`` plus their estimated cost."""
     trials: list[TrialUnit] = []
     for task in spec.tasks:
         sizes = _split_sizes(spec, task)
@@ -282,14 +298,10 @@ def build_plan(spec: StudySpec) -> StudyPlan:
                         if tname != "none" and spec.teacher_mode == "online":
                             cost += 2 * tparams[tname] * step_tokens
                         gpu_seconds += cost / tflops
-    return StudyPlan(
-        spec, families, teachers, caches, trials, shapes, int(cache_bytes), gpu_seconds / 3600, notes
-    )
+    return trials, gpu_seconds
 
 
 def describe(plan: StudyPlan) -> str:
-    from orchestrator.teacher_cache import human_bytes
-
     c = plan.counts()
     lines = [
         f"study '{plan.spec.name}': {plan.spec.description}".rstrip(": "),

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from kd_methods import SignalSpec, TeacherSignals
-from orchestrator.trainer import EncodedSplit
+from orchestrator.train.trainer import EncodedSplit
 
 
 class OnlineTeacher:

@@ -16,6 +16,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ import torch
 
 from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
-from orchestrator.online_teacher import OnlineTeacher
-from orchestrator.stages import student_shape
-from orchestrator.teacher_cache import CachedTeacher, CacheRequest, ckd_layers_for, get_or_build, human_bytes
-from orchestrator.trainer import TrainConfig, encode_split
-from orchestrator.trial import PreparedTrial, TrialConfig, prepare, run_trial
+from orchestrator.cache.build import get_or_build
+from orchestrator.cache.key import CacheRequest, ckd_layers_for, human_bytes
+from orchestrator.cache.serve import CachedTeacher
+from orchestrator.train.online_teacher import OnlineTeacher
+from orchestrator.train.trainer import TrainConfig, encode_split
+from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial, student_shape
 from tasks import SPLITS, TaskData
 
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
@@ -67,6 +69,93 @@ def _subset(data: TaskData, n_train: int, n_eval: int) -> TaskData:
     return TaskData(data.train[:n_train], data.validation[:n_eval], data.test[:n_eval])
 
 
+def _random_teacher(size: BenchSize, work: Path, full: PreparedTrial) -> Path:
+    """A RoBERTa-base-shaped teacher with random weights (fine for timing), created once under ``work``."""
+    teacher_dir = work / "teacher"
+    if not (teacher_dir / "config.json").exists():
+        texts = [ex.code for ex in full.task_data.train[:2000]]
+        create_random_teacher(
+            teacher_dir,
+            arch="roberta",
+            num_layers=size.teacher_layers,
+            hidden_size=size.teacher_hidden,
+            num_heads=size.teacher_heads,
+            intermediate_size=size.teacher_ffn,
+            tokenizer_texts=texts,
+            vocab_size=size.teacher_vocab,
+            num_labels=full.num_labels,
+            max_length=size.max_length,
+        )
+    return teacher_dir
+
+
+def _build_cache(
+    size: BenchSize,
+    task: str,
+    teacher_dir: Path,
+    tshape: Any,
+    sshape: Any,
+    prepared: PreparedTrial,
+    work: Path,
+    device: str,
+) -> tuple[Any, float, tuple[int, ...]]:
+    """The teacher cache the four methods read, in one teacher pass: (build report, seconds, CKD layers)."""
+    # The union of what the four methods need, plus CKD's teacher-side relations: one teacher pass.
+    spec = SignalSpec()
+    for name in KD_METHODS:
+        if name != "ckd":
+            spec = spec.union(get_method(name)(sshape, tshape).signals())
+    spec = spec.union(SignalSpec(logits=True))
+    ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
+    request = CacheRequest(
+        str(teacher_dir),
+        task,
+        spec,
+        size.max_length,
+        ckd_layer_sets=(ckd_layers,),
+        batch_size=size.batch_size,
+    )
+    t0 = time.perf_counter()
+    report = get_or_build(
+        request, prepared.task_data, prepared.num_labels, work / "storage", use_ray=False, device=device
+    )
+    build_s = time.perf_counter() - t0
+    print(
+        f"teacher cache: {human_bytes(report.bytes)} built in {build_s:.1f} s ({'built' if report.built else 'found'})",
+        flush=True,
+    )
+    return report, build_s, ckd_layers
+
+
+def _time_methods(
+    kd_methods: tuple[str, ...],
+    timed: Callable[[str, Any], tuple[float, float]],
+    cached_plain: CachedTeacher,
+    cached_ckd: CachedTeacher,
+    online: OnlineTeacher,
+) -> dict[str, dict[str, float]]:
+    methods: dict[str, dict[str, float]] = {}
+    for name in kd_methods:
+        # FT is timed next to each method (the faster of two runs: the first also pays one-off warm-up), so
+        # drift in the machine's speed during a long benchmark does not land in the ratios.
+        ft_s = min(timed("ft", None)[0], timed("ft", None)[0])
+        cached_s, teacher_s_cached = timed(name, cached_ckd if name == "ckd" else cached_plain)
+        online_s, teacher_s_online = timed(name, online)
+        methods[name] = {
+            "ft_s": ft_s,
+            "cached_s": cached_s,
+            "online_s": online_s,
+            "teacher_s_cached": teacher_s_cached,
+            "teacher_s_online": teacher_s_online,
+            "cached_over_ft": cached_s / ft_s,
+            "online_over_ft": online_s / ft_s,
+            "teacher_share_cached": teacher_s_cached / cached_s,
+            "teacher_share_online": teacher_s_online / online_s,
+        }
+        print(f"{name}: FT {ft_s:.2f} s, cached {cached_s:.2f} s, online {online_s:.2f} s", flush=True)
+    return methods
+
+
 def overhead(
     size: BenchSize,
     data: str,
@@ -101,49 +190,16 @@ def overhead(
     }
     prepared = PreparedTrial(task_data, full.tokenizer, encoded, full.num_labels)
 
-    teacher_dir = work / "teacher"
-    if not (teacher_dir / "config.json").exists():
-        texts = [ex.code for ex in full.task_data.train[:2000]]
-        create_random_teacher(
-            teacher_dir,
-            arch="roberta",
-            num_layers=size.teacher_layers,
-            hidden_size=size.teacher_hidden,
-            num_heads=size.teacher_heads,
-            intermediate_size=size.teacher_ffn,
-            tokenizer_texts=texts,
-            vocab_size=size.teacher_vocab,
-            num_labels=full.num_labels,
-            max_length=size.max_length,
-        )
+    teacher_dir = _random_teacher(size, work, full)
     teacher = Teacher.load(str(teacher_dir), full.num_labels)
     tshape = teacher.shape
     sshape = student_shape(size.student)
 
-    # The union of what the four methods need, plus CKD's teacher-side relations: one teacher pass.
-    spec = SignalSpec()
-    for name in KD_METHODS:
-        if name != "ckd":
-            spec = spec.union(get_method(name)(sshape, tshape).signals())
-    spec = spec.union(SignalSpec(logits=True))
-    ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
-    request = CacheRequest(
-        str(teacher_dir),
-        task,
-        spec,
-        size.max_length,
-        ckd_layer_sets=(ckd_layers,),
-        batch_size=size.batch_size,
-    )
-    t0 = time.perf_counter()
-    report = get_or_build(request, task_data, full.num_labels, work / "storage", use_ray=False, device=device)
-    build_s = time.perf_counter() - t0
-    print(
-        f"teacher cache: {human_bytes(report.bytes)} built in {build_s:.1f} s ({'built' if report.built else 'found'})",
-        flush=True,
+    report, build_s, ckd_layers = _build_cache(
+        size, task, teacher_dir, tshape, sshape, prepared, work, device
     )
 
-    from orchestrator.trainer import resolve_device
+    from orchestrator.train.trainer import resolve_device
 
     online = OnlineTeacher(
         teacher,
@@ -161,25 +217,7 @@ def overhead(
         res = run_trial(cfg, teacher_source=source, teacher_shape=tshape, prepared=prepared)
         return res.train_seconds, res.teacher_seconds
 
-    methods: dict[str, dict[str, float]] = {}
-    for name in kd_methods:
-        # FT is timed next to each method (the faster of two runs: the first also pays one-off warm-up), so
-        # drift in the machine's speed during a long benchmark does not land in the ratios.
-        ft_s = min(timed("ft", None)[0], timed("ft", None)[0])
-        cached_s, teacher_s_cached = timed(name, cached_ckd if name == "ckd" else cached_plain)
-        online_s, teacher_s_online = timed(name, online)
-        methods[name] = {
-            "ft_s": ft_s,
-            "cached_s": cached_s,
-            "online_s": online_s,
-            "teacher_s_cached": teacher_s_cached,
-            "teacher_s_online": teacher_s_online,
-            "cached_over_ft": cached_s / ft_s,
-            "online_over_ft": online_s / ft_s,
-            "teacher_share_cached": teacher_s_cached / cached_s,
-            "teacher_share_online": teacher_s_online / online_s,
-        }
-        print(f"{name}: FT {ft_s:.2f} s, cached {cached_s:.2f} s, online {online_s:.2f} s", flush=True)
+    methods = _time_methods(kd_methods, timed, cached_plain, cached_ckd, online)
     return {
         "methods": methods,
         "teacher_passes": 1 if report.built else 0,

@@ -1,0 +1,5 @@
+"""``python -m orchestrator.analysis notebooks ...``"""
+
+from orchestrator.analysis.notebooks import main
+
+raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""Behaviour: how often a student predicts what its teacher predicts, from the runs' prediction artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.analysis.load import student_runs
+from orchestrator.analysis.stats import _sorted
+
+
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    # MLflow draws a progress bar per download: hundreds of them would bury the notebook's tables
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
+    """A run's predictions/test.json as a frame indexed by idx with columns label, pred."""
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        path = client.download_artifacts(run_id, "predictions/test.json", tmp)
+        data = json.loads(Path(path).read_text())
+    return pd.DataFrame(
+        {"label": data["label"], "pred": data["pred"]}, index=pd.Index(data["idx"], name="idx")
+    ).astype(int)
+
+
+_AGREEMENT_COLUMNS = [
+    "run_id",
+    "task",
+    "student",
+    "student_arch",
+    "teacher",
+    "method",
+    "method_family",
+    "seed",
+    "n_samples",
+    "agreement",
+    "accuracy",
+    "teacher_accuracy",
+    "n_ft_disagreed",
+    "acc_on_ft_disagreed",
+    "agree_on_ft_disagreed",
+    "note",
+]
+
+
+def _agreement_row(
+    r: Any,
+    teacher: str,
+    cache_run: dict[tuple[str, str], str],
+    ft_run: dict[tuple[Any, ...], str],
+    preds: Callable[[str], pd.DataFrame | None],
+) -> dict[str, Any]:
+    """One row of ``agreement``: student run ``r`` (a row of ``student_runs``) against ``teacher``."""
+    row: dict[str, Any] = {
+        "run_id": r.run_id,
+        "task": r.task,
+        "student": r.student,
+        "student_arch": r.student_arch,
+        "teacher": teacher,
+        "method": r.method,
+        "method_family": r.method_family,
+        "seed": r.seed,
+    }
+    tp = preds(cache_run[(teacher, r.task)]) if (teacher, r.task) in cache_run else None
+    sp_ = preds(r.run_id)
+    if tp is None or sp_ is None:
+        row["note"] = "no teacher predictions" if tp is None else "no student predictions"
+        return row
+    both = sp_.join(tp["pred"].rename("teacher_pred"), how="inner")
+    agree = both["pred"] == both["teacher_pred"]
+    row.update(
+        agreement=agree.mean(),
+        accuracy=(both["pred"] == both["label"]).mean(),
+        teacher_accuracy=(both["teacher_pred"] == both["label"]).mean(),
+        n_samples=len(both),
+        note="",
+    )
+    fid = ft_run.get((r.task, r.student, r.seed))
+    fp = preds(fid) if fid is not None else None
+    if fp is None:
+        row["note"] = "no FT run of this student and seed"
+    else:
+        disagreed = both.index.intersection(fp.index[fp["pred"] != tp["pred"].reindex(fp.index)])
+        sub = both.loc[disagreed]
+        row["n_ft_disagreed"] = len(sub)
+        if len(sub):
+            row["acc_on_ft_disagreed"] = (sub["pred"] == sub["label"]).mean()
+            row["agree_on_ft_disagreed"] = (sub["pred"] == sub["teacher_pred"]).mean()
+    return row
+
+
+def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
+    """Behaviour: per student run and teacher, how often the student predicts what the teacher predicts.
+
+    The teacher's predictions come from the latest teacher_cache run of (teacher, task); FT runs are compared
+    with every teacher of their task. Samples are aligned by idx. Columns: agreement, accuracy,
+    teacher_accuracy, n_ft_disagreed (samples where the FT run of the same task/student/seed disagreed with
+    the teacher), acc_on_ft_disagreed and agree_on_ft_disagreed (this run's accuracy and agreement with the
+    teacher on those samples), note. ``client`` is an mlflow.MlflowClient on the study's store.
+    """
+    from mlflow.exceptions import MlflowException
+
+    s = student_runs(df)
+    caches = df[df["stage"] == "teacher_cache"].sort_values("start_time")
+    cache_run = {(r.teacher, r.task): r.run_id for r in caches.itertuples()}  # the latest wins
+    memo: dict[str, pd.DataFrame | None] = {}
+
+    def preds(run_id: str) -> pd.DataFrame | None:
+        if run_id not in memo:
+            try:
+                memo[run_id] = load_predictions(client, run_id)
+            except (MlflowException, OSError):
+                memo[run_id] = None  # reported per row, so one run without artifacts spoils nothing else
+        return memo[run_id]
+
+    ft_run = {
+        (r.task, r.student, r.seed): r.run_id
+        for r in s[s["method"] == "ft"].sort_values("start_time").itertuples()
+    }
+    rows = []
+    for r in s.itertuples():
+        teachers = [r.teacher] if r.method != "ft" else sorted(t for (t, task) in cache_run if task == r.task)
+        for teacher in teachers:
+            rows.append(_agreement_row(r, teacher, cache_run, ft_run, preds))
+    out = pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS)
+    out["note"] = out["note"].fillna("")
+    return _sorted(out, ["task", "teacher", "student", "method", "seed"])
+
+
+def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
+    """FT vs KD: per (task, teacher, method) the mean agreement with the teacher, accuracy, and accuracy /
+    agreement on the samples the FT student got different from the teacher; agreement_minus_ft compares with
+    the FT row of the same (task, teacher)."""
+    out = agr.groupby(["task", "teacher", "method"], as_index=False).agg(
+        n_runs=("run_id", "size"),
+        agreement=("agreement", "mean"),
+        accuracy=("accuracy", "mean"),
+        acc_on_ft_disagreed=("acc_on_ft_disagreed", "mean"),
+        agree_on_ft_disagreed=("agree_on_ft_disagreed", "mean"),
+    )
+    ft = out[out["method"] == "ft"][["task", "teacher", "agreement"]].rename(
+        columns={"agreement": "ft_agreement"}
+    )
+    out = out.merge(ft, on=["task", "teacher"], how="left")
+    out["agreement_minus_ft"] = out["agreement"] - out.pop("ft_agreement")
+    return _sorted(out, ["task", "teacher", "method"])

@@ -1,0 +1,158 @@
+"""Loading: one tidy frame of a study's FINISHED MLflow runs, with the contract's columns and orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# The primary metric of each task, as in the paper's Figure 2; tasks not listed fall back to accuracy.
+PRIMARY_METRIC: dict[str, str] = {"defect": "test_accuracy", "clone": "test_f1", "exception": "test_accuracy"}
+TEST_METRICS: tuple[str, ...] = ("test_accuracy", "test_f1", "test_top3_accuracy", "test_macro_f1")
+RUN_METRICS: tuple[str, ...] = (
+    "train_seconds",
+    "teacher_seconds",
+    "inference_samples_per_s",
+    "teacher_params",
+    "teacher_passes",
+    "cache_bytes",
+    "build_seconds",
+    "best_epoch",
+    "steps",  # a student trial's optimizer steps: the teacher forwards online KD would have made
+)
+# Hyperparameters the efficiency table needs to count the teacher forwards online KD would have made.
+RUN_PARAMS: tuple[str, ...] = ("epochs", "batch_size", "train_samples")
+TAG_COLUMNS: tuple[str, ...] = (
+    "stage",
+    "task",
+    "teacher",
+    "student",
+    "student_arch",
+    "method",
+    "method_family",
+    "trial_key",
+)
+COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "start_time",
+    *TAG_COLUMNS,
+    "student_params",
+    "seed",
+    *TEST_METRICS,
+    "primary",
+    *RUN_METRICS,
+    *RUN_PARAMS,
+)
+METHOD_ORDER: tuple[str, ...] = ("ft", "kd", "dist", "pkd", "ckd")
+ARCH_ORDER: tuple[str, ...] = ("roberta", "bigru")
+TASK_ORDER: tuple[str, ...] = ("defect", "clone", "exception")
+NONE = "none"  # the contract's value for a factor that does not apply (e.g. the teacher of an FT run)
+
+
+def _client(tracking_uri: str | None) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _finished_runs(client: Any, experiment_id: str) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    runs: list[Any] = []
+    token: str | None = None
+    while True:  # paged: a full study has more runs than one page
+        page = client.search_runs(
+            [experiment_id],
+            filter_string="attributes.status = 'FINISHED'",
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _run_row(run: Any) -> dict[str, Any]:
+    tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+    row: dict[str, Any] = {"run_id": run.info.run_id, "start_time": run.info.start_time}
+    for tag in TAG_COLUMNS:
+        row[tag] = tags.get(tag, NONE)
+    # student_params is both a tag (text) and a metric; the metric survives a missing tag
+    row["student_params"] = metrics.get("student_params", tags.get("student_params"))
+    row["seed"] = tags.get("seed")
+    for name in (*TEST_METRICS, *RUN_METRICS):
+        row[name] = metrics.get(name)
+    for name in RUN_PARAMS:
+        row[name] = params.get(name)
+    return row
+
+
+def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per FINISHED run of the experiment named ``study``, columns ``COLUMNS``.
+
+    ``seed`` and ``student_params`` are nullable integers (``Int64``: teacher runs have none), metrics and the
+    params epochs/batch_size/train_samples are floats (NaN where a run did not log them), ``primary`` is the
+    task's primary metric (``PRIMARY_METRIC``). Raises LookupError naming the existing experiments when the
+    study has none.
+    """
+    from mlflow.entities import ViewType
+
+    client = _client(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    # a deleted experiment is still found by name; its runs are no study to analyse
+    if experiment is None or experiment.lifecycle_stage != "active":
+        names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+        raise LookupError(
+            f"no MLflow experiment named {study!r} at {client.tracking_uri}; existing experiments: {names}"
+        )
+    rows = [_run_row(r) for r in _finished_runs(client, experiment.experiment_id)]
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df["start_time"] = pd.to_datetime(df["start_time"], unit="ms")
+    for tag in TAG_COLUMNS:
+        df[tag] = df[tag].astype(str)
+    for name in ("student_params", "seed"):
+        # via float: the tag "none" and missing values become <NA>, "7100000" and 7100000.0 the same integer
+        df[name] = pd.to_numeric(df[name], errors="coerce").round().astype("Int64")
+    for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS):
+        df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
+    df["primary"] = _primary(df)
+    return df.sort_values(["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True)
+
+
+def _primary(df: pd.DataFrame) -> pd.Series:
+    out = pd.Series(np.nan, index=df.index, dtype=float)
+    for task in df["task"].unique():
+        metric = PRIMARY_METRIC.get(task, "test_accuracy")
+        rows = df["task"] == task
+        out[rows] = df.loc[rows, metric]
+    return out
+
+
+def student_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The student trials (stage ``student``) that logged their primary metric."""
+    out = df[(df["stage"] == "student") & df["primary"].notna()]
+    return out.reset_index(drop=True)
+
+
+def teacher_scores(df: pd.DataFrame) -> pd.DataFrame:
+    """Fine-tuned teachers: columns teacher, task, primary (mean over their runs), teacher_params, and the
+    teacher's inference_samples_per_s (NaN where not logged)."""
+    t = df[(df["stage"] == "teacher_finetune") & df["primary"].notna()]
+    out = t.groupby(["teacher", "task"], as_index=False).agg(
+        primary=("primary", "mean"),
+        teacher_params=("teacher_params", "mean"),
+        inference_samples_per_s=("inference_samples_per_s", "mean"),
+    )
+    return out
+
+
+def default_teacher(df: pd.DataFrame) -> str | None:
+    """The teacher of the paper's Figure 2 (UniXcoder) when the study has it, else the first KD teacher."""
+    teachers = sorted(set(student_runs(df)["teacher"]) - {NONE})
+    for t in teachers:
+        if "unixcoder" in t.lower():
+            return t
+    return teachers[0] if teachers else None

@@ -1,0 +1,262 @@
+"""Building a cache: one teacher pass over every split, in shards spread over Ray tasks or run in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kd_methods import SignalSpec
+from orchestrator.cache.key import (
+    CACHE_FORMAT,
+    DTYPES,
+    CacheCorruptError,
+    CacheRequest,
+    ckd_union,
+    fingerprint_folder,
+    sha256_file,
+)
+from orchestrator.cache.serve import _manifest, verify
+from tasks import SPLITS, TaskData
+
+
+def _teacher_fields(
+    teacher: Any, ids: list[list[int]], request: CacheRequest, device: torch.device
+) -> dict[str, np.ndarray]:
+    """Run the teacher over ``ids`` (one shard) and return its fields, rows in the order of ``ids``."""
+    from kd_methods.ckd import teacher_grams
+
+    spec = request.spec
+    need_tokens = sorted(set(spec.token_layers).union(*[set(s) for s in request.ckd_layer_sets]))
+    run_spec = SignalSpec(logits=True, cls_layers=spec.cls_layers, token_layers=tuple(need_tokens))
+    store = DTYPES[request.dtype]
+    per_sample: dict[str, list[np.ndarray]] = {}
+    ragged: dict[str, list[np.ndarray]] = {}
+    lengths = [len(x) for x in ids]
+    # Length-sorted batches waste little on padding; rows are put back in order below.
+    order = sorted(range(len(ids)), key=lambda i: -lengths[i])
+    out_rows: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for start in range(0, len(order), request.batch_size):
+        batch = order[start : start + request.batch_size]
+        width = max(lengths[i] for i in batch)
+        x = torch.full((len(batch), width), teacher.pad_id, dtype=torch.long)
+        m = torch.zeros((len(batch), width), dtype=torch.long)
+        for b, i in enumerate(batch):
+            x[b, : lengths[i]] = torch.tensor(ids[i])
+            m[b, : lengths[i]] = 1
+        with torch.no_grad():
+            sig = teacher.signals(x.to(device), m.to(device), run_spec)
+            fields: dict[str, Tensor] = {"logits": sig.logits.float()}
+            for layer in spec.cls_layers:
+                fields[f"cls.{layer}"] = sig.cls[layer]
+            for layer in spec.token_layers:
+                fields[f"tokens.{layer}"] = sig.tokens[layer]
+            if request.ckd_layer_sets:
+                union = ckd_union(request.ckd_layer_sets)
+                bands, gram = teacher_grams(
+                    [sig.tokens[layer].float() for layer in union], request.ckd_window
+                )
+                fields["ckd.band"], fields["ckd.layer_gram"] = bands, gram
+        for name, value in fields.items():
+            arr = value.detach().cpu()
+            # Logits and CKD's Gram numbers stay float32 (the relations cancel badly in half precision).
+            keep32 = name == "logits" or name.startswith("ckd.")
+            arr = arr.float().numpy() if keep32 else arr.float().numpy().astype(store)
+            rows = out_rows.setdefault(name, [])
+            for b, i in enumerate(batch):
+                row = arr[b]
+                if name != "logits" and not name.startswith("cls."):
+                    row = row[: lengths[i]]  # token-level: keep the real tokens only
+                rows.append((i, row))
+    for name, rows in out_rows.items():
+        rows.sort(key=lambda r: r[0])
+        target = per_sample if (name == "logits" or name.startswith("cls.")) else ragged
+        target[name] = [r for _, r in rows]
+    result = {name: np.stack(rows) for name, rows in per_sample.items()}
+    if ragged:
+        result["offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        for name, rows in ragged.items():
+            result[name] = np.concatenate(rows, axis=0)
+    return result
+
+
+def build_shard(
+    teacher_dir: str,
+    num_labels: int,
+    ids: list[list[int]],
+    request: CacheRequest,
+    out_dir: str,
+    device: str = "auto",
+    features: bool = True,
+) -> dict[str, Any]:
+    """Compute one shard's fields and write them as .npy files; returns their checksums and sizes.
+
+    ``features=False`` (validation and test shards) keeps the logits only: trials train on the training split's
+    signals, and the teacher's predictions on the other splits are all the analysis needs."""
+    if not features:
+        request = replace(request, spec=SignalSpec(logits=True), ckd_layer_sets=())
+    from models.teacher import Teacher
+    from orchestrator.train.trainer import resolve_device
+
+    dev = resolve_device(device)
+    teacher = Teacher.load(teacher_dir, num_labels).to(dev).eval()
+    start = time.perf_counter()
+    fields = _teacher_fields(teacher, ids, request, dev)
+    seconds = time.perf_counter() - start
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, arr in fields.items():
+        path = out / f"{name}.npy"
+        np.save(path, arr)
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": list(arr.shape)}
+    return {"files": files, "samples": len(ids), "tokens": int(sum(map(len, ids))), "seconds": seconds}
+
+
+@dataclass
+class BuildReport:
+    path: Path
+    key: str
+    built: bool  # False when an existing cache was found
+    seconds: float = 0.0
+    bytes: int = 0
+    rebuilt_reason: str | None = None
+
+
+def _encode_splits(
+    teacher_dir: str, data: TaskData, num_labels: int, max_length: int
+) -> dict[str, list[list[int]]]:
+    from models.teacher import Teacher
+
+    teacher = Teacher.load(teacher_dir, num_labels)
+    return {s: teacher.encode(data.split(s), max_length) for s in SPLITS}
+
+
+def cache_root(storage: str | Path) -> Path:
+    return Path(storage) / "teacher_cache"
+
+
+def _shard_jobs(request: CacheRequest, encoded: dict[str, list[list[int]]]) -> list[tuple[str, int, int]]:
+    """(split, start, end) of every shard, ``request.shard_samples`` samples each."""
+    jobs: list[tuple[str, int, int]] = []
+    for split in SPLITS:
+        n = len(encoded[split])
+        if n == 0:
+            raise ValueError(f"split '{split}' of task '{request.task}' is empty: nothing to cache")
+        for s0 in range(0, n, request.shard_samples):
+            jobs.append((split, s0, min(n, s0 + request.shard_samples)))
+    return jobs
+
+
+def _run_shards(
+    shard_args: list[tuple], use_ray: bool | None, gpus_per_task: float | None
+) -> list[dict[str, Any]]:
+    """Build the shards as Ray tasks (a GPU each when the cluster has them) or one after another here."""
+    if use_ray is None:
+        import ray
+
+        use_ray = ray.is_initialized()
+    if use_ray:
+        import ray
+
+        gpus = gpus_per_task
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(build_shard)
+        return ray.get([remote.remote(*a) for a in shard_args])
+    return [build_shard(*a) for a in shard_args]
+
+
+def get_or_build(
+    request: CacheRequest,
+    data: TaskData,
+    num_labels: int,
+    storage: str | Path,
+    use_ray: bool | None = None,
+    device: str = "auto",
+    gpus_per_task: float | None = None,
+) -> BuildReport:
+    """Find the cache for ``request`` under ``storage`` or build it (exactly one teacher pass); a corrupt or
+    incomplete cache is rebuilt and the reason reported."""
+    key = request.key(fingerprint_folder(request.teacher_dir), data.fingerprint())
+    path = cache_root(storage) / key
+    reason = None
+    if path.exists():
+        try:
+            verify(path)
+            return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
+        except CacheCorruptError as err:
+            reason = str(err)
+            shutil.rmtree(path, ignore_errors=True)
+
+    start = time.perf_counter()
+    encoded = _encode_splits(request.teacher_dir, data, num_labels, request.max_length)
+    tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+    jobs = _shard_jobs(request, encoded)
+
+    shard_args = [
+        (
+            request.teacher_dir,
+            num_labels,
+            encoded[split][s0:s1],
+            request,
+            str(tmp / split / f"shard-{s0:09d}"),
+            device,
+            split == "train",
+        )
+        for split, s0, s1 in jobs
+    ]
+    results = _run_shards(shard_args, use_ray, gpus_per_task)
+
+    shards: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    total = 0
+    for (split, s0, s1), res in zip(jobs, results, strict=True):
+        shards[split].append({"dir": f"{split}/shard-{s0:09d}", "start": s0, "end": s1, **res})
+        total += sum(f["bytes"] for f in res["files"].values())
+    manifest = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "request": {**asdict(request), "spec": request.spec.to_dict()},
+        "num_labels": num_labels,
+        "samples": {s: len(encoded[s]) for s in SPLITS},
+        "shards": shards,
+        "bytes": total,
+        "build_seconds": time.perf_counter() - start,
+        "teacher_passes": 1,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        # Another builder finished first: keep theirs, drop ours (both hold the same content).
+        shutil.rmtree(tmp, ignore_errors=True)
+        return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
+    _log_pass(storage, key, request)
+    return BuildReport(
+        path, key, built=True, seconds=manifest["build_seconds"], bytes=total, rebuilt_reason=reason
+    )
+
+
+def _log_pass(storage: str | Path, key: str, request: CacheRequest) -> None:
+    with (cache_root(storage) / "passes.jsonl").open("a") as f:
+        f.write(
+            json.dumps(
+                {"key": key, "teacher": request.teacher_dir, "task": request.task, "time": time.time()}
+            )
+            + "\n"
+        )
+
+
+def teacher_passes(storage: str | Path) -> int:
+    """How many teacher passes (cache builds) were made under ``storage``."""
+    log = cache_root(storage) / "passes.jsonl"
+    return sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0

@@ -1,0 +1,146 @@
+"""A cache request, its content key, the fingerprints it is made of, and the size of a cache before it is built."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kd_methods import ModelShape, SignalSpec
+
+CACHE_FORMAT = 1
+DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": None}
+
+
+class CacheCorruptError(RuntimeError):
+    """A shard is missing or its checksum does not match the manifest."""
+
+
+@dataclass(frozen=True)
+class CacheRequest:
+    """What to compute: the union of the signals every trial of a study needs from one (teacher, task)."""
+
+    teacher_dir: str
+    task: str
+    spec: SignalSpec
+    max_length: int = 512
+    dtype: str = "float16"  # storage dtype of hidden states; logits are always float32
+    ckd_layer_sets: tuple[tuple[int, ...], ...] = ()  # teacher layers of each CKD student's map (0 included)
+    ckd_window: int = 10
+    batch_size: int = 32
+    shard_samples: int = 4096  # samples per shard (and per Ray task)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"cache dtype must be 'float16' or 'float32', got '{self.dtype}'")
+        # Each set is CKD's ordered layer map, repeats included (a student deeper than its teacher).
+        sets = tuple(sorted({tuple(s) for s in self.ckd_layer_sets}))
+        object.__setattr__(self, "ckd_layer_sets", sets)
+
+    def key(self, teacher_fingerprint: str, data_fingerprint: str) -> str:
+        body = json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "teacher": teacher_fingerprint,
+                "data": data_fingerprint,
+                "task": self.task,
+                "max_length": self.max_length,
+                "spec": self.spec.key(),
+                "dtype": self.dtype,
+                "ckd": [list(s) for s in self.ckd_layer_sets],
+                "window": self.ckd_window if self.ckd_layer_sets else None,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+def ckd_union(sets: Sequence[Sequence[int]]) -> list[int]:
+    """The teacher layers whose Gram numbers a cache stores for CKD: every layer any CKD student maps to."""
+    return sorted(set().union(*[set(s) for s in sets])) if sets else []
+
+
+def fingerprint_folder(folder: str | Path) -> str:
+    """sha256 over a model folder's files (weights, config, tokenizer), ignoring our own training leftovers."""
+    root = Path(folder)
+    if not root.is_dir():
+        return hashlib.sha256(f"hub:{folder}".encode()).hexdigest()
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "_train" not in p.parts):
+        if path.name in ("finetune.json", "test_predictions.json"):
+            continue
+        h.update(str(path.relative_to(root)).encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning: bytes before building
+
+
+def ckd_values_per_token(layers: Sequence[int], window: int) -> int:
+    """Float32 numbers CKD stores per token: each layer's banded Gram (4w+1) and the layer Gram (L x L)."""
+    k = len(layers)
+    return k * (4 * window + 1) + k * k
+
+
+def plan_bytes(
+    request: CacheRequest,
+    samples: dict[str, int],
+    tokens: dict[str, int],
+    teacher: ModelShape,
+    num_labels: int,
+) -> dict[str, Any]:
+    """Bytes per signal, per sample and in total, for ``samples``/``tokens`` per split (tokens = teacher tokens).
+    Hidden-state signals are stored for the training split only."""
+    item = np.dtype(request.dtype).itemsize
+    n = sum(samples.values())
+    # Hidden-state signals are kept for the training split only; every split keeps its logits.
+    n_train, t = samples.get("train", 0), tokens.get("train", 0)
+    per_signal: dict[str, int] = {"logits": n * num_labels * 4}
+    for layer in request.spec.cls_layers:
+        per_signal[f"cls.{layer}"] = n_train * teacher.hidden_size * item
+    for layer in request.spec.token_layers:
+        per_signal[f"tokens.{layer}"] = t * teacher.hidden_size * item
+    if request.ckd_layer_sets:
+        union = ckd_union(request.ckd_layer_sets)
+        per_signal["ckd"] = t * ckd_values_per_token(union, request.ckd_window) * 4
+    if request.spec.token_layers or request.ckd_layer_sets:
+        per_signal["offsets"] = (n_train + 1) * 8
+    total = sum(per_signal.values())
+    return {
+        "samples": n,
+        "tokens": t,
+        "per_signal": per_signal,
+        "total_bytes": total,
+        "bytes_per_sample": total / max(n, 1),
+    }
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def ckd_layers_for(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
+    from kd_methods import layer_map
+
+    return (0, *layer_map(student_layers, teacher_layers))

@@ -1,0 +1,184 @@
+"""Serving a cache to trials: verified, memory-mapped shards or the Ray object store, row-exact per batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from kd_methods import SignalSpec, TeacherSignals
+from orchestrator.cache.key import CacheCorruptError, ckd_union, sha256_file
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    mf = path / "manifest.json"
+    if not mf.exists():
+        raise CacheCorruptError(f"{mf} is missing")
+    try:
+        return json.loads(mf.read_text())
+    except json.JSONDecodeError as err:
+        raise CacheCorruptError(f"{mf} is unreadable: {err}") from err
+
+
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def verify(path: Path, force: bool = False) -> dict[str, Any]:
+    """Check every shard file against its sha256; raises CacheCorruptError naming the first bad file.
+
+    Hashing a large cache takes a while, so a process verifies each cache once (sizes are checked every time)."""
+    manifest = _manifest(path)
+    stamp = (str(path.resolve()), (path / "manifest.json").stat().st_mtime_ns, manifest["bytes"])
+    full = force or stamp not in _VERIFIED
+    for split_shards in manifest["shards"].values():
+        for shard in split_shards:
+            for name, info in shard["files"].items():
+                f = path / shard["dir"] / f"{name}.npy"
+                if not f.exists():
+                    raise CacheCorruptError(f"shard file {f} is missing")
+                if f.stat().st_size != info["bytes"] or (full and sha256_file(f) != info["sha256"]):
+                    raise CacheCorruptError(f"shard file {f} does not match its checksum")
+    _VERIFIED.add(stamp)
+    return manifest
+
+
+def load_arrays(
+    path: Path, mmap: bool = True, check: bool = True
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest and every shard array, memory-mapped (or read into memory to put in the object store)."""
+    manifest = verify(path) if check else _manifest(path)
+    arrays = {}
+    for split_shards in manifest["shards"].values():
+        for shard in split_shards:
+            for name in shard["files"]:
+                rel = f"{shard['dir']}/{name}.npy"
+                arrays[rel] = np.load(path / rel, mmap_mode="r" if mmap else None)
+    return manifest, arrays
+
+
+@dataclass
+class _Shard:
+    start: int
+    end: int
+    fields: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class CachedTeacher:
+    """A ``TeacherSource`` reading the cache: the signals of exactly the requested samples, in request order."""
+
+    def __init__(
+        self, manifest: dict[str, Any], arrays: dict[str, np.ndarray], ckd_layers: Sequence[int] | None = None
+    ):
+        self.manifest = manifest
+        self.ckd_layers = tuple(ckd_layers) if ckd_layers else None
+        req = manifest["request"]
+        self.ckd_window = int(req.get("ckd_window", 10))
+        union = ckd_union(req.get("ckd_layer_sets", []))
+        if self.ckd_layers and not set(self.ckd_layers) <= set(union):
+            raise KeyError(
+                f"cache {manifest['key']} holds CKD Gram numbers for teacher layers {union}, "
+                f"not for {list(self.ckd_layers)}"
+            )
+        self.ckd_index = [union.index(layer) for layer in self.ckd_layers] if self.ckd_layers else None
+        self.splits: dict[str, list[_Shard]] = {}
+        for split, shards in manifest["shards"].items():
+            self.splits[split] = []
+            for sh in sorted(shards, key=lambda s: s["start"]):
+                fields = {name: arrays[f"{sh['dir']}/{name}.npy"] for name in sh["files"]}
+                self.splits[split].append(_Shard(sh["start"], sh["end"], fields))
+        self._starts = {s: np.array([sh.start for sh in v]) for s, v in self.splits.items()}
+
+    @classmethod
+    def open(
+        cls, path: str | Path, ckd_layers: Sequence[int] | None = None, mmap: bool = True
+    ) -> CachedTeacher:
+        manifest, arrays = load_arrays(Path(path), mmap=mmap)
+        return cls(manifest, arrays, ckd_layers)
+
+    def _locate(self, split: str, indices: np.ndarray) -> Iterable[tuple[int, _Shard, int]]:
+        starts = self._starts[split]
+        shard_ids = np.searchsorted(starts, indices, side="right") - 1
+        n = self.manifest["samples"][split]
+        for b, (i, s) in enumerate(zip(indices.tolist(), shard_ids.tolist())):
+            if not 0 <= i < n:
+                raise IndexError(f"sample {i} is outside the {split} split (size {n})")
+            shard = self.splits[split][s]
+            yield b, shard, i - shard.start
+
+    def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
+        if self.ckd_layers:
+            # CKD reads its precomputed teacher relations (served as extras) instead of token states.
+            spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
+        idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+        located = list(self._locate(split, idx))
+        out = TeacherSignals()
+        if spec.logits:
+            out.logits = torch.from_numpy(np.stack([sh.fields["logits"][r] for _, sh, r in located]))
+        for layer in spec.cls_layers:
+            key = f"cls.{layer}"
+            out.cls[layer] = torch.from_numpy(np.stack([sh.fields[key][r] for _, sh, r in located]))
+        ragged = [f"tokens.{layer}" for layer in spec.token_layers]
+        if self.ckd_layers:
+            ragged += ["ckd.band", "ckd.layer_gram"]
+        if ragged:
+            spans = [
+                (sh, int(sh.fields["offsets"][r]), int(sh.fields["offsets"][r + 1])) for _, sh, r in located
+            ]
+            width = max(e - s for _, s, e in spans)
+            mask = torch.zeros((len(spans), width), dtype=torch.long)
+            for b, (_, s, e) in enumerate(spans):
+                mask[b, : e - s] = 1
+            for key in ragged:
+                first = spans[0][0].fields[key]
+                buf = np.zeros((len(spans), width, *first.shape[1:]), dtype=first.dtype)
+                for b, (sh, s, e) in enumerate(spans):
+                    buf[b, : e - s] = sh.fields[key][s:e]
+                tensor = torch.from_numpy(buf)
+                if key.startswith("tokens."):
+                    out.tokens[int(key.split(".")[1])] = tensor
+                else:
+                    out.extras[key] = tensor
+            out.token_mask = mask
+        if self.ckd_layers:
+            from kd_methods.ckd import relations_from_grams
+
+            bands, gram = out.extras.pop("ckd.band"), out.extras.pop("ckd.layer_gram")
+            rel = relations_from_grams(bands, gram, self.ckd_index, self.ckd_window)
+            out.extras.update({f"ckd.{name}": value for name, value in rel.items()})
+        return out
+
+    def predictions(self, split: str) -> np.ndarray:
+        """The teacher's logits for every sample of ``split``, in order."""
+        return np.concatenate([sh.fields["logits"] for sh in self.splits[split]])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.manifest["bytes"])
+
+
+def fits_object_store(nbytes: int, share: float) -> bool:
+    """True when ``nbytes`` fits ``share`` of the running Ray cluster's object store."""
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    capacity = ray.cluster_resources().get("object_store_memory", 0)
+    return nbytes <= share * capacity
+
+
+def put_in_object_store(path: Path) -> Any:
+    """Read a cache into memory once and put it in the Ray object store; trials ``ray.get`` it zero-copy."""
+    import ray
+
+    manifest, arrays = load_arrays(path, mmap=False)
+    return ray.put({"manifest": manifest, "arrays": arrays})
+
+
+def from_object_store(payload: dict[str, Any], ckd_layers: Sequence[int] | None = None) -> CachedTeacher:
+    return CachedTeacher(payload["manifest"], payload["arrays"], ckd_layers)

@@ -1,0 +1,371 @@
+"""The study's stages, run in this order by ``driver.run_study``: tokenizers, teacher fine-tuning, teacher caches,
+(student trials: ``students.py``), and the study's final state. A stage skips what exists and records its units in
+MLflow; the fine-tunes and cache builds run as Ray tasks on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep import tracking
+from orchestrator.sweep.plan import CacheUnit, StudyPlan, TeacherUnit
+from orchestrator.sweep.spec import StudySpec
+
+
+def log(msg: str) -> None:
+    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@dataclass
+class StudyOutcome:
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    planned: int
+    finished: int
+    failed: list[dict[str, str]] = field(default_factory=list)
+    teacher_passes: int = 0
+    ui_command: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.planned
+
+
+def _unit_tags(study: str, stage: str, key: str, parent: str, **factors: str) -> dict[str, str]:
+    base = dict.fromkeys(tracking.FACTOR_TAGS, "none")
+    return {**base, **factors, "stage": stage, "study": study, "trial_key": key, "mlflow.parentRunId": parent}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stage work that runs on the cluster (Ray tasks)
+
+
+def _finetune_unit(
+    teacher_source: str,
+    task: str,
+    folder: str,
+    data: str,
+    train: dict[str, Any],
+    max_samples: int | None,
+    trust_remote_code: bool,
+    cpus: float,
+) -> dict[str, Any]:
+    import torch
+
+    from orchestrator.train.finetune import finetune_teacher
+    from orchestrator.train.trainer import TrainConfig
+
+    torch.set_num_threads(max(1, int(cpus)))
+    cfg = TrainConfig(**{k: v for k, v in train.items() if k != "max_length"})
+    out = finetune_teacher(
+        teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code
+    )
+    return {"summary": out.result.summary(), "predictions": out.result.test_predictions}
+
+
+def _build_cache_unit(
+    request: Any, task: str, data: str, seed: int, max_samples: int | None, storage: str, gpus: float
+) -> Any:
+    from orchestrator.cache.build import get_or_build
+    from orchestrator.train.trial import load_data
+    from tasks import get_task
+
+    task_data = load_data(task, data, seed, max_samples)
+    return get_or_build(
+        request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Tokenizers
+
+
+def stage_tokenizers(spec: StudySpec, plan: StudyPlan, data: str) -> None:
+    from orchestrator.train.trial import family_tokenizer
+    from tasks import get_task
+
+    storage = Path(spec.storage)
+    seed0 = spec.seeds[0]
+
+    # One per (task family, vocabulary size), cached on disk.
+    for family, vocab in plan.families:
+        task = next(t for t in spec.tasks if get_task(t).family == family)
+        family_tokenizer(task, vocab, data, storage / "cache" / "tokenizers", seed0, spec.max_samples)
+    log(f"stage tokenizers: {len(plan.families)} ready")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. Teacher fine-tuning
+
+
+def _teacher_sources(spec: StudySpec, data: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The study's teachers by name, and what each fine-tunes from (a random teacher is created once, on disk)."""
+    from models.teacher import create_random_teacher
+    from orchestrator.train.trial import load_data, resolve_teacher
+
+    storage = Path(spec.storage)
+    seed0 = spec.seeds[0]
+    teachers = {t.name: t for t in spec.teachers}
+    sources: dict[str, str] = {}
+    for t in spec.teachers:
+        if t.source.startswith("random:"):
+            base = storage / "teachers" / "base" / f"{t.name}-{t.layers}x{t.hidden}"
+            if not (base / "config.json").exists():
+                texts = [
+                    ex.code
+                    for task in spec.tasks
+                    for ex in load_data(task, data, seed0, spec.max_samples).train
+                ]
+                create_random_teacher(
+                    base,
+                    arch=t.source.split(":", 1)[1],
+                    num_layers=t.layers or 2,
+                    hidden_size=t.hidden or 64,
+                    num_heads=2,
+                    intermediate_size=2 * (t.hidden or 64),
+                    tokenizer_texts=texts,
+                    vocab_size=1000,
+                    num_labels=2,
+                    max_length=max(spec.teacher_train.max_length, spec.student_train.max_length),
+                )
+            sources[t.name] = str(base)
+        else:
+            sources[t.name] = resolve_teacher(t.source)
+    return teachers, sources
+
+
+def stage_teacher_finetune(
+    spec: StudySpec, plan: StudyPlan, data: str, client: Any, exp_id: str, parent: str
+) -> None:
+    """Teacher fine-tuning per (teacher, task), as Ray tasks on the cluster; each recorded once in MLflow."""
+    import ray
+
+    teachers, sources = _teacher_sources(spec, data)
+    res = spec.teacher_resources
+    finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=spec.max_failures)(_finetune_unit)
+    pending = {}
+    for unit in plan.teachers:
+        if not (Path(unit.folder) / "finetune.json").exists():
+            t = teachers[unit.teacher]
+            pending[unit] = finetune.remote(
+                sources[unit.teacher],
+                unit.task,
+                unit.folder,
+                data,
+                spec.teacher_train.model_dump(),
+                spec.max_samples,
+                t.trust_remote_code,
+                res.cpu,
+            )
+    if pending:
+        log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
+    for unit in plan.teachers:
+        if tracking.finished_run(client, exp_id, "teacher_finetune", unit.key):
+            continue
+        if unit in pending:
+            out = ray.get(pending[unit])
+        else:
+            summary = json.loads((Path(unit.folder) / "finetune.json").read_text())
+            preds = Path(unit.folder) / "test_predictions.json"
+            out = {
+                "summary": summary,
+                "predictions": json.loads(preds.read_text()) if preds.exists() else None,
+            }
+        _record_finetune(spec, unit, out, teachers, client, exp_id, parent)
+    log(f"stage teacher_finetune: {len(plan.teachers)} teachers ready")
+
+
+def _record_finetune(
+    spec: StudySpec,
+    unit: TeacherUnit,
+    out: dict[str, Any],
+    teachers: dict[str, Any],
+    client: Any,
+    exp_id: str,
+    parent: str,
+) -> None:
+    run = client.create_run(
+        exp_id,
+        run_name=f"teacher-{unit.teacher}-{unit.task}",
+        tags=_unit_tags(
+            spec.name, "teacher_finetune", unit.key, parent, task=unit.task, teacher=unit.teacher
+        ),
+    )
+    rid = run.info.run_id
+    tracking.log_params(
+        client,
+        rid,
+        {
+            "source": teachers[unit.teacher].source,
+            "folder": unit.folder,
+            **spec.teacher_train.model_dump(),
+        },
+    )
+    for row in out["summary"].get("history", []):
+        tracking.log_metrics(client, rid, {k: v for k, v in row.items() if k != "epoch"}, int(row["epoch"]))
+    s = out["summary"]
+    tracking.log_metrics(
+        client,
+        rid,
+        {
+            **{f"test_{k}": v for k, v in s["test"].items() if k != "selection_score"},
+            "train_seconds": s["train_seconds"],
+            "teacher_params": s["params"],
+            "inference_samples_per_s": s["inference_samples_per_s"],
+        },
+    )
+    if out.get("predictions"):
+        tracking.log_json_artifact(client, rid, out["predictions"], "predictions", "test.json")
+    client.set_terminated(rid, "FINISHED")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. Teacher caches
+
+
+def stage_teacher_cache(
+    spec: StudySpec, plan: StudyPlan, data: str, client: Any, exp_id: str, parent: str
+) -> dict[str, Any]:
+    """One teacher pass per (teacher, task), shared by every trial. Returns where each trial finds its cache."""
+    import ray
+
+    from orchestrator.cache.key import CacheRequest, human_bytes
+    from orchestrator.cache.serve import fits_object_store, put_in_object_store
+
+    storage = Path(spec.storage)
+    seed0 = spec.seeds[0]
+    res = spec.teacher_resources
+    caches: dict[str, Any] = {}
+    folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
+    for unit in plan.caches:
+        folder = folders[(unit.teacher, unit.task)]
+        request = CacheRequest(
+            folder, unit.task, unit.spec, spec.student_train.max_length, spec.cache.dtype, unit.ckd_layer_sets
+        )
+        report = ray.get(
+            ray.remote(num_cpus=0)(_build_cache_unit).remote(
+                request, unit.task, data, seed0, spec.max_samples, str(storage), res.gpu
+            )
+        )
+        shape = plan.teacher_shapes[unit.teacher]
+        entry: dict[str, Any] = {
+            "path": str(report.path),
+            "key": report.key,
+            "shape": [shape.num_layers, shape.hidden_size],
+        }
+        if fits_object_store(report.bytes, spec.cache.object_store_share):
+            entry["ref"] = put_in_object_store(report.path)
+        caches[f"{unit.teacher}/{unit.task}"] = entry
+        where = "object store" if "ref" in entry else "memory-mapped shards"
+        log(
+            f"teacher cache {unit.teacher}/{unit.task}: {human_bytes(report.bytes)}, "
+            f"{'built' if report.built else 'found'}, served from the {where}"
+        )
+        if report.rebuilt_reason:
+            log(f"  rebuilt because: {report.rebuilt_reason}")
+        if not tracking.finished_run(client, exp_id, "teacher_cache", report.key):
+            _record_cache(spec, unit, report, where, data, client, exp_id, parent)
+    return caches
+
+
+def _record_cache(
+    spec: StudySpec,
+    unit: CacheUnit,
+    report: Any,
+    where: str,
+    data: str,
+    client: Any,
+    exp_id: str,
+    parent: str,
+) -> None:
+    import numpy as np
+
+    from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trial import load_data
+
+    seed0 = spec.seeds[0]
+    run = client.create_run(
+        exp_id,
+        run_name=f"cache-{unit.teacher}-{unit.task}",
+        tags=_unit_tags(spec.name, "teacher_cache", report.key, parent, task=unit.task, teacher=unit.teacher),
+    )
+    rid = run.info.run_id
+    tracking.log_params(
+        client,
+        rid,
+        {
+            "signals": unit.spec.key(),
+            "dtype": spec.cache.dtype,
+            "ckd_layer_sets": [list(s) for s in unit.ckd_layer_sets],
+            "path": str(report.path),
+            "served_from": where,
+        },
+    )
+    tracking.log_metrics(
+        client,
+        rid,
+        {
+            "cache_bytes": report.bytes,
+            "build_seconds": report.seconds,
+            "teacher_passes": 1 if report.built else 0,
+        },
+    )
+    cached = CachedTeacher.open(report.path)
+    logits = cached.predictions("test")
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    labels = [ex.label for ex in load_data(unit.task, data, seed0, spec.max_samples).test]
+    tracking.log_json_artifact(
+        client,
+        rid,
+        {
+            "idx": list(range(len(labels))),
+            "label": labels,
+            "pred": probs.argmax(-1).tolist(),
+            "probs": np.round(probs, 5).tolist(),
+        },
+        "predictions",
+        "test.json",
+    )
+    client.set_terminated(rid, "FINISHED")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. The study's state
+
+
+def stage_finish(plan: StudyPlan, client: Any, exp_id: str, parent: str, outcome: StudyOutcome) -> None:
+    # What MLflow holds now is the study's state. No trial runs any more: a run still RUNNING belonged to a
+    # worker that died (e.g. its node was removed) and was retried elsewhere.
+    tracking.mark_stale_running(
+        client, exp_id, "its worker stopped before the trial ended; the trial was retried"
+    )
+    done = tracking.finished_keys(client, exp_id)
+    planned = {t.trial_key for t in plan.trials}
+    outcome.finished = len(planned & done)
+    outcome.failed = [
+        {"run": r.info.run_name, "error": r.data.tags.get("error", "")}
+        for r in tracking.runs_by_stage(client, exp_id, "student", "FAILED")
+        if r.data.tags.get("trial_key") not in done
+    ]
+    outcome.teacher_passes = int(
+        sum(
+            r.data.metrics.get("teacher_passes", 0)
+            for r in tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+        )
+    )
+    tracking.log_metrics(
+        client,
+        parent,
+        {
+            "teacher_passes": outcome.teacher_passes,
+            "trials_planned": len(planned),
+            "trials_finished": outcome.finished,
+        },
+    )
+    client.set_terminated(parent, "FINISHED" if outcome.complete else "FAILED")

@@ -1,0 +1,167 @@
+"""The student stage: every trial not yet FINISHED in MLflow, as one Ray Tune grid over the trial configs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep import tracking
+from orchestrator.sweep.plan import StudyPlan, TrialUnit, student_train
+from orchestrator.sweep.spec import StudySpec
+from orchestrator.sweep.stages import log
+from orchestrator.train.trial import student_shape
+
+
+def stage_students(
+    spec: StudySpec,
+    plan: StudyPlan,
+    data: str,
+    caches: dict[str, Any],
+    uri: str,
+    client: Any,
+    exp_id: str,
+    parent: str,
+) -> None:
+    """Student trials through Ray Tune; trials already FINISHED in MLflow are not run again."""
+    done = tracking.finished_keys(client, exp_id)
+    todo = [t for t in plan.trials if t.trial_key not in done]
+    log(
+        f"stage student: {len(plan.trials)} trials, {len(plan.trials) - len(todo)} already finished, "
+        f"{len(todo)} to run"
+    )
+    folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
+    configs = [_trial_config(spec, plan, t, folders, data, parent) for t in todo]
+    if configs:
+        _tune(spec, configs, caches, uri, exp_id)
+
+
+def _trial_config(
+    spec: StudySpec,
+    plan: StudyPlan,
+    t: TrialUnit,
+    folders: dict[tuple[str, str], str],
+    data: str,
+    parent: str,
+) -> dict[str, Any]:
+    """What one trial's Tune worker needs: factors, training settings, where its teacher and cache are."""
+    from kd_methods import layer_map
+
+    storage = Path(spec.storage)
+    sshape = student_shape(t.student)
+    shape = plan.teacher_shapes.get(t.teacher)
+    train = student_train(spec, t.method)
+    return {
+        "trial_key": t.trial_key,
+        "run_name": f"{t.task}-{t.student}-{t.method}-{t.teacher}-s{t.seed}",
+        "tags": {**t.tags(spec.name), "mlflow.parentRunId": parent},
+        "task": t.task,
+        "student": t.student,
+        "method": t.method,
+        "seed": t.seed,
+        "teacher": t.teacher,
+        "teacher_dir": folders.get((t.teacher, t.task)),
+        "data": data,
+        "max_samples": spec.max_samples,
+        "train": train,
+        "method_params": spec.params_for(t.method),
+        "teacher_mode": spec.teacher_mode,
+        "cache_dir": str(storage / "cache"),
+        "cpus": spec.trial_resources.cpu,
+        "ckd_layers": [0, *layer_map(sshape.num_layers, shape.num_layers)] if shape else None,
+        "params": {
+            **train,
+            **{f"method.{k}": v for k, v in spec.params_for(t.method).items()},
+            "task": t.task,
+            "teacher": t.teacher,
+            "student": t.student,
+            "method": t.method,
+            "seed": t.seed,
+            "data": data,
+            "max_samples": spec.max_samples,
+            "teacher_mode": spec.teacher_mode,
+        },
+    }
+
+
+def _tune(
+    spec: StudySpec, configs: list[dict[str, Any]], caches: dict[str, Any], uri: str, exp_id: str
+) -> None:
+    from ray import tune
+
+    from orchestrator.sweep.tune_trial import student_trainable
+
+    storage = Path(spec.storage)
+    trainable = tune.with_parameters(
+        student_trainable, caches=caches, tracking_uri=uri, experiment_id=exp_id, study=spec.name
+    )
+    r = spec.trial_resources
+    trainable = tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=spec.max_concurrent_trials,
+            reuse_actors=True,  # a fresh worker per trial costs seconds of imports
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str((storage / spec.name / "ray_results").resolve()),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[Progress(len(configs), spec.max_concurrent_trials)],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def _trial_name(trial: Any) -> str:
+    return f"{trial.trial_id}-{trial.config['trial']['run_name']}"
+
+
+class Progress:
+    """A Tune callback printing trials done / running / failed and an estimate of the time left."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from ray import tune
+
+        class _Progress(tune.Callback):
+            def __init__(self, total: int, concurrency: int) -> None:
+                self.total, self.concurrency = total, max(1, concurrency)
+                self.done = self.failed = 0
+                self.running: set[str] = set()
+                self.started: dict[str, float] = {}
+                self.durations: list[float] = []
+
+            def _line(self) -> None:
+                left = self.total - self.done - self.failed
+                eta = ""
+                if self.durations:
+                    mean = sum(self.durations) / len(self.durations)
+                    eta = f", about {mean * max(left, 0) / self.concurrency / 60:.1f} min left"
+                log(
+                    f"trials: {self.done}/{self.total} done, {len(self.running)} running, {self.failed} failed{eta}"
+                )
+
+            def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.running.add(trial.trial_id)
+                self.started[trial.trial_id] = time.time()
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.running.discard(trial.trial_id)
+                self.done += 1
+                self.durations.append(time.time() - self.started.get(trial.trial_id, time.time()))
+                self._line()
+
+            def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self.running.discard(trial.trial_id)
+                self.failed += 1
+                t = trial.config.get("trial", {})
+                log(
+                    f"trial failed for good: {t.get('run_name')} (reason in its MLflow run; --status lists it)"
+                )
+                self._line()
+
+        return _Progress(*args, **kwargs)

@@ -1,0 +1,306 @@
+"""One trial: (task, student, method, teacher, seed) -> a trained, evaluated student.
+
+The study runs this function inside Ray Tune; the command line runs it alone, to try or debug one trial:
+
+    python -m orchestrator.trial --task exception --student roberta-tiny --method kd \\
+        --teacher runs/teachers/minilm-exception --data data/local --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kd_methods import ModelShape, SignalSpec, build_method, get_method
+from models import build_student, get_student_spec
+from models.teacher import Teacher, minilm_path
+from models.tokenizer import StudentTokenizer, get_student_tokenizer
+from orchestrator.cache.build import get_or_build
+from orchestrator.cache.key import CacheRequest, ckd_layers_for
+from orchestrator.cache.serve import CachedTeacher
+from orchestrator.train.online_teacher import OnlineTeacher
+from orchestrator.train.trainer import (
+    EncodedSplit,
+    TeacherSource,
+    TrainConfig,
+    TrainResult,
+    encode_split,
+    seed_everything,
+    train,
+)
+from tasks import SPLITS, TASKS, TaskData, get_task, load_task_data
+
+DEFAULT_DATA = Path("data/local")
+
+# Short names for the teachers the studies use; anything else is a hub id or a local folder.
+TEACHER_ALIASES: dict[str, str] = {
+    "unixcoder": "microsoft/unixcoder-base",
+    "modernbert": "answerdotai/ModernBERT-base",
+    "codegpt": "microsoft/CodeGPT-small-py",
+}
+
+
+def resolve_teacher(name: str) -> str:
+    """A teacher alias, hub id or local folder -> what ``Teacher.load`` takes. ``minilm`` is the offline package."""
+    if name == "minilm":
+        return str(minilm_path())
+    return TEACHER_ALIASES.get(name, name)
+
+
+def resolve_data(source: str | Path) -> str | Path:
+    """``hub`` or a folder of JSON Lines; the default local folder is built from real code on first use."""
+    if str(source) == "hub":
+        return "hub"
+    path = Path(source)
+    if not path.exists() and path.resolve() == DEFAULT_DATA.resolve():
+        from tasks.build_local import build_local
+
+        print(f"building local real-code data under {path} (python -m tasks.build_local)", file=sys.stderr)
+        build_local(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data folder {path} does not exist; build it with `python -m tasks.build_local --out {path}` "
+            "or pass --data hub"
+        )
+    return path
+
+
+def load_data(task: str, source: str | Path, seed: int = 0, max_samples: int | None = None) -> TaskData:
+    return load_task_data(task, resolve_data(source), seed=seed, max_samples=max_samples)
+
+
+def family_tokenizer(
+    task: str,
+    vocab_size: int,
+    source: str | Path,
+    cache_dir: Path,
+    seed: int = 0,
+    max_samples: int | None = None,
+) -> StudentTokenizer:
+    """The student's BPE tokenizer, trained on its task family's training data (C+Java or Python), cached."""
+    family = get_task(task).family
+    members = sorted(name for name, t in TASKS.items() if t.family == family)
+    datasets = [load_data(name, source, seed, max_samples) for name in members]
+    return get_student_tokenizer(family, vocab_size, datasets, cache_dir)
+
+
+@dataclass
+class TrialConfig:
+    task: str
+    student: str
+    method: str
+    teacher: str | None = None  # a fine-tuned teacher's folder (or hub id) for KD methods
+    seed: int = 0
+    data: str = str(DEFAULT_DATA)
+    max_length: int = 512
+    max_samples: int | None = None  # cap each split (quick runs)
+    method_params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher_mode: str = "online"  # "online" runs the teacher every step; "cached" reads the teacher cache
+    cache_dir: str = "runs/cache"
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.teacher_mode not in ("online", "cached"):
+            raise ValueError(f"teacher_mode must be 'online' or 'cached', got '{self.teacher_mode}'")
+        self.train.seed = self.seed
+
+
+@dataclass
+class PreparedTrial:
+    """Everything a trial trains on, built once (the benchmark reuses it across methods)."""
+
+    task_data: TaskData
+    tokenizer: StudentTokenizer
+    encoded: dict[str, EncodedSplit]
+    num_labels: int
+
+
+def prepare(cfg: TrialConfig) -> PreparedTrial:
+    task = get_task(cfg.task)
+    spec = get_student_spec(cfg.student)
+    data = load_data(cfg.task, cfg.data, cfg.seed, cfg.max_samples)
+    tokenizer = family_tokenizer(
+        cfg.task, spec.vocab_size, cfg.data, Path(cfg.cache_dir) / "tokenizers", cfg.seed, cfg.max_samples
+    )
+    encoded = {
+        s: encode_split(data.split(s), tokenizer.encode, cfg.max_length, tokenizer.pad_id) for s in SPLITS
+    }
+    return PreparedTrial(data, tokenizer, encoded, task.num_labels)
+
+
+def online_teacher(
+    teacher_id: str, prepared: PreparedTrial, max_length: int, device: str = "auto"
+) -> OnlineTeacher:
+    from orchestrator.train.trainer import resolve_device
+
+    teacher = Teacher.load(resolve_teacher(teacher_id), prepared.num_labels)
+    encoded = {
+        s: encode_split(prepared.task_data.split(s), teacher.encode, max_length, teacher.pad_id)
+        for s in SPLITS
+    }
+    return OnlineTeacher(teacher, encoded, resolve_device(device))
+
+
+@cache
+def student_shape(student: str) -> ModelShape:
+    """A student's layer count and widths (as its KD methods see them), from a meta-device build."""
+    import torch
+
+    from models import build_student
+
+    with torch.device("meta"):
+        return build_student(student, 2).shape
+
+
+def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
+    """Build (or find) the cache for one trial's own needs and open it."""
+    teacher_dir = resolve_teacher(cfg.teacher)
+    teacher = Teacher.load(teacher_dir, prepared.num_labels)
+    shape = teacher.shape
+    del teacher
+    sshape = student_shape(cfg.student)
+    method = get_method(cfg.method)(sshape, shape, **cfg.method_params)
+    spec = method.signals()
+    ckd = ()
+    if cfg.method == "ckd":
+        ckd = (ckd_layers_for(sshape.num_layers, shape.num_layers),)
+        spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
+    request = CacheRequest(
+        teacher_dir,
+        cfg.task,
+        spec,
+        cfg.max_length,
+        ckd_layer_sets=ckd,
+        ckd_window=int(cfg.method_params.get("window", 10)),
+    )
+    report = get_or_build(
+        request,
+        prepared.task_data,
+        prepared.num_labels,
+        Path(cfg.cache_dir),
+        use_ray=False,
+        device=cfg.train.device,
+    )
+    return CachedTeacher.open(report.path, ckd_layers=ckd[0] if ckd else None), shape
+
+
+def run_trial(
+    cfg: TrialConfig,
+    callback: Callable[[dict[str, float]], None] | None = None,
+    teacher_source: TeacherSource | None = None,
+    teacher_shape: Any = None,
+    prepared: PreparedTrial | None = None,
+) -> TrainResult:
+    """Train and evaluate one student. ``teacher_source``/``teacher_shape`` let the caller hand in cached signals;
+    otherwise a KD method loads the teacher and runs it online."""
+    prepared = prepared or prepare(cfg)
+    seed_everything(cfg.seed)  # the student's and the method's initial weights depend on the seed alone
+    student = build_student(
+        cfg.student, prepared.num_labels, vocab_size=prepared.tokenizer.vocab_size, max_length=cfg.max_length
+    )
+    needs_teacher = get_method(cfg.method).family != "none"
+    if needs_teacher and teacher_source is None:
+        if not cfg.teacher:
+            raise ValueError(f"method '{cfg.method}' needs a teacher: pass --teacher")
+        if cfg.teacher_mode == "cached":
+            teacher_source, teacher_shape = cached_teacher(cfg, prepared)
+        else:
+            teacher_source = online_teacher(cfg.teacher, prepared, cfg.max_length, cfg.train.device)
+            teacher_shape = teacher_source.teacher.shape
+    method = build_method(
+        cfg.method, student.shape, teacher_shape if needs_teacher else None, **cfg.method_params
+    )
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else None
+    return train(
+        student, method, prepared.encoded, get_task(cfg.task), cfg.train, teacher_source, out_dir, callback
+    )
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.trial",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--student", required=True, help="e.g. roberta-7m, bigru-1.5m, roberta-tiny")
+    p.add_argument("--method", required=True, help="ft, kd, dist, pkd or ckd")
+    p.add_argument(
+        "--teacher", help="fine-tuned teacher folder (python -m orchestrator.finetune_teacher) or hub id"
+    )
+    p.add_argument("--teacher-mode", default="online", choices=["online", "cached"])
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="'hub' or a folder from python -m tasks.build_local"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--max-samples", type=int, help="cap every split (quick runs)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default="runs/cache")
+    p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
+    args = p.parse_args(argv)
+
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            p.error(f"--param expects KEY=VALUE, got '{item}'")
+        params[key] = _parse_value(value)
+    cfg = TrialConfig(
+        task=args.task,
+        student=args.student,
+        method=args.method,
+        teacher=args.teacher,
+        seed=args.seed,
+        data=args.data,
+        max_length=args.max_length,
+        max_samples=args.max_samples,
+        method_params=params,
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
+        teacher_mode=args.teacher_mode,
+        cache_dir=args.cache_dir,
+        out_dir=args.out,
+    )
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def show(row: dict[str, float]) -> None:
+        vals = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+        print(f"epoch {int(row['epoch'])}: {vals}", flush=True)
+
+    result = run_trial(cfg, callback=show)
+    print(
+        f"best epoch {result.best_epoch}; test: " + "  ".join(f"{k}={v:.4f}" for k, v in result.test.items())
+    )
+    print(
+        json.dumps(
+            {
+                k: v
+                for k, v in asdict(result).items()
+                if k in ("train_seconds", "teacher_seconds", "inference_samples_per_s", "params", "steps")
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
