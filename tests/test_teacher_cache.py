@@ -231,3 +231,36 @@ def test_build_with_ray_tasks_equals_in_process(tiny_teacher, data, tmp_path):
         assert not next(iter(arrays.values())).flags.writeable
     finally:
         ray.shutdown()
+
+
+def test_trial_on_other_data_than_its_cache_is_refused(tiny_teacher, data, local_data, tmp_path):
+    """Signals are served by sample index: a trial whose data differs from the cache's (here: the same labels,
+    one changed sample) must fail with a clear reason instead of learning from misaligned teacher outputs."""
+    from dataclasses import replace
+
+    from tasks import TaskData
+
+    report = _build(tiny_teacher, data, tmp_path, "float32")
+    cached = CachedTeacher.open(report.path)
+    cached.check_data(data.fingerprint())  # the cache's own data passes
+    changed = TaskData(
+        [replace(data.train[0], code=data.train[0].code + "\n# edited"), *data.train[1:]],
+        data.validation,
+        data.test,
+    )
+    with pytest.raises(ValueError, match="built from other data"):
+        cached.check_data(changed.fingerprint())
+    cfg = TrialConfig(
+        task="exception",
+        student="roberta-tiny",
+        method="kd",
+        data=str(local_data),
+        max_length=MAXLEN,
+        max_samples=40,
+        train=TrainConfig(epochs=1, batch_size=8),
+        cache_dir=str(tmp_path / "c"),
+    )
+    prepared = prepare(cfg)
+    other = PreparedTrial(changed, prepared.tokenizer, prepared.encoded, prepared.num_labels)
+    with pytest.raises(ValueError, match="built from other data"):
+        run_trial(cfg, teacher_source=cached, teacher_shape=ModelShape(2, 64), prepared=other)

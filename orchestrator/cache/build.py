@@ -187,7 +187,8 @@ def get_or_build(
 ) -> BuildReport:
     """Find the cache for ``request`` under ``storage`` or build it (exactly one teacher pass); a corrupt or
     incomplete cache is rebuilt and the reason reported."""
-    key = request.key(fingerprint_folder(request.teacher_dir), data.fingerprint())
+    data_fingerprint = data.fingerprint()
+    key = request.key(fingerprint_folder(request.teacher_dir), data_fingerprint)
     path = cache_root(storage) / key
     reason = None
     if path.exists():
@@ -227,6 +228,7 @@ def get_or_build(
         "key": key,
         "request": {**asdict(request), "spec": request.spec.to_dict()},
         "num_labels": num_labels,
+        "data_fingerprint": data_fingerprint,  # trials check it: signals are looked up by sample index
         "samples": {s: len(encoded[s]) for s in SPLITS},
         "shards": shards,
         "bytes": total,

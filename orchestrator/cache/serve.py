@@ -101,6 +101,20 @@ class CachedTeacher:
         manifest, arrays = load_arrays(Path(path), mmap=mmap)
         return cls(manifest, arrays, ckd_layers)
 
+    def check_data(self, fingerprint: str) -> None:
+        """Raise unless the cache was built from the data whose ``TaskData.fingerprint()`` is ``fingerprint``.
+
+        Signals are served by sample index, so a trial on other data (another build of the local data, another
+        ``max_samples``) would silently learn from the wrong teacher outputs. Caches made before the fingerprint
+        was recorded are checked by their sample counts only (in ``_locate``)."""
+        built_from = self.manifest.get("data_fingerprint")
+        if built_from is not None and built_from != fingerprint:
+            raise ValueError(
+                f"teacher cache {self.manifest['key']} was built from other data (fingerprint {built_from[:12]}) "
+                f"than this trial's (fingerprint {fingerprint[:12]}): teacher signals would not match the samples; "
+                "give every trial the same data folder (an absolute path) and max_samples as the cache"
+            )
+
     def _locate(self, split: str, indices: np.ndarray) -> Iterable[tuple[int, _Shard, int]]:
         starts = self._starts[split]
         shard_ids = np.searchsorted(starts, indices, side="right") - 1

@@ -90,7 +90,10 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
 
     storage = Path(spec.storage).resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    data = str(resolve_data(spec.data))
+    # An absolute path: Tune runs each trial in its own working folder, where a relative "data/local" would name
+    # another (freshly built) data set than the one the teachers were fine-tuned and cached on.
+    resolved = resolve_data(spec.data)
+    data = resolved if resolved == "hub" else str(Path(resolved).resolve())
     spec = spec.model_copy(update={"storage": str(storage)})
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))

@@ -215,6 +215,8 @@ def run_trial(
         else:
             teacher_source = online_teacher(cfg.teacher, prepared, cfg.max_length, cfg.train.device)
             teacher_shape = teacher_source.teacher.shape
+    if needs_teacher and isinstance(teacher_source, CachedTeacher):
+        teacher_source.check_data(prepared.task_data.fingerprint())
     method = build_method(
         cfg.method, student.shape, teacher_shape if needs_teacher else None, **cfg.method_params
     )
