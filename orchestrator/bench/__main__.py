@@ -1,5 +1,5 @@
-"""``python -m orchestrator.bench overhead ...``"""
+"""``python -m orchestrator.bench overhead|transfer ...``"""
 
-from orchestrator.bench.overhead import main
+from orchestrator.bench.cli import main
 
 raise SystemExit(main())

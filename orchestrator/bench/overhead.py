@@ -10,11 +10,7 @@ timing) run online. Runs in-process, without Ray, so it can be measured on any m
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,44 +242,3 @@ def print_table(results: dict[str, Any]) -> None:
             f"{m['online_over_ft']:>11.3f}{100 * m['teacher_share_cached']:>16.1f}%"
             f"{100 * m['teacher_share_online']:>16.1f}%"
         )
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator.bench",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="bench", required=True)
-    o = sub.add_parser("overhead", help="KD vs FT training time, teacher cached vs online")
-    o.add_argument("--out", default="results.json")
-    o.add_argument("--size", default="default", choices=sorted(SIZES))
-    o.add_argument("--steps", type=int, help="optimiser steps per run (default: the size's)")
-    o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
-    o.add_argument("--task", default="exception")
-    o.add_argument("--device", default="auto")
-    o.add_argument(
-        "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
-    )
-    o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    size = SIZES[args.size]
-    if args.steps:
-        size = BenchSize(**{**vars(size), "steps": args.steps})
-    with tempfile.TemporaryDirectory(prefix="kdbench-") as tmp:
-        work = Path(args.work) if args.work else Path(tmp)
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        unknown = sorted(set(methods) - set(KD_METHODS))
-        if unknown:
-            p.error(f"unknown method(s) {unknown}; valid: {list(KD_METHODS)}")
-        results = overhead(size, args.data, work, args.device, args.task, methods)
-    Path(args.out).write_text(json.dumps(results, indent=2))
-    print_table(results)
-    print(f"\nwritten to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

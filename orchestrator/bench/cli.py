@@ -1,0 +1,87 @@
+"""``python -m orchestrator.bench overhead|transfer ...``: the benchmarks' command line.
+
+python -m orchestrator.bench overhead --out results.json             # what KD costs over FT (time)
+python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+KD_METHODS = ("kd", "dist", "pkd", "ckd")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from orchestrator.bench.overhead import SIZES as OVERHEAD_SIZES
+    from orchestrator.bench.transfer import SIZES as TRANSFER_SIZES
+
+    p = argparse.ArgumentParser(
+        prog="python -m orchestrator.bench",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bench", required=True)
+    o = sub.add_parser(
+        "overhead",
+        help="KD vs FT training time, teacher cached vs online",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    o.add_argument("--out", default="results.json")
+    o.add_argument("--size", default="default", choices=sorted(OVERHEAD_SIZES))
+    o.add_argument("--steps", type=int, help="optimiser steps per run (default: the size's)")
+    o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    o.add_argument("--task", default="exception")
+    o.add_argument("--device", default="auto")
+    o.add_argument(
+        "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
+    )
+    o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
+    t = sub.add_parser(
+        "transfer",
+        help="does each KD method pass a real teacher's advantage on to its student (several seeds, paired)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument("--out", default="transfer.json")
+    t.add_argument("--size", default="cpu", choices=sorted(TRANSFER_SIZES))
+    t.add_argument("--teacher", default="minilm", help="minilm (offline), a hub id or a local model folder")
+    t.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--work", help="folder for the teacher, tokenizers and cache (default: a temporary one)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with tempfile.TemporaryDirectory(prefix="kdbench-") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        if args.bench == "overhead":
+            from orchestrator.bench import overhead
+
+            size = overhead.SIZES[args.size]
+            if args.steps:
+                size = overhead.BenchSize(**{**vars(size), "steps": args.steps})
+            methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+            unknown = sorted(set(methods) - set(KD_METHODS))
+            if unknown:
+                p.error(f"unknown method(s) {unknown}; valid: {list(KD_METHODS)}")
+            results = overhead.overhead(size, args.data, work, args.device, args.task, methods)
+            show = overhead.print_table
+        else:
+            from orchestrator.bench import transfer
+
+            results = transfer.transfer(transfer.SIZES[args.size], args.data, work, args.device, args.teacher)
+            show = transfer.print_table
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    show(results)
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

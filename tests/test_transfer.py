@@ -1,0 +1,64 @@
+"""The knowledge-transfer check (``python -m orchestrator.bench transfer``): its statistics by hand, and the whole
+check end to end at the tiny size on the real pretrained MiniLM teacher."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from scipy import stats
+
+from orchestrator.bench.transfer import SIZES, paired_stats
+
+
+def test_paired_stats_by_hand() -> None:
+    ft = [0.50, 0.60, 0.55]
+    kd = [0.56, 0.62, 0.60]  # differences 0.06, 0.02, 0.05: mean 13/300, sd sqrt(0.00043333)
+    out = paired_stats(kd, ft)
+    assert out["mean_delta"] == pytest.approx(0.13 / 3)
+    sd = math.sqrt(((0.06 - 0.13 / 3) ** 2 + (0.02 - 0.13 / 3) ** 2 + (0.05 - 0.13 / 3) ** 2) / 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)  # t(0.975, 2) = 4.303
+    assert out["ci95"] == pytest.approx([0.13 / 3 - half, 0.13 / 3 + half])
+    assert out["p_value"] == pytest.approx(stats.ttest_rel(kd, ft).pvalue)
+    assert 0 < out["p_value"] < 0.1
+
+
+def test_paired_stats_identical_and_single_seed() -> None:
+    same = paired_stats([0.5, 0.6], [0.5, 0.6])
+    assert same["mean_delta"] == 0 and same["p_value"] == 1.0 and same["ci95"] == [0.0, 0.0]
+    one = paired_stats([0.7], [0.5])
+    assert one["mean_delta"] == pytest.approx(0.2) and math.isnan(one["p_value"])
+
+
+def test_every_size_gives_each_method_the_same_search_budget() -> None:
+    for name, size in SIZES.items():
+        budgets = {method: len(c) for method, c in size.candidates.items()}
+        assert set(budgets) == {"ft", "kd", "dist", "pkd", "ckd"}, name
+        assert len(set(budgets.values())) == 1, f"{name}: unequal search budgets {budgets}"
+        assert all("lr" in c for cands in size.candidates.values() for c in cands), name
+
+
+def test_transfer_check_end_to_end_tiny(tmp_path, local_data) -> None:
+    out = tmp_path / "transfer.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.bench", "transfer", "--size", "tiny", "--data", str(local_data),
+         "--out", str(out), "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["task"] == "clone" and r["seeds"] == [0, 1]
+    assert set(r["teacher"]) >= {"name", "score"} and r["teacher"]["name"] == "minilm"
+    assert 0 <= r["teacher"]["score"] <= 1 and 0 <= r["majority_baseline"] <= 1
+    assert set(r["ft"]) >= {"mean", "sd", "scores"} and len(r["ft"]["scores"]) == 2
+    assert set(r["methods"]) == {"kd", "dist", "pkd", "ckd"}
+    for name, m in r["methods"].items():
+        assert set(m) >= {"mean_delta", "ci95", "p_value", "scores", "params"}, name
+        assert len(m["scores"]) == 2 and len(m["ci95"]) == 2
+        deltas = [a - b for a, b in zip(m["scores"], r["ft"]["scores"])]
+        assert m["mean_delta"] == pytest.approx(sum(deltas) / 2)
+    assert "passed" in r["verdict"]
+    assert "no ci95 wholly below 0" in proc.stdout
