@@ -125,7 +125,7 @@ def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
         )
     assert Counter(r.data.tags["method_family"] for r in finished) == {"none": 6, "logit": 24, "feature": 24}
     assert {r.data.tags["task"] for r in finished} == {"defect", "clone", "exception"}
-    assert {r.data.tags["teacher"] for r in finished} == {"none", "tiny-roberta", "tiny-bert"}
+    assert {r.data.tags["teacher"] for r in finished} == {"none", "tiny-roberta", "minilm"}
     exc = next(r for r in finished if r.data.tags["task"] == "exception")
     assert {"test_top3_accuracy", "test_macro_f1"} <= set(exc.data.metrics)
     assert "val_accuracy" in exc.data.metrics and "lr" in exc.data.params
@@ -135,7 +135,7 @@ def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
     # exactly one teacher pass (cache run) per (teacher, task), each of which built its cache once
     caches = _runs(uri, "smoke", "teacher_cache")
     assert sorted((r.data.tags["teacher"], r.data.tags["task"]) for r in caches) == sorted(
-        (t, k) for t in ("tiny-roberta", "tiny-bert") for k in ("defect", "clone", "exception")
+        (t, k) for t in ("tiny-roberta", "minilm") for k in ("defect", "clone", "exception")
     )
     assert all(r.data.metrics["teacher_passes"] == 1 for r in caches)
     assert len(_runs(uri, "smoke", "teacher_finetune")) == 6
