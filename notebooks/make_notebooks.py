@@ -31,7 +31,11 @@ df = A.load_runs(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
 pd.set_option("display.width", 220)
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.precision", 4)
-print(f"study {STUDY!r}: {len(df)} finished runs, by stage {df['stage'].value_counts().to_dict()}")"""
+print(f"study {STUDY!r}: {len(df)} finished runs, by stage {df['stage'].value_counts().to_dict()}")
+scored = df[df["stage"].isin(["teacher_finetune", "student"])]
+print(f"{int(scored['degenerate'].sum())} of {len(scored)} teacher/student runs are degenerate (score at most the "
+      f"task's majority baseline + {A.DEGENERATE_MARGIN}): flagged, and left out of every test, effect size and "
+      f"ranking; {int(scored['baseline'].isna().sum())} runs have no known baseline")"""
 
 
 def md(text: str) -> nbformat.NotebookNode:
@@ -50,18 +54,27 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
 Each KD configuration (task, student, teacher, method) against FT of the same student on the same task, paired by
 seed. FT does not depend on the teacher, so the same FT runs are the baseline for every teacher. `delta` = KD - FT
 on the task's primary metric (defect accuracy, clone F1, exception accuracy); Wilcoxon signed-rank p on the
-seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table. With few seeds `note` says how small a
-p-value can get at all."""),
+seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table, and the `verdict`. Runs at or below
+their task's majority baseline are `degenerate`: left out of means and tests (`n_degenerate` per row). Below 6
+seed pairs the Wilcoxon test cannot reach p < 0.05 and below 4 scores a side Cliff's delta resolves nothing: the
+table says "not testable (n = ...)" instead."""),
         code(SETUP),
+        md(
+            "Every (stage, task, teacher): runs, how many are degenerate, the majority baseline, the best score."
+        ),
+        code("A.degenerate_summary(df)"),
         code("rq1 = A.compare_to_ft(df)\nrq1"),
         md(
-            "Per task and method: how many configurations KD wins, the mean gain, and how many survive Holm at 0.05."
+            "Per task and method: how many configurations KD wins (degenerate runs left out), the mean gain, how "
+            "many could be tested at all and how many of those survive Holm at 0.05."
         ),
         code("""
 rq1.groupby(["task", "method"]).agg(
     configs=("delta", "size"),
     kd_better=("delta", lambda d: int((d > 0).sum())),
     mean_delta=("delta", "mean"),
+    degenerate_runs=("n_degenerate", "sum"),
+    testable=("p_holm", lambda p: int(p.notna().sum())),
     significant=("p_holm", lambda p: int((p < 0.05).sum())),
 )"""),
         md("The paper's Figure 2 (UniXcoder teacher) beside our means, in percent (full study only)."),
@@ -77,13 +90,14 @@ if PAPER:
 The same student, method, task and seed distilled from each teacher. Side by side: mean primary metric per
 teacher (with FT of the same student and each teacher's own score); then the seed-paired Wilcoxon test and Cliff's
 delta for each pair of teachers (a - b), Holm-corrected. Teachers differ in their own score, so retention
-(student / teacher) is shown as well."""),
+(student / teacher) is shown as well; it is undefined (NaN) for a teacher at or below its task's majority baseline.
+Degenerate runs are left out of means and tests; "not testable (n = ...)" where the seeds cannot resolve a test."""),
         code(SETUP),
         code("side = A.teachers_side_by_side(df)\nside"),
         code("""
 rq2 = A.compare_teachers(df)
 rq2 if len(rq2) else print("a single teacher in this study: no paired teacher comparison")"""),
-        code("A.teacher_scores(df)"),
+        code("A.teacher_scores(df)  # degenerate: the teacher is no better than a constant prediction"),
         code(
             """A.retention(df).pivot_table(index=["task", "student", "method"], columns="teacher", values="retention")"""
         ),
@@ -99,21 +113,25 @@ if PAPER:
 
 Retention = student score / its teacher's score; `param_ratio` = student / teacher parameters. The paper's
 headline: feature-based students keep up to 98% of the teacher's performance with about 5% of its parameters.
-Then logit vs feature paired on (student, teacher, seed), and the average rank of every method (FT included) over
-(task, student, teacher) blocks with the Friedman test and the Nemenyi post-hoc."""),
+Then logit vs feature paired on (student, teacher, seed) (per task, Holm-corrected together; the pooled row is a
+family of its own), and the average rank of every method (FT included) over (task, student, teacher) blocks with
+the Friedman test and the Nemenyi post-hoc. Retention is undefined where the teacher is at or below its majority
+baseline; degenerate students are left out of summaries, tests and ranks (with counts); a test the sample cannot
+resolve says "not testable (n = ...)"."""),
         code(SETUP),
         code("""
 ret = A.retention(df)
-ret.groupby(["task", "teacher", "student", "method"])[["retention", "param_ratio"]].mean()"""),
+print(ret.loc[ret["retention"].isna(), "retention_note"].value_counts().to_string())
+ret[~ret["degenerate"]].groupby(["task", "teacher", "student", "method"])[["retention", "param_ratio"]].mean()"""),
         code("A.family_summary(df)"),
         code("A.compare_families(df)"),
         code("""
 ranking = A.rank_methods(df)
-print(f"{ranking.n_blocks} complete blocks ({ranking.n_incomplete} incomplete dropped); "
-      f"Friedman chi2 = {ranking.friedman_statistic:.3f}, p = {ranking.friedman_p:.3g} {ranking.note}")
+print(f"{ranking.n_blocks} complete blocks ({ranking.n_incomplete} incomplete dropped, "
+      f"{ranking.n_degenerate} degenerate runs left out); Friedman: {ranking.verdict}")
 ranking.ranks.rename("average rank (1 = best)")"""),
         code(
-            "ranking.nemenyi if ranking.nemenyi is not None else print('no Nemenyi post-hoc (too few blocks)')"
+            "ranking.nemenyi if ranking.nemenyi is not None else print(f'no Nemenyi post-hoc: {ranking.verdict}')"
         ),
         md("The paper's scores relative to its teacher (full study only)."),
         code("""
@@ -121,9 +139,7 @@ if PAPER:
     p = A.PAPER_FIGURE2.merge(A.PAPER_TEACHER_SCORES[["task", "score"]], on="task", suffixes=("", "_teacher"))
     display(p.assign(retention=p["score"] / p["score_teacher"]).pivot_table(
         index=["task", "arch", "size"], columns="method", values="retention"))"""),
-        code(
-            'assert len(ret) and len(ranking.ranks), "no retention rows: teacher_finetune or student runs missing"'
-        ),
+        code('assert len(ret), "no retention rows: teacher_finetune or student runs missing"'),
     ],
     "04_rq4_students.ipynb": [
         md("""
@@ -131,7 +147,8 @@ if PAPER:
 
 RoBERTa and BiGRU students of the same size (matched by the name's size suffix, e.g. `roberta-7m` / `bigru-7m`)
 for each task, teacher and method, paired by seed (`delta` = RoBERTa - BiGRU). Then every student's score against
-its parameter count. The paper's answer: not necessarily."""),
+its parameter count. The paper's answer: not necessarily. Degenerate runs (at or below the majority baseline) are
+left out of means and tests (`n_degenerate`); "not testable (n = ...)" where the seeds cannot resolve a test."""),
         code(SETUP),
         code("""
 arch = A.compare_architectures(df)
@@ -193,14 +210,16 @@ agr"""),
         md("""
 # Figure 2: score vs student size per method
 
-Primary metric (percent) against student parameters (log scale), mean +- std over seeds, one panel per task and
-architecture, the teacher as a dashed line. For the full study the paper's numbers are drawn as hollow markers.
+Primary metric (percent) against student parameters (log scale), mean +- std over the non-degenerate seeds, one
+panel row per (teacher, task) for every teacher, one column per architecture, methods set slightly apart so
+overlapping ones stay visible, the teacher as a dashed line, the y axis starting at the task's majority baseline
+(dotted) and degenerate runs as grey crosses. For the full study the paper's numbers are drawn as hollow markers.
 Written to `$FIGURES_DIR/figure2.png` (default `notebooks/figures/`)."""),
         code(SETUP),
         code("""
 from IPython.display import Image
 
-png = A.figure2(df, Path(os.environ.get("FIGURES_DIR", "figures")) / "figure2.png", paper=PAPER)
+png = A.figure2(df, Path(os.environ.get("FIGURES_DIR", "figures")) / "figure2.png", paper=PAPER, study=STUDY)
 print(png)
 Image(filename=str(png))"""),
         code("""

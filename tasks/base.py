@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -206,7 +206,8 @@ class Task(abc.ABC):
 
     Class attributes (set by each subclass): ``name``, ``language``, ``family`` (which student tokenizer family
     it shares: ``c_java`` or ``python``), ``label_names``, ``hf_id``, ``hf_config``, ``code_field`` (and
-    ``code2_field`` for pairs), ``label_field``, ``metric_names``, ``selection_metrics``.
+    ``code2_field`` for pairs), ``label_field``, ``metric_names``, ``selection_metrics``, ``headline_metric``
+    (the one score a run is compared by: defect accuracy, clone F1, exception accuracy).
     """
 
     name: ClassVar[str]
@@ -220,6 +221,7 @@ class Task(abc.ABC):
     label_field: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     selection_metrics: ClassVar[tuple[str, str]]
+    headline_metric: ClassVar[str] = "accuracy"
 
     @property
     def paired(self) -> bool:
@@ -403,6 +405,28 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Scores of logits [N, num_labels] against labels [N], each in [0, 1]."""
+
+    def majority_baseline(self, labels: np.ndarray | Sequence[int]) -> float:
+        """The best ``headline_metric`` any constant prediction reaches on ``labels``: the maximum over classes
+        of the score of predicting that class for every sample (accuracy: the majority class's share; binary F1:
+        2p / (1 + p) for a positive share p, from predicting the positive class). A model at or below it has
+        learnt nothing a constant could not do. NaN for no labels."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size == 0:
+            return float("nan")
+        scores = []
+        for c in range(self.num_labels):
+            logits = np.zeros((labels.size, self.num_labels), dtype=np.float32)
+            logits[:, c] = 1.0
+            scores.append(self.metrics(logits, labels)[self.headline_metric])
+        return float(max(scores))
+
+    def headline(self, metrics: Mapping[str, float], labels: np.ndarray | Sequence[int]) -> dict[str, float]:
+        """``score`` (the headline metric from ``metrics``) and ``majority_baseline`` of ``labels``."""
+        return {
+            "score": float(metrics[self.headline_metric]),
+            "majority_baseline": self.majority_baseline(labels),
+        }
 
     def selection_score(self, metrics: Mapping[str, float]) -> float:
         """The number model selection maximises: the sum of the two ``selection_metrics``."""

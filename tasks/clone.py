@@ -23,6 +23,7 @@ class CloneTask(BinaryTask):
     code_field = "func1"
     code2_field = "func2"
     label_field = "label"
+    headline_metric = "f1"
 
     def hub_rows(self, split: str, n_rows: int, seed: int) -> np.ndarray | None:
         if split == "test":

@@ -104,6 +104,31 @@ def test_plan_json_from_the_command_line():
     assert plan["teacher_finetunes"] == plan["teacher_passes"] == 6
 
 
+def test_teacher_train_override_is_validated_merged_and_keyed(tmp_path, local_data):
+    teachers = [{"name": "tiny", "source": "random:roberta", "layers": 2, "hidden": 32}]
+    base = load_spec(write_study(tmp_path / "a.yaml", local_data, teachers=teachers))
+    over = [{**teachers[0], "train": {"lr": 0.0002, "epochs": 3}}]
+    spec = load_spec(write_study(tmp_path / "b.yaml", local_data, teachers=over))
+    merged = spec.teacher_train_for("tiny")
+    assert (merged.lr, merged.epochs, merged.batch_size) == (0.0002, 3, spec.teacher_train.batch_size)
+    assert base.teacher_train_for("tiny") == base.teacher_train
+    # a teacher without an override keeps its unit key; a changed override re-fine-tunes
+    key = build_plan(base).teachers[0].key
+    assert build_plan(spec).teachers[0].key != key
+    same = load_spec(write_study(tmp_path / "c.yaml", local_data, teachers=[{**teachers[0], "train": {}}]))
+    assert build_plan(same).teachers[0].key == key
+    with pytest.raises(StudyError, match=r"teachers.0.train.lr"):
+        load_spec(
+            write_study(tmp_path / "d.yaml", local_data, teachers=[{**teachers[0], "train": {"lr": -1}}])
+        )
+    with pytest.raises(StudyError, match=r"teachers.0.train.learning_rate: unknown key"):
+        load_spec(
+            write_study(
+                tmp_path / "e.yaml", local_data, teachers=[{**teachers[0], "train": {"learning_rate": 1}}]
+            )
+        )
+
+
 # --- the smoke study end to end ----------------------------------------------------------------------------
 
 
@@ -125,7 +150,7 @@ def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
         )
     assert Counter(r.data.tags["method_family"] for r in finished) == {"none": 6, "logit": 24, "feature": 24}
     assert {r.data.tags["task"] for r in finished} == {"defect", "clone", "exception"}
-    assert {r.data.tags["teacher"] for r in finished} == {"none", "tiny-roberta", "tiny-bert"}
+    assert {r.data.tags["teacher"] for r in finished} == {"none", "tiny-roberta", "minilm"}
     exc = next(r for r in finished if r.data.tags["task"] == "exception")
     assert {"test_top3_accuracy", "test_macro_f1"} <= set(exc.data.metrics)
     assert "val_accuracy" in exc.data.metrics and "lr" in exc.data.params
@@ -135,10 +160,19 @@ def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
     # exactly one teacher pass (cache run) per (teacher, task), each of which built its cache once
     caches = _runs(uri, "smoke", "teacher_cache")
     assert sorted((r.data.tags["teacher"], r.data.tags["task"]) for r in caches) == sorted(
-        (t, k) for t in ("tiny-roberta", "tiny-bert") for k in ("defect", "clone", "exception")
+        (t, k) for t in ("tiny-roberta", "minilm") for k in ("defect", "clone", "exception")
     )
     assert all(r.data.metrics["teacher_passes"] == 1 for r in caches)
-    assert len(_runs(uri, "smoke", "teacher_finetune")) == 6
+    teachers = _runs(uri, "smoke", "teacher_finetune")
+    assert len(teachers) == 6
+    # every scored run carries its headline score and its test split's majority baseline, in one column each
+    for r in [*teachers, *finished, *caches]:
+        assert {"test_score", "test_majority_baseline"} <= set(r.data.metrics), r.data.tags
+    clone = next(r for r in teachers if r.data.tags["teacher"] == "minilm" and r.data.tags["task"] == "clone")
+    assert clone.data.metrics["test_score"] == clone.data.metrics["test_f1"]
+    # the smoke study has something to find: a teacher well above a constant prediction
+    assert clone.data.metrics["test_score"] >= clone.data.metrics["test_majority_baseline"] + 0.10
+    assert clone.data.params["lr"] == "0.0002" and clone.data.params["train_override"] != "none"
     parent = _runs(uri, "smoke", "study")[0]
     assert parent.data.metrics["teacher_passes"] == 6
     # KD trials read the cache: their teacher time is a sliver of their training time

@@ -558,3 +558,24 @@ def test_class_label_columns_map_by_name() -> None:
     bad = datasets.Dataset.from_dict({"function": ["a"], "label": ["Nope"]})
     with pytest.raises(ValueError, match=r"split 'train' row 0: unknown label 'Nope'"):
         get_task("exception").examples_from_dataset(bad, "train")
+
+
+def test_headline_metric_and_majority_baseline_by_hand() -> None:
+    from tasks import get_task
+
+    defect, clone, exc = get_task("defect"), get_task("clone"), get_task("exception")
+    assert (defect.headline_metric, clone.headline_metric, exc.headline_metric) == (
+        "accuracy",
+        "f1",
+        "accuracy",
+    )
+    assert defect.majority_baseline([0, 0, 0, 1]) == pytest.approx(0.75)  # always 0: 3 of 4
+    assert defect.majority_baseline([1, 1, 0, 1, 1]) == pytest.approx(0.8)
+    # clone F1: the best constant is "always clone": precision p, recall 1 -> 2p / (1 + p); "never" scores 0
+    assert clone.majority_baseline([0, 0, 0, 1]) == pytest.approx(2 * 0.25 / 1.25)
+    assert clone.majority_baseline([1, 1, 1, 0]) == pytest.approx(2 * 0.75 / 1.75)
+    assert clone.majority_baseline([0, 0]) == 0.0
+    assert exc.majority_baseline([0, 2, 2, 5, 2]) == pytest.approx(0.6)
+    logits = np.eye(20, dtype=np.float32)[[2, 2, 0, 5, 1]]
+    head = exc.headline(exc.metrics(logits, np.array([0, 2, 2, 5, 2])), [0, 2, 2, 5, 2])
+    assert head == {"score": pytest.approx(0.4), "majority_baseline": pytest.approx(0.6)}

@@ -1,6 +1,6 @@
 """Analysis of a KD study recorded in MLflow (see docs/CONTRACTS.md, section MLflow).
 
-Rooms: ``load.py`` (runs -> one frame), ``stats.py`` (tests, effect sizes), ``tables.py`` (one table per research
+Rooms: ``load.py`` (runs -> one frame), ``stats.py`` (tests, effect sizes), ``tables.py`` and ``methods.py`` (one table per research
 question), ``efficiency.py``, ``agreement.py`` (behaviour), ``figures.py`` (the paper's Figure 2), ``notebooks.py``
 (``python -m orchestrator.analysis notebooks``). Everything public is importable from ``orchestrator.analysis``.
 
@@ -9,6 +9,11 @@ One tidy frame of FINISHED runs (`load_runs`), then one small function per resea
 `compare_families` / `rank_methods`, RQ4 `compare_architectures` / `score_vs_params`, plus `efficiency`,
 `agreement` (behaviour), `figure2` and the paper's Figure 2 numbers (`PAPER_FIGURE2`). The notebooks in
 notebooks/ call these and stay short; `run_notebooks` executes them headless.
+
+Trustworthiness: every teacher_finetune and student run is compared with its task's majority baseline (the best
+score a constant prediction reaches); runs at or below it are ``degenerate``, flagged in every table and left out
+of every test, effect size and ranking (with counts). A test or effect size the sample cannot resolve is "not
+testable (n = ...)" (``MIN_PAIRS``, ``MIN_EFFECT_N``, ``MIN_BLOCKS``); pooled rows are their own Holm family.
 
 Statistics: Wilcoxon signed-rank (scipy.stats.wilcoxon) on seed-paired scores, Cliff's delta (implemented here
 from its definition), Holm correction (statsmodels.stats.multitest.multipletests, installed with
@@ -22,12 +27,14 @@ from orchestrator.analysis.figures import (
     PAPER_SIZES,
     PAPER_TEACHER_SCORES,
     beside_paper,
+    build_figure2,
     figure2,
     percent_factor,
 )
 from orchestrator.analysis.load import (
     ARCH_ORDER,
     COLUMNS,
+    DEGENERATE_MARGIN,
     METHOD_ORDER,
     NONE,
     PRIMARY_METRIC,
@@ -37,21 +44,34 @@ from orchestrator.analysis.load import (
     TASK_ORDER,
     TEST_METRICS,
     default_teacher,
+    degenerate_summary,
     load_runs,
+    mark_degenerate,
     student_runs,
     teacher_scores,
+    valid_runs,
 )
-from orchestrator.analysis.notebooks import NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, run_notebooks
-from orchestrator.analysis.stats import MIN_PAIRS, cliffs_delta, holm, paired_comparison
-from orchestrator.analysis.tables import (
+from orchestrator.analysis.methods import (
+    MIN_BLOCKS,
     MethodRanking,
-    compare_architectures,
     compare_families,
-    compare_teachers,
-    compare_to_ft,
     family_summary,
     rank_methods,
     retention,
+)
+from orchestrator.analysis.notebooks import NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, run_notebooks
+from orchestrator.analysis.stats import (
+    MIN_EFFECT_N,
+    MIN_PAIRS,
+    cliffs_delta,
+    holm,
+    not_testable,
+    paired_comparison,
+)
+from orchestrator.analysis.tables import (
+    compare_architectures,
+    compare_teachers,
+    compare_to_ft,
     score_vs_params,
     size_key,
     teachers_side_by_side,
@@ -60,8 +80,11 @@ from orchestrator.analysis.tables import (
 __all__ = [
     "ARCH_ORDER",
     "COLUMNS",
+    "DEGENERATE_MARGIN",
     "Efficiency",
     "METHOD_ORDER",
+    "MIN_BLOCKS",
+    "MIN_EFFECT_N",
     "MIN_PAIRS",
     "MethodRanking",
     "NONE",
@@ -80,18 +103,22 @@ __all__ = [
     "agreement",
     "agreement_summary",
     "beside_paper",
+    "build_figure2",
     "cliffs_delta",
     "compare_architectures",
     "compare_families",
     "compare_teachers",
     "compare_to_ft",
     "default_teacher",
+    "degenerate_summary",
     "efficiency",
     "family_summary",
     "figure2",
     "holm",
     "load_predictions",
     "load_runs",
+    "mark_degenerate",
+    "not_testable",
     "paired_comparison",
     "percent_factor",
     "rank_methods",
@@ -102,4 +129,5 @@ __all__ = [
     "student_runs",
     "teacher_scores",
     "teachers_side_by_side",
+    "valid_runs",
 ]

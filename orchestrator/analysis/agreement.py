@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.analysis.load import student_runs
+from orchestrator.analysis.load import student_runs, teacher_scores
 from orchestrator.analysis.stats import _sorted
 
 
@@ -50,6 +50,8 @@ _AGREEMENT_COLUMNS = [
     "method",
     "method_family",
     "seed",
+    "degenerate",
+    "teacher_degenerate",
     "n_samples",
     "agreement",
     "accuracy",
@@ -78,6 +80,7 @@ def _agreement_row(
         "method": r.method,
         "method_family": r.method_family,
         "seed": r.seed,
+        "degenerate": bool(r.degenerate),
     }
     tp = preds(cache_run[(teacher, r.task)]) if (teacher, r.task) in cache_run else None
     sp_ = preds(r.run_id)
@@ -141,6 +144,8 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
         for teacher in teachers:
             rows.append(_agreement_row(r, teacher, cache_run, ft_run, preds))
     out = pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS)
+    tdeg = {(r.teacher, r.task): bool(r.degenerate) for r in teacher_scores(df).itertuples()}
+    out["teacher_degenerate"] = [tdeg.get(k, False) for k in zip(out["teacher"], out["task"])]
     out["note"] = out["note"].fillna("")
     return _sorted(out, ["task", "teacher", "student", "method", "seed"])
 
@@ -148,17 +153,29 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
 def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
     """FT vs KD: per (task, teacher, method) the mean agreement with the teacher, accuracy, and accuracy /
     agreement on the samples the FT student got different from the teacher; agreement_minus_ft compares with
-    the FT row of the same (task, teacher)."""
-    out = agr.groupby(["task", "teacher", "method"], as_index=False).agg(
-        n_runs=("run_id", "size"),
-        agreement=("agreement", "mean"),
-        accuracy=("accuracy", "mean"),
-        acc_on_ft_disagreed=("acc_on_ft_disagreed", "mean"),
-        agree_on_ft_disagreed=("agree_on_ft_disagreed", "mean"),
+    the FT row of the same (task, teacher). Only runs that are not degenerate, with a teacher that is not, count
+    (``n_runs``); ``n_excluded`` the others (a constant student agrees with a constant teacher by construction)."""
+    agr = agr.assign(_bad=agr["degenerate"].astype(bool) | agr["teacher_degenerate"].astype(bool))
+    out = (
+        agr[~agr["_bad"]]
+        .groupby(["task", "teacher", "method"], as_index=False)
+        .agg(
+            n_runs=("run_id", "size"),
+            agreement=("agreement", "mean"),
+            accuracy=("accuracy", "mean"),
+            acc_on_ft_disagreed=("acc_on_ft_disagreed", "mean"),
+            agree_on_ft_disagreed=("agree_on_ft_disagreed", "mean"),
+        )
     )
     ft = out[out["method"] == "ft"][["task", "teacher", "agreement"]].rename(
         columns={"agreement": "ft_agreement"}
     )
     out = out.merge(ft, on=["task", "teacher"], how="left")
     out["agreement_minus_ft"] = out["agreement"] - out.pop("ft_agreement")
+    excluded = agr.groupby(["task", "teacher", "method"], as_index=False)["_bad"].sum()
+    out = excluded.rename(columns={"_bad": "n_excluded"}).merge(
+        out, on=["task", "teacher", "method"], how="left"
+    )
+    out["n_runs"] = out["n_runs"].fillna(0).astype(int)
+    out["n_excluded"] = out["n_excluded"].astype(int)
     return _sorted(out, ["task", "teacher", "method"])

@@ -10,11 +10,13 @@ import pandas as pd
 
 from orchestrator.analysis.load import (
     ARCH_ORDER,
+    NONE,
     PRIMARY_METRIC,
     TASK_ORDER,
     default_teacher,
     student_runs,
     teacher_scores,
+    valid_runs,
 )
 from orchestrator.analysis.stats import _method_key
 from orchestrator.analysis.tables import size_key
@@ -94,10 +96,10 @@ def percent_factor(values: Iterable[float]) -> float:
 
 def beside_paper(df: pd.DataFrame, teacher: str | None = None) -> pd.DataFrame:
     """Every cell of the paper's Figure 2 with our mean (percent) beside it: columns task, arch, size, method,
-    paper, ours, n (our seeds), diff = ours - paper. ``teacher``: which of our teachers stands for UniXcoder
+    paper, ours, n (our non-degenerate seeds), diff = ours - paper. ``teacher``: which of our teachers stands for UniXcoder
     (default: ``default_teacher``); FT rows use FT. NaN where the study lacks the cell."""
     teacher = teacher or default_teacher(df)
-    s = student_runs(df)
+    s = valid_runs(student_runs(df))
     s = s[(s["method"] == "ft") | (s["teacher"] == teacher)].copy()
     factor = percent_factor(df.loc[df["stage"].isin(["student", "teacher_finetune"]), "primary"])
     s["size"] = s["student"].map(size_key)
@@ -124,61 +126,112 @@ _METHOD_STYLE: dict[str, tuple[str, str]] = {
 }
 
 
-def figure2(df: pd.DataFrame, out_png: Path, paper: bool = False, teacher: str | None = None) -> Path:
+def _dodge(k: int, m: int, width: float = 0.06) -> float:
+    """The x factor that sets the k-th of m methods beside the others on a log axis (0.06 decades apart)."""
+    return float(10 ** ((k - (m - 1) / 2) * width))
+
+
+def _panel(
+    ax, runs: pd.DataFrame, methods: list[str], factor: float, paper_rows: pd.DataFrame | None
+) -> None:
+    """One (teacher, task, architecture) panel: mean +- std of the non-degenerate runs per method and student
+    size, methods dodged sideways; degenerate runs as grey crosses (at the baseline when below it)."""
+    ok = runs[~runs["degenerate"]]
+    agg = ok.groupby(["student", "method"], as_index=False).agg(
+        params=("student_params", "mean"), mean=("primary", "mean"), std=("primary", "std")
+    )
+    for k, method in enumerate(methods):
+        color, marker = _METHOD_STYLE.get(method, ("black", "x"))
+        m = agg[agg["method"] == method].sort_values("params")
+        x = m["params"].astype(float) * _dodge(k, len(methods))
+        ax.errorbar(
+            x,
+            m["mean"] * factor,
+            yerr=(m["std"] * factor).fillna(0),
+            color=color,
+            marker=marker,
+            capsize=3,
+            label=method.upper(),
+        )
+        if paper_rows is not None:
+            p = paper_rows[paper_rows["method"] == method]
+            ax.scatter(p["params"], p["score"], facecolors="none", edgecolors=color, marker=marker)
+        bad = runs[runs["degenerate"] & (runs["method"] == method)]
+        if len(bad):
+            y = np.maximum(bad["primary"], bad["baseline"]) * factor
+            ax.scatter(
+                bad["student_params"].astype(float) * _dodge(k, len(methods)),
+                y,
+                color="gray",
+                marker="x",
+                zorder=3,
+                label=f"{method.upper()} degenerate ({len(bad)})",
+            )
+
+
+def figure2(
+    df: pd.DataFrame,
+    out_png: Path,
+    paper: bool = False,
+    teacher: str | None = None,
+    study: str | None = None,
+) -> Path:
+    """``build_figure2`` written to ``out_png`` (folders created); returns ``out_png``."""
+    fig = build_figure2(df, paper, teacher, study)
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    return out_png
+
+
+def build_figure2(
+    df: pd.DataFrame, paper: bool = False, teacher: str | None = None, study: str | None = None
+):
     """The paper's Figure 2 for this study: primary score (percent) vs student parameters (log x), one line per
-    method (mean +- std over seeds), the teacher's score as a dashed line, one panel per (task, architecture).
-    ``teacher``: the KD teacher to plot (default ``default_teacher``). With ``paper`` the paper's numbers are
-    drawn as hollow markers at the nominal sizes and its teacher as a dotted line. Returns ``out_png``."""
-    # Object-oriented matplotlib with the Agg canvas: no pyplot state, no backend switch in a notebook.
+    method (mean +- std over the non-degenerate seeds; methods dodged sideways so overlapping ones stay visible),
+    the teacher's score as a dashed line; one panel row per (teacher, task), one column per architecture, every
+    KD teacher of the study shown (``teacher``: only that one). Each panel's caption names the study, the teacher
+    and n (runs, of which degenerate: grey crosses); its y axis starts at the task's majority baseline (dotted).
+    With ``paper`` the paper's numbers are drawn as hollow markers at the nominal sizes and its teacher as a
+    dotted grey line. Returns the matplotlib Figure (Agg canvas, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter, NullFormatter
 
-    teacher = teacher or default_teacher(df)
     s = student_runs(df)
-    s = s[(s["method"] == "ft") | (s["teacher"] == teacher)]
     if s.empty:
         raise ValueError("no student runs to plot")
+    teachers = [teacher] if teacher else sorted(set(s["teacher"]) - {NONE}) or [NONE]
     factor = percent_factor(df.loc[df["stage"].isin(["student", "teacher_finetune"]), "primary"])
-    agg = s.groupby(["task", "student_arch", "student", "method"], as_index=False).agg(
-        params=("student_params", "mean"), mean=("primary", "mean"), std=("primary", "std")
-    )
-    tasks = [t for t in TASK_ORDER if t in set(agg["task"])] + sorted(set(agg["task"]) - set(TASK_ORDER))
-    archs = [a for a in ARCH_ORDER if a in set(agg["student_arch"])] + sorted(
-        set(agg["student_arch"]) - set(ARCH_ORDER)
+    tasks = [t for t in TASK_ORDER if t in set(s["task"])] + sorted(set(s["task"]) - set(TASK_ORDER))
+    archs = [a for a in ARCH_ORDER if a in set(s["student_arch"])] + sorted(
+        set(s["student_arch"]) - set(ARCH_ORDER)
     )
     tscore = teacher_scores(df)
-    fig = Figure(figsize=(5.0 * len(archs), 3.6 * len(tasks)), layout="constrained")
+    rows = [(t, task) for t in teachers for task in tasks]
+    fig = Figure(figsize=(5.0 * len(archs), 3.8 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(len(tasks), len(archs), squeeze=False)
-    for i, task in enumerate(tasks):
+    fig.suptitle(f"Figure 2, study {study or '?'}: score vs student size (teachers: {', '.join(teachers)})")
+    axes = fig.subplots(len(rows), len(archs), squeeze=False)
+    for i, (t_name, task) in enumerate(rows):
+        runs_t = s[(s["task"] == task) & ((s["method"] == "ft") | (s["teacher"] == t_name))]
+        t = tscore[(tscore["task"] == task) & (tscore["teacher"] == t_name)]
         for j, arch in enumerate(archs):
             ax = axes[i][j]
-            panel = agg[(agg["task"] == task) & (agg["student_arch"] == arch)]
-            methods = sorted(panel["method"].unique(), key=_method_key)
-            for method in methods:
-                color, marker = _METHOD_STYLE.get(method, ("black", "x"))
-                m = panel[panel["method"] == method].sort_values("params")
-                ax.errorbar(
-                    m["params"],
-                    m["mean"] * factor,
-                    yerr=(m["std"] * factor).fillna(0),
-                    color=color,
-                    marker=marker,
-                    capsize=3,
-                    label=method.upper(),
-                )
-                if paper:
-                    p = PAPER_FIGURE2[
-                        (PAPER_FIGURE2["task"] == task)
-                        & (PAPER_FIGURE2["arch"] == arch)
-                        & (PAPER_FIGURE2["method"] == method)
-                    ]
-                    ax.scatter(p["params"], p["score"], facecolors="none", edgecolors=color, marker=marker)
-            t = tscore[(tscore["task"] == task) & (tscore["teacher"] == teacher)]
+            runs = runs_t[runs_t["student_arch"] == arch]
+            methods = sorted(runs["method"].unique(), key=_method_key)
+            paper_rows = None
+            if paper:
+                paper_rows = PAPER_FIGURE2[(PAPER_FIGURE2["task"] == task) & (PAPER_FIGURE2["arch"] == arch)]
+            _panel(ax, runs, methods, factor, paper_rows)
             if len(t):
+                deg = " (degenerate)" if t["degenerate"].iloc[0] else ""
                 ax.axhline(
-                    t["primary"].iloc[0] * factor, color="black", ls="--", lw=1, label=f"teacher {teacher}"
+                    t["primary"].iloc[0] * factor,
+                    color="black",
+                    ls="--",
+                    lw=1,
+                    label=f"teacher {t_name}{deg}",
                 )
             if paper:
                 pt = PAPER_TEACHER_SCORES[PAPER_TEACHER_SCORES["task"] == task]
@@ -186,17 +239,22 @@ def figure2(df: pd.DataFrame, out_png: Path, paper: bool = False, teacher: str |
                     ax.axhline(
                         pt["score"].iloc[0], color="gray", ls=":", lw=1, label="paper teacher / hollow: paper"
                     )
+            base = runs_t["baseline"].dropna()
+            if len(base):
+                ax.axhline(base.iloc[0] * factor, color="tab:purple", ls=":", lw=1, label="majority baseline")
+                ax.set_ylim(bottom=base.iloc[0] * factor)
             ax.set_xscale("log")
             # parameter counts as 300k / 7M; minor ticks unlabelled, their default labels collide on a log axis
             ax.xaxis.set_major_formatter(EngFormatter(sep=""))
             ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_title(f"{task} / {arch}")
+            n_bad = int(runs["degenerate"].sum())
+            ax.set_title(
+                f"{study or '?'} | teacher {t_name} | {task} / {arch}\nn = {len(runs)} runs, {n_bad} degenerate",
+                fontsize=9,
+            )
             ax.set_xlabel("student parameters")
             metric = PRIMARY_METRIC.get(task, "test_accuracy").removeprefix("test_")
             ax.set_ylabel(f"{metric} (%)" if factor == 100.0 else metric)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    return out_png
+            ax.legend(fontsize=6)
+    return fig

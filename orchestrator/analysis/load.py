@@ -9,7 +9,17 @@ import pandas as pd
 
 # The primary metric of each task, as in the paper's Figure 2; tasks not listed fall back to accuracy.
 PRIMARY_METRIC: dict[str, str] = {"defect": "test_accuracy", "clone": "test_f1", "exception": "test_accuracy"}
-TEST_METRICS: tuple[str, ...] = ("test_accuracy", "test_f1", "test_top3_accuracy", "test_macro_f1")
+TEST_METRICS: tuple[str, ...] = (
+    "test_accuracy",
+    "test_f1",
+    "test_top3_accuracy",
+    "test_macro_f1",
+    "test_score",  # the task's headline metric (= primary)
+    "test_majority_baseline",  # the best headline score a constant prediction reaches on the test split
+)
+# A run whose primary score is at most its majority baseline plus this margin learnt nothing a constant could not
+# do: it is flagged ``degenerate`` in every table and left out of every test, effect size and ranking.
+DEGENERATE_MARGIN = 0.005
 RUN_METRICS: tuple[str, ...] = (
     "train_seconds",
     "teacher_seconds",
@@ -41,6 +51,8 @@ COLUMNS: tuple[str, ...] = (
     "seed",
     *TEST_METRICS,
     "primary",
+    "baseline",
+    "degenerate",
     *RUN_METRICS,
     *RUN_PARAMS,
 )
@@ -119,7 +131,9 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
     df["primary"] = _primary(df)
-    return df.sort_values(["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True)
+    return mark_degenerate(df).sort_values(
+        ["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True
+    )
 
 
 def _primary(df: pd.DataFrame) -> pd.Series:
@@ -131,21 +145,65 @@ def _primary(df: pd.DataFrame) -> pd.Series:
     return out
 
 
+def mark_degenerate(df: pd.DataFrame, margin: float = DEGENERATE_MARGIN) -> pd.DataFrame:
+    """``df`` with ``baseline`` (``_baseline``) and ``degenerate`` (primary at most baseline + ``margin``; False
+    where either is unknown) set afresh."""
+    out = df.copy()
+    out["baseline"] = _baseline(out)
+    out["degenerate"] = (out["primary"] <= out["baseline"] + margin).fillna(False).astype(bool)
+    return out
+
+
+def _baseline(df: pd.DataFrame) -> pd.Series:
+    """Each run's ``test_majority_baseline``; runs that did not record it (older studies) take the one other runs
+    of the same task recorded (a study has one test split per task); NaN (unknown) when none did."""
+    own = df["test_majority_baseline"].astype(float)
+    per_task = own.groupby(df["task"]).median()
+    return own.fillna(df["task"].map(per_task)).astype(float)
+
+
 def student_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """The student trials (stage ``student``) that logged their primary metric."""
+    """The student trials (stage ``student``) that logged their primary metric, degenerate ones included (column
+    ``degenerate``; ``valid_runs`` leaves them out)."""
     out = df[(df["stage"] == "student") & df["primary"].notna()]
     return out.reset_index(drop=True)
 
 
+def valid_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``runs`` that are not degenerate: the ones tests and rankings use."""
+    return runs[~runs["degenerate"].astype(bool)]
+
+
+def degenerate_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (stage, task, teacher) of the teacher_finetune and student runs: runs, how many are degenerate (primary
+    at most ``baseline`` + ``DEGENERATE_MARGIN``), the baseline and the best primary."""
+    r = df[df["stage"].isin(["teacher_finetune", "student"]) & df["primary"].notna()]
+    out = r.groupby(["stage", "task", "teacher"], as_index=False, sort=False).agg(
+        runs=("primary", "size"),
+        degenerate=("degenerate", "sum"),
+        baseline=("baseline", "first"),
+        best=("primary", "max"),
+    )
+    out["degenerate"] = out["degenerate"].astype(int)
+    stage = {"teacher_finetune": 0, "student": 1}
+    order = out["stage"].map(stage).astype(str) + out["task"].map(
+        lambda t: str(TASK_ORDER.index(t)) if t in TASK_ORDER else t
+    )
+    return out.assign(_o=order).sort_values(["_o", "teacher"]).drop(columns="_o").reset_index(drop=True)
+
+
 def teacher_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """Fine-tuned teachers: columns teacher, task, primary (mean over their runs), teacher_params, and the
-    teacher's inference_samples_per_s (NaN where not logged)."""
+    """Fine-tuned teachers: columns teacher, task, primary (mean over their runs), baseline (the task's majority
+    baseline), teacher_params, the teacher's inference_samples_per_s (NaN where not logged) and degenerate
+    (primary at most baseline + ``DEGENERATE_MARGIN``: a teacher that learnt nothing)."""
     t = df[(df["stage"] == "teacher_finetune") & df["primary"].notna()]
     out = t.groupby(["teacher", "task"], as_index=False).agg(
         primary=("primary", "mean"),
+        baseline=("baseline", "mean"),
         teacher_params=("teacher_params", "mean"),
         inference_samples_per_s=("inference_samples_per_s", "mean"),
     )
+    out["degenerate"] = (out["primary"] <= out["baseline"] + DEGENERATE_MARGIN).fillna(False).astype(bool)
     return out
 
 

@@ -35,7 +35,16 @@ def holm(pvalues: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
     return out
 
 
-MIN_PAIRS = 2  # fewer seed pairs leave nothing to rank: no test
+# The exact two-sided Wilcoxon signed-rank test cannot go below 2 / 2**n with n nonzero pairs: under 6 pairs no
+# outcome reaches p < 0.05, so no test is run. Cliff's delta is printed only with at least 4 scores on each side,
+# the least with which its Mann-Whitney test can reach p < 0.05 (2 / C(8, 4) = 0.029); from 1 vs 1 it is +-1.
+MIN_PAIRS = 6
+MIN_EFFECT_N = 4
+
+
+def not_testable(n: int | str) -> str:
+    """The text tables print instead of a p-value or effect size the sample cannot resolve."""
+    return f"not testable (n = {n})"
 
 
 def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) -> dict[str, Any]:
@@ -43,8 +52,8 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
 
     Means/stds/counts use every score of each side; the Wilcoxon signed-rank test pairs the scores by index;
     Cliff's delta compares all scores of a with all of b. Never raises on small samples: fewer than
-    ``min_pairs`` pairs gives p = NaN, all paired differences zero gives p = 1; ``note`` says which, or that
-    the sample is too small for p < 0.05 to be attainable.
+    ``min_pairs`` nonzero paired differences give p = NaN and ``test`` = "not testable (n = ...)"; fewer than
+    ``MIN_EFFECT_N`` scores on a side give cliffs_delta = NaN, ``note`` says so.
     """
     from scipy.stats import wilcoxon
 
@@ -52,20 +61,21 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
     b = b.dropna().astype(float)
     pairs = pd.concat({"a": a, "b": b}, axis=1, join="inner")
     n = len(pairs)
-    diff = pairs["a"] - pairs["b"]
-    nonzero = int((diff != 0).sum())
+    nonzero = int(((pairs["a"] - pairs["b"]) != 0).sum())
+    notes = []
     if n < min_pairs:
-        p, note = math.nan, f"{n} pair(s): no test"
-    elif nonzero == 0:
-        p, note = 1.0, "all paired differences are zero"
+        p, test = math.nan, not_testable(n)
+    elif nonzero < min_pairs:
+        p, test = math.nan, not_testable(f"{nonzero} nonzero of {n} pairs")
     else:
         with warnings.catch_warnings():
-            # scipy warns about small samples and ties; the note below carries that to the reader
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # scipy warns about ties; the exact/normal choice is scipy's
             p = float(wilcoxon(pairs["a"], pairs["b"]).pvalue)
-        # the exact two-sided test cannot go below 2 / 2**nonzero: say so when that is above 0.05
-        floor = 2.0 ** (1 - nonzero)
-        note = f"{nonzero} nonzero pair(s): smallest attainable p {floor:.3g}" if floor > 0.05 else ""
+        test = f"p = {p:.3g}"
+    delta_ab = cliffs_delta(a, b)
+    if min(len(a), len(b)) < MIN_EFFECT_N:
+        delta_ab = math.nan
+        notes.append(f"Cliff's delta {not_testable(f'{len(a)} vs {len(b)}')}")
     return {
         "a_mean": a.mean() if len(a) else math.nan,
         "a_std": a.std() if len(a) > 1 else math.nan,
@@ -76,8 +86,9 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
         "delta": (a.mean() - b.mean()) if len(a) and len(b) else math.nan,
         "n_pairs": n,
         "p_wilcoxon": p,
-        "cliffs_delta": cliffs_delta(a, b),
-        "note": note,
+        "cliffs_delta": delta_ab,
+        "test": test,
+        "note": "; ".join(notes),
     }
 
 
@@ -97,10 +108,32 @@ def _by_seed(frame: pd.DataFrame, value: str = "primary") -> pd.Series:
     return frame.dropna(subset=["seed"]).groupby("seed")[value].mean()
 
 
-def _with_holm(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+def _with_holm(rows: list[dict[str, Any]], columns: list[str], family: str | None = None) -> pd.DataFrame:
+    """The rows as a frame with ``p_holm``: Holm over the rows' tested p-values, one family per value of the
+    column ``family`` (all rows one family when None), and ``verdict``: "not testable (n = ...)", or
+    "significant" / "not significant" at Holm-adjusted 0.05 with both p-values."""
     out = pd.DataFrame(rows, columns=columns)
-    out["p_holm"] = holm(out["p_wilcoxon"]) if len(out) else pd.Series(dtype=float)
+    out["p_holm"] = pd.Series(dtype=float) if out.empty else math.nan
+    if len(out):
+        groups = out.groupby(family, sort=False).groups.values() if family else [out.index]
+        for idx in groups:
+            out.loc[idx, "p_holm"] = holm(out.loc[idx, "p_wilcoxon"])
+    out["verdict"] = [_verdict(r) for r in out[["p_wilcoxon", "p_holm", "test"]].itertuples(index=False)]
     return out
+
+
+def _verdict(row: Any) -> str:
+    p, p_holm, test = row
+    if not isinstance(p, float) or math.isnan(p):
+        return str(test)
+    word = "significant" if p_holm < 0.05 else "not significant"
+    return f"{word} (p = {p:.3g}, Holm {p_holm:.3g})"
+
+
+def _split_degenerate(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The non-degenerate runs and how many were left out."""
+    bad = runs["degenerate"].astype(bool)
+    return runs[~bad], int(bad.sum())
 
 
 def _order(df: pd.DataFrame, column: str, order: Sequence[str]) -> pd.Series:
@@ -122,4 +155,4 @@ def _sorted(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return df.loc[order].reset_index(drop=True)
 
 
-_STAT_COLUMNS = ["delta", "n_pairs", "p_wilcoxon", "cliffs_delta", "note"]
+_STAT_COLUMNS = ["delta", "n_pairs", "p_wilcoxon", "cliffs_delta", "test", "note", "n_degenerate"]

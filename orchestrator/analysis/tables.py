@@ -1,23 +1,23 @@
-"""One table per research question: RQ1 ``compare_to_ft``, RQ2 ``compare_teachers``, RQ3 ``retention`` /
-``family_summary`` / ``compare_families`` / ``rank_methods``, RQ4 ``compare_architectures`` / ``score_vs_params``."""
+"""One table per research question: RQ1 ``compare_to_ft``, RQ2 ``compare_teachers``, RQ4
+``compare_architectures`` / ``score_vs_params`` (RQ3 in ``methods.py``).
+
+Degenerate runs (at or below their majority baseline, column ``degenerate`` of ``load_runs``) are left out of
+every mean, test and effect size here; ``n_degenerate`` says how many a row left out."""
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import combinations
 
 import pandas as pd
 
-from orchestrator.analysis.load import TASK_ORDER, student_runs, teacher_scores
+from orchestrator.analysis.load import student_runs, teacher_scores, valid_runs
 from orchestrator.analysis.stats import (
     _STAT_COLUMNS,
     _by_seed,
-    _method_key,
     _renamed,
     _sorted,
+    _split_degenerate,
     _with_holm,
     paired_comparison,
 )
@@ -28,18 +28,22 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
 
     FT does not depend on the teacher, so the same FT runs are the baseline for every teacher. Columns: the
     factors, kd_mean/kd_std/kd_n and ft_mean/ft_std/ft_n over seeds, delta = kd_mean - ft_mean, n_pairs and
-    p_wilcoxon (paired by seed), cliffs_delta (KD vs FT), note, p_holm (across the table).
+    p_wilcoxon (paired by seed), cliffs_delta (KD vs FT), test, note, n_degenerate, teacher_degenerate, p_holm
+    (across the table) and verdict.
     """
     s = student_runs(df)
+    tdeg = {(r.teacher, r.task): r.degenerate for r in teacher_scores(df).itertuples()}
     ft = s[s["method"] == "ft"]
     kd = s[s["method"] != "ft"]
     keys = ["task", "student", "teacher", "method"]
     rows = []
     for (task, student, teacher, method), g in kd.groupby(keys, sort=False):
-        base = ft[(ft["task"] == task) & (ft["student"] == student)]
-        stats = _renamed(paired_comparison(_by_seed(g), _by_seed(base)), "kd", "ft")
+        base, n_ft = _split_degenerate(ft[(ft["task"] == task) & (ft["student"] == student)])
+        kd_ok, n_kd = _split_degenerate(g)
+        stats = _renamed(paired_comparison(_by_seed(kd_ok), _by_seed(base)), "kd", "ft")
+        stats["n_degenerate"] = n_kd + n_ft
         if base.empty:
-            stats["note"] = "no FT runs of this student"
+            stats["note"] = "no (non-degenerate) FT runs of this student"
         rows.append(
             {
                 "task": task,
@@ -50,6 +54,7 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
                 "method": method,
                 "method_family": g["method_family"].iloc[0],
                 **stats,
+                "teacher_degenerate": tdeg.get((teacher, task)),
             }
         )
     columns = [
@@ -67,14 +72,17 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
         "ft_std",
         "ft_n",
         *_STAT_COLUMNS,
+        "teacher_degenerate",
     ]
     return _sorted(_with_holm(rows, columns), ["task", "student_arch", "student_params", "teacher", "method"])
 
 
 def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     """RQ2 overview: mean primary over seeds of each KD configuration, one column per teacher, with each
-    teacher's own score on the task in ``score_<teacher>`` and FT of the same student in ``ft``."""
-    s = student_runs(df)
+    teacher's own score on the task in ``score_<teacher>`` and FT of the same student in ``ft``; degenerate runs
+    left out (``n_degenerate`` per row, a teacher at or below its baseline listed in ``degenerate_teachers``)."""
+    s_all = student_runs(df)
+    s = valid_runs(s_all)
     kd = s[s["method"] != "ft"]
     if kd.empty:
         return pd.DataFrame(columns=["task", "student", "student_arch", "method", "ft"])
@@ -88,8 +96,18 @@ def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reset_index()
     ft = s[s["method"] == "ft"].groupby(["task", "student"], as_index=False)["primary"].mean()
     wide = wide.merge(ft.rename(columns={"primary": "ft"}), on=["task", "student"], how="left")
+    keys = ["task", "student", "method"]
+    n_deg = s_all[s_all["degenerate"]].groupby(keys).size().rename("n_degenerate").reset_index()
+    wide = wide.merge(n_deg, on=keys, how="left").fillna({"n_degenerate": 0})
+    wide["n_degenerate"] = wide["n_degenerate"].astype(int)
+    wide["degenerate_teachers"] = ""
     for _, t in teacher_scores(df).iterrows():
         wide.loc[wide["task"] == t["task"], f"score_{t['teacher']}"] = t["primary"]
+        if t["degenerate"]:
+            rows = wide["task"] == t["task"]
+            wide.loc[rows, "degenerate_teachers"] = (
+                wide.loc[rows, "degenerate_teachers"] + " " + t["teacher"]
+            ).str.strip()
     return _sorted(wide, ["task", "student_arch", "student", "method"])
 
 
@@ -97,16 +115,21 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
     """RQ2: for each (task, student, method != ft) and each pair of teachers, the seed-paired comparison.
 
     Columns: the factors, teacher_a/teacher_b (alphabetical), a_mean/a_std/a_n, b_mean/b_std/b_n, delta =
-    a_mean - b_mean, n_pairs, p_wilcoxon, cliffs_delta, note, the teachers' own scores teacher_a_score /
-    teacher_b_score, p_holm. Empty when the study has a single teacher.
+    a_mean - b_mean, n_pairs, p_wilcoxon, cliffs_delta, test, note, n_degenerate, the teachers' own scores
+    teacher_a_score / teacher_b_score and whether each is degenerate, p_holm, verdict. Empty when the study has a
+    single teacher.
     """
     s = student_runs(df)
     kd = s[s["method"] != "ft"]
-    scores = {(r.teacher, r.task): r.primary for r in teacher_scores(df).itertuples()}
+    ts = teacher_scores(df)
+    scores = {(r.teacher, r.task): r.primary for r in ts.itertuples()}
+    tdeg = {(r.teacher, r.task): r.degenerate for r in ts.itertuples()}
     rows = []
     for (task, student, method), g in kd.groupby(["task", "student", "method"], sort=False):
+        ok, _ = _split_degenerate(g)
         for ta, tb in combinations(sorted(g["teacher"].unique()), 2):
-            stats = paired_comparison(_by_seed(g[g["teacher"] == ta]), _by_seed(g[g["teacher"] == tb]))
+            stats = paired_comparison(_by_seed(ok[ok["teacher"] == ta]), _by_seed(ok[ok["teacher"] == tb]))
+            stats["n_degenerate"] = int(g.loc[g["teacher"].isin([ta, tb]), "degenerate"].sum())
             rows.append(
                 {
                     "task": task,
@@ -120,6 +143,8 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
                     **stats,
                     "teacher_a_score": scores.get((ta, task), math.nan),
                     "teacher_b_score": scores.get((tb, task), math.nan),
+                    "teacher_a_degenerate": tdeg.get((ta, task)),
+                    "teacher_b_degenerate": tdeg.get((tb, task)),
                 }
             )
     columns = [
@@ -140,171 +165,10 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
         *_STAT_COLUMNS,
         "teacher_a_score",
         "teacher_b_score",
+        "teacher_a_degenerate",
+        "teacher_b_degenerate",
     ]
     return _sorted(_with_holm(rows, columns), ["task", "student_arch", "student_params", "method"])
-
-
-def retention(df: pd.DataFrame) -> pd.DataFrame:
-    """RQ3: one row per student run and teacher: retention = student primary / teacher primary, and
-    param_ratio = student_params / teacher_params. FT runs appear once per teacher of their task (FT does not
-    depend on the teacher; the row says how much of that teacher's score plain fine-tuning reaches)."""
-    # students carry an empty teacher_params column (a teacher metric): the teacher's comes from the merge
-    s = student_runs(df).drop(columns="teacher_params")
-    t = teacher_scores(df).rename(columns={"primary": "teacher_primary"})
-    t = t[["teacher", "task", "teacher_primary", "teacher_params"]]
-    kd = s[s["method"] != "ft"].merge(t, on=["teacher", "task"], how="inner")
-    ft = s[s["method"] == "ft"].drop(columns="teacher").merge(t, on="task", how="inner")
-    out = pd.concat([kd, ft[kd.columns]], ignore_index=True)
-    out["retention"] = out["primary"] / out["teacher_primary"]
-    out["param_ratio"] = out["student_params"].astype(float) / out["teacher_params"]
-    columns = [
-        "run_id",
-        "task",
-        "teacher",
-        "student",
-        "student_arch",
-        "student_params",
-        "method",
-        "method_family",
-        "seed",
-        "primary",
-        "teacher_primary",
-        "teacher_params",
-        "retention",
-        "param_ratio",
-    ]
-    return _sorted(out[columns], ["task", "teacher", "student_arch", "student_params", "method", "seed"])
-
-
-def family_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """RQ3: logit vs feature (and FT as ``none``) per (task, teacher): mean retention over runs, the best
-    configuration's mean retention over seeds, which (student, method) it is and its parameter ratio."""
-    r = retention(df)
-    columns = [
-        "task",
-        "teacher",
-        "method_family",
-        "n_runs",
-        "retention_mean",
-        "retention_best",
-        "best_student",
-        "best_method",
-        "best_param_ratio",
-    ]
-    rows = []
-    for (task, teacher, family), g in r.groupby(["task", "teacher", "method_family"], sort=False):
-        config = g.groupby(["student", "method"], as_index=False).agg(
-            retention=("retention", "mean"), param_ratio=("param_ratio", "mean")
-        )
-        best = config.loc[config["retention"].idxmax()]
-        rows.append(
-            {
-                "task": task,
-                "teacher": teacher,
-                "method_family": family,
-                "n_runs": len(g),
-                "retention_mean": g["retention"].mean(),
-                "retention_best": best["retention"],
-                "best_student": best["student"],
-                "best_method": best["method"],
-                "best_param_ratio": best["param_ratio"],
-            }
-        )
-    out = pd.DataFrame(rows, columns=columns)
-    fam_order = {"none": 0, "logit": 1, "feature": 2}
-    out["_f"] = out["method_family"].map(lambda f: fam_order.get(f, 3))
-    return _sorted(out, ["task", "teacher", "_f"]).drop(columns="_f")
-
-
-def compare_families(df: pd.DataFrame) -> pd.DataFrame:
-    """RQ3: logit-based vs feature-based KD, paired on (student, teacher, seed): per block the mean primary of
-    the logit methods against that of the feature methods. One row per task and one for all tasks (there the
-    pairs are per task as well); columns logit_*/feature_*, delta = feature - logit, test columns, p_holm."""
-    s = student_runs(df)
-    s = s[s["method_family"].isin(["logit", "feature"])].dropna(subset=["seed"])
-    blocks = s.groupby(["task", "student", "teacher", "seed", "method_family"])["primary"].mean().unstack()
-    rows = []
-    if {"logit", "feature"} <= set(blocks.columns):
-        tasks = sorted(blocks.index.unique("task"), key=lambda t: ((TASK_ORDER + (t,)).index(t), t))
-        groups = [(task, blocks.xs(task, level="task")) for task in tasks]
-        groups.append(("all", blocks))
-        for task, b in groups:
-            stats = _renamed(paired_comparison(b["feature"], b["logit"]), "feature", "logit")
-            rows.append({"task": task, **stats})
-    columns = [
-        "task",
-        "feature_mean",
-        "feature_std",
-        "feature_n",
-        "logit_mean",
-        "logit_std",
-        "logit_n",
-        *_STAT_COLUMNS,
-    ]
-    return _with_holm(rows, columns)
-
-
-@dataclass
-class MethodRanking:
-    """Average ranks of methods (1 = best) over complete blocks, and the tests on them."""
-
-    ranks: pd.Series  # method -> average rank, best first
-    block_ranks: pd.DataFrame  # blocks x methods
-    block_scores: pd.DataFrame  # blocks x methods, mean primary over seeds
-    n_blocks: int
-    n_incomplete: int  # blocks dropped because a method is missing there
-    friedman_statistic: float
-    friedman_p: float
-    nemenyi: pd.DataFrame | None  # methods x methods p-values; None when not computable
-    note: str
-
-
-def _ft_per_teacher(s: pd.DataFrame) -> pd.DataFrame:
-    """FT runs repeated once per KD teacher of their task, so a (task, student, teacher) block holds FT too."""
-    kd = s[s["method"] != "ft"]
-    teachers = kd[["task", "teacher"]].drop_duplicates()
-    ft = s[s["method"] == "ft"].drop(columns="teacher").merge(teachers, on="task", how="inner")
-    return pd.concat([kd, ft[kd.columns]], ignore_index=True)
-
-
-def rank_methods(
-    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student", "teacher"), min_blocks: int = 3
-) -> MethodRanking:
-    """RQ3: rank the methods (FT included) within each block by mean primary over seeds (1 = best, ties
-    averaged), average the ranks, and run the Friedman test with the Nemenyi post-hoc (scikit_posthocs).
-    With fewer than ``min_blocks`` complete blocks or fewer than 3 methods the ranks are still returned and the
-    p-values are NaN."""
-    import scikit_posthocs as sp
-    from scipy.stats import friedmanchisquare
-
-    s = _ft_per_teacher(student_runs(df))
-    keys = list(blocks)
-    scores = s.groupby([*keys, "method"])["primary"].mean().unstack("method")
-    methods = sorted(scores.columns, key=_method_key)
-    scores = scores[methods]
-    complete = scores.dropna()
-    block_ranks = complete.rank(axis=1, ascending=False, method="average")
-    ranks = block_ranks.mean().sort_values()
-    stat, p, nemenyi, note = math.nan, math.nan, None, ""
-    if len(complete) < min_blocks or len(methods) < 3:
-        note = f"{len(complete)} complete block(s), {len(methods)} method(s): no Friedman test"
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # all-tied blocks make the statistic NaN; reported as is
-            res = friedmanchisquare(*[complete[m].to_numpy() for m in methods])
-        stat, p = float(res.statistic), float(res.pvalue)
-        nemenyi = sp.posthoc_nemenyi_friedman(complete.reset_index(drop=True))
-    return MethodRanking(
-        ranks=ranks,
-        block_ranks=block_ranks,
-        block_scores=complete,
-        n_blocks=len(complete),
-        n_incomplete=len(scores) - len(complete),
-        friedman_statistic=stat,
-        friedman_p=p,
-        nemenyi=nemenyi,
-        note=note,
-    )
 
 
 def size_key(student: str) -> str:
@@ -315,7 +179,7 @@ def size_key(student: str) -> str:
 def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
     """RQ4: RoBERTa vs BiGRU students of the same size (matched by name suffix) for each (task, teacher,
     method), paired by seed. Columns roberta_*/bigru_* (student, params, mean, std, n), delta = roberta - bigru,
-    test columns, p_holm."""
+    test columns, n_degenerate (left out), p_holm, verdict."""
     s = student_runs(df).copy()
     s["size"] = s["student"].map(size_key)
     rows = []
@@ -323,7 +187,10 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
         ro, bi = g[g["student_arch"] == "roberta"], g[g["student_arch"] == "bigru"]
         if ro.empty or bi.empty:
             continue
-        stats = _renamed(paired_comparison(_by_seed(ro), _by_seed(bi)), "roberta", "bigru")
+        ok, n_deg = _split_degenerate(g)
+        ro_ok, bi_ok = ok[ok["student_arch"] == "roberta"], ok[ok["student_arch"] == "bigru"]
+        stats = _renamed(paired_comparison(_by_seed(ro_ok), _by_seed(bi_ok)), "roberta", "bigru")
+        stats["n_degenerate"] = n_deg
         rows.append(
             {
                 "task": task,
@@ -362,13 +229,16 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_vs_params(df: pd.DataFrame) -> pd.DataFrame:
-    """RQ4: mean/std primary over seeds of every (task, architecture, student, teacher, method), with the
-    student's parameter count, sorted by size."""
-    s = student_runs(df)
+    """RQ4: mean/std primary over the non-degenerate seeds (``n`` of them; ``n_degenerate`` left out) of every
+    (task, architecture, student, teacher, method), with the student's parameter count, sorted by size."""
+    s = student_runs(df).copy()
+    s["ok"] = s["primary"].where(~s["degenerate"])
     out = s.groupby(["task", "student_arch", "student", "teacher", "method"], as_index=False).agg(
         student_params=("student_params", "first"),
-        n=("primary", "size"),
-        mean=("primary", "mean"),
-        std=("primary", "std"),
+        n=("ok", "count"),
+        n_degenerate=("degenerate", "sum"),
+        mean=("ok", "mean"),
+        std=("ok", "std"),
     )
+    out["n_degenerate"] = out["n_degenerate"].astype(int)
     return _sorted(out, ["task", "student_arch", "student_params", "teacher", "method"])

@@ -220,10 +220,11 @@ def _teacher_units(
         for task in spec.tasks:
             key = stable_key(
                 {
-                    "teacher": t.model_dump(),
+                    # the override enters through the merged train settings: keys without one are unchanged
+                    "teacher": t.model_dump(exclude={"train"}),
                     "task": task,
                     "data": dkey,
-                    "train": spec.teacher_train.model_dump(),
+                    "train": spec.teacher_train_for(t.name).model_dump(),
                 }
             )
             tkeys[(t.name, task)] = key
@@ -250,7 +251,7 @@ def _teacher_units(
             cache_bytes += planned["total_bytes"]
             caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key, planned))
             n_tok = sum(tokens.values())
-            ft_tokens = sizes["train"] * mean_tok * spec.teacher_train.epochs
+            ft_tokens = sizes["train"] * mean_tok * spec.teacher_train_for(t.name).epochs
             gpu_seconds += (6 * tparams[t.name] * ft_tokens + 2 * tparams[t.name] * n_tok) / tflops
     return teachers, caches, tkeys, cache_bytes, gpu_seconds
 

@@ -35,15 +35,29 @@ class TrainSettings(_Strict):
     max_length: int = Field(512, ge=8)
 
 
+class TrainOverride(_Strict):
+    """Some of TrainSettings, for one teacher: merged over the study's ``teacher_train``."""
+
+    epochs: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    warmup_ratio: float | None = Field(None, ge=0, le=1)
+    max_grad_norm: float | None = Field(None, gt=0)
+    max_length: int | None = Field(None, ge=8)
+
+
 class TeacherSettings(_Strict):
     """A teacher: ``source`` is an alias (unixcoder, modernbert, minilm), a hub id, a local folder, or
-    ``random:<arch>`` (a tiny randomly initialised model of that architecture, for smoke tests)."""
+    ``random:<arch>`` (a tiny randomly initialised model of that architecture, for smoke tests). ``train``: this
+    teacher's own fine-tuning settings over the study's ``teacher_train`` (e.g. a lower lr for a pretrained one)."""
 
     name: str
     source: str
     trust_remote_code: bool = False
     layers: int | None = None  # random:<arch> only
     hidden: int | None = None  # random:<arch> only
+    train: TrainOverride | None = None
 
 
 class Resources(_Strict):
@@ -148,6 +162,12 @@ class StudySpec(_Strict):
     @property
     def study_dir(self) -> Path:
         return Path(self.storage) / self.name
+
+    def teacher_train_for(self, teacher: str) -> TrainSettings:
+        """``teacher_train`` with the teacher's own ``train`` override merged over it."""
+        t = next(t for t in self.teachers if t.name == teacher)
+        override = t.train.model_dump(exclude_none=True) if t.train else {}
+        return TrainSettings(**{**self.teacher_train.model_dump(), **override})
 
     def params_for(self, method: str) -> dict[str, Any]:
         return dict(self.method_params.get(method, {}))

@@ -131,7 +131,7 @@ def _teacher_sources(spec: StudySpec, data: str) -> tuple[dict[str, Any], dict[s
                     tokenizer_texts=texts,
                     vocab_size=1000,
                     num_labels=2,
-                    max_length=max(spec.teacher_train.max_length, spec.student_train.max_length),
+                    max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
                 )
             sources[t.name] = str(base)
         else:
@@ -157,7 +157,7 @@ def stage_teacher_finetune(
                 unit.task,
                 unit.folder,
                 data,
-                spec.teacher_train.model_dump(),
+                spec.teacher_train_for(unit.teacher).model_dump(),
                 spec.max_samples,
                 t.trust_remote_code,
                 res.cpu,
@@ -197,13 +197,15 @@ def _record_finetune(
         ),
     )
     rid = run.info.run_id
+    t = teachers[unit.teacher]
     tracking.log_params(
         client,
         rid,
         {
-            "source": teachers[unit.teacher].source,
+            "source": t.source,
             "folder": unit.folder,
-            **spec.teacher_train.model_dump(),
+            **spec.teacher_train_for(unit.teacher).model_dump(),
+            "train_override": json.dumps(t.train.model_dump(exclude_none=True)) if t.train else "none",
         },
     )
     for row in out["summary"].get("history", []):
@@ -287,6 +289,7 @@ def _record_cache(
 
     from orchestrator.cache.serve import CachedTeacher
     from orchestrator.train.trial import load_data
+    from tasks import get_task
 
     seed0 = spec.seeds[0]
     run = client.create_run(
@@ -320,6 +323,9 @@ def _record_cache(
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     labels = [ex.label for ex in load_data(unit.task, data, seed0, spec.max_samples).test]
+    task = get_task(unit.task)
+    headline = task.headline(task.metrics(logits.astype(np.float32), np.asarray(labels)), labels)
+    tracking.log_metrics(client, rid, {f"test_{k}": v for k, v in headline.items()})
     tracking.log_json_artifact(
         client,
         rid,

@@ -1,0 +1,233 @@
+"""RQ3 tables: ``retention``, ``family_summary``, ``compare_families``, ``rank_methods``.
+
+Retention is undefined (NaN, with ``retention_note``) when the teacher is at or below its majority baseline: a
+teacher that learnt nothing is no 100% to keep a share of. Degenerate students are flagged and left out of the
+summaries, tests and ranks, with counts."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.analysis.load import TASK_ORDER, student_runs, teacher_scores, valid_runs
+from orchestrator.analysis.stats import (
+    _STAT_COLUMNS,
+    _method_key,
+    _renamed,
+    _sorted,
+    _with_holm,
+    not_testable,
+    paired_comparison,
+)
+
+MIN_BLOCKS = 6  # Friedman's chi-square approximation is poor below this many blocks: no test then
+
+
+def retention(df: pd.DataFrame) -> pd.DataFrame:
+    """RQ3: one row per student run and teacher: retention = student primary / teacher primary, and
+    param_ratio = student_params / teacher_params. FT runs appear once per teacher of their task (FT does not
+    depend on the teacher; the row says how much of that teacher's score plain fine-tuning reaches).
+    ``retention`` is NaN, never inf, where the teacher is at or below its majority baseline (``teacher_degenerate``)
+    or scored 0; ``retention_note`` says why. ``degenerate``: the student itself is at or below its baseline."""
+    # students carry an empty teacher_params column (a teacher metric): the teacher's comes from the merge
+    s = student_runs(df).drop(columns="teacher_params")
+    t = teacher_scores(df).rename(
+        columns={
+            "primary": "teacher_primary",
+            "baseline": "teacher_baseline",
+            "degenerate": "teacher_degenerate",
+        }
+    )
+    t = t[["teacher", "task", "teacher_primary", "teacher_baseline", "teacher_degenerate", "teacher_params"]]
+    kd = s[s["method"] != "ft"].merge(t, on=["teacher", "task"], how="inner")
+    ft = s[s["method"] == "ft"].drop(columns="teacher").merge(t, on="task", how="inner")
+    out = pd.concat([kd, ft[kd.columns]], ignore_index=True)
+    undefined = out["teacher_degenerate"].astype(bool) | ~(out["teacher_primary"] > 0)
+    out["retention"] = (out["primary"] / out["teacher_primary"]).where(~undefined)
+    out["retention_note"] = np.where(
+        out["teacher_degenerate"].astype(bool),
+        "undefined: teacher at or below its majority baseline",
+        np.where(undefined, "undefined: teacher score 0", ""),
+    )
+    out["param_ratio"] = out["student_params"].astype(float) / out["teacher_params"]
+    columns = [
+        "run_id",
+        "task",
+        "teacher",
+        "student",
+        "student_arch",
+        "student_params",
+        "method",
+        "method_family",
+        "seed",
+        "primary",
+        "baseline",
+        "degenerate",
+        "teacher_primary",
+        "teacher_baseline",
+        "teacher_degenerate",
+        "teacher_params",
+        "retention",
+        "retention_note",
+        "param_ratio",
+    ]
+    return _sorted(out[columns], ["task", "teacher", "student_arch", "student_params", "method", "seed"])
+
+
+def family_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """RQ3: logit vs feature (and FT as ``none``) per (task, teacher): mean retention over the runs where it is
+    defined and the student is not degenerate (``n_runs``; ``n_excluded`` the others), the best configuration's
+    mean retention over seeds, which (student, method) it is and its parameter ratio; ``note`` when none is left."""
+    r = retention(df)
+    columns = [
+        "task",
+        "teacher",
+        "method_family",
+        "n_runs",
+        "n_excluded",
+        "retention_mean",
+        "retention_best",
+        "best_student",
+        "best_method",
+        "best_param_ratio",
+        "note",
+    ]
+    rows = []
+    for (task, teacher, family), g in r.groupby(["task", "teacher", "method_family"], sort=False):
+        ok = g[~g["degenerate"] & g["retention"].notna()]
+        row = {"task": task, "teacher": teacher, "method_family": family, "n_runs": len(ok)}
+        row["n_excluded"] = len(g) - len(ok)
+        if ok.empty:
+            why = g["retention_note"].iloc[0] or "every student run degenerate"
+            rows.append({**row, "retention_mean": math.nan, "note": why})
+            continue
+        config = ok.groupby(["student", "method"], as_index=False).agg(
+            retention=("retention", "mean"), param_ratio=("param_ratio", "mean")
+        )
+        best = config.loc[config["retention"].idxmax()]
+        rows.append(
+            {
+                **row,
+                "retention_mean": ok["retention"].mean(),
+                "retention_best": best["retention"],
+                "best_student": best["student"],
+                "best_method": best["method"],
+                "best_param_ratio": best["param_ratio"],
+                "note": "",
+            }
+        )
+    out = pd.DataFrame(rows, columns=columns)
+    fam_order = {"none": 0, "logit": 1, "feature": 2}
+    out["_f"] = out["method_family"].map(lambda f: fam_order.get(f, 3))
+    return _sorted(out, ["task", "teacher", "_f"]).drop(columns="_f")
+
+
+def compare_families(df: pd.DataFrame) -> pd.DataFrame:
+    """RQ3: logit-based vs feature-based KD, paired on (student, teacher, seed): per block the mean primary of
+    the logit methods against that of the feature methods, degenerate runs left out (``n_degenerate``). One row
+    per task (``family`` = ``per task``, Holm-corrected together) and one pooled over all tasks (``family`` =
+    ``pooled``, its own family: it restates its parts, so it is not corrected with them). Columns
+    logit_*/feature_*, delta = feature - logit, test columns, p_holm, verdict."""
+    s = student_runs(df)
+    s = s[s["method_family"].isin(["logit", "feature"])].dropna(subset=["seed"])
+    n_deg = s.groupby("task")["degenerate"].sum()
+    ok = valid_runs(s)
+    blocks = ok.groupby(["task", "student", "teacher", "seed", "method_family"])["primary"].mean().unstack()
+    rows = []
+    if {"logit", "feature"} <= set(blocks.columns):
+        tasks = sorted(blocks.index.unique("task"), key=lambda t: ((TASK_ORDER + (t,)).index(t), t))
+        groups = [
+            (task, "per task", blocks.xs(task, level="task"), int(n_deg.get(task, 0))) for task in tasks
+        ]
+        groups.append(("all", "pooled", blocks, int(n_deg.sum())))
+        for task, family, b, n in groups:
+            stats = _renamed(paired_comparison(b["feature"], b["logit"]), "feature", "logit")
+            rows.append({"task": task, "family": family, **stats, "n_degenerate": n})
+    columns = [
+        "task",
+        "family",
+        "feature_mean",
+        "feature_std",
+        "feature_n",
+        "logit_mean",
+        "logit_std",
+        "logit_n",
+        *_STAT_COLUMNS,
+    ]
+    return _with_holm(rows, columns, family="family")
+
+
+@dataclass
+class MethodRanking:
+    """Average ranks of methods (1 = best) over complete blocks, and the tests on them."""
+
+    ranks: pd.Series  # method -> average rank, best first
+    block_ranks: pd.DataFrame  # blocks x methods
+    block_scores: pd.DataFrame  # blocks x methods, mean primary over seeds
+    n_blocks: int
+    n_incomplete: int  # blocks dropped because a method is missing there (or only has degenerate runs)
+    friedman_statistic: float
+    friedman_p: float
+    nemenyi: pd.DataFrame | None  # methods x methods p-values; None when not computable
+    note: str
+    n_degenerate: int = 0  # degenerate runs left out before ranking
+    verdict: str = ""  # "not testable (n = ...)" or the Friedman p-value
+
+
+def _ft_per_teacher(s: pd.DataFrame) -> pd.DataFrame:
+    """FT runs repeated once per KD teacher of their task, so a (task, student, teacher) block holds FT too."""
+    kd = s[s["method"] != "ft"]
+    teachers = kd[["task", "teacher"]].drop_duplicates()
+    ft = s[s["method"] == "ft"].drop(columns="teacher").merge(teachers, on="task", how="inner")
+    return pd.concat([kd, ft[kd.columns]], ignore_index=True)
+
+
+def rank_methods(
+    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student", "teacher"), min_blocks: int = MIN_BLOCKS
+) -> MethodRanking:
+    """RQ3: rank the methods (FT included) within each block by mean primary over seeds (1 = best, ties
+    averaged), average the ranks, and run the Friedman test with the Nemenyi post-hoc (scikit_posthocs).
+    Degenerate runs are left out first (``n_degenerate``), so a block where a method has only degenerate runs is
+    incomplete. With fewer than ``min_blocks`` complete blocks or fewer than 3 methods the ranks are still
+    returned, the p-values are NaN and ``verdict`` says "not testable (n = ...)"."""
+    import scikit_posthocs as sp
+    from scipy.stats import friedmanchisquare
+
+    runs = student_runs(df)
+    s = _ft_per_teacher(valid_runs(runs))
+    keys = list(blocks)
+    scores = s.groupby([*keys, "method"])["primary"].mean().unstack("method")
+    methods = sorted(scores.columns, key=_method_key)
+    scores = scores[methods]
+    complete = scores.dropna()
+    block_ranks = complete.rank(axis=1, ascending=False, method="average")
+    ranks = block_ranks.mean().sort_values()
+    stat, p, nemenyi, note = math.nan, math.nan, None, ""
+    if len(complete) < min_blocks or len(methods) < 3:
+        note = f"{len(complete)} complete block(s), {len(methods)} method(s): no Friedman test"
+        verdict = not_testable(f"{len(complete)} complete blocks, {len(methods)} methods")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # all-tied blocks make the statistic NaN; reported as is
+            res = friedmanchisquare(*[complete[m].to_numpy() for m in methods])
+        stat, p = float(res.statistic), float(res.pvalue)
+        nemenyi = sp.posthoc_nemenyi_friedman(complete.reset_index(drop=True))
+        verdict = f"{'significant' if p < 0.05 else 'not significant'} (Friedman p = {p:.3g})"
+    return MethodRanking(
+        ranks=ranks,
+        block_ranks=block_ranks,
+        block_scores=complete,
+        n_blocks=len(complete),
+        n_incomplete=len(scores) - len(complete),
+        friedman_statistic=stat,
+        friedman_p=p,
+        nemenyi=nemenyi,
+        note=note,
+        n_degenerate=int(runs["degenerate"].sum()),
+        verdict=verdict,
+    )
