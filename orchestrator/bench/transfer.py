@@ -292,6 +292,23 @@ def transfer(
             scores[method].append(headline(size.task, res))
             _log(f"{method} seed {seed}: test {scores[method][-1]:.4f}")
 
+    ft = {"params": ft_params, "search": ft_tried, "val_score": ft_val}
+    teacher_out = {"name": teacher, "score": teacher_test, "val_score": teacher_val}
+    out = _results(size, scores, firsts, ft, teacher_out, baseline)
+    out["device"] = _device_name(device)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def _results(
+    size: TransferSize,
+    scores: dict[str, list[float]],
+    firsts: dict[str, tuple[dict[str, Any], TrainResult, list[dict]]],
+    ft: dict[str, Any],
+    teacher: dict[str, Any],
+    baseline: float,
+) -> dict[str, Any]:
+    """The JSON the check writes: FT's scores, and each method's seed-paired difference from FT."""
     ft_scores = scores["ft"]
     methods = {}
     for method in KD_METHODS:
@@ -303,36 +320,34 @@ def transfer(
             "search": firsts[method][2],
         }
     deltas = [m["mean_delta"] for m in methods.values()]
+    no_ci_below = all(not (m["ci95"][1] < 0) for m in methods.values())
+    advantage = teacher["val_score"] - ft["val_score"]
     return {
         "task": size.task,
         "teacher": {
-            "name": teacher,
-            "score": teacher_test,
-            "val_score": teacher_val,
-            "advantage_over_ft_val": teacher_val - ft_val,
-            "advantage_ok": teacher_val - ft_val >= size.min_advantage,
+            **teacher,
+            "advantage_over_ft_val": advantage,
+            "advantage_ok": advantage >= size.min_advantage,
         },
         "majority_baseline": baseline,
-        "headline_metric": task.headline_metric,
+        "headline_metric": get_task(size.task).headline_metric,
         "seeds": list(size.seeds),
-        "device": _device_name(device),
         "student": size.student,
         "size": {k: v for k, v in vars(size).items() if k != "candidates"},
         "ft": {
             "mean": float(np.mean(ft_scores)),
             "sd": float(np.std(ft_scores, ddof=1)) if len(ft_scores) > 1 else 0.0,
             "scores": ft_scores,
-            "params": ft_params,
-            "search": ft_tried,
+            "params": ft["params"],
+            "search": ft["search"],
             "above_baseline": float(np.mean(ft_scores)) > baseline,
         },
         "methods": methods,
         "verdict": {
-            "no_ci_wholly_below_zero": all(not (m["ci95"][1] < 0) for m in methods.values()),
+            "no_ci_wholly_below_zero": no_ci_below,
             "mean_of_mean_deltas": float(np.mean(deltas)),
-            "passed": all(not (m["ci95"][1] < 0) for m in methods.values()) and float(np.mean(deltas)) > 0,
+            "passed": no_ci_below and float(np.mean(deltas)) > 0,
         },
-        "seconds": time.perf_counter() - started,
     }
 
 
