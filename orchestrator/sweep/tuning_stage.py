@@ -20,7 +20,7 @@ from orchestrator.sweep.spec import StudySpec
 from orchestrator.sweep.stages import log
 from orchestrator.sweep.students import Progress, _trial_config
 from orchestrator.sweep.tuning import resolve_final, score, tune_runs, tuned_values
-from orchestrator.sweep.tuning_trial import METRIC, param_name
+from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
 
 
 def stage_tuning(
@@ -72,27 +72,36 @@ def _base_trial(
     assert spec.tuning is not None
     settings = {**cell.settings, "train": {**cell.settings["train"], "epochs": spec.tuning.max_epochs}}
     base = _trial_config(spec, plan, dataclasses.replace(cell, settings=settings), folders, data, parent)
+    from kd_methods import get_method
+
     names = sorted(spec.tuning.space_for(cell.method))
     base["tuned"] = names
+    defaults = get_method(cell.method).defaults
+    for n in (
+        names
+    ):  # the untuned value of each tuned hyperparameter: how far tuning moved it (analysis/tuning.py)
+        base["params"][f"default.{param_name(n)}"] = base["params"].get(param_name(n), defaults.get(n))
     base["tags"] = {**base["tags"], "stage": "tune", "tuned_params": ",".join(param_name(n) for n in names)}
     return base
 
 
-def _searcher(spec: StudySpec, names: list[str], runs: list[Any]) -> Any:
-    """The cell's search algorithm, warm-started with its finished runs (their values and scores)."""
+def _searcher(spec: StudySpec, cell: str, names: list[str], runs: list[Any]) -> Any:
+    """The cell's search algorithm, warm-started with its finished runs (their values and scores). Its seed is
+    ``tuning.seed`` mixed with the cell id: reproducible, and not the same draws in every cell."""
     assert spec.tuning is not None
+    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16)) % 2**31
     if spec.tuning.searcher == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         # a resumed random search draws new points: its state moves on by the runs already made
-        return BasicVariantGenerator(random_state=spec.tuning.seed + len(runs))
+        return BasicVariantGenerator(random_state=seed + len(runs))
     from ray.tune.search.optuna import OptunaSearch
 
     points = [{n: v for n, v in tuned_values(r).items() if n in names} for r in runs]
     return OptunaSearch(
         points_to_evaluate=points or None,
         evaluated_rewards=[score(r) for r in runs] or None,
-        seed=spec.tuning.seed,
+        seed=seed,
     )
 
 
@@ -107,8 +116,6 @@ def _tune_cell(
 ) -> None:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    from orchestrator.sweep.tuning_trial import tune_trainable
 
     t = spec.tuning
     assert t is not None
@@ -130,7 +137,7 @@ def _tune_cell(
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            search_alg=_searcher(spec, sorted(space), runs),
+            search_alg=_searcher(spec, base["tags"]["cell"], sorted(space), runs),
             scheduler=scheduler,
             num_samples=todo,
             max_concurrent_trials=spec.max_concurrent_trials,
@@ -147,6 +154,22 @@ def _tune_cell(
         ),
     )
     tuner.fit()
+
+
+def tune_trainable(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    caches: dict[str, Any],
+    tracking_uri: str,
+    experiment_id: str,
+    study: str,
+) -> None:
+    """The Tune trainable of a tuning trial: the cell's base trial with the sampled values, run by the student
+    trainable (which records it as a ``stage=tune`` run)."""
+    from orchestrator.sweep.tune_trial import student_trainable
+
+    trial = with_sample(base, {k: config[k] for k in base["tuned"]})
+    student_trainable({"trial": trial}, caches, tracking_uri, experiment_id, study)
 
 
 class TuneRecorder:

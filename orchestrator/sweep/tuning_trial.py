@@ -47,21 +47,6 @@ def with_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
     return trial
 
 
-def tune_trainable(
-    config: dict[str, Any],
-    base: dict[str, Any],
-    caches: dict[str, Any],
-    tracking_uri: str,
-    experiment_id: str,
-    study: str,
-) -> None:
-    from orchestrator.sweep.tune_trial import student_trainable
-
-    sample = {k: config[k] for k in base["tuned"]}
-    trial = with_sample(base, sample)
-    student_trainable({"trial": trial}, caches, tracking_uri, experiment_id, study)
-
-
 def tuning_prepared(prepared: Any) -> Any:
     """The prepared trial with a token test split (8 validation samples): the trainer's test pass costs nothing,
     and nothing from it is recorded."""
