@@ -89,12 +89,13 @@ def _searcher(spec: StudySpec, cell: str, names: list[str], runs: list[Any]) -> 
     """The cell's search algorithm, warm-started with its finished runs (their values and scores). Its seed is
     ``tuning.seed`` mixed with the cell id: reproducible, and not the same draws in every cell."""
     assert spec.tuning is not None
-    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16)) % 2**31
+    # A resumed search moves its seed on by the runs already made: the same seed would draw the finished runs'
+    # configurations again (Optuna's TPE starts with random draws that ignore the warm-start points).
+    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16) + len(runs)) % 2**31
     if spec.tuning.searcher == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        # a resumed random search draws new points: its state moves on by the runs already made
-        return BasicVariantGenerator(random_state=seed + len(runs))
+        return BasicVariantGenerator(random_state=seed)
     from ray.tune.search.optuna import OptunaSearch
 
     points = [{n: v for n, v in tuned_values(r).items() if n in names} for r in runs]
