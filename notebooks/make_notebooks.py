@@ -233,7 +233,9 @@ T.best_params(tune)"""),
         code("T.moved_by_method(tune)"),
         code("""
 fig = T.plot_tuning_curves(tune)
-fig.savefig(Path(os.environ.get("FIGURES_DIR", "figures")) / "tuning_curves.png", dpi=120)"""),
+figures = Path(os.environ.get("FIGURES_DIR", "figures"))
+figures.mkdir(parents=True, exist_ok=True)
+fig.savefig(figures / "tuning_curves.png", dpi=120)"""),
         md("The RQ tables use final runs only: no tuning run has test metrics."),
         code("""
 assert df.loc[df["stage"] == "tune", "primary"].isna().all(), "a tuning run logged test metrics"

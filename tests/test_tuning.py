@@ -127,10 +127,9 @@ def smoke_tune(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 killed_at = len(client.search_runs([exp.experiment_id], flt, max_results=50))
     finally:
         _kill_tree(driver.pid)
-    start = time.time()
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return {"uri": uri, "killed_at": killed_at, "stdout": out.stdout, "resume_s": time.time() - start}
+    return {"uri": uri, "storage": str(storage), "killed_at": killed_at, "stdout": out.stdout}
 
 
 def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
@@ -177,7 +176,7 @@ def test_final_runs_use_their_cells_best_configuration(smoke_tune):
         assert "test_accuracy" in f.data.metrics
 
 
-def test_status_shows_tuning_progress(smoke_tune):
+def test_status_and_a_rerun_of_the_finished_study(smoke_tune):
     env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_tune["uri"]}
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--status", "--json"],
@@ -189,6 +188,18 @@ def test_status_shows_tuning_progress(smoke_tune):
     st = json.loads(out.stdout)
     assert st["done"] == st["planned"] == 10 and st["tuning"]["cells_done"] == 5
     assert st["tuning"]["trials_finished"] == st["tuning"]["trials_planned"] == 15
+    before = {stage: len(_runs(smoke_tune["uri"], stage)) for stage in ("tune", "student")}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--storage", smoke_tune["storage"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "5 cells already tuned, 0 to tune" in out.stdout and "10 already finished, 0 to run" in out.stdout
+    assert {stage: len(_runs(smoke_tune["uri"], stage)) for stage in ("tune", "student")} == before
 
 
 def test_tuning_analysis(smoke_tune, tmp_path):

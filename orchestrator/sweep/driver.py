@@ -175,6 +175,9 @@ def status(spec: StudySpec) -> dict[str, Any]:
             "tuning": tuning_status(plan, client, None),
         }
     plan, _ = resolve_final(plan, client, exp.experiment_id)
+    planned = {
+        t.trial_key for t in plan.trials
+    }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
     done = {r.data.tags.get("trial_key") for r in runs if r.info.status == "FINISHED"} & planned
     running = [r for r in runs if r.info.status == "RUNNING"]
