@@ -49,6 +49,8 @@ def test_bad_tuning_sections_name_the_key(tmp_path, local_data):
     assert "tuning.bogus: unknown key" in bad("k", {**TUNING, "bogus": 1})
     assert "tuning is 'none' or a mapping" in bad("x", "yes")
     assert "grace_period (3) must be <= max_epochs (2)" in bad("g", {**TUNING, "grace_period": 3})
+    with pytest.raises(StudyError, match="teacher_mode: cached"):
+        load_spec(write_study(tmp_path / "o.yaml", local_data, tuning=TUNING, teacher_mode="online"))
 
 
 def test_space_defaults_and_overrides(tmp_path, local_data):

@@ -154,6 +154,10 @@ class StudySpec(_Strict):
                 )
         if any(m != "ft" for m in self.methods) and not self.teachers:
             raise ValueError("KD methods need at least one teacher")
+        if self.tuning is not None and self.teacher_mode != "cached":
+            raise ValueError(
+                "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"
+            )
         return self
 
     @property
