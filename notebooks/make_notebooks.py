@@ -227,6 +227,39 @@ if PAPER:
     display(A.beside_paper(df))"""),
         code('assert png.stat().st_size > 0, "figure2.png is empty"'),
     ],
+    "07_tuning.ipynb": [
+        md("""
+# Tuning: what each cell's search found
+
+A study with a `tuning:` section gives every cell (task, teacher, student, method; FT included) the same budget of
+configurations on validation before its seeds run (README "Tuning"). Tuning trials are MLflow runs with tag
+`stage=tune`; the RQ notebooks read only the final runs (`stage=student`), each tagged `tuned_from` its cell's best
+tuning run. Below: each cell's best parameters, how far tuning moved each method from its untuned default (tuned /
+default; 1 = not moved), and the tuning curves (best validation selection score so far, by trial). A study
+without tuning has no tuning runs: the tables are empty."""),
+        code(SETUP),
+        code("""
+from orchestrator.analysis import tuning as T
+
+tune = T.load_tuning(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
+print(f"{len(tune)} finished tuning runs in {tune['cell'].nunique()} cells, "
+      f"{int(tune['stopped_early'].sum()) if len(tune) else 0} stopped early by the scheduler")
+T.best_params(tune)"""),
+        md(
+            "How far tuning moved each cell from its default, then the geometric mean per method and parameter."
+        ),
+        code("T.moved_from_default(tune)"),
+        code("T.moved_by_method(tune)"),
+        code("""
+fig = T.plot_tuning_curves(tune)
+figures = Path(os.environ.get("FIGURES_DIR", "figures"))
+figures.mkdir(parents=True, exist_ok=True)
+fig.savefig(figures / "tuning_curves.png", dpi=120)"""),
+        md("The RQ tables use final runs only: no tuning run has test metrics."),
+        code("""
+assert df.loc[df["stage"] == "tune", "primary"].isna().all(), "a tuning run logged test metrics"
+print(f"final (stage=student) runs with a primary metric: {len(A.student_runs(df))}")"""),
+    ],
 }
 
 

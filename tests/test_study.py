@@ -282,14 +282,14 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, local_data, m
 def test_notebooks_answer_the_questions_from_the_smoke_study(smoke_study, tmp_path):
     import nbformat
 
-    from orchestrator.analysis import load_runs, run_notebooks
+    from orchestrator.analysis import NOTEBOOKS, load_runs, run_notebooks
 
     df = load_runs("smoke", smoke_study["tracking_uri"])
     assert (df["stage"] == "student").sum() == 54
     written = run_notebooks(
         tmp_path / "executed", "smoke", smoke_study["tracking_uri"], figures_dir=tmp_path / "figures"
     )
-    assert len(written) == 7
+    assert len(written) == len(NOTEBOOKS)
     for path in written:
         nb = nbformat.read(path, as_version=4)
         errors = [

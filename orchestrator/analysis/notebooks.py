@@ -21,6 +21,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "05_efficiency.ipynb",
     "06_behaviour.ipynb",
     "figure2.ipynb",
+    "07_tuning.ipynb",
 )
 
 

@@ -36,6 +36,8 @@ from orchestrator.sweep.stages import (  # noqa: E402
     stage_tokenizers,
 )
 from orchestrator.sweep.students import stage_students  # noqa: E402
+from orchestrator.sweep.tuning import resolve_final, tuning_status  # noqa: E402
+from orchestrator.sweep.tuning_stage import stage_tuning  # noqa: E402
 
 
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
@@ -149,6 +151,7 @@ def _run_stages(
     stage_tokenizers(spec, plan, data)
     stage_teacher_finetune(spec, plan, data, client, exp_id, parent)
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
+    plan = stage_tuning(spec, plan, data, caches, uri, client, exp_id, parent)  # tuning: none -> plan as is
     stage_students(spec, plan, data, caches, uri, client, exp_id, parent)
     stage_finish(plan, client, exp_id, parent, outcome)
 
@@ -172,7 +175,12 @@ def status(spec: StudySpec) -> dict[str, Any]:
             "failed": 0,
             "remaining": len(planned),
             "failed_trials": [],
+            "tuning": tuning_status(plan, client, None),
         }
+    plan, _ = resolve_final(plan, client, exp.experiment_id)
+    planned = {
+        t.trial_key for t in plan.trials
+    }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
     done = {r.data.tags.get("trial_key") for r in runs if r.info.status == "FINISHED"} & planned
     running = [r for r in runs if r.info.status == "RUNNING"]
@@ -193,6 +201,7 @@ def status(spec: StudySpec) -> dict[str, Any]:
             }
             for r in failed
         ],
+        "tuning": tuning_status(plan, client, exp.experiment_id),
     }
 
 
@@ -232,6 +241,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"study {st['study']} ({st['tracking_uri']}): {st['done']}/{st['planned']} done, "
                 f"{st['running']} running, {st['failed']} failed, {st['remaining']} remaining"
             )
+            if st["tuning"]:
+                tu = st["tuning"]
+                print(
+                    f"  tuning: {tu['cells_done']}/{tu['cells']} cells tuned, "
+                    f"{tu['trials_finished']}/{tu['trials_planned']} tuning trials finished"
+                )
             for f in st["failed_trials"]:
                 print(f"  FAILED {f['run']}: {f['error']}")
         return 0

@@ -16,6 +16,7 @@ from kd_methods import ModelShape, SignalSpec, get_method, layer_map
 from models import STUDENTS, get_student_spec
 from orchestrator.cache.key import CacheRequest, human_bytes, plan_bytes
 from orchestrator.sweep.spec import StudySpec, TeacherSettings, stable_key
+from orchestrator.sweep.tuning_spec import recipe_settings
 from orchestrator.train.trial import TEACHER_ALIASES, student_shape
 from tasks import get_task
 
@@ -62,10 +63,15 @@ class TrialUnit:
     seed: int
     trial_key: str
     settings: dict[str, Any] = field(default_factory=dict)
+    cell: str = ""  # one id per (task, teacher, student, method) and what shapes its training (see cell_id)
+    gpu_seconds: float = 0.0  # estimated
+    extra_tags: dict[str, str] = field(default_factory=dict)  # a tuned final run: tuned_from, tuned_params
 
     def tags(self, study: str) -> dict[str, str]:
         sspec = get_student_spec(self.student)
         return {
+            **self.extra_tags,
+            "cell": self.cell,
             "stage": "student",
             "study": study,
             "task": self.task,
@@ -91,6 +97,22 @@ class StudyPlan:
     cache_bytes: int
     gpu_hours: float
     notes: list[str] = field(default_factory=list)
+    cells: list[TrialUnit] = field(default_factory=list)  # with tuning: each cell's trial on the first seed
+    tune_gpu_hours: float = 0.0  # an upper bound: every tuning trial runs max_epochs (ASHA stops some sooner)
+
+    def tuning_counts(self) -> dict[str, Any] | None:
+        t = self.spec.tuning
+        if t is None:
+            return None
+        return {
+            "cells": len(self.cells),
+            "samples_per_cell": t.samples,
+            "max_epochs": t.max_epochs,
+            "searcher": t.searcher,
+            "scheduler": t.scheduler,
+            "trials": len(self.cells) * t.samples,
+            "gpu_hours": round(self.tune_gpu_hours, 2),
+        }
 
     def counts(self) -> dict[str, Any]:
         by_stage = {
@@ -108,6 +130,8 @@ class StudyPlan:
             "gpu_hours": round(self.gpu_hours, 2),
             "stages": by_stage,
             "trials_by_method": {m: sum(t.method == m for t in self.trials) for m in self.spec.methods},
+            "tuning": self.tuning_counts(),
+            "total_gpu_hours": round(self.gpu_hours + self.tune_gpu_hours, 2),
             "notes": self.notes,
         }
 
@@ -157,7 +181,7 @@ def student_parameters(student: str, num_labels: int) -> int:
 
 
 def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
-    settings = spec.student_train.model_dump()
+    settings = {**spec.student_train.model_dump(), **recipe_settings(spec.recipe, method)[0]}
     if method == "ckd":
         # CKD's relations are memory-hungry; the paper trains it with batch 16 where others use 32.
         settings["batch_size"] = min(settings["batch_size"], 16)
@@ -197,9 +221,22 @@ def build_plan(spec: StudySpec) -> StudyPlan:
         spec, dkey, kd_methods, shapes, tparams, tflops
     )
     trials, gpu_seconds = _trial_units(spec, dkey, tkeys, tparams, tflops, gpu_seconds)
-    return StudyPlan(
+    plan = StudyPlan(
         spec, families, teachers, caches, trials, shapes, int(cache_bytes), gpu_seconds / 3600, notes
     )
+    if spec.tuning is not None:
+        plan.cells = [t for t in trials if t.seed == spec.seeds[0]]
+        share = spec.tuning.max_epochs / spec.student_train.epochs
+        plan.tune_gpu_hours = sum(t.gpu_seconds for t in plan.cells) * share * spec.tuning.samples / 3600
+    return plan
+
+
+def cell_id(spec: StudySpec, settings: dict[str, Any]) -> str:
+    """A cell: a trial's settings but its seed, and the tuning budget and space when the study tunes."""
+    payload = {k: v for k, v in settings.items() if k not in ("seed", "student_params")}
+    if spec.tuning is not None:
+        payload["tuning"] = spec.tuning.identity()
+    return stable_key(payload)[:12]
 
 
 def _teacher_units(
@@ -292,13 +329,14 @@ def _trial_units(
                             "mode": spec.teacher_mode,
                         }
                         key = stable_key(settings)
+                        cell = cell_id(spec, settings)
                         settings["student_params"] = sparams
-                        trials.append(TrialUnit(task, tname, s, m, seed, key, settings))
                         step_tokens = sizes["train"] * mean_tok * spec.student_train.epochs
                         cost = 6 * max(sparams, 1) * step_tokens
                         if tname != "none" and spec.teacher_mode == "online":
                             cost += 2 * tparams[tname] * step_tokens
                         gpu_seconds += cost / tflops
+                        trials.append(TrialUnit(task, tname, s, m, seed, key, settings, cell, cost / tflops))
     return trials, gpu_seconds
 
 
@@ -314,6 +352,15 @@ def describe(plan: StudyPlan) -> str:
         f"  cache size (est.)   {human_bytes(c['cache_bytes']):>10}",
         f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   (FLOP count at 35 TFLOP/s effective; a rough guide)",
     ]
+    tc = c["tuning"]
+    if tc:
+        lines[4] = lines[4].replace("student trials", "final trials  ")
+        lines += [
+            f"  tuning trials       {tc['trials']:>6}   ({tc['cells']} cells x {tc['samples_per_cell']} samples, "
+            f"{tc['searcher']} + {tc['scheduler']}, at most {tc['max_epochs']} epochs each)",
+            f"  tuning GPU-hours    {tc['gpu_hours']:>10.2f}   (upper bound: every trial to max_epochs)",
+            f"  total GPU-hours     {c['total_gpu_hours']:>10.2f}   (teachers + final trials + tuning)",
+        ]
     lines += [f"  note: {n}" for n in c["notes"]]
     return "\n".join(lines)
 

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.sweep.tuning_spec import TuningSettings, parse_tuning, recipe_settings
+
 PROFILES_DIR = Path(__file__).parent.parent / "profiles"  # orchestrator/profiles (package data)
 
 
@@ -92,6 +94,15 @@ class StudySpec(_Strict):
     max_concurrent_trials: int = Field(2, ge=1)
     max_failures: int = Field(1, ge=0)  # retries of a failing trial
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    recipe: Literal["default", "authors"] = "default"  # authors: the published per-method settings
+    tuning: TuningSettings | None = (
+        None  # none: the fixed recipe; a mapping: tune every cell (tuning_spec.py)
+    )
+
+    @field_validator("tuning", mode="before")
+    @classmethod
+    def _tuning(cls, v: Any) -> Any:
+        return parse_tuning(v)
 
     @field_validator("storage")
     @classmethod
@@ -157,6 +168,10 @@ class StudySpec(_Strict):
                 )
         if any(m != "ft" for m in self.methods) and not self.teachers:
             raise ValueError("KD methods need at least one teacher")
+        if self.tuning is not None and self.teacher_mode != "cached":
+            raise ValueError(
+                "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"
+            )
         return self
 
     @property
@@ -170,7 +185,8 @@ class StudySpec(_Strict):
         return TrainSettings(**{**self.teacher_train.model_dump(), **override})
 
     def params_for(self, method: str) -> dict[str, Any]:
-        return dict(self.method_params.get(method, {}))
+        """The method's parameters: ``method_params``, then the ``recipe`` preset's (which wins where it has one)."""
+        return {**self.method_params.get(method, {}), **recipe_settings(self.recipe, method)[1]}
 
 
 def _known(values: list[str], valid: list[str], what: str) -> list[str]:

@@ -25,7 +25,7 @@ def stage_students(
 ) -> None:
     """Student trials through Ray Tune; trials already FINISHED in MLflow are not run again."""
     done = tracking.finished_keys(client, exp_id)
-    todo = [t for t in plan.trials if t.trial_key not in done]
+    todo = [t for t in plan.trials if t.trial_key not in done and "untuned" not in t.extra_tags]
     log(
         f"stage student: {len(plan.trials)} trials, {len(plan.trials) - len(todo)} already finished, "
         f"{len(todo)} to run"
@@ -50,7 +50,8 @@ def _trial_config(
     storage = Path(spec.storage)
     sshape = student_shape(t.student)
     shape = plan.teacher_shapes.get(t.teacher)
-    train = student_train(spec, t.method)
+    train = dict(t.settings.get("train") or student_train(spec, t.method))
+    method_params = dict(t.settings.get("method_params", spec.params_for(t.method)))
     return {
         "trial_key": t.trial_key,
         "run_name": f"{t.task}-{t.student}-{t.method}-{t.teacher}-s{t.seed}",
@@ -64,14 +65,14 @@ def _trial_config(
         "data": data,
         "max_samples": spec.max_samples,
         "train": train,
-        "method_params": spec.params_for(t.method),
+        "method_params": method_params,
         "teacher_mode": spec.teacher_mode,
         "cache_dir": str(storage / "cache"),
         "cpus": spec.trial_resources.cpu,
         "ckd_layers": [0, *layer_map(sshape.num_layers, shape.num_layers)] if shape else None,
         "params": {
             **train,
-            **{f"method.{k}": v for k, v in spec.params_for(t.method).items()},
+            **{f"method.{k}": v for k, v in method_params.items()},
             "task": t.task,
             "teacher": t.teacher,
             "student": t.student,

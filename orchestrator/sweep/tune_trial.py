@@ -102,11 +102,13 @@ def student_trainable(
     from ray import tune
 
     trial = config["trial"]
+    stage = trial["tags"].get("stage", "student")  # "tune": a tuning trial (sweep/tuning_trial.py)
     torch.set_num_threads(max(1, int(trial.get("cpus", 1))))
     client = MlflowClient(tracking_uri)
-    done = tracking.finished_run(client, experiment_id, "student", trial["trial_key"])
+    done = tracking.finished_run(client, experiment_id, stage, trial["trial_key"])
     if done is not None:
-        tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith("test_")}})
+        keep = ("test_", "best_val_")
+        tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith(keep)}})
         return
 
     import ray
@@ -127,20 +129,40 @@ def student_trainable(
         if trial["teacher"] != "none" and trial["teacher_mode"] == "cached":
             source, shape = _teacher_source(trial, caches)
 
-        def on_epoch(row: dict[str, float]) -> None:
-            epoch = int(row["epoch"])
-            tracking.log_metrics(client, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            tune.report(dict(row))
+        if stage == "tune":
+            from orchestrator.sweep.tuning_trial import tuning_epoch, tuning_prepared
+
+            prepared, cfg.out_dir = tuning_prepared(prepared), None  # no test set, no checkpoint
+            on_epoch = tuning_epoch(client, run_id)
+        else:
+
+            def on_epoch(row: dict[str, float]) -> None:
+                epoch = int(row["epoch"])
+                tracking.log_metrics(
+                    client, run_id, {k: v for k, v in row.items() if k != "epoch"}, step=epoch
+                )
+                tune.report(dict(row))
 
         start = time.perf_counter()
         result = run_trial(
             cfg, callback=on_epoch, teacher_source=source, teacher_shape=shape, prepared=prepared
         )
-        final = _record_result(client, run_id, result, start, out_dir)
+        if stage == "tune":
+            final = {
+                "trial_seconds": time.perf_counter() - start,
+                "best_epoch": float(result.best_epoch),
+                "best_val_selection_score": float(result.best_val.get("selection_score", float("nan"))),
+                "epochs_run": float(len(result.history)),
+            }
+            tracking.log_metrics(client, run_id, final)
+        else:
+            final = _record_result(client, run_id, result, start, out_dir)
         client.set_terminated(run_id, "FINISHED")
     except SystemExit:
-        # Tune stops a trial by raising SystemExit inside report(): the trial did not fail, it was stopped.
-        client.set_terminated(run_id, "KILLED")
+        # Tune stops a trial by raising SystemExit inside report(): the trial did not fail, it was stopped. A
+        # tuning trial stopped by ASHA is completed by the driver (tuning_stage.TuneRecorder), which knows why.
+        if stage != "tune":
+            client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as err:  # noqa: BLE001 - every failure is recorded, then Tune retries or gives up
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])

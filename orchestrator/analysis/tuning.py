@@ -1,0 +1,141 @@
+"""The tuning stage as MLflow recorded it: every tuning trial (``stage=tune``), each cell's best configuration,
+how far tuning moved each method from its untuned default, and the tuning curves. Reads MLflow only.
+
+A cell's best run is its FINISHED tuning run with the highest ``best_val_selection_score`` (ties: earliest start,
+then run id), the rule the study used to pick the configuration of its final runs (tag ``tuned_from``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCORE = "best_val_selection_score"
+CELL_COLUMNS = ("cell", "task", "teacher", "student", "method")
+
+
+def load_tuning(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per FINISHED tuning run: run_id, start_time, the cell's factors, trial_key, score, stopped_early,
+    tuned (the MLflow param names it sampled), ``trial`` (its index in the cell, by start) and one column per
+    tuned param and per ``default.<param>``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise LookupError(f"no MLflow experiment named {study!r} at {client.tracking_uri}")
+    rows, token = [], None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id],
+            "tags.stage = 'tune' and attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
+        rows += [_row(r) for r in page]
+        token = page.token
+        if not token:
+            break
+    base = ["run_id", "start_time", *CELL_COLUMNS, "trial_key", SCORE, "stopped_early", "tuned"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=[*base, "trial"])
+    df = df.sort_values(["cell", "start_time", "run_id"], ignore_index=True)
+    df["trial"] = df.groupby("cell").cumcount()
+    return df
+
+
+def _row(run: Any) -> dict[str, Any]:
+    tags, params = run.data.tags, run.data.params
+    tuned = [n for n in tags.get("tuned_params", "").split(",") if n]
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "start_time": run.info.start_time,
+        **{c: tags.get(c, "none") for c in CELL_COLUMNS},
+        "trial_key": tags.get("trial_key"),
+        SCORE: run.data.metrics.get(SCORE, np.nan),
+        "stopped_early": tags.get("stopped_early") == "true",
+        "tuned": ",".join(tuned),
+    }
+    for name in tuned:
+        row[name] = _number(params.get(name))
+        row[f"default.{name}"] = _number(params.get(f"default.{name}"))
+    return row
+
+
+def _number(text: str | None) -> Any:
+    try:
+        return float(text) if text not in (None, "None") else np.nan
+    except ValueError:
+        return text
+
+
+def best_params(df: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's best tuning run: the cell's factors, run_id, score, trials, and the tuned values."""
+    if df.empty:
+        return pd.DataFrame(columns=[*CELL_COLUMNS, "run_id", SCORE, "trials"])
+    ranked = df.assign(_neg=-df[SCORE].fillna(-np.inf)).sort_values(["cell", "_neg", "start_time", "run_id"])
+    best = ranked.groupby("cell", as_index=False).first().drop(columns="_neg")
+    best["trials"] = best["cell"].map(df.groupby("cell").size())
+    params = sorted({n for t in df["tuned"] for n in t.split(",") if n})
+    return best[[*CELL_COLUMNS, "run_id", SCORE, "trials", *params]].reset_index(drop=True)
+
+
+def moved_from_default(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and tuned hyperparameter: the untuned default, the best run's value, and their ratio (tuned /
+    default; for lr the factor tuning moved the learning rate by)."""
+    best = best_params(df)
+    rows = []
+    for _, b in best.iterrows():
+        run = df[df["run_id"] == b["run_id"]].iloc[0]
+        for name in (n for n in run["tuned"].split(",") if n):
+            default, tuned = run.get(f"default.{name}"), run.get(name)
+            ratio = tuned / default if isinstance(default, float) and default else np.nan
+            rows.append(
+                {
+                    **{c: b[c] for c in CELL_COLUMNS},
+                    "param": name,
+                    "default": default,
+                    "tuned": tuned,
+                    "ratio": ratio,
+                }
+            )
+    return pd.DataFrame(rows, columns=[*CELL_COLUMNS, "param", "default", "tuned", "ratio"])
+
+
+def moved_by_method(df: pd.DataFrame) -> pd.DataFrame:
+    """The geometric mean of tuned / default per method and hyperparameter, over cells (1 = not moved)."""
+    moved = moved_from_default(df).dropna(subset=["ratio"])
+    moved = moved[moved["ratio"] > 0]
+    out = moved.groupby(["method", "param"])["ratio"].agg(lambda r: float(np.exp(np.log(r).mean())))
+    return out.rename("geo_mean_ratio").reset_index()
+
+
+def tuning_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Best-so-far validation selection score by trial index (start order) in each cell."""
+    if df.empty:
+        return pd.DataFrame(columns=[*CELL_COLUMNS, "trial", SCORE, "best_so_far"])
+    out = df.sort_values(["cell", "trial"])[[*CELL_COLUMNS, "trial", SCORE]].copy()
+    out["best_so_far"] = out.groupby("cell")[SCORE].cummax()
+    return out.reset_index(drop=True)
+
+
+def plot_tuning_curves(df: pd.DataFrame) -> Any:
+    """One panel per task: the best-so-far curve of every cell (labelled student / method / teacher)."""
+    import matplotlib.pyplot as plt
+
+    curves = tuning_curves(df)
+    tasks = sorted(curves["task"].unique()) or ["(no tuning runs)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for _cell, c in curves[curves["task"] == task].groupby("cell"):
+            first = c.iloc[0]
+            label = f"{first['student']} / {first['method']} / {first['teacher']}"
+            ax.plot(c["trial"] + 1, c["best_so_far"], marker="o", label=label)
+        ax.set(title=task, xlabel="tuning trial", ylabel="best validation selection score so far")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

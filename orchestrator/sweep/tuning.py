@@ -1,0 +1,105 @@
+"""Tuning bookkeeping from MLflow: each cell's finished tuning runs, its best configuration, and the final trials
+that run it (one per study seed).
+
+The best configuration of a cell is its FINISHED ``stage=tune`` run with the highest ``best_val_selection_score``
+(ties: the earliest start, then the run id), so a resumed study derives the same best as before. A final trial
+carries the tuned values as its train settings / method params, tag ``tuned_from`` (that run's id) and a
+``trial_key`` made of its settings, its cell and the tuned values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from typing import Any
+
+from orchestrator.sweep import tracking
+from orchestrator.sweep.plan import StudyPlan, TrialUnit
+from orchestrator.sweep.spec import stable_key
+from orchestrator.sweep.tuning_spec import TRAIN_KEYS
+from orchestrator.sweep.tuning_trial import METRIC, param_name
+
+
+def tune_runs(client: Any, exp_id: str, status: str | None = "FINISHED") -> dict[str, list[Any]]:
+    """The study's tuning runs (FINISHED by default) by cell, oldest first."""
+    out: dict[str, list[Any]] = {}
+    for run in tracking.runs_by_stage(client, exp_id, "tune", status):
+        out.setdefault(run.data.tags.get("cell", ""), []).append(run)
+    for runs in out.values():
+        runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+    return out
+
+
+def score(run: Any) -> float:
+    value = run.data.metrics.get(METRIC)
+    return float("-inf") if value is None or value != value else float(value)
+
+
+def best_run(runs: list[Any]) -> Any | None:
+    """The cell's best tuning run: highest best validation selection score, then earliest start, then run id."""
+    if not runs:
+        return None
+    return min(runs, key=lambda r: (-score(r), r.info.start_time, r.info.run_id))
+
+
+def tuned_names(run: Any) -> list[str]:
+    """The hyperparameters a tuning run sampled (tag ``tuned_params`` holds their MLflow param names)."""
+    names = [n for n in run.data.tags.get("tuned_params", "").split(",") if n]
+    return [n.removeprefix("method.") for n in names]
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def tuned_values(run: Any) -> dict[str, Any]:
+    """The sampled values of a tuning run, read back from its params (json, so '4.0' stays a float)."""
+    return {n: _value(run.data.params[param_name(n)]) for n in tuned_names(run)}
+
+
+def final_trial(t: TrialUnit, best: Any) -> TrialUnit:
+    """The trial ``t`` (a cell x seed) with its cell's best configuration."""
+    values = tuned_values(best)
+    settings = copy.deepcopy(t.settings)
+    sparams = settings.pop("student_params", None)
+    for name, value in values.items():
+        settings["train" if name in TRAIN_KEYS else "method_params"][name] = value
+    key = stable_key({**settings, "cell": t.cell, "tuned": values})
+    settings["student_params"] = sparams
+    tags = {"tuned_from": best.info.run_id, "tuned_params": best.data.tags.get("tuned_params", "")}
+    return dataclasses.replace(t, trial_key=key, settings=settings, extra_tags=tags)
+
+
+def resolve_final(plan: StudyPlan, client: Any, exp_id: str) -> tuple[StudyPlan, list[str]]:
+    """The plan with its final trials keyed by each cell's best configuration. Cells without a finished tuning
+    run keep placeholder trials tagged ``untuned`` (not run; the study stays incomplete). Returns those cells."""
+    if plan.spec.tuning is None:
+        return plan, []
+    best = {cell: best_run(runs) for cell, runs in tune_runs(client, exp_id).items()}
+    trials, untuned = [], []
+    for t in plan.trials:
+        if best.get(t.cell) is not None:
+            trials.append(final_trial(t, best[t.cell]))
+        else:
+            trials.append(dataclasses.replace(t, extra_tags={"untuned": "true"}))
+            untuned.append(t.cell)
+    return dataclasses.replace(plan, trials=trials), sorted(set(untuned))
+
+
+def tuning_status(plan: StudyPlan, client: Any, exp_id: str | None) -> dict[str, Any] | None:
+    """Tuning progress for ``--status``: cells done, tuning trials finished / planned."""
+    t = plan.spec.tuning
+    if t is None:
+        return None
+    runs = tune_runs(client, exp_id) if exp_id else {}
+    counts = {c.cell: min(len(runs.get(c.cell, [])), t.samples) for c in plan.cells}
+    return {
+        "cells": len(plan.cells),
+        "cells_done": sum(n >= t.samples for n in counts.values()),
+        "trials_finished": sum(counts.values()),
+        "trials_planned": len(plan.cells) * t.samples,
+    }

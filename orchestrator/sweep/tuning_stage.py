@@ -1,0 +1,211 @@
+"""The tuning stage, between the teacher caches and the final student trials (``driver._run_stages``).
+
+Every cell (task, teacher, student, method; FT included) gets the same budget: ``tuning.samples`` configurations
+from the searcher (Optuna TPE, or Tune's random BasicVariantGenerator), each trained up to ``tuning.max_epochs`` on
+the first study seed from the teacher cache, ASHA stopping weak ones early on the validation selection score. One
+``tune.Tuner`` per cell, cells one after another. Resume: a cell with ``samples`` FINISHED tuning runs is done; a
+cell with fewer warm-starts its searcher with them (``points_to_evaluate`` + ``evaluated_rewards``) and runs only
+the missing samples. Afterwards each cell's best run fixes its final trials (``tuning.resolve_final``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep.plan import StudyPlan, TrialUnit
+from orchestrator.sweep.spec import StudySpec
+from orchestrator.sweep.stages import log
+from orchestrator.sweep.students import Progress, _trial_config
+from orchestrator.sweep.tuning import resolve_final, score, tune_runs, tuned_values
+from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
+
+
+def stage_tuning(
+    spec: StudySpec,
+    plan: StudyPlan,
+    data: str,
+    caches: dict[str, Any],
+    uri: str,
+    client: Any,
+    exp_id: str,
+    parent: str,
+) -> StudyPlan:
+    """Tune every cell not yet tuned; returns the plan with the final trials set to each cell's best."""
+    if spec.tuning is None:
+        return plan
+    t = spec.tuning
+    finished = tune_runs(client, exp_id)
+    todo = [c for c in plan.cells if len(finished.get(c.cell, [])) < t.samples]
+    log(
+        f"stage tune: {len(plan.cells)} cells x {t.samples} samples ({t.searcher} + {t.scheduler}, "
+        f"<= {t.max_epochs} epochs), {len(plan.cells) - len(todo)} cells already tuned, {len(todo)} to tune"
+    )
+    folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
+    for i, cell in enumerate(todo, 1):
+        runs = finished.get(cell.cell, [])
+        log(f"tuning cell {i}/{len(todo)} {_cell_name(cell)} ({cell.cell}): {t.samples - len(runs)} to run")
+        base = _base_trial(spec, plan, cell, folders, data, parent)
+        _tune_cell(spec, base, runs, caches, uri, exp_id, client)
+    final, untuned = resolve_final(plan, client, exp_id)
+    if untuned:
+        log(f"  no finished tuning run in cell(s) {untuned}: their final trials cannot run")
+    return final
+
+
+def _cell_name(t: TrialUnit) -> str:
+    return f"{t.task}-{t.student}-{t.method}-{t.teacher}"
+
+
+def _base_trial(
+    spec: StudySpec,
+    plan: StudyPlan,
+    cell: TrialUnit,
+    folders: dict[tuple[str, str], str],
+    data: str,
+    parent: str,
+) -> dict[str, Any]:
+    """The cell's trial on the first seed, ``max_epochs`` long, tagged ``stage=tune``; the searcher fills in the
+    sampled values (``tuning_trial.with_sample``)."""
+    assert spec.tuning is not None
+    settings = {**cell.settings, "train": {**cell.settings["train"], "epochs": spec.tuning.max_epochs}}
+    base = _trial_config(spec, plan, dataclasses.replace(cell, settings=settings), folders, data, parent)
+    from kd_methods import get_method
+
+    names = sorted(spec.tuning.space_for(cell.method))
+    base["tuned"] = names
+    defaults = get_method(cell.method).defaults
+    for n in (
+        names
+    ):  # the untuned value of each tuned hyperparameter: how far tuning moved it (analysis/tuning.py)
+        base["params"][f"default.{param_name(n)}"] = base["params"].get(param_name(n), defaults.get(n))
+    base["tags"] = {**base["tags"], "stage": "tune", "tuned_params": ",".join(param_name(n) for n in names)}
+    return base
+
+
+def _searcher(spec: StudySpec, cell: str, names: list[str], runs: list[Any]) -> Any:
+    """The cell's search algorithm, warm-started with its finished runs (their values and scores). Its seed is
+    ``tuning.seed`` mixed with the cell id: reproducible, and not the same draws in every cell."""
+    assert spec.tuning is not None
+    # A resumed search moves its seed on by the runs already made: the same seed would draw the finished runs'
+    # configurations again (Optuna's TPE starts with random draws that ignore the warm-start points).
+    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16) + len(runs)) % 2**31
+    if spec.tuning.searcher == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=seed)
+    from ray.tune.search.optuna import OptunaSearch
+
+    points = [{n: v for n, v in tuned_values(r).items() if n in names} for r in runs]
+    return OptunaSearch(
+        points_to_evaluate=points or None,
+        evaluated_rewards=[score(r) for r in runs] or None,
+        seed=seed,
+    )
+
+
+def _tune_cell(
+    spec: StudySpec,
+    base: dict[str, Any],
+    runs: list[Any],
+    caches: dict[str, Any],
+    uri: str,
+    exp_id: str,
+    client: Any,
+) -> None:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    t = spec.tuning
+    assert t is not None
+    space = {n: r.tune_domain() for n, r in t.space_for(base["method"]).items()}
+    trainable = tune.with_parameters(
+        tune_trainable, base=base, caches=caches, tracking_uri=uri, experiment_id=exp_id, study=spec.name
+    )
+    r = spec.trial_resources
+    scheduler = None
+    if t.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            max_t=t.max_epochs, grace_period=t.grace_period, reduction_factor=t.reduction_factor
+        )
+    todo = t.samples - len(runs)
+    cell = base["tags"]["cell"]
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu}),
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            search_alg=_searcher(spec, base["tags"]["cell"], sorted(space), runs),
+            scheduler=scheduler,
+            num_samples=todo,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            reuse_actors=True,
+            trial_name_creator=lambda trial: f"{trial.trial_id}-tune-{cell}",
+            trial_dirname_creator=lambda trial: f"{trial.trial_id}-tune-{cell}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-tune-{cell}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str((Path(spec.storage) / spec.name / "ray_results").resolve()),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[TuneRecorder(uri, t.max_epochs), Progress(todo, spec.max_concurrent_trials)],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def tune_trainable(
+    config: dict[str, Any],
+    base: dict[str, Any],
+    caches: dict[str, Any],
+    tracking_uri: str,
+    experiment_id: str,
+    study: str,
+) -> None:
+    """The Tune trainable of a tuning trial: the cell's base trial with the sampled values, run by the student
+    trainable (which records it as a ``stage=tune`` run)."""
+    from orchestrator.sweep.tune_trial import student_trainable
+
+    trial = with_sample(base, {k: config[k] for k in base["tuned"]})
+    student_trainable({"trial": trial}, caches, tracking_uri, experiment_id, study)
+
+
+class TuneRecorder:
+    """A Tune callback (driver side) that completes the MLflow run of a tuning trial the scheduler stopped: its
+    worker stops inside ``tune.report`` without knowing why, the driver knows. Such a run did all the epochs the
+    scheduler gave it, so it is FINISHED, with tag ``stopped_early=true``; a driver that dies leaves it RUNNING,
+    and the next driver marks it KILLED (and the sample is redone)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.tracking import MlflowClient
+        from ray import tune
+
+        from orchestrator.sweep import tracking
+
+        class _TuneRecorder(tune.Callback):
+            def __init__(self, uri: str, max_epochs: int) -> None:
+                self.client, self.max_epochs = MlflowClient(uri), max_epochs
+                self.seen: dict[str, dict[str, Any]] = {}
+
+            def on_trial_result(
+                self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+            ) -> None:
+                if "run_id" in result and METRIC in result:
+                    s = self.seen.setdefault(trial.trial_id, {"score": float("-inf")})
+                    s["run_id"], s["epoch"] = result["run_id"], int(result.get("epoch", 0))
+                    s["score"] = max(s["score"], float(result[METRIC]))
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                s = self.seen.get(trial.trial_id)
+                if not s or self.client.get_run(s["run_id"]).info.status != "RUNNING":
+                    return
+                tracking.log_metrics(self.client, s["run_id"], {METRIC: s["score"]}, step=s["epoch"])
+                if s["epoch"] < self.max_epochs:
+                    self.client.set_tag(s["run_id"], "stopped_early", "true")
+                    tracking.log_metrics(self.client, s["run_id"], {"epochs_run": s["epoch"]})
+                self.client.set_terminated(s["run_id"], "FINISHED")
+
+        return _TuneRecorder(*args, **kwargs)

@@ -1,0 +1,76 @@
+"""A tuning trial on a Ray worker: the cell's base trial with one sampled configuration, trained on validation only.
+
+The searcher samples the configuration (``lr``, method parameters); ``with_sample`` folds it into the cell's trial
+(train settings, ``method.<name>`` params, a ``trial_key`` of cell + configuration) and ``student_trainable``
+(``tune_trial.py``) records it as an MLflow run with tag ``stage=tune``: its params, per-epoch ``val_*`` metrics and
+``best_val_selection_score`` (the running best, which the searcher and ASHA read). No test metrics, no checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+from orchestrator.sweep import tracking
+from orchestrator.sweep.spec import stable_key
+from orchestrator.sweep.tuning_spec import TRAIN_KEYS
+
+METRIC = "best_val_selection_score"  # the running best validation selection score of a tuning trial
+
+
+def param_name(name: str) -> str:
+    """The MLflow param a tuned hyperparameter is recorded under (the same in tuning and final runs)."""
+    return name if name in TRAIN_KEYS else f"method.{name}"
+
+
+def plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def with_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
+    """The cell's base trial config with the sampled hyperparameters in its train settings, method params,
+    MLflow params and trial key."""
+    trial = copy.deepcopy(base)
+    sample = {k: plain(v) for k, v in sorted(sample.items())}
+    for name, value in sample.items():
+        if name in TRAIN_KEYS:
+            trial["train"][name] = value
+        else:
+            trial["method_params"][name] = value
+        trial["params"][param_name(name)] = value
+    cell = trial["tags"]["cell"]
+    key = f"{cell}-{stable_key(sample)[:10]}"
+    trial["trial_key"] = key
+    trial["tags"] = {**trial["tags"], "trial_key": key}
+    trial["run_name"] = f"tune-{trial['run_name']}-{key[-6:]}"
+    return trial
+
+
+def tuning_prepared(prepared: Any) -> Any:
+    """The prepared trial with a token test split (8 validation samples): the trainer's test pass costs nothing,
+    and nothing from it is recorded."""
+    from orchestrator.train.trainer import EncodedSplit
+
+    val = prepared.encoded["validation"]
+    n = min(8, len(val))
+    encoded = {**prepared.encoded, "test": EncodedSplit(val.input_ids[:n], val.labels[:n], val.pad_id)}
+    return dataclasses.replace(prepared, encoded=encoded)
+
+
+def tuning_epoch(client: Any, run_id: str) -> Any:
+    """The per-epoch callback of a tuning trial: report to Tune first (which raises SystemExit when the scheduler
+    stopped the trial after the previous epoch, so an epoch past the stop is never recorded), then log."""
+    from ray import tune
+
+    best = [float("-inf")]
+
+    def on_epoch(row: dict[str, float]) -> None:
+        best[0] = max(best[0], float(row["val_selection_score"]))
+        metrics = {**row, METRIC: best[0]}
+        tune.report({**metrics, "run_id": run_id})
+        tracking.log_metrics(
+            client, run_id, {k: v for k, v in metrics.items() if k != "epoch"}, step=int(row["epoch"])
+        )
+
+    return on_epoch

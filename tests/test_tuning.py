@@ -1,0 +1,251 @@
+"""The tuning stage: the tuning: section, the plan's counts, and smoke-tune end to end, killed during tuning and
+resumed (every cell tuned once with its budget, final runs tuned_from the cell's best, no duplicates)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from conftest import ROOT, write_study
+from mlflow.tracking import MlflowClient
+from test_study import _kill_tree
+
+from orchestrator.sweep.plan import build_plan, student_train
+from orchestrator.sweep.spec import StudyError, load_spec
+
+TUNING = {"samples": 3, "max_epochs": 2, "grace_period": 1}
+
+
+# --- the tuning: section --------------------------------------------------------------------------------------
+
+
+def test_tuning_none_keeps_the_fixed_recipe(tmp_path, local_data):
+    spec = load_spec(write_study(tmp_path / "n.yaml", local_data, tuning="none"))
+    assert spec.tuning is None and build_plan(spec).counts()["tuning"] is None
+    assert load_spec(write_study(tmp_path / "d.yaml", local_data)).tuning is None
+
+
+def test_bad_tuning_sections_name_the_key(tmp_path, local_data):
+    def bad(name: str, tuning: object) -> str:
+        with pytest.raises(StudyError) as err:
+            load_spec(write_study(tmp_path / f"{name}.yaml", local_data, tuning=tuning))
+        return str(err.value)
+
+    msg = bad("m", {**TUNING, "space": {"distill": {"lr": {"type": "uniform", "low": 0, "high": 1}}}})
+    assert "tuning: " in msg and "unknown method 'distill'" in msg and "'ckd'" in msg
+    msg = bad("p", {**TUNING, "space": {"kd": {"temp": {"type": "choice", "values": [2.0]}}}})
+    assert "space.kd: unknown hyperparameter(s) ['temp']" in msg and "temperature" in msg and "lr" in msg
+    assert "low (0.001) must be below high (1e-05)" in bad(
+        "r", {**TUNING, "space": {"ft": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-5}}}}
+    )
+    assert "tuning.searcher" in bad("s", {**TUNING, "searcher": "grid"})
+    assert "tuning.samples" in bad("n", {**TUNING, "samples": 0})
+    assert "tuning.bogus: unknown key" in bad("k", {**TUNING, "bogus": 1})
+    assert "tuning is 'none' or a mapping" in bad("x", "yes")
+    assert "grace_period (3) must be <= max_epochs (2)" in bad("g", {**TUNING, "grace_period": 3})
+    with pytest.raises(StudyError, match="teacher_mode: cached"):
+        load_spec(write_study(tmp_path / "o.yaml", local_data, tuning=TUNING, teacher_mode="online"))
+
+
+def test_space_defaults_and_overrides(tmp_path, local_data):
+    space = {"kd": {"temperature": {"type": "choice", "values": [2.0, 4.0]}}}
+    spec = load_spec(write_study(tmp_path / "o.yaml", local_data, tuning={**TUNING, "space": space}))
+    kd = spec.tuning.space_for("kd")
+    assert kd["temperature"].values == [2.0, 4.0] and kd["lr"].type == "loguniform"
+    assert set(spec.tuning.space_for("ft")) == {"lr"}
+    assert {"alpha", "beta", "gamma", "temperature", "lr"} == set(spec.tuning.space_for("ckd"))
+
+
+def test_authors_recipe_presets_each_method(tmp_path, local_data):
+    spec = load_spec(
+        write_study(tmp_path / "a.yaml", local_data, recipe="authors", methods=["ft", "kd", "pkd", "ckd"])
+    )
+    assert student_train(spec, "kd")["lr"] == 3e-4 and spec.params_for("kd")["temperature"] == 10.0
+    assert student_train(spec, "pkd")["lr"] == 1e-4 and student_train(spec, "ft")["lr"] == 3e-4
+    ckd = student_train(spec, "ckd")
+    assert (
+        ckd["lr"] == 3e-5
+        and ckd["batch_size"] == 16
+        and spec.params_for("ckd") == {"beta": 1.0, "gamma": 1.0}
+    )
+    assert ckd["epochs"] == spec.student_train.epochs  # not given by the authors: student_train
+
+
+# --- the plan -------------------------------------------------------------------------------------------------
+
+
+def test_plan_counts_tuning_and_final_trials_separately():
+    c = build_plan(load_spec("smoke-tune")).counts()
+    assert c["tuning"]["cells"] == 5 and c["tuning"]["trials"] == 5 * 3 and c["trials"] == 5 * 2
+    for name, cells, samples in (("local", 3 * 3 * 5, 8), ("full", 8 * 3 * 9, 16)):
+        c = build_plan(load_spec(name)).counts()
+        assert c["tuning"]["cells"] == cells and c["tuning"]["trials"] == cells * samples
+        assert (
+            c["tuning"]["gpu_hours"] > 0
+            and c["total_gpu_hours"] >= c["gpu_hours"] + c["tuning"]["gpu_hours"] - 0.01
+        )
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--plan"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "tuning trials           15   (5 cells x 3 samples" in out.stdout and "final trials" in out.stdout
+
+
+# --- smoke-tune end to end, killed during tuning and resumed ---------------------------------------------------
+
+
+def _runs(uri: str, stage: str) -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("smoke-tune")
+    return client.search_runs([exp.experiment_id], f"tags.stage = '{stage}'", max_results=5000)
+
+
+@pytest.fixture(scope="module")
+def smoke_tune(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`python -m orchestrator.study smoke-tune`, SIGKILLed once a cell and one more trial are tuned, then rerun."""
+    storage = tmp_path_factory.mktemp("smoke-tune")
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--storage", str(storage)]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = 0
+    try:
+        deadline, client = time.time() + 600, None
+        while time.time() < deadline and killed_at < 4:
+            time.sleep(0.3)
+            assert driver.poll() is None, "the driver ended before it could be killed"
+            client = client or MlflowClient(uri)
+            exp = client.get_experiment_by_name("smoke-tune")
+            if exp is not None:
+                flt = "tags.stage = 'tune' and attributes.status = 'FINISHED'"
+                killed_at = len(client.search_runs([exp.experiment_id], flt, max_results=50))
+    finally:
+        _kill_tree(driver.pid)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return {"uri": uri, "storage": str(storage), "killed_at": killed_at, "stdout": out.stdout}
+
+
+def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
+    assert 4 <= smoke_tune["killed_at"] < 15
+    tuned, todo = map(
+        int, re.search(r"(\d+) cells already tuned, (\d+) to tune", smoke_tune["stdout"]).groups()
+    )
+    assert tuned >= 1 and todo >= 1 and tuned + todo == 5
+    tune = _runs(smoke_tune["uri"], "tune")
+    finished = [r for r in tune if r.info.status == "FINISHED"]
+    assert Counter(r.data.tags["cell"] for r in finished) == dict.fromkeys(
+        {r.data.tags["cell"] for r in finished}, 3
+    )
+    assert len({r.data.tags["cell"] for r in finished}) == 5
+    assert len({(r.data.tags["cell"], r.data.tags["trial_key"]) for r in finished}) == len(finished) == 15
+    assert not [r for r in tune if r.info.status == "RUNNING"]
+    for r in finished:
+        assert (
+            r.data.tags["seed"] == "0"
+            and "lr" in r.data.params
+            and "best_val_selection_score" in r.data.metrics
+        )
+        assert not [m for m in r.data.metrics if m.startswith("test_")]  # never in an RQ table
+        assert {"val_selection_score", "val_accuracy"} <= set(r.data.metrics)
+
+
+def test_final_runs_use_their_cells_best_configuration(smoke_tune):
+    from orchestrator.sweep.tuning import best_run, tuned_names
+    from orchestrator.sweep.tuning_trial import param_name
+
+    tune = {r.info.run_id: r for r in _runs(smoke_tune["uri"], "tune") if r.info.status == "FINISHED"}
+    final = [r for r in _runs(smoke_tune["uri"], "student") if r.info.status == "FINISHED"]
+    assert len(final) == 10 and len({r.data.tags["trial_key"] for r in final}) == 10
+    assert Counter(r.data.tags["cell"] for r in final) == dict.fromkeys(
+        {r.data.tags["cell"] for r in final}, 2
+    )
+    for f in final:
+        src = tune[f.data.tags["tuned_from"]]
+        assert src.data.tags["cell"] == f.data.tags["cell"]
+        cell_runs = [r for r in tune.values() if r.data.tags["cell"] == f.data.tags["cell"]]
+        assert best_run(cell_runs).info.run_id == src.info.run_id
+        names = [param_name(n) for n in tuned_names(src)]
+        assert "lr" in names and all(f.data.params[n] == src.data.params[n] for n in names)
+        assert "test_accuracy" in f.data.metrics
+
+
+def test_status_and_a_rerun_of_the_finished_study(smoke_tune):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": smoke_tune["uri"]}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--status", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    st = json.loads(out.stdout)
+    assert st["done"] == st["planned"] == 10 and st["tuning"]["cells_done"] == 5
+    assert st["tuning"]["trials_finished"] == st["tuning"]["trials_planned"] == 15
+    before = {stage: len(_runs(smoke_tune["uri"], stage)) for stage in ("tune", "student")}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--storage", smoke_tune["storage"]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "5 cells already tuned, 0 to tune" in out.stdout and "10 already finished, 0 to run" in out.stdout
+    assert {stage: len(_runs(smoke_tune["uri"], stage)) for stage in ("tune", "student")} == before
+
+
+def test_tuning_analysis(smoke_tune, tmp_path):
+    from orchestrator.analysis import load_runs, run_notebooks, student_runs
+    from orchestrator.analysis import tuning as T
+
+    df = T.load_tuning("smoke-tune", smoke_tune["uri"])
+    assert len(df) == 15 and set(df["trial"]) == {0, 1, 2}
+    best = T.best_params(df)
+    assert len(best) == 5 and (best["trials"] == 3).all() and best["lr"].notna().all()
+    moved = T.moved_from_default(df)
+    lr = moved[moved["param"] == "lr"]
+    assert len(lr) == 5 and (lr["default"] == 0.001).all() and (lr["ratio"] > 0).all()
+    kd_t = moved[(moved["method"] == "kd") & (moved["param"] == "method.temperature")]
+    assert kd_t["default"].tolist() == [10.0]
+    assert set(T.moved_by_method(df)["method"]) == {"ft", "kd", "dist", "pkd", "ckd"}
+    curves = T.tuning_curves(df)
+    assert (curves.groupby("cell")["best_so_far"].apply(lambda s: s.is_monotonic_increasing)).all()
+    assert T.plot_tuning_curves(df).axes
+    runs = load_runs("smoke-tune", smoke_tune["uri"])
+    assert len(student_runs(runs)) == 10  # the RQ tables see the final runs only
+    written = run_notebooks(tmp_path / "nb", "smoke-tune", smoke_tune["uri"], notebooks=["07_tuning.ipynb"])
+    assert written and (tmp_path / "nb" / "figures" / "tuning_curves.png").exists()
+
+
+def test_a_trial_the_scheduler_stopped_is_finished_and_tagged(tmp_path):
+    """The driver-side recorder completes a tuning run whose worker was stopped inside tune.report."""
+    from types import SimpleNamespace
+
+    from orchestrator.sweep.tuning_stage import TuneRecorder
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("rec")
+    stopped, full = (client.create_run(exp, tags={"stage": "tune"}).info.run_id for _ in range(2))
+    rec = TuneRecorder(uri, max_epochs=3)
+    for trial_id, run_id, epochs in (("a", stopped, 1), ("b", full, 3)):
+        trial = SimpleNamespace(trial_id=trial_id)
+        for epoch in range(1, epochs + 1):
+            result = {"run_id": run_id, "epoch": float(epoch), "best_val_selection_score": 0.1 * epoch}
+            rec.on_trial_result(0, [], trial, result)
+        rec.on_trial_complete(0, [], trial)
+    a, b = client.get_run(stopped), client.get_run(full)
+    assert a.info.status == b.info.status == "FINISHED"
+    assert a.data.tags.get("stopped_early") == "true" and "stopped_early" not in b.data.tags
+    assert a.data.metrics["best_val_selection_score"] == pytest.approx(0.1)
+    assert b.data.metrics["best_val_selection_score"] == pytest.approx(0.3)
