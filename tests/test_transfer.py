@@ -44,9 +44,23 @@ def test_every_size_gives_each_method_the_same_search_budget() -> None:
 def test_transfer_check_end_to_end_tiny(tmp_path, local_data) -> None:
     out = tmp_path / "transfer.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.bench", "transfer", "--size", "tiny", "--data", str(local_data),
-         "--out", str(out), "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.bench",
+            "transfer",
+            "--size",
+            "tiny",
+            "--data",
+            str(local_data),
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(out.read_text())
