@@ -72,6 +72,7 @@ def test_transfer_check_end_to_end_tiny(tmp_path, local_data) -> None:
     for name, m in r["methods"].items():
         assert set(m) >= {"mean_delta", "ci95", "p_value", "scores", "params"}, name
         assert len(m["scores"]) == 2 and len(m["ci95"]) == 2
+        assert m["degenerate_seeds"] == sum(x <= r["majority_baseline"] + 0.005 for x in m["scores"])
         deltas = [a - b for a, b in zip(m["scores"], r["ft"]["scores"])]
         assert m["mean_delta"] == pytest.approx(sum(deltas) / 2)
     assert "passed" in r["verdict"]

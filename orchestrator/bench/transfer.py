@@ -342,6 +342,8 @@ def _results(
             **paired_stats(scores[method], ft_scores),
             "mean": float(np.mean(scores[method])),
             "scores": scores[method],
+            # the analysis rule: a score at or below the majority baseline (+0.005) is no finding
+            "degenerate_seeds": sum(x <= baseline + 0.005 for x in scores[method]),
             "params": firsts[method][0],
             "search": firsts[method][2],
         }
@@ -364,6 +366,7 @@ def _results(
             "mean": float(np.mean(ft_scores)),
             "sd": float(np.std(ft_scores, ddof=1)) if len(ft_scores) > 1 else 0.0,
             "scores": ft_scores,
+            "degenerate_seeds": sum(x <= baseline + 0.005 for x in ft_scores),
             "params": ft["params"],
             "search": ft["search"],
             "above_baseline": float(np.mean(ft_scores)) > baseline,
@@ -394,6 +397,7 @@ def print_table(r: dict[str, Any]) -> None:
         ci = f"[{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"
         print(
             f"{name:<7}{m['mean']:>8.4f}{m['mean_delta']:>+9.4f}{ci:>20}{m['p_value']:>8.3f}  {m['params']}"
+            + (f"  degenerate seeds: {m['degenerate_seeds']}" if m.get("degenerate_seeds") else "")
         )
     v = r["verdict"]
     print(
