@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     import datasets
 
 SPLITS = ("train", "validation", "test")
+# A score at most its majority baseline plus this margin is no finding (a constant prediction does as well): the
+# analysis flags such runs "degenerate" and the transfer check counts them.
+DEGENERATE_MARGIN = 0.005
 
 
 @dataclass(frozen=True)

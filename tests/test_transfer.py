@@ -77,3 +77,32 @@ def test_transfer_check_end_to_end_tiny(tmp_path, local_data) -> None:
         assert m["mean_delta"] == pytest.approx(sum(deltas) / 2)
     assert "passed" in r["verdict"]
     assert "no ci95 wholly below 0" in proc.stdout
+
+
+def test_overhead_benchmark_tiny_shares_the_cache_builder(tmp_path, local_data) -> None:
+    """``overhead`` builds the same one-pass cache as the transfer check (``build_shared_cache``) and times it."""
+    out = tmp_path / "overhead.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.bench",
+            "overhead",
+            "--size",
+            "tiny",
+            "--data",
+            str(local_data),
+            "--out",
+            str(out),
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert set(r["methods"]) == {"kd", "dist", "pkd", "ckd"}
+    assert r["teacher_passes"] == 1 and r["cache_bytes"] > 0
+    assert all(m["cached_s"] > 0 and m["online_s"] > 0 for m in r["methods"].values())

@@ -85,32 +85,27 @@ def _random_teacher(size: BenchSize, work: Path, full: PreparedTrial) -> Path:
     return teacher_dir
 
 
-def _build_cache(
-    size: BenchSize,
+def build_shared_cache(
     task: str,
     teacher_dir: Path,
     tshape: Any,
     sshape: Any,
+    max_length: int,
     prepared: PreparedTrial,
     work: Path,
     device: str,
+    batch_size: int | None = None,
 ) -> tuple[Any, float, tuple[int, ...]]:
-    """The teacher cache the four methods read, in one teacher pass: (build report, seconds, CKD layers)."""
-    # The union of what the four methods need, plus CKD's teacher-side relations: one teacher pass.
-    spec = SignalSpec()
+    """The teacher cache all four KD methods read, in one teacher pass: (build report, seconds, CKD layers).
+
+    The union of what KD, DIST and PKD need plus CKD's teacher-side Gram numbers; shared by both benchmarks."""
+    spec = SignalSpec(logits=True)
     for name in KD_METHODS:
         if name != "ckd":
             spec = spec.union(get_method(name)(sshape, tshape).signals())
-    spec = spec.union(SignalSpec(logits=True))
     ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
-    request = CacheRequest(
-        str(teacher_dir),
-        task,
-        spec,
-        size.max_length,
-        ckd_layer_sets=(ckd_layers,),
-        batch_size=size.batch_size,
-    )
+    extra = {"batch_size": batch_size} if batch_size else {}
+    request = CacheRequest(str(teacher_dir), task, spec, max_length, ckd_layer_sets=(ckd_layers,), **extra)
     t0 = time.perf_counter()
     report = get_or_build(
         request, prepared.task_data, prepared.num_labels, work / "storage", use_ray=False, device=device
@@ -191,8 +186,8 @@ def overhead(
     tshape = teacher.shape
     sshape = student_shape(size.student)
 
-    report, build_s, ckd_layers = _build_cache(
-        size, task, teacher_dir, tshape, sshape, prepared, work, device
+    report, build_s, ckd_layers = build_shared_cache(
+        task, teacher_dir, tshape, sshape, size.max_length, prepared, work, device, size.batch_size
     )
 
     from orchestrator.train.trainer import resolve_device
