@@ -59,25 +59,11 @@ from pathlib import Path
 
 from tasks.base import SPLITS
 from tasks.exception import EXCEPTION_LABELS
-from tasks.extract import (
-    JAVA_KEYWORDS,
-    Function,
-    extract_braced_functions,
-    extract_python_functions,
-    parse_python,
-    python_function_source,
-    source_lines,
-)
-from tasks.transform import (
-    declared_names,
-    inject_bug,
-    inject_python_bug,
-    python_rename_and_relayout,
-    rename_and_relayout,
-    tokenize_braced,
-)
+from tasks.extract import Function, extract_functions, parse_python, python_function_source, source_lines
+from tasks.transform import abstract_signature, declared_names, inject_bug, rename_and_relayout
+from tasks.transform_python import inject_python_bug, python_rename_and_relayout
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: functions, bugs and clones from tree-sitter syntax trees
 DEFAULT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 ALL_TASKS = ("defect", "clone", "exception")
 HOLE = "__HOLE__"
@@ -247,7 +233,7 @@ def _c_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Functi
         if text is None or not re.search(r"\)\s*\{", text):
             yield i, []
             continue
-        yield i, extract_braced_functions(text, "c", str(path), path.name)
+        yield i, extract_functions(text, "c", str(path), path.name)
 
 
 def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Function]]]:
@@ -271,7 +257,7 @@ def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Fun
             text = decode_source(z.read(info))
             # The module folder (java.base/...) is dropped from the key so one class in two JDKs shares a split.
             key_prefix = re.sub(r"^[\w.]+/(?=(?:java|javax|jdk|sun|com|org)/)", "", name)
-            yield i, extract_braced_functions(text, "java", f"{zpath}!{name}", key_prefix)
+            yield i, extract_functions(text, "java", f"{zpath}!{name}", key_prefix)
     finally:
         for z in open_zips.values():
             z.close()
@@ -297,7 +283,7 @@ def _python_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[F
         if text is None:
             yield i, []
             continue
-        yield i, extract_python_functions(text, str(path), str(path.relative_to(root)))
+        yield i, extract_functions(text, "python", str(path), str(path.relative_to(root)))
 
 
 def _fill(
@@ -412,11 +398,7 @@ def _abstract_signature(fn: Function, language: str) -> str:
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 node.name = "ID"
         return ast.unparse(tree)
-    keywords = JAVA_KEYWORDS if language == "java" else frozenset()
-    return " ".join(
-        "ID" if t.kind == "id" and t.text not in keywords else t.text
-        for t in tokenize_braced(fn.text, language)
-    )
+    return abstract_signature(fn.text, language)
 
 
 def _clone_copy(fn: Function, language: str, rng: random.Random) -> str | None:
