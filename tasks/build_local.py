@@ -30,6 +30,11 @@ What the data are, and how honest each one is:
 * Without any C (or Java) source on the machine, defect and clone fall back to Python functions (with a
   warning); the bugs and renamings are then made on the AST and printed with ``ast.unparse``.
 
+Functions are cut out of their files with tree-sitter (``tasks.extract``): only those the C, Java or Python grammar
+reads without a parse error are kept, so code behind unknown macros, C++ in C headers and Python 2 files drop
+out. The bug sites and the names a clone renames (parameters and locals the grammar declares) are syntax-tree
+nodes (``tasks.transform``); the Python fallback edits on ``ast`` (``tasks.transform_python``).
+
 Every function lands in exactly one split, chosen by a hash of its file name and function name, so copies of a
 function in several places (the same header in several Python versions) never straddle splits. Functions have
 3 to 80 lines. ``manifest.json`` in DIR records the settings and the counts; a rebuild with the same settings

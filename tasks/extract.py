@@ -111,15 +111,15 @@ def _declarator_name(node: tree_sitter.Node) -> tree_sitter.Node | None:
     return node
 
 
-def _java_start(node: tree_sitter.Node) -> int:
-    """Where a Java method's text starts: after its leading annotations (they are not part of the sample)."""
+def _java_start(node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """The first child a Java method's text starts at: leading annotations are not part of the sample."""
     mods = node.named_children[0] if node.named_children else None
     if mods is None or mods.type != "modifiers":
-        return node.start_byte
+        return None
     for child in mods.children:
         if child.type not in _ANNOTATIONS:
-            return child.start_byte
-    return mods.next_sibling.start_byte if mods.next_sibling is not None else node.start_byte
+            return child
+    return mods.next_sibling
 
 
 def _python_outer(node: tree_sitter.Node) -> str | None:
@@ -179,7 +179,8 @@ def extract_functions(text: str, lang: str, path: str, key_prefix: str) -> list[
         name = _name_of(node, lang)
         if not name:
             continue
-        start = _java_start(node) if lang == "java" else node.start_byte
+        first = (_java_start(node) if lang == "java" else None) or node
+        start = first.start_byte
         if lang == "python":
             fn_text = _dedent_python(src, start, node.end_byte)
         else:
@@ -189,9 +190,8 @@ def extract_functions(text: str, lang: str, path: str, key_prefix: str) -> list[
             continue
         if lang == "python" and parse_python(fn_text) is None:
             continue  # the Python edits run on `ast`: the text must read under this interpreter too
-        line = src.count(b"\n", 0, start) + 1
         short = name.rsplit(".", 1)[-1]
-        out.append(Function(fn_text, short, path, line, f"{key_prefix}:{name}"))
+        out.append(Function(fn_text, short, path, first.start_point.row + 1, f"{key_prefix}:{name}"))
     return out
 
 

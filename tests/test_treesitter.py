@@ -8,11 +8,13 @@ import ast
 import random
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import tree_sitter
 
 from tasks import build_local as bl
+from tasks import extract_stats
 from tasks.extract import Function, extract_functions, parse_function, parses_cleanly
 from tasks.transform import bug_sites, declared_names, inject_bug, rename_and_relayout, tokenize
 from tasks.transform_python import inject_python_bug, python_rename_and_relayout
@@ -182,3 +184,18 @@ def test_c_preprocessor_lines_and_macros_are_kept() -> None:
     assert "dropped_release" in bug_sites(src, "c")
     # What tree-sitter cannot read is not extracted: an unknown macro before the return type.
     assert extract_functions("static MY_INLINE int g(int a)\n{\n    return a;\n}\n", "c", "m.c", "m") == []
+
+
+def test_extract_stats_counts_functions_per_tree(tmp_path: Path) -> None:
+    good = "static int twice(int a)\n{\n    return a + a;\n}\n"
+    unreadable = "static MY_INLINE int g(int a)\n{\n    return a;\n}\n"
+    (tmp_path / "a.c").write_text(good + unreadable, encoding="utf-8")
+    (tmp_path / "b.c").write_text(good.replace("twice", "thrice"), encoding="utf-8")
+    sources = bl.Sources(c_files=(tmp_path / "a.c", tmp_path / "b.c"))
+    row = extract_stats.measure("c", sources)
+    assert {k: row[k] for k in ("files", "functions", "parse_clean", "share_clean")} == {
+        "files": 2,
+        "functions": 2,
+        "parse_clean": 2,
+        "share_clean": 1.0,
+    }
