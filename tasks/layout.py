@@ -28,6 +28,9 @@ def _space_between(prev: Token, tok: Token, compact: bool) -> bool:
     # differently.
     if prev.kind == "op" and tok.kind == "op" and prev.text not in _BREAKERS and tok.text not in _BREAKERS:
         return True
+    if prev.text in ("+", "-") and tok.text[:1].isdigit():
+        # tree-sitter's C grammar reads `+2` as a signed literal, so `sizeof(long)+2` would become a cast.
+        return True
     if compact:
         # Words need a space between them; a word next to an operator or bracket does not.
         return prev.kind != "op" and tok.kind != "op"

@@ -199,3 +199,14 @@ def test_extract_stats_counts_functions_per_tree(tmp_path: Path) -> None:
         "parse_clean": 2,
         "share_clean": 1.0,
     }
+
+
+def test_compact_layout_keeps_binary_plus_before_a_number() -> None:
+    # Printed as `sizeof(long)+2`, tree-sitter would read `+2` as a signed literal and the sizeof as a cast.
+    src = "int f(int n)\n{\n    long a[N / sizeof(long) + 2];\n    return n - 1 + a[0];\n}\n"
+    layouts = set()
+    for seed in range(6):
+        copy = rename_and_relayout(src, "c", random.Random(seed))
+        layouts.add("\t" in copy)
+        assert _shape(copy, "c") == _shape(src, "c"), copy
+    assert layouts == {True, False}  # both styles were drawn
