@@ -17,10 +17,11 @@ import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 
 import tree_sitter
 
-from tasks.extract import JAVA_WRAP, function_node, parse_function
+from tasks.extract import JAVA_WRAP, function_node, language, parse_function
 from tasks.layout import Token, layout
 
 _BLOCKS = frozenset(("compound_statement", "block", "case_statement", "switch_block_statement_group"))
@@ -50,6 +51,14 @@ _STRINGS = frozenset(
 )
 _COMMENTS = frozenset(("comment", "line_comment", "block_comment"))
 _IDENTIFIERS = frozenset(("identifier", "type_identifier", "field_identifier", "statement_identifier"))
+# The nodes bug sites and declared names are looked for in; a query finds them without walking the tree in Python.
+_QUERIES = {
+    ("c", "sites"): "[(binary_expression) (subscript_expression) (if_statement) (expression_statement)] @n",
+    ("java", "sites"): "[(binary_expression) (array_access) (if_statement) (expression_statement)] @n",
+    ("c", "declared"): "[(parameter_declaration) (declaration)] @n",
+    ("java", "declared"): "[(formal_parameter) (catch_formal_parameter) (enhanced_for_statement) (resource) "
+    "(local_variable_declaration) (spread_parameter) (lambda_expression)] @n",
+}
 
 
 @dataclass(frozen=True)
@@ -64,12 +73,15 @@ def apply_edit(text: str, edit: Edit) -> str:
     return (raw[: edit.start] + edit.replacement.encode() + raw[edit.end :]).decode(errors="replace")
 
 
-def _walk(node: tree_sitter.Node) -> Iterator[tree_sitter.Node]:
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        yield n
-        stack.extend(reversed(n.children))
+@cache
+def _query(lang: str, what: str) -> tree_sitter.Query:
+    return tree_sitter.Query(language(lang), _QUERIES[lang, what])
+
+
+def _find(node: tree_sitter.Node, lang: str, what: str) -> list[tree_sitter.Node]:
+    """The nodes the ``what`` query matches under ``node``, in document order (outer before inner)."""
+    found = tree_sitter.QueryCursor(_query(lang, what)).captures(node).get("n", [])
+    return sorted(found, key=lambda n: (n.start_byte, -n.end_byte))
 
 
 def _function(text: str, lang: str) -> tuple[bytes, tree_sitter.Node, int]:
@@ -148,7 +160,7 @@ def bug_sites(text: str, lang: str) -> dict[str, list[Edit]]:
         )
     }
     jumps = _JUMPS_JAVA if lang == "java" else _JUMPS
-    for node in _walk(fn):
+    for node in _find(fn, lang, "sites"):
         parent = node.parent
         if node.type == "binary_expression":
             op = node.child_by_field_name("operator")
@@ -318,7 +330,7 @@ def declared_names(text: str, lang: str) -> list[str]:
     """The names a C or Java function declares (parameters and locals), in order of first declaration."""
     _, fn, _ = _function(text, lang)
     names: list[str] = []
-    for node in _walk(fn):
+    for node in _find(fn, lang, "declared"):
         for ident in _declared(node, lang):
             name = ident.text.decode()
             if name not in names:
