@@ -110,17 +110,22 @@ def _source_slice(lines: list[str], start: tuple[int, int], end: tuple[int, int]
     return lines[r0 - 1][c0:] + "".join(lines[r0 : r1 - 1]) + lines[r1 - 1][:c1]
 
 
-def _fold_fstrings(tokens: Iterable[tokenize.TokenInfo], lines: list[str]) -> Iterator[tuple[int, str]]:
+def fold_fstrings(
+    tokens: Iterable[tokenize.TokenInfo],
+    lines: list[str],
+    starts: frozenset[int] = _FOLD_STARTS,
+    ends: frozenset[int] = _FOLD_ENDS,
+) -> Iterator[tuple[int, str]]:
     """(type, value) pairs with every 3.12+ f-string (nested ones too) folded into one STRING token."""
     depth, first, pieces = 0, None, []
     for tok in tokens:
-        if tok.type in _FOLD_STARTS:
+        if tok.type in starts:
             if depth == 0:
                 first, pieces = tok, []
             depth += 1
         if depth:
             pieces.append(tok.string)
-            if tok.type in _FOLD_ENDS:
+            if tok.type in ends:
                 depth -= 1
                 if depth == 0:
                     text = _source_slice(lines, first.start, tok.end)
@@ -145,7 +150,7 @@ def code_tokens(code: str, *, strict: bool = False) -> list[str]:
     prev_eol = False
     try:
         stream = tokenize.tokenize(io.BytesIO(code.encode("utf-8")).readline)
-        for toknum, raw in _fold_fstrings(stream, lines):
+        for toknum, raw in fold_fstrings(stream, lines):
             if strict and toknum == tokenize.ERRORTOKEN:
                 raise PreprocessError(f"error token {raw!r}")
             tokval = " ".join(raw.split())
