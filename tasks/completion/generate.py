@@ -129,7 +129,7 @@ def beam_search(
     beams = [_Beam(K, stop_ids) for _ in range(B)]
     scores = torch.zeros(B, K, device=device)
     last = torch.zeros(B, K, dtype=torch.long, device=device)
-    stop_t = torch.tensor(sorted(stop_ids), device=device)
+    stop_t = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     logits = out.logits[:, -1].repeat_interleave(K, dim=0)
     for step in range(s.max_new_tokens):
         lp = torch.log_softmax(logits.float(), dim=-1).view(B, K, -1)
