@@ -87,6 +87,36 @@ def _reference_beam(model, ids: list[int], k: int, steps: int) -> list[int]:
     return hyps[0]
 
 
+@torch.no_grad()
+def _reference_with_stops(model, ids: list[int], k: int, steps: int, stops: set[int]) -> list[int]:
+    """CodeXGLUE's beam rules, recomputed from scratch each step: finished rows get no children, a hypothesis
+    finishes when a stop token enters the beam, search ends when the top row stopped and k have finished; the
+    answer is the best finished one (topped up with unfinished ones), cut after its first stop."""
+    lp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1], -1)
+    scores, first = lp.topk(k)
+    hyps = [[int(t)] for t in first]
+    finished = [(float(scores[i]), hyps[i]) for i in range(k) if hyps[i][-1] in stops]
+    for _ in range(steps - 1):
+        if hyps[0][-1] in stops and len(finished) >= k:
+            break
+        lp = torch.log_softmax(model(torch.tensor([ids + h for h in hyps])).logits[:, -1], -1)
+        cand = lp + scores[:, None]
+        for i, h in enumerate(hyps):
+            if h[-1] in stops:
+                cand[i] = -1e20
+        V = lp.shape[-1]
+        scores, idx = cand.view(-1).topk(k)
+        hyps = [hyps[int(i) // V] + [int(i) % V] for i in idx]
+        finished += [(float(scores[i]), hyps[i]) for i in range(k) if hyps[i][-1] in stops]
+    ranked = sorted(finished or [(float(scores[0]), hyps[0])], key=lambda a: -a[0])
+    if len(ranked) < k:
+        ranked += sorted(
+            ((float(scores[i]), hyps[i]) for i in range(k) if hyps[i][-1] not in stops), key=lambda a: -a[0]
+        )
+    best = ranked[0][1]
+    return next((best[: n + 1] for n, t in enumerate(best) if t in stops), best)
+
+
 def test_beam_one_is_the_greedy_argmax_path(tok) -> None:
     model = _model(tok)
     for text in INPUTS:
@@ -105,6 +135,20 @@ def test_beam_search_keeps_beam_size_hypotheses(tok) -> None:
             assert got == _reference_beam(model, ids, k, 8), (k, text)
             differs += got != _greedy(model, ids, set(), 8)
     assert differs >= 3  # the beam matters on these inputs, so the check above is not greedy in disguise
+
+
+def test_finished_hypotheses_follow_codexglue_rules(tok) -> None:
+    # Many stop ids, so hypotheses finish at different steps and finished rows must stop having children.
+    model = _model(tok, seed=4)
+    stops = set(range(250, 330))
+    ended = 0
+    for k in (2, 4):
+        for text in INPUTS:
+            ids = tok.encode(text, add_special_tokens=False)
+            got = beam_search(model, [ids], stops, GenerationSettings(beam_size=k, max_new_tokens=10))[0]
+            assert got == _reference_with_stops(model, ids, k, 10, stops), (k, text)
+            ended += got[-1] in stops and len(got) > 1
+    assert ended >= 3
 
 
 def test_batched_equals_one_by_one_and_long_context_is_cut(tok) -> None:
