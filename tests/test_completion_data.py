@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tasks.build_local import Sources, build_local
+from tasks.build_local import main as build_local_main
 from tasks.completion import codexglue_version, load_line_test, load_split
+from tasks.completion.__main__ import main as cli_main
 from tasks.completion.data import VERSIONS, CompletionDataError
 from tasks.completion.preprocess import (
     PreprocessError,
@@ -180,3 +182,32 @@ def test_proxy_respects_its_size_budget(tmp_path: Path) -> None:
         0.02e6 <= total < 0.02e6 + 3 * 600
         and sum(info["counts"][s] for s in ("train", "validation", "test")) < 150
     )
+
+
+def test_prepare_py150_splits_as_codexglue(tmp_path: Path) -> None:
+    # py150's layout: file lists + the files. Train = python100k_train.txt[:-5000], validation = its last 5000.
+    base = tmp_path / "py150"
+    (base / "data").mkdir(parents=True)
+    (base / "data" / "a.py").write_text(SOURCE)
+    (base / "data" / "b.py").write_text("print 'py2'\n")
+    (base / "data" / "bad.py").write_text("x = (\n")
+    (base / "python100k_train.txt").write_text("data/a.py\ndata/b.py\n" + "data/bad.py\n" * 5000)
+    (base / "python50k_eval.txt").write_text("data/b.py\ndata/missing.py\n")
+    out = tmp_path / "out"
+    assert cli_main(["prepare-py150", "--py150", str(base), "--out", str(out)]) == 0
+    assert load_split(out, "train") == [EXPECTED, "<s> print '<STR_LIT>' </s>"]
+    validation = load_split(out, "validation")
+    assert len(validation) == 5000 and set(validation) == {"<s> </s>"}
+    assert load_split(out, "test") == ["<s> print '<STR_LIT>' </s>", "<s> </s>"]
+    assert json.loads((out / "version.json").read_text())["codexglue_version"] == "codexglue-2021"
+
+
+def test_cli_rejects_bad_settings_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_local_main(["--out", str(tmp_path), "--tasks", "completion", "--completion-mb", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "max_mb must be > 0" in err and "\n" not in err
+    with pytest.raises(SystemExit):
+        cli_main(["prepare-py150", "--py150", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert "python100k_train.txt: missing" in capsys.readouterr().err
