@@ -211,3 +211,44 @@ def test_settings_are_checked(tok) -> None:
         complete_lines(
             _model(tok), tok, INPUTS[:1], GenerationSettings(max_new_tokens=8, stop_tokens=("<NOPE>",))
         )
+
+
+def test_generate_command_writes_one_line_per_sample(tok, tmp_path) -> None:
+    import json
+
+    from tasks.completion.__main__ import main
+
+    model = _model(tok, seed=5)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    answers = tmp_path / "line_test.json"
+    answers.write_text(
+        "".join(json.dumps({"id": i, "input": t, "gt": "x"}) + "\n" for i, t in enumerate(INPUTS))
+    )
+    preds = tmp_path / "predictions.txt"
+    argv = [
+        "generate",
+        "--model",
+        str(tmp_path / "m"),
+        "--answers",
+        str(answers),
+        "--predictions",
+        str(preds),
+    ]
+    assert main([*argv, "--beam", "2", "--max-new-tokens", "6"]) == 0
+    lines = preds.read_text(encoding="utf-8").split("\n")
+    want = complete_lines(model, tok, INPUTS, GenerationSettings(beam_size=2, max_new_tokens=6))
+    assert lines[:-1] == want and lines[-1] == ""
+    assert main(["score", "--answers", str(answers), "--predictions", str(preds)]) == 0
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "none"),
+                "--answers",
+                str(answers),
+                "--predictions",
+                str(preds),
+            ]
+        )

@@ -3,6 +3,8 @@
 * ``score --answers ANSWERS --predictions PREDICTIONS``: CodeXGLUE line-level ES/EM; the last line printed is
   ``{"ES": ..., "EM": ...}`` (0-100, rounded to 2 places as the official evaluator logs them). Answers: JSON lines
   with ``gt`` (CodeXGLUE's answers.json / test.json, or our line_test.json); predictions: one line per sample.
+* ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat]``: one
+  predicted line per sample with an HF causal LM saved in DIR (its tokenizer beside it), as CodeXGLUE decodes.
 * ``prepare-py150 --py150 DIR --out DIR [--line-test test.json]``: py150 as CodeXGLUE's preprocess.py prepares
   it (train = python100k_train.txt[:-5000], validation = the last 5000, test = python50k_eval.txt), written as
   ``train.txt``/``validation.txt``/``test.txt`` plus ``version.json`` (``codexglue-2021``).
@@ -26,6 +28,31 @@ def _score(args: argparse.Namespace) -> int:
     scores = score_files(args.answers, args.predictions, args.es_backend)
     print(f"samples: {scores.n}, em_strict: {scores.em_strict:.2f}", file=sys.stderr)
     print(json.dumps(scores.as_json()))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for this command
+
+    from tasks.completion.data import load_line_test
+    from tasks.completion.generate import GenerationSettings, complete_lines
+
+    samples = load_line_test(args.answers)
+    if not Path(args.model).is_dir():
+        raise ValueError(f"{args.model}: not a model folder (save_pretrained output with its tokenizer)")
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=False, use_safetensors=True)
+    settings = GenerationSettings(
+        beam_size=args.beam,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        codexglue_compat=args.compat,
+    )
+    preds = complete_lines(model, tokenizer, [r["input"] for r in samples], settings)
+    # One line per sample even if a model emits a raw newline piece: the evaluator splits on \n and \r.
+    lines = (p.replace("\r", " ").replace("\n", " ") for p in preds)
+    Path(args.predictions).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8", newline="\n")
+    print(f"{len(preds)} predictions -> {args.predictions}")
     return 0
 
 
@@ -88,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         help="fuzzywuzzy's ratio with python-Levenshtein (default; = rapidfuzz) or its pure-Python difflib fallback",
     )
     p.set_defaults(func=_score)
+    p = sub.add_parser("generate", help="predict each line-level sample with a causal LM")
+    p.add_argument(
+        "--model", required=True, type=Path, help="folder with the model (safetensors) and tokenizer"
+    )
+    p.add_argument("--answers", required=True, type=Path, help="line-level samples (JSON lines with 'input')")
+    p.add_argument("--predictions", required=True, type=Path, help="output: one line per sample")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--compat", action="store_true", help="reproduce run_lm.py's strip('<EOL>') bug")
+    p.set_defaults(func=_generate)
     p = sub.add_parser("prepare-py150", help="py150 -> CodeXGLUE token text")
     p.add_argument("--py150", required=True, type=Path, help="extracted py150_files folder")
     p.add_argument("--out", required=True, type=Path)
@@ -98,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: CompletionDataError, unreadable files, model folders
         parser.exit(2, f"error: {exc}\n")
 
 
