@@ -211,3 +211,16 @@ def test_cli_rejects_bad_settings_in_one_line(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         cli_main(["prepare-py150", "--py150", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert "python100k_train.txt: missing" in capsys.readouterr().err
+
+
+def test_line_start_cuts_begin_a_line(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _write_sources(src, n=60)
+    settings = ProxySettings(max_mb=1.0, line_samples=30, cut="line_start")
+    build_completion_proxy([src], tmp_path / "out", settings)
+    samples = load_line_test(tmp_path / "out")
+    assert len(samples) == 30
+    assert all(r["input"] == "<s>" or r["input"].endswith(" <EOL>") for r in samples)
+    with pytest.raises(ValueError, match="unknown cut rule 'middle'"):
+        ProxySettings(cut="middle")
