@@ -1,0 +1,188 @@
+"""The exact LM teacher cache: one teacher pass storing final hidden states, plus the output head, once.
+
+Why not logits (COMPLETION.md §3): a 50k-vocabulary distribution is ~100 KB per position in fp16, but a GPT-2's
+logits are exactly ``h @ W^T`` (a bias-free head tied to the embeddings), so the final hidden state ``h`` (after
+``ln_f``; ``H`` numbers) plus one copy of ``W`` rebuilds the full distribution at any temperature, and ``h`` is also
+the cosine target of the DistilBERT loss. Stored per cache (under ``<storage>/teacher_cache/<key>/``):
+
+- ``train/shard-<start>/hidden.npy`` ``[blocks, block_size, H]`` in ``dtype`` (fp16 by default; fp32 for an exact
+  copy), memory-mapped by the reader; ``mask.npy`` ``[blocks, block_size]`` int8 (1 = real token);
+- ``head.safetensors``: ``lm_head.weight`` ``[V, H]`` (and ``lm_head.bias``) in float32;
+- ``manifest.json``: the request, the content key, the data fingerprint, shapes, every file's sha256 (the shard
+  layout of the classification cache, so ``cache.serve.verify`` / ``load_arrays`` check and open it).
+
+Key: the teacher folder's content (``fingerprint_folder``), the token blocks' fingerprint (ids and mask, so block
+size and tokenizer are in it), the block size, the storage dtype and the signal set. Only the training split is
+cached: validation perplexity is the student's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from orchestrator.cache.build import BuildReport, _log_pass, cache_root
+from orchestrator.cache.key import CacheCorruptError, fingerprint_folder, sha256_file
+from orchestrator.cache.serve import _manifest, verify
+from orchestrator.train.lm_data import LMBlocks
+
+LM_CACHE_FORMAT = 1
+LM_SIGNALS = "final_hidden+head"
+HEAD_FILE = "head.safetensors"
+STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+@dataclass(frozen=True)
+class LMCacheRequest:
+    """One (teacher, token blocks) pass. ``dtype`` stores ``h``; the head is always float32."""
+
+    teacher_dir: str
+    block_size: int
+    dtype: str = "float16"
+    task: str = "completion"
+    batch_size: int = 8
+    shard_blocks: int = 1024
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORE_DTYPES:
+            raise ValueError(f"LM cache dtype must be one of {list(STORE_DTYPES)}, got '{self.dtype}'")
+
+    def key(self, teacher_fingerprint: str, data_fingerprint: str) -> str:
+        body = json.dumps(
+            {
+                "format": LM_CACHE_FORMAT,
+                "kind": "lm",
+                "teacher": teacher_fingerprint,
+                "data": data_fingerprint,
+                "task": self.task,
+                "block_size": self.block_size,
+                "signals": LM_SIGNALS,
+                "dtype": self.dtype,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+def lm_cache_bytes(blocks: int, block_size: int, hidden: int, vocab: int, dtype: str = "float16") -> int:
+    """Bytes of a cache before building it: hidden states, masks and the float32 head."""
+    item = np.dtype(STORE_DTYPES[dtype]).itemsize
+    return blocks * block_size * (hidden * item + 1) + vocab * hidden * 4
+
+
+@torch.no_grad()
+def _write_shard(
+    teacher: Any, blocks: LMBlocks, start: int, end: int, out: Path, request: LMCacheRequest
+) -> dict:
+    """Run the teacher over blocks ``start..end`` and write ``hidden.npy`` (memory-mapped, filled batch by batch)
+    and ``mask.npy``; returns the manifest entry of the shard."""
+    out.mkdir(parents=True, exist_ok=True)
+    layer = teacher.shape.num_layers
+    device = next(teacher.parameters()).device
+    hidden = np.lib.format.open_memmap(
+        out / "hidden.npy",
+        mode="w+",
+        dtype=STORE_DTYPES[request.dtype],
+        shape=(end - start, blocks.block_size, teacher.shape.hidden_size),
+    )
+    for b0 in range(start, end, request.batch_size):
+        idx = torch.arange(b0, min(end, b0 + request.batch_size))
+        ids, mask, _ = blocks.batch(idx, device)
+        states = teacher(ids, mask).hidden_states[layer]
+        hidden[b0 - start : b0 - start + len(idx)] = states.float().cpu().numpy().astype(hidden.dtype)
+    hidden.flush()
+    del hidden
+    np.save(out / "mask.npy", blocks.mask[start:end].to(torch.int8).numpy())
+    files = {}
+    for name in ("hidden", "mask"):
+        path = out / f"{name}.npy"
+        shape = list(np.load(path, mmap_mode="r").shape)
+        files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": shape}
+    return {"start": start, "end": end, "files": files, "samples": end - start}
+
+
+def _existing(path: Path) -> tuple[BuildReport | None, str | None]:
+    if not path.exists():
+        return None, None
+    try:
+        manifest = verify(path)
+        head = manifest["head"]
+        if sha256_file(path / head["file"]) != head["sha256"]:
+            raise CacheCorruptError(f"{path / head['file']} does not match its checksum")
+        return BuildReport(path, manifest["key"], built=False, bytes=manifest["bytes"]), None
+    except (CacheCorruptError, KeyError, OSError) as err:
+        shutil.rmtree(path, ignore_errors=True)
+        return None, str(err)
+
+
+def get_or_build_lm(
+    request: LMCacheRequest, blocks: LMBlocks, storage: str | Path, device: str = "auto"
+) -> BuildReport:
+    """Find the cache for (``request``, ``blocks``) under ``storage`` or build it in exactly one teacher pass; a
+    corrupt or incomplete cache is rebuilt and the reason reported."""
+    from models.lm_teacher import LMTeacher
+    from orchestrator.train.trainer import resolve_device
+
+    data_fp = blocks.fingerprint()
+    key = request.key(fingerprint_folder(request.teacher_dir), data_fp)
+    path = cache_root(storage) / key
+    found, reason = _existing(path)
+    if found:
+        return found
+    if blocks.block_size != request.block_size:
+        raise ValueError(
+            f"blocks are {blocks.block_size} tokens long but the request says {request.block_size}"
+        )
+    start = time.perf_counter()
+    dev = resolve_device(device)
+    teacher = LMTeacher.load(request.teacher_dir, trust_remote_code=request.trust_remote_code).to(dev).eval()
+    tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+    shards = []
+    for s0 in range(0, len(blocks), request.shard_blocks):
+        s1 = min(len(blocks), s0 + request.shard_blocks)
+        entry = _write_shard(teacher, blocks, s0, s1, tmp / "train" / f"shard-{s0:09d}", request)
+        entry["tokens"] = int(blocks.mask[s0:s1].sum())
+        shards.append({"dir": f"train/shard-{s0:09d}", **entry})
+    head = {k: v.float().cpu().contiguous() for k, v in teacher.head().items()}
+    save_file(head, str(tmp / HEAD_FILE))
+    head_bytes = (tmp / HEAD_FILE).stat().st_size
+    total = head_bytes + sum(f["bytes"] for sh in shards for f in sh["files"].values())
+    manifest = {
+        "format": LM_CACHE_FORMAT,
+        "kind": "lm",
+        "key": key,
+        "request": asdict(request),
+        "signals": LM_SIGNALS,
+        "data_fingerprint": data_fp,
+        "samples": {"train": len(blocks)},
+        "shards": {"train": shards},
+        "head": {"file": HEAD_FILE, "sha256": sha256_file(tmp / HEAD_FILE), "bytes": head_bytes},
+        "num_layers": teacher.shape.num_layers,
+        "hidden_size": teacher.shape.hidden_size,
+        "vocab_size": teacher.vocab_size,
+        "bytes": total,
+        "build_seconds": time.perf_counter() - start,
+        "teacher_passes": 1,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    try:
+        os.replace(tmp, path)
+    except OSError:  # another builder finished first: keep theirs (same content)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
+    _log_pass(storage, key, request)  # type: ignore[arg-type]  # reads teacher_dir and task only
+    return BuildReport(
+        path, key, built=True, seconds=manifest["build_seconds"], bytes=total, rebuilt_reason=reason
+    )
