@@ -101,7 +101,9 @@ class Distil(KDMethod):
         self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
     ) -> dict[str, Tensor]:
         if teacher is None:
-            raise ValueError("method 'distil' needs teacher signals, got None")
+            if not self.signals().empty:
+                raise ValueError("method 'distil' needs teacher signals, got None")
+            teacher = TeacherSignals()  # LM-only (alpha_ce = alpha_cos = 0): no teacher term reads it
         temperature = float(self.params["temperature"])
         b, n, v = student.logits.shape
         rows = student.attention_mask.reshape(-1).bool().nonzero().squeeze(1)

@@ -117,3 +117,15 @@ def test_student_checkpoint_is_the_best_epoch(teacher_dir: Path, tmp_path: Path)
     assert summary["best_epoch"] == res.train.best_epoch and torch.isfinite(
         torch.tensor(summary["best_val_ppl"])
     )
+
+
+def test_step_cost_benchmark_times_every_teacher_mode() -> None:
+    from orchestrator.train.lm_bench import CONFIGS, MODES, LMBenchConfig, lm_step_costs
+
+    cfg = LMBenchConfig(**{**CONFIGS["tiny"].__dict__, "steps": 2, "warmup": 1})
+    out = lm_step_costs(cfg, device="cpu")
+    assert set(out["ms_per_step"]) == set(MODES) and all(v > 0 for v in out["ms_per_step"].values())
+    assert out["x_lm_only"]["lm_only"] == 1.0 and out["cache_bytes"] > 0
+    assert out["tokens_per_s"]["cached"] == pytest.approx(
+        4 * 16 / out["ms_per_step"]["cached"] * 1e3, rel=0.01
+    )
