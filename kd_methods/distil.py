@@ -32,7 +32,16 @@ from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals,
 from kd_methods.kd import at_least_float32
 
 HEAD_WEIGHT, HEAD_BIAS = "lm_head.weight", "lm_head.bias"
+# The approximate top-k cache's extras (orchestrator/cache/lm_topk.py): [B, N, k] ids and logits, [B, N, |T|] exact
+# log-sum-exps at the temperatures listed in TOPK_TEMPERATURES.
+TOPK_IDS, TOPK_LOGITS, TOPK_LSE, TOPK_TEMPERATURES = (
+    "topk.ids",
+    "topk.logits",
+    "topk.lse",
+    "topk.temperatures",
+)
 IGNORE_INDEX = -100
+REST_EPS = 1e-6  # top-k: a missing teacher mass below this is float32 rounding, counted as 0
 
 
 def kl_sum(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -56,6 +65,41 @@ def teacher_logits_rows(teacher: TeacherSignals, layer: int, rows: Tensor) -> Te
     logits = h @ at_least_float32(weight).T
     bias = teacher.extras.get(HEAD_BIAS)
     return logits + at_least_float32(bias) if bias is not None else logits
+
+
+def topk_kl_sum(
+    student_logits: Tensor, ids: Tensor, t_values: Tensor, t_lse: Tensor, temperature: float
+) -> Tensor:
+    """APPROXIMATE: the KL over k + 1 outcomes (the teacher's top-k tokens and one bucket for the rest), summed over
+    positions. The teacher's kept probabilities are exact (exact LSE), the rest bucket holds the known missing mass;
+    this lower-bounds the full KL (a coarse-graining). ``student_logits`` ``[P, V]``, ``ids``/``t_values`` ``[P, k]``,
+    ``t_lse`` ``[P]`` (at ``temperature``)."""
+    log_q = F.log_softmax(at_least_float32(student_logits) / temperature, dim=-1)
+    log_q_k = log_q.gather(-1, ids)
+    log_p_k = at_least_float32(t_values) / temperature - at_least_float32(t_lse).unsqueeze(-1)
+    p_k = log_p_k.exp()
+    p_rest = 1.0 - p_k.sum(-1)
+    # A rest mass at float32 rounding level (an exhaustive top-k) is no mass: without this, ~1e-7 times
+    # log(1e-7 / 1e-30) would add a spurious term.
+    p_rest = torch.where(p_rest > REST_EPS, p_rest, torch.zeros_like(p_rest))
+    log_q_rest = torch.log((-torch.expm1(torch.logsumexp(log_q_k, dim=-1))).clamp_min(1e-30))
+    kept = (p_k * (log_p_k - log_q_k)).sum(-1)
+    rest = torch.xlogy(p_rest, p_rest) - p_rest * log_q_rest
+    return (kept + rest).sum()
+
+
+def _topk_rows(teacher: TeacherSignals, rows: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-k ids, logits and the LSE at ``temperature`` of the flattened positions ``rows``."""
+    temps = teacher.extras[TOPK_TEMPERATURES].tolist()
+    match = [i for i, t in enumerate(temps) if abs(t - temperature) < 1e-6]
+    if not match:
+        raise KeyError(
+            f"method 'distil': the top-k cache holds log-sum-exps for T in {temps}, not T = {temperature}"
+        )
+    ids, values = teacher.extras[TOPK_IDS], teacher.extras[TOPK_LOGITS]
+    k = ids.shape[-1]
+    lse = teacher.extras[TOPK_LSE][..., match[0]].reshape(-1)[rows]
+    return ids.reshape(-1, k)[rows].long(), values.reshape(-1, k)[rows], lse
 
 
 @register
@@ -111,7 +155,13 @@ class Distil(KDMethod):
         if float(self.params["alpha_ce"]) > 0:
             s_flat = student.logits.reshape(b * n, v)
             total = student.logits.new_zeros((), dtype=torch.float32)
+            approximate = teacher.logits is None and TOPK_IDS in teacher.extras
             for part in rows.split(int(self.params["chunk"])):
+                if approximate:  # cached-topk: the KL over the kept tokens and one rest bucket
+                    total = total + topk_kl_sum(
+                        s_flat[part], *_topk_rows(teacher, part, temperature), temperature
+                    )
+                    continue
                 t_part = teacher_logits_rows(teacher, self.teacher_layer, part)
                 if t_part.shape[-1] != v:
                     raise ValueError(
@@ -130,7 +180,10 @@ class Distil(KDMethod):
         if float(self.params["alpha_cos"]) > 0:
             h_t = teacher.tokens.get(self.teacher_layer)
             if h_t is None:
-                raise KeyError(f"method 'distil': teacher signals lack token layer {self.teacher_layer}")
+                raise KeyError(
+                    f"method 'distil': teacher signals lack token layer {self.teacher_layer} for the cosine term "
+                    "(a top-k cache stores no hidden states: set alpha_cos 0 or use the exact cache)"
+                )
             h_s = student.hidden_states[-1].reshape(b * n, -1)[rows]
             h_t = h_t.reshape(b * n, -1)[rows].detach()
             cos = F.cosine_similarity(at_least_float32(h_s), at_least_float32(h_t), dim=-1)

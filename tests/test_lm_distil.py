@@ -253,7 +253,7 @@ def fp16_cache_kl(teacher: LMTeacher, cache: LMCachedTeacher, blocks, temperatur
         exact = copy.deepcopy(teacher.model).double()
         out = exact(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         online = torch.log_softmax(out.logits / temperature, dim=-1)
-        h16 = torch.from_numpy(cache._rows("train", idx)[0]).double()
+        h16 = torch.from_numpy(cache._rows("train", idx)["hidden"]).double()
         cached = torch.log_softmax(h16 @ exact.lm_head.weight.T / temperature, dim=-1)
     return (online.exp() * (online - cached)).sum(-1).mean().item()
 
@@ -271,7 +271,7 @@ def test_fp16_cache_is_within_the_stated_kl_and_corruption_rebuilds(
     request = LMCacheRequest(str(teacher_dir), block_size=16, dtype="float16")
     report = get_or_build_lm(request, blocks, tmp_path, device="cpu")
     cache = LMCachedTeacher(report.path)
-    assert cache.shards[0][2].dtype == "float16"
+    assert cache.shards[0][2]["hidden"].dtype == "float16"
     for temperature in (1.0, 2.0):
         kl = fp16_cache_kl(teacher, cache, blocks, temperature)
         assert 0 < kl < FP16_KL_BOUND  # > 0: really stored in half precision
@@ -279,3 +279,37 @@ def test_fp16_cache_is_within_the_stated_kl_and_corruption_rebuilds(
     shard.write_bytes(shard.read_bytes()[:-8])  # a truncated shard (sizes are checked on every open)
     rebuilt = get_or_build_lm(request, blocks, tmp_path, device="cpu")
     assert rebuilt.built and "does not match its checksum" in (rebuilt.rebuilt_reason or "")
+
+
+# ---------------------------------------------------------------- cached-topk (approximate)
+
+
+def test_topk_cache_is_exact_at_full_k_and_a_lower_bound_below(
+    teacher: LMTeacher, teacher_dir: Path, tmp_path: Path
+) -> None:
+    blocks = make_blocks(teacher.encode_texts(TEXTS), 16, teacher.pad_id)
+    idx = torch.tensor([3, 0, 7])
+    ids, mask, labels = blocks.batch(idx)
+    torch.manual_seed(0)
+    student = build_gpt2_student("gpt2-2l", teacher.model, "random").eval()
+    with torch.no_grad():
+        s_out = student(ids, mask)
+        t_logits = teacher(ids, mask).logits
+    method = build_method("distil", student.shape, teacher.shape, alpha_clm=0.0, alpha_cos=0.0)
+    exact = method.loss_terms(s_out, TeacherSignals(logits=t_logits), labels)["ce"].item()
+    results = {}
+    for k in (teacher.vocab_size, 8):
+        request = LMCacheRequest(
+            str(teacher_dir), block_size=16, dtype="float32", topk=k, lse_temperatures=(2.0, 1.0)
+        )
+        cache = LMCachedTeacher(get_or_build_lm(request, blocks, tmp_path, device="cpu").path)
+        assert cache.approximate and cache.shards[0][2]["topk_ids"].dtype == "uint16" and not cache.head
+        signals = cache.signals("train", idx, method.signals())
+        results[k] = (method.loss_terms(s_out, signals, labels)["ce"].item(), cache.mass_kept)
+    full, (approx, kept) = results[teacher.vocab_size], results[8]
+    assert full[0] == pytest.approx(exact, rel=1e-5) and full[1]["2"] == pytest.approx(1.0, abs=1e-5)
+    assert 0 < approx < exact  # the k + 1 bucket KL lower-bounds the full KL
+    assert 0 < kept["2"] < kept["1"] < 1
+    hot = build_method("distil", student.shape, teacher.shape, temperature=3.0, alpha_clm=0.0, alpha_cos=0.0)
+    with pytest.raises(KeyError, match=r"log-sum-exps for T in \[1.0, 2.0\], not T = 3.0"):
+        hot.loss_terms(s_out, signals, labels)

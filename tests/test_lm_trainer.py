@@ -87,6 +87,20 @@ def test_every_teacher_mode_trains_and_the_modes_agree(teacher_dir: Path, tmp_pa
     assert live.teacher_val_ppl is not None and online.teacher_val_ppl is None
 
 
+def test_cached_topk_mode_trains_and_reports_the_mass_it_keeps(teacher_dir: Path, tmp_path: Path) -> None:
+    cfg = _trial(teacher_dir, tmp_path, "cached-topk")
+    cfg.topk = 8
+    cfg.method_params = {"alpha_cos": 0.0}
+    res = run_lm_trial(cfg)
+    assert res.approximate and set(res.mass_kept) == {"1", "2"}
+    assert 0 < res.mass_kept["2"] < res.mass_kept["1"] < 1  # T = 2 lifts the tail the top-k drop
+    losses = res.train.step_losses
+    assert sum(losses[-2:]) < sum(losses[:2])
+    cfg.method_params = {}  # alpha_cos 1 needs hidden states, which a top-k cache lacks
+    with pytest.raises(KeyError, match="top-k cache stores no hidden states"):
+        run_lm_trial(cfg)
+
+
 def test_cached_mode_reuses_one_teacher_pass(teacher_dir: Path, tmp_path: Path) -> None:
     first = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2))
     second = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2, seed=1))
@@ -97,7 +111,8 @@ def test_cached_mode_reuses_one_teacher_pass(teacher_dir: Path, tmp_path: Path) 
 
 def test_bad_trial_settings_fail_in_one_line(teacher_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(
-        ValueError, match=r"unknown teacher_mode 'frozen'; valid: \['cached', 'online', 'in_training'\]"
+        ValueError,
+        match=r"unknown teacher_mode 'frozen'; valid: \['cached', 'cached-topk', 'online', 'in_training'\]",
     ):
         _trial(teacher_dir, tmp_path, "frozen")
     with pytest.raises(ValueError, match="makes no block|make no block"):

@@ -45,7 +45,11 @@ STORE_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 @dataclass(frozen=True)
 class LMCacheRequest:
-    """One (teacher, token blocks) pass. ``dtype`` stores ``h``; the head is always float32."""
+    """One (teacher, token blocks) pass. ``dtype`` stores ``h`` (or the top-k logits); the head is float32.
+
+    ``topk`` > 0 asks for the compact, *approximate* ``cached-topk`` signal instead (``orchestrator/cache/lm_topk.py``):
+    the k largest logits and their ids, plus the exact log-sum-exp at each of ``lse_temperatures``; no hidden
+    states and no head (so no cosine term)."""
 
     teacher_dir: str
     block_size: int
@@ -54,10 +58,23 @@ class LMCacheRequest:
     batch_size: int = 8
     shard_blocks: int = 1024
     trust_remote_code: bool = False
+    topk: int = 0
+    lse_temperatures: tuple[float, ...] = (1.0, 2.0)
 
     def __post_init__(self) -> None:
         if self.dtype not in STORE_DTYPES:
             raise ValueError(f"LM cache dtype must be one of {list(STORE_DTYPES)}, got '{self.dtype}'")
+        if self.topk < 0 or (self.topk and not self.lse_temperatures):
+            raise ValueError(
+                "LM cache topk must be >= 0, and a top-k cache needs at least one LSE temperature"
+            )
+        object.__setattr__(self, "lse_temperatures", tuple(sorted({float(t) for t in self.lse_temperatures})))
+
+    @property
+    def signals(self) -> str:
+        if not self.topk:
+            return LM_SIGNALS
+        return f"topk:{self.topk};lse_T={','.join(f'{t:g}' for t in self.lse_temperatures)}"
 
     def key(self, teacher_fingerprint: str, data_fingerprint: str) -> str:
         body = json.dumps(
@@ -68,7 +85,7 @@ class LMCacheRequest:
                 "data": data_fingerprint,
                 "task": self.task,
                 "block_size": self.block_size,
-                "signals": LM_SIGNALS,
+                "signals": self.signals,
                 "dtype": self.dtype,
             },
             sort_keys=True,
@@ -86,31 +103,49 @@ def lm_cache_bytes(blocks: int, block_size: int, hidden: int, vocab: int, dtype:
 def _write_shard(
     teacher: Any, blocks: LMBlocks, start: int, end: int, out: Path, request: LMCacheRequest
 ) -> dict:
-    """Run the teacher over blocks ``start..end`` and write ``hidden.npy`` (memory-mapped, filled batch by batch)
-    and ``mask.npy``; returns the manifest entry of the shard."""
+    """Run the teacher over blocks ``start..end`` and write its fields (``hidden``, or the top-k fields) as
+    memory-mapped ``.npy`` files filled batch by batch, plus ``mask.npy``; returns the shard's manifest entry
+    (with, for top-k, the kept probability mass summed over real tokens, per temperature)."""
+    from orchestrator.cache.lm_topk import id_dtype, topk_fields
+
     out.mkdir(parents=True, exist_ok=True)
     layer = teacher.shape.num_layers
     device = next(teacher.parameters()).device
-    hidden = np.lib.format.open_memmap(
-        out / "hidden.npy",
-        mode="w+",
-        dtype=STORE_DTYPES[request.dtype],
-        shape=(end - start, blocks.block_size, teacher.shape.hidden_size),
-    )
+    arrays: dict[str, np.ndarray] = {}
+    mass = np.zeros(len(request.lse_temperatures))
     for b0 in range(start, end, request.batch_size):
         idx = torch.arange(b0, min(end, b0 + request.batch_size))
         ids, mask, _ = blocks.batch(idx, device)
-        states = teacher(ids, mask).hidden_states[layer]
-        hidden[b0 - start : b0 - start + len(idx)] = states.float().cpu().numpy().astype(hidden.dtype)
-    hidden.flush()
-    del hidden
+        result = teacher(ids, mask)
+        if request.topk:
+            fields, kept = topk_fields(result.logits, mask, request.topk, request.lse_temperatures)
+            mass += kept
+        else:
+            fields = {"hidden": result.hidden_states[layer]}
+        for name, value in fields.items():
+            arr = value.cpu().numpy()  # ``lse`` stays float32: it must be exact
+            if name == "topk_ids":
+                arr = arr.astype(id_dtype(teacher.vocab_size))
+            elif name in ("hidden", "topk_logits"):
+                arr = value.float().cpu().numpy().astype(STORE_DTYPES[request.dtype])
+            if name not in arrays:
+                shape = (end - start, *arr.shape[1:])
+                arrays[name] = np.lib.format.open_memmap(out / f"{name}.npy", "w+", arr.dtype, shape)
+            arrays[name][b0 - start : b0 - start + len(idx)] = arr
+    for arr in arrays.values():
+        arr.flush()
+    names = [*arrays, "mask"]
+    arrays.clear()
     np.save(out / "mask.npy", blocks.mask[start:end].to(torch.int8).numpy())
     files = {}
-    for name in ("hidden", "mask"):
+    for name in names:
         path = out / f"{name}.npy"
         shape = list(np.load(path, mmap_mode="r").shape)
         files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": shape}
-    return {"start": start, "end": end, "files": files, "samples": end - start}
+    entry: dict[str, Any] = {"start": start, "end": end, "files": files, "samples": end - start}
+    if request.topk:
+        entry["mass_kept_sum"] = mass.tolist()
+    return entry
 
 
 def _existing(path: Path) -> tuple[BuildReport | None, str | None]:
@@ -119,7 +154,7 @@ def _existing(path: Path) -> tuple[BuildReport | None, str | None]:
     try:
         manifest = verify(path)
         head = manifest["head"]
-        if sha256_file(path / head["file"]) != head["sha256"]:
+        if head and sha256_file(path / head["file"]) != head["sha256"]:
             raise CacheCorruptError(f"{path / head['file']} does not match its checksum")
         return BuildReport(path, manifest["key"], built=False, bytes=manifest["bytes"]), None
     except (CacheCorruptError, KeyError, OSError) as err:
@@ -155,20 +190,24 @@ def get_or_build_lm(
         entry = _write_shard(teacher, blocks, s0, s1, tmp / "train" / f"shard-{s0:09d}", request)
         entry["tokens"] = int(blocks.mask[s0:s1].sum())
         shards.append({"dir": f"train/shard-{s0:09d}", **entry})
-    head = {k: v.float().cpu().contiguous() for k, v in teacher.head().items()}
-    save_file(head, str(tmp / HEAD_FILE))
-    head_bytes = (tmp / HEAD_FILE).stat().st_size
-    total = head_bytes + sum(f["bytes"] for sh in shards for f in sh["files"].values())
+    head_entry: dict[str, Any] = {}
+    if not request.topk:  # the exact cache rebuilds logits from h with the head; top-k needs neither
+        head = {k: v.float().cpu().contiguous() for k, v in teacher.head().items()}
+        save_file(head, str(tmp / HEAD_FILE))
+        head_bytes = (tmp / HEAD_FILE).stat().st_size
+        head_entry = {"file": HEAD_FILE, "sha256": sha256_file(tmp / HEAD_FILE), "bytes": head_bytes}
+    total = head_entry.get("bytes", 0) + sum(f["bytes"] for sh in shards for f in sh["files"].values())
     manifest = {
         "format": LM_CACHE_FORMAT,
         "kind": "lm",
         "key": key,
         "request": asdict(request),
-        "signals": LM_SIGNALS,
+        "signals": request.signals,
+        "approximate": bool(request.topk),
         "data_fingerprint": data_fp,
         "samples": {"train": len(blocks)},
         "shards": {"train": shards},
-        "head": {"file": HEAD_FILE, "sha256": sha256_file(tmp / HEAD_FILE), "bytes": head_bytes},
+        "head": head_entry,
         "num_layers": teacher.shape.num_layers,
         "hidden_size": teacher.shape.hidden_size,
         "vocab_size": teacher.vocab_size,
@@ -176,6 +215,9 @@ def get_or_build_lm(
         "build_seconds": time.perf_counter() - start,
         "teacher_passes": 1,
     }
+    if request.topk:  # the share of the teacher's probability the top-k keep, mean over real tokens, per T
+        kept = np.sum([sh.pop("mass_kept_sum") for sh in shards], axis=0) / max(blocks.tokens, 1)
+        manifest["mass_kept"] = {f"{t:g}": float(m) for t, m in zip(request.lse_temperatures, kept)}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     try:
         os.replace(tmp, path)

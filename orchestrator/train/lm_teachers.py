@@ -24,7 +24,8 @@ from kd_methods import SignalSpec, TeacherSignals
 from models.lm_teacher import LMTeacher
 from orchestrator.train.lm_data import IGNORE_INDEX, LMBlocks
 
-TEACHER_MODES = ("cached", "online", "in_training")
+# cached-topk: the compact, approximate cache (orchestrator/cache/lm_topk.py); alpha_cos must then be 0.
+TEACHER_MODES = ("cached", "cached-topk", "online", "in_training")
 
 
 def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:

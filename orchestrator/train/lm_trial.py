@@ -41,12 +41,13 @@ class LMTrialConfig:
     student_init: str = "random"  # random | teacher_layers | pretrained:<path-or-hub-id>
     method: str = "distil"
     method_params: dict[str, Any] = field(default_factory=dict)
-    teacher_mode: str = "cached"  # cached | online | in_training
+    teacher_mode: str = "cached"  # cached | cached-topk (approximate) | online | in_training
     block_size: int = 1024  # capped at the teacher's positions
     data_dir: str | None = None
     texts: dict[str, list[str]] | None = None
     storage: str = "runs"
     cache_dtype: str = "float16"
+    topk: int = 64  # cached-topk only
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     trust_remote_code: bool = False
@@ -67,6 +68,8 @@ class LMTrialResult:
     block_size: int
     cache_key: str | None = None
     cache_bytes: int = 0
+    approximate: bool = False  # cached-topk
+    mass_kept: dict[str, float] = field(default_factory=dict)  # cached-topk: kept probability share per T
     teacher_val_ppl: float | None = None  # the teacher after the trial (in_training: after its own updates)
 
     def summary(self) -> dict[str, Any]:
@@ -114,16 +117,21 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
             f"the cached teacher mode needs the teacher as a local folder (content-keyed); '{teacher.name_or_path}' "
             "is a hub id: save it with LMTeacher.save(dir) first"
         )
+    topk = cfg.topk if cfg.teacher_mode == "cached-topk" else 0
+    temperature = float(cfg.method_params.get("temperature", 2.0))
     request = LMCacheRequest(
         teacher_dir=teacher.name_or_path,
         block_size=blocks["train"].block_size,
         dtype=cfg.cache_dtype,
         trust_remote_code=cfg.trust_remote_code,
+        topk=topk,
+        lse_temperatures=(1.0, temperature),
     )
     report = get_or_build_lm(request, blocks["train"], cfg.storage, device=cfg.train.device)
     cached = LMCachedTeacher(report.path, device=device)
     cached.check_data(blocks["train"].fingerprint())
-    return cached, {"cache_key": report.key, "cache_bytes": report.bytes}
+    info = {"cache_key": report.key, "cache_bytes": report.bytes}
+    return cached, {**info, "approximate": cached.approximate, "mass_kept": cached.mass_kept}
 
 
 def run_lm_trial(cfg: LMTrialConfig) -> LMTrialResult:
