@@ -101,6 +101,20 @@ def test_cached_topk_mode_trains_and_reports_the_mass_it_keeps(teacher_dir: Path
         run_lm_trial(cfg)
 
 
+def test_online_teacher_in_bfloat16_is_close_to_float32(teacher_dir: Path, tmp_path: Path) -> None:
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = _trial(teacher_dir, tmp_path, "online", max_steps=2)
+        cfg.online_dtype = dtype
+        runs[dtype] = run_lm_trial(cfg).train.step_losses[0]
+    assert runs["bfloat16"] != runs["float32"] and runs["bfloat16"] == pytest.approx(
+        runs["float32"], rel=2e-2
+    )
+    with pytest.raises(ValueError, match="unknown online teacher dtype 'int8'"):
+        cfg.online_dtype = "int8"
+        run_lm_trial(cfg)
+
+
 def test_cached_mode_reuses_one_teacher_pass(teacher_dir: Path, tmp_path: Path) -> None:
     first = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2))
     second = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2, seed=1))

@@ -163,10 +163,11 @@ def _existing(path: Path) -> tuple[BuildReport | None, str | None]:
 
 
 def get_or_build_lm(
-    request: LMCacheRequest, blocks: LMBlocks, storage: str | Path, device: str = "auto"
+    request: LMCacheRequest, blocks: LMBlocks, storage: str | Path, device: str = "auto", teacher: Any = None
 ) -> BuildReport:
     """Find the cache for (``request``, ``blocks``) under ``storage`` or build it in exactly one teacher pass; a
-    corrupt or incomplete cache is rebuilt and the reason reported."""
+    corrupt or incomplete cache is rebuilt and the reason reported. ``teacher``: the already loaded
+    ``LMTeacher`` of ``request.teacher_dir`` (saves loading it again), else it is loaded."""
     from models.lm_teacher import LMTeacher
     from orchestrator.train.trainer import resolve_device
 
@@ -182,7 +183,9 @@ def get_or_build_lm(
         )
     start = time.perf_counter()
     dev = resolve_device(device)
-    teacher = LMTeacher.load(request.teacher_dir, trust_remote_code=request.trust_remote_code).to(dev).eval()
+    if teacher is None:
+        teacher = LMTeacher.load(request.teacher_dir, trust_remote_code=request.trust_remote_code)
+    teacher = teacher.to(dev).eval()
     tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
     shards = []
     for s0 in range(0, len(blocks), request.shard_blocks):

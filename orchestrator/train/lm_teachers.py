@@ -36,9 +36,13 @@ def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     )
 
 
+ONLINE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 class OnlineLMTeacher:
     """A frozen teacher run on the batch's blocks (eval mode, no grad). ``with_logits`` hands over the logits it
-    computed anyway, so the method need not rebuild them from the head."""
+    computed anyway, so the method need not rebuild them from the head. ``dtype`` runs the teacher in half
+    precision (bf16 on a GPU: COMPLETION.md's "online-bf16"); the method computes its losses in float32."""
 
     def __init__(
         self,
@@ -46,9 +50,12 @@ class OnlineLMTeacher:
         blocks: dict[str, LMBlocks],
         device: torch.device | str = "cpu",
         with_logits: bool = True,
+        dtype: str = "float32",
     ) -> None:
+        if dtype not in ONLINE_DTYPES:
+            raise ValueError(f"unknown online teacher dtype '{dtype}'; valid: {list(ONLINE_DTYPES)}")
         self.device = torch.device(device)
-        self.teacher = teacher.to(self.device).eval()
+        self.teacher = teacher.to(self.device, ONLINE_DTYPES[dtype]).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.blocks = blocks

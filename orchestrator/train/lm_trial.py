@@ -48,6 +48,9 @@ class LMTrialConfig:
     storage: str = "runs"
     cache_dtype: str = "float16"
     topk: int = 64  # cached-topk only
+    online_dtype: str = (
+        "float32"  # online only: float32 | bfloat16 | float16 (a frozen teacher may run in half)
+    )
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
     teacher_train: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     trust_remote_code: bool = False
@@ -105,18 +108,13 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
     """The trial's teacher source and what to record about it (cache key and bytes)."""
     device = resolve_device(cfg.train.device)
     if cfg.teacher_mode == "online":
-        return OnlineLMTeacher(teacher, blocks, device), {}
+        return OnlineLMTeacher(teacher, blocks, device, dtype=cfg.online_dtype), {}
     if cfg.teacher_mode == "in_training":
         steps = total_steps_for(len(blocks["train"]), cfg.train)
         return InTrainingLMTeacher(teacher, blocks, steps, device, cfg.teacher_train), {}
     from orchestrator.cache.lm_cache import LMCacheRequest, get_or_build_lm
     from orchestrator.cache.lm_serve import LMCachedTeacher
 
-    if not Path(teacher.name_or_path).is_dir():
-        raise ValueError(
-            f"the cached teacher mode needs the teacher as a local folder (content-keyed); '{teacher.name_or_path}' "
-            "is a hub id: save it with LMTeacher.save(dir) first"
-        )
     topk = cfg.topk if cfg.teacher_mode == "cached-topk" else 0
     temperature = float(cfg.method_params.get("temperature", 2.0))
     request = LMCacheRequest(
@@ -127,7 +125,7 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
         topk=topk,
         lse_temperatures=(1.0, temperature),
     )
-    report = get_or_build_lm(request, blocks["train"], cfg.storage, device=cfg.train.device)
+    report = get_or_build_lm(request, blocks["train"], cfg.storage, device=cfg.train.device, teacher=teacher)
     cached = LMCachedTeacher(report.path, device=device)
     cached.check_data(blocks["train"].fingerprint())
     info = {"cache_key": report.key, "cache_bytes": report.bytes}
