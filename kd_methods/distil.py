@@ -149,6 +149,11 @@ class Distil(KDMethod):
                 raise ValueError("method 'distil' needs teacher signals, got None")
             teacher = TeacherSignals()  # LM-only (alpha_ce = alpha_cos = 0): no teacher term reads it
         temperature = float(self.params["temperature"])
+        if student.logits.dim() != 3:
+            raise ValueError(
+                f"method 'distil' is for causal LMs (logits [B, N, V]), got logits {tuple(student.logits.shape)}: "
+                "use kd/dist/pkd/ckd for classification tasks"
+            )
         b, n, v = student.logits.shape
         rows = student.attention_mask.reshape(-1).bool().nonzero().squeeze(1)
         terms: dict[str, Tensor] = {}

@@ -205,6 +205,10 @@ def test_distil_weights_and_errors() -> None:
     ):
         build_method("distil", shape, ModelShape(4, 16))
     assert build_method("distil", shape, ModelShape(4, 16), alpha_cos=0.0).signals().token_layers == (4,)
+    with pytest.raises(ValueError, match=r"'distil' is for causal LMs.*\(2, 6\)"):
+        same.loss_terms(
+            StudentOutput(x[:, 0], (), (), torch.ones(2, 1)), TeacherSignals(logits=x[:, 0]), x[:, 0, 0]
+        )
     with pytest.raises(KeyError, match="need logits, or token layer 4"):
         same.loss_terms(
             out, TeacherSignals(tokens={4: out.hidden_states[-1]}), torch.zeros(2, 5, dtype=torch.long)
