@@ -18,7 +18,7 @@ from models.gpt2_student import (
 )
 from models.lm_teacher import CODE_SPECIAL_TOKENS, LMTeacher, create_random_gpt2_teacher
 from models.teacher import ModelNotAvailableError
-from orchestrator.cache.lm_cache import LMCacheRequest, get_or_build_lm
+from orchestrator.cache.lm_cache import LMCacheRequest, get_or_build_lm, lm_cache_bytes
 from orchestrator.cache.lm_serve import LMCachedTeacher
 from orchestrator.train.lm_data import make_blocks
 
@@ -310,6 +310,9 @@ def test_topk_cache_is_exact_at_full_k_and_a_lower_bound_below(
         assert cache.approximate and cache.shards[0][2]["topk_ids"].dtype == "uint16" and not cache.head
         signals = cache.signals("train", idx, method.signals())
         results[k] = (method.loss_terms(s_out, signals, labels)["ce"].item(), cache.mass_kept)
+        npy = sum(f.stat().st_size for f in cache.path.rglob("*.npy"))
+        planned = lm_cache_bytes(len(blocks), 16, 32, teacher.vocab_size, "float32", topk=k)
+        assert abs(npy - planned) <= 128 * 4 * len(cache.shards)  # .npy headers only
     full, (approx, kept) = results[teacher.vocab_size], results[8]
     assert full[0] == pytest.approx(exact, rel=1e-5) and full[1]["2"] == pytest.approx(1.0, abs=1e-5)
     assert 0 < approx < exact  # the k + 1 bucket KL lower-bounds the full KL

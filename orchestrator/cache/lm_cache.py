@@ -93,10 +93,23 @@ class LMCacheRequest:
         return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
-def lm_cache_bytes(blocks: int, block_size: int, hidden: int, vocab: int, dtype: str = "float16") -> int:
-    """Bytes of a cache before building it: hidden states, masks and the float32 head."""
+def lm_cache_bytes(
+    blocks: int,
+    block_size: int,
+    hidden: int,
+    vocab: int,
+    dtype: str = "float16",
+    topk: int = 0,
+    n_temps: int = 2,
+) -> int:
+    """Bytes of a cache before building it. Exact: hidden states + mask per position and the float32 head; top-k:
+    k ids (2 bytes when the vocabulary fits uint16, else 4) and k logits, |T| float32 LSEs and the mask."""
     item = np.dtype(STORE_DTYPES[dtype]).itemsize
-    return blocks * block_size * (hidden * item + 1) + vocab * hidden * 4
+    positions = blocks * block_size
+    if topk:
+        id_bytes = 2 if vocab <= 65536 else 4
+        return positions * (topk * (id_bytes + item) + 4 * n_temps + 1)
+    return positions * (hidden * item + 1) + vocab * hidden * 4
 
 
 @torch.no_grad()
