@@ -155,12 +155,7 @@ def build_gpt2_student(
 
 
 def model_size_mb(model: nn.Module) -> float:
-    """Bytes of the parameters and buffers as stored (tied tensors once), in MB (10^6 bytes)."""
-    seen: set[int] = set()
-    total = 0
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        total += tensor.numel() * tensor.element_size()
-    return total / 1e6
+    """Bytes of the parameters and buffers as stored (a tied tensor once: ``parameters()`` yields it once), in MB
+    (10^6 bytes). Works on the ``meta`` device."""
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+    return sum(t.numel() * t.element_size() for t in tensors.values()) / 1e6

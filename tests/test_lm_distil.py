@@ -120,6 +120,30 @@ def test_students_copy_the_teacher_shape_and_teacher_layers(teacher: LMTeacher) 
         build_gpt2_student("gpt2-3l", teacher.model)
 
 
+def test_full_size_students_have_the_posters_parameter_counts() -> None:
+    """CodeGPT's shape (12 x 768, V = 50,001): the poster's 124 / 110 / 96 / 82 / 68 M parameters (built on the
+    meta device: no memory, no initialisation)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from models.gpt2_student import model_size_mb
+
+    with torch.device("meta"):
+        codegpt = GPT2LMHeadModel(GPT2Config(vocab_size=50001, n_layer=12, n_embd=768, n_head=12))
+        counts = {
+            layers: sum(p.numel() for p in build_gpt2_student(f"gpt2-{layers}l", codegpt).parameters())
+            for layers in (12, 10, 8, 6, 4)
+        }
+        size = model_size_mb(build_gpt2_student("gpt2-6l", codegpt))
+    assert {k: round(v / 1e6, 2) for k, v in counts.items()} == {
+        12: 124.24,
+        10: 110.07,
+        8: 95.89,
+        6: 81.72,
+        4: 67.54,
+    }
+    assert size == pytest.approx(counts[6] * 4 / 1e6)  # fp32, the tied head counted once
+
+
 def test_pretrained_student_with_another_vocabulary_fails_clearly(teacher: LMTeacher, tmp_path: Path) -> None:
     other = create_random_gpt2_teacher(
         tmp_path / "other", num_layers=2, hidden_size=32, n_positions=32, vocab_size=400

@@ -3,7 +3,7 @@
 ``lm_step_costs(config)`` builds a random GPT-2 teacher of the configuration's shape, a student of the same width,
 token blocks of random ids and, for the cached mode, the exact LM cache (fp16 h + head) of those blocks; then it
 times the LM trainer's step (teacher signals, student forward, distil loss, backward, clip, AdamW step) for
-``steps`` steps after ``warmup`` untimed ones, per mode, plus the teacher-free LM step (``lm_only``: distil with
+``steps`` steps after ``warmup`` untimed ones, per mode (the modes take turns step by step), plus the teacher-free LM step (``lm_only``: distil with
 alpha_ce = alpha_cos = 0, the FT baseline). Reported: median milliseconds per step, the ratio to ``lm_only`` and
 tokens per second. Configurations: ``tiny`` (the tests' shape), ``cpu`` (a small code GPT-2 of COMPLETION.md §5.3:
 6 x 256, 8k vocabulary, 256-token blocks) and ``gpt2`` (12 x 768, 50,257 vocabulary, 1,024 tokens: GPU only).
@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def _source(
     return LMCachedTeacher(report.path, device=device)
 
 
-def _time_mode(
+def _stepper(
     mode: str,
     cfg: LMBenchConfig,
     teacher_dir: Path,
@@ -79,8 +80,9 @@ def _time_mode(
     work: Path,
     device: torch.device,
     info: dict,
-) -> tuple[float, float]:
-    """Median and minimum seconds per training step of ``mode`` (on a shared CPU the minimum is the less noisy)."""
+) -> Callable[[int], float]:
+    """A function running training step ``i`` of ``mode`` (its own teacher, student, method and optimiser) and
+    returning its seconds."""
     teacher = LMTeacher.load(teacher_dir)
     torch.manual_seed(0)
     student = build_gpt2_student(cfg.student, teacher.model, "random").to(device)
@@ -89,9 +91,9 @@ def _time_mode(
     source = None if mode == "lm_only" else _source(mode, teacher, blocks, work, device, info)
     spec = method.signals()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
-    times = []
-    for step in range(cfg.warmup + cfg.steps):
-        idx = torch.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size) % len(blocks["train"])
+
+    def step(i: int) -> float:
+        idx = torch.arange(i * cfg.batch_size, (i + 1) * cfg.batch_size) % len(blocks["train"])
         t0 = time.perf_counter()
         ids, mask, labels = blocks["train"].batch(idx, device)
         signals = source.signals("train", idx, spec).to(device) if source is not None else None
@@ -102,9 +104,24 @@ def _time_mode(
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= cfg.warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+        return time.perf_counter() - t0
+
+    return step
+
+
+def _time_modes(
+    cfg: LMBenchConfig, teacher_dir: Path, blocks: dict, work: Path, device: torch.device, info: dict
+) -> dict[str, tuple[float, float]]:
+    """Median and minimum seconds per step of every mode. The modes take turns step by step, so a change in the
+    machine's load (a shared CPU) hits all of them alike instead of whichever ran at that moment."""
+    steppers = {mode: _stepper(mode, cfg, teacher_dir, blocks, work, device, info) for mode in MODES}
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for i in range(cfg.warmup + cfg.steps):
+        for mode, step in steppers.items():
+            seconds = step(i)
+            if i >= cfg.warmup:
+                times[mode].append(seconds)
+    return {mode: (statistics.median(t), min(t)) for mode, t in times.items()}
 
 
 def lm_step_costs(
@@ -132,7 +149,7 @@ def lm_step_costs(
         ids = torch.randint(0, cfg.vocab, (n_blocks, cfg.block_size), generator=gen)
         blocks = {"train": LMBlocks(ids, torch.ones_like(ids))}
         info: dict[str, Any] = {}
-        timed = {mode: _time_mode(mode, cfg, teacher_dir, blocks, work, dev, info) for mode in MODES}
+        timed = _time_modes(cfg, teacher_dir, blocks, work, dev, info)
     seconds = {mode: median for mode, (median, _) in timed.items()}
     tokens = cfg.batch_size * cfg.block_size
     return {
