@@ -115,6 +115,23 @@ def test_online_teacher_in_bfloat16_is_close_to_float32(teacher_dir: Path, tmp_p
         run_lm_trial(cfg)
 
 
+def test_gradient_accumulation_equals_the_larger_batch_and_bf16_autocast_runs(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    big = run_lm_trial(_trial(teacher_dir, tmp_path, "online", batch_size=4, max_steps=2)).train
+    accum = run_lm_trial(
+        _trial(teacher_dir, tmp_path, "online", batch_size=2, grad_accum=2, max_steps=2)
+    ).train
+    assert big.steps == accum.steps == 2 and len(accum.step_losses) == 4
+    # Full blocks: two half-batches' mean gradients are the full batch's, so after one step the runs agree.
+    assert big.step_losses[1] == pytest.approx(sum(accum.step_losses[2:]) / 2, rel=1e-4)
+    amp = run_lm_trial(_trial(teacher_dir, tmp_path, "online", max_steps=2, amp="bf16")).train
+    assert all(torch.isfinite(torch.tensor(amp.step_losses)))
+    assert amp.step_losses[0] == pytest.approx(big.step_losses[0], rel=2e-2)
+    with pytest.raises(ValueError, match="unknown amp 'fp8'"):
+        LMTrainConfig(amp="fp8")
+
+
 def test_cached_mode_reuses_one_teacher_pass(teacher_dir: Path, tmp_path: Path) -> None:
     first = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2))
     second = run_lm_trial(_trial(teacher_dir, tmp_path, "cached", max_steps=2, seed=1))

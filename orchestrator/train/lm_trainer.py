@@ -9,6 +9,7 @@ line-completion test (ES/EM, generation) belongs to ``tasks/completion`` and run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -44,6 +45,14 @@ class LMTrainConfig:
     seed: int = 0
     device: str = "auto"
     max_steps: int | None = None  # stop after this many optimiser steps (tests, benchmarks)
+    grad_accum: int = 1  # batches per optimiser step (CodeXGLUE: batch 2 x 4; HF distiller: 5 x 50)
+    amp: str | None = None  # "bf16": student forward and loss under torch.autocast (GPU runs); None: float32
+
+    def __post_init__(self) -> None:
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {self.grad_accum}")
+        if self.amp not in (None, "bf16"):
+            raise ValueError(f"unknown amp '{self.amp}'; valid: [None, 'bf16']")
 
 
 @dataclass
@@ -51,14 +60,14 @@ class LMTrainResult:
     best_epoch: int
     best_val_ppl: float
     history: list[dict[str, float]]
-    step_losses: list[float]
+    step_losses: list[float]  # per batch (several per optimiser step with grad_accum > 1)
     train_seconds: float
     teacher_seconds: float
     eval_seconds: float
     params: int
     model_mb: float
     tokens_per_s: float  # training tokens per second of the whole loop (teacher included)
-    steps: int
+    steps: int  # optimiser steps
     checkpoint: Path | None = None
     teacher_losses: list[float] = field(
         default_factory=list
@@ -101,7 +110,8 @@ def _optimiser(params: list[Tensor], cfg: LMTrainConfig, total_steps: int) -> tu
 
 
 def total_steps_for(n_blocks: int, cfg: LMTrainConfig) -> int:
-    steps = math.ceil(n_blocks / cfg.batch_size) * cfg.epochs
+    """Optimiser steps of a run: per epoch, one per ``grad_accum`` batches (the last one may be short)."""
+    steps = math.ceil(math.ceil(n_blocks / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
     return min(steps, cfg.max_steps) if cfg.max_steps is not None else steps
 
 
@@ -126,6 +136,25 @@ def _teacher_signals(teacher: Any, indices: Tensor, spec: Any, device: torch.dev
         torch.cuda.synchronize()  # a live teacher runs asynchronously: time what it really costs
     loop.teacher_seconds += time.perf_counter() - t0
     return signals
+
+
+def _backward(
+    model: nn.Module,
+    method: KDMethod,
+    batch: tuple[Tensor, Tensor, Tensor],
+    signals: Any,
+    cfg: LMTrainConfig,
+    where: str,
+) -> float:
+    """Forward, loss and backward of one batch (scaled by 1/grad_accum); returns the unscaled loss."""
+    ids, mask, labels = batch
+    amp = torch.autocast(ids.device.type, dtype=torch.bfloat16) if cfg.amp else contextlib.nullcontext()
+    with amp:  # distil computes its terms in float32 whatever the autocast dtype
+        loss = method.loss(model(ids, mask), signals, labels)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss became {loss.item()} at {where}")
+    (loss / cfg.grad_accum).backward()
+    return float(loss.detach())
 
 
 def train_lm(
@@ -160,19 +189,19 @@ def train_lm(
         model.train()
         method.train()
         t_epoch, first = time.perf_counter(), len(loop.step_losses)
-        for indices in torch.randperm(len(train_blocks), generator=shuffle).split(cfg.batch_size):
-            ids, mask, labels = train_blocks.batch(indices, device)
+        batches = torch.randperm(len(train_blocks), generator=shuffle).split(cfg.batch_size)
+        for i, indices in enumerate(batches):
+            batch = train_blocks.batch(indices, device)
             signals = _teacher_signals(teacher, indices, spec, device, loop)
-            loss = method.loss(model(ids, mask), signals, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, step {loop.step + 1}")
-            loss.backward()
+            where = f"epoch {epoch}, step {loop.step + 1}"
+            loop.step_losses.append(_backward(model, method, batch, signals, cfg, where))
+            loop.tokens += int(batch[1].sum())
+            if (i + 1) % cfg.grad_accum and i + 1 < len(batches):
+                continue  # accumulate gradients over grad_accum batches
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loop.step_losses.append(float(loss.detach()))
-            loop.tokens += int(mask.sum())
             loop.step += 1
             if loop.step >= total_steps:
                 break
@@ -186,7 +215,7 @@ def train_lm(
         losses = loop.step_losses[first:]
         row = {
             "epoch": float(epoch),
-            "steps": float(len(losses)),
+            "batches": float(len(losses)),
             "train_loss": sum(losses) / max(len(losses), 1),
         }
         history.append({**row, "val_loss": val["loss"], "val_ppl": val["ppl"]})
