@@ -96,6 +96,20 @@ class LMTeacher(nn.Module):
         self.tokenizer.save_pretrained(directory)
         return directory
 
+    def add_special_tokens(self, tokens: Sequence[str]) -> int:
+        """Add tokens the tokenizer lacks (e.g. CodeXGLUE's ``<STR_LIT:...>`` literals, as ``run_lm.py`` does) as
+        special tokens and resize the embeddings and head to the tokenizer; returns how many were new. Do it before
+        building students, caches or blocks: all of them depend on the vocabulary."""
+        vocab = self.tokenizer.get_vocab()
+        new = [t for t in dict.fromkeys(tokens) if t not in vocab]
+        if new:
+            self.tokenizer.add_special_tokens(
+                {"additional_special_tokens": new}, replace_extra_special_tokens=False
+            )
+        if len(self.tokenizer) > self.vocab_size:
+            self.model.resize_token_embeddings(len(self.tokenizer))
+        return len(new)
+
     def encode_texts(self, texts: Iterable[str]) -> list[list[int]]:
         """Token ids per text, no specials added (CodeXGLUE's files already carry ``<s>`` and ``</s>``)."""
         texts = list(texts)

@@ -120,6 +120,16 @@ def test_students_copy_the_teacher_shape_and_teacher_layers(teacher: LMTeacher) 
         build_gpt2_student("gpt2-3l", teacher.model)
 
 
+def test_added_literal_tokens_resize_the_teacher_and_its_students(teacher_dir: Path) -> None:
+    fresh = LMTeacher.load(teacher_dir)
+    assert (
+        fresh.add_special_tokens(["<STR_LIT:utf-8>", "<NUM_LIT:0>", "<EOL>"]) == 2
+    )  # <EOL> is there already
+    assert fresh.vocab_size == len(fresh.tokenizer) == 302
+    assert "<NUM_LIT:0>" in fresh.tokenizer.convert_ids_to_tokens(fresh.encode_texts(["x = <NUM_LIT:0>"])[0])
+    assert build_gpt2_student("gpt2-2l", fresh.model, "teacher_layers").vocab_size == 302
+
+
 def test_full_size_students_have_the_posters_parameter_counts() -> None:
     """CodeGPT's shape (12 x 768, V = 50,001): the poster's 124 / 110 / 96 / 82 / 68 M parameters (built on the
     meta device: no memory, no initialisation)."""
