@@ -214,16 +214,19 @@ def create_random_gpt2_teacher(
     tokenizer_texts: Sequence[str] | None = None,
     dropout: float = 0.1,
     seed: int = 0,
+    tokenizer: Any = None,
 ) -> Path:
     """Write a randomly initialised GPT-2 teacher folder (config, safetensors, tokenizer) that ``LMTeacher.load``
     reads; the head has ``max(vocab_size, tokenizer size)`` rows, so a large ``vocab_size`` gives a realistic head
     for timing even when a small corpus yields fewer tokens. ``dropout`` sets GPT-2's residual, embedding and
-    attention dropout (0.1 as in GPT-2; students copy it from the teacher's config)."""
+    attention dropout (0.1 as in GPT-2; students copy it from the teacher's config). ``tokenizer``: a ready
+    ``transformers`` tokenizer to use instead of training one (e.g. the completion task's BPE)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = train_code_tokenizer(
-        tokenizer_texts or _default_code_texts(), vocab_size, model_max_length=n_positions
-    )
+    if tokenizer is None:
+        tokenizer = train_code_tokenizer(
+            tokenizer_texts or _default_code_texts(), vocab_size, model_max_length=n_positions
+        )
     config = GPT2Config(
         vocab_size=max(vocab_size, len(tokenizer)),
         n_positions=n_positions,
