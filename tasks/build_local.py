@@ -58,6 +58,7 @@ from functools import cache
 from pathlib import Path
 
 from tasks.base import SPLITS
+from tasks.completion.proxy import ProxySettings, build_completion_proxy
 from tasks.exception import EXCEPTION_LABELS
 from tasks.extract import (
     JAVA_KEYWORDS,
@@ -80,6 +81,8 @@ from tasks.transform import (
 BUILDER_VERSION = 1
 DEFAULT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 ALL_TASKS = ("defect", "clone", "exception")
+# Built only when asked for (`--tasks completion`): a different layout (token text, see tasks/completion/proxy.py).
+EXTRA_TASKS = ("completion",)
 HOLE = "__HOLE__"
 MAX_FILE_BYTES = 3_000_000
 # Caps on files read per language: with them a full default build stays within seconds on a big machine.
@@ -636,8 +639,8 @@ def _check_sizes(sizes: dict[str, int] | None) -> dict[str, int]:
 def _check_tasks(tasks: list[str] | tuple[str, ...] | None) -> list[str]:
     chosen = list(ALL_TASKS) if tasks is None else list(dict.fromkeys(tasks))
     for t in chosen:
-        if t not in ALL_TASKS:
-            raise ValueError(f"tasks.build_local: unknown task '{t}'; valid: {list(ALL_TASKS)}")
+        if t not in ALL_TASKS + EXTRA_TASKS:
+            raise ValueError(f"tasks.build_local: unknown task '{t}'; valid: {list(ALL_TASKS + EXTRA_TASKS)}")
     return chosen
 
 
@@ -669,6 +672,7 @@ def build_local(
     *,
     seed: int = 0,
     sources: Sources | None = None,
+    completion: ProxySettings | None = None,
 ) -> dict[str, Path]:
     """Write ``out/<task>/{train,validation,test}.jsonl`` for each task; returns ``{task: out/<task>}``.
 
@@ -683,6 +687,11 @@ def build_local(
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
     result: dict[str, Path] = {}
+    if "completion" in chosen:
+        chosen.remove("completion")
+        proxy = completion or ProxySettings(seed=seed)
+        build_completion_proxy(sources.python_roots, out / "completion", proxy)
+        result["completion"] = out / "completion"
     for task in chosen:
         task_dir = out / task
         settings = {
@@ -745,16 +754,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} samples per task"
         )
-    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(ALL_TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS + EXTRA_TASKS, default=list(ALL_TASKS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--completion-mb", type=float, default=4.0, help="completion: MB of token text (all splits)"
+    )
+    parser.add_argument(
+        "--completion-lines", type=int, default=500, help="completion: line-level test samples"
+    )
     args = parser.parse_args(argv)
     sizes = {s: getattr(args, s) for s in SPLITS}
     try:
-        paths = build_local(args.out, sizes, args.tasks, seed=args.seed)
+        proxy = ProxySettings(max_mb=args.completion_mb, line_samples=args.completion_lines, seed=args.seed)
+        paths = build_local(args.out, sizes, args.tasks, seed=args.seed, completion=proxy)
     except (ValueError, RuntimeError) as exc:
         parser.exit(2, f"error: {exc}\n")
     manifest = _read_manifest(args.out)
     for task, path in paths.items():
+        if task == "completion":
+            info = json.loads((path / "version.json").read_text(encoding="utf-8"))
+            print(f"completion: {path} (python token text, a proxy of py150; {info['counts']})")
+            continue
         entry = manifest["tasks"][task]
         counts = ", ".join(f"{s} {entry['counts'][s]}" for s in SPLITS)
         print(f"{task}: {path} ({entry['language']}; {counts})")
