@@ -1,4 +1,5 @@
-"""The three classification tasks of the study (defect, clone, exception): data loading and metrics.
+"""The classification tasks: the study's three (defect, clone, exception) and a user's own, declared in YAML
+(``declare``, tasks/custom.py, docs/OWN_DATA.md): data loading and metrics.
 
 ``get_task(name)`` gives a Task; ``load_task_data(task, source)`` reads its data from the Hugging Face hub
 (``source="hub"``) or from a folder of JSON Lines built by ``python -m tasks.build_local --out DIR``.
@@ -19,18 +20,18 @@ from tasks.base import (
     sample_fraction,
 )
 from tasks.clone import CloneTask
+from tasks.custom import CustomTask, TaskDeclaration, TaskDeclarationError
 from tasks.defect import DefectTask
 from tasks.exception import EXCEPTION_LABELS, ExceptionTask
-
-TASKS: dict[str, Task] = {"defect": DefectTask(), "clone": CloneTask(), "exception": ExceptionTask()}
-
-
-def get_task(name: str) -> Task:
-    """The registered task called ``name``; KeyError listing the valid names otherwise."""
-    try:
-        return TASKS[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown task {name!r}; valid: {sorted(TASKS)}") from None
+from tasks.registry import (
+    BUILTIN_TASKS,
+    TASKS,
+    declare,
+    get_task,
+    is_custom,
+    load_task_file,
+    registered,
+)
 
 
 def load_task_data(task: str, source: str | Path, seed: int = 0, max_samples: int | None = None) -> TaskData:
@@ -41,6 +42,8 @@ def load_task_data(task: str, source: str | Path, seed: int = 0, max_samples: in
     ``max_samples`` keeps the first N examples of each split, for quick runs.
     """
     t = get_task(task)
+    if is_custom(task):  # a declared task reads its own data folder whatever the study's data source
+        return t.load_jsonl(None, max_samples=max_samples)
     if isinstance(source, str) and source == "hub":
         return t.load_hub(seed=seed, max_samples=max_samples)
     folder = Path(source) / t.name
@@ -53,18 +56,26 @@ def load_task_data(task: str, source: str | Path, seed: int = 0, max_samples: in
 
 
 __all__ = [
+    "BUILTIN_TASKS",
     "EXCEPTION_LABELS",
     "SPLITS",
     "TASKS",
     "CloneTask",
+    "CustomTask",
     "DefectTask",
     "Example",
     "ExceptionTask",
     "HubUnavailableError",
     "RecordError",
     "Task",
+    "TaskDeclaration",
+    "TaskDeclarationError",
     "TaskData",
+    "declare",
     "get_task",
+    "is_custom",
+    "load_task_file",
+    "registered",
     "load_task_data",
     "normalise_code",
     "sample_fraction",

@@ -291,10 +291,12 @@ class Task(abc.ABC):
         splits: dict[str, list[Example]] = {}
         for split in SPLITS:
             path = directory / f"{split}.jsonl"
+            if split == "validation" and not path.is_file() and (directory / "valid.jsonl").is_file():
+                path = directory / "valid.jsonl"  # CodeXGLUE's name for it
             if not path.is_file():
                 raise FileNotFoundError(
                     f"{path}: missing {split} split of task '{self.name}' (a data folder holds train.jsonl, "
-                    f"validation.jsonl and test.jsonl; build one with `{LOCAL_BUILD_HINT}`)"
+                    f"validation.jsonl (or valid.jsonl) and test.jsonl; build one with `{LOCAL_BUILD_HINT}`)"
                 )
             examples: list[Example] = []
             with path.open(encoding="utf-8") as f:

@@ -104,23 +104,41 @@ def _reset_namespace(km: Any, timeout: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestrator.analysis notebooks --study smoke --out runs/notebooks``: run every notebook headless
-    against a study in MLflow (``MLFLOW_TRACKING_URI``, or the SQLite store under ``--storage``)."""
+    """``python -m orchestrator.analysis notebooks --study smoke``: run every notebook headless against a study in
+    MLflow (``MLFLOW_TRACKING_URI``, else the SQLite store under ``--storage``, else under the storage the study
+    ran with, remembered, else under ``runs``). No store, or no such study in it: one line, exit 2."""
     import argparse
+    import sys
 
-    p = argparse.ArgumentParser(prog="python -m orchestrator.analysis")
+    from orchestrator.cli_help import HelpFormatter
+    from orchestrator.sweep.report import StoreNotFound, store_uri
+
+    p = argparse.ArgumentParser(prog="python -m orchestrator.analysis", formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    nb = sub.add_parser("notebooks", help="execute the analysis notebooks headless")
+    nb = sub.add_parser(
+        "notebooks", help="execute the analysis notebooks headless", formatter_class=HelpFormatter
+    )
     nb.add_argument("--study", default=os.environ.get("STUDY", "smoke"))
-    nb.add_argument("--out", default="runs/notebooks", help="where the executed copies and figures go")
     nb.add_argument(
-        "--storage", default="runs", help="the study's storage, when MLFLOW_TRACKING_URI is unset"
+        "--out", help="where the executed copies and figures go (default: <storage>/<study>/notebooks)"
+    )
+    nb.add_argument(
+        "--storage",
+        help="the study's storage, when MLFLOW_TRACKING_URI is unset (default: the one the study ran with)",
     )
     args = p.parse_args(argv)
-    uri = (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(args.storage).resolve() / 'mlflow' / 'mlflow.db'}"
-    )
-    for path in run_notebooks(Path(args.out), args.study, uri):
+    try:
+        uri = store_uri(args.study, args.storage)
+    except StoreNotFound as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else _default_out(uri, args.study)
+    for path in run_notebooks(out, args.study, uri):
         print(f"executed {path}")
     return 0
+
+
+def _default_out(uri: str, study: str) -> Path:
+    if uri.startswith("sqlite:///"):  # <storage>/mlflow/mlflow.db -> <storage>/<study>/notebooks
+        return Path(uri.removeprefix("sqlite:///")).parent.parent / study / "notebooks"
+    return Path("runs") / "notebooks"

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from orchestrator.sweep import tracking  # noqa: E402
+from orchestrator.cli_help import HelpFormatter  # noqa: E402
+from orchestrator.sweep import report, runenv, tracking  # noqa: E402
+from orchestrator.sweep.data_source import resolve_spec_data, study_data  # noqa: E402
 from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
 from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
 from orchestrator.sweep.stages import (  # noqa: E402
@@ -50,23 +53,38 @@ def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowSer
     return server.uri, server
 
 
-def _init_ray(address: str | None, env: dict[str, str]) -> bool:
-    """Join ``address`` (or RAY_ADDRESS) or start Ray here. Returns True when this call started it."""
+def _init_ray(address: str | None, env: dict[str, str], storage: Path) -> tuple[bool, Path | None]:
+    """Join ``address`` (or RAY_ADDRESS) or start Ray here with its temp folder under the storage.
+    Returns (whether this call started Ray, a symlink to remove when it stops)."""
     import ray
 
     if ray.is_initialized():
-        return False
-    runtime_env = {"env_vars": env}
+        return False, None
+    runtime_env = {"env_vars": {**env, **runenv.worker_env()}}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        # Joining a cluster (or running as a Ray job): keep the job's own runtime environment (its working_dir);
-        # trials get the tracking URI as a parameter, not from the environment.
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # Keep every connection on loopback on a single machine (see ENVIRONMENT.md).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        ray.init(address="local", runtime_env=runtime_env, include_dashboard=False, log_to_driver=False)
-    return True
+        # Joining a cluster (or running as a Ray job): the job's own runtime environment (its working_dir) is
+        # merged with ours (Ray >= 2.8), which only adds the declared tasks and quietness; trials get the tracking
+        # URI as a parameter.
+        extra = runenv.worker_env()
+        ray.init(
+            address=address, log_to_driver=False, **({"runtime_env": {"env_vars": extra}} if extra else {})
+        )
+        return True, None
+    # Keep every connection on loopback on a single machine (see ENVIRONMENT.md).
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    temp_dir, link, note = runenv.ray_temp_dir(storage)
+    if note:
+        log(note)
+    ray.init(
+        address="local",
+        runtime_env=runtime_env,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+        logging_level="WARNING" if not runenv.verbose() else "INFO",
+    )
+    return True, link
 
 
 def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
@@ -88,15 +106,11 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     import ray
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.train.trial import resolve_data
-
     storage = Path(spec.storage).resolve()
     storage.mkdir(parents=True, exist_ok=True)
-    # An absolute path: Tune runs each trial in its own working folder, where a relative "data/local" would name
-    # another (freshly built) data set than the one the teachers were fine-tuned and cached on.
-    resolved = resolve_data(spec.data)
-    data = resolved if resolved == "hub" else str(Path(resolved).resolve())
-    spec = spec.model_copy(update={"storage": str(storage)})
+    spec = resolve_spec_data(spec.model_copy(update={"storage": str(storage)}))
+    data = study_data(spec)  # absolute (see data_source.py); built under the storage when it is the default
+    runenv.remember_storage(spec.name, storage)
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 
@@ -118,7 +132,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
     parent = _parent_run(client, exp_id, spec)
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    started_ray = _init_ray(address, env)
+    started_ray, ray_link = _init_ray(address, env, storage)
     outcome = StudyOutcome(
         spec.name,
         uri,
@@ -132,6 +146,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     finally:
         if started_ray:
             ray.shutdown()
+        runenv.remove_link(ray_link)
         if server:
             server.stop()
     return outcome
@@ -162,7 +177,9 @@ def status(spec: StudySpec) -> dict[str, Any]:
 
     uri, _ = _tracking_uri(spec, start=False)
     client = MlflowClient(uri)
-    plan = build_plan(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
+    plan = build_plan(
+        resolve_spec_data(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
+    )
     exp = client.get_experiment_by_name(spec.name)
     planned = {t.trial_key for t in plan.trials}
     if exp is None:
@@ -207,9 +224,7 @@ def status(spec: StudySpec) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m orchestrator.study",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m orchestrator.study", description=__doc__, formatter_class=HelpFormatter
     )
     p.add_argument("study", help="a profile (smoke, local, full) or a study YAML file")
     p.add_argument("--plan", action="store_true", help="print what the study would run, run nothing")
@@ -218,10 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", action="store_true", help="with --plan or --status: print JSON")
     p.add_argument(
-        "--storage", help="where caches, checkpoints, MLflow (if started here) and Ray results live"
+        "--storage",
+        help="where caches, checkpoints, MLflow (if started here), Ray's temp files and results live "
+        "(default: the study's `storage:`, runs)",
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
+    p.add_argument(
+        "--verbose", action="store_true", help="also print MLflow's run links and Ray Tune's tables"
+    )
     args = p.parse_args(argv)
+    runenv.set_verbosity(args.verbose)
 
     try:
         spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
@@ -229,8 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.plan:
-        plan = build_plan(spec)
-        print(json.dumps(plan_dict(plan), indent=2) if args.json else describe(plan))
+        plan = build_plan(resolve_spec_data(spec))
+        progress = report.plan_progress(spec, status)
+        if args.json:
+            print(json.dumps({**plan_dict(plan), "progress": progress}, indent=2))
+        else:
+            print(describe(plan))
+            if progress:
+                print(
+                    f"  progress            {progress['done']:>6} done, {progress['remaining']} remaining, "
+                    f"{progress['failed']} failed  (MLflow: {progress['tracking_uri']})"
+                )
         return 0
     if args.status:
         st = status(spec)
@@ -251,14 +281,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  FAILED {f['run']}: {f['error']}")
         return 0
 
+    start = time.time()
     outcome = run_study(spec, args.address)
-    log(
-        f"done: {outcome.finished}/{outcome.planned} trials FINISHED, {len(outcome.failed)} failed, "
-        f"teacher passes made by this study: {outcome.teacher_passes}"
-    )
-    for f in outcome.failed:
-        log(f"  FAILED {f['run']}: {f['error']}")
-    log(f"MLflow UI: {outcome.ui_command}")
+    for line in report.summary_lines(outcome, spec.storage, time.time() - start, args.study):
+        log(line)
     return 0 if outcome.complete else 1
 
 

@@ -34,6 +34,7 @@ HUB_SAMPLES = {
     "exception": {"train": 18480, "validation": 2088, "test": 10348},
 }
 MEAN_TOKENS_512 = {"defect": 380, "clone": 460, "exception": 230}
+MEAN_TOKENS_DECLARED = 512  # a declared task (docs/OWN_DATA.md): plan for full-length inputs, an upper bound
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,10 @@ def data_key(spec: StudySpec) -> str:
     """Identifies the data a study trains on without loading it (hub id set, or the local builder's manifest)."""
     manifest = Path(spec.data) / "manifest.json"
     content = manifest.read_text() if spec.data != "hub" and manifest.exists() else ""
-    return stable_key({"data": spec.data, "max_samples": spec.max_samples, "manifest": content})
+    payload = {"data": spec.data, "max_samples": spec.max_samples, "manifest": content}
+    if spec.custom_tasks:  # a declared task's own data (the folder and its declaration) is part of the key
+        payload["custom_tasks"] = spec.custom_tasks
+    return stable_key(payload)
 
 
 def teacher_shape(t: TeacherSettings) -> tuple[ModelShape, int, str | None]:
@@ -189,7 +193,11 @@ def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
 
 
 def _split_sizes(spec: StudySpec, task: str) -> dict[str, int]:
-    if spec.data == "hub":
+    from tasks import is_custom
+
+    if is_custom(task):
+        sizes = get_task(task).split_sizes()  # type: ignore[attr-defined]
+    elif spec.data == "hub":
         sizes = dict(HUB_SAMPLES[task])
     else:
         manifest = Path(spec.data) / "manifest.json"
@@ -282,7 +290,11 @@ def _teacher_units(
                 folder, task, union, spec.student_train.max_length, spec.cache.dtype, tuple(sorted(ckd_sets))
             )
             sizes = _split_sizes(spec, task)
-            mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
+            mean_tok = (
+                MEAN_TOKENS_512.get(task, MEAN_TOKENS_DECLARED)
+                * min(spec.student_train.max_length, 512)
+                / 512
+            )
             tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
             planned = plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)
             cache_bytes += planned["total_bytes"]
@@ -305,7 +317,9 @@ def _trial_units(
     trials: list[TrialUnit] = []
     for task in spec.tasks:
         sizes = _split_sizes(spec, task)
-        mean_tok = MEAN_TOKENS_512[task] * min(spec.student_train.max_length, 512) / 512
+        mean_tok = (
+            MEAN_TOKENS_512.get(task, MEAN_TOKENS_DECLARED) * min(spec.student_train.max_length, 512) / 512
+        )
         for s in spec.students:
             sparams = student_parameters(s, get_task(task).num_labels)
             for m in spec.methods:

@@ -12,8 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from orchestrator.sweep.custom_tasks import declare_custom_tasks
 from orchestrator.sweep.tuning_spec import TuningSettings, parse_tuning, recipe_settings
 
 PROFILES_DIR = Path(__file__).parent.parent / "profiles"  # orchestrator/profiles (package data)
@@ -79,6 +88,9 @@ class StudySpec(_Strict):
         "data/local"  # "hub" or a folder from python -m tasks.build_local (built if it is the default)
     )
     storage: str = "runs"  # caches, checkpoints, Ray results; the study's folder is <storage>/<name>
+    # A user's own tasks (docs/OWN_DATA.md): a `tasks:` entry that is a mapping declares one; they land here,
+    # validated and with absolute data folders, and `tasks` holds their names.
+    custom_tasks: list[dict[str, Any]] = Field(default_factory=list)
     tasks: list[str]
     teachers: list[TeacherSettings]
     students: list[str]
@@ -113,6 +125,12 @@ class StudySpec(_Strict):
                 f"got '{v}': trials memory-map the teacher-cache shards written there"
             )
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _declare_tasks(cls, raw: Any, info: ValidationInfo) -> Any:
+        base = (info.context or {}).get("base_dir")
+        return declare_custom_tasks(raw, base)
 
     @field_validator("tasks")
     @classmethod
@@ -242,7 +260,7 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
     raw.setdefault("name", path.stem)
     raw.update(overrides or {})
     try:
-        return StudySpec.model_validate(raw)
+        return StudySpec.model_validate(raw, context={"base_dir": path.resolve().parent})
     except ValidationError as err:
         lines = []
         for e in err.errors():

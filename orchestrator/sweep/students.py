@@ -8,6 +8,7 @@ from typing import Any
 
 from orchestrator.sweep import tracking
 from orchestrator.sweep.plan import StudyPlan, TrialUnit, student_train
+from orchestrator.sweep.runenv import scratch_dir, tune_verbosity
 from orchestrator.sweep.spec import StudySpec
 from orchestrator.sweep.stages import log
 from orchestrator.train.trial import student_shape
@@ -68,6 +69,7 @@ def _trial_config(
         "method_params": method_params,
         "teacher_mode": spec.teacher_mode,
         "cache_dir": str(storage / "cache"),
+        "scratch_dir": str(scratch_dir(storage, spec.name)),
         "cpus": spec.trial_resources.cpu,
         "ckd_layers": [0, *layer_map(sshape.num_layers, shape.num_layers)] if shape else None,
         "params": {
@@ -112,7 +114,7 @@ def _tune(
             storage_path=str((storage / spec.name / "ray_results").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=[Progress(len(configs), spec.max_concurrent_trials)],
-            verbose=0,
+            verbose=tune_verbosity(),  # 0 unless --verbose: our Progress lines instead of Tune's tables
         ),
     )
     tuner.fit()
@@ -138,10 +140,12 @@ class Progress:
 
             def _line(self) -> None:
                 left = self.total - self.done - self.failed
-                eta = ""
-                if self.durations:
+                # No guess before a trial has finished: the first ones also pay for imports and data loading.
+                eta = ", time left: estimating (after the first trial)" if left > 0 else ""
+                if self.durations and left > 0:
                     mean = sum(self.durations) / len(self.durations)
-                    eta = f", about {mean * max(left, 0) / self.concurrency / 60:.1f} min left"
+                    secs = mean * left / self.concurrency
+                    eta = f", about {secs / 60:.1f} min left" if secs >= 60 else f", about {secs:.0f} s left"
                 log(
                     f"trials: {self.done}/{self.total} done, {len(self.running)} running, {self.failed} failed{eta}"
                 )
@@ -149,6 +153,8 @@ class Progress:
             def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 self.running.add(trial.trial_id)
                 self.started[trial.trial_id] = time.time()
+                if len(self.started) == 1:
+                    self._line()  # the first line: what runs, and that the time left is not known yet
 
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 self.running.discard(trial.trial_id)

@@ -20,6 +20,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow.entities import RunStatus  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from orchestrator.sweep.runenv import server_log  # noqa: E402
+
 FACTOR_TAGS = (
     "task",
     "teacher",
@@ -75,7 +77,7 @@ def start_server(
     """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers."""
     store_uri, artifacts = local_store(storage)
     port = port or _free_port(host)
-    log = Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
+    log = server_log(storage)  # under the storage, beside the store it serves
     cmd = [
         sys.executable,
         "-m",

@@ -9,6 +9,7 @@ once, so a retried or resumed trial is never recorded twice.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 import traceback
@@ -46,6 +47,13 @@ def _teacher_source(trial: dict[str, Any], caches: dict[str, Any]) -> tuple[Any,
     if entry.get("ref") is not None:
         return from_object_store(ray.get(entry["ref"]), ckd_layers), shape
     return CachedTeacher.open(entry["path"], ckd_layers=ckd_layers), shape
+
+
+def _scratch(trial: dict[str, Any]) -> Path:
+    """The trial's scratch folder under the study's storage (not /tmp); removed once MLflow holds its artifacts."""
+    scratch = Path(trial.get("scratch_dir") or tempfile.gettempdir())
+    scratch.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="trial-", dir=scratch))
 
 
 def _trial_config(trial: dict[str, Any], out_dir: Path) -> TrialConfig:
@@ -119,9 +127,10 @@ def student_trainable(
         tags["teacher_cache"] = caches[f"{trial['teacher']}/{trial['task']}"]["key"]
     run = client.create_run(experiment_id, run_name=trial["run_name"], tags=tags)
     run_id = run.info.run_id
+    out_dir: Path | None = None
     try:
         tracking.log_params(client, run_id, trial["params"])
-        out_dir = Path(tempfile.mkdtemp(prefix="trial-"))
+        out_dir = _scratch(trial)
         cfg = _trial_config(trial, out_dir)
         prepared = _prepared(cfg)
         tracking.log_params(client, run_id, {"train_samples": len(prepared.encoded["train"])})
@@ -169,5 +178,8 @@ def student_trainable(
         client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
         client.set_terminated(run_id, "FAILED")
         raise
+    finally:
+        if out_dir is not None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     # Outside the try: the run is FINISHED whatever Tune does with this last report.
     tune.report({**final, "trial_finished": 1.0})

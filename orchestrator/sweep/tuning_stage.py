@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep.plan import StudyPlan, TrialUnit
+from orchestrator.sweep.runenv import tune_verbosity
 from orchestrator.sweep.spec import StudySpec
 from orchestrator.sweep.stages import log
 from orchestrator.sweep.students import Progress, _trial_config
@@ -151,7 +152,7 @@ def _tune_cell(
             storage_path=str((Path(spec.storage) / spec.name / "ray_results").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
             callbacks=[TuneRecorder(uri, t.max_epochs), Progress(todo, spec.max_concurrent_trials)],
-            verbose=0,
+            verbose=tune_verbosity(),
         ),
     )
     tuner.fit()

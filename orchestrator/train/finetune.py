@@ -17,7 +17,7 @@ from kd_methods import build_method
 from models.teacher import Teacher
 from orchestrator.train.trainer import TrainConfig, TrainResult, encode_split, train
 from orchestrator.train.trial import DEFAULT_DATA, load_data, resolve_teacher
-from tasks import SPLITS, TASKS, get_task
+from tasks import BUILTIN_TASKS, SPLITS, get_task
 
 TEACHER_RECIPE = TrainConfig(epochs=5, batch_size=32, lr=2e-5)
 
@@ -57,49 +57,74 @@ def finetune_teacher(
     return FinetuneResult(Path(out_dir), result)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    from orchestrator.cli_help import HelpFormatter
+
     p = argparse.ArgumentParser(
-        prog="python -m orchestrator.finetune_teacher",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m orchestrator.finetune_teacher", description=__doc__, formatter_class=HelpFormatter
     )
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--task", choices=sorted(BUILTIN_TASKS), help="a built-in task (or --task-file)")
+    p.add_argument("--task-file", help="a YAML file declaring your own task (docs/OWN_DATA.md)")
     p.add_argument(
         "--teacher", required=True, help="unixcoder, modernbert, minilm (offline), a hub id or a folder"
     )
     p.add_argument("--out", required=True)
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="'hub' or a folder from python -m tasks.build_local"
+    )
     p.add_argument("--epochs", type=int, default=TEACHER_RECIPE.epochs)
     p.add_argument("--lr", type=float, default=TEACHER_RECIPE.lr)
     p.add_argument("--batch-size", type=int, default=TEACHER_RECIPE.batch_size)
     p.add_argument("--max-length", type=int, default=512)
-    p.add_argument("--max-samples", type=int)
+    p.add_argument("--max-samples", type=int, help="cap every split (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
     )
+    p.add_argument(
+        "--experiment", help="MLflow experiment when MLFLOW_TRACKING_URI is set (default: teachers)"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.train.cli_tracking import CliRun, experiment_name
+    from orchestrator.train.trial import task_argument
+
+    p = _parser()
     args = p.parse_args(argv)
+    task = task_argument(p, args.task, args.task_file)
     cfg = TrainConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device
+    )
+    tags = {"stage": "teacher_finetune", "task": task, "teacher": Path(args.teacher).name, "method": "none"}
+    run = CliRun(
+        experiment_name(args.experiment, "teachers"), f"ft-{tags['teacher']}-{task}", tags, vars(args)
     )
 
     def show(row: dict[str, float]) -> None:
         print(
             f"epoch {int(row['epoch'])}: " + "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
         )
+        run.epoch(row)
 
-    out = finetune_teacher(
-        args.teacher,
-        args.task,
-        Path(args.out),
-        args.data,
-        cfg,
-        args.max_length,
-        args.max_samples,
-        args.trust_remote_code,
-        show,
-    )
+    try:
+        out = finetune_teacher(
+            args.teacher,
+            task,
+            Path(args.out),
+            args.data,
+            cfg,
+            args.max_length,
+            args.max_samples,
+            args.trust_remote_code,
+            show,
+        )
+    except BaseException as err:
+        run.fail(err)
+        raise
+    run.finish(out.result, {"teacher_params": float(out.result.params)})
     print(
         f"teacher saved to {out.folder}; test: "
         + "  ".join(f"{k}={v:.4f}" for k, v in out.result.test.items())

@@ -35,7 +35,7 @@ from orchestrator.train.trainer import (
     seed_everything,
     train,
 )
-from tasks import SPLITS, TASKS, TaskData, get_task, load_task_data
+from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data, registered
 
 DEFAULT_DATA = Path("data/local")
 
@@ -73,6 +73,8 @@ def resolve_data(source: str | Path) -> str | Path:
 
 
 def load_data(task: str, source: str | Path, seed: int = 0, max_samples: int | None = None) -> TaskData:
+    if is_custom(task):  # a declared task reads its own folder: nothing to resolve or build
+        return load_task_data(task, source, seed=seed, max_samples=max_samples)
     return load_task_data(task, resolve_data(source), seed=seed, max_samples=max_samples)
 
 
@@ -86,7 +88,7 @@ def family_tokenizer(
 ) -> StudentTokenizer:
     """The student's BPE tokenizer, trained on its task family's training data (C+Java or Python), cached."""
     family = get_task(task).family
-    members = sorted(name for name, t in TASKS.items() if t.family == family)
+    members = sorted(name for name, t in registered().items() if t.family == family)
     datasets = [load_data(name, source, seed, max_samples) for name in members]
     return get_student_tokenizer(family, vocab_size, datasets, cache_dir)
 
@@ -233,19 +235,27 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    from kd_methods import METHODS
+    from models import STUDENTS
+    from orchestrator.cli_help import HelpFormatter
+
     p = argparse.ArgumentParser(
-        prog="python -m orchestrator.trial",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="python -m orchestrator.trial", description=__doc__, formatter_class=HelpFormatter
     )
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--student", required=True, help="e.g. roberta-7m, bigru-1.5m, roberta-tiny")
-    p.add_argument("--method", required=True, help="ft, kd, dist, pkd or ckd")
+    p.add_argument("--task", choices=sorted(BUILTIN_TASKS), help="a built-in task (or --task-file)")
+    p.add_argument("--task-file", help="a YAML file declaring your own task (docs/OWN_DATA.md)")
+    p.add_argument("--student", required=True, choices=sorted(STUDENTS))
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument(
         "--teacher", help="fine-tuned teacher folder (python -m orchestrator.finetune_teacher) or hub id"
     )
-    p.add_argument("--teacher-mode", default="online", choices=["online", "cached"])
+    p.add_argument(  # the default is a study's (spec.py: teacher_mode), so a trial by hand runs as in a study
+        "--teacher-mode",
+        default="cached",
+        choices=["online", "cached"],
+        help="cached (as studies do): one teacher pass into the cache, reused; online: the teacher runs every step",
+    )
     p.add_argument(
         "--data", default=str(DEFAULT_DATA), help="'hub' or a folder from python -m tasks.build_local"
     )
@@ -259,8 +269,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
-    args = p.parse_args(argv)
+    p.add_argument("--experiment", help="MLflow experiment when MLFLOW_TRACKING_URI is set (default: trials)")
+    return p
 
+
+def task_argument(p: argparse.ArgumentParser, task: str | None, task_file: str | None) -> str:
+    """The task a command runs: a built-in ``--task`` or the one ``--task-file`` declares (exits with one line)."""
+    from tasks import TaskDeclarationError, load_task_file
+
+    if bool(task) == bool(task_file):
+        p.error("give exactly one of --task (a built-in task) and --task-file (your own)")
+    if task_file:
+        try:
+            return load_task_file(task_file).name
+        except TaskDeclarationError as err:
+            p.error(str(err))
+    return str(task)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.train.cli_tracking import CliRun, experiment_name
+
+    p = _parser()
+    args = p.parse_args(argv)
+    task = task_argument(p, args.task, args.task_file)
     params: dict[str, Any] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -268,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--param expects KEY=VALUE, got '{item}'")
         params[key] = _parse_value(value)
     cfg = TrialConfig(
-        task=args.task,
+        task=task,
         student=args.student,
         method=args.method,
         teacher=args.teacher,
@@ -283,24 +315,35 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out,
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    teacher_tag = (
+        Path(args.teacher).name if args.teacher and get_method(args.method).family != "none" else "none"
+    )
+    tags = {"stage": "student", "task": task, "student": args.student, "method": args.method}
+    tags.update(teacher=teacher_tag, seed=str(args.seed), method_family=get_method(args.method).family)
+    tags["student_arch"] = get_student_spec(args.student).arch
+    run = CliRun(
+        experiment_name(args.experiment, "trials"),
+        f"{task}-{args.student}-{args.method}-s{args.seed}",
+        tags,
+        {**vars(args), **{f"method.{k}": v for k, v in params.items()}},
+    )
 
     def show(row: dict[str, float]) -> None:
         vals = "  ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
         print(f"epoch {int(row['epoch'])}: {vals}", flush=True)
+        run.epoch(row)
 
-    result = run_trial(cfg, callback=show)
+    try:
+        result = run_trial(cfg, callback=show)
+    except BaseException as err:
+        run.fail(err)
+        raise
+    run.finish(result, {"student_params": float(result.params)})
     print(
         f"best epoch {result.best_epoch}; test: " + "  ".join(f"{k}={v:.4f}" for k, v in result.test.items())
     )
-    print(
-        json.dumps(
-            {
-                k: v
-                for k, v in asdict(result).items()
-                if k in ("train_seconds", "teacher_seconds", "inference_samples_per_s", "params", "steps")
-            }
-        )
-    )
+    keep = ("train_seconds", "teacher_seconds", "inference_samples_per_s", "params", "steps")
+    print(json.dumps({k: v for k, v in asdict(result).items() if k in keep}))
     return 0
 
 

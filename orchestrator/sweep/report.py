@@ -1,0 +1,87 @@
+"""What a user reads: the end-of-study summary (elapsed time, where results are, the next commands), the done /
+remaining part of ``--plan`` for a study that exists, and where a study's MLflow store is (``store_uri``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep import runenv
+
+
+class StoreNotFound(LookupError):
+    """No MLflow store holds the study; the message says what was looked at and what to pass."""
+
+
+def _fmt_seconds(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m {s:02d}s" if h else f"{m}m {s:02d}s"
+
+
+def summary_lines(outcome: Any, storage: str | Path, elapsed_s: float, study_arg: str) -> list[str]:
+    """The end summary: counts, elapsed time, where the results are, the UI and notebooks commands."""
+    storage = Path(storage).resolve()
+    lines = [
+        f"done in {_fmt_seconds(elapsed_s)}: {outcome.finished}/{outcome.planned} trials FINISHED, "
+        f"{len(outcome.failed)} failed, teacher passes made by this study: {outcome.teacher_passes}",
+    ]
+    lines += [f"  FAILED {f['run']}: {f['error']}" for f in outcome.failed]
+    lines += [
+        f"results: MLflow experiment '{outcome.name}' at {outcome.tracking_uri}",
+        f"files:   {storage} (teachers, caches, checkpoints in mlflow/artifacts, Ray results)",
+        f"UI:      {outcome.ui_command}",
+        f"answers: python -m orchestrator.analysis notebooks --study {shlex.quote(outcome.name)}"
+        f"   # executed copies in {storage / outcome.name / 'notebooks'}",
+        f"status:  python -m orchestrator.study {shlex.quote(study_arg)} --status"
+        + ("" if storage == Path("runs").resolve() else f" --storage {shlex.quote(str(storage))}"),
+    ]
+    return lines
+
+
+def existing_store(storage: str | Path) -> str | None:
+    """``MLFLOW_TRACKING_URI``, or the study's own SQLite store under ``storage`` if it exists (never created)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = Path(storage).resolve() / "mlflow" / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
+    """``status(spec)`` (done / remaining) of a study that exists (its store has the experiment); else None."""
+    from mlflow.tracking import MlflowClient
+
+    uri = existing_store(spec.storage)
+    if uri is None or MlflowClient(uri).get_experiment_by_name(spec.name) is None:
+        return None
+    return status(spec)
+
+
+def store_uri(study: str, storage: str | None) -> str:
+    """The tracking URI that holds ``study``: ``MLFLOW_TRACKING_URI``, else the SQLite store under ``storage``
+    (given, else remembered when the study ran, else ``runs``). StoreNotFound (one line) when there is none or it
+    lacks the study; nothing is created on the way."""
+    from mlflow.tracking import MlflowClient
+
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        where = f"MLFLOW_TRACKING_URI={uri}"
+    else:
+        remembered = runenv.remembered_storage(study)
+        root = Path(storage) if storage else (remembered or Path("runs"))
+        how = "--storage" if storage else ("remembered from its run" if remembered else "the default")
+        db = root.resolve() / "mlflow" / "mlflow.db"
+        if not db.is_file():
+            raise StoreNotFound(
+                f"no MLflow store for study '{study}': {db} does not exist ({how}); run the study first, or pass "
+                "--storage DIR (the study's --storage) or set MLFLOW_TRACKING_URI"
+            )
+        uri, where = f"sqlite:///{db}", f"{db} ({how})"
+    exp = MlflowClient(uri).get_experiment_by_name(study)
+    if exp is None:
+        names = sorted(e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default")
+        raise StoreNotFound(f"study '{study}' is not in {where}; studies there: {names or 'none'}")
+    return uri
