@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -110,14 +109,19 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     storage = tmp_path / "storage"
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PYTHONPATH=str(ROOT), KDSTUDY_STATE_DIR=str(state), RAY_AUTH_MODE="disabled")
-    tmp_before = {p.name for p in Path(tempfile.gettempdir()).glob("trial-*")}
+    # a private TMPDIR: what the study (driver, Ray workers) would put in the temp folder shows up there alone
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env.update(
+        PYTHONPATH=str(ROOT), KDSTUDY_STATE_DIR=str(state), RAY_AUTH_MODE="disabled", TMPDIR=str(private_tmp)
+    )
 
     out = _cli("orchestrator.study", str(path), "--storage", str(storage), cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
 
     # the first run informs: no link spam, an honest first ETA, a summary with the next steps
-    assert "View run" not in out.stdout
+    for noise in ("View run", "Configuration for experiment", "TensorBoard", "Writing model shards"):
+        assert noise not in out.stdout + out.stderr, noise
     assert "time left: estimating" in out.stdout
     for needle in ("done in ", "2/2 trials FINISHED", "UI:", "mlflow server --backend-store-uri", "answers:"):
         assert needle in out.stdout, needle
@@ -133,6 +137,21 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
         assert m["test_score"] == m["test_macro_f1"]  # the declared headline
         assert 0.0 < m["test_majority_baseline"] < 1.0
         assert {"val_accuracy", "val_macro_f1", "test_accuracy"} <= set(m)
+    # the MLflow view: a described experiment, names with factors and score, study settings on the parent only
+    assert "```yaml" in exp.tags["mlflow.note.content"] and "smell" in exp.tags["mlflow.note.content"]
+    names = sorted(r.info.run_name for r in runs)
+    assert names[0].startswith("ft rb-tiny smell s0 = ") and names[1].startswith(
+        "kd rb-tiny smell tiny s0 = "
+    )
+    assert all(
+        float(n.rsplit("= ", 1)[1]) == pytest.approx(r.data.metrics["test_score"], abs=5e-4)
+        for n, r in zip(names, sorted(runs, key=lambda r: r.info.run_name))
+    )
+    assert (
+        not {"data", "max_samples", "teacher_mode"} & set(runs[0].data.params) and "lr" in runs[0].data.params
+    )
+    (parent,) = client.search_runs([exp.experiment_id], "tags.stage = 'study'")
+    assert "max_samples" in parent.data.params
     teacher = client.search_runs([exp.experiment_id], "tags.stage = 'teacher_finetune'")
     assert len(teacher) == 1 and "test_score" in teacher[0].data.metrics
 
@@ -140,10 +159,8 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     assert (storage / "mlflow" / "server.log").is_file()
     assert any((storage / "ray").glob("session_*")), "Ray's temp folder is not under the storage"
     assert (storage / "smells" / "scratch").is_dir() and not any((storage / "smells" / "scratch").iterdir())
-    assert {p.name for p in Path(tempfile.gettempdir()).glob("trial-*")} <= tmp_before
-    assert not [
-        p for p in Path(tempfile.gettempdir()).glob("kdr-*") if os.readlink(p).startswith(str(storage))
-    ]
+    assert not list(private_tmp.glob("trial-*")), list(private_tmp.iterdir())
+    assert not [p for p in Path("/tmp").glob("kdr-*") if os.readlink(p).startswith(str(storage))]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "data" / "local").exists()
 
     # the store is remembered: --plan shows what is done, and the notebooks command finds it without --storage
@@ -245,3 +262,35 @@ def test_builtin_task_accepts_valid_jsonl(tmp_path, local_data):
         (folder / f"{dst}.jsonl").write_text((local_data / "exception" / f"{src}.jsonl").read_text())
     data = load_task_data("exception", tmp_path / "d", max_samples=5)
     assert len(data.validation) == 5
+
+
+def test_trial_command_takes_a_task_file_and_logs_to_mlflow(tmp_path, smell_data):
+    task_file = tmp_path / "smell.yaml"
+    decl = {"name": "smell", "data": str(smell_data), "code_field": "snippet", "label_field": "smell"}
+    task_file.write_text(yaml.safe_dump({**decl, "headline": "macro_f1"}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    args = ["--task-file", str(task_file), "--student", "roberta-tiny", "--method", "ft", "--epochs", "1"]
+    args += ["--max-length", "32", "--max-samples", "24", "--cache-dir", str(tmp_path / "cache")]
+    out = _cli("orchestrator.trial", *args, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("trials").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["task"] == "smell"
+    assert run.data.metrics["test_score"] == run.data.metrics["test_macro_f1"]
+    assert "val_macro_f1" in run.data.metrics and "test_majority_baseline" in run.data.metrics
+
+    bad = _cli("orchestrator.trial", *args[:2], "--task", "clone", *args[2:], cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "exactly one of --task" in bad.stderr
+    task_file.write_text(yaml.safe_dump({**decl, "headline": "f1"}))
+    bad = _cli("orchestrator.trial", *args, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "field 'headline'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_help_shows_defaults_and_choices():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = _cli("orchestrator.trial", "--help", cwd=ROOT, env=env).stdout
+    assert "roberta-7m" in out and "{ckd,dist,ft,kd,pkd}" in out
+    assert "(default: cached)" in out and "(default: 0.0002)" in out and "(default: 5)" in out
+    out = _cli("orchestrator.finetune_teacher", "--help", cwd=ROOT, env=env).stdout
+    assert "--task-file" in out and "(default: 5)" in out

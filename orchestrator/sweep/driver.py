@@ -26,7 +26,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from orchestrator.cli_help import HelpFormatter  # noqa: E402
-from orchestrator.sweep import report, runenv, tracking  # noqa: E402
+from orchestrator.sweep import mlflow_view, report, runenv, tracking  # noqa: E402
 from orchestrator.sweep.data_source import resolve_spec_data, study_data  # noqa: E402
 from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
 from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
@@ -127,6 +127,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
         # MLflow would default to ./mlruns in the current folder: keep artifacts beside the database instead.
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
     exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
+    mlflow_view.describe_experiment(client, exp_id, spec)
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
@@ -244,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     runenv.set_verbosity(args.verbose)
 
+    storage = args.storage
+    if storage is None and (args.status or args.plan):
+        storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage
     try:
-        spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
+        spec = load_spec(args.study, {"storage": storage} if storage else None)
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -60,6 +60,18 @@ def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
     return status(spec)
 
 
+def remembered_for(study_arg: str) -> str | None:
+    """The storage a study (a profile name or YAML path, named as in its file) last ran with, if remembered."""
+    from orchestrator.sweep.spec import StudyError, load_spec
+
+    try:
+        name = load_spec(study_arg).name
+    except StudyError:
+        return None  # reported when the study is loaded for real
+    found = runenv.remembered_storage(name)
+    return str(found) if found else None
+
+
 def store_uri(study: str, storage: str | None) -> str:
     """The tracking URI that holds ``study``: ``MLFLOW_TRACKING_URI``, else the SQLite store under ``storage``
     (given, else remembered when the study ran, else ``runs``). StoreNotFound (one line) when there is none or it

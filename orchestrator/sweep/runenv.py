@@ -89,7 +89,8 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX:
         return str(target), None, None
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
-    link = Path(tempfile.gettempdir()) / f"kdr-{digest}"
+    # /tmp itself, not TMPDIR: the point is a short path
+    link = (Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())) / f"kdr-{digest}"
     if link.is_symlink() and os.readlink(link) != str(target):
         link.unlink()
     if not link.is_symlink():

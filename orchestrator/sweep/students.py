@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import tracking
+from orchestrator.sweep import mlflow_view, tracking
 from orchestrator.sweep.plan import StudyPlan, TrialUnit, student_train
 from orchestrator.sweep.runenv import scratch_dir, tune_verbosity
 from orchestrator.sweep.spec import StudySpec
@@ -55,7 +55,7 @@ def _trial_config(
     method_params = dict(t.settings.get("method_params", spec.params_for(t.method)))
     return {
         "trial_key": t.trial_key,
-        "run_name": f"{t.task}-{t.student}-{t.method}-{t.teacher}-s{t.seed}",
+        "run_name": mlflow_view.run_name(t.task, t.student, t.method, t.teacher, t.seed),
         "tags": {**t.tags(spec.name), "mlflow.parentRunId": parent},
         "task": t.task,
         "student": t.student,
@@ -72,18 +72,20 @@ def _trial_config(
         "scratch_dir": str(scratch_dir(storage, spec.name)),
         "cpus": spec.trial_resources.cpu,
         "ckd_layers": [0, *layer_map(sshape.num_layers, shape.num_layers)] if shape else None,
-        "params": {
-            **train,
-            **{f"method.{k}": v for k, v in method_params.items()},
-            "task": t.task,
-            "teacher": t.teacher,
-            "student": t.student,
-            "method": t.method,
-            "seed": t.seed,
-            "data": data,
-            "max_samples": spec.max_samples,
-            "teacher_mode": spec.teacher_mode,
-        },
+        "params": mlflow_view.trial_params(
+            {
+                **train,
+                **{f"method.{k}": v for k, v in method_params.items()},
+                "task": t.task,
+                "teacher": t.teacher,
+                "student": t.student,
+                "method": t.method,
+                "seed": t.seed,
+                "data": data,
+                "max_samples": spec.max_samples,
+                "teacher_mode": spec.teacher_mode,
+            }
+        ),
     }
 
 
@@ -121,7 +123,7 @@ def _tune(
 
 
 def _trial_name(trial: Any) -> str:
-    return f"{trial.trial_id}-{trial.config['trial']['run_name']}"
+    return f"{trial.trial_id}-{trial.config['trial']['run_name']}".replace(" ", "_")
 
 
 class Progress:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep import tracking
+from orchestrator.sweep import mlflow_view, tracking
 from orchestrator.train.trainer import TrainConfig
 from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial
 
@@ -101,6 +101,8 @@ def _record_result(
         os.replace(result.checkpoint, target / "model.safetensors")
         client.log_artifact(run_id, str(target / "model.safetensors"), "checkpoint")
     tracking.log_json_artifact(client, run_id, result.test_predictions, "predictions", "test.json")
+    name = client.get_run(run_id).info.run_name
+    client.update_run(run_id, name=mlflow_view.scored_name(name, result.test.get("score")))
     return final
 
 

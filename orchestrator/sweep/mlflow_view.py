@@ -1,0 +1,64 @@
+"""How a study looks in the MLflow UI without picking columns: the experiment's description (what the study is, its
+YAML) in the ``mlflow.note.content`` tag, which the UI shows as the experiment's description; run names that fit
+the default Run Name column and carry the factors and, once the trial ends, its ``test_score``
+(``kd rb-7m exc minilm s0 = 0.734``); study-level settings as params of the parent run only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+NOTE_TAG = "mlflow.note.content"
+# Short forms so a run name fits the Run Name column (about 30 characters wide by default).
+TASK_SHORT = {"defect": "def", "clone": "cln", "exception": "exc"}
+STUDENT_PREFIX = {"roberta-": "rb-", "bigru-": "gru-"}
+# Study-level settings: on the parent run (driver._parent_run logs the whole spec), not repeated on every trial.
+STUDY_LEVEL_PARAMS = ("data", "max_samples", "teacher_mode")
+
+
+def short_student(student: str) -> str:
+    for prefix, short in STUDENT_PREFIX.items():
+        if student.startswith(prefix):
+            return short + student[len(prefix) :]
+    return student
+
+
+def run_name(task: str, student: str, method: str, teacher: str, seed: int) -> str:
+    """``kd rb-7m exc minilm s0``: method, student, task, teacher (left out for FT), seed."""
+    parts = [method, short_student(student), TASK_SHORT.get(task, task[:10])]
+    if teacher != "none":
+        parts.append(teacher[:12])
+    return " ".join([*parts, f"s{seed}"])
+
+
+def scored_name(name: str, score: float | None) -> str:
+    """The run name with its test score, set when the trial is FINISHED."""
+    return name if score is None else f"{name} = {score:.3f}"
+
+
+def trial_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in STUDY_LEVEL_PARAMS}
+
+
+def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
+    """The experiment's description: what the study is, how to read the runs, and its YAML."""
+    body = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=110)
+    text = "\n".join(
+        [
+            f"**Study `{spec.name}`**: {spec.description or 'a knowledge-distillation study'}",
+            "",
+            f"Tasks {', '.join(spec.tasks)}; teachers {', '.join(t.name for t in spec.teachers) or 'none'}; "
+            f"students {', '.join(spec.students)}; methods {', '.join(spec.methods)}; seeds "
+            f"{', '.join(map(str, spec.seeds))}.",
+            "",
+            "Run names read `method student task teacher seed = test_score` (test_score: the task's headline "
+            "metric). Tags carry every factor (task, teacher, student, method, seed, stage); the parent run "
+            f"`study-{spec.name}` holds the study-level settings.",
+            "",
+            "```yaml",
+            body.rstrip(),
+            "```",
+        ]
+    )
+    client.set_experiment_tag(exp_id, NOTE_TAG, text)
