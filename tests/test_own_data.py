@@ -139,14 +139,12 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
         assert {"val_accuracy", "val_macro_f1", "test_accuracy"} <= set(m)
     # the MLflow view: a described experiment, names with factors and score, study settings on the parent only
     assert "```yaml" in exp.tags["mlflow.note.content"] and "smell" in exp.tags["mlflow.note.content"]
-    names = sorted(r.info.run_name for r in runs)
-    assert names[0].startswith("ft rb-tiny smell s0 = ") and names[1].startswith(
-        "kd rb-tiny smell tiny s0 = "
-    )
-    assert all(
-        float(n.rsplit("= ", 1)[1]) == pytest.approx(r.data.metrics["test_score"], abs=5e-4)
-        for n, r in zip(names, sorted(runs, key=lambda r: r.info.run_name))
-    )
+    for r in runs:  # "0.512 kd rb-tiny smell tiny s0": test_score first, then the factors
+        score, name = r.info.run_name.split(" ", 1)
+        assert float(score) == pytest.approx(r.data.metrics["test_score"], abs=5e-4)
+        assert name == {"ft": "ft rb-tiny smell s0", "kd": "kd rb-tiny smell tiny s0"}[r.data.tags["method"]]
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "#/experiments/" in out.stdout and "workflowType=machine_learning" in out.stdout
     assert (
         not {"data", "max_samples", "teacher_mode"} & set(runs[0].data.params) and "lr" in runs[0].data.params
     )

@@ -1,15 +1,19 @@
 """How a study looks in the MLflow UI without picking columns: the experiment's description (what the study is, its
 YAML) in the ``mlflow.note.content`` tag, which the UI shows as the experiment's description; run names that fit
-the default Run Name column and carry the factors and, once the trial ends, its ``test_score``
-(``kd rb-7m exc minilm s0 = 0.734``); study-level settings as params of the parent run only."""
+the default Run Name column and carry, once the trial ends, its ``test_score`` first (visible even where the
+column cuts the name) and the factors (``0.734 kd rb-7m exc minilm s0``); study-level settings as params of the
+parent run only; and a link to the runs table that shows the trials (not the one collapsed parent row), best
+first."""
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 import yaml
 
 NOTE_TAG = "mlflow.note.content"
+KIND_TAG = "mlflow.experimentKind"
 # Short forms so a run name fits the Run Name column (about 30 characters wide by default).
 TASK_SHORT = {"defect": "def", "clone": "cln", "exception": "exc"}
 STUDENT_PREFIX = {"roberta-": "rb-", "bigru-": "gru-"}
@@ -33,8 +37,26 @@ def run_name(task: str, student: str, method: str, teacher: str, seed: int) -> s
 
 
 def scored_name(name: str, score: float | None) -> str:
-    """The run name with its test score, set when the trial is FINISHED."""
-    return name if score is None else f"{name} = {score:.3f}"
+    """The run name with its test score in front, set when the trial is FINISHED."""
+    return name if score is None else f"{score:.3f} {name}"
+
+
+def runs_url(base: str, exp_id: str) -> str:
+    """The MLflow UI's runs table of the study's trials, best ``test_score`` first.
+
+    MLflow 3 opens an experiment on its GenAI overview unless ``workflowType=machine_learning``, and shows the
+    trials nested under the collapsed parent row unless a filter leaves the parent out; the filter and the sort
+    are URL state (``searchFilter``, ``orderByKey``, ``orderByAsc``), so one link opens the view."""
+    query = urllib.parse.urlencode(
+        {
+            "workflowType": "machine_learning",
+            "searchFilter": "tags.stage = 'student'",
+            "orderByKey": "metrics.`test_score`",
+            "orderByAsc": "false",
+        },
+        quote_via=urllib.parse.quote,
+    )
+    return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?{query}"
 
 
 def trial_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -52,9 +74,10 @@ def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
             f"students {', '.join(spec.students)}; methods {', '.join(spec.methods)}; seeds "
             f"{', '.join(map(str, spec.seeds))}.",
             "",
-            "Run names read `method student task teacher seed = test_score` (test_score: the task's headline "
-            "metric). Tags carry every factor (task, teacher, student, method, seed, stage); the parent run "
-            f"`study-{spec.name}` holds the study-level settings.",
+            "Trial run names read `test_score method student task teacher seed` (test_score: the task's "
+            "headline metric; no teacher for FT). Filter `tags.stage = 'student'` to list the trials without "
+            "the parent row. Tags carry every factor (task, teacher, student, method, seed, stage); the parent "
+            f"run `study-{spec.name}` holds the study-level settings.",
             "",
             "```yaml",
             body.rstrip(),
@@ -62,3 +85,6 @@ def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
         ]
     )
     client.set_experiment_tag(exp_id, NOTE_TAG, text)
+    # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) overview; this kind opens the runs
+    # table, where the trials are
+    client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")

@@ -33,12 +33,24 @@ def summary_lines(outcome: Any, storage: str | Path, elapsed_s: float, study_arg
         f"results: MLflow experiment '{outcome.name}' at {outcome.tracking_uri}",
         f"files:   {storage} (teachers, caches, checkpoints in mlflow/artifacts, Ray results)",
         f"UI:      {outcome.ui_command}",
+        f"trials:  {_trials_link(outcome)}",
         f"answers: python -m orchestrator.analysis notebooks --study {shlex.quote(outcome.name)}"
         f"   # executed copies in {storage / outcome.name / 'notebooks'}",
         f"status:  python -m orchestrator.study {shlex.quote(study_arg)} --status"
         + ("" if storage == Path("runs").resolve() else f" --storage {shlex.quote(str(storage))}"),
     ]
     return lines
+
+
+def _trials_link(outcome: Any) -> str:
+    from orchestrator.sweep.mlflow_view import runs_url
+
+    if outcome.ui_command.startswith("mlflow server"):
+        # the study's own server is gone when the summary prints: the link is for the UI command (port 5000)
+        return runs_url("http://127.0.0.1:5000", outcome.experiment_id)
+    if outcome.tracking_uri.startswith("http"):
+        return runs_url(outcome.tracking_uri, outcome.experiment_id)
+    return f"(open the UI, experiment '{outcome.name}', filter tags.stage = 'student')"
 
 
 def existing_store(storage: str | Path) -> str | None:
