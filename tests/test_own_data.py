@@ -292,3 +292,73 @@ def test_help_shows_defaults_and_choices():
     assert "(default: cached)" in out and "(default: 0.0002)" in out and "(default: 5)" in out
     out = _cli("orchestrator.finetune_teacher", "--help", cwd=ROOT, env=env).stdout
     assert "--task-file" in out and "(default: 5)" in out
+
+
+def test_default_data_is_built_under_the_storage_when_absent(tmp_path, monkeypatch):
+    from orchestrator.sweep.data_source import resolve_spec_data
+    from orchestrator.sweep.spec import load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        yaml.safe_dump({"tasks": ["clone"], "teachers": [], "students": ["roberta-tiny"], "methods": ["ft"]})
+    )
+    monkeypatch.chdir(tmp_path)  # no ./data/local here
+    spec = load_spec(path, {"storage": str(tmp_path / "store")})
+    assert spec.data == "data/local"
+    assert resolve_spec_data(spec).data == str((tmp_path / "store" / "data" / "local").resolve())
+    (tmp_path / "data" / "local").mkdir(parents=True)  # a user's ./data/local is kept
+    assert resolve_spec_data(spec).data == "data/local"
+
+
+def test_finetune_command_takes_a_task_file_and_logs_to_mlflow(tmp_path, smell_data):
+    from models.teacher import create_random_teacher
+    from tasks import declare
+
+    decl = {"name": "smell", "data": str(smell_data), "code_field": "snippet", "label_field": "smell"}
+    texts = [ex.code for ex in declare(decl).load_jsonl(max_samples=24).train]
+    base = tmp_path / "tiny"
+    create_random_teacher(
+        base,
+        arch="roberta",
+        num_layers=1,
+        hidden_size=32,
+        num_heads=2,
+        intermediate_size=64,
+        tokenizer_texts=texts,
+        vocab_size=300,
+        num_labels=2,
+        max_length=64,
+    )
+    task_file = tmp_path / "smell.yaml"
+    task_file.write_text(yaml.safe_dump(decl))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    args = [
+        "--task-file",
+        str(task_file),
+        "--teacher",
+        str(base),
+        "--out",
+        str(tmp_path / "ft"),
+        "--epochs",
+        "1",
+    ]
+    out = _cli(
+        "orchestrator.finetune_teacher",
+        *args,
+        "--max-length",
+        "32",
+        "--max-samples",
+        "24",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("teachers").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["stage"] == "teacher_finetune"
+    assert (
+        run.data.tags["task"] == "smell"
+        and run.data.metrics["test_score"] == run.data.metrics["test_accuracy"]
+    )
+    assert (tmp_path / "ft" / "finetune.json").is_file()
