@@ -85,6 +85,6 @@ def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
         ]
     )
     client.set_experiment_tag(exp_id, NOTE_TAG, text)
-    # MLflow 3's UI opens an experiment of unknown kind on its GenAI (traces) overview; this kind opens the runs
-    # table, where the trials are
+    # What the experiment is to MLflow 3 (model training, not GenAI traces). The UI's GenAI / Model training toggle
+    # is a per-browser setting (GenAI by default): the summary's link sets it with workflowType=machine_learning.
     client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")

@@ -67,9 +67,23 @@ def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
     from mlflow.tracking import MlflowClient
 
     uri = existing_store(spec.storage)
-    if uri is None or MlflowClient(uri).get_experiment_by_name(spec.name) is None:
+    if uri is None:
         return None
-    return status(spec)
+    # --plan must answer at once: a tracking server that is down is "no progress", not minutes of retries
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    try:
+        if MlflowClient(uri).get_experiment_by_name(spec.name) is None:
+            return None
+        return status(spec)
+    except Exception:  # noqa: BLE001 - the plan stands without the progress line
+        return None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def remembered_for(study_arg: str) -> str | None:
