@@ -23,6 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SMELLS = ("ok", "long_method", "many_params")
 
 
+@pytest.fixture(autouse=True)
+def _forget_declared_tasks():
+    """Declared tasks live in the process-wide registry and KDSTUDY_TASKS: leave both as they were."""
+    from tasks import TASKS
+
+    before, env = dict(TASKS), os.environ.get("KDSTUDY_TASKS")
+    yield
+    TASKS.clear()
+    TASKS.update(before)
+    if env is None:
+        os.environ.pop("KDSTUDY_TASKS", None)
+    else:
+        os.environ["KDSTUDY_TASKS"] = env
+
+
 def _smell(fn: ast.FunctionDef) -> str:
     params = len(fn.args.args) + len(fn.args.kwonlyargs)
     if params >= 5:
@@ -123,7 +138,12 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     for noise in ("View run", "Configuration for experiment", "TensorBoard", "Writing model shards"):
         assert noise not in out.stdout + out.stderr, noise
     assert "time left: estimating" in out.stdout
-    for needle in ("done in ", "2/2 trials FINISHED", "UI:", "mlflow server --backend-store-uri", "answers:"):
+    for needle in (
+        "done in ",
+        "2/2 trials FINISHED",
+        "MLflow UI: mlflow server --backend-store-uri",
+        "answers:",
+    ):
         assert needle in out.stdout, needle
 
     db = storage / "mlflow" / "mlflow.db"

@@ -30,13 +30,13 @@ def summary_lines(outcome: Any, storage: str | Path, elapsed_s: float, study_arg
     ]
     lines += [f"  FAILED {f['run']}: {f['error']}" for f in outcome.failed]
     lines += [
-        f"results: MLflow experiment '{outcome.name}' at {outcome.tracking_uri}",
-        f"files:   {storage} (teachers, caches, checkpoints in mlflow/artifacts, Ray results)",
-        f"UI:      {outcome.ui_command}",
-        f"trials:  {_trials_link(outcome)}",
-        f"answers: python -m orchestrator.analysis notebooks --study {shlex.quote(outcome.name)}"
+        f"results:   MLflow experiment '{outcome.name}' at {outcome.tracking_uri}",
+        f"files:     {storage} (teachers, caches, checkpoints in mlflow/artifacts, Ray results)",
+        f"MLflow UI: {outcome.ui_command}",
+        f"the runs:  {_trials_link(outcome)}",
+        f"answers:   python -m orchestrator.analysis notebooks --study {shlex.quote(outcome.name)}"
         f"   # executed copies in {storage / outcome.name / 'notebooks'}",
-        f"status:  python -m orchestrator.study {shlex.quote(study_arg)} --status"
+        f"status:    python -m orchestrator.study {shlex.quote(study_arg)} --status"
         + ("" if storage == Path("runs").resolve() else f" --storage {shlex.quote(str(storage))}"),
     ]
     return lines
