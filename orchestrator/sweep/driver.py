@@ -49,7 +49,7 @@ def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowSer
         return uri, None
     if not start:
         return tracking.local_store(spec.storage)[0], None
-    server = tracking.start_server(spec.storage)
+    server = tracking.start_server(spec.storage, wait=False)  # run_study waits for it after starting Ray
     return server.uri, server
 
 
@@ -104,7 +104,6 @@ def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
 
 def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     import ray
-    from mlflow.tracking import MlflowClient
 
     storage = Path(spec.storage).resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -115,8 +114,30 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     log(describe(plan).replace("\n", "\n    "))
 
     uri, server = _tracking_uri(spec, start=True)
-    if server:
-        log(f"MLflow server (started by this study): {server.uri}")
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
+    started_ray, ray_link = False, None
+    try:
+        # Ray starts while the MLflow server does (each takes tens of seconds on a small machine)
+        started_ray, ray_link = _init_ray(address, env, storage)
+        if server:
+            server.wait_ready()
+            log(f"MLflow server (started by this study): {server.uri}")
+        outcome = _open_and_run(spec, plan, data, uri, server)
+    finally:
+        if started_ray:
+            ray.shutdown()
+        runenv.remove_link(ray_link)
+        if server:
+            server.stop()
+    return outcome
+
+
+def _open_and_run(
+    spec: StudySpec, plan: StudyPlan, data: str, uri: str, server: tracking.MlflowServer | None
+) -> StudyOutcome:
+    """The study's experiment and parent run, then the stages."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
     # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
@@ -132,8 +153,6 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
     parent = _parent_run(client, exp_id, spec)
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    started_ray, ray_link = _init_ray(address, env, storage)
     outcome = StudyOutcome(
         spec.name,
         uri,
@@ -142,14 +161,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
         finished=0,
         ui_command=server.ui_command() if server else f"open {uri}",
     )
-    try:
-        _run_stages(spec, plan, data, client, exp_id, parent, uri, outcome)
-    finally:
-        if started_ray:
-            ray.shutdown()
-        runenv.remove_link(ray_link)
-        if server:
-            server.stop()
+    _run_stages(spec, plan, data, client, exp_id, parent, uri, outcome)
     return outcome
 
 

@@ -58,6 +58,26 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with code {self.process.returncode}; its log: {self.log}\n"
+                    + self.log.read_text()[-3000:]
+                )
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(
+            f"mlflow server did not answer at {self.uri} within {timeout:.0f} s; its log: {self.log}"
+        )
+
     def ui_command(self, port: int = 5000) -> str:
         return (
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
@@ -72,9 +92,14 @@ def local_store(storage: str | Path) -> tuple[str, Path]:
 
 
 def start_server(
-    storage: str | Path, host: str = "127.0.0.1", port: int | None = None, timeout: float = 90.0
+    storage: str | Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout: float = 90.0,
+    wait: bool = True,
 ) -> MlflowServer:
-    """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers."""
+    """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers (``wait=False``:
+    return at once; call ``wait_ready`` before using it, so the caller can start Ray meanwhile)."""
     store_uri, artifacts = local_store(storage)
     port = port or _free_port(host)
     log = server_log(storage)  # under the storage, beside the store it serves
@@ -96,22 +121,10 @@ def start_server(
     ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    uri = f"http://{host}:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"mlflow server exited with code {proc.returncode}; its log: {log}\n"
-                + log.read_text()[-3000:]
-            )
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
-                if r.status == 200:
-                    return MlflowServer(uri, store_uri, artifacts, proc, log)
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise TimeoutError(f"mlflow server did not answer at {uri} within {timeout:.0f} s; its log: {log}")
+    server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, proc, log)
+    if wait:
+        server.wait_ready(timeout)
+    return server
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
