@@ -184,11 +184,11 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     # the store is remembered: --plan shows what is done, and the notebooks command finds it without --storage
     plan = _cli("orchestrator.study", str(path), "--plan", "--storage", str(storage), cwd=tmp_path, env=env)
     assert "2 done, 0 remaining" in plan.stdout, plan.stdout + plan.stderr
-    from orchestrator.sweep import report
+    from orchestrator.analysis.store import store_uri
 
     os.environ["KDSTUDY_STATE_DIR"] = str(state)
     try:
-        assert report.store_uri("smells", None) == f"sqlite:///{db.resolve()}"
+        assert store_uri("smells", None) == f"sqlite:///{db.resolve()}"
     finally:
         del os.environ["KDSTUDY_STATE_DIR"]
     missing = _cli("orchestrator.analysis", "notebooks", "--study", "nosuch", cwd=tmp_path, env=env)

@@ -110,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
 
+    from orchestrator.analysis.store import StoreNotFound, store_uri
     from orchestrator.cli_help import HelpFormatter
-    from orchestrator.sweep.report import StoreNotFound, store_uri
 
     p = argparse.ArgumentParser(prog="python -m orchestrator.analysis", formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)

@@ -26,6 +26,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from orchestrator.cli_help import HelpFormatter  # noqa: E402
+from orchestrator.study_index import remember_storage  # noqa: E402
 from orchestrator.sweep import mlflow_view, report, runenv, tracking  # noqa: E402
 from orchestrator.sweep.data_source import resolve_spec_data, study_data  # noqa: E402
 from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
@@ -109,7 +110,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     storage.mkdir(parents=True, exist_ok=True)
     spec = resolve_spec_data(spec.model_copy(update={"storage": str(storage)}))
     data = study_data(spec)  # absolute (see data_source.py); built under the storage when it is the default
-    runenv.remember_storage(spec.name, storage)
+    remember_storage(spec.name, storage)
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 

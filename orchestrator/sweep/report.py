@@ -1,5 +1,5 @@
-"""What a user reads: the end-of-study summary (elapsed time, where results are, the next commands), the done /
-remaining part of ``--plan`` for a study that exists, and where a study's MLflow store is (``store_uri``)."""
+"""What a user reads: the end-of-study summary (elapsed time, where results are, the next commands) and the done /
+remaining part of ``--plan`` for a study that exists."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import runenv
-
-
-class StoreNotFound(LookupError):
-    """No MLflow store holds the study; the message says what was looked at and what to pass."""
+from orchestrator.study_index import remembered_storage
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -94,32 +90,5 @@ def remembered_for(study_arg: str) -> str | None:
         name = load_spec(study_arg).name
     except StudyError:
         return None  # reported when the study is loaded for real
-    found = runenv.remembered_storage(name)
+    found = remembered_storage(name)
     return str(found) if found else None
-
-
-def store_uri(study: str, storage: str | None) -> str:
-    """The tracking URI that holds ``study``: ``MLFLOW_TRACKING_URI``, else the SQLite store under ``storage``
-    (given, else remembered when the study ran, else ``runs``). StoreNotFound (one line) when there is none or it
-    lacks the study; nothing is created on the way."""
-    from mlflow.tracking import MlflowClient
-
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        uri = os.environ["MLFLOW_TRACKING_URI"]
-        where = f"MLFLOW_TRACKING_URI={uri}"
-    else:
-        remembered = runenv.remembered_storage(study)
-        root = Path(storage) if storage else (remembered or Path("runs"))
-        how = "--storage" if storage else ("remembered from its run" if remembered else "the default")
-        db = root.resolve() / "mlflow" / "mlflow.db"
-        if not db.is_file():
-            raise StoreNotFound(
-                f"no MLflow store for study '{study}': {db} does not exist ({how}); run the study first, or pass "
-                "--storage DIR (the study's --storage) or set MLFLOW_TRACKING_URI"
-            )
-        uri, where = f"sqlite:///{db}", f"{db} ({how})"
-    exp = MlflowClient(uri).get_experiment_by_name(study)
-    if exp is None:
-        names = sorted(e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default")
-        raise StoreNotFound(f"study '{study}' is not in {where}; studies there: {names or 'none'}")
-    return uri

@@ -1,6 +1,6 @@
 """Where a study's files go and how loud it is: everything under ``--storage`` (Ray's temp folder, trial scratch,
-the server log, default data), quiet consoles unless ``--verbose``, and the remembered storage of each study (so
-``python -m orchestrator.analysis notebooks --study NAME`` needs no ``--storage``).
+the server log, default data) and quiet consoles unless ``--verbose``. (The remembered storage of each study:
+``orchestrator/study_index.py``.)
 
 What still lands outside the storage (README "Your own data" / docs/OWN_DATA.md, "Where files go"): Ray's own
 ``~/.ray`` (its token auth file, when Ray enables token auth), a short symlink ``/tmp/kdr-<hash>`` while a study
@@ -11,14 +11,12 @@ whose storage path is too long for Unix sockets runs (removed at the end), and t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 VERBOSE_ENV = "KDSTUDY_VERBOSE"
-STATE_ENV = "KDSTUDY_STATE_DIR"
 # Ray puts Unix sockets at <temp>/session_<date>_<time>_<micros>_<pid>/sockets/plasma_store: about 64 characters
 # after the temp folder, and a socket path may hold at most 107 (Linux sun_path).
 SOCKET_PATH_MAX = 107
@@ -106,37 +104,3 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
 def remove_link(link: Path | None) -> None:
     if link is not None and link.is_symlink():
         link.unlink()
-
-
-# ---------------------------------------------------------------------------------------------------- study index
-
-
-def state_dir() -> Path:
-    default = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "kdstudy"
-    return Path(os.environ.get(STATE_ENV) or default)
-
-
-def remember_storage(study: str, storage: str | Path) -> None:
-    """Record where ``study`` keeps its files, for the notebooks command and ``--status`` without ``--storage``."""
-    path = state_dir() / "studies.json"
-    try:
-        index = json.loads(path.read_text()) if path.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        index = {}
-    index[study] = str(Path(storage).resolve())
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only home: the commands then need --storage, and say so
-
-
-def remembered_storage(study: str) -> Path | None:
-    path = state_dir() / "studies.json"
-    try:
-        value = json.loads(path.read_text()).get(study)
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return Path(value) if value else None
