@@ -267,7 +267,7 @@ def test_pair_task_and_study_yaml_errors(tmp_path, smell_data):
     assert get_task("same").metric_names == ("accuracy", "macro_f1", "f1")
 
     path.write_text(yaml.safe_dump({**base, "tasks": [{**pair_task, "label_field": "a"}]}))
-    with pytest.raises(StudyError, match=r"tasks\[0\]: task 'same': .*label_field must differ"):
+    with pytest.raises(StudyError, match=r"s.yaml:\d+: tasks.0: task 'same': .*label_field must differ"):
         load_spec(path)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from orchestrator.sweep.custom_tasks import declare_custom_tasks
 from orchestrator.sweep.tuning_spec import TuningSettings, parse_tuning, recipe_settings
 
 PROFILES_DIR = Path(__file__).parent.parent / "profiles"  # orchestrator/profiles (package data)
+DECLARED_AT = re.compile(r"(custom_tasks|tasks)\[(\d+)\]: ")  # the prefix custom_tasks.py gives its errors
 
 
 class StudyError(ValueError):
@@ -265,9 +267,12 @@ def load_spec(name_or_path: str | Path, overrides: dict[str, Any] | None = None)
         lines = []
         for e in err.errors():
             loc = tuple(e["loc"])
+            msg = e["msg"].removeprefix("Value error, ")
+            declared = DECLARED_AT.match(msg) if not loc else None
+            if declared:  # a task declaration's error (custom_tasks.py): point at its entry
+                loc, msg = (declared[1], int(declared[2])), msg[declared.end() :]
             where = ".".join(str(p) for p in loc) or "(top level)"
             line = _line_of(node, loc)
-            msg = e["msg"].removeprefix("Value error, ")
             if e["type"] == "extra_forbidden":
                 msg = "unknown key"
             lines.append(f"{path}:{line}: {where}: {msg}" if line else f"{path}: {where}: {msg}")
