@@ -63,6 +63,11 @@ class MlflowServer:
         )
 
 
+def local_store_uri(storage: str | Path) -> str:
+    """The study's own SQLite store under ``storage`` (created by nothing here)."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
+
+
 def local_store(storage: str | Path) -> tuple[str, Path]:
     root = Path(storage).resolve() / "mlflow"
     root.mkdir(parents=True, exist_ok=True)

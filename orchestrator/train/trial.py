@@ -260,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
     args = p.parse_args(argv)
+    # An untrained model reported as a result, or a ZeroDivisionError, otherwise: one line, exit 2, as argparse does.
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--max-length", args.max_length),
+    ):
+        if value < 1:
+            print(f"error: {flag} must be >= 1, got {value}", file=sys.stderr)
+            return 2
 
     params: dict[str, Any] = {}
     for item in args.param:
