@@ -4,6 +4,7 @@ that stops for any reason closes its parent run with the reason (what the driver
 
 from __future__ import annotations
 
+import contextlib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -48,3 +49,23 @@ def close_parent(client: Any, parent: str | None, err: BaseException) -> None:
         client.set_terminated(parent, status)
     except Exception:  # noqa: BLE001, S110 - MLflow itself may be what failed; the original error is raised
         pass
+
+
+def stop_tree(pid: int, timeout: float = 20.0) -> None:
+    """Stop a process this driver started and everything it started (``mlflow server`` runs its workers as
+    children: stopping only the parent can leave them listening). SIGTERM first, SIGKILL what is left."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)
