@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, write_study
 
 from kd_methods import SignalSpec
-from orchestrator.cache.build import get_or_build
+from orchestrator.cache.build import get_or_build, teacher_passes
 from orchestrator.cache.key import CacheCorruptError, CacheRequest
 from orchestrator.cache.serve import verify
 from orchestrator.sweep.lock import StudyLock, StudyLocked
@@ -205,8 +205,10 @@ def test_damaged_manifest_means_rebuild_with_the_reason(small_cache, damage, rea
     mf.write_text(json.dumps(manifest))
     with pytest.raises(CacheCorruptError, match=reason):
         verify(report.path, force=True)
+    passes = teacher_passes(storage, {report.key})
     again = get_or_build(request, data, 20, storage, use_ray=False)
     assert again.built and reason in again.rebuilt_reason and again.key == report.key
+    assert teacher_passes(storage, {report.key}) == passes + 1  # a rebuild is a pass made, and counted
     verify(again.path, force=True)
 
 
@@ -265,3 +267,38 @@ def test_changed_data_changes_every_key(tmp_path, local_data):
     assert not {t.trial_key for t in after.trials} & {t.trial_key for t in before.trials}
     assert after.teachers[0].key != before.teachers[0].key
     assert all(t.tags("d")["data_key"] == after.trials[0].settings["data"] for t in after.trials)
+
+
+def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other_data(tmp_path, local_data):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.study import status
+    from orchestrator.sweep.tracking import local_store_uri
+
+    storage = tmp_path / "runs"
+    spec = load_spec(write_study(tmp_path / "st.yaml", local_data, storage=str(storage)))
+    (storage / "mlflow").mkdir(parents=True)
+    client = MlflowClient(local_store_uri(storage))
+    exp = client.create_experiment("st")
+    ft, kd = (t.trial_key for t in build_plan(spec).trials)
+
+    def run(key: str, status: str, **tags: str) -> None:
+        r = client.create_run(exp, tags={"stage": "student", "trial_key": key, **tags})
+        if status != "RUNNING":
+            client.set_terminated(r.info.run_id, status)
+
+    run(ft, "RUNNING")  # its driver died
+    run(kd, "FAILED", error="first attempt")
+    run(kd, "FAILED", error="the retry")
+    run("an-old-key", "FINISHED", data_key="data-before-the-edit")  # made on data the user has since edited
+    st = status(spec)
+    assert (st["done"], st["running"], st["orphaned"], st["failed"]) == (0, 0, 1, 1)
+    assert [f["error"] for f in st["failed_trials"]] == ["the retry"]
+    assert st["stale_finished"] == st["stale_data"] == 1 and st["driver"] is None
+    lock = StudyLock(storage / "st")
+    lock.acquire()  # a live driver holds the study: its RUNNING run is running
+    try:
+        st = status(spec)
+        assert (st["running"], st["orphaned"]) == (1, 0) and f"PID {os.getpid()}" in st["driver"]
+    finally:
+        lock.release()

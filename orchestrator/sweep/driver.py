@@ -178,7 +178,7 @@ def _run_stages(
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
     plan = stage_tuning(spec, plan, data, caches, uri, client, exp_id, parent)  # tuning: none -> plan as is
     stage_students(spec, plan, data, caches, uri, client, exp_id, parent)
-    stage_finish(plan, client, exp_id, parent, outcome)
+    stage_finish(plan, client, exp_id, parent, outcome, {c["key"] for c in caches.values()})
 
 
 def status(spec: StudySpec) -> dict[str, Any]:
