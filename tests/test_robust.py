@@ -302,3 +302,13 @@ def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other
         assert (st["running"], st["orphaned"]) == (1, 0) and f"PID {os.getpid()}" in st["driver"]
     finally:
         lock.release()
+
+
+def test_node_death_is_told_from_a_failing_trial():
+    from ray.exceptions import RayActorError
+
+    from orchestrator.sweep.node_loss import is_node_loss
+
+    assert is_node_loss(RayActorError(None, "The actor died because its node has died. Node Id: 01ab"))
+    assert not is_node_loss(RayActorError(None, "The actor died because its worker process has died."))
+    assert not is_node_loss(ValueError("its node has died"))  # raised by trial code: a real failure
