@@ -107,6 +107,19 @@ def test_trial_cli_refuses_zero_epochs_and_batch_size(tmp_path, local_data):
         out = subprocess.run([*base, flag, "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         line = _one_line_error(out)
         assert f"{flag} must be >= 1" in line
+    teacher = [
+        sys.executable,
+        "-m",
+        "orchestrator.finetune_teacher",
+        "--task",
+        "defect",
+        "--teacher",
+        "minilm",
+    ]
+    out = subprocess.run(
+        [*teacher, "--out", str(tmp_path / "t"), "--epochs", "0"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "--epochs must be >= 1" in _one_line_error(out) and not (tmp_path / "t").exists()
 
 
 # --- the study lock ----------------------------------------------------------------------------------------
@@ -312,3 +325,33 @@ def test_node_death_is_told_from_a_failing_trial():
     assert is_node_loss(RayActorError(None, "The actor died because its node has died. Node Id: 01ab"))
     assert not is_node_loss(RayActorError(None, "The actor died because its worker process has died."))
     assert not is_node_loss(ValueError("its node has died"))  # raised by trial code: a real failure
+
+
+LISTENERS = """
+import orchestrator.sweep.driver as driver  # first, as `python -m orchestrator.study` does: it sets Ray's switch
+import json, psutil, ray
+driver._init_ray(None, {})
+try:
+    seen = []
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            seen += [(p.name(), c.laddr.ip) for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            pass
+    print(json.dumps(seen))
+finally:
+    ray.shutdown()
+"""
+
+
+def test_single_machine_ray_listens_on_loopback_only():
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", LISTENERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    listening = json.loads(out.stdout.strip().splitlines()[-1])
+    assert any(name.startswith(("gcs_server", "raylet")) for name, _ in listening), listening
+    assert all(ip.removeprefix("::ffff:").startswith("127.") or ip == "::1" for _, ip in listening), listening
