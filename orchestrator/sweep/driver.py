@@ -249,6 +249,8 @@ def _command(args: argparse.Namespace) -> int:
                 f"study {st['study']} ({st['tracking_uri']}): {st['done']}/{st['planned']} done, "
                 f"{st['running']} running, {st['failed']} failed, {st['remaining']} remaining"
             )
+            if st["driver"]:
+                print(f"  driver running it: {st['driver']}")
             if st["orphaned"]:
                 print(
                     f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"
