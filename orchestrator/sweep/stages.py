@@ -147,7 +147,10 @@ def stage_teacher_finetune(
 
     teachers, sources = _teacher_sources(spec, data)
     res = spec.teacher_resources
-    finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=spec.max_failures)(_finetune_unit)
+    # A Ray task's max_retries covers system failures only (a lost node or worker; an exception in the fine-tune
+    # itself is not retried), so a node loss must not find it at max_failures: 0 (sweep/node_loss.py).
+    retries = max(3, spec.max_failures)
+    finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=retries)(_finetune_unit)
     pending = {}
     for unit in plan.teachers:
         if not (Path(unit.folder) / "finetune.json").exists():
