@@ -17,6 +17,7 @@ from kd_methods import SignalSpec
 from orchestrator.cache.build import get_or_build, teacher_passes
 from orchestrator.cache.key import CacheCorruptError, CacheRequest
 from orchestrator.cache.serve import verify
+from orchestrator.sweep.errors import one_line
 from orchestrator.sweep.lock import StudyLock, StudyLocked
 from orchestrator.sweep.plan import build_plan
 from orchestrator.sweep.spec import StudyError, load_spec
@@ -82,7 +83,7 @@ def test_bad_study_is_one_line_exit_2_for_run_and_plan_and_debug_shows_the_trace
     (tmp_path / "afile").write_text("x")
     path = write_study(
         tmp_path / "bad.yaml",
-        local_data,
+        tmp_path / "nodata",
         methods=["ft", "kd", "kd"],
         method_params={"kd": {"temperature": "hot"}},
         storage=str(tmp_path / "afile"),
@@ -91,13 +92,15 @@ def test_bad_study_is_one_line_exit_2_for_run_and_plan_and_debug_shows_the_trace
         line = _one_line_error(_cli(str(path), *extra))
         assert "duplicate entries ['kd']" in line and "temperature: must be a number" in line
         assert f"storage: {tmp_path / 'afile'} is a file" in line
+        assert f"data: folder {tmp_path / 'nodata'} does not exist" in line
     debug = _cli(str(path), "--plan", "--debug")
     assert debug.returncode == 2 and "Traceback" in debug.stderr and "error: " in debug.stderr
     # a study file with several invalid keys is one line too
     bad = write_study(tmp_path / "keys.yaml", local_data, max_concurrent_trials="many", bogus=1)
-    assert "bogus: unknown key" in _one_line_error(_cli(str(bad), "--plan"))
-    missing = write_study(tmp_path / "nodata.yaml", tmp_path / "nodata")
-    assert "does not exist" in _one_line_error(_cli(str(missing), "--plan"))
+    with pytest.raises(StudyError) as err:
+        load_spec(bad)
+    line = one_line(str(err.value))
+    assert "\n" not in line and "bogus: unknown key" in line and "max_concurrent_trials" in line
 
 
 def test_trial_cli_refuses_zero_epochs_and_batch_size(tmp_path, local_data):
