@@ -14,9 +14,9 @@ path). With RAY_ADDRESS (or --address) it joins that cluster; otherwise it start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +24,19 @@ from typing import Any
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray reads this when it is imported: set here, before anything imports ray (a later setdefault is too late and Ray
+# listens on every interface). A driver joining a cluster (RAY_ADDRESS/--address) does not start Ray here.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from orchestrator.cli_help import HelpFormatter  # noqa: E402
 from orchestrator.study_index import remember_storage  # noqa: E402
 from orchestrator.sweep import mlflow_view, report, runenv, tracking  # noqa: E402
+from orchestrator.sweep.counts import driver_of, require_store, trial_counts  # noqa: E402
 from orchestrator.sweep.data_source import resolve_spec_data, study_data  # noqa: E402
-from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
+from orchestrator.sweep.errors import run_guarded  # noqa: E402
+from orchestrator.sweep.lock import StudyLock  # noqa: E402
+from orchestrator.sweep.plan import StudyPlan, build_plan, data_key, describe, plan_dict  # noqa: E402
 from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
 from orchestrator.sweep.stages import (  # noqa: E402
     StudyOutcome,
@@ -39,9 +46,12 @@ from orchestrator.sweep.stages import (  # noqa: E402
     stage_teacher_finetune,
     stage_tokenizers,
 )
+from orchestrator.sweep.startup import check_tracking, close_parent  # noqa: E402
 from orchestrator.sweep.students import stage_students  # noqa: E402
+from orchestrator.sweep.tracking import local_store_uri  # noqa: E402
 from orchestrator.sweep.tuning import resolve_final, tuning_status  # noqa: E402
 from orchestrator.sweep.tuning_stage import stage_tuning  # noqa: E402
+from orchestrator.sweep.validate import check_study  # noqa: E402
 
 
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
@@ -50,7 +60,7 @@ def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowSer
         return uri, None
     if not start:
         return tracking.local_store(spec.storage)[0], None
-    server = tracking.start_server(spec.storage, wait=False)  # run_study waits for it after starting Ray
+    server = tracking.start_server(spec.storage, wait=False)  # _run_locked waits for it after starting Ray
     return server.uri, server
 
 
@@ -103,34 +113,47 @@ def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
     return run.info.run_id
 
 
-def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
-    import ray
-
+def run_study(spec: StudySpec, address: str | None = None, wait: bool = False) -> StudyOutcome:
+    """Run (or resume) the study while holding its lock (sweep/lock.py); ``wait``: wait for another driver."""
+    check_study(spec)  # every user error before anything starts
     storage = Path(spec.storage).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    spec = resolve_spec_data(spec.model_copy(update={"storage": str(storage)}))
+    spec = spec.model_copy(update={"storage": str(storage)})
+    lock = StudyLock(spec.study_dir)
+    lock.acquire(wait=wait, say=log)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)  # last out: after the server and Ray are stopped
+        return _run_locked(spec, address, stack)
+
+
+def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStack) -> StudyOutcome:
+    spec = resolve_spec_data(spec)
     data = study_data(spec)  # absolute (see data_source.py); built under the storage when it is the default
-    remember_storage(spec.name, storage)
+    remember_storage(spec.name, spec.storage)
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 
-    uri, server = _tracking_uri(spec, start=True)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        check_tracking(os.environ["MLFLOW_TRACKING_URI"])
+    uri, server = _tracking_uri(spec, start=True)  # our own server starts in the background ...
+    if server:
+        stack.callback(server.stop)  # on every exit path, before the lock is released
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    started_ray, ray_link = False, None
-    try:
-        # Ray starts while the MLflow server does (each takes tens of seconds on a small machine)
-        started_ray, ray_link = _init_ray(address, env, storage)
-        if server:
-            server.wait_ready()
-            log(f"MLflow server (started by this study): {server.uri}")
-        outcome = _open_and_run(spec, plan, data, uri, server)
-    finally:
-        if started_ray:
-            ray.shutdown()
-        runenv.remove_link(ray_link)
-        if server:
-            server.stop()
-    return outcome
+    _start_ray(address, env, Path(spec.storage), stack)  # ... while Ray starts (tens of seconds each)
+    if server:
+        server.wait_ready()
+        pid = server.process.pid if server.process else "?"
+        log(f"MLflow server (started by this study, PID {pid}): {server.uri}")
+    return _open_and_run(spec, plan, data, uri, server)
+
+
+def _start_ray(address: str | None, env: dict[str, str], storage: Path, stack: contextlib.ExitStack) -> None:
+    import ray
+
+    links: list[Path | None] = []
+    stack.callback(lambda: [runenv.remove_link(x) for x in links])  # after Ray has stopped
+    if not ray.is_initialized():
+        stack.callback(ray.shutdown)  # also when ray.init fails half-way (a start-up timeout)
+    links.append(_init_ray(address, env, storage)[1])
 
 
 def _open_and_run(
@@ -150,6 +173,7 @@ def _open_and_run(
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
     exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
     mlflow_view.describe_experiment(client, exp_id, spec)
+    # Safe only because this driver holds the study's lock: a RUNNING run now belongs to no live driver.
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
@@ -162,7 +186,11 @@ def _open_and_run(
         finished=0,
         ui_command=server.ui_command() if server else f"open {uri}",
     )
-    _run_stages(spec, plan, data, client, exp_id, parent, uri, outcome)
+    try:
+        _run_stages(spec, plan, data, client, exp_id, parent, uri, outcome)
+    except BaseException as err:
+        close_parent(client, parent, err)
+        raise
     return outcome
 
 
@@ -182,56 +210,33 @@ def _run_stages(
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
     plan = stage_tuning(spec, plan, data, caches, uri, client, exp_id, parent)  # tuning: none -> plan as is
     stage_students(spec, plan, data, caches, uri, client, exp_id, parent)
-    stage_finish(plan, client, exp_id, parent, outcome)
+    stage_finish(plan, client, exp_id, parent, outcome, {c["key"] for c in caches.values()})
 
 
 def status(spec: StudySpec) -> dict[str, Any]:
-    """Done, running, failed and remaining trials, from MLflow."""
+    """Done, running, orphaned, failed and remaining trials, from MLflow and the study's lock (sweep/counts.py)."""
     from mlflow.tracking import MlflowClient
 
-    uri, _ = _tracking_uri(spec, start=False)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(spec.storage)
+    require_store(spec, uri)
+    check_tracking(uri)
     client = MlflowClient(uri)
-    plan = build_plan(
-        resolve_spec_data(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
-    )
+    # the data as the run resolved it (data_source.py), so trial keys and the data key agree with the run's
+    spec = resolve_spec_data(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
+    plan = build_plan(spec)
     exp = client.get_experiment_by_name(spec.name)
-    planned = {t.trial_key for t in plan.trials}
     if exp is None:
-        return {
-            "study": spec.name,
-            "tracking_uri": uri,
-            "planned": len(planned),
-            "done": 0,
-            "running": 0,
-            "failed": 0,
-            "remaining": len(planned),
-            "failed_trials": [],
-            "tuning": tuning_status(plan, client, None),
-        }
+        raise StudyError(f"no study '{spec.name}' in {uri}; run it first, or pass the --storage it ran with")
     plan, _ = resolve_final(plan, client, exp.experiment_id)
     planned = {
         t.trial_key for t in plan.trials
     }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
-    done = {r.data.tags.get("trial_key") for r in runs if r.info.status == "FINISHED"} & planned
-    running = [r for r in runs if r.info.status == "RUNNING"]
-    failed = [r for r in runs if r.info.status == "FAILED" and r.data.tags.get("trial_key") not in done]
     return {
         "study": spec.name,
         "tracking_uri": uri,
         "planned": len(planned),
-        "done": len(done),
-        "running": len(running),
-        "failed": len({r.data.tags.get("trial_key") for r in failed}),
-        "remaining": len(planned - done),
-        "failed_trials": [
-            {
-                "run": r.info.run_name,
-                "trial_key": r.data.tags.get("trial_key"),
-                "error": r.data.tags.get("error", ""),
-            }
-            for r in failed
-        ],
+        **trial_counts(runs, planned, data_key(spec), driver_of(spec)),
         "tuning": tuning_status(plan, client, exp.experiment_id),
     }
 
@@ -253,20 +258,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
     p.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another driver runs this study, wait for it instead of stopping (README: two drivers)",
+    )
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error, too")
+    p.add_argument(
         "--verbose", action="store_true", help="also print MLflow's run links and Ray Tune's tables"
     )
     args = p.parse_args(argv)
     runenv.set_verbosity(args.verbose)
+    return run_guarded(lambda: _command(args), args.debug)
 
+
+def _command(args: argparse.Namespace) -> int:
     storage = args.storage
     if storage is None and (args.status or args.plan):
         storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage
-    try:
-        spec = load_spec(args.study, {"storage": storage} if storage else None)
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.study, {"storage": storage} if storage else None)
     if args.plan:
+        check_study(spec)
         plan = build_plan(resolve_spec_data(spec))
         progress = report.plan_progress(spec, status)
         if args.json:
@@ -288,6 +299,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"study {st['study']} ({st['tracking_uri']}): {st['done']}/{st['planned']} done, "
                 f"{st['running']} running, {st['failed']} failed, {st['remaining']} remaining"
             )
+            if st["driver"]:
+                print(f"  driver running it: {st['driver']}")
+            if st["orphaned"]:
+                print(
+                    f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"
+                )
+            if st["stale_finished"]:
+                why = f"{st['stale_data']} on other data: the data changed since" if st["stale_data"] else ""
+                print(
+                    f"  {st['stale_finished']} finished run(s) no longer match the study ({why or 'settings changed'}); "
+                    "not counted as done"
+                )
             if st["tuning"]:
                 tu = st["tuning"]
                 print(
@@ -299,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     start = time.time()
-    outcome = run_study(spec, args.address)
+    outcome = run_study(spec, args.address, wait=args.wait)
     for line in report.summary_lines(outcome, spec.storage, time.time() - start, args.study):
         log(line)
     return 0 if outcome.complete else 1

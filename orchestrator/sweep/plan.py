@@ -84,6 +84,7 @@ class TrialUnit:
             "method_family": get_method(self.method).family,
             "seed": str(self.seed),
             "trial_key": self.trial_key,
+            "data_key": str(self.settings.get("data", "")),  # --status tells runs on other data apart
         }
 
 
@@ -138,12 +139,24 @@ class StudyPlan:
 
 
 def data_key(spec: StudySpec) -> str:
-    """Identifies the data a study trains on without loading it (hub id set, or the local builder's manifest)."""
-    manifest = Path(spec.data) / "manifest.json"
-    content = manifest.read_text() if spec.data != "hub" and manifest.exists() else ""
-    payload = {"data": spec.data, "max_samples": spec.max_samples, "manifest": content}
-    if spec.custom_tasks:  # a declared task's own data (the folder and its declaration) is part of the key
-        payload["custom_tasks"] = spec.custom_tasks
+    """Identifies the data a study trains on by content (sweep/identity.py): edited data means new trial keys. A
+    declared task (docs/OWN_DATA.md) adds its declaration (without its folder's path) and its files' hashes."""
+    from orchestrator.sweep.identity import data_content, file_sha256
+    from tasks import is_custom
+    from tasks.custom import split_path
+
+    builtin = [t for t in spec.tasks if not is_custom(t)]
+    payload: dict[str, Any] = {"data": data_content(spec.data, builtin), "max_samples": spec.max_samples}
+    if spec.custom_tasks:
+        payload["custom_tasks"] = [
+            {
+                **{k: v for k, v in d.items() if k != "data"},
+                "files": {
+                    s: file_sha256(split_path(Path(d["data"]), s)) for s in ("train", "validation", "test")
+                },
+            }
+            for d in spec.custom_tasks
+        ]
     return stable_key(payload)
 
 

@@ -51,15 +51,21 @@ class MlflowServer:
     log: Path
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process:
+            from orchestrator.sweep.startup import stop_tree
+
+            stop_tree(self.process.pid)  # its workers too
+            self.process.wait(timeout=5)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
+        try:
+            self._await(timeout)
+        except BaseException:  # not answering, exited, or interrupted: leave nothing of it running
+            self.stop()
+            raise
+
+    def _await(self, timeout: float) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -73,7 +79,6 @@ class MlflowServer:
                         return
             except OSError:
                 time.sleep(0.5)
-        self.stop()
         raise TimeoutError(
             f"mlflow server did not answer at {self.uri} within {timeout:.0f} s; its log: {self.log}"
         )
@@ -83,6 +88,11 @@ class MlflowServer:
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
         )
+
+
+def local_store_uri(storage: str | Path) -> str:
+    """The study's own SQLite store under ``storage`` (created by nothing here)."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 def local_store(storage: str | Path) -> tuple[str, Path]:
