@@ -64,7 +64,9 @@ def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowSer
     return server.uri, server
 
 
-def _init_ray(address: str | None, env: dict[str, str], storage: Path) -> tuple[bool, Path | None]:
+def _init_ray(
+    address: str | None, env: dict[str, str], storage: Path | None = None
+) -> tuple[bool, Path | None]:
     """Join ``address`` (or RAY_ADDRESS) or start Ray here with its temp folder under the storage.
     Returns (whether this call started Ray, a symlink to remove when it stops)."""
     import ray
@@ -84,7 +86,7 @@ def _init_ray(address: str | None, env: dict[str, str], storage: Path) -> tuple[
         return True, None
     # Keep every connection on loopback on a single machine (see ENVIRONMENT.md).
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    temp_dir, link, note = runenv.ray_temp_dir(storage)
+    temp_dir, link, note = runenv.ray_temp_dir(storage) if storage is not None else (None, None, None)
     if note:
         log(note)
     ray.init(
