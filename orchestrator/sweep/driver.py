@@ -222,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
     args = p.parse_args(argv)
+    from orchestrator.sweep.completion_spec import is_completion_study  # task: completion has its own stages
+
+    if is_completion_study(args.study):
+        from orchestrator.sweep.completion_driver import completion_main
+
+        return completion_main(args)
 
     try:
         spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
