@@ -24,6 +24,8 @@ from orchestrator.sweep.completion_spec import CompletionStudySpec, load_complet
 from orchestrator.sweep.spec import StudyError
 from orchestrator.sweep.stages import StudyOutcome, log
 
+DEFAULT_DATA = "data/local/completion"
+
 
 def _uri(spec: CompletionStudySpec, start: bool, address: str | None = None) -> tuple[str, Any]:
     """MLFLOW_TRACKING_URI; else, on a cluster, an MLflow server started here; else the SQLite store itself (on one
@@ -74,9 +76,16 @@ def run_completion_study(spec: CompletionStudySpec, address: str | None = None) 
     spec = spec.model_copy(update={"storage": str(storage)})
     plan = build_completion_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
-    texts, _ = load_data(
-        plan.data, spec.max_files.model_dump()
-    )  # fails here, in one line, when data are missing
+    if spec.data == DEFAULT_DATA and not (Path(plan.data) / "train.txt").is_file():
+        from tasks.build_local import build_local  # the default offline proxy is built on first use
+
+        log(
+            f"building the offline completion proxy into {plan.data} (python -m tasks.build_local --tasks completion)"
+        )
+        build_local(Path(plan.data).parent, tasks=["completion"])
+        plan = build_completion_plan(spec)  # the data fingerprint is part of the keys
+    # Missing data fail here, in one line, before anything starts.
+    data = load_data(plan.data, spec.max_files.model_dump())
     uri, server = _uri(spec, start=True, address=address)
     client = MlflowClient(uri)
     location, ui = None, f"open {uri}"
@@ -94,7 +103,7 @@ def run_completion_study(spec: CompletionStudySpec, address: str | None = None) 
         if stale:
             log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
         parent = _parent(client, exp_id, spec)
-        stage_teachers(spec, plan, texts, client, exp_id, parent)
+        stage_teachers(spec, plan, data, client, exp_id, parent)
         done = tracking.finished_keys(client, exp_id)
         todo = [trial_config(spec, plan, t, parent) for t in plan.trials if t.trial_key not in done]
         log(

@@ -10,6 +10,7 @@ teachers), a known table (hub aliases) or a folder's ``config.json``; cost is a 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -95,7 +96,7 @@ class CompletionPlan:
 
 
 @cache
-def _data_facts(data: str, train_files: int | None) -> tuple[str, str, int]:
+def _data_facts(data: str, train_files: int | None, stamp: tuple[int, int] | None) -> tuple[str, str, int]:
     """(codexglue_version, fingerprint of the train files used, estimated BPE tokens); no data: py150's figures."""
     from tasks.completion.data import CompletionDataError, codexglue_version
 
@@ -171,9 +172,77 @@ def _trial_flops(
     return float((6 * n_s + teacher_cost) * tokens * spec.student_train.epochs + gen)
 
 
+def _pretrained_depth(init: str) -> str | None:
+    """``pretrained:<folder>``: the checkpoint's own depth as a student name (its layer count replaces the named
+    student's); a hub id or a missing folder: None (the trial keeps the named student and fails or loads then)."""
+    from models.gpt2_student import LM_STUDENTS
+
+    if not init.startswith("pretrained:"):
+        return None
+    config = Path(init.split(":", 1)[1].strip()).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    name = f"gpt2-{json.loads(config.read_text()).get('n_layer')}l"
+    return name if name in LM_STUDENTS else None
+
+
+def _mode_settings(spec: CompletionStudySpec, mode: str) -> dict[str, Any]:
+    """What besides the factors shapes a trial of ``mode`` (part of its key)."""
+    if mode == "in_training":
+        return {"teacher_train": spec.teacher_train.model_dump()}
+    if mode in CACHED_MODES:
+        return {"cache": spec.cache.model_dump()}
+    return {"online_dtype": spec.online_dtype} if mode == "online" else {}
+
+
+def _expand(
+    spec: CompletionStudySpec, teachers: list[LMTeacherUnit], base: dict, tokens: int
+) -> list[CompletionTrial]:
+    """Every (teacher, student, init, method, mode, seed); ``lm_only`` runs once with mode ``none``."""
+    trials: list[CompletionTrial] = []
+    seen: set[str] = set()
+    grid = itertools.product(teachers, spec.students, spec.student_init, spec.methods, spec.seeds)
+    for t, name, init, method, seed in grid:
+        student = _pretrained_depth(init) or name
+        for mode in ["none"] if method == "lm_only" else spec.teacher_modes:
+            key = stable_key(
+                {**base, **_mode_settings(spec, mode), "teacher": t.key, "student": student, "init": init,
+                 "mode": mode, "method": method, "params": spec.params_for(method, mode), "seed": seed}
+            )  # fmt: skip
+            if key in seen:  # a pretrained init fixes the depth: one trial, not one per student name
+                continue
+            seen.add(key)
+            flops = _trial_flops(spec, t, student, mode, tokens)
+            trials.append(CompletionTrial(t.name, student, init, mode, method, seed, key, flops))
+    return trials
+
+
+def _estimate(plan: CompletionPlan) -> dict[str, float]:
+    """Hours at ``ASSUMED_FLOPS``: teacher LM training, cache passes, trials, and the wall time."""
+    rate = ASSUMED_FLOPS[plan.device] * 3600
+    shapes = {u.name: u.shape for u in plan.teachers}
+    pretrain = sum(
+        6 * gpt2_params(*shapes[t.name]) * plan.train_tokens * t.train.epochs
+        for t in plan.spec.teachers
+        if t.train
+    )
+    caches = sum(2 * gpt2_params(*shapes[c.teacher]) * plan.train_tokens for c in plan.caches)
+    trials = sum(t.flops for t in plan.trials)
+    return {
+        "teacher_train_hours": pretrain / rate,
+        "cache_hours": caches / rate,
+        "trial_hours": trials / rate,
+        "wall_hours": (pretrain + caches + trials / max(1, plan.spec.max_concurrent_trials)) / rate,
+    }
+
+
 def build_completion_plan(spec: CompletionStudySpec) -> CompletionPlan:
     data = str(Path(spec.data).resolve())
-    version, fingerprint, tokens = _data_facts(data, spec.max_files.train_files)
+    train = Path(data) / "train.txt"
+    stamp = (
+        (train.stat().st_mtime_ns, train.stat().st_size) if train.is_file() else None
+    )  # re-read a changed file
+    version, fingerprint, tokens = _data_facts(data, spec.max_files.train_files, stamp)
     teachers = [_teacher_unit(spec, t, fingerprint) for t in spec.teachers]
     base = {
         "data": fingerprint,
@@ -182,48 +251,11 @@ def build_completion_plan(spec: CompletionStudySpec) -> CompletionPlan:
         "train": spec.student_train.model_dump(),
         "generation": spec.generation.model_dump(),
     }
-    trials: list[CompletionTrial] = []
-    for t in teachers:
-        for student in spec.students:
-            for init in spec.student_init:
-                for method in spec.methods:
-                    modes = ["none"] if method == "lm_only" else spec.teacher_modes
-                    for mode in modes:
-                        for seed in spec.seeds:
-                            extra: dict[str, Any] = {}
-                            if mode == "in_training":
-                                extra["teacher_train"] = spec.teacher_train.model_dump()
-                            if mode in CACHED_MODES:
-                                extra["cache"] = spec.cache.model_dump()
-                            if mode == "online":
-                                extra["online_dtype"] = spec.online_dtype
-                            key = stable_key(
-                                {**base, **extra, "teacher": t.key, "student": student, "init": init,
-                                 "mode": mode, "method": method, "params": spec.params_for(method, mode), "seed": seed}
-                            )  # fmt: skip
-                            flops = _trial_flops(spec, t, student, mode, tokens)
-                            trials.append(
-                                CompletionTrial(t.name, student, init, mode, method, seed, key, flops)
-                            )
+    trials = _expand(spec, teachers, base, tokens)
     caches = [LMCacheUnit(t.name, m) for t in teachers for m in spec.teacher_modes if m in CACHED_MODES]
     device = "gpu" if spec.trial_resources.gpu > 0 else "cpu"
     plan = CompletionPlan(spec, data, version, fingerprint, tokens, teachers, caches, trials, device)
-    rate = ASSUMED_FLOPS[device]
-    pretrain = sum(
-        6 * gpt2_params(*u.shape) * tokens * (t.train.epochs if t.train else 0)
-        for u, t in zip(teachers, spec.teachers, strict=True)
-    )
-    cache_flops = sum(
-        2 * gpt2_params(*next(u.shape for u in teachers if u.name == c.teacher)) * tokens for c in caches
-    )
-    trial_flops = sum(t.flops for t in trials)
-    plan.totals = {
-        "teacher_train_hours": pretrain / rate / 3600,
-        "cache_hours": cache_flops / rate / 3600,
-        "trial_hours": trial_flops / rate / 3600,
-        "wall_hours": (pretrain + cache_flops) / rate / 3600
-        + trial_flops / rate / 3600 / max(1, spec.max_concurrent_trials),
-    }
+    plan.totals = _estimate(plan)
     return plan
 
 

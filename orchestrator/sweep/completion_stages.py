@@ -78,10 +78,36 @@ def materialise_teacher(
     return record, True
 
 
+def score_teacher(folder: str, lines: list[dict], spec: CompletionStudySpec) -> dict[str, float]:
+    """The teacher's own line-completion scores, size and speed: the poster's baseline row."""
+    from models.gpt2_student import model_size_mb
+    from models.lm_teacher import LMTeacher
+    from orchestrator.sweep.completion_run import score_generation
+    from orchestrator.train.trainer import resolve_device
+
+    teacher = LMTeacher.load(folder).to(resolve_device(spec.device))
+    test = score_generation(teacher.model, teacher.tokenizer, lines, spec.generation.model_dump())
+    return {
+        "test_es": test["es"],
+        "test_em": test["em"],
+        "test_score": test["es"],
+        "model_mb": model_size_mb(teacher.model),
+        "inference_samples_per_s": test["samples_per_s"],
+        "generated_tokens_per_s": test["tokens_per_s"],
+    }
+
+
 def stage_teachers(
-    spec: CompletionStudySpec, plan: CompletionPlan, texts: dict, client: Any, exp_id: str, parent: str
+    spec: CompletionStudySpec,
+    plan: CompletionPlan,
+    data: tuple[dict, list],
+    client: Any,
+    exp_id: str,
+    parent: str,
 ) -> None:
+    """Materialise every teacher; a new one gets a ``stage=teacher`` run with its own test scores."""
     settings = {t.name: t for t in spec.teachers}
+    texts, lines = data
     for unit in plan.teachers:
         record, built = materialise_teacher(unit, settings[unit.name], texts, spec)
         log(f"stage teacher {unit.name}: {'built' if built else 'exists'} ({unit.folder})")
@@ -92,6 +118,7 @@ def stage_teachers(
         run = client.create_run(exp_id, run_name=f"teacher-{unit.name}", tags=tags)
         tracking.log_params(client, run.info.run_id, {"source": unit.source, "folder": unit.folder})
         metrics = {"teacher_params": record["params"], "build_seconds": record["seconds"]}
+        metrics.update(score_teacher(unit.folder, lines, spec))
         if "best_val_ppl" in record:
             metrics["best_val_ppl"] = record["best_val_ppl"]
         tracking.log_metrics(client, run.info.run_id, metrics)
