@@ -175,3 +175,33 @@ def test_step_cost_benchmark_times_every_teacher_mode() -> None:
     assert out["tokens_per_s"]["cached"] == pytest.approx(
         4 * 16 / out["ms_per_step"]["cached"] * 1e3, rel=0.01
     )
+
+
+def test_a_trial_on_the_completion_proxy_with_the_tasks_tokenizer(tmp_path: Path) -> None:
+    """The real data path: tasks.completion's offline proxy (data_dir) and its BPE, a cached trial end to end."""
+    import sysconfig
+
+    from tasks.completion.data import load_split
+    from tasks.completion.proxy import ProxySettings, build_completion_proxy
+    from tasks.completion.tokenizer import build_bpe_tokenizer
+
+    std = Path(sysconfig.get_paths()["stdlib"])
+    roots = [std / name for name in ("json", "email", "logging", "http", "urllib", "xml")]
+    data = tmp_path / "data"
+    build_completion_proxy(roots, data, ProxySettings(max_mb=0.3, line_samples=5))
+    tokenizer = build_bpe_tokenizer(load_split(data, "train"), vocab_size=500)
+    teacher = create_random_gpt2_teacher(
+        tmp_path / "teacher", num_layers=4, hidden_size=32, n_positions=64, tokenizer=tokenizer, dropout=0.0
+    )
+    cfg = LMTrialConfig(
+        teacher=str(teacher),
+        student="gpt2-2l",
+        student_init="teacher_layers",
+        block_size=64,
+        data_dir=str(data),
+        storage=str(tmp_path / "runs"),
+        train=LMTrainConfig(epochs=1, batch_size=8, lr=3e-3, device="cpu", max_steps=6),
+    )
+    res = run_lm_trial(cfg)
+    assert res.cache_key and res.train.steps == 6 and res.train.step_losses[-1] < res.train.step_losses[0]
+    assert res.block_size == 64 and res.train.history[0]["val_ppl"] > 1
