@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from models.teacher import ModelNotAvailableError
 from orchestrator.sweep import tracking
 from orchestrator.sweep.completion_plan import CompletionPlan, build_completion_plan, describe, plan_dict
 from orchestrator.sweep.completion_spec import CompletionStudySpec, load_completion_spec
@@ -72,7 +73,6 @@ def run_completion_study(spec: CompletionStudySpec, address: str | None = None) 
     from orchestrator.sweep.completion_stages import stage_caches, stage_teachers, stage_trials, trial_config
 
     storage = Path(spec.storage).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
     spec = spec.model_copy(update={"storage": str(storage)})
     plan = build_completion_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
@@ -84,8 +84,14 @@ def run_completion_study(spec: CompletionStudySpec, address: str | None = None) 
         )
         build_local(Path(plan.data).parent, tasks=["completion"])
         plan = build_completion_plan(spec)  # the data fingerprint is part of the keys
-    # Missing data fail here, in one line, before anything starts.
-    data = load_data(plan.data, spec.max_files.model_dump())
+    # Missing data fail here, in one line, before anything starts or is written.
+    load_data(plan.data, spec.max_files.model_dump())
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StudyError(
+            f"storage {storage}: cannot create it ({err.strerror}); set storage or --storage"
+        ) from None
     uri, server = _uri(spec, start=True, address=address)
     client = MlflowClient(uri)
     location, ui = None, f"open {uri}"
@@ -103,20 +109,21 @@ def run_completion_study(spec: CompletionStudySpec, address: str | None = None) 
         if stale:
             log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
         parent = _parent(client, exp_id, spec)
-        stage_teachers(spec, plan, data, client, exp_id, parent)
+        env = {
+            "MLFLOW_TRACKING_URI": uri,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        if spec.teacher_resources.gpu > 0:  # teachers and caches then run as Ray tasks on a GPU node
+            started_ray = _init_ray(address, env)
+        stage_teachers(spec, plan, client, exp_id, parent)
         done = tracking.finished_keys(client, exp_id)
         todo = [trial_config(spec, plan, t, parent) for t in plan.trials if t.trial_key not in done]
-        log(
-            f"stage trials: {len(plan.trials)} planned, {len(plan.trials) - len(todo)} already finished, {len(todo)} to run"
-        )
+        finished = len(plan.trials) - len(todo)
+        log(f"stage trials: {len(plan.trials)} planned, {finished} already finished, {len(todo)} to run")
         if todo:
+            started_ray = _init_ray(address, env) or started_ray
             outcome.teacher_passes = stage_caches(spec, plan, todo)
-            env = {
-                "MLFLOW_TRACKING_URI": uri,
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "TOKENIZERS_PARALLELISM": "false",
-            }
-            started_ray = _init_ray(address, env)
             stage_trials(spec, todo, uri, exp_id)
         _finish(plan, client, exp_id, parent, outcome)
     finally:
@@ -193,7 +200,11 @@ def completion_main(args: argparse.Namespace) -> int:
                 print(f"  FAILED {f['run']}: {f['error']}")
             return 0
         outcome = run_completion_study(spec, args.address)
-    except (StudyError, FileNotFoundError) as err:  # bad study file, missing data: one line, no traceback
+    except (
+        StudyError,
+        FileNotFoundError,
+        ModelNotAvailableError,
+    ) as err:  # bad file, data or model: one line
         print(f"error: {err}", file=sys.stderr)
         return 2
     log(f"done: {outcome.finished}/{outcome.planned} trials FINISHED, {len(outcome.failed)} failed, "

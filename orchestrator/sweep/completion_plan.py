@@ -275,9 +275,15 @@ def plan_dict(plan: CompletionPlan) -> dict[str, Any]:
         "trials_by_teacher_mode": modes,
         "device": plan.device,
         "assumed_flops_per_s": ASSUMED_FLOPS[plan.device],
-        "estimate_hours": {k: round(v, 3) for k, v in plan.totals.items()},
+        "estimate_hours": {k: round(v, 5) for k, v in plan.totals.items()},
         "trial_keys": [t.trial_key for t in plan.trials],
     }
+
+
+def _duration(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.1f} s"
 
 
 def describe(plan: CompletionPlan) -> str:
@@ -286,7 +292,7 @@ def describe(plan: CompletionPlan) -> str:
         f"{u.name} ({u.shape[0]}x{u.shape[1]}, {gpt2_params(*u.shape) / 1e6:.1f}M{', LM-trained first' if u.trains else ''})"
         for u in plan.teachers
     )
-    est = d["estimate_hours"]
+    est = {k: _duration(v) for k, v in plan.totals.items()}
     return "\n".join(
         [
             f"completion study {plan.spec.name}: {len(plan.trials)} trials "
@@ -297,7 +303,8 @@ def describe(plan: CompletionPlan) -> str:
             f"students {plan.spec.students} x init {plan.spec.student_init} x methods {plan.spec.methods} x "
             f"seeds {plan.spec.seeds}",
             f"estimated cost on {plan.device} at {d['assumed_flops_per_s']:.0e} FLOP/s: teacher training "
-            f"{est['teacher_train_hours']:.2f} h, caches {est['cache_hours']:.2f} h, trials {est['trial_hours']:.2f} h "
-            f"in all, about {est['wall_hours']:.2f} h wall with {plan.spec.max_concurrent_trials} concurrent trials",
+            f"{est['teacher_train_hours']}, caches {est['cache_hours']}, trials {est['trial_hours']} in all, about "
+            f"{est['wall_hours']} wall with {plan.spec.max_concurrent_trials} concurrent trials (compute only: no "
+            "start-up, no waiting)",
         ]
     )

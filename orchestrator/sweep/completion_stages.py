@@ -97,19 +97,38 @@ def score_teacher(folder: str, lines: list[dict], spec: CompletionStudySpec) -> 
     }
 
 
+def build_teacher(
+    unit: LMTeacherUnit, t: LMTeacherSettings, data: str, caps: dict, spec: CompletionStudySpec
+) -> tuple[dict[str, Any], bool, dict[str, float]]:
+    """Materialise one teacher and, when this call built it, score it (its record, built, its scores)."""
+    from orchestrator.sweep.completion_run import load_data
+
+    texts, lines = load_data(data, caps)
+    record, built = materialise_teacher(unit, t, texts, spec)
+    return record, built, score_teacher(unit.folder, lines, spec) if built else {}
+
+
+def on_teacher_node(spec: CompletionStudySpec, fn: Any, *args: Any) -> Any:
+    """Run ``fn(*args)`` where teachers run: a Ray task with ``teacher_resources`` when they ask for a GPU (the
+    driver of a GPU cluster may have none), else here in the driver."""
+    if spec.teacher_resources.gpu <= 0:
+        return fn(*args)
+    import ray
+
+    r = spec.teacher_resources
+    return ray.get(ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=0)(fn).remote(*args))
+
+
 def stage_teachers(
-    spec: CompletionStudySpec,
-    plan: CompletionPlan,
-    data: tuple[dict, list],
-    client: Any,
-    exp_id: str,
-    parent: str,
+    spec: CompletionStudySpec, plan: CompletionPlan, client: Any, exp_id: str, parent: str
 ) -> None:
     """Materialise every teacher; a new one gets a ``stage=teacher`` run with its own test scores."""
     settings = {t.name: t for t in spec.teachers}
-    texts, lines = data
+    caps = spec.max_files.model_dump()
     for unit in plan.teachers:
-        record, built = materialise_teacher(unit, settings[unit.name], texts, spec)
+        record, built, scores = on_teacher_node(
+            spec, build_teacher, unit, settings[unit.name], plan.data, caps, spec
+        )
         log(f"stage teacher {unit.name}: {'built' if built else 'exists'} ({unit.folder})")
         if not built:
             continue
@@ -117,8 +136,7 @@ def stage_teachers(
                 "teacher_key": unit.key, "codexglue_version": plan.codexglue_version, "mlflow.parentRunId": parent}  # fmt: skip
         run = client.create_run(exp_id, run_name=f"teacher-{unit.name}", tags=tags)
         tracking.log_params(client, run.info.run_id, {"source": unit.source, "folder": unit.folder})
-        metrics = {"teacher_params": record["params"], "build_seconds": record["seconds"]}
-        metrics.update(score_teacher(unit.folder, lines, spec))
+        metrics = {"teacher_params": record["params"], "build_seconds": record["seconds"], **scores}
         if "best_val_ppl" in record:
             metrics["best_val_ppl"] = record["best_val_ppl"]
         tracking.log_metrics(client, run.info.run_id, metrics)
@@ -168,27 +186,32 @@ def trial_config(
     }
 
 
-def stage_caches(spec: CompletionStudySpec, plan: CompletionPlan, todo: list[dict[str, Any]]) -> int:
-    """Build every cache a pending cached trial needs, once; returns the teacher passes made."""
+def build_cache(trial: dict[str, Any]) -> bool:
+    """The cache ``trial`` reads, built through the trials' own ``teacher_source``; True when this call built it."""
     from models.lm_teacher import LMTeacher
     from orchestrator.cache.build import cache_root
     from orchestrator.sweep.completion_run import _trial_config, load_data
     from orchestrator.train.lm_trial import teacher_source, tokenise
 
+    texts, _ = load_data(trial["data"], trial["caps"])
+    cfg = _trial_config(trial, texts)
+    root = cache_root(cfg.storage)
+    before = set(os.listdir(root)) if root.is_dir() else set()
+    teacher = LMTeacher.load(cfg.teacher)
+    teacher_source(cfg, teacher, tokenise(teacher, texts, min(cfg.block_size, teacher.max_positions)))
+    return bool(set(os.listdir(root)) - before)
+
+
+def stage_caches(spec: CompletionStudySpec, plan: CompletionPlan, todo: list[dict[str, Any]]) -> int:
+    """Build every cache a pending cached trial needs, once; returns the teacher passes made."""
     passes = 0
     for unit in plan.caches:
         pending = [c for c in todo if c["teacher"] == unit.teacher and c["teacher_mode"] == unit.mode]
         if not pending:
             log(f"stage cache {unit.teacher}/{unit.mode}: no pending trial needs it")
             continue
-        texts, _ = load_data(pending[0]["data"], pending[0]["caps"])
-        cfg = _trial_config(pending[0], texts)
-        root = cache_root(cfg.storage)
-        before = set(os.listdir(root)) if root.is_dir() else set()
-        teacher = LMTeacher.load(cfg.teacher)
         t0 = time.perf_counter()
-        teacher_source(cfg, teacher, tokenise(teacher, texts, min(cfg.block_size, teacher.max_positions)))
-        built = bool(set(os.listdir(root)) - before)
+        built = on_teacher_node(spec, build_cache, pending[0])
         passes += built
         log(
             f"stage cache {unit.teacher}/{unit.mode}: {'built' if built else 'exists'} ({time.perf_counter() - t0:.1f} s)"
