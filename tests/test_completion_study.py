@@ -3,7 +3,6 @@ MLflow SQLite store, the offline proxy), resume, --status, a failing trial, the 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -129,17 +128,19 @@ def test_rerun_skips_finished_trials_and_status_says_done(smoke, capsys):
     assert (status["planned"], status["done"], status["remaining"], status["failed"]) == (10, 10, 0, 0)
 
 
-def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, proxy):
+def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, proxy, capsys):
     # Same store and teacher; a pretrained student from a folder that does not exist fails, the other finishes.
     missing = smoke["folder"] / "no-such-checkpoint"
     path = _study_file(
         smoke["folder"], proxy, student_init=["teacher_layers", f"pretrained:{missing}"], students=["gpt2-1l"],
         teacher_modes=["online"], methods=["distil"],
     )  # fmt: skip
-    out = _cli(str(path))
-    assert out.returncode == 1  # not complete
-    assert "1 already finished, 1 to run" in out.stdout  # the online 1-layer trial is the smoke study's
-    status = json.loads(_cli(str(path), "--status", "--json").stdout)
+    outcome = run_completion_study(load_completion_spec(path))
+    assert not outcome.complete and (outcome.planned, outcome.finished, len(outcome.failed)) == (2, 1, 1)
+    assert (
+        "1 already finished, 1 to run" in capsys.readouterr().out
+    )  # the online 1-layer trial is the smoke's
+    status = completion_status(load_completion_spec(path))
     assert (status["planned"], status["done"], status["failed"]) == (2, 1, 1)
     assert "no-such-checkpoint" in status["failed_trials"][0]["error"]
     runs = _runs(smoke["uri"])
