@@ -3,6 +3,7 @@ MLflow SQLite store, the offline proxy), resume, --status, a failing trial, the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,6 +169,20 @@ def test_the_completion_notebook_runs_on_the_smoke_store(smoke, tmp_path):
     assert "11 finished completion runs" in text  # 10 students and the teacher's own scores
     assert "teacher" in text and "gpt2-2l" in text and "frozen_minus_in_training" in text
     assert (tmp_path / "figures" / "completion_size.png").is_file()
+    from orchestrator.analysis import completion as C
+
+    runs = C.load_completion_runs("completion-smoke", smoke["uri"])
+    table = C.poster_table(runs, poster=True)
+    assert list(table.index) == ["teacher", "gpt2-2l", "gpt2-1l"]
+    assert (
+        table.loc["teacher", "poster_es"] == 39.1
+        and table.loc["gpt2-2l", "poster_params_m"] != table.loc["gpt2-2l", "poster_params_m"]
+    )  # NaN: no poster row for 2 layers
+    assert table.loc["gpt2-2l", "params_m"] > table.loc["gpt2-1l", "params_m"]
+    modes = C.compare_modes(runs, "test_es")
+    assert {"cached", "cached-topk", "online", "in_training", "none", "frozen_minus_in_training"} <= set(
+        modes.columns
+    )
 
 
 # -- spec and plan (no Ray) -----------------------------------------------------------------------------------------
@@ -204,3 +219,29 @@ def test_unknown_student_lists_the_valid_ones(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(StudyError, match=r"unknown student 'gpt2-3l'; valid: \['gpt2-1l'"):
         load_completion_spec(path)
+
+
+def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
+    from orchestrator.sweep.completion_spec import CompletionStudySpec
+
+    ckpt = tmp_path / "gpt2-code"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 32}))
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw.update(
+        data=str(tmp_path / "absent"), student_init=["teacher_layers", f"pretrained:{ckpt}"], seeds=[0, 1]
+    )
+    plan = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    pretrained = [t for t in plan.trials if t.student_init.startswith("pretrained:")]
+    # 4 modes + lm_only, 2 seeds: once (as gpt2-2l, the checkpoint's depth), not once per student name
+    assert len(pretrained) == 10 and {t.student for t in pretrained} == {"gpt2-2l"}
+    layered = [t for t in plan.trials if t.student_init == "teacher_layers"]
+    assert len(layered) == 2 * 2 * 5  # students x seeds x (4 modes + lm_only)
+    assert sum(t.method == "lm_only" for t in layered) == 4 and all(
+        t.teacher_mode == "none" for t in layered if t.method == "lm_only"
+    )
+    again = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    assert [t.trial_key for t in again.trials] == [t.trial_key for t in plan.trials]  # stable keys
+    raw["student_train"] = {**raw["student_train"], "lr": 0.001}
+    changed = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    assert not {t.trial_key for t in changed.trials} & {t.trial_key for t in plan.trials}
