@@ -30,6 +30,11 @@ What the data are, and how honest each one is:
 * Without any C (or Java) source on the machine, defect and clone fall back to Python functions (with a
   warning); the bugs and renamings are then made on the AST and printed with ``ast.unparse``.
 
+Functions are cut out of their files with tree-sitter (``tasks.extract``): only those the C, Java or Python grammar
+reads without a parse error are kept, so code behind unknown macros, C++ in C headers and Python 2 files drop
+out. The bug sites and the names a clone renames (parameters and locals the grammar declares) are syntax-tree
+nodes (``tasks.transform``); the Python fallback edits on ``ast`` (``tasks.transform_python``).
+
 Every function lands in exactly one split, chosen by a hash of its file name and function name, so copies of a
 function in several places (the same header in several Python versions) never straddle splits. Functions have
 3 to 80 lines. ``manifest.json`` in DIR records the settings and the counts; a rebuild with the same settings
@@ -60,25 +65,11 @@ from pathlib import Path
 from tasks.base import SPLITS
 from tasks.completion.proxy import ProxySettings, build_completion_proxy
 from tasks.exception import EXCEPTION_LABELS
-from tasks.extract import (
-    JAVA_KEYWORDS,
-    Function,
-    extract_braced_functions,
-    extract_python_functions,
-    parse_python,
-    python_function_source,
-    source_lines,
-)
-from tasks.transform import (
-    declared_names,
-    inject_bug,
-    inject_python_bug,
-    python_rename_and_relayout,
-    rename_and_relayout,
-    tokenize_braced,
-)
+from tasks.extract import Function, extract_functions, parse_python, python_function_source, source_lines
+from tasks.transform import abstract_signature, declared_names, inject_bug, rename_and_relayout
+from tasks.transform_python import inject_python_bug, python_rename_and_relayout
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: functions, bugs and clones from tree-sitter syntax trees
 DEFAULT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 ALL_TASKS = ("defect", "clone", "exception")
 # Built only when asked for (`--tasks completion`): a different layout (token text, see tasks/completion/proxy.py).
@@ -250,7 +241,7 @@ def _c_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Functi
         if text is None or not re.search(r"\)\s*\{", text):
             yield i, []
             continue
-        yield i, extract_braced_functions(text, "c", str(path), path.name)
+        yield i, extract_functions(text, "c", str(path), path.name)
 
 
 def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Function]]]:
@@ -274,7 +265,7 @@ def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Fun
             text = decode_source(z.read(info))
             # The module folder (java.base/...) is dropped from the key so one class in two JDKs shares a split.
             key_prefix = re.sub(r"^[\w.]+/(?=(?:java|javax|jdk|sun|com|org)/)", "", name)
-            yield i, extract_braced_functions(text, "java", f"{zpath}!{name}", key_prefix)
+            yield i, extract_functions(text, "java", f"{zpath}!{name}", key_prefix)
     finally:
         for z in open_zips.values():
             z.close()
@@ -300,7 +291,7 @@ def _python_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[F
         if text is None:
             yield i, []
             continue
-        yield i, extract_python_functions(text, str(path), str(path.relative_to(root)))
+        yield i, extract_functions(text, "python", str(path), str(path.relative_to(root)))
 
 
 def _fill(
@@ -415,11 +406,7 @@ def _abstract_signature(fn: Function, language: str) -> str:
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 node.name = "ID"
         return ast.unparse(tree)
-    keywords = JAVA_KEYWORDS if language == "java" else frozenset()
-    return " ".join(
-        "ID" if t.kind == "id" and t.text not in keywords else t.text
-        for t in tokenize_braced(fn.text, language)
-    )
+    return abstract_signature(fn.text, language)
 
 
 def _clone_copy(fn: Function, language: str, rng: random.Random) -> str | None:

@@ -24,14 +24,7 @@ VALIDATION = [f"<s> {LINES[1]} <EOL> {LINES[0]} </s>"]
 FIRST_STEP_RTOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    """Tiny models: one thread is faster than two fighting other processes for 2 shared cores (measured 1 ms vs
-    0.5 s per forward under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_study_spreads_over_workers_and_survives_losing_one(tmp_path, local_data
             seeds=[0, 1],
             max_samples=48,
             max_concurrent_trials=4,
-            max_failures=2,
+            max_failures=0,  # a lost node must not use a trial's failure budget (sweep/node_loss.py)
             student_train={"epochs": 3, "batch_size": 8, "lr": 0.001, "max_length": 48},
             storage=str(storage),
         )

@@ -256,6 +256,7 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(tmp_path, local_dat
     assert len(finished) == 2 * 2 * 3 == 12 and set(finished.values()) == {1}
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert f"{12 - killed_at} to run" in out.stdout
+    assert "taking over the stale lock" in out.stdout  # the killed driver's lock (its PID is dead)
 
 
 def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, local_data, monkeypatch):

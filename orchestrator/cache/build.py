@@ -258,7 +258,12 @@ def _log_pass(storage: str | Path, key: str, request: CacheRequest) -> None:
         )
 
 
-def teacher_passes(storage: str | Path) -> int:
-    """How many teacher passes (cache builds) were made under ``storage``."""
+def teacher_passes(storage: str | Path, keys: set[str] | None = None) -> int:
+    """How many teacher passes (cache builds, rebuilds included) were made under ``storage``; with ``keys``, for
+    those caches only. Each pass is logged when its cache is in place, so a driver killed before it recorded the
+    pass in MLflow does not make it vanish from the count."""
     log = cache_root(storage) / "passes.jsonl"
-    return sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
+    if not log.exists():
+        return 0
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return sum(1 for r in rows if keys is None or r.get("key") in keys)

@@ -21,9 +21,12 @@ def _manifest(path: Path) -> dict[str, Any]:
     if not mf.exists():
         raise CacheCorruptError(f"{mf} is missing")
     try:
-        return json.loads(mf.read_text())
-    except json.JSONDecodeError as err:
+        manifest = json.loads(mf.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CacheCorruptError(f"{mf} is unreadable: {err}") from err
+    from orchestrator.cache.manifest import check_manifest
+
+    return check_manifest(manifest, path)
 
 
 _VERIFIED: set[tuple[str, int, int]] = set()

@@ -66,32 +66,52 @@ def _parent(client: Any, exp_id: str, spec: CompletionStudySpec) -> str:
     return run.info.run_id
 
 
-def run_completion_study(spec: CompletionStudySpec, address: str | None = None) -> StudyOutcome:
-    from mlflow.tracking import MlflowClient
+def run_completion_study(
+    spec: CompletionStudySpec, address: str | None = None, wait: bool = False
+) -> StudyOutcome:
+    """Run (or resume) the study while holding its lock (``sweep/lock.py``, as a classification study does): one
+    driver per study, so marking RUNNING runs as stale is safe. ``wait``: wait for another driver to finish."""
+    from orchestrator.sweep.lock import StudyLock
 
+    spec = spec.model_copy(update={"storage": str(Path(spec.storage).resolve())})
+    plan = _prepare(spec)  # every user error (data, storage) before anything starts
+    lock = StudyLock(spec.study_dir)
+    lock.acquire(wait=wait, say=log)
+    try:
+        return _run_locked(spec, plan, address)
+    finally:
+        lock.release()
+
+
+def _prepare(spec: CompletionStudySpec) -> CompletionPlan:
+    """The plan, once its data exist (the default proxy is built on first use) and the storage can be written."""
     from orchestrator.sweep.completion_run import load_data
-    from orchestrator.sweep.completion_stages import stage_caches, stage_teachers, stage_trials, trial_config
 
-    storage = Path(spec.storage).resolve()
-    spec = spec.model_copy(update={"storage": str(storage)})
     plan = build_completion_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
     if spec.data == DEFAULT_DATA and not (Path(plan.data) / "train.txt").is_file():
-        from tasks.build_local import build_local  # the default offline proxy is built on first use
+        from tasks.build_local import build_local
 
         log(
             f"building the offline completion proxy into {plan.data} (python -m tasks.build_local --tasks completion)"
         )
         build_local(Path(plan.data).parent, tasks=["completion"])
         plan = build_completion_plan(spec)  # the data fingerprint is part of the keys
-    # Missing data fail here, in one line, before anything starts or is written.
-    load_data(plan.data, spec.max_files.model_dump())
+    load_data(plan.data, spec.max_files.model_dump())  # missing data: one line (CompletionDataError)
     try:
-        storage.mkdir(parents=True, exist_ok=True)
+        Path(spec.storage).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise StudyError(
-            f"storage {storage}: cannot create it ({err.strerror}); set storage or --storage"
+            f"storage {spec.storage}: cannot create it ({err.strerror}); set storage or --storage"
         ) from None
+    return plan
+
+
+def _run_locked(spec: CompletionStudySpec, plan: CompletionPlan, address: str | None) -> StudyOutcome:
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep.completion_stages import stage_caches, stage_teachers, stage_trials, trial_config
+
     uri, server = _uri(spec, start=True, address=address)
     client = MlflowClient(uri)
     location, ui = None, f"open {uri}"
@@ -199,7 +219,7 @@ def completion_main(args: argparse.Namespace) -> int:
             for f in st["failed_trials"]:
                 print(f"  FAILED {f['run']}: {f['error']}")
             return 0
-        outcome = run_completion_study(spec, args.address)
+        outcome = run_completion_study(spec, args.address, getattr(args, "wait", False))
     except (
         StudyError,
         FileNotFoundError,

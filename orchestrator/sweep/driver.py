@@ -14,18 +14,25 @@ path). With RAY_ADDRESS (or --address) it joins that cluster; otherwise it start
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray reads this when it is imported: set here, before anything imports ray (a later setdefault is too late and Ray
+# listens on every interface). A driver joining a cluster (RAY_ADDRESS/--address) does not start Ray here.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from orchestrator.sweep import tracking  # noqa: E402
-from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
+from orchestrator.sweep.counts import driver_of, require_store, trial_counts  # noqa: E402
+from orchestrator.sweep.errors import run_guarded  # noqa: E402
+from orchestrator.sweep.lock import StudyLock  # noqa: E402
+from orchestrator.sweep.plan import StudyPlan, build_plan, data_key, describe, plan_dict  # noqa: E402
 from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
 from orchestrator.sweep.stages import (  # noqa: E402
     StudyOutcome,
@@ -35,9 +42,12 @@ from orchestrator.sweep.stages import (  # noqa: E402
     stage_teacher_finetune,
     stage_tokenizers,
 )
+from orchestrator.sweep.startup import check_tracking, close_parent  # noqa: E402
 from orchestrator.sweep.students import stage_students  # noqa: E402
+from orchestrator.sweep.tracking import local_store_uri  # noqa: E402
 from orchestrator.sweep.tuning import resolve_final, tuning_status  # noqa: E402
 from orchestrator.sweep.tuning_stage import stage_tuning  # noqa: E402
+from orchestrator.sweep.validate import check_study  # noqa: E402
 
 
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
@@ -84,25 +94,37 @@ def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
     return run.info.run_id
 
 
-def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
-    import ray
+def run_study(spec: StudySpec, address: str | None = None, wait: bool = False) -> StudyOutcome:
+    """Run (or resume) the study while holding its lock (sweep/lock.py); ``wait``: wait for another driver."""
+    check_study(spec)  # every user error before anything starts
+    storage = Path(spec.storage).resolve()
+    spec = spec.model_copy(update={"storage": str(storage)})
+    lock = StudyLock(spec.study_dir)
+    lock.acquire(wait=wait, say=log)
+    with contextlib.ExitStack() as stack:
+        stack.callback(lock.release)  # last out: after the server and Ray are stopped
+        return _run_locked(spec, address, stack)
+
+
+def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStack) -> StudyOutcome:
     from mlflow.tracking import MlflowClient
 
     from orchestrator.train.trial import resolve_data
 
-    storage = Path(spec.storage).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
     # An absolute path: Tune runs each trial in its own working folder, where a relative "data/local" would name
     # another (freshly built) data set than the one the teachers were fine-tuned and cached on.
     resolved = resolve_data(spec.data)
     data = resolved if resolved == "hub" else str(Path(resolved).resolve())
-    spec = spec.model_copy(update={"storage": str(storage)})
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        check_tracking(os.environ["MLFLOW_TRACKING_URI"])
     uri, server = _tracking_uri(spec, start=True)
     if server:
-        log(f"MLflow server (started by this study): {server.uri}")
+        stack.callback(server.stop)  # on every exit path, before the lock is released
+        pid = server.process.pid if server.process else "?"
+        log(f"MLflow server (started by this study, PID {pid}): {server.uri}")
     client = MlflowClient(uri)
     # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
     # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
@@ -113,12 +135,12 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
         # MLflow would default to ./mlruns in the current folder: keep artifacts beside the database instead.
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
     exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
+    # Safe only because this driver holds the study's lock: a RUNNING run now belongs to no live driver.
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
     parent = _parent_run(client, exp_id, spec)
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    started_ray = _init_ray(address, env)
     outcome = StudyOutcome(
         spec.name,
         uri,
@@ -128,12 +150,15 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
         ui_command=server.ui_command() if server else f"open {uri}",
     )
     try:
+        import ray
+
+        if not ray.is_initialized():
+            stack.callback(ray.shutdown)  # also when ray.init fails half-way (a start-up timeout)
+        _init_ray(address, env)
         _run_stages(spec, plan, data, client, exp_id, parent, uri, outcome)
-    finally:
-        if started_ray:
-            ray.shutdown()
-        if server:
-            server.stop()
+    except BaseException as err:
+        close_parent(client, parent, err)
+        raise
     return outcome
 
 
@@ -153,54 +178,31 @@ def _run_stages(
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
     plan = stage_tuning(spec, plan, data, caches, uri, client, exp_id, parent)  # tuning: none -> plan as is
     stage_students(spec, plan, data, caches, uri, client, exp_id, parent)
-    stage_finish(plan, client, exp_id, parent, outcome)
+    stage_finish(plan, client, exp_id, parent, outcome, {c["key"] for c in caches.values()})
 
 
 def status(spec: StudySpec) -> dict[str, Any]:
-    """Done, running, failed and remaining trials, from MLflow."""
+    """Done, running, orphaned, failed and remaining trials, from MLflow and the study's lock (sweep/counts.py)."""
     from mlflow.tracking import MlflowClient
 
-    uri, _ = _tracking_uri(spec, start=False)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(spec.storage)
+    require_store(spec, uri)
+    check_tracking(uri)
     client = MlflowClient(uri)
     plan = build_plan(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
     exp = client.get_experiment_by_name(spec.name)
-    planned = {t.trial_key for t in plan.trials}
     if exp is None:
-        return {
-            "study": spec.name,
-            "tracking_uri": uri,
-            "planned": len(planned),
-            "done": 0,
-            "running": 0,
-            "failed": 0,
-            "remaining": len(planned),
-            "failed_trials": [],
-            "tuning": tuning_status(plan, client, None),
-        }
+        raise StudyError(f"no study '{spec.name}' in {uri}; run it first, or pass the --storage it ran with")
     plan, _ = resolve_final(plan, client, exp.experiment_id)
     planned = {
         t.trial_key for t in plan.trials
     }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
-    done = {r.data.tags.get("trial_key") for r in runs if r.info.status == "FINISHED"} & planned
-    running = [r for r in runs if r.info.status == "RUNNING"]
-    failed = [r for r in runs if r.info.status == "FAILED" and r.data.tags.get("trial_key") not in done]
     return {
         "study": spec.name,
         "tracking_uri": uri,
         "planned": len(planned),
-        "done": len(done),
-        "running": len(running),
-        "failed": len({r.data.tags.get("trial_key") for r in failed}),
-        "remaining": len(planned - done),
-        "failed_trials": [
-            {
-                "run": r.info.run_name,
-                "trial_key": r.data.tags.get("trial_key"),
-                "error": r.data.tags.get("error", ""),
-            }
-            for r in failed
-        ],
+        **trial_counts(runs, planned, data_key(spec), driver_of(spec)),
         "tuning": tuning_status(plan, client, exp.experiment_id),
     }
 
@@ -221,20 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         "--storage", help="where caches, checkpoints, MLflow (if started here) and Ray results live"
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another driver runs this study, wait for it instead of stopping (README: two drivers)",
+    )
+    p.add_argument("--debug", action="store_true", help="print the traceback of an error, too")
     args = p.parse_args(argv)
+    return run_guarded(lambda: _command(args), args.debug)
+
+
+def _command(args: argparse.Namespace) -> int:
     from orchestrator.sweep.completion_spec import is_completion_study  # task: completion has its own stages
 
     if is_completion_study(args.study):
         from orchestrator.sweep.completion_driver import completion_main
 
         return completion_main(args)
-
-    try:
-        spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
-    except StudyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
     if args.plan:
+        check_study(spec)
         plan = build_plan(spec)
         print(json.dumps(plan_dict(plan), indent=2) if args.json else describe(plan))
         return 0
@@ -247,6 +255,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"study {st['study']} ({st['tracking_uri']}): {st['done']}/{st['planned']} done, "
                 f"{st['running']} running, {st['failed']} failed, {st['remaining']} remaining"
             )
+            if st["driver"]:
+                print(f"  driver running it: {st['driver']}")
+            if st["orphaned"]:
+                print(
+                    f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"
+                )
+            if st["stale_finished"]:
+                why = f"{st['stale_data']} on other data: the data changed since" if st["stale_data"] else ""
+                print(
+                    f"  {st['stale_finished']} finished run(s) no longer match the study ({why or 'settings changed'}); "
+                    "not counted as done"
+                )
             if st["tuning"]:
                 tu = st["tuning"]
                 print(
@@ -257,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  FAILED {f['run']}: {f['error']}")
         return 0
 
-    outcome = run_study(spec, args.address)
+    outcome = run_study(spec, args.address, wait=args.wait)
     log(
         f"done: {outcome.finished}/{outcome.planned} trials FINISHED, {len(outcome.failed)} failed, "
         f"teacher passes made by this study: {outcome.teacher_passes}"

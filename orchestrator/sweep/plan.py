@@ -83,6 +83,7 @@ class TrialUnit:
             "method_family": get_method(self.method).family,
             "seed": str(self.seed),
             "trial_key": self.trial_key,
+            "data_key": str(self.settings.get("data", "")),  # --status tells runs on other data apart
         }
 
 
@@ -137,10 +138,10 @@ class StudyPlan:
 
 
 def data_key(spec: StudySpec) -> str:
-    """Identifies the data a study trains on without loading it (hub id set, or the local builder's manifest)."""
-    manifest = Path(spec.data) / "manifest.json"
-    content = manifest.read_text() if spec.data != "hub" and manifest.exists() else ""
-    return stable_key({"data": spec.data, "max_samples": spec.max_samples, "manifest": content})
+    """Identifies the data a study trains on by content (sweep/identity.py): edited data means new trial keys."""
+    from orchestrator.sweep.identity import data_content
+
+    return stable_key({"data": data_content(spec.data, spec.tasks), "max_samples": spec.max_samples})
 
 
 def teacher_shape(t: TeacherSettings) -> tuple[ModelShape, int, str | None]:

@@ -147,7 +147,10 @@ def stage_teacher_finetune(
 
     teachers, sources = _teacher_sources(spec, data)
     res = spec.teacher_resources
-    finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=spec.max_failures)(_finetune_unit)
+    # A Ray task's max_retries covers system failures only (a lost node or worker; an exception in the fine-tune
+    # itself is not retried), so a node loss must not find it at max_failures: 0 (sweep/node_loss.py).
+    retries = max(3, spec.max_failures)
+    finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=retries)(_finetune_unit)
     pending = {}
     for unit in plan.teachers:
         if not (Path(unit.folder) / "finetune.json").exists():
@@ -345,7 +348,14 @@ def _record_cache(
 # 5. The study's state
 
 
-def stage_finish(plan: StudyPlan, client: Any, exp_id: str, parent: str, outcome: StudyOutcome) -> None:
+def stage_finish(
+    plan: StudyPlan,
+    client: Any,
+    exp_id: str,
+    parent: str,
+    outcome: StudyOutcome,
+    cache_keys: set[str] | None = None,
+) -> None:
     # What MLflow holds now is the study's state. No trial runs any more: a run still RUNNING belonged to a
     # worker that died (e.g. its node was removed) and was retried elsewhere.
     tracking.mark_stale_running(
@@ -354,17 +364,27 @@ def stage_finish(plan: StudyPlan, client: Any, exp_id: str, parent: str, outcome
     done = tracking.finished_keys(client, exp_id)
     planned = {t.trial_key for t in plan.trials}
     outcome.finished = len(planned & done)
+    last_failure: dict[str, Any] = {}  # each failed trial once (its last attempt), not once per retry
+    for r in sorted(
+        tracking.runs_by_stage(client, exp_id, "student", "FAILED"), key=lambda r: r.info.start_time or 0
+    ):
+        if r.data.tags.get("trial_key") in planned - done:
+            last_failure[r.data.tags["trial_key"]] = r
     outcome.failed = [
-        {"run": r.info.run_name, "error": r.data.tags.get("error", "")}
-        for r in tracking.runs_by_stage(client, exp_id, "student", "FAILED")
-        if r.data.tags.get("trial_key") not in done
+        {"run": r.info.run_name, "error": r.data.tags.get("error", "")} for r in last_failure.values()
     ]
-    outcome.teacher_passes = int(
-        sum(
-            r.data.metrics.get("teacher_passes", 0)
-            for r in tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+    if cache_keys is not None:
+        from orchestrator.cache.build import teacher_passes
+
+        # the passes actually made for this study's caches, rebuilds and passes of a killed driver included
+        outcome.teacher_passes = teacher_passes(plan.spec.storage, cache_keys)
+    else:
+        outcome.teacher_passes = int(
+            sum(
+                r.data.metrics.get("teacher_passes", 0)
+                for r in tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+            )
         )
-    )
     tracking.log_metrics(
         client,
         parent,

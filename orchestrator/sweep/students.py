@@ -90,7 +90,10 @@ def _tune(
 ) -> None:
     from ray import tune
 
+    from orchestrator.sweep.node_loss import refund_node_loss
     from orchestrator.sweep.tune_trial import student_trainable
+
+    refund_node_loss()  # a lost node is not a failure of the trial (node_loss.py)
 
     storage = Path(spec.storage)
     trainable = tune.with_parameters(

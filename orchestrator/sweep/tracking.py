@@ -49,18 +49,22 @@ class MlflowServer:
     log: Path
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process:
+            from orchestrator.sweep.startup import stop_tree
+
+            stop_tree(self.process.pid)  # its workers too
+            self.process.wait(timeout=5)
 
     def ui_command(self, port: int = 5000) -> str:
         return (
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
         )
+
+
+def local_store_uri(storage: str | Path) -> str:
+    """The study's own SQLite store under ``storage`` (created by nothing here)."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
 
 
 def local_store(storage: str | Path) -> tuple[str, Path]:
@@ -95,6 +99,18 @@ def start_server(
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     uri = f"http://{host}:{port}"
+    try:
+        return _await_server(proc, uri, store_uri, artifacts, log, timeout)
+    except BaseException:  # not answering, exited, or interrupted: leave nothing of it running
+        from orchestrator.sweep.startup import stop_tree
+
+        stop_tree(proc.pid)
+        raise
+
+
+def _await_server(
+    proc: subprocess.Popen, uri: str, store_uri: str, artifacts: Path, log: Path, timeout: float
+) -> MlflowServer:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -108,7 +124,6 @@ def start_server(
                     return MlflowServer(uri, store_uri, artifacts, proc, log)
         except OSError:
             time.sleep(0.5)
-    proc.terminate()
     raise TimeoutError(f"mlflow server did not answer at {uri} within {timeout:.0f} s; its log: {log}")
 
 

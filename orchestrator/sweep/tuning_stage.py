@@ -132,6 +132,9 @@ def _tune_cell(
         )
     todo = t.samples - len(runs)
     cell = base["tags"]["cell"]
+    from orchestrator.sweep.node_loss import refund_node_loss
+
+    refund_node_loss()  # a lost node is not a failure of the tuning trial (node_loss.py)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu}),
         param_space=space,

@@ -16,7 +16,7 @@ from pathlib import Path
 from kd_methods import build_method
 from models.teacher import Teacher
 from orchestrator.train.trainer import TrainConfig, TrainResult, encode_split, train
-from orchestrator.train.trial import DEFAULT_DATA, load_data, resolve_teacher
+from orchestrator.train.trial import DEFAULT_DATA, below_one, load_data, resolve_teacher
 from tasks import SPLITS, TASKS, get_task
 
 TEACHER_RECIPE = TrainConfig(epochs=5, batch_size=32, lr=2e-5)
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
     )
     args = p.parse_args(argv)
+    if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
+        return 2
     cfg = TrainConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device
     )

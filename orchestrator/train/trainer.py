@@ -41,6 +41,12 @@ class TrainConfig:
     device: str = "auto"  # "auto" picks cuda when present
     max_steps: int | None = None  # stop early after this many optimiser steps (benchmarks, smoke runs)
 
+    def __post_init__(self) -> None:
+        # 0 epochs would report an untrained model as a result; batch size 0 divides by zero mid-run.
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the trial is failed with this reason."""

@@ -226,6 +226,16 @@ def run_trial(
     )
 
 
+def below_one(**flags: int) -> bool:
+    """Print ``error: --flag must be >= 1`` for the first flag below 1 (an untrained model reported as a result,
+    or a ZeroDivisionError, otherwise). True when one was."""
+    for name, value in flags.items():
+        if value < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return True
+    return False
+
+
 def _parse_value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -260,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
     args = p.parse_args(argv)
+    if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
+        return 2
 
     params: dict[str, Any] = {}
     for item in args.param:

@@ -1,0 +1,42 @@
+"""What a study trains on, identified by content: a changed data file means new trial keys, never stale results.
+
+The fingerprint hashes the bytes of every split file of the study's tasks (``<data>/<task>/<split>.jsonl``), so
+it does not depend on the folder's path, on a manifest only ``build_local`` writes, or on modification times.
+Hashes are remembered per (file, size, mtime) within a process, so planning twice reads the files once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    st = path.stat()
+    stamp = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if stamp not in _HASHES:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _HASHES[stamp] = h.hexdigest()
+    return _HASHES[stamp]
+
+
+def data_content(data: str, tasks: list[str]) -> dict[str, str]:
+    """``{"<task>/<split>": sha256}`` of the study's data files; ``{"source": "hub"}`` for hub data, and the folder
+    name when it does not exist yet (the default data is built on first use, before the study plans its keys)."""
+    if data == "hub":
+        return {"source": "hub"}
+    root = Path(data)
+    if not root.is_dir():
+        return {"source": str(data), "missing": "true"}
+    out = {}
+    for task in sorted(tasks):
+        for split in SPLITS:
+            f = root / task / f"{split}.jsonl"
+            out[f"{task}/{split}"] = file_sha256(f) if f.is_file() else "missing"
+    return out

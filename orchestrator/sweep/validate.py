@@ -1,0 +1,168 @@
+"""Checks a study must pass before anything starts (no server, no Ray, no file written).
+
+``load_spec`` checks each value on its own (types, known names); these checks look at the study as a whole and at
+the machine: duplicate entries (a study that could never complete), a name usable as a folder name, method
+parameter types and ranges, and that the data, teacher and storage paths are what they claim to be. Every problem
+is a ``StudyError`` whose message names the place; ``check_study`` reports them all at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from orchestrator.sweep.spec import StudyError, StudySpec
+
+# A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Method parameters by name: what a value must be. Numbers are checked against their range; NaN is left to the
+# trial (the loss guard fails it and the study goes on), every other bad value stops the study here.
+POSITIVE = {"temperature", "window"}
+NON_NEGATIVE = {"alpha", "beta", "gamma", "label_weight"}
+SPLITS = ("train", "validation", "test")
+
+
+def check_study(spec: StudySpec) -> None:
+    """Raise one ``StudyError`` listing every problem of ``spec`` found before anything starts."""
+    problems = [
+        *duplicates(spec),
+        *name_problems(spec.name),
+        *method_param_problems(spec),
+        *storage_problems(spec.storage),
+        *data_problems(spec),
+        *teacher_problems(spec),
+    ]
+    if problems:
+        raise StudyError("; ".join(problems))
+
+
+def duplicates(spec: StudySpec) -> list[str]:
+    lists: dict[str, list[Any]] = {
+        "tasks": spec.tasks,
+        "students": spec.students,
+        "methods": spec.methods,
+        "seeds": spec.seeds,
+        "teachers": [t.name for t in spec.teachers],
+    }
+    out = []
+    for field, values in lists.items():
+        twice = sorted(str(v) for v, n in Counter(values).items() if n > 1)
+        if twice:
+            out.append(f"{field}: duplicate entries {twice} (each may appear once)")
+    return out
+
+
+def name_problems(name: str) -> list[str]:
+    if NAME_RE.match(name) and ".." not in name:
+        return []
+    return [
+        f"name: '{name}' is not usable as a folder name (letters, digits, '.', '_', '-'; "
+        "no '/' or '..'; at most 100 characters)"
+    ]
+
+
+def _param_problem(method: str, key: str, value: Any, default: Any) -> str | None:
+    where = f"method_params.{method}.{key}"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{where}: must be true or false, got {value!r}"
+    kind = "an integer" if isinstance(default, int) else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if isinstance(default, int) else (int, float)):
+        return f"{where}: must be {kind}, got {value!r}"
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return f"{where}: must be finite, got {value!r}"
+    if key in POSITIVE and value <= 0:
+        return f"{where}: must be > 0, got {value!r}"
+    if key in NON_NEGATIVE and value < 0:
+        return f"{where}: must be >= 0, got {value!r}"
+    return None
+
+
+def method_param_problems(spec: StudySpec) -> list[str]:
+    from kd_methods import get_method
+
+    out = []
+    for method in sorted(set(spec.methods) | set(spec.method_params)):
+        defaults = get_method(method).defaults
+        for key, value in spec.params_for(method).items():
+            if key in defaults:
+                problem = _param_problem(method, key, value, defaults[key])
+                if problem:
+                    out.append(problem)
+    return out
+
+
+def storage_problems(storage: str) -> list[str]:
+    path = Path(storage).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                return [f"storage: {p} is a file, not a folder"]
+            return []
+    return []
+
+
+def data_problems(spec: StudySpec) -> list[str]:
+    """The data folder holds every task's three splits (the default folder is built on first use)."""
+    from orchestrator.train.trial import DEFAULT_DATA
+
+    if spec.data == "hub":
+        return []
+    root = Path(spec.data).expanduser()
+    if not root.exists():
+        if root.resolve() == DEFAULT_DATA.resolve():
+            return []  # built from real code on first use (resolve_data)
+        return [
+            f"data: folder {root} does not exist (build one with `python -m tasks.build_local --out {root}` "
+            "or use data: hub)"
+        ]
+    if not root.is_dir():
+        return [f"data: {root} is a file, not a folder"]
+    missing = [
+        f"{task}/{split}.jsonl"
+        for task in spec.tasks
+        for split in SPLITS
+        if not (root / task / f"{split}.jsonl").is_file()
+    ]
+    return [f"data: {root} lacks {', '.join(missing)}"] if missing else []
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source in (".", "..") or "\\" in source
+
+
+def teacher_problems(spec: StudySpec) -> list[str]:
+    """A teacher is an alias, random:<arch>, an existing folder, or an ``org/name`` hub id (not checkable
+    offline, so accepted). Anything else is a typo or a missing folder."""
+    from orchestrator.train.trial import TEACHER_ALIASES
+
+    aliases = sorted([*TEACHER_ALIASES, "minilm"])
+    out = []
+    for i, t in enumerate(spec.teachers):
+        where, src = f"teachers.{i} ('{t.name}')", t.source
+        if src.startswith("random:") or src in TEACHER_ALIASES:
+            continue
+        if src == "minilm":
+            from models.teacher import minilm_path
+
+            try:
+                minilm_path()
+            except Exception as err:  # noqa: BLE001 - the package is missing or broken: say so
+                out.append(f"{where}: {err}")
+            continue
+        path = Path(src).expanduser()
+        if path.exists():
+            if not (path / "config.json").is_file():
+                out.append(f"{where}: folder {path} holds no config.json (not a saved model)")
+        elif _looks_like_path(src):
+            out.append(f"{where}: teacher folder {path} does not exist")
+        elif src.count("/") != 1:
+            out.append(
+                f"{where}: unknown teacher source '{src}': not a folder, not a hub id (org/name); "
+                f"aliases: {aliases}, or random:roberta / random:bert"
+            )
+    return out
