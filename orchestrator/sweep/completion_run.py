@@ -55,7 +55,7 @@ def score_generation(model: Any, tokenizer: Any, lines: list[dict], gen: dict[st
     }
 
 
-def _trial_config(trial: dict[str, Any], texts: dict[str, list[str]]) -> Any:
+def lm_trial_config(trial: dict[str, Any], texts: dict[str, list[str]]) -> Any:
     from orchestrator.train.lm_teachers import TeacherTrainConfig
     from orchestrator.train.lm_trainer import LMTrainConfig
     from orchestrator.train.lm_trial import LMTrialConfig
@@ -92,7 +92,7 @@ def run_completion_trial(
     from orchestrator.train.trainer import resolve_device
 
     texts, lines = load_data(trial["data"], trial["caps"])
-    cfg = _trial_config(trial, texts)
+    cfg = lm_trial_config(trial, texts)
     teacher = LMTeacher.load(cfg.teacher)
     blocks = tokenise(teacher, texts, min(cfg.block_size, teacher.max_positions))
     torch.manual_seed(cfg.train.seed)

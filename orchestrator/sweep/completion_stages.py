@@ -190,11 +190,11 @@ def build_cache(trial: dict[str, Any]) -> bool:
     """The cache ``trial`` reads, built through the trials' own ``teacher_source``; True when this call built it."""
     from models.lm_teacher import LMTeacher
     from orchestrator.cache.build import cache_root
-    from orchestrator.sweep.completion_run import _trial_config, load_data
+    from orchestrator.sweep.completion_run import lm_trial_config, load_data
     from orchestrator.train.lm_trial import teacher_source, tokenise
 
     texts, _ = load_data(trial["data"], trial["caps"])
-    cfg = _trial_config(trial, texts)
+    cfg = lm_trial_config(trial, texts)
     root = cache_root(cfg.storage)
     before = set(os.listdir(root)) if root.is_dir() else set()
     teacher = LMTeacher.load(cfg.teacher)
