@@ -260,6 +260,58 @@ fig.savefig(figures / "tuning_curves.png", dpi=120)"""),
 assert df.loc[df["stage"] == "tune", "primary"].isna().all(), "a tuning run logged test metrics"
 print(f"final (stage=student) runs with a primary metric: {len(A.student_runs(df))}")"""),
     ],
+    "08_completion.ipynb": [
+        md("""
+# The completion study (DISTIL-CodeGPT): the poster's table, frozen vs in-training, ES/EM against size
+
+GPT-2 students distilled from a GPT-2 code model with DistilBERT's loss (`distil`), scored on CodeXGLUE line-level
+completion (ES, EM; beam search on the best-validation weights), with parameters, size (MB) and generation speed.
+Teacher modes: `cached` (frozen, exact cache), `cached-topk` (frozen, approximate), `online` (frozen, live) and
+`in_training` (the teacher keeps learning); `none` is the LM-only baseline (no teacher signal). Only
+`completion-full` (CodeGPT, py150) is comparable with the poster; `completion-local` and `completion-smoke` run on
+the offline proxy, whose ES/EM are relative effects only."""),
+        code("""
+import os
+from pathlib import Path
+
+import pandas as pd
+
+if (Path.cwd().parent / "orchestrator").is_dir():
+    import sys
+
+    sys.path.insert(0, str(Path.cwd().parent))  # the repo root: works without `pip install -e .`
+from orchestrator.analysis import completion as C
+
+STUDY = os.environ.get("STUDY", "completion-smoke")
+POSTER = STUDY == "completion-full"  # only the full study is comparable with the poster's numbers
+runs = C.load_completion_runs(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
+pd.set_option("display.width", 220)
+pd.set_option("display.precision", 3)
+print(f"study {STUDY!r}: {len(runs)} finished completion runs, by teacher mode "
+      f"{runs['teacher_mode'].value_counts().to_dict()}, data {sorted(set(runs['codexglue_version']) - {''})}")"""),
+        md("""
+The poster's table: per student, frozen teacher (`cached`), students initialised from teacher layers, mean over
+seeds; the teacher is the baseline row. For the full study the poster's numbers stand beside ours."""),
+        code("C.poster_table(runs, poster=POSTER)"),
+        md(
+            "Frozen vs in-training (and every other mode, and the LM-only baseline): ES, then EM, per student."
+        ),
+        code("C.compare_modes(runs, 'test_es')"),
+        code("C.compare_modes(runs, 'test_em')"),
+        md(
+            "What each mode costs (seconds of training and of the teacher per trial), and the in-training teacher's own scores."
+        ),
+        code("C.mode_costs(runs)"),
+        md("ES and EM against student size."),
+        code("""
+if runs.empty or (runs["stage"] == "student").sum() == 0:
+    print("no completion student runs in this study: nothing to plot")
+else:
+    fig = C.plot_size_curve(runs)
+    figures = Path(os.environ.get("FIGURES_DIR", "figures"))
+    figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figures / "completion_size.png", dpi=120)"""),
+    ],
 }
 
 

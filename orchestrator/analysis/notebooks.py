@@ -22,6 +22,7 @@ NOTEBOOKS: tuple[str, ...] = (
     "06_behaviour.ipynb",
     "figure2.ipynb",
     "07_tuning.ipynb",
+    "08_completion.ipynb",
 )
 
 

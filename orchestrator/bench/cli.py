@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--size", default="default", choices=sorted(OVERHEAD_SIZES))
     o.add_argument("--steps", type=int, help="optimiser steps per run (default: the size's)")
     o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
-    o.add_argument("--task", default="exception")
+    o.add_argument(
+        "--task", default="exception", help="a classification task, or completion (cached/online/in-training)"
+    )
     o.add_argument("--device", default="auto")
     o.add_argument(
         "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
@@ -60,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     with tempfile.TemporaryDirectory(prefix="kdbench-") as tmp:
         work = Path(args.work) if args.work else Path(tmp)
-        if args.bench == "overhead":
+        if args.bench == "overhead" and args.task == "completion":  # the LM study's teacher modes
+            from orchestrator.bench import lm_overhead
+
+            results = lm_overhead.lm_overhead(args.size, args.device, args.steps)
+            show = lm_overhead.print_table
+        elif args.bench == "overhead":
             from orchestrator.bench import overhead
 
             size = overhead.SIZES[args.size]

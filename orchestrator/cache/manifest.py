@@ -63,9 +63,29 @@ def _check_shard(path: Path, split: str, i: int, shard: Any) -> None:
             _check_type(path, f"{where}.files.{name}.{key}", info[key], kind)
 
 
+def _check_lm(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The exact / top-k LM cache (``orchestrator/cache/lm_cache.py``): train shards only, no labels, a head file."""
+    for key, kind in (("key", str), ("request", dict), ("samples", dict), ("shards", dict), ("bytes", int)):
+        if key not in manifest:
+            raise _bad(path, f"key '{key}' is missing")
+        _check_type(path, key, manifest[key], kind)
+    _check_type(path, "shards.train", manifest["shards"].get("train"), list)
+    _check_type(path, "samples.train", manifest["samples"].get("train"), int)
+    for i, shard in enumerate(manifest["shards"]["train"]):
+        _check_shard(path, "train", i, shard)
+    head = manifest.get("head")
+    if head:
+        _check_type(path, "head", head, dict)
+        _check_type(path, "head.file", head.get("file"), str)
+        _inside(path, head["file"], "head.file")
+    return manifest
+
+
 def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     """Return ``manifest`` if it is well formed for the cache folder ``path``; else raise CacheCorruptError."""
     _check_type(path, "the manifest", manifest, dict)
+    if manifest.get("kind") == "lm":
+        return _check_lm(manifest, path)
     for key, kind in TOP_LEVEL.items():
         if key not in manifest:
             raise _bad(path, f"key '{key}' is missing")

@@ -274,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
+    from orchestrator.sweep.completion_spec import is_completion_study  # task: completion has its own stages
+
+    if is_completion_study(args.study):
+        from orchestrator.sweep.completion_driver import completion_main
+
+        return completion_main(args)
     storage = args.storage
     if storage is None and (args.status or args.plan):
         storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage

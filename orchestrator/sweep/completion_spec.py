@@ -1,0 +1,272 @@
+"""A completion study (``task: completion``): GPT-2 teachers and students, teacher modes, inits, read from YAML.
+
+Factors: ``teachers`` x ``students`` (GPT-2 depths) x ``student_init`` x ``teacher_modes`` x ``methods`` x ``seeds``.
+``methods``: ``distil`` (DistilBERT's loss) and ``lm_only`` (the same student trained on the LM loss alone, no teacher
+signal: distil with alpha_ce = alpha_cos = 0; one run per (teacher, student, init, seed), ``teacher_mode=none``).
+A teacher is ``random:gpt2`` (tiny, random, its BPE trained on the study's train split), an alias (``codegpt``), a
+hub id or a folder; ``train`` trains it on the LM loss once before the study (the local profile's pre-training on
+the proxy, or a fine-tune of a hub model), keyed by content. Errors name the file, line and key, like
+``spec.load_spec``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.sweep.spec import PROFILES_DIR, StudyError, _line_of, profiles
+
+TEACHER_MODES = ("cached", "cached-topk", "online", "in_training")
+CACHED_MODES = ("cached", "cached-topk")
+METHODS = ("distil", "lm_only")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LMTrainSettings(_Strict):
+    """``orchestrator.train.lm_trainer.LMTrainConfig`` fields a study sets (HF distiller defaults)."""
+
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    eval_batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    max_grad_norm: float = Field(5.0, gt=0)
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    amp: Literal["bf16"] | None = None
+
+
+class InTrainingSettings(_Strict):
+    """The in-training teacher's own optimiser (``lm_teachers.TeacherTrainConfig``; CodeXGLUE's recipe)."""
+
+    lr: float = Field(8e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class LMTeacherSettings(_Strict):
+    name: str
+    source: str  # random:gpt2 | codegpt | hub id | folder
+    layers: int = Field(2, ge=1)  # random:gpt2 only (the next four too)
+    hidden: int = Field(64, ge=8)
+    heads: int = Field(2, ge=1)
+    positions: int = Field(256, ge=32)
+    vocab: int = Field(1000, ge=300)  # BPE size trained on the train split (specials included)
+    train: LMTrainSettings | None = (
+        None  # LM training of the teacher before the study (once, keyed by content)
+    )
+    trust_remote_code: bool = False
+
+    @property
+    def random(self) -> bool:
+        return self.source.startswith("random:")
+
+
+class DataCaps(_Strict):
+    """Use the first N files / line samples of each split (quick studies); None: all."""
+
+    train_files: int | None = Field(None, ge=1)
+    validation_files: int | None = Field(None, ge=1)
+    line_test: int | None = Field(None, ge=1)
+
+
+class GenerationSpec(_Strict):
+    """CodeXGLUE's line completion (``tasks.completion.generate.GenerationSettings``)."""
+
+    beam_size: int = Field(5, ge=1)
+    max_new_tokens: int = Field(100, ge=1)
+    batch_size: int = Field(8, ge=1)
+    max_length: int | None = Field(None, ge=8)
+    codexglue_compat: bool = False
+
+
+class CacheSpec(_Strict):
+    dtype: Literal["float16", "float32"] = "float16"
+    topk: int = Field(64, ge=1)  # cached-topk only
+
+
+class ResourcesSpec(_Strict):
+    cpu: float = Field(1, ge=0)
+    gpu: float = Field(0, ge=0)
+
+
+class CompletionStudySpec(_Strict):
+    name: str
+    description: str = ""
+    task: Literal["completion"] = "completion"
+    data: str = "data/local/completion"  # a folder in tasks.completion's layout (the proxy or prepared py150)
+    storage: str = "runs"
+    teachers: list[LMTeacherSettings]
+    students: list[str]
+    student_init: list[str] = Field(default_factory=lambda: ["teacher_layers"])
+    teacher_modes: list[str] = Field(default_factory=lambda: ["cached"])
+    methods: list[str] = Field(default_factory=lambda: ["distil"])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    block_size: int = Field(1024, ge=8)
+    max_files: DataCaps = Field(default_factory=DataCaps)
+    student_train: LMTrainSettings = Field(default_factory=LMTrainSettings)
+    teacher_train: InTrainingSettings = Field(default_factory=InTrainingSettings)
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    online_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+    trial_resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    teacher_resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_concurrent_trials: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=0)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        if "://" in v:
+            raise ValueError(f"storage must be a file system path every node sees, got '{v}'")
+        return v
+
+    @field_validator("teachers")
+    @classmethod
+    def _teachers(cls, v: list[LMTeacherSettings]) -> list[LMTeacherSettings]:
+        names = [t.name for t in v]
+        if not v or len(set(names)) != len(names):
+            raise ValueError(f"at least one teacher, with unique names, is needed; got {names}")
+        for t in v:
+            if t.random and t.source != "random:gpt2":
+                raise ValueError(
+                    f"teacher '{t.name}': unknown random architecture '{t.source}'; valid: random:gpt2"
+                )
+            if t.random and t.hidden % t.heads:
+                raise ValueError(
+                    f"teacher '{t.name}': hidden {t.hidden} is not a multiple of heads {t.heads}"
+                )
+        return v
+
+    @field_validator("students")
+    @classmethod
+    def _students(cls, v: list[str]) -> list[str]:
+        from models.gpt2_student import LM_STUDENTS
+
+        return _known(v, sorted(LM_STUDENTS, key=lambda s: (len(s), s)), "student")
+
+    @field_validator("student_init")
+    @classmethod
+    def _inits(cls, v: list[str]) -> list[str]:
+        from models.gpt2_student import StudentInit
+
+        if not v:
+            raise ValueError("at least one student_init is needed")
+        for init in v:
+            StudentInit.parse(init)  # raises "unknown student_init ...; valid: [...]"
+        return v
+
+    @field_validator("teacher_modes")
+    @classmethod
+    def _modes(cls, v: list[str]) -> list[str]:
+        for mode in v:
+            parts = {p for p in mode.replace("+", " ").replace(",", " ").split() if p}
+            if "in_training" in parts and parts & set(CACHED_MODES) or mode.startswith("in_training-cache"):
+                raise ValueError(
+                    f"teacher mode '{mode}': in_training cannot use a teacher cache (the teacher's weights change "
+                    "every step, so there is nothing to share); use 'in_training' alone (it runs online)"
+                )
+        return _known(v, list(TEACHER_MODES), "teacher mode")
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        return _known(v, list(METHODS), "method")
+
+    @model_validator(mode="after")
+    def _params(self) -> CompletionStudySpec:
+        from kd_methods import get_method
+
+        defaults = get_method("distil").defaults
+        for method, params in self.method_params.items():
+            if method != "distil":
+                raise ValueError(f"method_params: unknown method '{method}'; valid: ['distil']")
+            unknown = sorted(set(params) - set(defaults))
+            if unknown:
+                raise ValueError(
+                    f"method_params.distil: unknown hyperparameter(s) {unknown}; valid: {sorted(defaults)}"
+                )
+        return self
+
+    def distil_params(self) -> dict[str, Any]:
+        from kd_methods import get_method
+
+        return {**get_method("distil").defaults, **self.method_params.get("distil", {})}
+
+    def params_for(self, method: str, mode: str = "cached") -> dict[str, Any]:
+        """The distil hyperparameters of a trial: ``lm_only`` is distil without its teacher terms; a ``cached-topk``
+        trial runs with alpha_cos = 0, since a top-k cache holds no hidden states (recorded in its params)."""
+        params = self.distil_params()
+        if method == "lm_only":
+            return {**params, "alpha_ce": 0.0, "alpha_cos": 0.0}
+        return {**params, "alpha_cos": 0.0} if mode == "cached-topk" else params
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+
+def _known(values: list[str], valid: list[str], what: str) -> list[str]:
+    if not values:
+        raise ValueError(f"at least one {what} is needed; valid: {valid}")
+    for v in values:
+        if v not in valid:
+            raise ValueError(f"unknown {what} '{v}'; valid: {valid}")
+    return values
+
+
+def _resolve(name_or_path: str | Path) -> Path | None:
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PROFILES_DIR / f"{name_or_path}.yaml"
+    return path if path.is_file() else None
+
+
+def is_completion_study(name_or_path: str | Path) -> bool:
+    """Whether a profile name or YAML file is a completion study (``task: completion``)."""
+    path = _resolve(name_or_path)
+    if path is None:
+        return False
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(raw, dict) and raw.get("task") == "completion"
+
+
+def load_completion_spec(
+    name_or_path: str | Path, overrides: dict[str, Any] | None = None
+) -> CompletionStudySpec:
+    path = _resolve(name_or_path)
+    if path is None:
+        raise StudyError(
+            f"unknown study '{name_or_path}': not a file, and not a profile; profiles: {profiles()}"
+        )
+    text = path.read_text()
+    try:
+        node, raw = yaml.compose(text), yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: invalid YAML: {err}") from None
+    raw.setdefault("name", path.stem)
+    raw.update(overrides or {})
+    try:
+        return CompletionStudySpec.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = tuple(e["loc"])
+            where = ".".join(str(p) for p in loc) or "(top level)"
+            line = _line_of(node, loc)
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}:{line}: {where}: {msg}" if line else f"{path}: {where}: {msg}")
+        raise StudyError("invalid study:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,247 @@
+"""The completion study end to end: ``python -m orchestrator.study`` on the completion-smoke profile (real Ray, real
+MLflow SQLite store, the offline proxy), resume, --status, a failing trial, the notebook; plus the spec and plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from orchestrator.sweep.completion_driver import completion_status, run_completion_study
+from orchestrator.sweep.completion_plan import build_completion_plan
+from orchestrator.sweep.completion_spec import PROFILES_DIR, is_completion_study, load_completion_spec
+from orchestrator.sweep.spec import StudyError
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = ("cached", "cached-topk", "online", "in_training", "none")
+
+
+def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "orchestrator.study", *args]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tasks.build_local import build_local
+    from tasks.completion.proxy import ProxySettings
+
+    out = tmp_path_factory.mktemp("completion-data")
+    return build_local(out, tasks=["completion"], completion=ProxySettings(max_mb=0.6, line_samples=40))[
+        "completion"
+    ]
+
+
+def _study_file(folder: Path, data: Path, **changes: object) -> Path:
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw.update(data=str(data), storage=str(folder / "store"), **changes)
+    path = folder / f"{raw['name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory, proxy: Path) -> dict:
+    folder = tmp_path_factory.mktemp("completion-smoke")
+    path = _study_file(folder, proxy)
+    first = _cli(str(path))
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    uri = f"sqlite:///{folder / 'store' / 'mlflow' / 'mlflow.db'}"
+    return {"path": path, "folder": folder, "uri": uri, "log": first.stdout + first.stderr}
+
+
+def _runs(uri: str, stage: str = "student") -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("completion-smoke")
+    return client.search_runs([exp.experiment_id], f"tags.stage = '{stage}'", max_results=1000)
+
+
+def test_every_teacher_mode_finishes_with_es_em_and_the_contract_tags(smoke):
+    runs = _runs(smoke["uri"])
+    assert len(runs) == 10 and all(r.info.status == "FINISHED" for r in runs)
+    by_mode = {m: [r for r in runs if r.data.tags["teacher_mode"] == m] for m in MODES}
+    assert all(len(v) == 2 for v in by_mode.values()), {m: len(v) for m, v in by_mode.items()}
+    client = MlflowClient(smoke["uri"])
+    for r in runs:
+        t, m = r.data.tags, r.data.metrics
+        assert t["task"] == "completion" and t["codexglue_version"] == "local-proxy"
+        assert (
+            t["student_init"] == "teacher_layers"
+            and t["stage"] == "student"
+            and t["study"] == "completion-smoke"
+        )
+        assert t["method"] == ("lm_only" if t["teacher_mode"] == "none" else "distil")
+        assert {"teacher", "student", "seed", "trial_key"} <= set(t)
+        assert 0 <= m["test_es"] <= 100 and 0 <= m["test_em"] <= 100 and m["test_score"] == m["test_es"]
+        assert m["student_params"] > 0 and m["model_mb"] > 0 and m["inference_samples_per_s"] > 0
+        assert m["generated_tokens_per_s"] > 0 and m["test_lines"] == 12
+        history = client.get_metric_history(r.info.run_id, "val_ppl")
+        assert sorted(h.step for h in history) == [1, 2]  # one validation perplexity per epoch
+        assert m["best_val_ppl"] == pytest.approx(min(h.value for h in history))
+    deeper = [r for r in runs if r.data.tags["student"] == "gpt2-2l"]
+    shallower = [r for r in runs if r.data.tags["student"] == "gpt2-1l"]
+    assert min(r.data.metrics["student_params"] for r in deeper) > max(
+        r.data.metrics["student_params"] for r in shallower
+    )
+    for r in by_mode["in_training"]:  # the in-training teacher learnt too, and is scored
+        assert {"teacher_val_ppl", "teacher_test_es", "teacher_test_em"} <= set(r.data.metrics)
+    for r in by_mode["cached-topk"]:
+        mass = [v for k, v in r.data.metrics.items() if k.startswith("topk_mass_kept_T")]
+        assert r.data.tags["approximate"] == "true" and mass and all(0 < v <= 1 for v in mass)
+
+
+def test_the_exact_cache_is_built_once_and_teaches_what_the_online_teacher_does(smoke):
+    assert (
+        "teacher passes made by this study: 2" in smoke["log"]
+    )  # one exact + one top-k, for 4 cached trials
+    runs = _runs(smoke["uri"])
+    keys = {r.data.tags.get("teacher_cache") for r in runs if r.data.tags["teacher_mode"] == "cached"}
+    assert len(keys) == 1 and None not in keys  # both students read the same cache
+    for student in ("gpt2-1l", "gpt2-2l"):
+        ppl = {
+            r.data.tags["teacher_mode"]: r.data.metrics["best_val_ppl"]
+            for r in runs
+            if r.data.tags["student"] == student and r.data.tags["teacher_mode"] in ("cached", "online")
+        }
+        # The fp16 hidden-state cache rebuilds the online teacher's distribution (KL ~ 1e-8): same training.
+        assert ppl["cached"] == pytest.approx(ppl["online"], rel=1e-3)
+    teacher = _runs(smoke["uri"], "teacher")
+    assert len(teacher) == 1 and "test_es" in teacher[0].data.metrics
+
+
+def test_rerun_skips_finished_trials_and_status_says_done(smoke, capsys):
+    # In this process: with nothing left to run the driver starts neither Ray nor a teacher pass.
+    spec = load_completion_spec(smoke["path"])
+    outcome = run_completion_study(spec)
+    assert (outcome.planned, outcome.finished, outcome.teacher_passes, outcome.failed) == (10, 10, 0, [])
+    out = capsys.readouterr().out
+    assert "10 already finished, 0 to run" in out and "teacher tiny-gpt2: exists" in out
+    assert len(_runs(smoke["uri"])) == 10  # nothing recorded twice
+    status = completion_status(spec)
+    assert (status["planned"], status["done"], status["remaining"], status["failed"]) == (10, 10, 0, 0)
+
+
+def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, proxy, capsys):
+    # Same store and teacher; a pretrained student from a folder that does not exist fails, the other finishes.
+    missing = smoke["folder"] / "no-such-checkpoint"
+    path = _study_file(
+        smoke["folder"], proxy, student_init=["teacher_layers", f"pretrained:{missing}"], students=["gpt2-1l"],
+        teacher_modes=["online"], methods=["distil"],
+    )  # fmt: skip
+    outcome = run_completion_study(load_completion_spec(path))
+    assert not outcome.complete and (outcome.planned, outcome.finished, len(outcome.failed)) == (2, 1, 1)
+    assert (
+        "1 already finished, 1 to run" in capsys.readouterr().out
+    )  # the online 1-layer trial is the smoke's
+    status = completion_status(load_completion_spec(path))
+    assert (status["planned"], status["done"], status["failed"]) == (2, 1, 1)
+    assert "no-such-checkpoint" in status["failed_trials"][0]["error"]
+    runs = _runs(smoke["uri"])
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "no-such-checkpoint" in failed[0].data.tags["error"]
+    assert failed[0].data.tags["student_init"] == f"pretrained:{missing}"
+    assert (
+        len([r for r in runs if r.info.status == "FINISHED"]) == 10
+    )  # the online 1-layer trial was already done
+
+
+def test_the_completion_notebook_runs_on_the_smoke_store(smoke, tmp_path):
+    import nbformat
+
+    from orchestrator.analysis import run_notebooks
+
+    written = run_notebooks(tmp_path, "completion-smoke", smoke["uri"], ["08_completion.ipynb"])
+    nb = nbformat.read(written[0], as_version=4)
+    text = "".join(
+        o.get("text", "") + o.get("data", {}).get("text/plain", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert "11 finished completion runs" in text  # 10 students and the teacher's own scores
+    assert "teacher" in text and "gpt2-2l" in text and "frozen_minus_in_training" in text
+    assert (tmp_path / "figures" / "completion_size.png").is_file()
+    from orchestrator.analysis import completion as C
+
+    runs = C.load_completion_runs("completion-smoke", smoke["uri"])
+    table = C.poster_table(runs, poster=True)
+    assert list(table.index) == ["teacher", "gpt2-2l", "gpt2-1l"]
+    assert (
+        table.loc["teacher", "poster_es"] == 39.1
+        and table.loc["gpt2-2l", "poster_params_m"] != table.loc["gpt2-2l", "poster_params_m"]
+    )  # NaN: no poster row for 2 layers
+    assert table.loc["gpt2-2l", "params_m"] > table.loc["gpt2-1l", "params_m"]
+    modes = C.compare_modes(runs, "test_es")
+    assert {"cached", "cached-topk", "online", "in_training", "none", "frozen_minus_in_training"} <= set(
+        modes.columns
+    )
+
+
+# -- spec and plan (no Ray) -----------------------------------------------------------------------------------------
+
+
+def test_profiles_are_completion_studies_and_plan_without_weights():
+    for name in ("completion-smoke", "completion-local", "completion-full"):
+        assert is_completion_study(name)
+        plan = build_completion_plan(load_completion_spec(name))
+        assert plan.trials and plan.totals["wall_hours"] > 0
+        assert len({t.trial_key for t in plan.trials}) == len(plan.trials)
+    assert not is_completion_study("smoke")
+    full = build_completion_plan(load_completion_spec("completion-full"))
+    assert {t.student for t in full.trials} == {f"gpt2-{n}l" for n in (4, 6, 8, 10, 12)}
+    assert {t.teacher_mode for t in full.trials} == {"cached", "in_training", "none"}
+
+
+def test_in_training_with_a_cache_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw["teacher_modes"] = ["cached", "in_training+cached"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError, match=r"bad.yaml:\d+: teacher_modes: teacher mode 'in_training\+cached'"):
+        load_completion_spec(path)
+    out = _cli(str(path), "--plan")
+    assert out.returncode == 2 and "in_training cannot use a teacher cache" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_student_lists_the_valid_ones(tmp_path):
+    path = tmp_path / "bad.yaml"
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw["students"] = ["gpt2-3l"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(StudyError, match=r"unknown student 'gpt2-3l'; valid: \['gpt2-1l'"):
+        load_completion_spec(path)
+
+
+def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
+    from orchestrator.sweep.completion_spec import CompletionStudySpec
+
+    ckpt = tmp_path / "gpt2-code"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 2, "n_embd": 32}))
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw.update(
+        data=str(tmp_path / "absent"), student_init=["teacher_layers", f"pretrained:{ckpt}"], seeds=[0, 1]
+    )
+    plan = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    pretrained = [t for t in plan.trials if t.student_init.startswith("pretrained:")]
+    # 4 modes + lm_only, 2 seeds: once (as gpt2-2l, the checkpoint's depth), not once per student name
+    assert len(pretrained) == 10 and {t.student for t in pretrained} == {"gpt2-2l"}
+    layered = [t for t in plan.trials if t.student_init == "teacher_layers"]
+    assert len(layered) == 2 * 2 * 5  # students x seeds x (4 modes + lm_only)
+    assert sum(t.method == "lm_only" for t in layered) == 4 and all(
+        t.teacher_mode == "none" for t in layered if t.method == "lm_only"
+    )
+    again = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    assert [t.trial_key for t in again.trials] == [t.trial_key for t in plan.trials]  # stable keys
+    raw["student_train"] = {**raw["student_train"], "lr": 0.001}
+    changed = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    assert not {t.trial_key for t in changed.trials} & {t.trial_key for t in plan.trials}
