@@ -12,6 +12,7 @@ import time
 
 import pytest
 from conftest import ROOT, write_study
+from test_study import _study_cli
 
 from kd_methods import SignalSpec
 from orchestrator.cache.build import get_or_build, teacher_passes
@@ -26,14 +27,7 @@ from tasks import load_task_data
 
 
 def _cli(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.study", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or os.environ.copy(),
-    )
+    return _study_cli(*args, env=env, timeout=timeout)
 
 
 def _one_line_error(out: subprocess.CompletedProcess) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +69,6 @@ def completion_trainable(config: dict[str, Any], tracking_uri: str, experiment_i
         client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as err:  # noqa: BLE001 - every failure is recorded, then Tune retries or gives up
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
-        client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
-        client.set_terminated(run_id, "FAILED")
+        tracking.record_failure(client, run_id, err)
         raise
     tune.report({**final, "trial_finished": 1.0})

@@ -214,3 +214,12 @@ def log_json_artifact(client: MlflowClient, run_id: str, payload: Any, artifact_
         path = Path(tmp) / name
         path.write_text(json.dumps(payload))
         client.log_artifact(run_id, str(path), artifact_path)
+
+
+def record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
+    """A trial that raised: its reason and traceback as tags, the run FAILED (the study goes on; Tune retries)."""
+    import traceback
+
+    client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+    client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
+    client.set_terminated(run_id, "FAILED")

@@ -12,7 +12,6 @@ import os
 import shutil
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +175,7 @@ def student_trainable(
             client.set_terminated(run_id, "KILLED")
         raise
     except BaseException as err:  # noqa: BLE001 - every failure is recorded, then Tune retries or gives up
-        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
-        client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
-        client.set_terminated(run_id, "FAILED")
+        tracking.record_failure(client, run_id, err)
         raise
     finally:
         if out_dir is not None:
