@@ -16,8 +16,7 @@ KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from orchestrator.bench.overhead import SIZES as OVERHEAD_SIZES
-    from orchestrator.bench.transfer import SIZES as TRANSFER_SIZES
+    from orchestrator.bench.sizes import OVERHEAD_SIZES, TRANSFER_SIZES
 
     p = argparse.ArgumentParser(
         prog="python -m orchestrator.bench",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
+from orchestrator.bench.sizes import OVERHEAD_SIZES, BenchSize
 from orchestrator.cache.build import get_or_build
 from orchestrator.cache.key import CacheRequest, ckd_layers_for, human_bytes
 from orchestrator.cache.serve import CachedTeacher
@@ -32,27 +32,7 @@ from tasks import SPLITS, TaskData
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
-@dataclass(frozen=True)
-class BenchSize:
-    student: str
-    teacher_layers: int
-    teacher_hidden: int
-    teacher_heads: int
-    teacher_ffn: int
-    teacher_vocab: int
-    max_length: int
-    batch_size: int
-    steps: int
-
-
-SIZES = {
-    # 2-core CPU: RoBERTa-base-shaped teacher, 7M student, shorter sequences so online KD finishes in minutes.
-    "default": BenchSize("roberta-7m", 12, 768, 12, 3072, 8000, 256, 16, 20),
-    # A GPU: the paper's settings (max length 512, batch 32).
-    "paper": BenchSize("roberta-7m", 12, 768, 12, 3072, 50000, 512, 32, 200),
-    # Tests: everything tiny.
-    "tiny": BenchSize("roberta-tiny", 2, 64, 2, 128, 600, 64, 8, 6),
-}
+SIZES = OVERHEAD_SIZES
 
 
 def _device_name(device: str) -> str:

@@ -24,23 +24,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from orchestrator.sweep import tracking  # noqa: E402
-from orchestrator.sweep.plan import StudyPlan, build_plan, describe, plan_dict  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
 from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
-from orchestrator.sweep.stages import (  # noqa: E402
-    StudyOutcome,
-    log,
-    stage_finish,
-    stage_teacher_cache,
-    stage_teacher_finetune,
-    stage_tokenizers,
-)
-from orchestrator.sweep.students import stage_students  # noqa: E402
-from orchestrator.sweep.tuning import resolve_final, tuning_status  # noqa: E402
-from orchestrator.sweep.tuning_stage import stage_tuning  # noqa: E402
+
+if TYPE_CHECKING:  # MLflow, torch and Ray load where a command needs them: --help stays fast
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.plan import StudyPlan
+    from orchestrator.sweep.stages import StudyOutcome
 
 
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
+    from orchestrator.sweep import tracking
+
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri, None
@@ -70,6 +66,8 @@ def _init_ray(address: str | None, env: dict[str, str]) -> bool:
 
 
 def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
+    from orchestrator.sweep import tracking
+
     runs = tracking.runs_by_stage(client, exp_id, "study")
     if runs:
         run_id = runs[0].info.run_id
@@ -88,6 +86,9 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     import ray
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.plan import build_plan, describe
+    from orchestrator.sweep.stages import StudyOutcome, log
     from orchestrator.train.trial import resolve_data
 
     storage = Path(spec.storage).resolve()
@@ -148,6 +149,15 @@ def _run_stages(
     outcome: StudyOutcome,
 ) -> None:
     """The stages in order; each skips what exists (see the module docstring)."""
+    from orchestrator.sweep.stages import (
+        stage_finish,
+        stage_teacher_cache,
+        stage_teacher_finetune,
+        stage_tokenizers,
+    )
+    from orchestrator.sweep.students import stage_students
+    from orchestrator.sweep.tuning_stage import stage_tuning
+
     stage_tokenizers(spec, plan, data)
     stage_teacher_finetune(spec, plan, data, client, exp_id, parent)
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
@@ -159,6 +169,10 @@ def _run_stages(
 def status(spec: StudySpec) -> dict[str, Any]:
     """Done, running, failed and remaining trials, from MLflow."""
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.plan import build_plan
+    from orchestrator.sweep.tuning import resolve_final, tuning_status
 
     uri, _ = _tracking_uri(spec, start=False)
     client = MlflowClient(uri)
@@ -228,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from orchestrator.sweep.plan import build_plan, describe, plan_dict
+
     if args.plan:
         plan = build_plan(spec)
         print(json.dumps(plan_dict(plan), indent=2) if args.json else describe(plan))
@@ -250,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             for f in st["failed_trials"]:
                 print(f"  FAILED {f['run']}: {f['error']}")
         return 0
+
+    from orchestrator.sweep.stages import log
 
     outcome = run_study(spec, args.address)
     log(

@@ -12,12 +12,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kd_methods import build_method
-from models.teacher import Teacher
-from orchestrator.train.trainer import TrainConfig, TrainResult, encode_split, train
+from orchestrator.train.config import PRECISIONS, TrainConfig
 from orchestrator.train.trial import DEFAULT_DATA, load_data, resolve_teacher
 from tasks import SPLITS, TASKS, get_task
+
+if TYPE_CHECKING:  # torch and transformers load when a fine-tune runs, not for --help
+    from orchestrator.train.trainer import TrainResult
 
 TEACHER_RECIPE = TrainConfig(epochs=5, batch_size=32, lr=2e-5)
 
@@ -41,6 +43,10 @@ def finetune_teacher(
 ) -> FinetuneResult:
     """Fine-tune ``teacher`` (alias, hub id or folder) on ``task``; the best epoch's weights are saved to
     ``out_dir`` (safetensors + tokenizer), loadable by ``Teacher.load`` and by the teacher cache."""
+    from kd_methods import build_method
+    from models.teacher import Teacher
+    from orchestrator.train.trainer import encode_split, train
+
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
     spec = get_task(task)
     model = Teacher.load(resolve_teacher(teacher), spec.num_labels, trust_remote_code=trust_remote_code)
@@ -79,9 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
     )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on a GPU that supports it, else fp32",
+    )
     args = p.parse_args(argv)
     cfg = TrainConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
     )
 
     def show(row: dict[str, float]) -> None:

@@ -23,23 +23,7 @@ from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
 from kd_methods import KDMethod, SignalSpec, TeacherSignals
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings. Defaults are the paper's student recipe (STUDY.md); teachers use lr 2e-5."""
-
-    epochs: int = 5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    device: str = "auto"  # "auto" picks cuda when present
-    max_steps: int | None = None  # stop early after this many optimiser steps (benchmarks, smoke runs)
+from orchestrator.train.config import TrainConfig
 
 
 class NonFiniteLossError(FloatingPointError):
