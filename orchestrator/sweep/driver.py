@@ -98,6 +98,12 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     resolved = resolve_data(spec.data)
     data = resolved if resolved == "hub" else str(Path(resolved).resolve())
     spec = spec.model_copy(update={"storage": str(storage)})
+    from orchestrator.sweep.fastpath import nothing_left
+
+    done = nothing_left(spec)  # read from the store: no MLflow server, no Ray
+    if done is not None:
+        log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
+        return done
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 
