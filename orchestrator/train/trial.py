@@ -167,6 +167,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
     from orchestrator.cache.build import get_or_build
     from orchestrator.cache.key import CacheRequest, ckd_layers_for
     from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trainer import resolve_device, resolve_precision
 
     teacher_dir = resolve_teacher(cfg.teacher)
     teacher = Teacher.load(teacher_dir, prepared.num_labels)
@@ -186,6 +187,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
         cfg.max_length,
         ckd_layer_sets=ckd,
         ckd_window=int(cfg.method_params.get("window", 10)),
+        precision=resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
     )
     report = get_or_build(
         request,
