@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from orchestrator.train.config import PRECISIONS
+
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
@@ -39,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
     )
     o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
+    o.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on a GPU that supports it, else fp32",
+    )
     t = sub.add_parser(
         "transfer",
         help="does each KD method pass a real teacher's advantage on to its student (several seeds, paired)",
@@ -69,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(methods) - set(KD_METHODS))
             if unknown:
                 p.error(f"unknown method(s) {unknown}; valid: {list(KD_METHODS)}")
-            results = overhead.overhead(size, args.data, work, args.device, args.task, methods)
+            results = overhead.overhead(
+                size, args.data, work, args.device, args.task, methods, args.precision
+            )
             show = overhead.print_table
         else:
             from orchestrator.bench import transfer
