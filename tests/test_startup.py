@@ -51,3 +51,44 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
     assert "argparse" in names  # the parse really ran in this interpreter, and importtime saw it
     heavy = sorted(set(HEAVY) & names)
     assert not heavy, f"`python -m {' '.join(args)}` imported {heavy}"
+
+
+def test_packing_bench_measures_each_count_and_writes_json(local_data: Path, tmp_path: Path) -> None:
+    """``python -m orchestrator.bench packing``: real trials in parallel processes, one round per count."""
+    import json
+
+    from orchestrator.bench.cli import main
+
+    out = tmp_path / "packing.json"
+    args = [
+        "packing",
+        "--size",
+        "tiny",
+        "--counts",
+        "1,2",
+        "--data",
+        str(local_data),
+        "--work",
+        str(tmp_path),
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r["trials"] for r in results["rounds"]] == [1, 2]
+    one, two = results["rounds"]
+    assert one["threads_per_trial"] >= two["threads_per_trial"] >= 1
+    for r in results["rounds"]:
+        assert r["wall_s"] > 0 and r["trials_per_hour"] == pytest.approx(r["trials"] * 3600 / r["wall_s"])
+        assert r["precision"] == "fp32" == results["precision"]
+    assert one["speedup_vs_1"] == pytest.approx(1.0) and results["student_params"] > 0
+
+
+def test_packing_memory_check_refuses_what_does_not_fit() -> None:
+    from orchestrator.sweep.packing import GIB, PackingError, TrialMemory, check_packing, trial_bytes
+
+    one = TrialMemory("roberta-7m", trial_bytes(7_000_000, 256, 4, 32, 512, "bf16"))
+    assert 0.6 * GIB < one.bytes < 4 * GIB
+    assert "trials per GPU: 4" in check_packing(4, [one], 80 * GIB)
+    with pytest.raises(
+        PackingError, match=r"trials_per_gpu: 8 trials of roberta-7m need about .* at most \d+ fit"
+    ):
+        check_packing(8, [one], 4 * GIB)

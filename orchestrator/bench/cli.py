@@ -1,7 +1,8 @@
-"""``python -m orchestrator.bench overhead|transfer ...``: the benchmarks' command line.
+"""``python -m orchestrator.bench overhead|transfer|packing ...``: the benchmarks' command line.
 
 python -m orchestrator.bench overhead --out results.json             # what KD costs over FT (time)
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
+python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from orchestrator.bench.sizes import OVERHEAD_SIZES, TRANSFER_SIZES
+    from orchestrator.bench.sizes import OVERHEAD_SIZES, PACKING_SIZES, TRANSFER_SIZES
 
     p = argparse.ArgumentParser(
         prog="python -m orchestrator.bench",
@@ -58,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
     t.add_argument("--device", default="auto")
     t.add_argument("--work", help="folder for the teacher, tokenizers and cache (default: a temporary one)")
+    k = sub.add_parser(
+        "packing",
+        help="trials per hour with 1, 2, 4, 8 trials sharing one device (CPU: the cores split between them)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    k.add_argument("--out", default="packing.json")
+    k.add_argument("--size", default="default", choices=sorted(PACKING_SIZES))
+    k.add_argument("--counts", help="comma-separated trials per device (default: the size's, e.g. 1,2,4,8)")
+    k.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    k.add_argument("--device", default="auto")
+    k.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto: bf16 on a GPU that supports it, else fp32",
+    )
+    k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
     return p
 
 
@@ -81,6 +99,21 @@ def main(argv: list[str] | None = None) -> int:
                 size, args.data, work, args.device, args.task, methods, args.precision
             )
             show = overhead.print_table
+        elif args.bench == "packing":
+            from orchestrator.bench import packing
+
+            counts = None
+            if args.counts:
+                try:
+                    counts = tuple(int(c) for c in args.counts.split(",") if c.strip())
+                except ValueError:
+                    p.error(f"--counts expects comma-separated positive integers, got '{args.counts}'")
+                if not counts or min(counts) < 1:
+                    p.error(f"--counts expects comma-separated positive integers, got '{args.counts}'")
+            results = packing.packing(
+                packing.SIZES[args.size], args.data, work, args.device, args.precision, counts=counts
+            )
+            show = packing.print_table
         else:
             from orchestrator.bench import transfer
 

@@ -149,3 +149,24 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
         },
     ),
 }
+
+
+@dataclass(frozen=True)
+class PackingSize:
+    """One packing measurement: each trial fine-tunes ``student`` for ``steps`` optimiser steps."""
+
+    student: str
+    max_length: int
+    batch_size: int
+    steps: int
+    counts: tuple[int, ...] = (1, 2, 4, 8)
+
+
+PACKING_SIZES: dict[str, PackingSize] = {
+    # 2-core CPU: the 7M student at a shorter length; the cores are split between the trials of a round.
+    "default": PackingSize("roberta-7m", 256, 16, 10),
+    # A GPU: the paper's student and shapes; trials share the device.
+    "paper": PackingSize("roberta-7m", 512, 32, 100),
+    # Tests: seconds.
+    "tiny": PackingSize("roberta-tiny", 64, 8, 4, (1, 2)),
+}

@@ -52,9 +52,8 @@ def device_memory() -> float | None:
     return float(torch.cuda.get_device_properties(0).total_memory)
 
 
-def check_packing(spec: Any, estimates: list[TrialMemory], total: float | None) -> str:
-    """Raise PackingError when ``trials_per_gpu`` of the largest trials exceed ``total`` bytes; else a log line."""
-    k = max(1, int(getattr(spec, "trials_per_gpu", 1)))
+def check_packing(k: int, estimates: list[TrialMemory], total: float | None) -> str:
+    """Raise PackingError when ``k`` of the largest trials exceed ``total`` bytes; else a line for the log."""
     if k == 1 or not estimates:
         return f"trials per GPU: {k}"
     worst = max(estimates, key=lambda e: e.bytes)

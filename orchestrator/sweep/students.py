@@ -33,7 +33,11 @@ def stage_students(
     folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
     configs = [_trial_config(spec, plan, t, folders, data, parent) for t in todo]
     if configs and spec.trials_per_gpu > 1:
-        log(packing.check_packing(spec, packing.estimate_trials(spec, plan), packing.device_memory()))
+        log(
+            packing.check_packing(
+                spec.trials_per_gpu, packing.estimate_trials(spec, plan), packing.device_memory()
+            )
+        )
     if configs:
         _tune(spec, configs, caches, uri, exp_id)
 
