@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from orchestrator.train.config import PRECISIONS
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS
 
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
@@ -42,12 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
     )
     o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
-    o.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: bf16 on a GPU that supports it, else fp32",
-    )
+    o.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     t = sub.add_parser(
         "transfer",
         help="does each KD method pass a real teacher's advantage on to its student (several seeds, paired)",
@@ -69,12 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--counts", help="comma-separated trials per device (default: the size's, e.g. 1,2,4,8)")
     k.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
     k.add_argument("--device", default="auto")
-    k.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: bf16 on a GPU that supports it, else fp32",
-    )
+    k.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
     return p
 

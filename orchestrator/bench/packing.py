@@ -85,6 +85,55 @@ def _round(
     }
 
 
+def _payload(size: PackingSize, data: str, work: Path, task: str, train: Any) -> dict[str, Any]:
+    """The data every trial of a round trains on: the first ``steps * batch`` training samples, encoded once."""
+    from orchestrator.train.trainer import EncodedSplit
+    from orchestrator.train.trial import TrialConfig, prepare
+
+    cfg = TrialConfig(
+        task=task,
+        student=size.student,
+        method="ft",
+        data=data,
+        max_length=size.max_length,
+        train=train,
+        cache_dir=str(work / "cache"),
+    )
+    prepared = prepare(cfg)
+
+    def head(split: EncodedSplit, n: int) -> EncodedSplit:
+        return EncodedSplit(split.input_ids[:n], split.labels[:n], split.pad_id)
+
+    enc = prepared.encoded
+    return {
+        "task": task,
+        "num_labels": prepared.num_labels,
+        "vocab": prepared.tokenizer.vocab_size,
+        "encoded": {
+            "train": head(enc["train"], size.steps * size.batch_size),
+            "validation": head(enc["validation"], size.batch_size),
+            "test": head(enc["test"], size.batch_size),
+        },
+    }
+
+
+def _estimate(size: PackingSize, num_labels: int, precision: str) -> tuple[int, Any]:
+    """(parameter count, the memory estimate of one trial) for the packing check."""
+    import torch
+
+    from models import build_student, count_parameters
+    from orchestrator.sweep.packing import TrialMemory, trial_bytes
+    from orchestrator.train.trial import student_shape
+
+    shape = student_shape(size.student)
+    with torch.device("meta"):
+        params = count_parameters(build_student(size.student, num_labels))
+    est = trial_bytes(
+        params, shape.hidden_size, shape.num_layers, size.batch_size, size.max_length, precision
+    )
+    return params, TrialMemory(size.student, est)
+
+
 def packing(
     size: PackingSize,
     data: str,
@@ -96,17 +145,13 @@ def packing(
     timeout: float = 1800.0,
 ) -> dict[str, Any]:
     """Measure every count of ``counts`` (default: the size's); returns the JSON the command writes."""
-    import torch
-
     from orchestrator.bench.overhead import _device_name
-    from orchestrator.sweep.packing import TrialMemory, check_packing, device_memory, trial_bytes
+    from orchestrator.sweep.packing import check_packing, device_memory
     from orchestrator.train.config import TrainConfig
     from orchestrator.train.trainer import resolve_device, resolve_precision
-    from orchestrator.train.trial import TrialConfig, prepare, student_shape
 
     dev = resolve_device(device)
     resolved = resolve_precision(precision, dev)
-    n_train = size.steps * size.batch_size
     train = TrainConfig(
         epochs=1,
         batch_size=size.batch_size,
@@ -115,44 +160,10 @@ def packing(
         device=str(dev),
         precision=resolved,
     )
-    prepared = prepare(
-        TrialConfig(
-            task=task,
-            student=size.student,
-            method="ft",
-            data=data,
-            max_length=size.max_length,
-            train=train,
-            cache_dir=str(work / "cache"),
-        )
-    )
-    enc = prepared.encoded
-    from orchestrator.train.trainer import EncodedSplit
-
-    def head(split: EncodedSplit, n: int) -> EncodedSplit:
-        return EncodedSplit(split.input_ids[:n], split.labels[:n], split.pad_id)
-
-    payload = {
-        "task": task,
-        "num_labels": prepared.num_labels,
-        "vocab": prepared.tokenizer.vocab_size,
-        "encoded": {
-            "train": head(enc["train"], n_train),
-            "validation": head(enc["validation"], size.batch_size),
-            "test": head(enc["test"], size.batch_size),
-        },
-    }
+    payload = _payload(size, data, work, task, train)
     spec = {"student": size.student, "max_length": size.max_length, "train": vars(train)}
     cores = os.cpu_count() or 1
-    shape = student_shape(size.student)
-    from models import build_student, count_parameters
-
-    with torch.device("meta"):
-        params = count_parameters(build_student(size.student, prepared.num_labels))
-    one = TrialMemory(
-        size.student,
-        trial_bytes(params, shape.hidden_size, shape.num_layers, size.batch_size, size.max_length, resolved),
-    )
+    params, one = _estimate(size, payload["num_labels"], resolved)
     rounds = []
     for k in counts or size.counts:
         threads = max(1, cores // k)  # the machine's cores are the budget, split between the round's trials

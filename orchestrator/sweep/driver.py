@@ -100,7 +100,7 @@ def run_study(spec: StudySpec, address: str | None = None) -> StudyOutcome:
     spec = spec.model_copy(update={"storage": str(storage)})
     from orchestrator.sweep.fastpath import nothing_left
 
-    done = nothing_left(spec)  # read from the store: no MLflow server, no Ray
+    done = nothing_left(spec, status)  # read from the store: no MLflow server, no Ray
     if done is not None:
         log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
         return done

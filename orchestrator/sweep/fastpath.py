@@ -10,8 +10,9 @@ the normal way, which starts the servers and repairs what it must.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.sweep.spec import StudySpec
@@ -27,15 +28,16 @@ def store_uri(spec: StudySpec) -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
-def nothing_left(spec: StudySpec) -> StudyOutcome | None:
-    """The study's outcome when MLflow already records all of it as done, else None (``spec.storage`` absolute)."""
+def nothing_left(spec: StudySpec, status: Callable[[StudySpec], dict[str, Any]]) -> StudyOutcome | None:
+    """The study's outcome when MLflow already records all of it as done, else None (``spec.storage`` absolute).
+
+    ``status`` is ``driver.status`` (passed in: the driver imports this module)."""
     uri = store_uri(spec)
     if uri is None:
         return None
     from mlflow.tracking import MlflowClient
 
     from orchestrator.sweep import tracking
-    from orchestrator.sweep.driver import status
     from orchestrator.sweep.stages import StudyOutcome
 
     client = MlflowClient(uri)

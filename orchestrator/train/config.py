@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_HELP = "auto: bf16 on a GPU that supports it, else fp32"
 
 
 @dataclass

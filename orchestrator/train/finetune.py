@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.train.config import PRECISIONS, TrainConfig
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from orchestrator.train.trial import DEFAULT_DATA, load_data, resolve_teacher
 from tasks import SPLITS, TASKS, get_task
 
@@ -85,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
     )
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: bf16 on a GPU that supports it, else fp32",
-    )
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     args = p.parse_args(argv)
     cfg = TrainConfig(
         epochs=args.epochs,

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.train.config import PRECISIONS, TrainConfig
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from tasks import SPLITS, TASKS, TaskData, get_task, load_task_data
 
 if TYPE_CHECKING:  # torch, transformers and the models load only when a trial runs (a fast --help and --plan)
@@ -270,12 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-samples", type=int, help="cap every split (quick runs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--device", default="auto")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto: bf16 on a GPU that supports it, else fp32",
-    )
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
     args = p.parse_args(argv)
