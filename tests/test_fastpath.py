@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sweep import tracking
@@ -72,3 +73,30 @@ def test_run_study_returns_the_finished_outcome(tmp_path: Path) -> None:
     spec, planned = _record_done(tmp_path)
     outcome = run_study(spec)
     assert outcome.complete and outcome.finished == planned and not ray.is_initialized()
+
+
+def test_spent_hours_sum_the_finished_runs(tmp_path: Path) -> None:
+    """What the parent run records as spent: finished trials' and teachers' seconds, failed runs left out."""
+    from orchestrator.sweep.cost import spent
+
+    client = MlflowClient(tracking.local_store(tmp_path)[0])
+    exp = tracking.experiment_id(client, "cost")
+    rows = [
+        ("student", "FINISHED", {"trial_seconds": 1800.0, "train_seconds": 1500.0}),
+        ("tune", "FINISHED", {"trial_seconds": 1800.0, "train_seconds": 900.0}),
+        ("student", "FAILED", {"trial_seconds": 7200.0, "train_seconds": 7200.0}),
+        ("teacher_finetune", "FINISHED", {"train_seconds": 3600.0}),
+        ("teacher_cache", "FINISHED", {"build_seconds": 1800.0}),
+    ]
+    for stage, status_, metrics in rows:
+        run = client.create_run(exp, tags={"stage": stage})
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, status_)
+    got = spent(client, exp, planned_hours=2.5)
+    assert got == {
+        "spent_trial_hours": 1.0,
+        "spent_train_hours": pytest.approx(2400 / 3600),
+        "spent_teacher_hours": 1.5,
+        "planned_gpu_hours": 2.5,
+    }

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep import tracking
+from orchestrator.sweep.cost import spent
 from orchestrator.sweep.plan import CacheUnit, StudyPlan, TeacherUnit
 from orchestrator.sweep.spec import StudySpec
 
@@ -372,6 +373,8 @@ def stage_finish(plan: StudyPlan, client: Any, exp_id: str, parent: str, outcome
             "teacher_passes": outcome.teacher_passes,
             "trials_planned": len(planned),
             "trials_finished": outcome.finished,
+            # What the study spent beside what --plan estimated (sweep/cost.py).
+            **spent(client, exp_id, plan.gpu_hours + plan.tune_gpu_hours),
         },
     )
     client.set_terminated(parent, "FINISHED" if outcome.complete else "FAILED")
