@@ -31,3 +31,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{self.precision}'")
+
+
+def cache_precision(precision: str) -> str:
+    """A study's teacher-pass precision: ``bf16`` only when asked for explicitly. ``auto`` builds fp32 caches, since
+    a cache key must not depend on which machine builds it (a CPU head plans, a GPU worker builds)."""
+    return "bf16" if precision == "bf16" else "fp32"
