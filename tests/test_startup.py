@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "ray", "transformers", "mlflow", "pandas", "sklearn")
+HEAVY = ("torch", "ray", "transformers", "mlflow", "pandas", "sklearn", "pydantic")
 COMMANDS = [
     ["orchestrator.study", "--help"],
     ["orchestrator.trial", "--help"],

@@ -26,11 +26,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from typing import TYPE_CHECKING  # noqa: E402
 
-from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
-
-if TYPE_CHECKING:  # MLflow, torch and Ray load where a command needs them: --help stays fast
+if TYPE_CHECKING:  # pydantic, MLflow, torch and Ray load where a command needs them: --help stays instant
     from orchestrator.sweep import tracking
     from orchestrator.sweep.plan import StudyPlan
+    from orchestrator.sweep.spec import StudySpec
     from orchestrator.sweep.stages import StudyOutcome
 
 
@@ -242,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
     args = p.parse_args(argv)
+    from orchestrator.sweep.spec import StudyError, load_spec
 
     try:
         spec = load_spec(args.study, {"storage": args.storage} if args.storage else None)
