@@ -1,7 +1,7 @@
 """KD methods, one per file, registered by name. A new method is one file plus one import line here."""
 
 # Importing a method's module registers it (@register); add a new method's module to this line.
-from kd_methods import ckd, dist, ft, kd, pkd  # noqa: F401
+from kd_methods import ckd, dist, distil, ft, kd, pkd  # noqa: F401
 from kd_methods.base import (
     METHODS,
     KDMethod,

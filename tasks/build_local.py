@@ -30,6 +30,11 @@ What the data are, and how honest each one is:
 * Without any C (or Java) source on the machine, defect and clone fall back to Python functions (with a
   warning); the bugs and renamings are then made on the AST and printed with ``ast.unparse``.
 
+Functions are cut out of their files with tree-sitter (``tasks.extract``): only those the C, Java or Python grammar
+reads without a parse error are kept, so code behind unknown macros, C++ in C headers and Python 2 files drop
+out. The bug sites and the names a clone renames (parameters and locals the grammar declares) are syntax-tree
+nodes (``tasks.transform``); the Python fallback edits on ``ast`` (``tasks.transform_python``).
+
 Every function lands in exactly one split, chosen by a hash of its file name and function name, so copies of a
 function in several places (the same header in several Python versions) never straddle splits. Functions have
 3 to 80 lines. ``manifest.json`` in DIR records the settings and the counts; a rebuild with the same settings
@@ -58,28 +63,17 @@ from functools import cache
 from pathlib import Path
 
 from tasks.base import SPLITS
+from tasks.completion.proxy import ProxySettings, build_completion_proxy
 from tasks.exception import EXCEPTION_LABELS
-from tasks.extract import (
-    JAVA_KEYWORDS,
-    Function,
-    extract_braced_functions,
-    extract_python_functions,
-    parse_python,
-    python_function_source,
-    source_lines,
-)
-from tasks.transform import (
-    declared_names,
-    inject_bug,
-    inject_python_bug,
-    python_rename_and_relayout,
-    rename_and_relayout,
-    tokenize_braced,
-)
+from tasks.extract import Function, extract_functions, parse_python, python_function_source, source_lines
+from tasks.transform import abstract_signature, declared_names, inject_bug, rename_and_relayout
+from tasks.transform_python import inject_python_bug, python_rename_and_relayout
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: functions, bugs and clones from tree-sitter syntax trees
 DEFAULT_SIZES: dict[str, int] = {"train": 2000, "validation": 300, "test": 300}
 ALL_TASKS = ("defect", "clone", "exception")
+# Built only when asked for (`--tasks completion`): a different layout (token text, see tasks/completion/proxy.py).
+EXTRA_TASKS = ("completion",)
 HOLE = "__HOLE__"
 MAX_FILE_BYTES = 3_000_000
 # Caps on files read per language: with them a full default build stays within seconds on a big machine.
@@ -247,7 +241,7 @@ def _c_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Functi
         if text is None or not re.search(r"\)\s*\{", text):
             yield i, []
             continue
-        yield i, extract_braced_functions(text, "c", str(path), path.name)
+        yield i, extract_functions(text, "c", str(path), path.name)
 
 
 def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Function]]]:
@@ -271,7 +265,7 @@ def _java_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[Fun
             text = decode_source(z.read(info))
             # The module folder (java.base/...) is dropped from the key so one class in two JDKs shares a split.
             key_prefix = re.sub(r"^[\w.]+/(?=(?:java|javax|jdk|sun|com|org)/)", "", name)
-            yield i, extract_braced_functions(text, "java", f"{zpath}!{name}", key_prefix)
+            yield i, extract_functions(text, "java", f"{zpath}!{name}", key_prefix)
     finally:
         for z in open_zips.values():
             z.close()
@@ -297,7 +291,7 @@ def _python_functions(sources: Sources, seed: int) -> Iterator[tuple[int, list[F
         if text is None:
             yield i, []
             continue
-        yield i, extract_python_functions(text, str(path), str(path.relative_to(root)))
+        yield i, extract_functions(text, "python", str(path), str(path.relative_to(root)))
 
 
 def _fill(
@@ -412,11 +406,7 @@ def _abstract_signature(fn: Function, language: str) -> str:
             elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 node.name = "ID"
         return ast.unparse(tree)
-    keywords = JAVA_KEYWORDS if language == "java" else frozenset()
-    return " ".join(
-        "ID" if t.kind == "id" and t.text not in keywords else t.text
-        for t in tokenize_braced(fn.text, language)
-    )
+    return abstract_signature(fn.text, language)
 
 
 def _clone_copy(fn: Function, language: str, rng: random.Random) -> str | None:
@@ -636,8 +626,8 @@ def _check_sizes(sizes: dict[str, int] | None) -> dict[str, int]:
 def _check_tasks(tasks: list[str] | tuple[str, ...] | None) -> list[str]:
     chosen = list(ALL_TASKS) if tasks is None else list(dict.fromkeys(tasks))
     for t in chosen:
-        if t not in ALL_TASKS:
-            raise ValueError(f"tasks.build_local: unknown task '{t}'; valid: {list(ALL_TASKS)}")
+        if t not in ALL_TASKS + EXTRA_TASKS:
+            raise ValueError(f"tasks.build_local: unknown task '{t}'; valid: {list(ALL_TASKS + EXTRA_TASKS)}")
     return chosen
 
 
@@ -669,6 +659,7 @@ def build_local(
     *,
     seed: int = 0,
     sources: Sources | None = None,
+    completion: ProxySettings | None = None,
 ) -> dict[str, Path]:
     """Write ``out/<task>/{train,validation,test}.jsonl`` for each task; returns ``{task: out/<task>}``.
 
@@ -683,6 +674,11 @@ def build_local(
     out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(out)
     result: dict[str, Path] = {}
+    if "completion" in chosen:
+        chosen.remove("completion")
+        proxy = completion or ProxySettings(seed=seed)
+        build_completion_proxy(sources.python_roots, out / "completion", proxy)
+        result["completion"] = out / "completion"
     for task in chosen:
         task_dir = out / task
         settings = {
@@ -745,16 +741,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             f"--{split}", type=int, default=DEFAULT_SIZES[split], help=f"{split} samples per task"
         )
-    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(ALL_TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS + EXTRA_TASKS, default=list(ALL_TASKS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--completion-mb", type=float, default=4.0, help="completion: MB of token text (all splits)"
+    )
+    parser.add_argument(
+        "--completion-lines", type=int, default=500, help="completion: line-level test samples"
+    )
     args = parser.parse_args(argv)
     sizes = {s: getattr(args, s) for s in SPLITS}
     try:
-        paths = build_local(args.out, sizes, args.tasks, seed=args.seed)
+        proxy = ProxySettings(max_mb=args.completion_mb, line_samples=args.completion_lines, seed=args.seed)
+        paths = build_local(args.out, sizes, args.tasks, seed=args.seed, completion=proxy)
     except (ValueError, RuntimeError) as exc:
         parser.exit(2, f"error: {exc}\n")
     manifest = _read_manifest(args.out)
     for task, path in paths.items():
+        if task == "completion":
+            info = json.loads((path / "version.json").read_text(encoding="utf-8"))
+            print(f"completion: {path} (python token text, a proxy of py150; {info['counts']})")
+            continue
         entry = manifest["tasks"][task]
         counts = ", ".join(f"{s} {entry['counts'][s]}" for s in SPLITS)
         print(f"{task}: {path} ({entry['language']}; {counts})")

@@ -1,11 +1,14 @@
-"""Pull whole functions out of C, Java and Python source text, for the local data builder.
+"""Pull whole functions out of C, Java and Python source text with tree-sitter, for the local data builder.
 
-C and Java are cut out by brace matching on a *masked* copy of the text (comments, string and character
-literals and, for C, preprocessor lines blanked to spaces with the newlines kept), so offsets in the mask are
-offsets in the original and a brace inside a string or comment never counts. This is rough on purpose (no real
-parser for either language is installed); the length filter and the C++ filter drop what it gets wrong.
-Python functions come from ``ast``: the text from the ``def`` line to the node's end, as
-``ast.get_source_segment`` gives it, with the ``def`` line's indentation removed.
+Each file is parsed once with the language's tree-sitter grammar (the ``tree-sitter-c``/``-java``/``-python``
+wheels) and a query picks the function nodes: C ``function_definition``, Java method and constructor
+declarations, Python ``function_definition`` at module level or in module-level classes. A function is kept only
+when its node has no parse error and its text, cut out alone, parses again without one (Java inside a wrapper
+class, since a lone constructor is not a compilation unit). That one rule replaces the brace matching, the
+C++ filter and the macro guesses the builder had before: whatever the grammar cannot read is left out.
+
+The Python helpers at the end (``parse_python``, ``source_lines``, ``python_function_source``) stay on ``ast``:
+the exception task masks handler types by AST position and Python's own parser is the reference there.
 """
 
 from __future__ import annotations
@@ -14,41 +17,29 @@ import ast
 import re
 import warnings
 from dataclasses import dataclass
+from functools import cache
+
+import tree_sitter
+import tree_sitter_c
+import tree_sitter_java
+import tree_sitter_python
 
 MIN_LINES = 3
 MAX_LINES = 80
-
-# Java text blocks first: a plain string pattern would read `"""` as an empty string and an opening quote.
-_MASK_COMMON = r'"""[\s\S]*?"""|//[^\n]*|/\*[\s\S]*?\*/|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\''
-_MASK_C = re.compile(r"(?m:^[ \t]*#(?:[^\n]*\\\n)*[^\n]*)|" + _MASK_COMMON)
-_MASK_JAVA = re.compile(_MASK_COMMON)
-
-C_KEYWORDS = frozenset(
-    "if else for while do switch case default return goto break continue sizeof typedef struct union enum "
-    "static extern const volatile register inline auto signed unsigned void char short int long float double "
-    "_Bool restrict __inline __inline__ __attribute__ __declspec defined".split()
+LANGUAGES = ("c", "java", "python")
+_GRAMMARS = {"c": tree_sitter_c, "java": tree_sitter_java, "python": tree_sitter_python}
+# A Java method alone is not a compilation unit: it is parsed (and edited) inside this class.
+JAVA_WRAP = ("class _Wrap {\n", "\n}\n")
+_QUERIES = {
+    "c": "(function_definition type: (_) declarator: (_) body: (compound_statement)) @fn",
+    "java": "[(method_declaration body: (block)) (constructor_declaration) (compact_constructor_declaration)] @fn",
+    "python": "(function_definition) @fn",
+}
+_JAVA_FUNCTIONS = frozenset(
+    ("method_declaration", "constructor_declaration", "compact_constructor_declaration")
 )
-JAVA_KEYWORDS = frozenset(
-    "abstract assert boolean break byte case catch char class const continue default do double else enum "
-    "extends final finally float for goto if implements import instanceof int interface long native new "
-    "package private protected public return short static strictfp super switch synchronized this throw "
-    "throws transient try void volatile while var yield record sealed permits non-sealed true false null".split()
-)
-# Words that only C++ has: a header function containing one is C++, not the C the defect task stands for.
-_CPP_WORDS = frozenset(
-    "template namespace class nullptr constexpr static_cast reinterpret_cast const_cast dynamic_cast operator "
-    "decltype noexcept typename virtual std".split()
-)
-_CPP_REFERENCE = re.compile(r"&\s+[A-Za-z_]")  # `T& x`: a reference declarator
-_CPP_GENERIC_CALL = re.compile(r"<\w+>\s*\(")  # `f<T>(`
-_WORD = re.compile(r"[A-Za-z_]\w*")
-_JAVA_ANNOTATION = re.compile(r"@[\w.]+(?:\s*\([^()]*\))?")
-_C_PRELUDE = re.compile(r"^[\s\w\*]+$")
-_JAVA_PRELUDE = re.compile(r"^[\s\w<>\[\],.?]+$")
-_BRACES = re.compile(r"[{}]")
+_ANNOTATIONS = frozenset(("annotation", "marker_annotation", "comment", "line_comment", "block_comment"))
 _LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
-_BODY_OPEN_C = re.compile(r"\)\s*\{")
-_BODY_OPEN_JAVA = re.compile(r"\)\s*(?:throws\s+[\w.<>,\s]+?)?\s*\{")
 
 
 @dataclass(frozen=True)
@@ -62,144 +53,149 @@ class Function:
     key: str
 
 
-def mask(text: str, language: str) -> str:
-    """Same length as ``text``; comments/literals (and C preprocessor lines) become spaces, newlines kept.
-
-    Quotes stay so a masked literal still reads as a literal (e.g. to skip ``"a" + b``).
-    """
-    pattern = _MASK_C if language == "c" else _MASK_JAVA
-
-    def blank(m: re.Match[str]) -> str:
-        s = m.group(0)
-        if s[:1] in "\"'" and not s.startswith('"""'):
-            return s[0] + re.sub(r"[^\n]", " ", s[1:-1]) + s[-1]
-        return re.sub(r"[^\n]", " ", s)
-
-    return pattern.sub(blank, text)
+@cache
+def language(name: str) -> tree_sitter.Language:
+    if name not in _GRAMMARS:
+        raise ValueError(f"tasks.extract: unknown language '{name}'; valid: {list(LANGUAGES)}")
+    return tree_sitter.Language(_GRAMMARS[name].language())
 
 
-def looks_like_cpp(masked_code: str) -> bool:
-    """True when masked code has a construct only C++ has (keywords, ``::``, references, ``f<T>(``)."""
-    if "::" in masked_code or not _CPP_WORDS.isdisjoint(_WORD.findall(masked_code)):
-        return True
-    for m in _CPP_REFERENCE.finditer(masked_code):
-        before = masked_code[m.start() - 1 : m.start()]
-        if before.isalnum() or before == "_":
-            return True
-    for m in _CPP_GENERIC_CALL.finditer(masked_code):
-        before = masked_code[m.start() - 1 : m.start()]
-        if before.isalnum() or before == "_":
-            return True
-    return False
+@cache
+def parser(name: str) -> tree_sitter.Parser:
+    return tree_sitter.Parser(language(name))
 
 
-def match_brace(masked: str, open_pos: int) -> int | None:
-    """Index of the ``}`` closing the ``{`` at ``open_pos``, or None when the file ends first."""
-    depth = 0
-    for m in _BRACES.finditer(masked, open_pos):
-        depth += 1 if m.group(0) == "{" else -1
-        if depth == 0:
-            return m.start()
-    return None
+@cache
+def _query(name: str) -> tree_sitter.Query:
+    return tree_sitter.Query(language(name), _QUERIES[name])
 
 
-def _match_paren_back(masked: str, close_pos: int) -> int | None:
-    depth = 0
-    for i in range(close_pos, max(-1, close_pos - 4000), -1):
-        ch = masked[i]
-        if ch == ")":
-            depth += 1
-        elif ch == "(":
-            depth -= 1
-            if depth == 0:
-                return i
-        elif ch in "{};":
+def function_source(text: str, lang: str) -> bytes:
+    """The bytes a function's text is parsed as: itself, or for Java itself inside ``JAVA_WRAP``."""
+    if lang == "java":
+        return (JAVA_WRAP[0] + text + JAVA_WRAP[1]).encode()
+    return text.encode()
+
+
+def function_node(tree: tree_sitter.Tree, lang: str) -> tree_sitter.Node | None:
+    """The function node of a tree parsed from ``function_source`` (None when it is not one function)."""
+    root = tree.root_node
+    if lang == "java":
+        cls = root.named_children[0] if root.named_children else None
+        body = cls.child_by_field_name("body") if cls is not None else None
+        nodes = [n for n in body.named_children if n.type in _JAVA_FUNCTIONS] if body is not None else []
+    else:
+        wanted = "function_definition"
+        nodes = [n for n in root.named_children if n.type == wanted]
+    return nodes[0] if len(nodes) == 1 else None
+
+
+def parse_function(text: str, lang: str) -> tuple[bytes, tree_sitter.Tree]:
+    source = function_source(text, lang)
+    return source, parser(lang).parse(source)
+
+
+def parses_cleanly(text: str, lang: str) -> bool:
+    """True when tree-sitter reads the function text with no ERROR or MISSING node."""
+    _, tree = parse_function(text, lang)
+    return not tree.root_node.has_error and function_node(tree, lang) is not None
+
+
+def _declarator_name(node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """The identifier a C declarator declares, through pointer/array/function/parenthesised declarators."""
+    while node is not None and node.type not in ("identifier", "field_identifier"):
+        inner = node.child_by_field_name("declarator")
+        if inner is None:
+            inner = next((c for c in node.named_children if c.type.endswith("declarator")), None)
+        node = inner
+    return node
+
+
+def _java_start(node: tree_sitter.Node) -> tree_sitter.Node | None:
+    """The first child a Java method's text starts at: leading annotations are not part of the sample."""
+    mods = node.named_children[0] if node.named_children else None
+    if mods is None or mods.type != "modifiers":
+        return None
+    for child in mods.children:
+        if child.type not in _ANNOTATIONS:
+            return child
+    return mods.next_sibling
+
+
+def _python_outer(node: tree_sitter.Node) -> str | None:
+    """The qualname of a module-level function or method of a module-level class, else None (nested ones stay
+    inside their outer function, so every handler belongs to exactly one sample)."""
+    names = [node.child_by_field_name("name").text.decode()]
+    parent = node.parent
+    while parent is not None and parent.type != "module":
+        if parent.type == "class_definition":
+            names.insert(0, parent.child_by_field_name("name").text.decode())
+        elif parent.type not in ("block", "decorated_definition"):
             return None
-    return None
+        parent = parent.parent
+    return ".".join(names)
 
 
-def _prelude_start(masked: str, name_start: int) -> int:
-    """Start of the declaration: just after the previous ``;``, ``{`` or ``}`` (or the file start)."""
-    cut = max(masked.rfind(ch, 0, name_start) for ch in ";{}")
-    return cut + 1
+def _name_of(node: tree_sitter.Node, lang: str) -> str | None:
+    if lang == "c":
+        ident = _declarator_name(node.child_by_field_name("declarator"))
+        return ident.text.decode() if ident is not None else None
+    if lang == "python":
+        return _python_outer(node)
+    name = node.child_by_field_name("name")
+    return name.text.decode() if name is not None else None
 
 
-def extract_braced_functions(text: str, language: str, path: str, key_prefix: str) -> list[Function]:
-    """C or Java functions (methods, constructors) of ``MIN_LINES``..``MAX_LINES`` lines, in file order."""
-    if language not in ("c", "java"):
-        raise ValueError(f"extract_braced_functions: language must be 'c' or 'java', got {language!r}")
-    masked = mask(text, language)
-    keywords = C_KEYWORDS if language == "c" else JAVA_KEYWORDS
-    body_open = _BODY_OPEN_C if language == "c" else _BODY_OPEN_JAVA
+def _dedent_python(src: bytes, start: int, end: int) -> str:
+    """The function from ``def`` on, with the ``def`` line's indentation removed from lines starting with it
+    (``textwrap.dedent`` would give up on a multi-line string flush left, leaving text that does not parse)."""
+    line_start = src.rfind(b"\n", 0, start) + 1
+    indent = src[line_start:start]
+    if indent.strip():
+        return ""  # `def` after other code on its line (`if x: def f(): ...`): not a whole-line function
+    lines = _LINE.findall(src[start:end].decode(errors="replace"))
+    pad = indent.decode()
+    return "".join([lines[0]] + [ln[len(pad) :] if ln.startswith(pad) else ln for ln in lines[1:]])
+
+
+def extract_functions(text: str, lang: str, path: str, key_prefix: str) -> list[Function]:
+    """Functions of ``MIN_LINES``..``MAX_LINES`` lines that tree-sitter parses cleanly, in file order.
+
+    C: every function definition; Java: methods (with a body) and constructors, not those of classes declared
+    inside another method; Python: outer functions (``key`` ends with the qualname).
+    """
+    src = text.encode()
+    tree = parser(lang).parse(src)
+    nodes = tree_sitter.QueryCursor(_query(lang)).captures(tree.root_node).get("fn", [])
+    kept: list[tree_sitter.Node] = []
+    for node in sorted(nodes, key=lambda n: n.start_byte):
+        if kept and node.start_byte < kept[-1].end_byte:
+            continue  # inside a function already taken (a method of an anonymous or local class)
+        kept.append(node)
     out: list[Function] = []
-    pos = 0
-    # Line numbers are counted forward from the last function found: counting from the file start each
-    # time is quadratic on the 2 MB generated C files.
-    line_no, line_pos = 1, 0
-    while True:
-        m = body_open.search(masked, pos)
-        if m is None:
-            break
-        brace = m.end() - 1
-        pos = m.end()
-        open_paren = _match_paren_back(masked, m.start())
-        if open_paren is None:
+    for node in kept:
+        if node.has_error:
             continue
-        # Walked back by hand: slicing or regex-searching the prefix would make long files quadratic.
-        name_end = open_paren
-        while name_end > 0 and masked[name_end - 1].isspace():
-            name_end -= 1
-        name_start = name_end
-        while name_start > 0 and (masked[name_start - 1].isalnum() or masked[name_start - 1] in "_$"):
-            name_start -= 1
-        name = masked[name_start:name_end]
-        if not name or name[0].isdigit() or name in keywords:
+        name = _name_of(node, lang)
+        if not name:
             continue
-        start = _prelude_start(masked, name_start)
-        prelude = masked[start:name_start]
-        if language == "java":
-            prelude = _JAVA_ANNOTATION.sub(lambda a: " " * len(a.group(0)), prelude)
-            words = set(re.findall(r"[A-Za-z_]\w*", prelude))
-            if not _JAVA_PRELUDE.fullmatch(prelude) or words & {
-                "new",
-                "return",
-                "else",
-                "throw",
-                "class",
-                "interface",
-                "enum",
-                "record",
-                "case",
-            }:
-                continue
+        first = (_java_start(node) if lang == "java" else None) or node
+        start = first.start_byte
+        if lang == "python":
+            fn_text = _dedent_python(src, start, node.end_byte)
         else:
-            words = set(re.findall(r"[A-Za-z_]\w*", prelude))
-            if (
-                not prelude.strip()
-                or not _C_PRELUDE.fullmatch(prelude)
-                or words & {"return", "else", "typedef"}
-            ):
-                continue
-        params = masked[open_paren + 1 : m.start()]
-        if "=" in params or ";" in params:
-            continue
-        close = match_brace(masked, brace)
-        if close is None:
-            break
-        # The masked prelude has comments (and Java's leading annotations) blanked, so its first non-space
-        # character is where the declaration proper starts.
-        first = start + len(prelude) - len(prelude.lstrip())
-        fn_text = text[first : close + 1]
-        pos = close + 1
+            fn_text = src[start : node.end_byte].decode(errors="replace")
         n_lines = fn_text.count("\n") + 1
-        if not (MIN_LINES <= n_lines <= MAX_LINES):
+        if not fn_text or not (MIN_LINES <= n_lines <= MAX_LINES) or not parses_cleanly(fn_text, lang):
             continue
-        if language == "c" and looks_like_cpp(masked[first : close + 1]):
-            continue
-        line_no += text.count("\n", line_pos, first)
-        line_pos = first
-        out.append(Function(fn_text, name, path, line_no, f"{key_prefix}:{name}"))
+        if lang == "python" and parse_python(fn_text) is None:
+            continue  # the Python edits run on `ast`: the text must read under this interpreter too
+        short = name.rsplit(".", 1)[-1]
+        out.append(Function(fn_text, short, path, first.start_point.row + 1, f"{key_prefix}:{name}"))
     return out
+
+
+# ------------------------------------------------------------------------- Python via ast (exception task)
 
 
 def source_lines(text: str) -> list[str]:
@@ -218,24 +214,6 @@ def parse_python(text: str) -> ast.Module | None:
             return None
 
 
-def outer_functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
-    """Module-level functions and methods of module-level classes (with qualnames), not nested ones.
-
-    Nested functions stay inside their outer function, so every handler belongs to exactly one sample.
-    """
-    found: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
-
-    def visit(body: list[ast.stmt], prefix: str) -> None:
-        for node in body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                found.append((prefix + node.name, node))
-            elif isinstance(node, ast.ClassDef):
-                visit(node.body, f"{prefix}{node.name}.")
-
-    visit(tree.body, "")
-    return found
-
-
 def python_function_source(lines: list[str], node: ast.AST) -> str:
     """The function's text from ``def`` to its end, with the ``def`` line's indentation removed.
 
@@ -249,21 +227,3 @@ def python_function_source(lines: list[str], node: ast.AST) -> str:
     segment[-1] = segment[-1].encode()[: node.end_col_offset].decode(errors="replace")
     indent = segment[0][: len(segment[0]) - len(segment[0].lstrip())]
     return "".join(line[len(indent) :] if line.startswith(indent) else line for line in segment)
-
-
-def extract_python_functions(text: str, path: str, key_prefix: str) -> list[Function]:
-    """Python functions of ``MIN_LINES``..``MAX_LINES`` lines (outer ones only)."""
-    tree = parse_python(text)
-    if tree is None:
-        return []
-    lines = source_lines(text)
-    out: list[Function] = []
-    for qualname, node in outer_functions(tree):
-        n_lines = node.end_lineno - node.lineno + 1
-        if not (MIN_LINES <= n_lines <= MAX_LINES):
-            continue
-        src = python_function_source(lines, node)
-        if parse_python(src) is None:
-            continue
-        out.append(Function(src, node.name, path, node.lineno, f"{key_prefix}:{qualname}"))
-    return out

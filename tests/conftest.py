@@ -18,6 +18,7 @@ for key, value in {
     os.environ.setdefault(key, value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -26,6 +27,17 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 SMALL_SIZES = {"train": 160, "validation": 48, "test": 48}
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread than on two fighting other processes for 2 shared cores (measured
+    1 ms vs 0.5 s per forward of a tiny GPT-2 under load); a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

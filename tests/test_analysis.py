@@ -750,3 +750,35 @@ def test_figure2_has_a_panel_row_per_teacher_with_caption_dodge_and_baseline(df:
     assert all(abs(np.log10(x / 7_100_000)) < 0.1 for x in big)
     one = A.build_figure2(d, teacher="unixcoder", study="s")
     assert len(one.axes) == len(TASKS) * 2
+
+
+def test_a_study_whose_every_run_is_degenerate_still_answers(store: Store, tmp_path: Path) -> None:
+    """CI once drew a smoke study whose KD students all predicted one class: every table must still have its rows
+    (means NaN, counts saying why) and every notebook must run, not fail on an empty table."""
+    import shutil
+
+    root = tmp_path / "store"
+    shutil.copytree(store.root, root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(STUDY)
+    now = int(time.time() * 1000)
+    for run in client.search_runs([exp.experiment_id], max_results=5000):
+        if run.data.tags.get("stage") in ("student", "teacher_finetune"):  # a baseline no run beats
+            client.log_batch(run.info.run_id, metrics=[Metric("test_majority_baseline", 0.999, now, 0)])
+    d = A.load_runs(STUDY, uri)
+    s = A.student_runs(d)
+    assert len(s) == N_STUDENT_RUNS and s["degenerate"].all()
+    side = A.teachers_side_by_side(d)
+    assert len(side) == len(TASKS) * len(STUDENTS) * 2  # (kd, pkd) rows kept, their means undefined
+    assert side[list(TEACHERS)].isna().all().all() and (side["n_degenerate"] == 2 * len(SEEDS)).all()
+    rq1 = A.compare_to_ft(d)
+    assert len(rq1) and rq1["p_holm"].isna().all()
+    assert not rq1["verdict"].str.contains("significant").any()
+    written = A.run_notebooks(tmp_path / "executed", STUDY, uri)
+    assert [p.name for p in written] == list(A.NOTEBOOKS)
+    for path in written:
+        nb = nbformat.read(path, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert outputs, path.name

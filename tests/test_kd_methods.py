@@ -81,10 +81,18 @@ LABELS = torch.tensor([0, 2, 1])
 # ---------------------------------------------------------------- registry and construction
 
 
-def test_registry_holds_the_five_methods_with_their_families() -> None:
-    assert set(METHODS) == {"ft", "kd", "dist", "pkd", "ckd"}
+def test_registry_holds_the_methods_with_their_families() -> None:
+    # The paper's five, plus distil (the completion study's DistilBERT loss; tests/test_lm_distil.py).
+    assert set(METHODS) == {"ft", "kd", "dist", "pkd", "ckd", "distil"}
     families = {name: cls.family for name, cls in METHODS.items()}
-    assert families == {"ft": "none", "kd": "logit", "dist": "logit", "pkd": "feature", "ckd": "feature"}
+    assert families == {
+        "ft": "none",
+        "kd": "logit",
+        "dist": "logit",
+        "pkd": "feature",
+        "ckd": "feature",
+        "distil": "logit",
+    }
     assert kd_methods.get_method("CKD") is CKD
     assert CKD.defaults == {"alpha": 1.0, "beta": 10.0, "gamma": 10.0, "temperature": 3.0, "window": 10}
     assert PKD.defaults == {"alpha": 1.0, "beta": 10.0, "temperature": 10.0}

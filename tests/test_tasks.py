@@ -26,8 +26,8 @@ from tasks import (
     sample_fraction,
 )
 from tasks.build_local import HOLE, Sources, build_local, main, mask_handlers
-from tasks.extract import extract_braced_functions, source_lines
-from tasks.transform import bug_sites, inject_bug, rename_and_relayout, tokenize_braced
+from tasks.extract import extract_functions, source_lines
+from tasks.transform import bug_sites, inject_bug, rename_and_relayout, tokenize
 
 SIZES = {"train": 40, "validation": 12, "test": 12}
 CODE_FIELDS = {"defect": ("func",), "clone": ("func1", "func2"), "exception": ("function",)}
@@ -149,7 +149,7 @@ def test_clone_positives_are_renamed_copies(built: Path) -> None:
     assert positives
     for r in positives:
         assert r["source1"] == r["source2"]
-        a, b = tokenize_braced(r["func1"], "java"), tokenize_braced(r["func2"], "java")
+        a, b = tokenize(r["func1"], "java"), tokenize(r["func2"], "java")
         assert [t.kind for t in a] == [t.kind for t in b]
         changed = [(x, y) for x, y in zip(a, b) if x.text != y.text]
         assert changed and all(x.kind == "id" for x, _ in changed)
@@ -308,18 +308,18 @@ class A {
 """
 
 
-def test_extract_braced_functions() -> None:
-    c = extract_braced_functions(C_SOURCE, "c", "x.c", "x.c")
+def test_extract_functions() -> None:
+    c = extract_functions(C_SOURCE, "c", "x.c", "x.c")
     assert [f.name for f in c] == ["count_upper"]  # one-liners fall under the 3-line minimum
     assert c[0].text.startswith("static int\ncount_upper(") and c[0].text.endswith("return total;\n}")
     assert c[0].line == 6 and c[0].key == "x.c:count_upper"
-    java = extract_braced_functions(JAVA_SOURCE, "java", "A.java", "A.java")
+    java = extract_functions(JAVA_SOURCE, "java", "A.java", "A.java")
     assert [f.name for f in java] == ["size", "run"]
     assert java[0].text.startswith("public int size(")  # annotations are not part of the method
 
 
 def test_bug_injection_and_clone_copy_on_c() -> None:
-    fn = extract_braced_functions(C_SOURCE, "c", "x.c", "x.c")[0].text
+    fn = extract_functions(C_SOURCE, "c", "x.c", "x.c")[0].text
     sites = bug_sites(fn, "c")
     assert set(sites) == {"off_by_one", "removed_guard", "swapped_and_or", "flipped_equality", "wrong_index"}
     kinds = set()
@@ -330,10 +330,13 @@ def test_bug_injection_and_clone_copy_on_c() -> None:
         assert "'A'" in buggy and "'Z'" in buggy  # literals are never edited
     assert kinds == set(sites)
     guard_removed = bug_sites(fn, "c")["removed_guard"][0]
-    assert fn[guard_removed.start : guard_removed.end].strip() == "if (s == NULL)\n        return -1;"
+    assert (
+        fn.encode()[guard_removed.start : guard_removed.end].decode().strip()
+        == "if (s == NULL)\n        return -1;"
+    )
 
     copy = rename_and_relayout(fn, "c", random.Random(3))
-    a, b = tokenize_braced(fn, "c"), tokenize_braced(copy, "c")
+    a, b = tokenize(fn, "c"), tokenize(copy, "c")
     assert len(a) == len(b)
     mapping = {x.text: y.text for x, y in zip(a, b) if x.text != y.text}
     assert set(mapping) == {"s", "n", "i", "total"}

@@ -16,6 +16,7 @@ from conftest import ROOT, write_study
 from mlflow.tracking import MlflowClient
 from test_study import _kill_tree
 
+from orchestrator.sweep import tracking
 from orchestrator.sweep.plan import build_plan, student_train
 from orchestrator.sweep.spec import StudyError, load_spec
 
@@ -241,10 +242,16 @@ def test_a_trial_the_scheduler_stopped_is_finished_and_tagged(tmp_path):
     for trial_id, run_id, epochs in (("a", stopped, 1), ("b", full, 3)):
         trial = SimpleNamespace(trial_id=trial_id)
         for epoch in range(1, epochs + 1):
-            result = {"run_id": run_id, "epoch": float(epoch), "best_val_selection_score": 0.1 * epoch}
+            row = {"val_selection_score": 0.1 * epoch, "val_accuracy": 0.2 * epoch, "train_loss": 1.0 / epoch}
+            result = {"run_id": run_id, "epoch": float(epoch), "best_val_selection_score": 0.1 * epoch, **row}
             rec.on_trial_result(0, [], trial, result)
+            if run_id == full:  # this worker logged each epoch itself; the stopped one was ended first
+                tracking.log_metrics(client, run_id, row, step=epoch)
         rec.on_trial_complete(0, [], trial)
     a, b = client.get_run(stopped), client.get_run(full)
+    assert a.data.metrics["val_accuracy"] == pytest.approx(0.2) and a.data.metrics["train_loss"] == 1.0
+    assert [m.step for m in client.get_metric_history(stopped, "val_selection_score")] == [1]
+    assert [m.step for m in client.get_metric_history(full, "val_selection_score")] == [1, 2, 3]  # no copies
     assert a.info.status == b.info.status == "FINISHED"
     assert a.data.tags.get("stopped_early") == "true" and "stopped_early" not in b.data.tags
     assert a.data.metrics["best_val_selection_score"] == pytest.approx(0.1)

@@ -83,17 +83,17 @@ def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     left out (``n_degenerate`` per row, a teacher at or below its baseline listed in ``degenerate_teachers``)."""
     s_all = student_runs(df)
     s = valid_runs(s_all)
-    kd = s[s["method"] != "ft"]
-    if kd.empty:
+    kd_all = s_all[s_all["method"] != "ft"]
+    if kd_all.empty:
         return pd.DataFrame(columns=["task", "student", "student_arch", "method", "ft"])
-    wide = kd.pivot_table(
-        index=["task", "student", "student_arch", "method"],
-        columns="teacher",
-        values="primary",
-        aggfunc="mean",
-    )
-    wide.columns = [str(c) for c in wide.columns]
-    wide = wide.reset_index()
+    # every KD configuration gets a row, even when all its runs are degenerate (its means are then NaN): a
+    # study whose students all predict one class says so here instead of showing an empty table
+    index = ["task", "student", "student_arch", "method"]
+    teachers = sorted(kd_all["teacher"].unique())
+    wide = kd_all[index].drop_duplicates().reset_index(drop=True)
+    means = s[s["method"] != "ft"].groupby([*index, "teacher"])["primary"].mean()
+    for t in teachers:
+        wide[str(t)] = [means.get((*k, t), float("nan")) for k in wide[index].itertuples(index=False)]
     ft = s[s["method"] == "ft"].groupby(["task", "student"], as_index=False)["primary"].mean()
     wide = wide.merge(ft.rename(columns={"primary": "ft"}), on=["task", "student"], how="left")
     keys = ["task", "student", "method"]

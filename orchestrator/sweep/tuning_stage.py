@@ -197,11 +197,18 @@ class TuneRecorder:
                     s = self.seen.setdefault(trial.trial_id, {"score": float("-inf")})
                     s["run_id"], s["epoch"] = result["run_id"], int(result.get("epoch", 0))
                     s["score"] = max(s["score"], float(result[METRIC]))
+                    s["row"] = {k: v for k, v in result.items() if k.startswith(("val_", "train_loss"))}
 
             def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 s = self.seen.get(trial.trial_id)
                 if not s or self.client.get_run(s["run_id"]).info.status != "RUNNING":
                     return
+                # The worker logs an epoch after reporting it; a stopped worker can be ended between the two, so
+                # the last reported epoch is logged here unless the worker got to it (seen in CI: a run with
+                # best_val_selection_score but no val_* metrics at all).
+                steps = {m.step for m in self.client.get_metric_history(s["run_id"], "val_selection_score")}
+                if s["epoch"] not in steps:
+                    tracking.log_metrics(self.client, s["run_id"], s["row"], step=s["epoch"])
                 tracking.log_metrics(self.client, s["run_id"], {METRIC: s["score"]}, step=s["epoch"])
                 if s["epoch"] < self.max_epochs:
                     self.client.set_tag(s["run_id"], "stopped_early", "true")

@@ -1,0 +1,144 @@
+"""``python -m tasks.completion`` commands.
+
+* ``score --answers ANSWERS --predictions PREDICTIONS``: CodeXGLUE line-level ES/EM; the last line printed is
+  ``{"ES": ..., "EM": ...}`` (0-100, rounded to 2 places as the official evaluator logs them). Answers: JSON lines
+  with ``gt`` (CodeXGLUE's answers.json / test.json, or our line_test.json); predictions: one line per sample.
+* ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat]``: one
+  predicted line per sample with an HF causal LM saved in DIR (its tokenizer beside it), as CodeXGLUE decodes.
+* ``prepare-py150 --py150 DIR --out DIR [--line-test test.json]``: py150 as CodeXGLUE's preprocess.py prepares
+  it (train = python100k_train.txt[:-5000], validation = the last 5000, test = python50k_eval.txt), written as
+  ``train.txt``/``validation.txt``/``test.txt`` plus ``version.json`` (``codexglue-2021``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tasks.completion.data import LINE_TEST_2021_BLOB, LINE_TEST_FILE, VERSIONS, write_version
+from tasks.completion.preprocess import normalise_newlines, preprocess_file
+from tasks.completion.scorer import ES_BACKENDS, score_files
+
+
+def _score(args: argparse.Namespace) -> int:
+    scores = score_files(args.answers, args.predictions, args.es_backend)
+    print(f"samples: {scores.n}, em_strict: {scores.em_strict:.2f}", file=sys.stderr)
+    print(json.dumps(scores.as_json()))
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for this command
+
+    from tasks.completion.data import load_line_test
+    from tasks.completion.generate import GenerationSettings, complete_lines
+
+    samples = load_line_test(args.answers)
+    if not Path(args.model).is_dir():
+        raise ValueError(f"{args.model}: not a model folder (save_pretrained output with its tokenizer)")
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=False, use_safetensors=True)
+    settings = GenerationSettings(
+        beam_size=args.beam,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        codexglue_compat=args.compat,
+    )
+    preds = complete_lines(model, tokenizer, [r["input"] for r in samples], settings)
+    # One line per sample even if a model emits a raw newline piece: the evaluator splits on \n and \r.
+    lines = (p.replace("\r", " ").replace("\n", " ") for p in preds)
+    Path(args.predictions).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8", newline="\n")
+    print(f"{len(preds)} predictions -> {args.predictions}")
+    return 0
+
+
+def _git_blob_sha1(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    base, out = Path(args.py150), Path(args.out)
+    lists = {name: base / name for name in ("python100k_train.txt", "python50k_eval.txt")}
+    for path in lists.values():
+        if not path.is_file():
+            raise ValueError(
+                f"{path}: missing; extract {VERSIONS['codexglue-2021'].token_source.split(' ')[0]}"
+            )
+    if sys.version_info >= (3, 12):
+        print(
+            "warning: Python >= 3.12 rejects much Python 2 code that 3.11's tokenizer accepted; py150 prepared "
+            "here will differ from the official files (use Python <= 3.11)",
+            file=sys.stderr,
+        )
+    train_all = lists["python100k_train.txt"].read_text(encoding="utf-8").splitlines()
+    splits = {
+        "train": train_all[:-5000],
+        "validation": train_all[-5000:],
+        "test": lists["python50k_eval.txt"].read_text(encoding="utf-8").splitlines(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for split, rel_paths in splits.items():
+        with (out / f"{split}.txt").open("w", encoding="utf-8", newline="\n") as f:
+            for rel in rel_paths:
+                try:
+                    code = normalise_newlines((base / rel.strip()).read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError):
+                    code = ""  # theirs: any exception -> "<s> </s>"
+                f.write(preprocess_file(code) + "\n")
+        print(f"{split}: {len(rel_paths)} files -> {out / f'{split}.txt'}")
+    extra: dict[str, object] = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
+    if args.line_test:
+        blob = _git_blob_sha1(Path(args.line_test))
+        if blob != LINE_TEST_2021_BLOB:
+            print(f"warning: {args.line_test}: not the pinned 2021 test.json (blob {blob})", file=sys.stderr)
+        extra["line_test_blob"] = blob
+        shutil.copyfile(args.line_test, out / LINE_TEST_FILE)
+    write_version(out, "codexglue-2021", **extra)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.completion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("score", help="ES/EM as CodeXGLUE's line-level evaluator")
+    p.add_argument("--answers", "-a", required=True, type=Path, help="JSON lines with 'gt'")
+    p.add_argument("--predictions", "-p", required=True, type=Path, help="one prediction per line")
+    p.add_argument(
+        "--es-backend",
+        choices=ES_BACKENDS,
+        default="levenshtein",
+        help="fuzzywuzzy's ratio with python-Levenshtein (default; = rapidfuzz) or its pure-Python difflib fallback",
+    )
+    p.set_defaults(func=_score)
+    p = sub.add_parser("generate", help="predict each line-level sample with a causal LM")
+    p.add_argument(
+        "--model", required=True, type=Path, help="folder with the model (safetensors) and tokenizer"
+    )
+    p.add_argument("--answers", required=True, type=Path, help="line-level samples (JSON lines with 'input')")
+    p.add_argument("--predictions", required=True, type=Path, help="output: one line per sample")
+    p.add_argument("--beam", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--compat", action="store_true", help="reproduce run_lm.py's strip('<EOL>') bug")
+    p.set_defaults(func=_generate)
+    p = sub.add_parser("prepare-py150", help="py150 -> CodeXGLUE token text")
+    p.add_argument("--py150", required=True, type=Path, help="extracted py150_files folder")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument(
+        "--line-test", type=Path, help="CodeXGLUE's line_completion/test.json, copied as line_test.json"
+    )
+    p.set_defaults(func=_prepare)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:  # OSError: CompletionDataError, unreadable files, model folders
+        parser.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Where the completion data come from, which version they are, and how to read them.
+
+Two published versions of CodeXGLUE's py150 line-level test set exist and are not interchangeable (see
+docs/COMPLETION_TASK.md): every run records the one it used as ``codexglue_version``.
+
+* ``codexglue-2021``: the official set since CodeXGLUE commit f035d42 (2021-07-30): literal placeholders
+  (``<STR_LIT>``, ``<NUM_LIT:1>``), 10,000 samples, CodeGPT baseline EM 42.18 / ES 71.23. Training text is py150
+  prepared with the current preprocess.py (``python -m tasks.completion prepare-py150``).
+* ``codexglue-2020``: the set the Hugging Face loaders serve (generated from the madlag/CodeXGLUE fork, 2020-12):
+  short literals kept raw, docstrings dropped, no placeholders; CodeGPT baseline EM 39.11 / ES 69.69.
+* ``local-proxy``: ``python -m tasks.build_local --tasks completion``: the 2021 preprocessing run on Python files of
+  this machine. A pipeline test, not a substitute for py150's numbers.
+
+On-disk layout of a data folder (the proxy writes exactly this; a py150 preparation too):
+``train.txt``, ``validation.txt`` (CodeXGLUE's name ``dev.txt`` is accepted), ``test.txt``: one preprocessed file
+per line, ``<s> tok tok <EOL> ... </s>``; ``line_test.json``: JSON lines ``{"id", "input", "gt"}`` as CodeXGLUE's
+line-level ``test.json``; optional ``version.json``: ``{"codexglue_version": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"valid": "validation", "dev": "validation"}
+# File names tried per split, first match wins (ours, then CodeXGLUE's token_completion names).
+_SPLIT_FILES = {"train": ("train.txt",), "validation": ("validation.txt", "dev.txt"), "test": ("test.txt",)}
+LINE_TEST_FILE = "line_test.json"
+VERSION_FILE = "version.json"
+
+_CXG_RAW = "https://raw.githubusercontent.com/microsoft/CodeXGLUE"
+# The snapshot read (2024-04-23); the line set and literals last changed in f035d42 (2021-07-30).
+_CXG_COMMIT = "ac74a62802a0dd159b3258c78a2df8ad36cdf2b9"
+# git blob id of that test.json (sha1 of "blob <size>\0" + content): check a download against it.
+LINE_TEST_2021_BLOB = "ac761644f764862b7bab340147d74eda3808240e"
+_MADLAG_RAW = "https://raw.githubusercontent.com/madlag/CodeXGLUE"
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """One pinned version of the completion data: what to download and what baseline it goes with."""
+
+    name: str
+    line_test_url: str
+    token_source: str
+    baseline_em: float | None
+    baseline_es: float | None
+    note: str
+
+
+VERSIONS: dict[str, DataVersion] = {
+    "codexglue-2021": DataVersion(
+        name="codexglue-2021",
+        line_test_url=f"{_CXG_RAW}/{_CXG_COMMIT}/Code-Code/CodeCompletion-line/dataset/py150/line_completion/test.json",
+        token_source="http://files.srl.inf.ethz.ch/data/py150_files.tar.gz (then `python -m tasks.completion "
+        "prepare-py150 --py150 DIR --out DIR`)",
+        baseline_em=42.18,
+        baseline_es=71.23,
+        note="official line-level set since CodeXGLUE f035d42 (2021-07-30); literal placeholders",
+    ),
+    "codexglue-2020": DataVersion(
+        name="codexglue-2020",
+        line_test_url="hf://datasets/google/code_x_glue_cc_code_completion_line (config python, split train, "
+        f"revision ad313167d66ed51838695e9b552f2131e2507390; from {_MADLAG_RAW}/main/Code-Code/"
+        "CodeCompletion-line/dataset/py150/line_completion)",
+        token_source="hf://datasets/google/code_x_glue_cc_code_completion_token (config python)",
+        baseline_em=39.11,
+        baseline_es=69.69,
+        note="2020 preprocessing (raw short literals, docstrings dropped); what the HF loaders serve",
+    ),
+    "local-proxy": DataVersion(
+        name="local-proxy",
+        line_test_url="",
+        token_source="python -m tasks.build_local --tasks completion --out data/local",
+        baseline_em=None,
+        baseline_es=None,
+        note="2021 preprocessing on this machine's Python files; a proxy, not py150",
+    ),
+}
+LITERALS_URL = f"{_CXG_RAW}/{_CXG_COMMIT}/Code-Code/CodeCompletion-token/dataset/py150/literals.json"
+DEFAULT_VERSION = "codexglue-2021"
+
+
+class CompletionDataError(FileNotFoundError):
+    """Completion data missing or malformed; the message is one line naming the file and what to do."""
+
+
+def canonical_split(split: str) -> str:
+    name = _SPLIT_ALIASES.get(split, split)
+    if name not in SPLITS:
+        raise ValueError(f"unknown completion split {split!r}; valid: {[*SPLITS, 'valid']}")
+    return name
+
+
+def _missing(what: Path) -> CompletionDataError:
+    return CompletionDataError(
+        f"{what}: missing; build the offline proxy with `python -m tasks.build_local --tasks completion --out "
+        f"data/local`, or download py150 ({VERSIONS['codexglue-2021'].token_source}) and the line-level test.json "
+        f"({VERSIONS['codexglue-2021'].line_test_url})"
+    )
+
+
+def load_split(data_dir: Path, split: str) -> list[str]:
+    """The preprocessed files of one split: each ``"<s> tok tok <EOL> ... </s>"``, in file order."""
+    name = canonical_split(split)
+    data_dir = Path(data_dir)
+    for fname in _SPLIT_FILES[name]:
+        path = data_dir / fname
+        if path.is_file():
+            break
+    else:
+        raise _missing(data_dir / _SPLIT_FILES[name][0])
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            text = line.rstrip("\n")
+            if not (text.startswith("<s>") and text.endswith("</s>")):
+                raise CompletionDataError(
+                    f"{path}:{n}: not a preprocessed file (must start '<s>' and end '</s>')"
+                )
+            out.append(text)
+    return out
+
+
+def load_line_test(path: Path) -> list[dict]:
+    """CodeXGLUE line-level samples: ``[{"input": "<s> ...", "gt": "...", ...}]`` (other fields, e.g. id, kept).
+
+    ``path`` is a test.json / line_test.json file, or a data folder holding ``line_test.json``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / LINE_TEST_FILE
+    if not path.is_file():
+        raise _missing(path)
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CompletionDataError(f"{path}:{n}: not JSON ({exc.msg})") from None
+            if (
+                not isinstance(rec, dict)
+                or not isinstance(rec.get("input"), str)
+                or not isinstance(rec.get("gt"), str)
+            ):
+                raise CompletionDataError(f"{path}:{n}: needs string fields 'input' and 'gt'")
+            out.append(rec)
+    return out
+
+
+def codexglue_version(data_dir: Path) -> str:
+    """The data version a run records: ``version.json`` when the folder has one, else read off the text.
+
+    Without a marker the test split (or line_test.json) is sniffed: placeholders (``<STR_LIT``/``<NUM_LIT``) mean
+    the 2021 preprocessing, their absence the 2020 one.
+    """
+    data_dir = Path(data_dir)
+    marker = data_dir / VERSION_FILE
+    if marker.is_file():
+        try:
+            name = json.loads(marker.read_text(encoding="utf-8"))["codexglue_version"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CompletionDataError(f"{marker}: needs a JSON object with 'codexglue_version'") from None
+        if name not in VERSIONS:
+            raise CompletionDataError(
+                f"{marker}: unknown codexglue_version {name!r}; valid: {sorted(VERSIONS)}"
+            )
+        return name
+    for fname in (LINE_TEST_FILE, "test.json", "test.txt"):
+        path = data_dir / fname
+        if path.is_file():
+            with path.open(encoding="utf-8") as f:
+                head = f.read(2_000_000)
+            return "codexglue-2021" if ("<STR_LIT" in head or "<NUM_LIT" in head) else "codexglue-2020"
+    raise _missing(data_dir / LINE_TEST_FILE)
+
+
+def write_version(data_dir: Path, name: str, **extra: object) -> None:
+    if name not in VERSIONS:
+        raise ValueError(f"unknown codexglue_version {name!r}; valid: {sorted(VERSIONS)}")
+    payload = {"codexglue_version": name, **extra}
+    (Path(data_dir) / VERSION_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", "utf-8")
