@@ -1,7 +1,8 @@
-"""``python -m orchestrator.bench overhead|transfer ...``: the benchmarks' command line.
+"""``python -m orchestrator.bench overhead|transfer|packing ...``: the benchmarks' command line.
 
 python -m orchestrator.bench overhead --out results.json             # what KD costs over FT (time)
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
+python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS
+
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from orchestrator.bench.overhead import SIZES as OVERHEAD_SIZES
-    from orchestrator.bench.transfer import SIZES as TRANSFER_SIZES
+    from orchestrator.bench.sizes import OVERHEAD_SIZES, PACKING_SIZES, TRANSFER_SIZES
 
     p = argparse.ArgumentParser(
         prog="python -m orchestrator.bench",
@@ -42,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
     )
     o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
+    o.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     t = sub.add_parser(
         "transfer",
         help="does each KD method pass a real teacher's advantage on to its student (several seeds, paired)",
@@ -53,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
     t.add_argument("--device", default="auto")
     t.add_argument("--work", help="folder for the teacher, tokenizers and cache (default: a temporary one)")
+    k = sub.add_parser(
+        "packing",
+        help="trials per hour with 1, 2, 4, 8 trials sharing one device (CPU: the cores split between them)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    k.add_argument("--out", default="packing.json")
+    k.add_argument("--size", default="default", choices=sorted(PACKING_SIZES))
+    k.add_argument("--counts", help="comma-separated trials per device (default: the size's, e.g. 1,2,4,8)")
+    k.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    k.add_argument("--device", default="auto")
+    k.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
     return p
 
 
@@ -77,8 +92,25 @@ def main(argv: list[str] | None = None) -> int:
             unknown = sorted(set(methods) - set(KD_METHODS))
             if unknown:
                 p.error(f"unknown method(s) {unknown}; valid: {list(KD_METHODS)}")
-            results = overhead.overhead(size, args.data, work, args.device, args.task, methods)
+            results = overhead.overhead(
+                size, args.data, work, args.device, args.task, methods, args.precision
+            )
             show = overhead.print_table
+        elif args.bench == "packing":
+            from orchestrator.bench import packing
+
+            counts = None
+            if args.counts:
+                try:
+                    counts = tuple(int(c) for c in args.counts.split(",") if c.strip())
+                except ValueError:
+                    p.error(f"--counts expects comma-separated positive integers, got '{args.counts}'")
+                if not counts or min(counts) < 1:
+                    p.error(f"--counts expects comma-separated positive integers, got '{args.counts}'")
+            results = packing.packing(
+                packing.SIZES[args.size], args.data, work, args.device, args.precision, counts=counts
+            )
+            show = packing.print_table
         else:
             from orchestrator.bench import transfer
 

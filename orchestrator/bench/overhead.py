@@ -13,7 +13,6 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 
 from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
+from orchestrator.bench.sizes import OVERHEAD_SIZES, BenchSize
 from orchestrator.cache.build import get_or_build
 from orchestrator.cache.key import CacheRequest, ckd_layers_for, human_bytes
 from orchestrator.cache.serve import CachedTeacher
@@ -32,27 +32,7 @@ from tasks import SPLITS, TaskData
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
-@dataclass(frozen=True)
-class BenchSize:
-    student: str
-    teacher_layers: int
-    teacher_hidden: int
-    teacher_heads: int
-    teacher_ffn: int
-    teacher_vocab: int
-    max_length: int
-    batch_size: int
-    steps: int
-
-
-SIZES = {
-    # 2-core CPU: RoBERTa-base-shaped teacher, 7M student, shorter sequences so online KD finishes in minutes.
-    "default": BenchSize("roberta-7m", 12, 768, 12, 3072, 8000, 256, 16, 20),
-    # A GPU: the paper's settings (max length 512, batch 32).
-    "paper": BenchSize("roberta-7m", 12, 768, 12, 3072, 50000, 512, 32, 200),
-    # Tests: everything tiny.
-    "tiny": BenchSize("roberta-tiny", 2, 64, 2, 128, 600, 64, 8, 6),
-}
+SIZES = OVERHEAD_SIZES
 
 
 def _device_name(device: str) -> str:
@@ -95,6 +75,7 @@ def build_shared_cache(
     work: Path,
     device: str,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[Any, float, tuple[int, ...]]:
     """The teacher cache all four KD methods read, in one teacher pass: (build report, seconds, CKD layers).
 
@@ -105,7 +86,9 @@ def build_shared_cache(
             spec = spec.union(get_method(name)(sshape, tshape).signals())
     ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
     extra = {"batch_size": batch_size} if batch_size else {}
-    request = CacheRequest(str(teacher_dir), task, spec, max_length, ckd_layer_sets=(ckd_layers,), **extra)
+    request = CacheRequest(
+        str(teacher_dir), task, spec, max_length, ckd_layer_sets=(ckd_layers,), precision=precision, **extra
+    )
     t0 = time.perf_counter()
     report = get_or_build(
         request, prepared.task_data, prepared.num_labels, work / "storage", use_ray=False, device=device
@@ -154,6 +137,7 @@ def overhead(
     device: str = "auto",
     task: str = "exception",
     kd_methods: tuple[str, ...] = KD_METHODS,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Time FT vs cached vs online KD for every method; returns the results dict (see module docstring)."""
     n_train = size.steps * size.batch_size
@@ -169,6 +153,7 @@ def overhead(
             max_steps=size.steps,
             device=device,
             eval_batch_size=size.batch_size,
+            precision=precision,
         ),
         cache_dir=str(work / "cache"),
     )
@@ -186,11 +171,12 @@ def overhead(
     tshape = teacher.shape
     sshape = student_shape(size.student)
 
-    report, build_s, ckd_layers = build_shared_cache(
-        task, teacher_dir, tshape, sshape, size.max_length, prepared, work, device, size.batch_size
-    )
+    from orchestrator.train.trainer import resolve_device, resolve_precision
 
-    from orchestrator.train.trainer import resolve_device
+    resolved = resolve_precision(precision, resolve_device(device))
+    report, build_s, ckd_layers = build_shared_cache(
+        task, teacher_dir, tshape, sshape, size.max_length, prepared, work, device, size.batch_size, resolved
+    )
 
     online = OnlineTeacher(
         teacher,
@@ -215,6 +201,7 @@ def overhead(
         "cache_bytes": report.bytes,
         "cache_build_s": build_s,
         "device": _device_name(device),
+        "precision": resolved,
         "size": vars(size),
         "teacher_shape": vars(tshape),
     }

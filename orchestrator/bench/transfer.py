@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from orchestrator.bench.overhead import _device_name, build_shared_cache
+from orchestrator.bench.sizes import TRANSFER_SIZES, TransferSize
 from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.finetune import finetune_teacher
 from orchestrator.train.trainer import EncodedSplit, TrainConfig, TrainResult
@@ -35,124 +35,7 @@ from tasks.base import DEGENERATE_MARGIN
 KD_METHODS = ("kd", "dist", "pkd", "ckd")
 
 
-@dataclass(frozen=True)
-class TransferSize:
-    """Everything the check trains, fixed per size (so nobody tunes the check itself)."""
-
-    task: str
-    student: str
-    max_length: int
-    max_samples: int | None  # caps every split (train, validation, test) for the teacher and the students
-    teacher_epochs: int
-    teacher_lr: float
-    student_epochs: int
-    batch_size: int
-    seeds: tuple[int, ...]
-    # The search: candidates per method, each a dict of ``lr`` plus method hyperparameters. The same number for
-    # every method, FT included; sensible published ranges, not values picked after looking at test scores.
-    candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    min_advantage: float = 0.10
-    # The data-limited variant: students see only the first N training samples (the teacher saw them all), so
-    # the teacher's advantage includes what it learnt from data the students never see. None: the same data.
-    student_train_samples: int | None = None
-
-
-def _grid(lrs: tuple[float, ...]) -> dict[str, list[dict[str, Any]]]:
-    """Three candidates per method: the lr range for FT; for KD methods the method's own knob across its
-    published range at the middle lr (the authors tuned lr and T per run and did not publish the values)."""
-    lo, mid, hi = lrs
-    return {
-        "ft": [{"lr": lo}, {"lr": mid}, {"lr": hi}],
-        # KD: the authors' T 10 (no T^2), and the common T 2 / T 4 (Hinton; the README's example uses T 2).
-        "kd": [{"lr": mid, "temperature": t} for t in (2.0, 4.0, 10.0)],
-        # DIST: T 1 (the study's) and T 4 (DIST's ImageNet setting); and T 1 at the high lr.
-        "dist": [
-            {"lr": mid, "temperature": 1.0},
-            {"lr": mid, "temperature": 4.0},
-            {"lr": hi, "temperature": 1.0},
-        ],
-        # PKD: the authors' defaults (alpha 1, beta 10, T 10), and PKD's own paper's search range with the label
-        # term on (alpha 0.5; beta 100 and 500 of its {10, 100, 500, 1000}).
-        "pkd": [
-            {"lr": mid, "alpha": 1.0, "beta": 10.0},
-            {"lr": mid, "alpha": 0.5, "beta": 100.0},
-            {"lr": mid, "alpha": 0.5, "beta": 500.0},
-        ],
-        # CKD: the authors' argparse default (beta = gamma = 10), their README example (beta = gamma = 1), and
-        # beta = gamma = 10 at the low lr (their README runs CKD at a lower lr than KD).
-        "ckd": [
-            {"lr": mid, "beta": 10.0, "gamma": 10.0},
-            {"lr": mid, "beta": 1.0, "gamma": 1.0},
-            {"lr": lo, "beta": 10.0, "gamma": 10.0},
-        ],
-    }
-
-
-def _grid2(lrs: tuple[float, float]) -> dict[str, list[dict[str, Any]]]:
-    """Two candidates per method (the CPU budget): FT's two lrs; for each KD method its authors' setting and the
-    common alternative, both at the higher lr."""
-    lo, hi = lrs
-    return {
-        "ft": [{"lr": lo}, {"lr": hi}],
-        "kd": [{"lr": hi, "temperature": 10.0}, {"lr": hi, "temperature": 2.0}],
-        "dist": [{"lr": hi, "temperature": 1.0}, {"lr": hi, "temperature": 4.0}],
-        "pkd": [{"lr": hi, "alpha": 1.0, "beta": 10.0}, {"lr": hi, "alpha": 0.5, "beta": 100.0}],
-        "ckd": [{"lr": hi, "beta": 10.0, "gamma": 10.0}, {"lr": hi, "beta": 1.0, "gamma": 1.0}],
-    }
-
-
-SIZES: dict[str, TransferSize] = {
-    # 2 CPU cores: exception classification on the local data at 128 tokens. The teacher trains on all 2,000
-    # training samples, the 1.5M students on the first 600 (the data-limited variant): on a CPU the teacher cannot
-    # be trained long enough to beat a student on the same data by 10 points within the budget, and on clone
-    # detection (where MiniLM reaches F1 0.98 in one epoch) the students stay at the majority baseline under FT,
-    # which would make FT a degenerate baseline.
-    "cpu": TransferSize(
-        task="exception",
-        student="roberta-1.5m",
-        max_length=128,
-        max_samples=None,
-        teacher_epochs=4,
-        teacher_lr=2e-4,
-        student_epochs=10,
-        batch_size=32,
-        seeds=(0, 1, 2),
-        candidates=_grid2((5e-4, 1e-3)),
-        student_train_samples=600,
-    ),
-    # A GPU: the paper's length (512) and its 7M student on exception classification, all local training data.
-    "gpu": TransferSize(
-        task="exception",
-        student="roberta-7m",
-        max_length=512,
-        max_samples=None,
-        teacher_epochs=8,
-        teacher_lr=8e-5,
-        student_epochs=10,
-        batch_size=32,
-        seeds=(0, 1, 2, 3, 4),
-        candidates=_grid((1e-4, 3e-4, 1e-3)),
-    ),
-    # Tests: tiny, only that the machinery works end to end.
-    "tiny": TransferSize(
-        task="clone",
-        student="roberta-tiny",
-        max_length=48,
-        max_samples=48,
-        teacher_epochs=1,
-        teacher_lr=1e-4,
-        student_epochs=1,
-        batch_size=16,
-        seeds=(0, 1),
-        candidates={
-            "ft": [{"lr": 1e-3}],
-            "kd": [{"lr": 1e-3, "temperature": 2.0}],
-            "dist": [{"lr": 1e-3}],
-            "pkd": [{"lr": 1e-3}],
-            "ckd": [{"lr": 1e-3, "beta": 1.0, "gamma": 1.0}],
-        },
-    ),
-}
+SIZES = TRANSFER_SIZES
 
 
 def headline(task: str, result: TrainResult, split: str = "test") -> float:

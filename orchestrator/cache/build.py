@@ -53,7 +53,8 @@ def _teacher_fields(
         for b, i in enumerate(batch):
             x[b, : lengths[i]] = torch.tensor(ids[i])
             m[b, : lengths[i]] = 1
-        with torch.no_grad():
+        bf16 = request.precision == "bf16"
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             sig = teacher.signals(x.to(device), m.to(device), run_spec)
             fields: dict[str, Tensor] = {"logits": sig.logits.float()}
             for layer in spec.cls_layers:

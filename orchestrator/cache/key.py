@@ -34,10 +34,15 @@ class CacheRequest:
     ckd_window: int = 10
     batch_size: int = 32
     shard_samples: int = 4096  # samples per shard (and per Ray task)
+    # The teacher pass's precision: fp32, or bf16 autocast (a GPU's fast path; signals within bf16's ~1e-2
+    # relative error of fp32). Explicit, never "auto": the key must not depend on the machine that builds it.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"cache dtype must be 'float16' or 'float32', got '{self.dtype}'")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"cache precision must be 'fp32' or 'bf16', got '{self.precision}'")
         # Each set is CKD's ordered layer map, repeats included (a student deeper than its teacher).
         sets = tuple(sorted({tuple(s) for s in self.ckd_layer_sets}))
         object.__setattr__(self, "ckd_layer_sets", sets)
@@ -54,6 +59,8 @@ class CacheRequest:
                 "dtype": self.dtype,
                 "ckd": [list(s) for s in self.ckd_layer_sets],
                 "window": self.ckd_window if self.ckd_layer_sets else None,
+                # Only when bf16, so every fp32 cache built before this setting existed keeps its key.
+                **({"precision": self.precision} if self.precision != "fp32" else {}),
             },
             sort_keys=True,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from kd_methods import SignalSpec, TeacherSignals
+from orchestrator.cache import gather
 from orchestrator.cache.key import CacheCorruptError, ckd_union, sha256_file
 
 
@@ -72,6 +73,23 @@ class _Shard:
     fields: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def move_signals(
+    signals: TeacherSignals, device: torch.device | str, non_blocking: bool = False
+) -> TeacherSignals:
+    """``signals`` on ``device``, dtypes kept (a no-op for tensors already there)."""
+
+    def move(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device, non_blocking=non_blocking)
+
+    return TeacherSignals(
+        logits=move(signals.logits),
+        cls={k: move(v) for k, v in signals.cls.items()},
+        tokens={k: move(v) for k, v in signals.tokens.items()},
+        token_mask=move(signals.token_mask),
+        extras={k: move(v) for k, v in signals.extras.items()},
+    )
+
+
 class CachedTeacher:
     """A ``TeacherSource`` reading the cache: the signals of exactly the requested samples, in request order."""
 
@@ -118,50 +136,40 @@ class CachedTeacher:
                 "give every trial the same data folder (an absolute path) and max_samples as the cache"
             )
 
-    def _locate(self, split: str, indices: np.ndarray) -> Iterable[tuple[int, _Shard, int]]:
-        starts = self._starts[split]
-        shard_ids = np.searchsorted(starts, indices, side="right") - 1
-        n = self.manifest["samples"][split]
-        for b, (i, s) in enumerate(zip(indices.tolist(), shard_ids.tolist())):
-            if not 0 <= i < n:
-                raise IndexError(f"sample {i} is outside the {split} split (size {n})")
-            shard = self.splits[split][s]
-            yield b, shard, i - shard.start
-
-    def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
+    def fetch(self, split: str, indices: Tensor | np.ndarray, spec: SignalSpec) -> TeacherSignals:
+        """The host side of ``signals``: the stored rows of ``indices`` as CPU tensors in their stored dtype
+        (CKD: the raw Gram numbers ``ckd.band`` / ``ckd.layer_gram`` over the cache's layer union). Vectorised
+        gathers, no Python per sample; safe to run on a reader thread while the training step runs."""
         if self.ckd_layers:
-            # CKD reads its precomputed teacher relations (served as extras) instead of token states.
+            # CKD reads its teacher relations from the Gram numbers (served as extras) instead of token states.
             spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
         idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
-        located = list(self._locate(split, idx))
+        shards = self.splits[split]
+        shard_ids, rows = gather.locate(self._starts[split], idx, self.manifest["samples"][split], split)
         out = TeacherSignals()
         if spec.logits:
-            out.logits = torch.from_numpy(np.stack([sh.fields["logits"][r] for _, sh, r in located]))
+            out.logits = torch.from_numpy(gather.gather_rows(shards, "logits", shard_ids, rows))
         for layer in spec.cls_layers:
-            key = f"cls.{layer}"
-            out.cls[layer] = torch.from_numpy(np.stack([sh.fields[key][r] for _, sh, r in located]))
+            out.cls[layer] = torch.from_numpy(gather.gather_rows(shards, f"cls.{layer}", shard_ids, rows))
         ragged = [f"tokens.{layer}" for layer in spec.token_layers]
         if self.ckd_layers:
             ragged += ["ckd.band", "ckd.layer_gram"]
         if ragged:
-            spans = [
-                (sh, int(sh.fields["offsets"][r]), int(sh.fields["offsets"][r + 1])) for _, sh, r in located
-            ]
-            width = max(e - s for _, s, e in spans)
-            mask = torch.zeros((len(spans), width), dtype=torch.long)
-            for b, (_, s, e) in enumerate(spans):
-                mask[b, : e - s] = 1
+            begin, length = gather.ragged_spans(shards, shard_ids, rows)
+            out.token_mask = torch.from_numpy(gather.token_mask(length))
             for key in ragged:
-                first = spans[0][0].fields[key]
-                buf = np.zeros((len(spans), width, *first.shape[1:]), dtype=first.dtype)
-                for b, (sh, s, e) in enumerate(spans):
-                    buf[b, : e - s] = sh.fields[key][s:e]
-                tensor = torch.from_numpy(buf)
+                tensor = torch.from_numpy(gather.gather_ragged(shards, key, shard_ids, begin, length))
                 if key.startswith("tokens."):
                     out.tokens[int(key.split(".")[1])] = tensor
                 else:
                     out.extras[key] = tensor
-            out.token_mask = mask
+        return out
+
+    def finish(self, fetched: TeacherSignals, device: torch.device | str = "cpu") -> TeacherSignals:
+        """The device side of ``signals``: ``fetched`` (from ``fetch``, possibly already copied to ``device``) on
+        ``device`` in its stored dtype, with the signals derived there (CKD's relations, float32, from its Gram
+        numbers, vectorised over the batch, on the device the student trains on)."""
+        out = move_signals(fetched, device)
         if self.ckd_layers:
             from kd_methods.ckd import relations_from_grams
 
@@ -169,6 +177,11 @@ class CachedTeacher:
             rel = relations_from_grams(bands, gram, self.ckd_index, self.ckd_window)
             out.extras.update({f"ckd.{name}": value for name, value in rel.items()})
         return out
+
+    def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
+        """The signals of exactly ``indices``, in their order, on the CPU in the stored dtype (``fetch`` +
+        ``finish``)."""
+        return self.finish(self.fetch(split, indices, spec))
 
     def predictions(self, split: str) -> np.ndarray:
         """The teacher's logits for every sample of ``split``, in order."""

@@ -29,32 +29,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if not os.environ.get("RAY_ADDRESS"):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+from typing import TYPE_CHECKING  # noqa: E402
+
 from orchestrator.cli_help import HelpFormatter  # noqa: E402
-from orchestrator.study_index import remember_storage  # noqa: E402
-from orchestrator.sweep import mlflow_view, report, runenv, tracking  # noqa: E402
-from orchestrator.sweep.counts import driver_of, require_store, trial_counts  # noqa: E402
-from orchestrator.sweep.data_source import resolve_spec_data, study_data  # noqa: E402
-from orchestrator.sweep.errors import run_guarded  # noqa: E402
-from orchestrator.sweep.lock import StudyLock  # noqa: E402
-from orchestrator.sweep.plan import StudyPlan, build_plan, data_key, describe, plan_dict  # noqa: E402
-from orchestrator.sweep.spec import StudyError, StudySpec, load_spec  # noqa: E402
-from orchestrator.sweep.stages import (  # noqa: E402
-    StudyOutcome,
-    log,
-    stage_finish,
-    stage_teacher_cache,
-    stage_teacher_finetune,
-    stage_tokenizers,
-)
-from orchestrator.sweep.startup import check_tracking, close_parent  # noqa: E402
-from orchestrator.sweep.students import stage_students  # noqa: E402
-from orchestrator.sweep.tracking import local_store_uri  # noqa: E402
-from orchestrator.sweep.tuning import resolve_final, tuning_status  # noqa: E402
-from orchestrator.sweep.tuning_stage import stage_tuning  # noqa: E402
-from orchestrator.sweep.validate import check_study  # noqa: E402
+
+if TYPE_CHECKING:  # pydantic, MLflow, torch and Ray load where a command needs them: --help stays instant
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.plan import StudyPlan
+    from orchestrator.sweep.spec import StudySpec
+    from orchestrator.sweep.stages import StudyOutcome
 
 
 def _tracking_uri(spec: StudySpec, start: bool) -> tuple[str, tracking.MlflowServer | None]:
+    from orchestrator.sweep import tracking
+
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri, None
@@ -70,6 +58,9 @@ def _init_ray(
     """Join ``address`` (or RAY_ADDRESS) or start Ray here with its temp folder under the storage.
     Returns (whether this call started Ray, a symlink to remove when it stops)."""
     import ray
+
+    from orchestrator.sweep import runenv
+    from orchestrator.sweep.stages import log
 
     if ray.is_initialized():
         return False, None
@@ -101,6 +92,8 @@ def _init_ray(
 
 
 def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
+    from orchestrator.sweep import tracking
+
     runs = tracking.runs_by_stage(client, exp_id, "study")
     if runs:
         run_id = runs[0].info.run_id
@@ -117,9 +110,18 @@ def _parent_run(client: Any, exp_id: str, spec: StudySpec) -> str:
 
 def run_study(spec: StudySpec, address: str | None = None, wait: bool = False) -> StudyOutcome:
     """Run (or resume) the study while holding its lock (sweep/lock.py); ``wait``: wait for another driver."""
+    from orchestrator.sweep.fastpath import nothing_left
+    from orchestrator.sweep.lock import StudyLock
+    from orchestrator.sweep.stages import log
+    from orchestrator.sweep.validate import check_study
+
     check_study(spec)  # every user error before anything starts
     storage = Path(spec.storage).resolve()
     spec = spec.model_copy(update={"storage": str(storage)})
+    done = nothing_left(spec, status)  # read from the store: no MLflow server, no Ray (sweep/fastpath.py)
+    if done is not None:
+        log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
+        return done
     lock = StudyLock(spec.study_dir)
     lock.acquire(wait=wait, say=log)
     with contextlib.ExitStack() as stack:
@@ -128,6 +130,12 @@ def run_study(spec: StudySpec, address: str | None = None, wait: bool = False) -
 
 
 def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStack) -> StudyOutcome:
+    from orchestrator.study_index import remember_storage
+    from orchestrator.sweep.data_source import resolve_spec_data, study_data
+    from orchestrator.sweep.plan import build_plan, describe
+    from orchestrator.sweep.stages import log
+    from orchestrator.sweep.startup import check_tracking
+
     spec = resolve_spec_data(spec)
     data = study_data(spec)  # absolute (see data_source.py); built under the storage when it is the default
     remember_storage(spec.name, spec.storage)
@@ -151,6 +159,8 @@ def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStac
 def _start_ray(address: str | None, env: dict[str, str], storage: Path, stack: contextlib.ExitStack) -> None:
     import ray
 
+    from orchestrator.sweep import runenv
+
     links: list[Path | None] = []
     stack.callback(lambda: [runenv.remove_link(x) for x in links])  # after Ray has stopped
     if not ray.is_initialized():
@@ -163,6 +173,10 @@ def _open_and_run(
 ) -> StudyOutcome:
     """The study's experiment and parent run, then the stages."""
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep import mlflow_view, tracking
+    from orchestrator.sweep.stages import StudyOutcome, log
+    from orchestrator.sweep.startup import close_parent
 
     client = MlflowClient(uri)
     # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
@@ -207,6 +221,15 @@ def _run_stages(
     outcome: StudyOutcome,
 ) -> None:
     """The stages in order; each skips what exists (see the module docstring)."""
+    from orchestrator.sweep.stages import (
+        stage_finish,
+        stage_teacher_cache,
+        stage_teacher_finetune,
+        stage_tokenizers,
+    )
+    from orchestrator.sweep.students import stage_students
+    from orchestrator.sweep.tuning_stage import stage_tuning
+
     stage_tokenizers(spec, plan, data)
     stage_teacher_finetune(spec, plan, data, client, exp_id, parent)
     caches = stage_teacher_cache(spec, plan, data, client, exp_id, parent)
@@ -218,6 +241,15 @@ def _run_stages(
 def status(spec: StudySpec) -> dict[str, Any]:
     """Done, running, orphaned, failed and remaining trials, from MLflow and the study's lock (sweep/counts.py)."""
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.counts import driver_of, require_store, trial_counts
+    from orchestrator.sweep.data_source import resolve_spec_data
+    from orchestrator.sweep.plan import build_plan, data_key
+    from orchestrator.sweep.spec import StudyError
+    from orchestrator.sweep.startup import check_tracking
+    from orchestrator.sweep.tracking import local_store_uri
+    from orchestrator.sweep.tuning import resolve_final, tuning_status
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(spec.storage)
     require_store(spec, uri)
@@ -269,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         "--verbose", action="store_true", help="also print MLflow's run links and Ray Tune's tables"
     )
     args = p.parse_args(argv)
+    from orchestrator.sweep import runenv
+    from orchestrator.sweep.errors import run_guarded
+
     runenv.set_verbosity(args.verbose)
     return run_guarded(lambda: _command(args), args.debug)
 
@@ -280,6 +315,13 @@ def _command(args: argparse.Namespace) -> int:
         from orchestrator.sweep.completion_driver import completion_main
 
         return completion_main(args)
+    from orchestrator.sweep import report
+    from orchestrator.sweep.data_source import resolve_spec_data
+    from orchestrator.sweep.plan import build_plan, describe, plan_dict
+    from orchestrator.sweep.spec import load_spec
+    from orchestrator.sweep.stages import log
+    from orchestrator.sweep.validate import check_study
+
     storage = args.storage
     if storage is None and (args.status or args.plan):
         storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage

@@ -17,6 +17,7 @@ from models import STUDENTS, get_student_spec
 from orchestrator.cache.key import CacheRequest, human_bytes, plan_bytes
 from orchestrator.sweep.spec import StudySpec, TeacherSettings, stable_key
 from orchestrator.sweep.tuning_spec import recipe_settings
+from orchestrator.train.config import cache_precision
 from orchestrator.train.trial import TEACHER_ALIASES, student_shape
 from tasks import get_task
 
@@ -300,7 +301,13 @@ def _teacher_units(
                         sig = SignalSpec(logits=sig.logits, cls_layers=sig.cls_layers)
                     union = union.union(sig)
             request = CacheRequest(
-                folder, task, union, spec.student_train.max_length, spec.cache.dtype, tuple(sorted(ckd_sets))
+                folder,
+                task,
+                union,
+                spec.student_train.max_length,
+                spec.cache.dtype,
+                tuple(sorted(ckd_sets)),
+                precision=cache_precision(spec.precision),
             )
             sizes = _split_sizes(spec, task)
             mean_tok = (

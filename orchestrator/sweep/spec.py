@@ -106,6 +106,12 @@ class StudySpec(_Strict):
     trial_resources: Resources = Field(default_factory=Resources)
     teacher_resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(2, ge=1)
+    # Forward passes of students, teacher fine-tunes and teacher passes: auto (bf16 on a GPU with bf16, else
+    # fp32), fp32 or bf16 (torch.autocast). An execution setting: not part of any key; recorded per run.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    trials_per_gpu: int = Field(
+        1, ge=1
+    )  # >1: that many trials share a GPU (fractional resources, sweep/packing.py)
     max_failures: int = Field(1, ge=0)  # retries of a failing trial
     cache: CacheSettings = Field(default_factory=CacheSettings)
     recipe: Literal["default", "authors"] = "default"  # authors: the published per-method settings

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep import tracking
+from orchestrator.sweep.cost import spent
 from orchestrator.sweep.plan import CacheUnit, StudyPlan, TeacherUnit
 from orchestrator.sweep.spec import StudySpec
+from orchestrator.train.config import cache_precision
 
 
 def log(msg: str) -> None:
@@ -160,7 +162,8 @@ def stage_teacher_finetune(
                 unit.task,
                 unit.folder,
                 data,
-                spec.teacher_train_for(unit.teacher).model_dump(),
+                # precision: an execution setting beside the recipe (not in the teacher's key)
+                {**spec.teacher_train_for(unit.teacher).model_dump(), "precision": spec.precision},
                 spec.max_samples,
                 t.trust_remote_code,
                 res.cpu,
@@ -250,7 +253,13 @@ def stage_teacher_cache(
     for unit in plan.caches:
         folder = folders[(unit.teacher, unit.task)]
         request = CacheRequest(
-            folder, unit.task, unit.spec, spec.student_train.max_length, spec.cache.dtype, unit.ckd_layer_sets
+            folder,
+            unit.task,
+            unit.spec,
+            spec.student_train.max_length,
+            spec.cache.dtype,
+            unit.ckd_layer_sets,
+            precision=cache_precision(spec.precision),
         )
         report = ray.get(
             ray.remote(num_cpus=0)(_build_cache_unit).remote(
@@ -392,6 +401,8 @@ def stage_finish(
             "teacher_passes": outcome.teacher_passes,
             "trials_planned": len(planned),
             "trials_finished": outcome.finished,
+            # What the study spent beside what --plan estimated (sweep/cost.py).
+            **spent(client, exp_id, plan.gpu_hours + plan.tune_gpu_hours),
         },
     )
     client.set_terminated(parent, "FINISHED" if outcome.complete else "FAILED")

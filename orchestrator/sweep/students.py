@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import mlflow_view, tracking
+from orchestrator.sweep import mlflow_view, packing, tracking
 from orchestrator.sweep.plan import StudyPlan, TrialUnit, student_train
 from orchestrator.sweep.runenv import scratch_dir, tune_verbosity
 from orchestrator.sweep.spec import StudySpec
@@ -33,6 +33,12 @@ def stage_students(
     )
     folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
     configs = [_trial_config(spec, plan, t, folders, data, parent) for t in todo]
+    if configs and spec.trials_per_gpu > 1:
+        log(
+            packing.check_packing(
+                spec.trials_per_gpu, packing.estimate_trials(spec, plan), packing.device_memory()
+            )
+        )
     if configs:
         _tune(spec, configs, caches, uri, exp_id)
 
@@ -65,7 +71,7 @@ def _trial_config(
         "teacher_dir": folders.get((t.teacher, t.task)),
         "data": data,
         "max_samples": spec.max_samples,
-        "train": train,
+        "train": {**train, "precision": spec.precision},  # params below keep the recipe only (the key's)
         "method_params": method_params,
         "teacher_mode": spec.teacher_mode,
         "cache_dir": str(storage / "cache"),
@@ -103,8 +109,7 @@ def _tune(
     trainable = tune.with_parameters(
         student_trainable, caches=caches, tracking_uri=uri, experiment_id=exp_id, study=spec.name
     )
-    r = spec.trial_resources
-    trainable = tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu})
+    trainable = tune.with_resources(trainable, packing.resources(spec))
     tuner = tune.Tuner(
         trainable,
         param_space={"trial": tune.grid_search(configs)},

@@ -157,6 +157,7 @@ def student_trainable(
         result = run_trial(
             cfg, callback=on_epoch, teacher_source=source, teacher_shape=shape, prepared=prepared
         )
+        tracking.log_params(client, run_id, {"precision": result.precision})  # as resolved on its device
         if stage == "tune":
             final = {
                 "trial_seconds": time.perf_counter() - start,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sweep import packing
 from orchestrator.sweep.plan import StudyPlan, TrialUnit
 from orchestrator.sweep.runenv import tune_verbosity
 from orchestrator.sweep.spec import StudySpec
@@ -125,7 +126,6 @@ def _tune_cell(
     trainable = tune.with_parameters(
         tune_trainable, base=base, caches=caches, tracking_uri=uri, experiment_id=exp_id, study=spec.name
     )
-    r = spec.trial_resources
     scheduler = None
     if t.scheduler == "asha":
         scheduler = ASHAScheduler(
@@ -137,7 +137,7 @@ def _tune_cell(
 
     refund_node_loss()  # a lost node is not a failure of the tuning trial (node_loss.py)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": r.cpu, "gpu": r.gpu}),
+        tune.with_resources(trainable, packing.resources(spec)),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,

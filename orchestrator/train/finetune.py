@@ -12,12 +12,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kd_methods import build_method
-from models.teacher import Teacher
-from orchestrator.train.trainer import TrainConfig, TrainResult, encode_split, train
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from orchestrator.train.trial import DEFAULT_DATA, below_one, load_data, resolve_teacher
 from tasks import BUILTIN_TASKS, SPLITS, get_task
+
+if TYPE_CHECKING:  # torch and transformers load when a fine-tune runs, not for --help
+    from orchestrator.train.trainer import TrainResult
 
 TEACHER_RECIPE = TrainConfig(epochs=5, batch_size=32, lr=2e-5)
 
@@ -41,6 +43,10 @@ def finetune_teacher(
 ) -> FinetuneResult:
     """Fine-tune ``teacher`` (alias, hub id or folder) on ``task``; the best epoch's weights are saved to
     ``out_dir`` (safetensors + tokenizer), loadable by ``Teacher.load`` and by the teacher cache."""
+    from kd_methods import build_method
+    from models.teacher import Teacher
+    from orchestrator.train.trainer import encode_split, train
+
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
     spec = get_task(task)
     model = Teacher.load(resolve_teacher(teacher), spec.num_labels, trust_remote_code=trust_remote_code)
@@ -82,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
     )
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument(
         "--experiment", help="MLflow experiment when MLFLOW_TRACKING_URI is set (default: teachers)"
     )
@@ -98,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
         return 2
     cfg = TrainConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, device=args.device
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
     )
     tags = {"stage": "teacher_finetune", "task": task, "teacher": Path(args.teacher).name, "method": "none"}
     run = CliRun(

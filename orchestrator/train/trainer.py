@@ -23,29 +23,8 @@ from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
 from kd_methods import KDMethod, SignalSpec, TeacherSignals
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings. Defaults are the paper's student recipe (STUDY.md); teachers use lr 2e-5."""
-
-    epochs: int = 5
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    adam_eps: float = 1e-8
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    device: str = "auto"  # "auto" picks cuda when present
-    max_steps: int | None = None  # stop early after this many optimiser steps (benchmarks, smoke runs)
-
-    def __post_init__(self) -> None:
-        # 0 epochs would report an untrained model as a result; batch size 0 divides by zero mid-run.
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+from orchestrator.train.config import TrainConfig
+from orchestrator.train.prefetch import Prefetcher, prefetchable
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -59,6 +38,9 @@ class EncodedSplit:
     input_ids: list[list[int]]
     labels: list[int]
     pad_id: int
+    _cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.input_ids) != len(self.labels):
@@ -67,17 +49,29 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids padded to the split's longest sample [N, W] int32, lengths [N], labels [N]), built once, so a
+        batch is a few vectorised reads instead of a Python loop over its samples."""
+        if self._cache is None:
+            lengths = np.fromiter((len(r) for r in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+            width = int(lengths.max()) if len(lengths) else 0
+            matrix = np.full((len(lengths), width), self.pad_id, dtype=np.int32)
+            flat = np.fromiter(
+                (t for r in self.input_ids for t in r), dtype=np.int32, count=int(lengths.sum())
+            )
+            matrix[np.arange(width)[None, :] < lengths[:, None]] = flat
+            self._cache = (matrix, lengths, np.asarray(self.labels, dtype=np.int64))
+        return self._cache
+
     def batch(self, indices: Tensor, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """(input_ids, attention_mask, labels) for the samples at ``indices``, padded to the batch's longest."""
-        rows = [self.input_ids[i] for i in indices.tolist()]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[b, : len(r)] = 1
-        labels = torch.tensor([self.labels[i] for i in indices.tolist()], dtype=torch.long)
-        return ids.to(device), mask.to(device), labels.to(device)
+        matrix, lengths, labels = self._arrays()
+        idx = indices.numpy() if isinstance(indices, Tensor) else np.asarray(indices)
+        lens = lengths[idx]
+        width = int(lens.max()) if len(lens) else 0
+        ids = torch.from_numpy(matrix[idx, :width].astype(np.int64))
+        mask = torch.from_numpy((np.arange(width)[None, :] < lens[:, None]).astype(np.int64))
+        return ids.to(device), mask.to(device), torch.from_numpy(labels[idx]).to(device)
 
 
 class TeacherSource(Protocol):
@@ -100,6 +94,7 @@ class TrainResult:
     steps: int
     checkpoint: Path | None
     test_predictions: dict[str, list] = field(default_factory=dict)
+    precision: str = "fp32"  # what the forward passes ran in (TrainConfig.precision resolved on the device)
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -126,9 +121,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``; ``auto`` is bf16 on a CUDA device with bf16 support, fp32 elsewhere."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return name
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The forward passes' autocast context: bf16 matmuls for ``bf16``, a disabled context for ``fp32``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, split: EncodedSplit, batch_size: int, device: torch.device
+    model: nn.Module, split: EncodedSplit, batch_size: int, device: torch.device, precision: str = "fp32"
 ) -> tuple[np.ndarray, float]:
     """Logits for every sample of ``split`` in order, and the seconds the forward passes took."""
     model.eval()
@@ -137,7 +144,8 @@ def predict(
     for idx in torch.arange(len(split)).split(batch_size):
         ids, mask, _ = split.batch(idx, device)
         start = time.perf_counter()
-        logits = model(ids, mask).logits
+        with autocast(device, precision):
+            logits = model(ids, mask).logits
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
@@ -146,9 +154,14 @@ def predict(
 
 
 def evaluate(
-    model: nn.Module, split: EncodedSplit, task: TaskMetrics, batch_size: int, device: torch.device
+    model: nn.Module,
+    split: EncodedSplit,
+    task: TaskMetrics,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[dict[str, float], np.ndarray, float]:
-    logits, seconds = predict(model, split, batch_size, device)
+    logits, seconds = predict(model, split, batch_size, device, precision)
     metrics = task.metrics(logits, np.asarray(split.labels))
     metrics["selection_score"] = task.selection_score(metrics)
     return metrics, logits, seconds
@@ -171,6 +184,7 @@ def train(
     """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     model.to(device)
     method.to(device)
     spec = method.signals()
@@ -206,17 +220,30 @@ def train(
         method.train()
         epoch_start = time.perf_counter()
         loss_sum, loss_n = 0.0, 0
-        for indices in torch.randperm(len(train_split), generator=shuffle).split(cfg.batch_size):
-            ids, mask, labels = train_split.batch(indices, device)
+        batches = list(torch.randperm(len(train_split), generator=shuffle).split(cfg.batch_size))
+        if cfg.max_steps is not None:
+            batches = batches[: max(cfg.max_steps - step, 0)]
+        # Batch k+1 (and its cached teacher signals) is read and copied on a reader thread while step k runs.
+        cached = prefetchable(teacher) and not spec.empty
+        for batch in Prefetcher(train_split, batches, device, teacher if cached else None, spec):
+            indices, ids, mask, labels = batch.indices, batch.ids, batch.mask, batch.labels
             signals = None
             if not spec.empty:
                 t0 = time.perf_counter()
-                signals = teacher.signals("train", indices, spec).to(device)
+                if (
+                    cached
+                ):  # read ahead; what derives from it (CKD's relations) is computed here, on the device
+                    signals = teacher.finish(batch.signals, device).to(device)
+                    teacher_seconds += batch.wait_seconds
+                else:
+                    with autocast(device, precision):
+                        signals = teacher.signals("train", indices, spec).to(device)
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # a live teacher runs asynchronously; time what it really costs
                 teacher_seconds += time.perf_counter() - t0
-            out = model(ids, mask)
-            loss = method.loss(out, signals, labels)
+            with autocast(device, precision):
+                out = model(ids, mask)
+                loss = method.loss(out, signals, labels)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
             loss.backward()
@@ -234,7 +261,7 @@ def train(
         train_seconds += time.perf_counter() - epoch_start
 
         t0 = time.perf_counter()
-        val, _, _ = evaluate(model, data["validation"], task, cfg.eval_batch_size, device)
+        val, _, _ = evaluate(model, data["validation"], task, cfg.eval_batch_size, device, precision)
         eval_seconds += time.perf_counter() - t0
         row = {"epoch": float(epoch), "train_loss": loss_sum / max(loss_n, 1)}
         row.update({f"val_{k}": v for k, v in val.items()})
@@ -255,7 +282,9 @@ def train(
         load_model(model, str(ckpt), device=str(device))
     elif best_state is not None:
         model.load_state_dict(best_state)
-    test, test_logits, infer_seconds = evaluate(model, data["test"], task, cfg.eval_batch_size, device)
+    test, test_logits, infer_seconds = evaluate(
+        model, data["test"], task, cfg.eval_batch_size, device, precision
+    )
     if hasattr(task, "headline"):  # score (the headline metric) and majority_baseline: logged as test_<key>
         test.update(task.headline(test, np.asarray(data["test"].labels)))
     probs = torch.softmax(torch.from_numpy(test_logits), dim=-1).numpy()
@@ -278,6 +307,7 @@ def train(
         steps=step,
         checkpoint=ckpt,
         test_predictions=predictions,
+        precision=precision,
     )
     if out_dir:
         (out_dir / "result.json").write_text(json.dumps(result.summary(), indent=2))

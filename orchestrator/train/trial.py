@@ -16,26 +16,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kd_methods import ModelShape, SignalSpec, build_method, get_method
-from models import build_student, get_student_spec
-from models.teacher import Teacher, minilm_path
-from models.tokenizer import StudentTokenizer, get_student_tokenizer
-from orchestrator.cache.build import get_or_build
-from orchestrator.cache.key import CacheRequest, ckd_layers_for
-from orchestrator.cache.serve import CachedTeacher
-from orchestrator.train.online_teacher import OnlineTeacher
-from orchestrator.train.trainer import (
-    EncodedSplit,
-    TeacherSource,
-    TrainConfig,
-    TrainResult,
-    encode_split,
-    seed_everything,
-    train,
-)
+from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data, registered
+
+if TYPE_CHECKING:  # torch, transformers and the models load only when a trial runs (a fast --help and --plan)
+    from kd_methods import ModelShape
+    from models.tokenizer import StudentTokenizer
+    from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.online_teacher import OnlineTeacher
+    from orchestrator.train.trainer import EncodedSplit, TeacherSource, TrainResult
 
 DEFAULT_DATA = Path("data/local")
 
@@ -50,6 +41,8 @@ TEACHER_ALIASES: dict[str, str] = {
 def resolve_teacher(name: str) -> str:
     """A teacher alias, hub id or local folder -> what ``Teacher.load`` takes. ``minilm`` is the offline package."""
     if name == "minilm":
+        from models.teacher import minilm_path
+
         return str(minilm_path())
     return TEACHER_ALIASES.get(name, name)
 
@@ -87,6 +80,8 @@ def family_tokenizer(
     max_samples: int | None = None,
 ) -> StudentTokenizer:
     """The student's BPE tokenizer, trained on its task family's training data (C+Java or Python), cached."""
+    from models.tokenizer import get_student_tokenizer
+
     family = get_task(task).family
     members = sorted(name for name, t in registered().items() if t.family == family)
     datasets = [load_data(name, source, seed, max_samples) for name in members]
@@ -126,6 +121,9 @@ class PreparedTrial:
 
 
 def prepare(cfg: TrialConfig) -> PreparedTrial:
+    from models import get_student_spec
+    from orchestrator.train.trainer import encode_split
+
     task = get_task(cfg.task)
     spec = get_student_spec(cfg.student)
     data = load_data(cfg.task, cfg.data, cfg.seed, cfg.max_samples)
@@ -141,7 +139,9 @@ def prepare(cfg: TrialConfig) -> PreparedTrial:
 def online_teacher(
     teacher_id: str, prepared: PreparedTrial, max_length: int, device: str = "auto"
 ) -> OnlineTeacher:
-    from orchestrator.train.trainer import resolve_device
+    from models.teacher import Teacher
+    from orchestrator.train.online_teacher import OnlineTeacher
+    from orchestrator.train.trainer import encode_split, resolve_device
 
     teacher = Teacher.load(resolve_teacher(teacher_id), prepared.num_labels)
     encoded = {
@@ -164,6 +164,13 @@ def student_shape(student: str) -> ModelShape:
 
 def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
     """Build (or find) the cache for one trial's own needs and open it."""
+    from kd_methods import SignalSpec, get_method
+    from models.teacher import Teacher
+    from orchestrator.cache.build import get_or_build
+    from orchestrator.cache.key import CacheRequest, ckd_layers_for
+    from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trainer import resolve_device, resolve_precision
+
     teacher_dir = resolve_teacher(cfg.teacher)
     teacher = Teacher.load(teacher_dir, prepared.num_labels)
     shape = teacher.shape
@@ -182,6 +189,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
         cfg.max_length,
         ckd_layer_sets=ckd,
         ckd_window=int(cfg.method_params.get("window", 10)),
+        precision=resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
     )
     report = get_or_build(
         request,
@@ -203,6 +211,11 @@ def run_trial(
 ) -> TrainResult:
     """Train and evaluate one student. ``teacher_source``/``teacher_shape`` let the caller hand in cached signals;
     otherwise a KD method loads the teacher and runs it online."""
+    from kd_methods import build_method, get_method
+    from models import build_student
+    from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trainer import seed_everything, train
+
     prepared = prepared or prepare(cfg)
     seed_everything(cfg.seed)  # the student's and the method's initial weights depend on the seed alone
     student = build_student(
@@ -277,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, help="cap every split (quick runs)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="method hyperparameter")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--cache-dir", default="runs/cache")
     p.add_argument("--out", help="folder for the best checkpoint, result.json and test predictions")
     p.add_argument("--experiment", help="MLflow experiment when MLFLOW_TRACKING_URI is set (default: trials)")
@@ -321,12 +335,21 @@ def main(argv: list[str] | None = None) -> int:
         max_length=args.max_length,
         max_samples=args.max_samples,
         method_params=params,
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device),
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            device=args.device,
+            precision=args.precision,
+        ),
         teacher_mode=args.teacher_mode,
         cache_dir=args.cache_dir,
         out_dir=args.out,
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from kd_methods import get_method
+    from models import get_student_spec
+
     teacher_tag = (
         Path(args.teacher).name if args.teacher and get_method(args.method).family != "none" else "none"
     )

@@ -1,0 +1,68 @@
+"""A study with nothing left to run ends here, read from the MLflow store directly: no MLflow server, no Ray.
+
+``run_study`` asks ``nothing_left`` first. It opens the tracking store the study would use (``MLFLOW_TRACKING_URI``,
+else the SQLite file under the storage path, which is only read when it already exists) and answers with the
+finished outcome when every planned trial, and every tuning cell, has a FINISHED run and the parent run itself
+ended FINISHED. Anything else (a trial missing, a run left RUNNING, a failure, a parent that did not finish) goes
+the normal way, which starts the servers and repairs what it must.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.sweep.spec import StudySpec
+    from orchestrator.sweep.stages import StudyOutcome
+
+
+def store_uri(spec: StudySpec) -> str | None:
+    """The tracking store to read without starting anything; None when the study has never recorded a run."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = Path(spec.storage).resolve() / "mlflow" / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def nothing_left(spec: StudySpec, status: Callable[[StudySpec], dict[str, Any]]) -> StudyOutcome | None:
+    """The study's outcome when MLflow already records all of it as done, else None (``spec.storage`` absolute).
+
+    ``status`` is ``driver.status`` (passed in: the driver imports this module)."""
+    uri = store_uri(spec)
+    if uri is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep import tracking
+    from orchestrator.sweep.stages import StudyOutcome
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(spec.name)
+    if exp is None:
+        return None
+    parents = tracking.runs_by_stage(client, exp.experiment_id, "study")
+    if len(parents) != 1 or parents[0].info.status != "FINISHED":
+        return None
+    st = status(spec)
+    tuning = st["tuning"]
+    if st["remaining"] or st["running"] or st["failed"]:
+        return None
+    if tuning and tuning["cells_done"] < tuning["cells"]:
+        return None
+    ui = f"open {uri}"
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        artifacts = Path(uri.removeprefix("sqlite:///")).parent / "artifacts"
+        ui = tracking.MlflowServer(uri, uri, artifacts, None, artifacts).ui_command()
+    return StudyOutcome(
+        spec.name,
+        uri,
+        exp.experiment_id,
+        planned=st["planned"],
+        finished=st["done"],
+        teacher_passes=int(parents[0].data.metrics.get("teacher_passes", 0)),
+        ui_command=ui,
+    )
