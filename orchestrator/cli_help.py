@@ -22,3 +22,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if not action.help and action.option_strings and shown:
             action.help = "(default: %(default)s)"
         super().add_argument(action)
+
+
+# The classification students and methods, for the commands' --student/--method choices without importing torch
+# (models/ and kd_methods/ register them at import). tests/test_startup.py checks these against the registries:
+# a new student or method is added there too.
+STUDENT_NAMES = (
+    "bigru-1.5m",
+    "bigru-30m",
+    "bigru-7m",
+    "bigru-tiny",
+    "roberta-0.6m",
+    "roberta-1.5m",
+    "roberta-124m",
+    "roberta-30m",
+    "roberta-7m",
+    "roberta-tiny",
+)
+METHOD_NAMES = ("ckd", "dist", "ft", "kd", "pkd")  # distil is the completion study's (causal LMs)

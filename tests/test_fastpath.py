@@ -11,9 +11,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sweep import tracking
+from orchestrator.sweep.data_source import resolve_spec_data
 from orchestrator.sweep.driver import run_study, status
 from orchestrator.sweep.fastpath import nothing_left
-from orchestrator.sweep.plan import build_plan
+from orchestrator.sweep.plan import build_plan, data_key
 from orchestrator.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _record_done(storage: Path, skip: int = 0, parent_status: str = "FINISHED") -> tuple[object, int]:
     """The SQLite store a finished smoke study leaves: a parent run and one FINISHED run per planned trial."""
-    spec = load_spec("smoke", {"storage": str(storage)})
-    plan = build_plan(spec)
+    spec = load_spec("smoke", {"storage": str(storage.resolve())})
+    # keyed as the driver keys them: the data it would resolve (data_source.py), identified by content
+    resolved = resolve_spec_data(spec)
+    plan, key = build_plan(resolved), data_key(resolved)
     uri, _ = tracking.local_store(storage)
     client = MlflowClient(uri)
     exp = tracking.experiment_id(client, spec.name)
@@ -30,7 +33,8 @@ def _record_done(storage: Path, skip: int = 0, parent_status: str = "FINISHED") 
     client.log_metric(parent.info.run_id, "teacher_passes", 3)
     client.set_terminated(parent.info.run_id, parent_status)
     for trial in plan.trials[skip:]:
-        run = client.create_run(exp, tags={"stage": "student", "trial_key": trial.trial_key})
+        tags = {"stage": "student", "trial_key": trial.trial_key, "data_key": key}
+        run = client.create_run(exp, tags=tags)
         client.set_terminated(run.info.run_id, "FINISHED")
     return spec, len(plan.trials)
 

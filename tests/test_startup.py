@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "ray", "transformers", "mlflow", "pandas", "sklearn", "pydantic")
+# pydantic is allowed: `tasks` validates declared tasks with it (tasks/custom.py), and it costs about 0.1 s
+# (`orchestrator.trial --help` took 0.22 s in all here); the libraries below take seconds each.
+HEAVY = ("torch", "ray", "transformers", "mlflow", "pandas", "sklearn")
 COMMANDS = [
     ["orchestrator.study", "--help"],
     ["orchestrator.trial", "--help"],
@@ -92,3 +94,14 @@ def test_packing_memory_check_refuses_what_does_not_fit() -> None:
         PackingError, match=r"trials_per_gpu: 8 trials of roberta-7m need about .* at most \d+ fit"
     ):
         check_packing(8, [one], 4 * GIB)
+
+
+def test_the_light_name_lists_match_the_registries() -> None:
+    """The commands' --student/--method choices come from orchestrator/cli_help.py (no torch); they must list
+    exactly the registered classification students and methods."""
+    from kd_methods import METHODS
+    from models import STUDENTS
+    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES
+
+    assert set(STUDENT_NAMES) == set(STUDENTS)
+    assert set(METHOD_NAMES) == set(METHODS) - {"distil"}

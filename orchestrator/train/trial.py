@@ -259,17 +259,15 @@ def _parse_value(text: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from kd_methods import METHODS
-    from models import STUDENTS
-    from orchestrator.cli_help import HelpFormatter
+    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES, HelpFormatter
 
     p = argparse.ArgumentParser(
         prog="python -m orchestrator.trial", description=__doc__, formatter_class=HelpFormatter
     )
     p.add_argument("--task", choices=sorted(BUILTIN_TASKS), help="a built-in task (or --task-file)")
     p.add_argument("--task-file", help="a YAML file declaring your own task (docs/OWN_DATA.md)")
-    p.add_argument("--student", required=True, choices=sorted(STUDENTS))
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--student", required=True, choices=STUDENT_NAMES)
+    p.add_argument("--method", required=True, choices=METHOD_NAMES)
     p.add_argument(
         "--teacher", help="fine-tuned teacher folder (python -m orchestrator.finetune_teacher) or hub id"
     )
