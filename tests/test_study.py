@@ -190,7 +190,9 @@ def test_rerunning_a_finished_study_runs_nothing_again(smoke_study):
     before = len(_runs(smoke_study["tracking_uri"], "smoke", "student"))
     out = _study_cli("smoke", "--storage", str(smoke_study["storage"]), env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "54 already finished, 0 to run" in out.stdout
+    # answered from the store (sweep/fastpath.py): no MLflow server, no Ray, nothing run
+    assert "nothing left to run: 54/54 trials FINISHED" in out.stdout
+    assert "MLflow server (started" not in out.stdout and "tokenizers" not in out.stdout
     assert len(_runs(smoke_study["tracking_uri"], "smoke", "student")) == before
     assert len(_runs(smoke_study["tracking_uri"], "smoke", "teacher_cache")) == 6
     assert len(_runs(smoke_study["tracking_uri"], "smoke", "teacher_finetune")) == 6

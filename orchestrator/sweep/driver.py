@@ -113,19 +113,24 @@ def run_study(spec: StudySpec, address: str | None = None, wait: bool = False) -
     from orchestrator.sweep.fastpath import nothing_left
     from orchestrator.sweep.lock import StudyLock
     from orchestrator.sweep.stages import log
+    from orchestrator.sweep.startup import check_tracking
     from orchestrator.sweep.validate import check_study
 
     check_study(spec)  # every user error before anything starts
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # an unreachable server: one line within seconds, not a hang
+        check_tracking(os.environ["MLFLOW_TRACKING_URI"])
     storage = Path(spec.storage).resolve()
     spec = spec.model_copy(update={"storage": str(storage)})
-    done = nothing_left(spec, status)  # read from the store: no MLflow server, no Ray (sweep/fastpath.py)
-    if done is not None:
-        log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
-        return done
     lock = StudyLock(spec.study_dir)
     lock.acquire(wait=wait, say=log)
     with contextlib.ExitStack() as stack:
         stack.callback(lock.release)  # last out: after the server and Ray are stopped
+        # Read from the store only while holding the lock: another driver may be creating it (MLflow's schema
+        # migration does not survive two processes at once).
+        done = nothing_left(spec, status)  # no MLflow server, no Ray (sweep/fastpath.py)
+        if done is not None:
+            log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
+            return done
         return _run_locked(spec, address, stack)
 
 
@@ -134,7 +139,6 @@ def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStac
     from orchestrator.sweep.data_source import resolve_spec_data, study_data
     from orchestrator.sweep.plan import build_plan, describe
     from orchestrator.sweep.stages import log
-    from orchestrator.sweep.startup import check_tracking
 
     spec = resolve_spec_data(spec)
     data = study_data(spec)  # absolute (see data_source.py); built under the storage when it is the default
@@ -142,18 +146,59 @@ def _run_locked(spec: StudySpec, address: str | None, stack: contextlib.ExitStac
     plan = build_plan(spec)
     log(describe(plan).replace("\n", "\n    "))
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        check_tracking(os.environ["MLFLOW_TRACKING_URI"])
     uri, server = _tracking_uri(spec, start=True)  # our own server starts in the background ...
     if server:
         stack.callback(server.stop)  # on every exit path, before the lock is released
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
-    _start_ray(address, env, Path(spec.storage), stack)  # ... while Ray starts (tens of seconds each)
+    try:
+        _start_ray(address, env, Path(spec.storage), stack)  # ... while Ray starts (tens of seconds each)
+    except (
+        BaseException
+    ) as err:  # the study's parent run is closed with the reason (the server is stopped later)
+        _server_ready(server)
+        _close_failed_start(spec, uri, server, err)
+        raise
+    _server_ready(server)
+    return _open_and_run(spec, plan, data, uri, server)
+
+
+def _server_ready(server: tracking.MlflowServer | None) -> None:
+    from orchestrator.sweep.stages import log
+
     if server:
         server.wait_ready()
         pid = server.process.pid if server.process else "?"
         log(f"MLflow server (started by this study, PID {pid}): {server.uri}")
-    return _open_and_run(spec, plan, data, uri, server)
+
+
+def _experiment(client: Any, spec: StudySpec, uri: str, server: tracking.MlflowServer | None) -> str:
+    """The study's experiment id, created with its artifact location when new."""
+    from orchestrator.sweep import tracking
+
+    # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
+    # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
+    location = None
+    if server:
+        location = (server.artifacts / spec.name).as_uri()
+    elif uri.startswith("sqlite:///"):
+        # MLflow would default to ./mlruns in the current folder: keep artifacts beside the database instead.
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
+    return tracking.experiment_id(client, spec.name, artifact_location=location)
+
+
+def _close_failed_start(
+    spec: StudySpec, uri: str, server: tracking.MlflowServer | None, err: BaseException
+) -> None:
+    """A start-up fault (Ray did not start): the parent run records it, FAILED with the reason."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep.startup import close_parent
+
+    try:
+        client = MlflowClient(uri)
+        close_parent(client, _parent_run(client, _experiment(client, spec, uri, server), spec), err)
+    except Exception:  # noqa: BLE001, S110 - MLflow may be what failed too; the start-up fault is what is raised
+        pass
 
 
 def _start_ray(address: str | None, env: dict[str, str], storage: Path, stack: contextlib.ExitStack) -> None:
@@ -179,15 +224,7 @@ def _open_and_run(
     from orchestrator.sweep.startup import close_parent
 
     client = MlflowClient(uri)
-    # With our own server, artifacts go straight to files under the storage path, so the SQLite store can be read
-    # (notebooks, --status) after the server is gone. A user's server decides where its artifacts go.
-    location = None
-    if server:
-        location = (server.artifacts / spec.name).as_uri()
-    elif uri.startswith("sqlite:///"):
-        # MLflow would default to ./mlruns in the current folder: keep artifacts beside the database instead.
-        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
-    exp_id = tracking.experiment_id(client, spec.name, artifact_location=location)
+    exp_id = _experiment(client, spec, uri, server)
     mlflow_view.describe_experiment(client, exp_id, spec)
     # Safe only because this driver holds the study's lock: a RUNNING run now belongs to no live driver.
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
