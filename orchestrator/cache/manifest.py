@@ -63,40 +63,39 @@ def _check_shard(path: Path, split: str, i: int, shard: Any) -> None:
             _check_type(path, f"{where}.files.{name}.{key}", info[key], kind)
 
 
-def _check_lm(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The exact / top-k LM cache (``orchestrator/cache/lm_cache.py``): train shards only, no labels, a head file."""
-    for key, kind in (("key", str), ("request", dict), ("samples", dict), ("shards", dict), ("bytes", int)):
-        if key not in manifest:
-            raise _bad(path, f"key '{key}' is missing")
-        _check_type(path, key, manifest[key], kind)
-    _check_type(path, "shards.train", manifest["shards"].get("train"), list)
-    _check_type(path, "samples.train", manifest["samples"].get("train"), int)
-    for i, shard in enumerate(manifest["shards"]["train"]):
-        _check_shard(path, "train", i, shard)
-    head = manifest.get("head")
-    if head:
-        _check_type(path, "head", head, dict)
-        _check_type(path, "head.file", head.get("file"), str)
-        _inside(path, head["file"], "head.file")
-    return manifest
+# What each kind of cache must hold: its top-level keys and the splits it has shards for. A classification cache
+# (no ``kind``) stores every split with the class count; the LM cache (``kind: lm``, ``orchestrator/cache/lm_cache.py``)
+# stores the train blocks only, and its output head in a file of its own.
+LM_TOP_LEVEL = {k: v for k, v in TOP_LEVEL.items() if k != "num_labels"}
+KINDS: dict[str | None, tuple[dict[str, type | tuple[type, ...]], tuple[str, ...]]] = {
+    None: (TOP_LEVEL, SPLITS),
+    "lm": (LM_TOP_LEVEL, ("train",)),
+}
 
 
 def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
     """Return ``manifest`` if it is well formed for the cache folder ``path``; else raise CacheCorruptError."""
     _check_type(path, "the manifest", manifest, dict)
-    if manifest.get("kind") == "lm":
-        return _check_lm(manifest, path)
-    for key, kind in TOP_LEVEL.items():
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        raise _bad(path, f"unknown cache kind {kind!r}; valid: {[k for k in KINDS if k]} or none")
+    top_level, splits = KINDS[kind]
+    for key, type_ in top_level.items():
         if key not in manifest:
             raise _bad(path, f"key '{key}' is missing")
-        _check_type(path, key, manifest[key], kind)
-    if "spec" not in manifest["request"]:
+        _check_type(path, key, manifest[key], type_)
+    if kind is None and "spec" not in manifest["request"]:
         raise _bad(path, "request.spec is missing")
-    for split in SPLITS:
+    for split in splits:
         if split not in manifest["shards"]:
             raise _bad(path, f"shards.{split} is missing")
         _check_type(path, f"shards.{split}", manifest["shards"][split], list)
         _check_type(path, f"samples.{split}", manifest["samples"].get(split), int)
         for i, shard in enumerate(manifest["shards"][split]):
             _check_shard(path, split, i, shard)
+    head = manifest.get("head")
+    if head:
+        _check_type(path, "head", head, dict)
+        _check_type(path, "head.file", head.get("file"), str)
+        _inside(path, head["file"], "head.file")
     return manifest
