@@ -105,3 +105,10 @@ def test_the_light_name_lists_match_the_registries() -> None:
 
     assert set(STUDENT_NAMES) == set(STUDENTS)
     assert set(METHOD_NAMES) == set(METHODS) - {"distil"}
+
+
+def test_plan_imports_neither_ray_nor_mlflow(tmp_path: Path) -> None:
+    """``--plan`` of a study that never ran (no MLflow store under its storage) starts and imports neither."""
+    names, out = imported_packages(["orchestrator.study", "smoke", "--plan", "--storage", str(tmp_path)])
+    assert "GPU-hours (est.)" in out and "--calibrate" in out
+    assert not {"ray", "mlflow"} & names

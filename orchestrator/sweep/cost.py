@@ -1,10 +1,12 @@
 """What a study actually spent, from its MLflow runs, beside what ``--plan`` estimated.
 
-``stage_finish`` logs these on the study's parent run, so the estimate (``--plan``'s GPU-hours by FLOP count) and
-the truth sit in one place: ``spent_trial_hours`` (wall time of every FINISHED student and tuning trial, from their
+``stage_finish`` logs these on the study's parent run, so the estimate (``--plan``'s GPU-hours, by FLOP count or
+by a calibration: tag ``plan_estimate``) and the truth sit in one place: ``spent_trial_hours`` (wall time of every FINISHED student and tuning trial, from their
 ``trial_seconds``), ``spent_train_hours`` (their training loops alone, ``train_seconds``), ``spent_teacher_hours``
 (teacher fine-tunes' ``train_seconds`` plus cache builds' ``build_seconds``) and ``planned_gpu_hours``. Hours are
-device-hours only where each trial held a whole device; with ``trials_per_gpu`` k, divide by k.
+device-hours only where each trial held a whole device; with ``trials_per_gpu`` k, divide by k. Tags
+``plan_estimate`` (``calibrated``: measured step times, sweep/calibration.py; or ``flops``) and, when calibrated,
+``plan_device`` and ``plan_calibrated_at`` say what ``planned_gpu_hours`` rests on.
 """
 
 from __future__ import annotations
@@ -32,3 +34,13 @@ def spent(client: Any, exp_id: str, planned_hours: float) -> dict[str, float]:
         "spent_teacher_hours": (_sum(finetunes, "train_seconds") + _sum(caches, "build_seconds")) / 3600,
         "planned_gpu_hours": float(planned_hours),
     }
+
+
+def plan_tags(plan: Any) -> dict[str, str]:
+    """How ``planned_gpu_hours`` was estimated, as tags for the parent run."""
+    tags = {"plan_estimate": plan.estimate}
+    if plan.estimate == "calibrated":
+        tags.update(
+            plan_device=plan.calibration["device"], plan_calibrated_at=plan.calibration["measured_at"]
+        )
+    return tags

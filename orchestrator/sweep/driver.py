@@ -2,7 +2,7 @@
 
     python -m orchestrator.study smoke              # run (or resume) a built-in profile: smoke, local, full
     python -m orchestrator.study my_study.yaml      # or a YAML file
-    python -m orchestrator.study smoke --plan [--json]
+    python -m orchestrator.study smoke --plan [--json] [--calibrate]
     python -m orchestrator.study smoke --status [--json]
 
 Stages: tokenizers -> teacher fine-tuning per (teacher, task) -> teacher cache per (teacher, task) -> student
@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--status", action="store_true", help="done / running / failed / remaining trials from MLflow"
     )
+    p.add_argument(
+        "--calibrate", action="store_true", help="time its units here first; --plan then uses that"
+    )
     p.add_argument("--json", action="store_true", help="with --plan or --status: print JSON")
     p.add_argument(
         "--storage",
@@ -350,33 +353,23 @@ def _command(args: argparse.Namespace) -> int:
 
     if is_completion_study(args.study):
         from orchestrator.sweep.completion_driver import completion_main
+        from orchestrator.sweep.spec import StudyError
+
+        if args.calibrate:
+            raise StudyError("--calibrate: a completion study is planned by FLOP count only")
 
         return completion_main(args)
     from orchestrator.sweep import report
-    from orchestrator.sweep.data_source import resolve_spec_data
-    from orchestrator.sweep.plan import build_plan, describe, plan_dict
     from orchestrator.sweep.spec import load_spec
-    from orchestrator.sweep.stages import log
     from orchestrator.sweep.validate import check_study
 
     storage = args.storage
-    if storage is None and (args.status or args.plan):
+    if storage is None and (args.status or args.plan or args.calibrate):
         storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage
     spec = load_spec(args.study, {"storage": storage} if storage else None)
-    if args.plan:
+    if args.plan or args.calibrate:
         check_study(spec)
-        plan = build_plan(resolve_spec_data(spec))
-        progress = report.plan_progress(spec, status)
-        if args.json:
-            print(json.dumps({**plan_dict(plan), "progress": progress}, indent=2))
-        else:
-            print(describe(plan))
-            if progress:
-                print(
-                    f"  progress            {progress['done']:>6} done, {progress['remaining']} remaining, "
-                    f"{progress['failed']} failed  (MLflow: {progress['tracking_uri']})"
-                )
-        return 0
+        return report.plan_command(spec, status, args.json, args.calibrate, args.plan)
     if args.status:
         st = status(spec)
         if args.json:
@@ -410,6 +403,8 @@ def _command(args: argparse.Namespace) -> int:
 
     start = time.time()
     outcome = run_study(spec, args.address, wait=args.wait)
+    from orchestrator.sweep.stages import log  # MLflow: not for --plan
+
     for line in report.summary_lines(outcome, spec.storage, time.time() - start, args.study):
         log(line)
     return 0 if outcome.complete else 1

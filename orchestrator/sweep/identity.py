@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.sweep.spec import StudySpec
 
 SPLITS = ("train", "validation", "test")
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -40,3 +44,25 @@ def data_content(data: str, tasks: list[str]) -> dict[str, str]:
             f = root / task / f"{split}.jsonl"
             out[f"{task}/{split}"] = file_sha256(f) if f.is_file() else "missing"
     return out
+
+
+def data_key(spec: StudySpec) -> str:
+    """Identifies the data a study trains on by content (see the module docstring): edited data means new trial keys. A
+    declared task (docs/OWN_DATA.md) adds its declaration (without its folder's path) and its files' hashes."""
+    from orchestrator.sweep.spec import stable_key
+    from tasks import is_custom
+    from tasks.custom import split_path
+
+    builtin = [t for t in spec.tasks if not is_custom(t)]
+    payload: dict[str, Any] = {"data": data_content(spec.data, builtin), "max_samples": spec.max_samples}
+    if spec.custom_tasks:
+        payload["custom_tasks"] = [
+            {
+                **{k: v for k, v in d.items() if k != "data"},
+                "files": {
+                    s: file_sha256(split_path(Path(d["data"]), s)) for s in ("train", "validation", "test")
+                },
+            }
+            for d in spec.custom_tasks
+        ]
+    return stable_key(payload)

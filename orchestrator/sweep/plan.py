@@ -15,6 +15,8 @@ from typing import Any
 from kd_methods import ModelShape, SignalSpec, get_method, layer_map
 from models import STUDENTS, get_student_spec
 from orchestrator.cache.key import CacheRequest, human_bytes, plan_bytes
+from orchestrator.sweep.calibration import apply_calibration, estimate_line
+from orchestrator.sweep.identity import data_key
 from orchestrator.sweep.spec import StudySpec, TeacherSettings, stable_key
 from orchestrator.sweep.tuning_spec import recipe_settings
 from orchestrator.train.config import cache_precision
@@ -44,6 +46,7 @@ class TeacherUnit:
     task: str
     key: str
     folder: str
+    gpu_seconds: float = field(default=0.0, compare=False, hash=False)  # estimated: the fine-tune
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class CacheUnit:
     ckd_layer_sets: tuple[tuple[int, ...], ...]
     key: str
     planned: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    gpu_seconds: float = field(default=0.0, compare=False, hash=False)  # estimated: the teacher pass
 
 
 @dataclass
@@ -102,6 +106,9 @@ class StudyPlan:
     notes: list[str] = field(default_factory=list)
     cells: list[TrialUnit] = field(default_factory=list)  # with tuning: each cell's trial on the first seed
     tune_gpu_hours: float = 0.0  # an upper bound: every tuning trial runs max_epochs (ASHA stops some sooner)
+    estimate: str = "flops"  # or "calibrated": measured step times on this device (sweep/calibration.py)
+    calibration: dict[str, Any] = field(default_factory=dict)  # device, measured_at, units, uncovered
+    teacher_params: dict[str, int] = field(default_factory=dict)  # parameter estimate per teacher name
 
     def tuning_counts(self) -> dict[str, Any] | None:
         t = self.spec.tuning
@@ -135,30 +142,10 @@ class StudyPlan:
             "trials_by_method": {m: sum(t.method == m for t in self.trials) for m in self.spec.methods},
             "tuning": self.tuning_counts(),
             "total_gpu_hours": round(self.gpu_hours + self.tune_gpu_hours, 2),
+            "estimate": self.estimate,
+            "device": self.calibration.get("device"),
             "notes": self.notes,
         }
-
-
-def data_key(spec: StudySpec) -> str:
-    """Identifies the data a study trains on by content (sweep/identity.py): edited data means new trial keys. A
-    declared task (docs/OWN_DATA.md) adds its declaration (without its folder's path) and its files' hashes."""
-    from orchestrator.sweep.identity import data_content, file_sha256
-    from tasks import is_custom
-    from tasks.custom import split_path
-
-    builtin = [t for t in spec.tasks if not is_custom(t)]
-    payload: dict[str, Any] = {"data": data_content(spec.data, builtin), "max_samples": spec.max_samples}
-    if spec.custom_tasks:
-        payload["custom_tasks"] = [
-            {
-                **{k: v for k, v in d.items() if k != "data"},
-                "files": {
-                    s: file_sha256(split_path(Path(d["data"]), s)) for s in ("train", "validation", "test")
-                },
-            }
-            for d in spec.custom_tasks
-        ]
-    return stable_key(payload)
 
 
 def teacher_shape(t: TeacherSettings) -> tuple[ModelShape, int, str | None]:
@@ -222,7 +209,9 @@ def _split_sizes(spec: StudySpec, task: str) -> dict[str, int]:
     return sizes
 
 
-def build_plan(spec: StudySpec) -> StudyPlan:
+def build_plan(spec: StudySpec, calibration: dict[str, Any] | None | str = "auto") -> StudyPlan:
+    """``calibration``: measured step times (sweep/calibration.py); "auto" reads the study folder's
+    calibration.json when it was measured on this device; None: the FLOP count alone."""
     dkey = data_key(spec)
     notes: list[str] = []
     shapes: dict[str, ModelShape] = {}
@@ -246,6 +235,8 @@ def build_plan(spec: StudySpec) -> StudyPlan:
     plan = StudyPlan(
         spec, families, teachers, caches, trials, shapes, int(cache_bytes), gpu_seconds / 3600, notes
     )
+    plan.teacher_params = tparams
+    apply_calibration(plan, calibration, _split_sizes)
     if spec.tuning is not None:
         plan.cells = [t for t in trials if t.seed == spec.seeds[0]]
         share = spec.tuning.max_epochs / spec.student_train.epochs
@@ -288,7 +279,6 @@ def _teacher_units(
             )
             tkeys[(t.name, task)] = key
             folder = str(Path(spec.storage) / "teachers" / f"{t.name}-{task}-{key}")
-            teachers.append(TeacherUnit(t.name, task, key, folder))
             union, ckd_sets = SignalSpec(logits=True), set()
             for s in spec.students:
                 sshape = student_shape(s)
@@ -318,10 +308,12 @@ def _teacher_units(
             tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
             planned = plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)
             cache_bytes += planned["total_bytes"]
-            caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key, planned))
-            n_tok = sum(tokens.values())
             ft_tokens = sizes["train"] * mean_tok * spec.teacher_train_for(t.name).epochs
-            gpu_seconds += (6 * tparams[t.name] * ft_tokens + 2 * tparams[t.name] * n_tok) / tflops
+            p = tparams[t.name]
+            ft_s, pass_s = 6 * p * ft_tokens / tflops, 2 * p * sum(tokens.values()) / tflops
+            teachers.append(TeacherUnit(t.name, task, key, folder, ft_s))
+            caches.append(CacheUnit(t.name, task, union, request.ckd_layer_sets, key, planned, pass_s))
+            gpu_seconds += ft_s + pass_s
     return teachers, caches, tkeys, cache_bytes, gpu_seconds
 
 
@@ -384,7 +376,7 @@ def describe(plan: StudyPlan) -> str:
         f"  student trials      {c['trials']:>6}   "
         + ", ".join(f"{m}: {n}" for m, n in c["trials_by_method"].items()),
         f"  cache size (est.)   {human_bytes(c['cache_bytes']):>10}",
-        f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   (FLOP count at 35 TFLOP/s effective; a rough guide)",
+        f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   {estimate_line(plan)}",
     ]
     tc = c["tuning"]
     if tc:
@@ -401,6 +393,7 @@ def describe(plan: StudyPlan) -> str:
 
 def plan_dict(plan: StudyPlan) -> dict[str, Any]:
     out = plan.counts()
+    out["calibration"] = plan.calibration or None  # device, measured_at, units, uncovered (when calibrated)
     out["caches"] = [
         {
             "teacher": u.teacher,

@@ -1,10 +1,11 @@
-"""What a user reads: the end-of-study summary (elapsed time, where results are, the next commands) and the done /
-remaining part of ``--plan`` for a study that exists."""
+"""What a user reads: the end-of-study summary (elapsed time, where results are, the next commands), ``--plan``
+(with ``--calibrate``: measured first) and its done / remaining part for a study that exists."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,11 @@ def existing_store(storage: str | Path) -> str | None:
 
 def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
     """``status(spec)`` (done / remaining) of a study that exists (its store has the experiment); else None."""
-    from mlflow.tracking import MlflowClient
-
     uri = existing_store(spec.storage)
     if uri is None:
-        return None
+        return None  # and MLflow is not even imported
+    from mlflow.tracking import MlflowClient
+
     # --plan must answer at once: a tracking server that is down is "no progress", not minutes of retries
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
@@ -92,3 +93,36 @@ def remembered_for(study_arg: str) -> str | None:
         return None  # reported when the study is loaded for real
     found = remembered_storage(name)
     return str(found) if found else None
+
+
+def plan_command(spec: Any, status: Any, as_json: bool, calibrate: bool, show_plan: bool) -> int:
+    """``--plan`` and ``--calibrate``: measure step times on this device first when asked (sweep/calibrate.py),
+    then print the plan (priced by a calibration for this device when the study's folder has one)."""
+    import json
+
+    from orchestrator.sweep.data_source import resolve_spec_data
+    from orchestrator.sweep.plan import build_plan, describe, plan_dict
+
+    if calibrate:
+        from orchestrator.sweep.calibrate import calibrate as measure
+        from orchestrator.sweep.calibrate import write_calibration
+
+        say = (lambda line: print(line, file=sys.stderr)) if as_json else print
+        result = measure(spec, say=say)
+        say(
+            f"calibration: {len(result['units'])} units in {result['seconds']:.1f} s -> {write_calibration(spec, result)}"
+        )
+        if not show_plan:
+            return 0
+    plan = build_plan(resolve_spec_data(spec))
+    progress = plan_progress(spec, status)
+    if as_json:
+        print(json.dumps({**plan_dict(plan), "progress": progress}, indent=2))
+        return 0
+    print(describe(plan))
+    if progress:
+        print(
+            f"  progress            {progress['done']:>6} done, {progress['remaining']} remaining, "
+            f"{progress['failed']} failed  (MLflow: {progress['tracking_uri']})"
+        )
+    return 0

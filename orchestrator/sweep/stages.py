@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.sweep import tracking
-from orchestrator.sweep.cost import spent
+from orchestrator.sweep.cost import plan_tags, spent
 from orchestrator.sweep.plan import CacheUnit, StudyPlan, TeacherUnit
 from orchestrator.sweep.spec import StudySpec
 from orchestrator.train.config import cache_precision
@@ -405,4 +405,6 @@ def stage_finish(
             **spent(client, exp_id, plan.gpu_hours + plan.tune_gpu_hours),
         },
     )
+    for name, value in plan_tags(plan).items():  # what planned_gpu_hours rests on: calibrated or flops
+        client.set_tag(parent, name, value)
     client.set_terminated(parent, "FINISHED" if outcome.complete else "FAILED")

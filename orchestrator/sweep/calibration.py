@@ -1,0 +1,187 @@
+"""``--plan`` priced by measurement: what ``--calibrate`` measured (sweep/calibrate.py), read back and applied.
+
+``python -m orchestrator.study <study> --calibrate`` times a few optimiser steps of every kind of unit the study
+runs, on the device at hand, and writes ``<storage>/<study>/calibration.json``. A unit's kind is what its step
+costs depend on:
+
+* a student trial: (student, method, teacher shape or none, teacher mode, max length, batch size);
+* a teacher fine-tune: (teacher shape and parameters, max length, batch size);
+* a teacher pass (a cache build): (teacher shape and parameters, max length, batch size).
+
+The plan then prices a trial at ``step_s x epochs x ceil(train samples / batch)`` plus ``eval_sample_s x (epochs x
+validation + test samples)``, a fine-tune the same way with the teacher's settings, and a teacher pass at
+``step_s / batch x (train + validation + test samples)``. A calibration measured on another device is ignored (the
+plan says so), and a unit the calibration does not cover keeps its FLOP estimate (the plan says how many).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+CALIBRATION_FILE = "calibration.json"
+FORMAT = 1
+PASS_BATCH = 32  # CacheRequest's batch size: what a teacher pass runs at
+FLOP_LINE = "(FLOP count at 35 TFLOP/s effective; a rough guide; --calibrate measures it)"
+
+
+def calibration_path(spec: Any) -> Path:
+    return Path(spec.study_dir) / CALIBRATION_FILE
+
+
+def device_name(device: str = "auto") -> str:
+    """The device a calibration belongs to: the GPU's name, or ``cpu (<processor>)``."""
+    import platform
+
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return str(torch.cuda.get_device_name(torch.device(device)))
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+def _shape(layers: int, hidden: int) -> str:
+    return f"{layers}x{hidden}"
+
+
+def student_key(student: str, method: str, teacher: str, mode: str, max_length: int, batch: int) -> str:
+    """``teacher``: the teacher's shape (``LxH``), ``none`` for a method without one."""
+    return f"student/{student}/{method}/{teacher}/{mode if teacher != 'none' else 'none'}/len{max_length}/b{batch}"
+
+
+def teacher_key(kind: str, layers: int, hidden: int, params: int, max_length: int, batch: int) -> str:
+    return f"{kind}/{_shape(layers, hidden)}/{params}/len{max_length}/b{batch}"
+
+
+def plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(key, what to measure, the plan's unit) of every unit of ``plan``: fine-tunes, passes, trials."""
+    spec = plan.spec
+    for kind, units in (("teacher_finetune", plan.teachers), ("teacher_pass", plan.caches)):
+        for u in units:
+            shape, params = plan.teacher_shapes[u.teacher], plan.teacher_params[u.teacher]
+            train = spec.teacher_train_for(u.teacher)
+            length, batch = (
+                (train.max_length, train.batch_size)
+                if kind == "teacher_finetune"
+                else (spec.student_train.max_length, PASS_BATCH)
+            )
+            t = next(t for t in spec.teachers if t.name == u.teacher)
+            info = {
+                "kind": kind,
+                "teacher": u.teacher,
+                "random": t.source.startswith("random:"),
+                "layers": shape.num_layers,
+                "hidden": shape.hidden_size,
+                "params": params,
+                "max_length": length,
+                "batch_size": batch,
+            }
+            if kind == "teacher_pass":
+                info.update(signals=u.spec.to_dict(), ckd_layer_sets=[list(s) for s in u.ckd_layer_sets])
+            yield teacher_key(kind, shape.num_layers, shape.hidden_size, params, length, batch), info, u
+    for tr in plan.trials:
+        train = tr.settings["train"]
+        tshape = plan.teacher_shapes.get(tr.teacher)
+        tag = _shape(tshape.num_layers, tshape.hidden_size) if tshape and tr.teacher != "none" else "none"
+        mode = spec.teacher_mode
+        info = {
+            "kind": "student",
+            "student": tr.student,
+            "method": tr.method,
+            "method_params": tr.settings.get("method_params", {}),
+            "teacher": tr.teacher,
+            "teacher_shape": tag,
+            "mode": mode if tag != "none" else "none",
+            "max_length": train["max_length"],
+            "batch_size": train["batch_size"],
+        }
+        if tag != "none":
+            t = next(t for t in spec.teachers if t.name == tr.teacher)
+            info.update(random=t.source.startswith("random:"), params=plan.teacher_params[tr.teacher])
+            info.update(layers=tshape.num_layers, hidden=tshape.hidden_size)
+        key = student_key(tr.student, tr.method, tag, mode, train["max_length"], train["batch_size"])
+        yield key, info, tr
+
+
+def load_calibration(spec: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The study's calibration when it was measured on this device, else None; and a note on why it is not used."""
+    path = calibration_path(spec)
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text())
+        units, device = data["units"], data["device"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"{path} is unreadable: GPU-hours by FLOP count (run --calibrate again)"
+    here = device_name()
+    if device != here or not isinstance(units, dict):
+        return None, f"{path} was measured on {device}, not on this device ({here}): GPU-hours by FLOP count"
+    return data, None
+
+
+def _steps(epochs: int, train: int, batch: int) -> int:
+    return epochs * math.ceil(train / batch)
+
+
+def unit_seconds(info: dict[str, Any], measured: dict[str, Any], sizes: dict[str, int], epochs: int) -> float:
+    """A unit's seconds from its measured step: steps x seconds per step, plus its evaluation passes."""
+    if info["kind"] == "teacher_pass":
+        return measured["step_s"] / info["batch_size"] * sum(sizes.values())
+    steps = _steps(epochs, sizes["train"], info["batch_size"])
+    evals = epochs * sizes.get("validation", 0) + sizes.get("test", 0)
+    return measured["step_s"] * steps + measured.get("eval_sample_s", 0.0) * evals
+
+
+def apply_calibration(
+    plan: Any, calibration: dict[str, Any] | None | str, split_sizes: Callable[[Any, str], dict[str, int]]
+) -> None:
+    """Price ``plan``'s units by ``calibration`` ("auto": the study folder's, when it is for this device)."""
+    if calibration == "auto":
+        calibration, note = load_calibration(plan.spec)
+        if note:
+            plan.notes.append(note)
+    if not isinstance(calibration, dict):
+        return
+    spec, measured = plan.spec, calibration["units"]
+    priced: dict[int, float] = {}
+    for key, info, unit in plan_units(plan):
+        if key in measured:
+            if info["kind"] == "student":
+                epochs = unit.settings["train"]["epochs"]
+            else:
+                epochs = spec.teacher_train_for(unit.teacher).epochs
+            priced[id(unit)] = unit_seconds(info, measured[key], split_sizes(spec, unit.task), epochs)
+    for t in plan.trials:
+        t.gpu_seconds = priced.get(id(t), t.gpu_seconds)
+    plan.teachers = [
+        dataclasses.replace(u, gpu_seconds=priced.get(id(u), u.gpu_seconds)) for u in plan.teachers
+    ]
+    plan.caches = [dataclasses.replace(u, gpu_seconds=priced.get(id(u), u.gpu_seconds)) for u in plan.caches]
+    units = [*plan.teachers, *plan.caches, *plan.trials]
+    plan.gpu_hours = sum(u.gpu_seconds for u in units) / 3600
+    plan.estimate = "calibrated"
+    uncovered = len(units) - len(priced)
+    plan.calibration = {
+        "device": calibration["device"],
+        "measured_at": calibration.get("measured_at", ""),
+        "units": len(units),
+        "uncovered": uncovered,
+    }
+    if uncovered:
+        plan.notes.append(
+            f"{uncovered} of {len(units)} units are not in the calibration (the study changed since?): "
+            "their GPU-hours are the FLOP estimate; --calibrate measures them"
+        )
+
+
+def estimate_line(plan: Any) -> str:
+    """What the plan's GPU-hours rest on, for ``describe``."""
+    if plan.estimate != "calibrated":
+        return FLOP_LINE
+    return f"(calibrated on {plan.calibration['device']}, {plan.calibration['measured_at'][:10]})"
