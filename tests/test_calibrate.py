@@ -120,3 +120,15 @@ def test_online_teacher_units_run_the_teacher_every_step(tmp_path: Path, local_d
     result = calibrate(load_spec(path), device="cpu", steps=1, say=lambda line: None)
     unit = result["units"]["student/roberta-tiny/kd/2x32/online/len48/b16"]
     assert unit["step_s"] > 0 and unit["steps_timed"] == 1 and not result["failed"]
+
+
+def test_plan_reads_split_sizes_from_the_local_manifest(tmp_path):
+    """build_local's manifest keeps counts under tasks.<task>.counts; the plan sizes its trials from them."""
+    from orchestrator.sweep.plan import _split_sizes
+
+    counts = {"train": 1234, "validation": 56, "test": 78}
+    (tmp_path / "manifest.json").write_text(json.dumps({"tasks": {"defect": {"counts": counts}}}))
+    spec = load_spec("smoke").model_copy(update={"data": str(tmp_path), "max_samples": None})
+    assert _split_sizes(spec, "defect") == counts
+    capped = spec.model_copy(update={"max_samples": 60})
+    assert _split_sizes(capped, "defect") == {"train": 60, "validation": 56, "test": 60}

@@ -202,7 +202,9 @@ def _split_sizes(spec: StudySpec, task: str) -> dict[str, int]:
         sizes = dict(HUB_SAMPLES[task])
     else:
         manifest = Path(spec.data) / "manifest.json"
-        counts = json.loads(manifest.read_text()).get("counts", {}).get(task) if manifest.exists() else None
+        # build_local writes tasks.<task>.counts; the top-level "counts" is the older layout
+        m = json.loads(manifest.read_text()) if manifest.exists() else {}
+        counts = m.get("tasks", {}).get(task, {}).get("counts") or m.get("counts", {}).get(task)
         sizes = dict(counts) if isinstance(counts, dict) else {"train": 2000, "validation": 300, "test": 300}
     if spec.max_samples:
         sizes = {k: min(v, spec.max_samples) for k, v in sizes.items()}
