@@ -106,3 +106,37 @@ def test_overhead_benchmark_tiny_shares_the_cache_builder(tmp_path, local_data) 
     assert set(r["methods"]) == {"kd", "dist", "pkd", "ckd"}
     assert r["teacher_passes"] == 1 and r["cache_bytes"] > 0
     assert all(m["cached_s"] > 0 and m["online_s"] > 0 for m in r["methods"].values())
+
+
+def test_hole_window_keeps_the_signature_and_the_lines_around_the_hole(tmp_path, local_data) -> None:
+    from orchestrator.bench.transfer_data import hole_window_data, window_function
+
+    code = "\n".join(
+        [
+            "def f(x):",
+            *[f"    a{i} = {i}" for i in range(10)],
+            "    try:",
+            "        g()",
+            "    except __HOLE__:",
+            "        pass",
+            "    return 1",
+            "    # end",
+        ]
+    )
+    cut = window_function(code, before=2, after=1).split("\n")
+    assert cut == ["def f(x):", "    try:", "        g()", "    except __HOLE__:", "        pass"]
+    # a hole near the top: nothing before the signature is repeated
+    assert window_function("def f():\n    try: g()\n    except __HOLE__: pass", 6, 2).count("def f") == 1
+    with pytest.raises(ValueError, match="__HOLE__"):
+        window_function("def f():\n    pass", 2, 1)
+
+    out = hole_window_data(local_data, tmp_path / "win", 6, 2)
+    for split in ("train", "validation", "test"):
+        src = [json.loads(x) for x in (local_data / "exception" / f"{split}.jsonl").read_text().splitlines()]
+        got = [json.loads(x) for x in (out / "exception" / f"{split}.jsonl").read_text().splitlines()]
+        assert [r["label"] for r in got] == [r["label"] for r in src]
+        assert all(r["function"].count("__HOLE__") == 1 for r in got)
+        assert all(len(g["function"].split("\n")) <= 10 for g in got)
+        assert all(g["function"].split("\n")[0] == s["function"].split("\n")[0] for g, s in zip(got, src))
+    with pytest.raises(FileNotFoundError, match="build_local"):
+        hole_window_data(tmp_path / "nothing", tmp_path / "w2", 6, 2)

@@ -146,6 +146,10 @@ def transfer(
     """Run the check; returns the results dict (see the module docstring and ``print_table``)."""
     started = time.perf_counter()
     task = get_task(size.task)
+    if size.hole_window is not None:
+        from orchestrator.bench.transfer_data import hole_window_data
+
+        data = str(hole_window_data(data, work / "data", *size.hole_window))
     runner = _Runner(size, data, work, device)
     labels = np.asarray([ex.label for ex in runner.prepared.task_data.test])
     baseline = float(task.majority_baseline(labels))
@@ -157,7 +161,10 @@ def transfer(
     # 2. The teacher: fine-tuned once, then one pass into the cache every KD method reads.
     teacher_dir = work / "teacher"
     cfg = TrainConfig(
-        epochs=size.teacher_epochs, batch_size=size.batch_size, lr=size.teacher_lr, device=device
+        epochs=size.teacher_epochs,
+        batch_size=size.teacher_batch_size or size.batch_size,
+        lr=size.teacher_lr,
+        device=device,
     )
     tuned = finetune_teacher(
         teacher,
