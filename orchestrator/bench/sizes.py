@@ -105,7 +105,7 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
     # 2 CPU cores: exception classification on the local data at 128 tokens, functions cut to the lines around
     # the masked handler (transfer_data.py: whole functions put the hole beyond token 128 in half of the samples,
     # and a teacher on half-blind inputs reached 0.44). MiniLM is fine-tuned on all 2,000 training samples (4
-    # epochs, lr 2e-4, batch 32: validation accuracy 0.68, test 0.60 when measured); the students (roberta-0.6m,
+    # epochs, lr 2e-4, batch 32: validation accuracy 0.60, test 0.56 in the recorded run); the students (roberta-0.6m,
     # the size a CPU trains 20 times within the budget) train on the same 2,000 samples. Batch 16 for 8 epochs
     # gives every student 1,000 optimiser steps: students under soft-target losses predict the class prior for
     # the first 100-300 steps (docs/METHODS.md, "Why KD, PKD and CKD collapsed"), and the earlier 190-step budget
