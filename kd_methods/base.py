@@ -10,6 +10,7 @@ Layer indices follow Hugging Face's ``hidden_states`` convention for both models
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -96,19 +97,29 @@ class TeacherSignals:
             extras=dict(self.extras),
         )
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> TeacherSignals:
-        def move(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
-
+    def map(self, fn: Callable[[Tensor], Tensor]) -> TeacherSignals:
+        """The same signals with ``fn`` applied to every tensor (the one walk over the fields: moves, pinning)."""
         return TeacherSignals(
-            logits=move(self.logits),
-            cls={k: move(v) for k, v in self.cls.items()},
-            tokens={k: move(v) for k, v in self.tokens.items()},
-            token_mask=move(self.token_mask),
-            extras={k: move(v) for k, v in self.extras.items()},
+            logits=None if self.logits is None else fn(self.logits),
+            cls={k: fn(v) for k, v in self.cls.items()},
+            tokens={k: fn(v) for k, v in self.tokens.items()},
+            token_mask=None if self.token_mask is None else fn(self.token_mask),
+            extras={k: fn(v) for k, v in self.extras.items()},
         )
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor the signals hold."""
+        found = [
+            self.logits,
+            self.token_mask,
+            *self.cls.values(),
+            *self.tokens.values(),
+            *self.extras.values(),
+        ]
+        return [t for t in found if t is not None]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> TeacherSignals:
+        return self.map(lambda t: t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device))
 
 
 @dataclass

@@ -77,17 +77,7 @@ def move_signals(
     signals: TeacherSignals, device: torch.device | str, non_blocking: bool = False
 ) -> TeacherSignals:
     """``signals`` on ``device``, dtypes kept (a no-op for tensors already there)."""
-
-    def move(t: Tensor | None) -> Tensor | None:
-        return None if t is None else t.to(device, non_blocking=non_blocking)
-
-    return TeacherSignals(
-        logits=move(signals.logits),
-        cls={k: move(v) for k, v in signals.cls.items()},
-        tokens={k: move(v) for k, v in signals.tokens.items()},
-        token_mask=move(signals.token_mask),
-        extras={k: move(v) for k, v in signals.extras.items()},
-    )
+    return signals.map(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 class CachedTeacher:

@@ -36,21 +36,6 @@ def prefetchable(teacher: Any) -> bool:
     return callable(getattr(teacher, "fetch", None)) and callable(getattr(teacher, "finish", None))
 
 
-def _tensors(signals: TeacherSignals) -> list[Tensor]:
-    found = [signals.logits, signals.token_mask, *signals.cls.values(), *signals.tokens.values()]
-    return [t for t in [*found, *signals.extras.values()] if t is not None]
-
-
-def _move(signals: TeacherSignals, fn: Any) -> TeacherSignals:
-    return TeacherSignals(
-        logits=None if signals.logits is None else fn(signals.logits),
-        cls={k: fn(v) for k, v in signals.cls.items()},
-        tokens={k: fn(v) for k, v in signals.tokens.items()},
-        token_mask=None if signals.token_mask is None else fn(signals.token_mask),
-        extras={k: fn(v) for k, v in signals.extras.items()},
-    )
-
-
 class Prefetcher:
     """Iterates ``batches`` (index tensors) of ``split`` as ``Batch``es on ``device``, ``depth`` batches ahead."""
 
@@ -83,7 +68,7 @@ class Prefetcher:
         if self.cuda:
             with torch.cuda.stream(self.stream):
                 ids, mask, labels = (self._to_device(t) for t in (ids, mask, labels))
-                fetched = _move(fetched, self._to_device) if fetched is not None else None
+                fetched = fetched.map(self._to_device) if fetched is not None else None
                 event = torch.cuda.Event()
                 event.record(self.stream)
         return Batch(indices, ids, mask, labels, fetched), event
@@ -105,7 +90,7 @@ class Prefetcher:
                         batch.ids,
                         batch.mask,
                         batch.labels,
-                        *(_tensors(batch.signals) if batch.signals else []),
+                        *(batch.signals.tensors() if batch.signals else []),
                     ]:
                         t.record_stream(current)
                 batch.wait_seconds = time.perf_counter() - start
