@@ -10,7 +10,7 @@ Layer indices follow Hugging Face's ``hidden_states`` convention for both models
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -171,6 +171,8 @@ class KDMethod(nn.Module, ABC):
     name: ClassVar[str] = ""
     family: ClassVar[str] = "none"
     defaults: ClassVar[dict[str, Any]] = {}
+    # A method whose memory needs smaller batches than the study's caps them (a study's plan reads it).
+    batch_size_cap: ClassVar[int | None] = None
 
     def __init__(self, student: ModelShape, teacher: ModelShape | None = None, **params: Any) -> None:
         super().__init__()
@@ -192,6 +194,12 @@ class KDMethod(nn.Module, ABC):
     @abstractmethod
     def signals(self) -> SignalSpec:
         """The teacher signals ``loss`` reads (empty for FT)."""
+
+    def cache_needs(self) -> tuple[SignalSpec, DerivedRequest | None]:
+        """What this method reads from a teacher cache: stored signals, and numbers derived from the teacher's
+        token states in their place (a registered ``DerivedSignal``; CKD's Gram numbers). The cache builds and
+        serves them without knowing the method. Default: ``signals()`` as they are."""
+        return self.signals(), None
 
     @abstractmethod
     def loss_terms(
@@ -236,3 +244,84 @@ def build_method(
     name: str, student: ModelShape, teacher: ModelShape | None = None, **params: Any
 ) -> KDMethod:
     return get_method(name)(student, teacher, **params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Derived teacher signals: what a cache stores in place of token states for a method that asks (``cache_needs``)
+
+
+@dataclass(frozen=True)
+class DerivedRequest:
+    """Numbers of the registered ``DerivedSignal`` ``kind``, over the teacher layers of each reader (one tuple per
+    reader, 0 = embeddings, in the reader's order, repeats kept), shaped by ``params`` (e.g. a window)."""
+
+    kind: str
+    layer_sets: tuple[tuple[int, ...], ...]
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_sets", tuple(sorted({tuple(s) for s in self.layer_sets})))
+        object.__setattr__(self, "params", tuple(sorted(self.params)))
+
+    @property
+    def layers(self) -> list[int]:
+        """Every teacher layer a reader maps to: what the cache computes the numbers over."""
+        return sorted(set().union(*[set(s) for s in self.layer_sets]))
+
+    def param(self, name: str) -> Any:
+        return dict(self.params)[name]
+
+
+class DerivedSignal(ABC):
+    """How a cache builds, stores, sizes and serves one kind of derived teacher signal. Its ``fields`` are
+    token-level float32 arrays; ``serve`` turns the stored rows of a batch into the extras the method reads."""
+
+    kind: ClassVar[str] = ""
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def build(self, states: list[Tensor], request: DerivedRequest) -> dict[str, Tensor]:
+        """The stored fields from the teacher's token states of ``request.layers`` (each ``[B, N, H]``)."""
+
+    @abstractmethod
+    def serve(
+        self, fields: dict[str, Tensor], positions: list[int], request: DerivedRequest
+    ) -> dict[str, Tensor]:
+        """The method's extras from a batch's stored fields; ``positions`` index the reader's layers among the
+        stored ones."""
+
+    @abstractmethod
+    def values_per_token(self, request: DerivedRequest) -> int:
+        """Float32 numbers stored per token (for a cache's size before it is built)."""
+
+    @abstractmethod
+    def key_entries(self, request: DerivedRequest | None) -> dict[str, Any]:
+        """What the cache's content key records of ``request`` (None: the kind is not requested)."""
+
+    @abstractmethod
+    def manifest_entries(self, request: DerivedRequest | None) -> dict[str, Any]:
+        """What a cache's manifest records of ``request``; ``from_manifest`` reads it back."""
+
+    @abstractmethod
+    def from_manifest(self, entries: dict[str, Any]) -> DerivedRequest | None:
+        """The request a manifest's ``request`` entries describe, or None."""
+
+
+DERIVED_SIGNALS: dict[str, DerivedSignal] = {}
+
+
+def register_signal(cls: type[DerivedSignal]) -> type[DerivedSignal]:
+    """Class decorator: make a derived signal available to the cache by its ``kind``."""
+    if not cls.kind or not cls.fields:
+        raise ValueError(f"{cls.__name__} needs a kind and its fields")
+    DERIVED_SIGNALS[cls.kind] = cls()
+    return cls
+
+
+def merge_derived(requests: Iterable[DerivedRequest | None]) -> tuple[DerivedRequest, ...]:
+    """One request per (kind, params), holding every reader's layer set: what one cache serves them all from."""
+    merged: dict[tuple[str, tuple[tuple[str, Any], ...]], set[tuple[int, ...]]] = {}
+    for r in requests:
+        if r is not None:
+            merged.setdefault((r.kind, r.params), set()).update(r.layer_sets)
+    return tuple(DerivedRequest(k, tuple(merged[(k, p)]), p) for k, p in sorted(merged, key=repr))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kd_methods.base import (
+    DerivedRequest,
     KDMethod,
     ModelShape,
     SignalSpec,
@@ -210,6 +211,9 @@ class CKD(KDMethod):
         "temperature": 3.0,
         "window": 10,
     }
+    batch_size_cap: ClassVar[int | None] = (
+        16  # the relations are memory-hungry: the paper trains CKD at batch 16
+    )
 
     def __init__(self, student: ModelShape, teacher: ModelShape | None = None, **params: Any) -> None:
         super().__init__(student, teacher, **params)
@@ -229,6 +233,13 @@ class CKD(KDMethod):
 
     def signals(self) -> SignalSpec:
         return SignalSpec(logits=True, token_layers=self.teacher_layers)
+
+    def cache_needs(self) -> tuple[SignalSpec, DerivedRequest | None]:
+        """From a cache, CKD reads logits and Gram numbers over its teacher layers (``ckd_cache.py``), from which
+        its teacher relations follow on the device, instead of the token states."""
+        return SignalSpec(logits=True), DerivedRequest(
+            "ckd", (self.teacher_layers,), (("window", self.window),)
+        )
 
     def teacher_extras(self, signals: TeacherSignals) -> dict[str, Tensor]:
         """The teacher's relations over its own length N_t, under ``EXTRA_KEYS``, for a cache to store.

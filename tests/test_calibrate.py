@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import write_study
 
-from orchestrator.sweep.calibration import calibration_path, device_name, plan_units
-from orchestrator.sweep.plan import build_plan, describe, plan_dict
-from orchestrator.sweep.spec import load_spec
+from orchestrator.design.calibration import calibration_path, device_name, plan_units
+from orchestrator.design.describe import describe, plan_dict
+from orchestrator.design.study import build_plan, load_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,14 +98,18 @@ def test_other_device_or_missing_units_fall_back_to_flops(calibrated: dict, tmp_
 def test_the_parent_run_records_how_the_plan_was_estimated(calibrated: dict, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.sweep import tracking
-    from orchestrator.sweep.stages import StudyOutcome, stage_finish
+    from orchestrator.core import tracking
+    from orchestrator.core.paths import local_store
+    from orchestrator.sweep.context import StudyContext, StudyOutcome
+    from orchestrator.sweep.trials import stage_finish
 
     plan = build_plan(calibrated["spec"])
-    client = MlflowClient(tracking.local_store(tmp_path)[0])
+    uri = local_store(tmp_path)[0]
+    client = MlflowClient(uri)
     exp = tracking.experiment_id(client, "calib")
     parent = client.create_run(exp, tags={"stage": "study"}).info.run_id
-    stage_finish(plan, client, exp, parent, StudyOutcome("calib", "", exp, len(plan.trials), 0))
+    outcome = StudyOutcome("calib", "", exp, len(plan.trials), 0)
+    stage_finish(StudyContext(calibrated["spec"], plan, client, exp, parent, uri, outcome))
     run = client.get_run(parent)
     assert run.data.tags["plan_estimate"] == "calibrated"
     assert run.data.tags["plan_device"] == device_name("cpu")
@@ -114,7 +118,7 @@ def test_the_parent_run_records_how_the_plan_was_estimated(calibrated: dict, tmp
 
 
 def test_online_teacher_units_run_the_teacher_every_step(tmp_path: Path, local_data: Path) -> None:
-    from orchestrator.sweep.calibrate import calibrate
+    from orchestrator.design.calibrate import calibrate
 
     path = write_study(tmp_path / "online.yaml", local_data, methods=["kd"], teacher_mode="online")
     result = calibrate(load_spec(path), device="cpu", steps=1, say=lambda line: None)
@@ -124,7 +128,7 @@ def test_online_teacher_units_run_the_teacher_every_step(tmp_path: Path, local_d
 
 def test_plan_reads_split_sizes_from_the_local_manifest(tmp_path):
     """build_local's manifest keeps counts under tasks.<task>.counts; the plan sizes its trials from them."""
-    from orchestrator.sweep.plan import _split_sizes
+    from orchestrator.design.sizes import split_sizes as _split_sizes
 
     counts = {"train": 1234, "validation": 56, "test": 78}
     (tmp_path / "manifest.json").write_text(json.dumps({"tasks": {"defect": {"counts": counts}}}))

@@ -505,7 +505,7 @@ def test_no_object_store_as_storage():
 
 
 def test_study_accepts_the_shared_storage_and_rejects_s3():
-    spec = pytest.importorskip("orchestrator.sweep.spec")
+    spec = pytest.importorskip("orchestrator.design.study")
     assert spec.load_spec("full", {"storage": SHARED}).storage == SHARED
     with pytest.raises(Exception, match="storage"):
         spec.load_spec("full", {"storage": "s3://YOUR-BUCKET/kdstudy"})

@@ -1,5 +1,7 @@
-"""The completion study end to end: ``python -m orchestrator.study`` on the completion-smoke profile (real Ray, real
-MLflow SQLite store, the offline proxy), resume, --status, a failing trial, the notebook; plus the spec and plan."""
+"""The completion study end to end: ``python -m orchestrator.study completion-smoke`` as a new user runs it, in an
+empty folder with the default data and storage (real Ray, real MLflow, the offline proxy built under the storage),
+then a classification study's data resolved in the same folder; resume, --status, --plan --calibrate, a failing
+trial, the notebook; plus the spec and plan."""
 
 from __future__ import annotations
 
@@ -13,49 +15,41 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep.completion_driver import completion_status, run_completion_study
-from orchestrator.sweep.completion_plan import build_completion_plan
-from orchestrator.sweep.completion_spec import PROFILES_DIR, is_completion_study, load_completion_spec
-from orchestrator.sweep.spec import StudyError
+from orchestrator.core.errors import StudyError
+from orchestrator.design.study import PROFILES_DIR, build_plan, load_spec
+from orchestrator.sweep.driver import run_study, status
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("cached", "cached-topk", "online", "in_training", "none")
 
 
-def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env["KDSTUDY_STATE_DIR"] = str(cwd.parent / "state")  # the study index, documented as outside the storage
     cmd = [sys.executable, "-m", "orchestrator.study", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.build_local import build_local
-    from tasks.completion.proxy import ProxySettings
-
-    out = tmp_path_factory.mktemp("completion-data")
-    return build_local(out, tasks=["completion"], completion=ProxySettings(max_mb=0.6, line_samples=40))[
-        "completion"
-    ]
-
-
-def _study_file(folder: Path, data: Path, **changes: object) -> Path:
+def _study_file(folder: Path, data: Path, storage: Path, **changes: object) -> Path:
     raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
-    raw.update(data=str(data), storage=str(folder / "store"), **changes)
+    raw.update(data=str(data), storage=str(storage), **changes)
     path = folder / f"{raw['name']}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, proxy: Path) -> dict:
-    folder = tmp_path_factory.mktemp("completion-smoke")
-    path = _study_file(folder, proxy)
-    first = _cli(str(path))
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The profile as it ships, in an empty folder: default data (built under the storage) and storage (runs)."""
+    cwd = tmp_path_factory.mktemp("completion-smoke") / "work"
+    cwd.mkdir()
+    first = _cli("completion-smoke", cwd=cwd)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    uri = f"sqlite:///{folder / 'store' / 'mlflow' / 'mlflow.db'}"
-    return {"path": path, "folder": folder, "uri": uri, "log": first.stdout + first.stderr}
+    storage = cwd / "runs"
+    uri = f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}"
+    data = storage / "data" / "local" / "completion"
+    return {"cwd": cwd, "storage": storage, "data": data, "uri": uri, "log": first.stdout + first.stderr}
 
 
 def _runs(uri: str, stage: str = "student") -> list:
@@ -117,33 +111,81 @@ def test_the_exact_cache_is_built_once_and_teaches_what_the_online_teacher_does(
     assert len(teacher) == 1 and "test_es" in teacher[0].data.metrics
 
 
-def test_rerun_skips_finished_trials_and_status_says_done(smoke, capsys):
+def test_only_the_storage_is_written_and_a_classification_study_finds_its_data_next(smoke, monkeypatch):
+    """completion-smoke then smoke / smoke-tune in the same folder: the completion proxy went under the storage
+    (not ./data/local), so the classification studies resolve their default data there too and build what it
+    lacks, instead of taking a folder of completion data as their own."""
+    from orchestrator.design.data_source import resolve_spec_data, will_build
+    from orchestrator.design.validate import check_study
+
+    assert sorted(p.name for p in smoke["cwd"].iterdir()) == ["runs"]
+    assert (smoke["data"] / "train.txt").is_file() and "building the offline completion proxy" in smoke["log"]
+    assert not list(
+        (smoke["storage"] / "completion-smoke" / "scratch").iterdir()
+    )  # every trial's scratch removed
+    assert list((smoke["storage"] / "ray").iterdir())  # Ray's temp folder under the storage
+    monkeypatch.chdir(smoke["cwd"])
+    for profile in ("smoke", "smoke-tune"):
+        spec = resolve_spec_data(load_spec(profile))
+        assert spec.data == str(smoke["storage"] / "data" / "local") and will_build(spec)
+        check_study(spec)  # no "data/local lacks defect/train.jsonl": the default data is built first
+        out = _cli(profile, "--plan", cwd=smoke["cwd"])
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert sorted(p.name for p in smoke["cwd"].iterdir()) == ["runs"]
+
+
+def test_status_and_plan_calibrate_answer_for_a_completion_study(smoke):
+    st = _cli("completion-smoke", "--status", "--json", cwd=smoke["cwd"])
+    assert st.returncode == 0, st.stderr[-2000:]
+    body = json.loads(st.stdout)
+    assert (body["planned"], body["done"], body["running"], body["orphaned"], body["driver"]) == (
+        10,
+        10,
+        0,
+        0,
+        None,
+    )
+    assert body["task"] == "completion" and body["stale_finished"] == 0
+    out = _cli("completion-smoke", "--plan", "--calibrate", "--json", cwd=smoke["cwd"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = json.loads(out.stdout)
+    assert plan["estimate"] == "calibrated" and plan["calibration"]["uncovered"] == 0
+    calibration = json.loads((smoke["storage"] / "completion-smoke" / "calibration.json").read_text())
+    # one unit per distinct (student, teacher shape, mode, block, batch): 2 students x 5 modes
+    assert len(calibration["units"]) == 10 and all(u["step_s"] > 0 for u in calibration["units"].values())
+    assert plan["estimate_hours"]["trial_hours"] > 0 and plan["progress"]["done"] == 10
+    assert not list(
+        (smoke["storage"] / "completion-smoke" / "scratch").iterdir()
+    )  # its random teachers removed
+
+
+def test_rerun_skips_finished_trials_and_status_says_done(smoke, monkeypatch, capsys):
     # In this process: with nothing left to run the driver starts neither Ray nor a teacher pass.
-    spec = load_completion_spec(smoke["path"])
-    outcome = run_completion_study(spec)
-    assert (outcome.planned, outcome.finished, outcome.teacher_passes, outcome.failed) == (10, 10, 0, [])
-    out = capsys.readouterr().out
-    assert "10 already finished, 0 to run" in out and "teacher tiny-gpt2: exists" in out
+    monkeypatch.chdir(smoke["cwd"])
+    spec = load_spec("completion-smoke")
+    outcome = run_study(spec)
+    assert (outcome.planned, outcome.finished, outcome.failed) == (10, 10, [])
+    assert "nothing left to run: 10/10 trials FINISHED" in capsys.readouterr().out
     assert len(_runs(smoke["uri"])) == 10  # nothing recorded twice
-    status = completion_status(spec)
-    assert (status["planned"], status["done"], status["remaining"], status["failed"]) == (10, 10, 0, 0)
+    st = status(spec)
+    assert (st["planned"], st["done"], st["remaining"], st["failed"]) == (10, 10, 0, 0)
 
 
-def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, proxy, capsys):
-    # Same store and teacher; a pretrained student from a folder that does not exist fails, the other finishes.
-    missing = smoke["folder"] / "no-such-checkpoint"
+def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, tmp_path, capsys):
+    # Same data, store and teacher; a pretrained student from a folder that does not exist fails, the other finishes.
+    missing = tmp_path / "no-such-checkpoint"
     path = _study_file(
-        smoke["folder"], proxy, student_init=["teacher_layers", f"pretrained:{missing}"], students=["gpt2-1l"],
-        teacher_modes=["online"], methods=["distil"],
+        tmp_path, smoke["data"], smoke["storage"], student_init=["teacher_layers", f"pretrained:{missing}"],
+        students=["gpt2-1l"], teacher_modes=["online"], methods=["distil"],
     )  # fmt: skip
-    outcome = run_completion_study(load_completion_spec(path))
+    outcome = run_study(load_spec(path))
     assert not outcome.complete and (outcome.planned, outcome.finished, len(outcome.failed)) == (2, 1, 1)
-    assert (
-        "1 already finished, 1 to run" in capsys.readouterr().out
-    )  # the online 1-layer trial is the smoke's
-    status = completion_status(load_completion_spec(path))
-    assert (status["planned"], status["done"], status["failed"]) == (2, 1, 1)
-    assert "no-such-checkpoint" in status["failed_trials"][0]["error"]
+    out = capsys.readouterr().out
+    assert "1 already finished, 1 to run" in out  # the online 1-layer trial is the smoke's
+    assert "teacher tiny-gpt2: exists" in out
+    st = status(load_spec(path))
+    assert (st["planned"], st["done"], st["failed"]) == (2, 1, 1)
+    assert "no-such-checkpoint" in st["failed_trials"][0]["error"]
     runs = _runs(smoke["uri"])
     failed = [r for r in runs if r.info.status == "FAILED"]
     assert len(failed) == 1 and "no-such-checkpoint" in failed[0].data.tags["error"]
@@ -190,12 +232,13 @@ def test_the_completion_notebook_runs_on_the_smoke_store(smoke, tmp_path):
 
 def test_profiles_are_completion_studies_and_plan_without_weights():
     for name in ("completion-smoke", "completion-local", "completion-full"):
-        assert is_completion_study(name)
-        plan = build_completion_plan(load_completion_spec(name))
+        spec = load_spec(name)
+        assert spec.kind == "completion"
+        plan = build_plan(spec)
         assert plan.trials and plan.totals["wall_hours"] > 0
         assert len({t.trial_key for t in plan.trials}) == len(plan.trials)
-    assert not is_completion_study("smoke")
-    full = build_completion_plan(load_completion_spec("completion-full"))
+    assert load_spec("smoke").kind == "classification"
+    full = build_plan(load_spec("completion-full"))
     assert {t.student for t in full.trials} == {f"gpt2-{n}l" for n in (4, 6, 8, 10, 12)}
     assert {t.teacher_mode for t in full.trials} == {"cached", "in_training", "none"}
 
@@ -206,7 +249,7 @@ def test_in_training_with_a_cache_is_refused_in_one_line(tmp_path):
     raw["teacher_modes"] = ["cached", "in_training+cached"]
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(StudyError, match=r"bad.yaml:\d+: teacher_modes: teacher mode 'in_training\+cached'"):
-        load_completion_spec(path)
+        load_spec(path)
     out = _cli(str(path), "--plan")
     assert out.returncode == 2 and "in_training cannot use a teacher cache" in out.stderr
     assert "Traceback" not in out.stderr
@@ -218,11 +261,11 @@ def test_unknown_student_lists_the_valid_ones(tmp_path):
     raw["students"] = ["gpt2-3l"]
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(StudyError, match=r"unknown student 'gpt2-3l'; valid: \['gpt2-1l'"):
-        load_completion_spec(path)
+        load_spec(path)
 
 
 def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
-    from orchestrator.sweep.completion_spec import CompletionStudySpec
+    from orchestrator.design.completion_spec import CompletionStudySpec
 
     ckpt = tmp_path / "gpt2-code"
     ckpt.mkdir()
@@ -231,7 +274,7 @@ def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
     raw.update(
         data=str(tmp_path / "absent"), student_init=["teacher_layers", f"pretrained:{ckpt}"], seeds=[0, 1]
     )
-    plan = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    plan = build_plan(CompletionStudySpec.model_validate(raw))
     pretrained = [t for t in plan.trials if t.student_init.startswith("pretrained:")]
     # 4 modes + lm_only, 2 seeds: once (as gpt2-2l, the checkpoint's depth), not once per student name
     assert len(pretrained) == 10 and {t.student for t in pretrained} == {"gpt2-2l"}
@@ -240,8 +283,8 @@ def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
     assert sum(t.method == "lm_only" for t in layered) == 4 and all(
         t.teacher_mode == "none" for t in layered if t.method == "lm_only"
     )
-    again = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    again = build_plan(CompletionStudySpec.model_validate(raw))
     assert [t.trial_key for t in again.trials] == [t.trial_key for t in plan.trials]  # stable keys
     raw["student_train"] = {**raw["student_train"], "lr": 0.001}
-    changed = build_completion_plan(CompletionStudySpec.model_validate(raw))
+    changed = build_plan(CompletionStudySpec.model_validate(raw))
     assert not {t.trial_key for t in changed.trials} & {t.trial_key for t in plan.trials}

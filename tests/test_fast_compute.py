@@ -12,7 +12,7 @@ from kd_methods import ModelShape, SignalSpec, build_method
 from models import build_student
 from models.teacher import Teacher
 from orchestrator.cache.build import get_or_build
-from orchestrator.cache.key import CacheRequest, ckd_layers_for
+from orchestrator.cache.key import CacheRequest
 from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.online_teacher import OnlineTeacher
@@ -140,7 +140,8 @@ def test_bf16_cache_is_within_bf16_tolerance_of_the_fp32_teacher(
     teacher = Teacher.load(str(tiny_teacher), 20)
     encoded = {s: encode_split(data.split(s), teacher.encode, MAXLEN, teacher.pad_id) for s in SPLITS}
     online = OnlineTeacher(teacher, encoded)
-    layers = ckd_layers_for(2, teacher.shape.num_layers)
+    method = build_method("ckd", ModelShape(2, 16), teacher.shape)
+    _, derived = method.cache_needs()
     reports = {}
     for precision in ("fp32", "bf16"):
         request = CacheRequest(
@@ -149,7 +150,7 @@ def test_bf16_cache_is_within_bf16_tolerance_of_the_fp32_teacher(
             SPEC,
             MAXLEN,
             "float32",
-            ckd_layer_sets=(layers,),
+            derived=(derived,),
             batch_size=8,
             shard_samples=16,
             precision=precision,
@@ -163,7 +164,6 @@ def test_bf16_cache_is_within_bf16_tolerance_of_the_fp32_teacher(
     for layer in SPEC.cls_layers:
         torch.testing.assert_close(bf16.cls[layer], live.cls[layer], rtol=5e-2, atol=5e-2)
     assert not torch.equal(bf16.logits, live.logits)  # the bf16 pass really ran in bf16
-    method = build_method("ckd", ModelShape(2, 16), teacher.shape)
     torch.manual_seed(0)
     hidden = tuple(torch.randn(5, 20, 16) for _ in range(3))
     from kd_methods import StudentOutput
@@ -171,7 +171,7 @@ def test_bf16_cache_is_within_bf16_tolerance_of_the_fp32_teacher(
     out = StudentOutput(torch.randn(5, 20), hidden, tuple(h[:, 0] for h in hidden), torch.ones(5, 20))
     labels = torch.tensor([0, 3, 5, 7, 1])
     losses = {
-        p: method.loss(out, CachedTeacher.open(r.path, ckd_layers=layers).signals("train", idx, SPEC), labels)
+        p: method.loss(out, CachedTeacher.open(r.path, reads=derived).signals("train", idx, SPEC), labels)
         for p, r in reports.items()
     }
     torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=5e-2, atol=1e-4)

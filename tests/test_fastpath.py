@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep import tracking
-from orchestrator.sweep.data_source import resolve_spec_data
-from orchestrator.sweep.driver import run_study, status
+from orchestrator.core import tracking
+from orchestrator.design.data_source import resolve_spec_data
+from orchestrator.design.identity import data_key
+from orchestrator.design.study import build_plan, load_spec
+from orchestrator.sweep.driver import run_study
 from orchestrator.sweep.fastpath import nothing_left
-from orchestrator.sweep.plan import build_plan, data_key
-from orchestrator.sweep.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def _record_done(storage: Path, skip: int = 0, parent_status: str = "FINISHED") 
 def test_finished_study_ends_from_the_store_without_servers(tmp_path: Path) -> None:
     spec, planned = _record_done(tmp_path)
     spec = spec.model_copy(update={"storage": str(tmp_path.resolve())})
-    done = nothing_left(spec, status)
+    done = nothing_left(spec)
     assert done is not None and done.complete and done.planned == planned and done.teacher_passes == 3
     # The whole command, in a fresh interpreter: it must not start Ray or an MLflow server.
     start = time.perf_counter()
@@ -63,12 +63,12 @@ def test_finished_study_ends_from_the_store_without_servers(tmp_path: Path) -> N
 
 def test_a_missing_trial_or_unfinished_parent_takes_the_normal_way(tmp_path: Path) -> None:
     spec, _ = _record_done(tmp_path / "a", skip=1)
-    assert nothing_left(spec.model_copy(update={"storage": str((tmp_path / "a").resolve())}), status) is None
+    assert nothing_left(spec.model_copy(update={"storage": str((tmp_path / "a").resolve())})) is None
     spec, _ = _record_done(tmp_path / "b", parent_status="FAILED")
-    assert nothing_left(spec.model_copy(update={"storage": str((tmp_path / "b").resolve())}), status) is None
+    assert nothing_left(spec.model_copy(update={"storage": str((tmp_path / "b").resolve())})) is None
     # A study that never ran has no store, and looking does not create one.
     fresh = load_spec("smoke", {"storage": str(tmp_path / "c")})
-    assert nothing_left(fresh, status) is None and not (tmp_path / "c").exists()
+    assert nothing_left(fresh) is None and not (tmp_path / "c").exists()
 
 
 def test_run_study_returns_the_finished_outcome(tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
-"""The code's shape (docs/ARCHITECTURE.md): no module over about 400 lines, no orchestrator function over about 80,
-no import cycle among the project's modules. Parses the real files; needs nothing installed but the stdlib.
+"""The code's shape (docs/ARCHITECTURE.md): no module over about 400 lines, no function over about 80 in
+``orchestrator/`` and ``kd_methods/``, no orchestrator subpackage over 3,500 lines, no import cycle among the
+project's modules nor among its folders (a folder never imports a folder that imports it back), and a ground floor
+(``orchestrator/core/``) that imports no other folder of the project. Parses the real files; needs nothing
+installed but the stdlib.
 
     python tests/test_layout.py      # the same checks as a script, printing what breaks them
 """
@@ -7,6 +10,7 @@ no import cycle among the project's modules. Parses the real files; needs nothin
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -20,10 +24,11 @@ MODULE_EXCEPTIONS = {
     "tasks/build_local.py": "the local real-code data builder (owned by the data work)",
     "tasks/base.py": "the task interface and data loading (owned by the data work)",
 }
-# Functions allowed to be longer: the training loop stays one readable function (as in nanoGPT).
-FUNCTION_EXCEPTIONS = {
-    "orchestrator.train.trainer.train": "the training loop, read top to bottom",
-}
+# Functions allowed to be longer. None: the training loop reads top to bottom as a short function of helpers.
+FUNCTION_EXCEPTIONS: dict[str, str] = {}
+FUNCTION_PACKAGES = ("orchestrator", "kd_methods")  # models/ and tasks/ follow once their own splits land
+MAX_SUBPACKAGE_LINES = 3500
+GROUND_FLOOR = "orchestrator.core"
 
 
 def python_files() -> list[Path]:
@@ -50,7 +55,7 @@ def long_modules() -> list[str]:
 def long_functions() -> list[str]:
     out = []
     for path in python_files():
-        if path.relative_to(ROOT).parts[0] != "orchestrator":
+        if path.relative_to(ROOT).parts[0] not in FUNCTION_PACKAGES:
             continue
         mod = module_name(path)
 
@@ -105,6 +110,56 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
+@functools.cache
+def _files() -> dict[str, Path]:
+    return {module_name(p): p for p in python_files()}
+
+
+def folder_of(module: str) -> str:
+    """The folder a module lives in: ``orchestrator.sweep.plan`` -> ``orchestrator.sweep``, ``models.teacher`` ->
+    ``models``. ``orchestrator/`` itself is a hall of rooms: each of its top-level modules (the commands,
+    ``cli_help``, ``study_index``) counts as a folder of its own."""
+    path = _files()[module]
+    parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    if parts == ["orchestrator"]:
+        return module
+    return ".".join(parts)
+
+
+def folder_graph() -> dict[str, set[str]]:
+    """Folder -> the other folders its modules import."""
+    graph: dict[str, set[str]] = {}
+    for mod, deps in import_graph().items():
+        src = folder_of(mod)
+        graph.setdefault(src, set())
+        for dep in deps:
+            dst = folder_of(dep)
+            if dst != src:
+                graph[src].add(dst)
+                graph.setdefault(dst, set())
+    return graph
+
+
+def big_subpackages() -> list[str]:
+    out = []
+    for sub in sorted(p for p in (ROOT / "orchestrator").iterdir() if (p / "__init__.py").exists()):
+        n = sum(len(f.read_text().splitlines()) for f in sub.rglob("*.py"))
+        if n > MAX_SUBPACKAGE_LINES:
+            out.append(f"orchestrator/{sub.name}/: {n} lines (limit {MAX_SUBPACKAGE_LINES})")
+    return out
+
+
+def ground_floor_imports() -> list[str]:
+    """Imports from ``orchestrator/core/`` into any other project folder (there must be none)."""
+    return sorted(
+        f"{mod} imports {dep}"
+        for mod, deps in import_graph().items()
+        if folder_of(mod) == GROUND_FLOOR
+        for dep in deps
+        if folder_of(dep) != GROUND_FLOOR
+    )
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as [m0, m1, ..., m0], or None (depth-first search with colours)."""
     white, grey, black = 0, 1, 2
@@ -144,6 +199,12 @@ def test_the_checks_read_the_real_code():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     for rel in MODULE_EXCEPTIONS:
         assert (ROOT / rel).exists(), f"stale exception {rel}"
+    folders = folder_graph()
+    assert (
+        "orchestrator.core" in folders["orchestrator.train"]
+    )  # the loop resolves its device on the ground floor
+    assert folder_of("orchestrator.study") == "orchestrator.study"
+    assert folder_of("tasks.completion.data") == "tasks.completion"
 
 
 def test_no_module_over_about_400_lines():
@@ -159,10 +220,26 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_no_folder_imports_a_folder_that_imports_it_back():
+    cycle = find_cycle(folder_graph())
+    assert cycle is None, "folder cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_orchestrator_subpackage_over_3500_lines():
+    assert not big_subpackages(), "\n".join(big_subpackages())
+
+
+def test_the_ground_floor_imports_no_other_folder():
+    assert not ground_floor_imports(), "\n".join(ground_floor_imports())
+
+
 if __name__ == "__main__":
-    problems = long_modules() + long_functions()
+    problems = long_modules() + long_functions() + big_subpackages() + ground_floor_imports()
     cycle = find_cycle(import_graph())
     if cycle:
         problems.append("import cycle: " + " -> ".join(cycle))
+    folder_cycle = find_cycle(folder_graph())
+    if folder_cycle:
+        problems.append("folder cycle: " + " -> ".join(folder_cycle))
     print("\n".join(problems) or "layout ok")
     sys.exit(1 if problems else 0)

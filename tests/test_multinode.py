@@ -12,8 +12,8 @@ from conftest import write_study
 from mlflow.tracking import MlflowClient
 
 from orchestrator.cache.build import teacher_passes
+from orchestrator.design.study import load_spec
 from orchestrator.study import run_study
-from orchestrator.sweep.spec import load_spec
 
 NODE = {"node_ip_address": "127.0.0.2", "object_store_memory": 200 * 1024 * 1024}
 

@@ -241,7 +241,8 @@ def test_declared_task_scores_and_loads_like_a_builtin(smell_data):
 
 
 def test_pair_task_and_study_yaml_errors(tmp_path, smell_data):
-    from orchestrator.sweep.spec import StudyError, load_spec
+    from orchestrator.core.errors import StudyError
+    from orchestrator.design.study import load_spec
 
     pairs = tmp_path / "pairs"
     pairs.mkdir()
@@ -318,8 +319,8 @@ def test_help_shows_defaults_and_choices():
 
 
 def test_default_data_is_built_under_the_storage_when_absent(tmp_path, monkeypatch):
-    from orchestrator.sweep.data_source import resolve_spec_data
-    from orchestrator.sweep.spec import load_spec
+    from orchestrator.design.data_source import resolve_spec_data
+    from orchestrator.design.study import load_spec
 
     path = tmp_path / "s.yaml"
     path.write_text(

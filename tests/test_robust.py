@@ -18,11 +18,10 @@ from kd_methods import SignalSpec
 from orchestrator.cache.build import get_or_build, teacher_passes
 from orchestrator.cache.key import CacheCorruptError, CacheRequest
 from orchestrator.cache.serve import verify
-from orchestrator.sweep.errors import one_line
-from orchestrator.sweep.lock import StudyLock, StudyLocked
-from orchestrator.sweep.plan import build_plan
-from orchestrator.sweep.spec import StudyError, load_spec
-from orchestrator.sweep.validate import check_study
+from orchestrator.core.errors import StudyError, one_line
+from orchestrator.core.lock import StudyLock, StudyLocked
+from orchestrator.design.study import build_plan, load_spec
+from orchestrator.design.validate import check_study
 from tasks import load_task_data
 
 
@@ -164,7 +163,7 @@ def test_waiting_driver_gets_the_lock_when_the_holder_lets_go(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from orchestrator.sweep.lock import StudyLock; "
+            "import sys, time; from orchestrator.core.lock import StudyLock; "
             f"l = StudyLock({str(tmp_path)!r}); l.acquire(); print('held', flush=True); time.sleep(3); l.release()",
         ],
         cwd=ROOT,
@@ -282,8 +281,8 @@ def test_changed_data_changes_every_key(tmp_path, local_data):
 def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other_data(tmp_path, local_data):
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.core.paths import local_store_uri
     from orchestrator.study import status
-    from orchestrator.sweep.tracking import local_store_uri
 
     storage = tmp_path / "runs"
     spec = load_spec(write_study(tmp_path / "st.yaml", local_data, storage=str(storage)))
@@ -325,9 +324,9 @@ def test_node_death_is_told_from_a_failing_trial():
 
 
 LISTENERS = """
-import orchestrator.sweep.driver as driver  # first, as `python -m orchestrator.study` does: it sets Ray's switch
+from orchestrator.core.process import start_ray  # as `python -m orchestrator.study` does: Ray's switch, then ray
+start_ray(None, {})
 import json, psutil, ray
-driver._init_ray(None, {})
 try:
     seen = []
     for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:

@@ -85,7 +85,7 @@ def test_packing_bench_measures_each_count_and_writes_json(local_data: Path, tmp
 
 
 def test_packing_memory_check_refuses_what_does_not_fit() -> None:
-    from orchestrator.sweep.packing import GIB, PackingError, TrialMemory, check_packing, trial_bytes
+    from orchestrator.design.packing import GIB, PackingError, TrialMemory, check_packing, trial_bytes
 
     one = TrialMemory("roberta-7m", trial_bytes(7_000_000, 256, 4, 32, 512, "bf16"))
     assert 0.6 * GIB < one.bytes < 4 * GIB

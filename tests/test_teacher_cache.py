@@ -13,7 +13,7 @@ from kd_methods import ModelShape, SignalSpec, build_method
 from kd_methods.ckd import CKD
 from models.teacher import Teacher
 from orchestrator.cache.build import get_or_build, teacher_passes
-from orchestrator.cache.key import CacheCorruptError, CacheRequest, ckd_layers_for, plan_bytes
+from orchestrator.cache.key import CacheCorruptError, CacheRequest, plan_bytes
 from orchestrator.cache.serve import CachedTeacher, verify
 from orchestrator.train.online_teacher import OnlineTeacher
 from orchestrator.train.trainer import TrainConfig, encode_split
@@ -142,11 +142,13 @@ def test_corrupt_or_missing_shard_is_detected_and_rebuilt(tiny_teacher, data, tm
 def test_ckd_relations_from_cache_equal_online(tiny_teacher, data, online, tmp_path):
     """The cache stores CKD's teacher-side relations; the loss from them equals the loss from live token states."""
     student_shape, teacher_shape = ModelShape(2, 16), online.teacher.shape
-    layers = ckd_layers_for(2, teacher_shape.num_layers)
-    report = _build(tiny_teacher, data, tmp_path, "float32", ckd_layer_sets=(layers,))
-    cached = CachedTeacher.open(report.path, ckd_layers=layers)
     method = build_method("ckd", student_shape, teacher_shape)
     assert isinstance(method, CKD)
+    _, derived = (
+        method.cache_needs()
+    )  # the method says what its cache must hold: Gram numbers over its layers
+    report = _build(tiny_teacher, data, tmp_path, "float32", derived=(derived,))
+    cached = CachedTeacher.open(report.path, reads=derived)
     idx = torch.tensor([4, 1, 9, 2])
     from_cache = cached.signals("train", idx, SignalSpec(logits=True))
     live = online.signals("train", idx, method.signals())

@@ -16,9 +16,10 @@ from conftest import ROOT, write_study
 from mlflow.tracking import MlflowClient
 from test_study import _kill_tree
 
-from orchestrator.sweep import tracking
-from orchestrator.sweep.plan import build_plan, student_train
-from orchestrator.sweep.spec import StudyError, load_spec
+from orchestrator.core import tracking
+from orchestrator.core.errors import StudyError
+from orchestrator.design.plan import student_train
+from orchestrator.design.study import build_plan, load_spec
 
 TUNING = {"samples": 3, "max_epochs": 2, "grace_period": 1}
 

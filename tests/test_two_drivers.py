@@ -14,10 +14,9 @@ import pytest
 from conftest import ROOT, write_study
 from mlflow.tracking import MlflowClient
 
+from orchestrator.core.paths import local_store_uri
+from orchestrator.design.study import build_plan, load_spec
 from orchestrator.study import run_study
-from orchestrator.sweep.plan import build_plan
-from orchestrator.sweep.spec import load_spec
-from orchestrator.sweep.tracking import local_store_uri
 
 
 def _runs(uri: str, study: str, stage: str) -> list:

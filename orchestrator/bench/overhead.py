@@ -22,7 +22,7 @@ from kd_methods import SignalSpec, get_method
 from models.teacher import Teacher, create_random_teacher
 from orchestrator.bench.sizes import OVERHEAD_SIZES, BenchSize
 from orchestrator.cache.build import get_or_build
-from orchestrator.cache.key import CacheRequest, ckd_layers_for, human_bytes
+from orchestrator.cache.key import CacheRequest, human_bytes
 from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.online_teacher import OnlineTeacher
 from orchestrator.train.trainer import TrainConfig, encode_split
@@ -76,18 +76,18 @@ def build_shared_cache(
     device: str,
     batch_size: int | None = None,
     precision: str = "fp32",
-) -> tuple[Any, float, tuple[int, ...]]:
-    """The teacher cache all four KD methods read, in one teacher pass: (build report, seconds, CKD layers).
-
-    The union of what KD, DIST and PKD need plus CKD's teacher-side Gram numbers; shared by both benchmarks."""
+) -> tuple[Any, float, dict[str, Any]]:
+    """The teacher cache all four KD methods read, in one teacher pass: (build report, seconds, what each method
+    reads as derived numbers: ``KDMethod.cache_needs``, e.g. CKD's Gram numbers). Shared by both benchmarks."""
+    needs = {name: get_method(name)(sshape, tshape).cache_needs() for name in KD_METHODS}
     spec = SignalSpec(logits=True)
-    for name in KD_METHODS:
-        if name != "ckd":
-            spec = spec.union(get_method(name)(sshape, tshape).signals())
-    ckd_layers = ckd_layers_for(sshape.num_layers, tshape.num_layers)
+    for signals, _ in needs.values():
+        spec = spec.union(signals)
+    reads = {name: derived for name, (_, derived) in needs.items()}
     extra = {"batch_size": batch_size} if batch_size else {}
+    derived = tuple(d for d in reads.values() if d is not None)
     request = CacheRequest(
-        str(teacher_dir), task, spec, max_length, ckd_layer_sets=(ckd_layers,), precision=precision, **extra
+        str(teacher_dir), task, spec, max_length, derived=derived, precision=precision, **extra
     )
     t0 = time.perf_counter()
     report = get_or_build(
@@ -98,14 +98,13 @@ def build_shared_cache(
         f"teacher cache: {human_bytes(report.bytes)} built in {build_s:.1f} s ({'built' if report.built else 'found'})",
         flush=True,
     )
-    return report, build_s, ckd_layers
+    return report, build_s, reads
 
 
 def _time_methods(
     kd_methods: tuple[str, ...],
     timed: Callable[[str, Any], tuple[float, float]],
-    cached_plain: CachedTeacher,
-    cached_ckd: CachedTeacher,
+    cached: dict[str, CachedTeacher],
     online: OnlineTeacher,
 ) -> dict[str, dict[str, float]]:
     methods: dict[str, dict[str, float]] = {}
@@ -113,7 +112,7 @@ def _time_methods(
         # FT is timed next to each method (the faster of two runs: the first also pays one-off warm-up), so
         # drift in the machine's speed during a long benchmark does not land in the ratios.
         ft_s = min(timed("ft", None)[0], timed("ft", None)[0])
-        cached_s, teacher_s_cached = timed(name, cached_ckd if name == "ckd" else cached_plain)
+        cached_s, teacher_s_cached = timed(name, cached[name])
         online_s, teacher_s_online = timed(name, online)
         methods[name] = {
             "ft_s": ft_s,
@@ -174,7 +173,7 @@ def overhead(
     from orchestrator.train.trainer import resolve_device, resolve_precision
 
     resolved = resolve_precision(precision, resolve_device(device))
-    report, build_s, ckd_layers = build_shared_cache(
+    report, build_s, reads = build_shared_cache(
         task, teacher_dir, tshape, sshape, size.max_length, prepared, work, device, size.batch_size, resolved
     )
 
@@ -186,15 +185,14 @@ def overhead(
         },
         resolve_device(device),
     )
-    cached_plain = CachedTeacher.open(report.path)
-    cached_ckd = CachedTeacher.open(report.path, ckd_layers=ckd_layers)
+    cached = {name: CachedTeacher.open(report.path, reads=reads[name]) for name in KD_METHODS}
 
     def timed(method: str, source: Any) -> tuple[float, float]:
         cfg = TrialConfig(**{**vars(base), "method": method, "train": TrainConfig(**vars(base.train))})
         res = run_trial(cfg, teacher_source=source, teacher_shape=tshape, prepared=prepared)
         return res.train_seconds, res.teacher_seconds
 
-    methods = _time_methods(kd_methods, timed, cached_plain, cached_ckd, online)
+    methods = _time_methods(kd_methods, timed, cached, online)
     return {
         "methods": methods,
         "teacher_passes": 1 if report.built else 0,

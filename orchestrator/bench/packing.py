@@ -122,7 +122,7 @@ def _estimate(size: PackingSize, num_labels: int, precision: str) -> tuple[int, 
     import torch
 
     from models import build_student, count_parameters
-    from orchestrator.sweep.packing import TrialMemory, trial_bytes
+    from orchestrator.design.packing import TrialMemory, trial_bytes
     from orchestrator.train.trial import student_shape
 
     shape = student_shape(size.student)
@@ -146,7 +146,7 @@ def packing(
 ) -> dict[str, Any]:
     """Measure every count of ``counts`` (default: the size's); returns the JSON the command writes."""
     from orchestrator.bench.overhead import _device_name
-    from orchestrator.sweep.packing import check_packing, device_memory
+    from orchestrator.design.packing import check_packing, device_memory
     from orchestrator.train.config import TrainConfig
     from orchestrator.train.trainer import resolve_device, resolve_precision
 

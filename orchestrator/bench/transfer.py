@@ -91,7 +91,7 @@ class _Runner:
         cfg = TrialConfig(
             **{**vars(self.base), "method": method, "seed": seed, "method_params": params, "train": train}
         )
-        source = self.sources.get("ckd" if method == "ckd" else "plain") if method != "ft" else None
+        source = self.sources.get(method) if method != "ft" else None
         return run_trial(cfg, teacher_source=source, teacher_shape=self.teacher_shape, prepared=self.prepared)
 
     def open_cache(self, teacher_dir: Path) -> float:
@@ -101,7 +101,7 @@ class _Runner:
         teacher = Teacher.load(str(teacher_dir), self.prepared.num_labels)
         tshape = teacher.shape
         del teacher
-        report, seconds, ckd_layers = build_shared_cache(
+        report, seconds, reads = build_shared_cache(
             self.size.task,
             teacher_dir,
             tshape,
@@ -111,10 +111,7 @@ class _Runner:
             self.work,
             self.device,
         )
-        self.sources = {
-            "plain": CachedTeacher.open(report.path),
-            "ckd": CachedTeacher.open(report.path, ckd_layers=ckd_layers),
-        }
+        self.sources = {name: CachedTeacher.open(report.path, reads=d) for name, d in reads.items()}
         self.teacher_shape = tshape
         return seconds
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kd_methods import SignalSpec
+from kd_methods import DERIVED_SIGNALS, SignalSpec
 from orchestrator.cache.key import (
     CACHE_FORMAT,
     DTYPES,
     CacheCorruptError,
     CacheRequest,
-    ckd_union,
     fingerprint_folder,
     sha256_file,
 )
@@ -33,14 +32,9 @@ def _teacher_fields(
     teacher: Any, ids: list[list[int]], request: CacheRequest, device: torch.device
 ) -> dict[str, np.ndarray]:
     """Run the teacher over ``ids`` (one shard) and return its fields, rows in the order of ``ids``."""
-    from kd_methods.ckd import teacher_grams
-
     spec = request.spec
-    need_tokens = sorted(set(spec.token_layers).union(*[set(s) for s in request.ckd_layer_sets]))
+    need_tokens = sorted(set(spec.token_layers).union(*[set(d.layers) for d in request.derived]))
     run_spec = SignalSpec(logits=True, cls_layers=spec.cls_layers, token_layers=tuple(need_tokens))
-    store = DTYPES[request.dtype]
-    per_sample: dict[str, list[np.ndarray]] = {}
-    ragged: dict[str, list[np.ndarray]] = {}
     lengths = [len(x) for x in ids]
     # Length-sorted batches waste little on padding; rows are put back in order below.
     order = sorted(range(len(ids)), key=lambda i: -lengths[i])
@@ -61,23 +55,36 @@ def _teacher_fields(
                 fields[f"cls.{layer}"] = sig.cls[layer]
             for layer in spec.token_layers:
                 fields[f"tokens.{layer}"] = sig.tokens[layer]
-            if request.ckd_layer_sets:
-                union = ckd_union(request.ckd_layer_sets)
-                bands, gram = teacher_grams(
-                    [sig.tokens[layer].float() for layer in union], request.ckd_window
-                )
-                fields["ckd.band"], fields["ckd.layer_gram"] = bands, gram
-        for name, value in fields.items():
-            arr = value.detach().cpu()
-            # Logits and CKD's Gram numbers stay float32 (the relations cancel badly in half precision).
-            keep32 = name == "logits" or name.startswith("ckd.")
-            arr = arr.float().numpy() if keep32 else arr.float().numpy().astype(store)
-            rows = out_rows.setdefault(name, [])
-            for b, i in enumerate(batch):
-                row = arr[b]
-                if name != "logits" and not name.startswith("cls."):
-                    row = row[: lengths[i]]  # token-level: keep the real tokens only
-                rows.append((i, row))
+            for d in (
+                request.derived
+            ):  # e.g. CKD's Gram numbers, computed by the signal kind the method registered
+                fields.update(DERIVED_SIGNALS[d.kind].build([sig.tokens[layer] for layer in d.layers], d))
+        _keep_rows(fields, batch, lengths, DTYPES[request.dtype], out_rows)
+    return _assemble(out_rows, lengths)
+
+
+def _keep_rows(
+    fields: dict[str, Tensor], batch: list[int], lengths: list[int], store: Any,
+    out_rows: dict[str, list[tuple[int, np.ndarray]]],
+) -> None:  # fmt: skip
+    """A batch's fields on the host, one row per sample (token-level fields cut to the sample's real tokens)."""
+    for name, value in fields.items():
+        arr = value.detach().cpu()
+        # Logits and derived numbers stay float32 (CKD's relations cancel badly in half precision).
+        keep32 = name == "logits" or not name.startswith(("cls.", "tokens."))
+        arr = arr.float().numpy() if keep32 else arr.float().numpy().astype(store)
+        rows = out_rows.setdefault(name, [])
+        for b, i in enumerate(batch):
+            row = arr[b]
+            if name != "logits" and not name.startswith("cls."):
+                row = row[: lengths[i]]  # token-level: keep the real tokens only
+            rows.append((i, row))
+
+
+def _assemble(out_rows: dict[str, list[tuple[int, np.ndarray]]], lengths: list[int]) -> dict[str, np.ndarray]:
+    """Per-sample fields stacked; token-level fields concatenated (ragged) with ``offsets`` marking each sample."""
+    per_sample: dict[str, list[np.ndarray]] = {}
+    ragged: dict[str, list[np.ndarray]] = {}
     for name, rows in out_rows.items():
         rows.sort(key=lambda r: r[0])
         target = per_sample if (name == "logits" or name.startswith("cls.")) else ragged
@@ -104,9 +111,9 @@ def build_shard(
     ``features=False`` (validation and test shards) keeps the logits only: trials train on the training split's
     signals, and the teacher's predictions on the other splits are all the analysis needs."""
     if not features:
-        request = replace(request, spec=SignalSpec(logits=True), ckd_layer_sets=())
+        request = replace(request, spec=SignalSpec(logits=True), derived=())
     from models.teacher import Teacher
-    from orchestrator.train.trainer import resolve_device
+    from orchestrator.core.device import resolve_device
 
     dev = resolve_device(device)
     teacher = Teacher.load(teacher_dir, num_labels).to(dev).eval()
@@ -227,7 +234,7 @@ def get_or_build(
     manifest = {
         "format": CACHE_FORMAT,
         "key": key,
-        "request": {**asdict(request), "spec": request.spec.to_dict()},
+        "request": request.manifest_request(),
         "num_labels": num_labels,
         "data_fingerprint": data_fingerprint,  # trials check it: signals are looked up by sample index
         "samples": {s: len(encoded[s]) for s in SPLITS},

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kd_methods import ModelShape, SignalSpec
+from kd_methods import DERIVED_SIGNALS, DerivedRequest, ModelShape, SignalSpec, merge_derived
 
 CACHE_FORMAT = 1
 DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": None}
@@ -30,8 +29,9 @@ class CacheRequest:
     spec: SignalSpec
     max_length: int = 512
     dtype: str = "float16"  # storage dtype of hidden states; logits are always float32
-    ckd_layer_sets: tuple[tuple[int, ...], ...] = ()  # teacher layers of each CKD student's map (0 included)
-    ckd_window: int = 10
+    # Numbers derived from token states that methods read in their place (``KDMethod.cache_needs``), one request
+    # per kind holding every reader's teacher layers.
+    derived: tuple[DerivedRequest, ...] = ()
     batch_size: int = 32
     shard_samples: int = 4096  # samples per shard (and per Ray task)
     # The teacher pass's precision: fp32, or bf16 autocast (a GPU's fast path; signals within bf16's ~1e-2
@@ -43,9 +43,18 @@ class CacheRequest:
             raise ValueError(f"cache dtype must be 'float16' or 'float32', got '{self.dtype}'")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"cache precision must be 'fp32' or 'bf16', got '{self.precision}'")
-        # Each set is CKD's ordered layer map, repeats included (a student deeper than its teacher).
-        sets = tuple(sorted({tuple(s) for s in self.ckd_layer_sets}))
-        object.__setattr__(self, "ckd_layer_sets", sets)
+        object.__setattr__(self, "derived", merge_derived(self.derived))
+
+    def derived_of(self, kind: str) -> DerivedRequest | None:
+        return next((d for d in self.derived if d.kind == kind), None)
+
+    def manifest_request(self) -> dict[str, Any]:
+        """The request as a cache's manifest records it (``derived_from_manifest`` reads the derived part back)."""
+        out = {k: v for k, v in asdict(self).items() if k != "derived"}
+        out["spec"] = self.spec.to_dict()
+        for kind, signal in DERIVED_SIGNALS.items():
+            out.update(signal.manifest_entries(self.derived_of(kind)))
+        return out
 
     def key(self, teacher_fingerprint: str, data_fingerprint: str) -> str:
         body = json.dumps(
@@ -57,8 +66,11 @@ class CacheRequest:
                 "max_length": self.max_length,
                 "spec": self.spec.key(),
                 "dtype": self.dtype,
-                "ckd": [list(s) for s in self.ckd_layer_sets],
-                "window": self.ckd_window if self.ckd_layer_sets else None,
+                **{
+                    k: v
+                    for kind, sig in DERIVED_SIGNALS.items()
+                    for k, v in sig.key_entries(self.derived_of(kind)).items()
+                },
                 # Only when bf16, so every fp32 cache built before this setting existed keeps its key.
                 **({"precision": self.precision} if self.precision != "fp32" else {}),
             },
@@ -67,9 +79,10 @@ class CacheRequest:
         return hashlib.sha256(body.encode()).hexdigest()[:24]
 
 
-def ckd_union(sets: Sequence[Sequence[int]]) -> list[int]:
-    """The teacher layers whose Gram numbers a cache stores for CKD: every layer any CKD student maps to."""
-    return sorted(set().union(*[set(s) for s in sets])) if sets else []
+def derived_from_manifest(request: dict[str, Any]) -> dict[str, DerivedRequest]:
+    """The derived signals a cache holds, by kind, from its manifest's ``request``."""
+    found = {kind: sig.from_manifest(request) for kind, sig in DERIVED_SIGNALS.items()}
+    return {kind: d for kind, d in found.items() if d is not None}
 
 
 def fingerprint_folder(folder: str | Path) -> str:
@@ -100,12 +113,6 @@ def sha256_file(path: Path) -> str:
 # Planning: bytes before building
 
 
-def ckd_values_per_token(layers: Sequence[int], window: int) -> int:
-    """Float32 numbers CKD stores per token: each layer's banded Gram (4w+1) and the layer Gram (L x L)."""
-    k = len(layers)
-    return k * (4 * window + 1) + k * k
-
-
 def plan_bytes(
     request: CacheRequest,
     samples: dict[str, int],
@@ -124,10 +131,9 @@ def plan_bytes(
         per_signal[f"cls.{layer}"] = n_train * teacher.hidden_size * item
     for layer in request.spec.token_layers:
         per_signal[f"tokens.{layer}"] = t * teacher.hidden_size * item
-    if request.ckd_layer_sets:
-        union = ckd_union(request.ckd_layer_sets)
-        per_signal["ckd"] = t * ckd_values_per_token(union, request.ckd_window) * 4
-    if request.spec.token_layers or request.ckd_layer_sets:
+    for d in request.derived:  # float32 numbers per token (CKD: Gram numbers)
+        per_signal[d.kind] = t * DERIVED_SIGNALS[d.kind].values_per_token(d) * 4
+    if request.spec.token_layers or request.derived:
         per_signal["offsets"] = (n_train + 1) * 8
     total = sum(per_signal.values())
     return {
@@ -145,9 +151,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-def ckd_layers_for(student_layers: int, teacher_layers: int) -> tuple[int, ...]:
-    from kd_methods import layer_map
-
-    return (0, *layer_map(student_layers, teacher_layers))

@@ -35,7 +35,6 @@ from safetensors.torch import save_file
 from orchestrator.cache.build import BuildReport, _log_pass, cache_root
 from orchestrator.cache.key import CacheCorruptError, fingerprint_folder, sha256_file
 from orchestrator.cache.serve import _manifest, verify
-from orchestrator.train.lm_data import LMBlocks
 
 LM_CACHE_FORMAT = 1
 LM_SIGNALS = "final_hidden+head"
@@ -113,9 +112,7 @@ def lm_cache_bytes(
 
 
 @torch.no_grad()
-def _write_shard(
-    teacher: Any, blocks: LMBlocks, start: int, end: int, out: Path, request: LMCacheRequest
-) -> dict:
+def _write_shard(teacher: Any, blocks: Any, start: int, end: int, out: Path, request: LMCacheRequest) -> dict:
     """Run the teacher over blocks ``start..end`` and write its fields (``hidden``, or the top-k fields) as
     memory-mapped ``.npy`` files filled batch by batch, plus ``mask.npy``; returns the shard's manifest entry
     (with, for top-k, the kept probability mass summed over real tokens, per temperature)."""
@@ -176,13 +173,13 @@ def _existing(path: Path) -> tuple[BuildReport | None, str | None]:
 
 
 def get_or_build_lm(
-    request: LMCacheRequest, blocks: LMBlocks, storage: str | Path, device: str = "auto", teacher: Any = None
+    request: LMCacheRequest, blocks: Any, storage: str | Path, device: str = "auto", teacher: Any = None
 ) -> BuildReport:
     """Find the cache for (``request``, ``blocks``) under ``storage`` or build it in exactly one teacher pass; a
     corrupt or incomplete cache is rebuilt and the reason reported. ``teacher``: the already loaded
     ``LMTeacher`` of ``request.teacher_dir`` (saves loading it again), else it is loaded."""
     from models.lm_teacher import LMTeacher
-    from orchestrator.train.trainer import resolve_device
+    from orchestrator.core.device import resolve_device
 
     data_fp = blocks.fingerprint()
     key = request.key(fingerprint_folder(request.teacher_dir), data_fp)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kd_methods import SignalSpec, TeacherSignals
+from kd_methods import DERIVED_SIGNALS, DerivedRequest, SignalSpec, TeacherSignals
 from orchestrator.cache import gather
-from orchestrator.cache.key import CacheCorruptError, ckd_union, sha256_file
+from orchestrator.cache.key import CacheCorruptError, derived_from_manifest, sha256_file
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -84,19 +83,23 @@ class CachedTeacher:
     """A ``TeacherSource`` reading the cache: the signals of exactly the requested samples, in request order."""
 
     def __init__(
-        self, manifest: dict[str, Any], arrays: dict[str, np.ndarray], ckd_layers: Sequence[int] | None = None
+        self, manifest: dict[str, Any], arrays: dict[str, np.ndarray], reads: DerivedRequest | None = None
     ):
+        """``reads``: the derived signal the reading method asks for (``KDMethod.cache_needs``), over its own
+        teacher layers; the cache must hold it over a superset of them."""
         self.manifest = manifest
-        self.ckd_layers = tuple(ckd_layers) if ckd_layers else None
-        req = manifest["request"]
-        self.ckd_window = int(req.get("ckd_window", 10))
-        union = ckd_union(req.get("ckd_layer_sets", []))
-        if self.ckd_layers and not set(self.ckd_layers) <= set(union):
-            raise KeyError(
-                f"cache {manifest['key']} holds CKD Gram numbers for teacher layers {union}, "
-                f"not for {list(self.ckd_layers)}"
-            )
-        self.ckd_index = [union.index(layer) for layer in self.ckd_layers] if self.ckd_layers else None
+        self.reads = reads
+        self.positions: list[int] = []
+        if reads is not None:
+            held = derived_from_manifest(manifest["request"]).get(reads.kind)
+            if held is None or held.params != reads.params or not set(reads.layers) <= set(held.layers):
+                what = f"{held.layers} with {dict(held.params)}" if held else "none"
+                raise KeyError(
+                    f"cache {manifest['key']} holds derived signal '{reads.kind}' for teacher layers {what}, "
+                    f"not for {reads.layers} with {dict(reads.params)}"
+                )
+            self.stored = held
+            self.positions = [held.layers.index(layer) for layer in reads.layer_sets[0]]
         self.splits: dict[str, list[_Shard]] = {}
         for split, shards in manifest["shards"].items():
             self.splits[split] = []
@@ -106,11 +109,9 @@ class CachedTeacher:
         self._starts = {s: np.array([sh.start for sh in v]) for s, v in self.splits.items()}
 
     @classmethod
-    def open(
-        cls, path: str | Path, ckd_layers: Sequence[int] | None = None, mmap: bool = True
-    ) -> CachedTeacher:
+    def open(cls, path: str | Path, reads: DerivedRequest | None = None, mmap: bool = True) -> CachedTeacher:
         manifest, arrays = load_arrays(Path(path), mmap=mmap)
-        return cls(manifest, arrays, ckd_layers)
+        return cls(manifest, arrays, reads)
 
     def check_data(self, fingerprint: str) -> None:
         """Raise unless the cache was built from the data whose ``TaskData.fingerprint()`` is ``fingerprint``.
@@ -128,10 +129,10 @@ class CachedTeacher:
 
     def fetch(self, split: str, indices: Tensor | np.ndarray, spec: SignalSpec) -> TeacherSignals:
         """The host side of ``signals``: the stored rows of ``indices`` as CPU tensors in their stored dtype
-        (CKD: the raw Gram numbers ``ckd.band`` / ``ckd.layer_gram`` over the cache's layer union). Vectorised
-        gathers, no Python per sample; safe to run on a reader thread while the training step runs."""
-        if self.ckd_layers:
-            # CKD reads its teacher relations from the Gram numbers (served as extras) instead of token states.
+        (a derived signal: its stored fields over the cache's layer union, as extras). Vectorised gathers, no
+        Python per sample; safe to run on a reader thread while the training step runs."""
+        if self.reads:
+            # A method reading derived numbers reads them in place of the token states (CKD: its relations).
             spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
         idx = indices.cpu().numpy() if isinstance(indices, Tensor) else np.asarray(indices)
         shards = self.splits[split]
@@ -142,8 +143,8 @@ class CachedTeacher:
         for layer in spec.cls_layers:
             out.cls[layer] = torch.from_numpy(gather.gather_rows(shards, f"cls.{layer}", shard_ids, rows))
         ragged = [f"tokens.{layer}" for layer in spec.token_layers]
-        if self.ckd_layers:
-            ragged += ["ckd.band", "ckd.layer_gram"]
+        if self.reads:
+            ragged += list(DERIVED_SIGNALS[self.reads.kind].fields)
         if ragged:
             begin, length = gather.ragged_spans(shards, shard_ids, rows)
             out.token_mask = torch.from_numpy(gather.token_mask(length))
@@ -157,15 +158,13 @@ class CachedTeacher:
 
     def finish(self, fetched: TeacherSignals, device: torch.device | str = "cpu") -> TeacherSignals:
         """The device side of ``signals``: ``fetched`` (from ``fetch``, possibly already copied to ``device``) on
-        ``device`` in its stored dtype, with the signals derived there (CKD's relations, float32, from its Gram
-        numbers, vectorised over the batch, on the device the student trains on)."""
+        ``device`` in its stored dtype, with what derives from the stored numbers computed there (CKD's relations,
+        float32, vectorised over the batch, on the device the student trains on)."""
         out = move_signals(fetched, device)
-        if self.ckd_layers:
-            from kd_methods.ckd import relations_from_grams
-
-            bands, gram = out.extras.pop("ckd.band"), out.extras.pop("ckd.layer_gram")
-            rel = relations_from_grams(bands, gram, self.ckd_index, self.ckd_window)
-            out.extras.update({f"ckd.{name}": value for name, value in rel.items()})
+        if self.reads:
+            kind = DERIVED_SIGNALS[self.reads.kind]
+            stored = {name: out.extras.pop(name) for name in kind.fields}
+            out.extras.update(kind.serve(stored, self.positions, self.stored))
         return out
 
     def signals(self, split: str, indices: Tensor, spec: SignalSpec) -> TeacherSignals:
@@ -200,5 +199,5 @@ def put_in_object_store(path: Path) -> Any:
     return ray.put({"manifest": manifest, "arrays": arrays})
 
 
-def from_object_store(payload: dict[str, Any], ckd_layers: Sequence[int] | None = None) -> CachedTeacher:
-    return CachedTeacher(payload["manifest"], payload["arrays"], ckd_layers)
+def from_object_store(payload: dict[str, Any], reads: DerivedRequest | None = None) -> CachedTeacher:
+    return CachedTeacher(payload["manifest"], payload["arrays"], reads)

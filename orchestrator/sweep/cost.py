@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.sweep import tracking
+from orchestrator.core import tracking
 
 
 def _sum(runs: list[Any], metric: str) -> float:

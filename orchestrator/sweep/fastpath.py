@@ -10,35 +10,25 @@ the normal way, which starts the servers and repairs what it must.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.core.paths import existing_store
+
 if TYPE_CHECKING:
-    from orchestrator.sweep.spec import StudySpec
-    from orchestrator.sweep.stages import StudyOutcome
+    from orchestrator.sweep.context import StudyOutcome
 
 
-def store_uri(spec: StudySpec) -> str | None:
-    """The tracking store to read without starting anything; None when the study has never recorded a run."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    db = Path(spec.storage).resolve() / "mlflow" / "mlflow.db"
-    return f"sqlite:///{db}" if db.is_file() else None
-
-
-def nothing_left(spec: StudySpec, status: Callable[[StudySpec], dict[str, Any]]) -> StudyOutcome | None:
-    """The study's outcome when MLflow already records all of it as done, else None (``spec.storage`` absolute).
-
-    ``status`` is ``driver.status`` (passed in: the driver imports this module)."""
-    uri = store_uri(spec)
+def nothing_left(spec: Any) -> StudyOutcome | None:
+    """The study's outcome when MLflow already records all of it as done, else None (``spec.storage`` absolute)."""
+    uri = existing_store(spec.storage)
     if uri is None:
         return None
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.sweep import tracking
-    from orchestrator.sweep.stages import StudyOutcome
+    from orchestrator.core import tracking
+    from orchestrator.sweep.context import StudyOutcome
+    from orchestrator.sweep.status import status
 
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(spec.name)

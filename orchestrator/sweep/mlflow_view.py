@@ -14,26 +14,6 @@ import yaml
 
 NOTE_TAG = "mlflow.note.content"
 KIND_TAG = "mlflow.experimentKind"
-# Short forms so a run name fits the Run Name column (about 30 characters wide by default).
-TASK_SHORT = {"defect": "def", "clone": "cln", "exception": "exc"}
-STUDENT_PREFIX = {"roberta-": "rb-", "bigru-": "gru-"}
-# Study-level settings: on the parent run (driver._parent_run logs the whole spec), not repeated on every trial.
-STUDY_LEVEL_PARAMS = ("data", "max_samples", "teacher_mode")
-
-
-def short_student(student: str) -> str:
-    for prefix, short in STUDENT_PREFIX.items():
-        if student.startswith(prefix):
-            return short + student[len(prefix) :]
-    return student
-
-
-def run_name(task: str, student: str, method: str, teacher: str, seed: int) -> str:
-    """``kd rb-7m exc minilm s0``: method, student, task, teacher (left out for FT), seed."""
-    parts = [method, short_student(student), TASK_SHORT.get(task, task[:10])]
-    if teacher != "none":
-        parts.append(teacher[:12])
-    return " ".join([*parts, f"s{seed}"])
 
 
 def scored_name(name: str, score: float | None) -> str:
@@ -59,23 +39,29 @@ def runs_url(base: str, exp_id: str) -> str:
     return f"{base.rstrip('/')}/#/experiments/{exp_id}/runs?{query}"
 
 
-def trial_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in params.items() if k not in STUDY_LEVEL_PARAMS}
-
-
 def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
     """The experiment's description: what the study is, how to read the runs, and its YAML."""
     body = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=110)
+    tasks = (
+        "completion (" + ", ".join(spec.teacher_modes) + ")"
+        if spec.kind == "completion"
+        else ", ".join(spec.tasks)
+    )
+    names = (
+        "`completion-student-init-method-teacher_mode-teacher-seed` (test_score: edit similarity, 0-100)"
+        if spec.kind == "completion"
+        else "`test_score method student task teacher seed` (test_score: the task's headline metric; no teacher "
+        "for FT)"
+    )
     text = "\n".join(
         [
             f"**Study `{spec.name}`**: {spec.description or 'a knowledge-distillation study'}",
             "",
-            f"Tasks {', '.join(spec.tasks)}; teachers {', '.join(t.name for t in spec.teachers) or 'none'}; "
+            f"Tasks {tasks}; teachers {', '.join(t.name for t in spec.teachers) or 'none'}; "
             f"students {', '.join(spec.students)}; methods {', '.join(spec.methods)}; seeds "
             f"{', '.join(map(str, spec.seeds))}.",
             "",
-            "Trial run names read `test_score method student task teacher seed` (test_score: the task's "
-            "headline metric; no teacher for FT). Filter `tags.stage = 'student'` to list the trials without "
+            f"Trial run names read {names}. Filter `tags.stage = 'student'` to list the trials without "
             "the parent row. Tags carry every factor (task, teacher, student, method, seed, stage); the parent "
             f"run `study-{spec.name}` holds the study-level settings.",
             "",

@@ -7,13 +7,24 @@ a cluster that loses a node can end incomplete although nothing was wrong with i
 wraps ``Trial.handle_error`` once per driver process: after Tune's own bookkeeping it gives back the failure when
 the error says the trial's node died. Errors raised by the trial's own code (a NaN loss, a bad parameter) still
 count, so ``max_failures`` keeps meaning "retries of a failing trial".
+
+``Trial.handle_error`` and ``Trial.run_metadata.num_failures`` are Ray internals: the wrap is installed only on the
+Ray versions it was written and tested against (``TESTED``) and when those internals look as expected. Otherwise
+the study goes on without it (a lost node then counts as a failure, as in plain Tune) and the log says why.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from orchestrator.core.log import log
+
 NODE_DIED = "its node has died"  # Ray's GCS: "The actor died because its node has died. Node Id: ..."
+TESTED = (
+    (2, 40),
+    (2, 60),
+)  # Ray versions (major, minor) whose Trial.handle_error this wraps; tested on 2.60.0
 
 
 def is_node_loss(exc: BaseException | None) -> bool:
@@ -27,22 +38,43 @@ def is_node_loss(exc: BaseException | None) -> bool:
     )
 
 
-def refund_node_loss() -> None:
-    """Install the refund on Tune's Trial (idempotent)."""
+def unsupported(version: str, trial_class: Any) -> str | None:
+    """Why the refund cannot be installed on this Ray (its version, or ``Trial``'s internals), or None."""
+    try:
+        major_minor = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return f"Ray {version}: not a version this was tested with"
+    if not TESTED[0] <= major_minor <= TESTED[1]:
+        low, high = (".".join(map(str, v)) for v in TESTED)
+        return f"Ray {version} is outside the versions the refund was tested with ({low} to {high}.x)"
+    handle = getattr(trial_class, "handle_error", None)
+    if handle is None or list(inspect.signature(handle).parameters)[:2] != ["self", "exc"]:
+        return f"Ray {version}: Trial.handle_error(self, exc) is not there any more"
+    return None
+
+
+def refund_node_loss() -> bool:
+    """Install the refund on Tune's Trial (idempotent). False (and one log line) when this Ray is not one it
+    supports: the study then counts a lost node against ``max_failures``, as plain Tune does."""
+    import ray
     from ray.tune.experiment.trial import Trial
 
     original = Trial.handle_error
     if getattr(original, "_refunds_node_loss", False):
-        return
+        return True
+    why = unsupported(ray.__version__, Trial)
+    if why:
+        log(f"{why}: a lost node counts against max_failures in this study (sweep/node_loss.py)")
+        return False
 
-    def handle_error(self: Trial, exc: Any = None) -> None:
-        before = self.run_metadata.num_failures
-        original(self, exc)
-        if is_node_loss(exc) and self.run_metadata.num_failures > before:
-            self.run_metadata.num_failures = before
-            from orchestrator.sweep.stages import log
-
+    def handle_error(self: Trial, exc: Any = None, **kwargs: Any) -> None:
+        metadata = getattr(self, "run_metadata", None)
+        before = getattr(metadata, "num_failures", None)
+        original(self, exc, **kwargs)
+        if before is not None and is_node_loss(exc) and metadata.num_failures > before:
+            metadata.num_failures = before
             log(f"trial {self}: its node was lost; it is retried without using its failure budget")
 
     handle_error._refunds_node_loss = True  # type: ignore[attr-defined]
     Trial.handle_error = handle_error  # type: ignore[method-assign]
+    return True

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.paths import existing_store
 from orchestrator.study_index import remembered_storage
 
 
@@ -50,21 +51,14 @@ def _trials_link(outcome: Any) -> str:
     return f"(open the UI, experiment '{outcome.name}', filter tags.stage = 'student')"
 
 
-def existing_store(storage: str | Path) -> str | None:
-    """``MLFLOW_TRACKING_URI``, or the study's own SQLite store under ``storage`` if it exists (never created)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    db = Path(storage).resolve() / "mlflow" / "mlflow.db"
-    return f"sqlite:///{db}" if db.is_file() else None
-
-
-def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
+def plan_progress(spec: Any) -> dict[str, Any] | None:
     """``status(spec)`` (done / remaining) of a study that exists (its store has the experiment); else None."""
     uri = existing_store(spec.storage)
     if uri is None:
         return None  # and MLflow is not even imported
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.sweep.status import status
 
     # --plan must answer at once: a tracking server that is down is "no progress", not minutes of retries
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
@@ -85,7 +79,8 @@ def plan_progress(spec: Any, status: Any) -> dict[str, Any] | None:
 
 def remembered_for(study_arg: str) -> str | None:
     """The storage a study (a profile name or YAML path, named as in its file) last ran with, if remembered."""
-    from orchestrator.sweep.spec import StudyError, load_spec
+    from orchestrator.core.errors import StudyError
+    from orchestrator.design.study import load_spec
 
     try:
         name = load_spec(study_arg).name
@@ -95,17 +90,19 @@ def remembered_for(study_arg: str) -> str | None:
     return str(found) if found else None
 
 
-def plan_command(spec: Any, status: Any, as_json: bool, calibrate: bool, show_plan: bool) -> int:
-    """``--plan`` and ``--calibrate``: measure step times on this device first when asked (sweep/calibrate.py),
-    then print the plan (priced by a calibration for this device when the study's folder has one)."""
+def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> int:
+    """``--plan`` and ``--calibrate`` (either kind): measure step times on this device first when asked
+    (design/calibrate.py), then print the plan (priced by a calibration for this device when the study's folder
+    has one)."""
     import json
 
-    from orchestrator.sweep.data_source import resolve_spec_data
-    from orchestrator.sweep.plan import build_plan, describe, plan_dict
+    from orchestrator.design.data_source import resolve_spec_data
+    from orchestrator.design.describe import describe, plan_dict
+    from orchestrator.design.study import build_plan
 
     if calibrate:
-        from orchestrator.sweep.calibrate import calibrate as measure
-        from orchestrator.sweep.calibrate import write_calibration
+        from orchestrator.design.calibrate import calibrate as measure
+        from orchestrator.design.calibrate import write_calibration
 
         say = (lambda line: print(line, file=sys.stderr)) if as_json else print
         result = measure(spec, say=say)
@@ -115,7 +112,7 @@ def plan_command(spec: Any, status: Any, as_json: bool, calibrate: bool, show_pl
         if not show_plan:
             return 0
     plan = build_plan(resolve_spec_data(spec))
-    progress = plan_progress(spec, status)
+    progress = plan_progress(spec)
     if as_json:
         print(json.dumps({**plan_dict(plan), "progress": progress}, indent=2))
         return 0

@@ -1,46 +1,26 @@
-"""The study's stages, run in this order by ``driver.run_study``: tokenizers, teacher fine-tuning, teacher caches,
-(student trials: ``students.py``), and the study's final state. A stage skips what exists and records its units in
-MLflow; the fine-tunes and cache builds run as Ray tasks on the cluster.
+"""A classification study's teacher stages, run in this order by ``run.run_stages`` before its trials: tokenizers,
+teacher fine-tuning, teacher caches. A stage skips what exists and records its units in MLflow; the fine-tunes and
+cache builds run as Ray tasks on the cluster.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import tracking
-from orchestrator.sweep.cost import plan_tags, spent
-from orchestrator.sweep.plan import CacheUnit, StudyPlan, TeacherUnit
-from orchestrator.sweep.spec import StudySpec
-from orchestrator.train.config import cache_precision
+from orchestrator.core import tracking
+from orchestrator.core.device import cache_precision
+from orchestrator.core.log import log
+from orchestrator.design.units import CacheUnit, TeacherUnit
+from orchestrator.sweep.context import StudyContext
+from orchestrator.sweep.trial import register_tasks
 
 
-def log(msg: str) -> None:
-    print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@dataclass
-class StudyOutcome:
-    name: str
-    tracking_uri: str
-    experiment_id: str
-    planned: int
-    finished: int
-    failed: list[dict[str, str]] = field(default_factory=list)
-    teacher_passes: int = 0
-    ui_command: str = ""
-
-    @property
-    def complete(self) -> bool:
-        return self.finished == self.planned
-
-
-def _unit_tags(study: str, stage: str, key: str, parent: str, **factors: str) -> dict[str, str]:
-    base = dict.fromkeys(tracking.FACTOR_TAGS, "none")
-    return {**base, **factors, "stage": stage, "study": study, "trial_key": key, "mlflow.parentRunId": parent}
+def teacher_stages(ctx: StudyContext) -> None:
+    stage_tokenizers(ctx)
+    stage_teacher_finetune(ctx)
+    stage_teacher_cache(ctx)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -48,6 +28,7 @@ def _unit_tags(study: str, stage: str, key: str, parent: str, **factors: str) ->
 
 
 def _finetune_unit(
+    declared: list[dict[str, Any]],
     teacher_source: str,
     task: str,
     folder: str,
@@ -62,6 +43,7 @@ def _finetune_unit(
     from orchestrator.train.finetune import finetune_teacher
     from orchestrator.train.trainer import TrainConfig
 
+    register_tasks(declared)
     torch.set_num_threads(max(1, int(cpus)))
     cfg = TrainConfig(**{k: v for k, v in train.items() if k != "max_length"})
     out = finetune_teacher(
@@ -71,12 +53,14 @@ def _finetune_unit(
 
 
 def _build_cache_unit(
-    request: Any, task: str, data: str, seed: int, max_samples: int | None, storage: str, gpus: float
-) -> Any:
+    declared: list[dict[str, Any]], request: Any, task: str, data: str, seed: int, max_samples: int | None,
+    storage: str, gpus: float,
+) -> Any:  # fmt: skip
     from orchestrator.cache.build import get_or_build
     from orchestrator.train.trial import load_data
     from tasks import get_task
 
+    register_tasks(declared)
     task_data = load_data(task, data, seed, max_samples)
     return get_or_build(
         request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus
@@ -87,10 +71,11 @@ def _build_cache_unit(
 # 1. Tokenizers
 
 
-def stage_tokenizers(spec: StudySpec, plan: StudyPlan, data: str) -> None:
+def stage_tokenizers(ctx: StudyContext) -> None:
     from orchestrator.train.trial import family_tokenizer
     from tasks import get_task
 
+    spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     storage = Path(spec.storage)
     seed0 = spec.seeds[0]
 
@@ -105,7 +90,7 @@ def stage_tokenizers(spec: StudySpec, plan: StudyPlan, data: str) -> None:
 # 2. Teacher fine-tuning
 
 
-def _teacher_sources(spec: StudySpec, data: str) -> tuple[dict[str, Any], dict[str, str]]:
+def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The study's teachers by name, and what each fine-tunes from (a random teacher is created once, on disk)."""
     from models.teacher import create_random_teacher
     from orchestrator.train.trial import load_data, resolve_teacher
@@ -141,12 +126,11 @@ def _teacher_sources(spec: StudySpec, data: str) -> tuple[dict[str, Any], dict[s
     return teachers, sources
 
 
-def stage_teacher_finetune(
-    spec: StudySpec, plan: StudyPlan, data: str, client: Any, exp_id: str, parent: str
-) -> None:
+def stage_teacher_finetune(ctx: StudyContext) -> None:
     """Teacher fine-tuning per (teacher, task), as Ray tasks on the cluster; each recorded once in MLflow."""
     import ray
 
+    spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     teachers, sources = _teacher_sources(spec, data)
     res = spec.teacher_resources
     # A Ray task's max_retries covers system failures only (a lost node or worker; an exception in the fine-tune
@@ -158,6 +142,7 @@ def stage_teacher_finetune(
         if not (Path(unit.folder) / "finetune.json").exists():
             t = teachers[unit.teacher]
             pending[unit] = finetune.remote(
+                spec.custom_tasks,
                 sources[unit.teacher],
                 unit.task,
                 unit.folder,
@@ -171,7 +156,7 @@ def stage_teacher_finetune(
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
     for unit in plan.teachers:
-        if tracking.finished_run(client, exp_id, "teacher_finetune", unit.key):
+        if tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_finetune", unit.key):
             continue
         if unit in pending:
             out = ray.get(pending[unit])
@@ -182,25 +167,18 @@ def stage_teacher_finetune(
                 "summary": summary,
                 "predictions": json.loads(preds.read_text()) if preds.exists() else None,
             }
-        _record_finetune(spec, unit, out, teachers, client, exp_id, parent)
+        _record_finetune(ctx, unit, out, teachers)
     log(f"stage teacher_finetune: {len(plan.teachers)} teachers ready")
 
 
 def _record_finetune(
-    spec: StudySpec,
-    unit: TeacherUnit,
-    out: dict[str, Any],
-    teachers: dict[str, Any],
-    client: Any,
-    exp_id: str,
-    parent: str,
+    ctx: StudyContext, unit: TeacherUnit, out: dict[str, Any], teachers: dict[str, Any]
 ) -> None:
+    spec, client = ctx.spec, ctx.client
     run = client.create_run(
-        exp_id,
+        ctx.experiment_id,
         run_name=f"teacher-{unit.teacher}-{unit.task}",
-        tags=_unit_tags(
-            spec.name, "teacher_finetune", unit.key, parent, task=unit.task, teacher=unit.teacher
-        ),
+        tags=ctx.unit_tags("teacher_finetune", unit.key, task=unit.task, teacher=unit.teacher),
     )
     rid = run.info.run_id
     t = teachers[unit.teacher]
@@ -236,15 +214,15 @@ def _record_finetune(
 # 3. Teacher caches
 
 
-def stage_teacher_cache(
-    spec: StudySpec, plan: StudyPlan, data: str, client: Any, exp_id: str, parent: str
-) -> dict[str, Any]:
-    """One teacher pass per (teacher, task), shared by every trial. Returns where each trial finds its cache."""
+def stage_teacher_cache(ctx: StudyContext) -> None:
+    """One teacher pass per (teacher, task), shared by every trial: where each trial finds its cache goes into
+    ``ctx.caches`` (by ``"<teacher>/<task>"``), the caches' keys into ``ctx.cache_keys``."""
     import ray
 
     from orchestrator.cache.key import CacheRequest, human_bytes
     from orchestrator.cache.serve import fits_object_store, put_in_object_store
 
+    spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     storage = Path(spec.storage)
     seed0 = spec.seeds[0]
     res = spec.teacher_resources
@@ -253,19 +231,12 @@ def stage_teacher_cache(
     for unit in plan.caches:
         folder = folders[(unit.teacher, unit.task)]
         request = CacheRequest(
-            folder,
-            unit.task,
-            unit.spec,
-            spec.student_train.max_length,
-            spec.cache.dtype,
-            unit.ckd_layer_sets,
+            folder, unit.task, unit.spec, spec.student_train.max_length, spec.cache.dtype, unit.derived,
             precision=cache_precision(spec.precision),
-        )
-        report = ray.get(
-            ray.remote(num_cpus=0)(_build_cache_unit).remote(
-                request, unit.task, data, seed0, spec.max_samples, str(storage), res.gpu
-            )
-        )
+        )  # fmt: skip
+        build = ray.remote(num_cpus=0)(_build_cache_unit)
+        args = (spec.custom_tasks, request, unit.task, data, seed0, spec.max_samples, str(storage), res.gpu)
+        report = ray.get(build.remote(*args))
         shape = plan.teacher_shapes[unit.teacher]
         entry: dict[str, Any] = {
             "path": str(report.path),
@@ -282,32 +253,24 @@ def stage_teacher_cache(
         )
         if report.rebuilt_reason:
             log(f"  rebuilt because: {report.rebuilt_reason}")
-        if not tracking.finished_run(client, exp_id, "teacher_cache", report.key):
-            _record_cache(spec, unit, report, where, data, client, exp_id, parent)
-    return caches
+        if not tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_cache", report.key):
+            _record_cache(ctx, unit, report, where)
+    ctx.caches, ctx.cache_keys = caches, {c["key"] for c in caches.values()}
 
 
-def _record_cache(
-    spec: StudySpec,
-    unit: CacheUnit,
-    report: Any,
-    where: str,
-    data: str,
-    client: Any,
-    exp_id: str,
-    parent: str,
-) -> None:
+def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -> None:
     import numpy as np
 
     from orchestrator.cache.serve import CachedTeacher
     from orchestrator.train.trial import load_data
     from tasks import get_task
 
+    spec, client, data = ctx.spec, ctx.client, ctx.plan.data
     seed0 = spec.seeds[0]
     run = client.create_run(
-        exp_id,
+        ctx.experiment_id,
         run_name=f"cache-{unit.teacher}-{unit.task}",
-        tags=_unit_tags(spec.name, "teacher_cache", report.key, parent, task=unit.task, teacher=unit.teacher),
+        tags=ctx.unit_tags("teacher_cache", report.key, task=unit.task, teacher=unit.teacher),
     )
     rid = run.info.run_id
     tracking.log_params(
@@ -316,7 +279,7 @@ def _record_cache(
         {
             "signals": unit.spec.key(),
             "dtype": spec.cache.dtype,
-            "ckd_layer_sets": [list(s) for s in unit.ckd_layer_sets],
+            **{f"derived.{d.kind}": [list(s) for s in d.layer_sets] for d in unit.derived},
             "path": str(report.path),
             "served_from": where,
         },
@@ -351,60 +314,3 @@ def _record_cache(
         "test.json",
     )
     client.set_terminated(rid, "FINISHED")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 5. The study's state
-
-
-def stage_finish(
-    plan: StudyPlan,
-    client: Any,
-    exp_id: str,
-    parent: str,
-    outcome: StudyOutcome,
-    cache_keys: set[str] | None = None,
-) -> None:
-    # What MLflow holds now is the study's state. No trial runs any more: a run still RUNNING belonged to a
-    # worker that died (e.g. its node was removed) and was retried elsewhere.
-    tracking.mark_stale_running(
-        client, exp_id, "its worker stopped before the trial ended; the trial was retried"
-    )
-    done = tracking.finished_keys(client, exp_id)
-    planned = {t.trial_key for t in plan.trials}
-    outcome.finished = len(planned & done)
-    last_failure: dict[str, Any] = {}  # each failed trial once (its last attempt), not once per retry
-    for r in sorted(
-        tracking.runs_by_stage(client, exp_id, "student", "FAILED"), key=lambda r: r.info.start_time or 0
-    ):
-        if r.data.tags.get("trial_key") in planned - done:
-            last_failure[r.data.tags["trial_key"]] = r
-    outcome.failed = [
-        {"run": r.info.run_name, "error": r.data.tags.get("error", "")} for r in last_failure.values()
-    ]
-    if cache_keys is not None:
-        from orchestrator.cache.build import teacher_passes
-
-        # the passes actually made for this study's caches, rebuilds and passes of a killed driver included
-        outcome.teacher_passes = teacher_passes(plan.spec.storage, cache_keys)
-    else:
-        outcome.teacher_passes = int(
-            sum(
-                r.data.metrics.get("teacher_passes", 0)
-                for r in tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
-            )
-        )
-    tracking.log_metrics(
-        client,
-        parent,
-        {
-            "teacher_passes": outcome.teacher_passes,
-            "trials_planned": len(planned),
-            "trials_finished": outcome.finished,
-            # What the study spent beside what --plan estimated (sweep/cost.py).
-            **spent(client, exp_id, plan.gpu_hours + plan.tune_gpu_hours),
-        },
-    )
-    for name, value in plan_tags(plan).items():  # what planned_gpu_hours rests on: calibrated or flops
-        client.set_tag(parent, name, value)
-    client.set_terminated(parent, "FINISHED" if outcome.complete else "FAILED")

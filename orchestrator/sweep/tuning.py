@@ -14,10 +14,9 @@ import dataclasses
 import json
 from typing import Any
 
-from orchestrator.sweep import tracking
-from orchestrator.sweep.plan import StudyPlan, TrialUnit
-from orchestrator.sweep.spec import stable_key
-from orchestrator.sweep.tuning_spec import TRAIN_KEYS
+from orchestrator.core import tracking
+from orchestrator.core.paths import stable_key
+from orchestrator.design.tuning_spec import TRAIN_KEYS
 from orchestrator.sweep.tuning_trial import METRIC, param_name
 
 
@@ -61,8 +60,8 @@ def tuned_values(run: Any) -> dict[str, Any]:
     return {n: _value(run.data.params[param_name(n)]) for n in tuned_names(run)}
 
 
-def final_trial(t: TrialUnit, best: Any) -> TrialUnit:
-    """The trial ``t`` (a cell x seed) with its cell's best configuration."""
+def final_trial(plan: Any, t: Any, best: Any) -> Any:
+    """The trial ``t`` (a cell x seed) with its cell's best configuration, rebuilt by the plan from its settings."""
     values = tuned_values(best)
     settings = copy.deepcopy(t.settings)
     sparams = settings.pop("student_params", None)
@@ -71,28 +70,30 @@ def final_trial(t: TrialUnit, best: Any) -> TrialUnit:
     key = stable_key({**settings, "cell": t.cell, "tuned": values})
     settings["student_params"] = sparams
     tags = {"tuned_from": best.info.run_id, "tuned_params": best.data.tags.get("tuned_params", "")}
-    return dataclasses.replace(t, trial_key=key, settings=settings, extra_tags=tags)
+    final = plan.trial(settings, key, t.cell, tags)
+    final.gpu_seconds = t.gpu_seconds
+    return final
 
 
-def resolve_final(plan: StudyPlan, client: Any, exp_id: str) -> tuple[StudyPlan, list[str]]:
+def resolve_final(plan: Any, client: Any, exp_id: str) -> tuple[Any, list[str]]:
     """The plan with its final trials keyed by each cell's best configuration. Cells without a finished tuning
     run keep placeholder trials tagged ``untuned`` (not run; the study stays incomplete). Returns those cells."""
-    if plan.spec.tuning is None:
+    if getattr(plan.spec, "tuning", None) is None:
         return plan, []
     best = {cell: best_run(runs) for cell, runs in tune_runs(client, exp_id).items()}
     trials, untuned = [], []
     for t in plan.trials:
         if best.get(t.cell) is not None:
-            trials.append(final_trial(t, best[t.cell]))
+            trials.append(final_trial(plan, t, best[t.cell]))
         else:
-            trials.append(dataclasses.replace(t, extra_tags={"untuned": "true"}))
+            trials.append(dataclasses.replace(t, untuned=True))
             untuned.append(t.cell)
     return dataclasses.replace(plan, trials=trials), sorted(set(untuned))
 
 
-def tuning_status(plan: StudyPlan, client: Any, exp_id: str | None) -> dict[str, Any] | None:
+def tuning_status(plan: Any, client: Any, exp_id: str | None) -> dict[str, Any] | None:
     """Tuning progress for ``--status``: cells done, tuning trials finished / planned."""
-    t = plan.spec.tuning
+    t = getattr(plan.spec, "tuning", None)
     if t is None:
         return None
     runs = tune_runs(client, exp_id) if exp_id else {}

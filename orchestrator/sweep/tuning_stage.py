@@ -1,4 +1,4 @@
-"""The tuning stage, between the teacher caches and the final student trials (``driver._run_stages``).
+"""The tuning stage, between the teacher caches and the final student trials (``run.run_stages``).
 
 Every cell (task, teacher, student, method; FT included) gets the same budget: ``tuning.samples`` configurations
 from the searcher (Optuna TPE, or Tune's random BasicVariantGenerator), each trained up to ``tuning.max_epochs`` on
@@ -11,83 +11,62 @@ the missing samples. Afterwards each cell's best run fixes its final trials (``t
 from __future__ import annotations
 
 import dataclasses
-import time
-from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep import packing
-from orchestrator.sweep.plan import StudyPlan, TrialUnit
-from orchestrator.sweep.runenv import tune_verbosity
-from orchestrator.sweep.spec import StudySpec
-from orchestrator.sweep.stages import log
-from orchestrator.sweep.students import Progress, _trial_config
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from orchestrator.core import tracking
+from orchestrator.core.log import log
+from orchestrator.design import packing
+from orchestrator.sweep.context import StudyContext, TrialContext
+from orchestrator.sweep.trials import Progress, run_config
 from orchestrator.sweep.tuning import resolve_final, score, tune_runs, tuned_values
 from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
 
 
-def stage_tuning(
-    spec: StudySpec,
-    plan: StudyPlan,
-    data: str,
-    caches: dict[str, Any],
-    uri: str,
-    client: Any,
-    exp_id: str,
-    parent: str,
-) -> StudyPlan:
-    """Tune every cell not yet tuned; returns the plan with the final trials set to each cell's best."""
-    if spec.tuning is None:
-        return plan
-    t = spec.tuning
-    finished = tune_runs(client, exp_id)
-    todo = [c for c in plan.cells if len(finished.get(c.cell, [])) < t.samples]
+def stage_tuning(ctx: StudyContext) -> None:
+    """Tune every cell not yet tuned; then set the plan's final trials to each cell's best (``tuning: none``:
+    nothing to do, the plan as it is)."""
+    spec, t = ctx.spec, getattr(ctx.spec, "tuning", None)
+    if t is None:
+        return
+    finished = tune_runs(ctx.client, ctx.experiment_id)
+    todo = [c for c in ctx.plan.cells if len(finished.get(c.cell, [])) < t.samples]
     log(
-        f"stage tune: {len(plan.cells)} cells x {t.samples} samples ({t.searcher} + {t.scheduler}, "
-        f"<= {t.max_epochs} epochs), {len(plan.cells) - len(todo)} cells already tuned, {len(todo)} to tune"
+        f"stage tune: {len(ctx.plan.cells)} cells x {t.samples} samples ({t.searcher} + {t.scheduler}, "
+        f"<= {t.max_epochs} epochs), {len(ctx.plan.cells) - len(todo)} cells already tuned, {len(todo)} to tune"
     )
-    folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
     for i, cell in enumerate(todo, 1):
         runs = finished.get(cell.cell, [])
-        log(f"tuning cell {i}/{len(todo)} {_cell_name(cell)} ({cell.cell}): {t.samples - len(runs)} to run")
-        base = _base_trial(spec, plan, cell, folders, data, parent)
-        _tune_cell(spec, base, runs, caches, uri, exp_id, client)
-    final, untuned = resolve_final(plan, client, exp_id)
+        name = f"{cell.task}-{cell.student}-{cell.method}-{cell.teacher}"
+        log(f"tuning cell {i}/{len(todo)} {name} ({cell.cell}): {t.samples - len(runs)} to run")
+        _tune_cell(ctx, _base_trial(spec, cell), runs)
+    ctx.plan, untuned = resolve_final(ctx.plan, ctx.client, ctx.experiment_id)
     if untuned:
         log(f"  no finished tuning run in cell(s) {untuned}: their final trials cannot run")
-    return final
 
 
-def _cell_name(t: TrialUnit) -> str:
-    return f"{t.task}-{t.student}-{t.method}-{t.teacher}"
-
-
-def _base_trial(
-    spec: StudySpec,
-    plan: StudyPlan,
-    cell: TrialUnit,
-    folders: dict[tuple[str, str], str],
-    data: str,
-    parent: str,
-) -> dict[str, Any]:
+def _base_trial(spec: Any, cell: Any) -> Any:
     """The cell's trial on the first seed, ``max_epochs`` long, tagged ``stage=tune``; the searcher fills in the
     sampled values (``tuning_trial.with_sample``)."""
-    assert spec.tuning is not None
-    settings = {**cell.settings, "train": {**cell.settings["train"], "epochs": spec.tuning.max_epochs}}
-    base = _trial_config(spec, plan, dataclasses.replace(cell, settings=settings), folders, data, parent)
     from kd_methods import get_method
 
     names = sorted(spec.tuning.space_for(cell.method))
-    base["tuned"] = names
+    work = dataclasses.replace(
+        cell.work, train=dataclasses.replace(cell.work.train, epochs=spec.tuning.max_epochs)
+    )
+    params = {**cell.params, "epochs": spec.tuning.max_epochs}
     defaults = get_method(cell.method).defaults
     for n in (
         names
     ):  # the untuned value of each tuned hyperparameter: how far tuning moved it (analysis/tuning.py)
-        base["params"][f"default.{param_name(n)}"] = base["params"].get(param_name(n), defaults.get(n))
-    base["tags"] = {**base["tags"], "stage": "tune", "tuned_params": ",".join(param_name(n) for n in names)}
-    return base
+        params[f"default.{param_name(n)}"] = params.get(param_name(n), defaults.get(n))
+    tags = {**cell.tags, "stage": "tune", "tuned_params": ",".join(param_name(n) for n in names)}
+    return dataclasses.replace(cell, work=work, params=params, tags=tags, tuned=tuple(names))
 
 
-def _searcher(spec: StudySpec, cell: str, names: list[str], runs: list[Any]) -> Any:
+def _searcher(spec: Any, cell: str, names: list[str], runs: list[Any]) -> Any:
     """The cell's search algorithm, warm-started with its finished runs (their values and scores). Its seed is
     ``tuning.seed`` mixed with the cell id: reproducible, and not the same draws in every cell."""
     assert spec.tuning is not None
@@ -108,41 +87,26 @@ def _searcher(spec: StudySpec, cell: str, names: list[str], runs: list[Any]) -> 
     )
 
 
-def _tune_cell(
-    spec: StudySpec,
-    base: dict[str, Any],
-    runs: list[Any],
-    caches: dict[str, Any],
-    uri: str,
-    exp_id: str,
-    client: Any,
-) -> None:
-    from ray import tune
+def _tune_cell(ctx: StudyContext, base: Any, runs: list[Any]) -> None:
     from ray.tune.schedulers import ASHAScheduler
 
-    t = spec.tuning
-    assert t is not None
-    space = {n: r.tune_domain() for n, r in t.space_for(base["method"]).items()}
-    trainable = tune.with_parameters(
-        tune_trainable, base=base, caches=caches, tracking_uri=uri, experiment_id=exp_id, study=spec.name
-    )
+    spec, t = ctx.spec, ctx.spec.tuning
+    space = {n: r.tune_domain() for n, r in t.space_for(base.method).items()}
+    trainable = tune.with_parameters(tune_trainable, base=base, context=ctx.trial_context())
     scheduler = None
     if t.scheduler == "asha":
         scheduler = ASHAScheduler(
             max_t=t.max_epochs, grace_period=t.grace_period, reduction_factor=t.reduction_factor
         )
-    todo = t.samples - len(runs)
-    cell = base["tags"]["cell"]
-    from orchestrator.sweep.node_loss import refund_node_loss
-
-    refund_node_loss()  # a lost node is not a failure of the tuning trial (node_loss.py)
+    todo, cell = t.samples - len(runs), base.cell
+    callbacks = [TuneRecorder(ctx.tracking_uri, t.max_epochs), Progress(todo, spec.max_concurrent_trials)]
     tuner = tune.Tuner(
         tune.with_resources(trainable, packing.resources(spec)),
         param_space=space,
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            search_alg=_searcher(spec, base["tags"]["cell"], sorted(space), runs),
+            search_alg=_searcher(spec, cell, sorted(space), runs),
             scheduler=scheduler,
             num_samples=todo,
             max_concurrent_trials=spec.max_concurrent_trials,
@@ -150,73 +114,48 @@ def _tune_cell(
             trial_name_creator=lambda trial: f"{trial.trial_id}-tune-{cell}",
             trial_dirname_creator=lambda trial: f"{trial.trial_id}-tune-{cell}",
         ),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-tune-{cell}-{time.strftime('%Y%m%d-%H%M%S')}",
-            storage_path=str((Path(spec.storage) / spec.name / "ray_results").resolve()),
-            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[TuneRecorder(uri, t.max_epochs), Progress(todo, spec.max_concurrent_trials)],
-            verbose=tune_verbosity(),
-        ),
+        run_config=run_config(ctx, f"{spec.name}-tune-{cell}", callbacks),
     )
     tuner.fit()
 
 
-def tune_trainable(
-    config: dict[str, Any],
-    base: dict[str, Any],
-    caches: dict[str, Any],
-    tracking_uri: str,
-    experiment_id: str,
-    study: str,
-) -> None:
-    """The Tune trainable of a tuning trial: the cell's base trial with the sampled values, run by the student
-    trainable (which records it as a ``stage=tune`` run)."""
-    from orchestrator.sweep.tune_trial import student_trainable
+def tune_trainable(config: dict[str, Any], base: Any, context: TrialContext) -> None:
+    """The Tune trainable of a tuning trial: the cell's base trial with the sampled values, run by the trial
+    wrapper (which records it as a ``stage=tune`` run)."""
+    from orchestrator.sweep.trial import run_trial_unit
 
-    trial = with_sample(base, {k: config[k] for k in base["tuned"]})
-    student_trainable({"trial": trial}, caches, tracking_uri, experiment_id, study)
+    run_trial_unit(with_sample(base, {k: config[k] for k in base.tuned}), context)
 
 
-class TuneRecorder:
+class TuneRecorder(tune.Callback):
     """A Tune callback (driver side) that completes the MLflow run of a tuning trial the scheduler stopped: its
     worker stops inside ``tune.report`` without knowing why, the driver knows. Such a run did all the epochs the
     scheduler gave it, so it is FINISHED, with tag ``stopped_early=true``; a driver that dies leaves it RUNNING,
     and the next driver marks it KILLED (and the sample is redone)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.tracking import MlflowClient
-        from ray import tune
+    def __init__(self, uri: str, max_epochs: int) -> None:
+        self.client, self.max_epochs = MlflowClient(uri), max_epochs
+        self.seen: dict[str, dict[str, Any]] = {}
 
-        from orchestrator.sweep import tracking
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "run_id" in result and METRIC in result:
+            s = self.seen.setdefault(trial.trial_id, {"score": float("-inf")})
+            s["run_id"], s["epoch"] = result["run_id"], int(result.get("epoch", 0))
+            s["score"] = max(s["score"], float(result[METRIC]))
+            s["row"] = {k: v for k, v in result.items() if k.startswith(("val_", "train_loss"))}
 
-        class _TuneRecorder(tune.Callback):
-            def __init__(self, uri: str, max_epochs: int) -> None:
-                self.client, self.max_epochs = MlflowClient(uri), max_epochs
-                self.seen: dict[str, dict[str, Any]] = {}
-
-            def on_trial_result(
-                self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
-            ) -> None:
-                if "run_id" in result and METRIC in result:
-                    s = self.seen.setdefault(trial.trial_id, {"score": float("-inf")})
-                    s["run_id"], s["epoch"] = result["run_id"], int(result.get("epoch", 0))
-                    s["score"] = max(s["score"], float(result[METRIC]))
-                    s["row"] = {k: v for k, v in result.items() if k.startswith(("val_", "train_loss"))}
-
-            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-                s = self.seen.get(trial.trial_id)
-                if not s or self.client.get_run(s["run_id"]).info.status != "RUNNING":
-                    return
-                # The worker logs an epoch after reporting it; a stopped worker can be ended between the two, so
-                # the last reported epoch is logged here unless the worker got to it (seen in CI: a run with
-                # best_val_selection_score but no val_* metrics at all).
-                steps = {m.step for m in self.client.get_metric_history(s["run_id"], "val_selection_score")}
-                if s["epoch"] not in steps:
-                    tracking.log_metrics(self.client, s["run_id"], s["row"], step=s["epoch"])
-                tracking.log_metrics(self.client, s["run_id"], {METRIC: s["score"]}, step=s["epoch"])
-                if s["epoch"] < self.max_epochs:
-                    self.client.set_tag(s["run_id"], "stopped_early", "true")
-                    tracking.log_metrics(self.client, s["run_id"], {"epochs_run": s["epoch"]})
-                self.client.set_terminated(s["run_id"], "FINISHED")
-
-        return _TuneRecorder(*args, **kwargs)
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        s = self.seen.get(trial.trial_id)
+        if not s or self.client.get_run(s["run_id"]).info.status != "RUNNING":
+            return
+        # The worker logs an epoch after reporting it; a stopped worker can be ended between the two, so the last
+        # reported epoch is logged here unless the worker got to it (seen in CI: a run with
+        # best_val_selection_score but no val_* metrics at all).
+        steps = {m.step for m in self.client.get_metric_history(s["run_id"], "val_selection_score")}
+        if s["epoch"] not in steps:
+            tracking.log_metrics(self.client, s["run_id"], s["row"], step=s["epoch"])
+        tracking.log_metrics(self.client, s["run_id"], {METRIC: s["score"]}, step=s["epoch"])
+        if s["epoch"] < self.max_epochs:
+            self.client.set_tag(s["run_id"], "stopped_early", "true")
+            tracking.log_metrics(self.client, s["run_id"], {"epochs_run": s["epoch"]})
+        self.client.set_terminated(s["run_id"], "FINISHED")

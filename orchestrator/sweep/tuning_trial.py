@@ -1,8 +1,8 @@
 """A tuning trial on a Ray worker: the cell's base trial with one sampled configuration, trained on validation only.
 
 The searcher samples the configuration (``lr``, method parameters); ``with_sample`` folds it into the cell's trial
-(train settings, ``method.<name>`` params, a ``trial_key`` of cell + configuration) and ``student_trainable``
-(``tune_trial.py``) records it as an MLflow run with tag ``stage=tune``: its params, per-epoch ``val_*`` metrics and
+(train settings, ``method.<name>`` params, a ``trial_key`` of cell + configuration) and the trial wrapper
+(``trial.py``) records it as an MLflow run with tag ``stage=tune``: its params, per-epoch ``val_*`` metrics and
 ``best_val_selection_score`` (the running best, which the searcher and ASHA read). No test metrics, no checkpoint.
 """
 
@@ -12,9 +12,9 @@ import copy
 import dataclasses
 from typing import Any
 
-from orchestrator.sweep import tracking
-from orchestrator.sweep.spec import stable_key
-from orchestrator.sweep.tuning_spec import TRAIN_KEYS
+from orchestrator.core import tracking
+from orchestrator.core.paths import stable_key
+from orchestrator.design.tuning_spec import TRAIN_KEYS
 
 METRIC = "best_val_selection_score"  # the running best validation selection score of a tuning trial
 
@@ -28,23 +28,23 @@ def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def with_sample(base: dict[str, Any], sample: dict[str, Any]) -> dict[str, Any]:
-    """The cell's base trial config with the sampled hyperparameters in its train settings, method params,
-    MLflow params and trial key."""
-    trial = copy.deepcopy(base)
+def with_sample(base: Any, sample: dict[str, Any]) -> Any:
+    """The cell's base trial with the sampled hyperparameters in its train settings, method params, MLflow params
+    and trial key (a copy: the base is shared by the cell's samples)."""
     sample = {k: plain(v) for k, v in sorted(sample.items())}
+    work = copy.deepcopy(base.work)
+    params = dict(base.params)
     for name, value in sample.items():
         if name in TRAIN_KEYS:
-            trial["train"][name] = value
+            setattr(work.train, name, value)
         else:
-            trial["method_params"][name] = value
-        trial["params"][param_name(name)] = value
-    cell = trial["tags"]["cell"]
-    key = f"{cell}-{stable_key(sample)[:10]}"
-    trial["trial_key"] = key
-    trial["tags"] = {**trial["tags"], "trial_key": key}
-    trial["run_name"] = f"tune-{trial['run_name']}-{key[-6:]}"
-    return trial
+            work.method_params[name] = value
+        params[param_name(name)] = value
+    key = f"{base.tags['cell']}-{stable_key(sample)[:10]}"
+    return dataclasses.replace(
+        base, work=work, params=params, trial_key=key, tags={**base.tags, "trial_key": key},
+        run_name=f"tune-{base.run_name}-{key[-6:]}",
+    )  # fmt: skip
 
 
 def tuning_prepared(prepared: Any) -> Any:

@@ -24,7 +24,7 @@ class CliRun:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         from mlflow.tracking import MlflowClient
 
-        from orchestrator.sweep import tracking
+        from orchestrator.core import tracking
 
         self.client = MlflowClient(self.uri)
         exp_id = tracking.experiment_id(self.client, experiment)
@@ -36,7 +36,7 @@ class CliRun:
     def epoch(self, row: dict[str, float]) -> None:
         if self.run_id is None:
             return
-        from orchestrator.sweep import tracking
+        from orchestrator.core import tracking
 
         tracking.log_metrics(
             self.client, self.run_id, {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])
@@ -45,7 +45,7 @@ class CliRun:
     def finish(self, result: Any, extra: dict[str, float] | None = None) -> None:
         if self.run_id is None:
             return
-        from orchestrator.sweep import tracking
+        from orchestrator.core import tracking
 
         final = {f"test_{k}": v for k, v in result.test.items() if k != "selection_score"}
         final.update(

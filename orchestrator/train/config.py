@@ -35,9 +35,3 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got '{self.precision}'")
-
-
-def cache_precision(precision: str) -> str:
-    """A study's teacher-pass precision: ``bf16`` only when asked for explicitly. ``auto`` builds fp32 caches, since
-    a cache key must not depend on which machine builds it (a CPU head plans, a GPU worker builds)."""
-    return "bf16" if precision == "bf16" else "fp32"

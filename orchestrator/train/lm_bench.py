@@ -28,9 +28,9 @@ import torch
 from kd_methods import build_method
 from models.gpt2_student import build_gpt2_student
 from models.lm_teacher import LMTeacher, create_random_gpt2_teacher
+from orchestrator.core.device import resolve_device
 from orchestrator.train.lm_data import LMBlocks
 from orchestrator.train.lm_teachers import InTrainingLMTeacher, OnlineLMTeacher
-from orchestrator.train.trainer import resolve_device
 
 MODES = ("lm_only", "cached", "online", "in_training")
 

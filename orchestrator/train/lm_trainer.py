@@ -25,8 +25,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from kd_methods import KDMethod
 from models.gpt2_student import model_size_mb
+from orchestrator.core.device import resolve_device
 from orchestrator.train.lm_data import IGNORE_INDEX, LMBlocks
-from orchestrator.train.trainer import NonFiniteLossError, TeacherSource, resolve_device, seed_everything
+from orchestrator.train.trainer import NonFiniteLossError, TeacherSource, seed_everything
 
 
 @dataclass

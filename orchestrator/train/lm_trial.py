@@ -21,6 +21,7 @@ import torch
 from kd_methods import build_method
 from models.gpt2_student import build_gpt2_student
 from models.lm_teacher import LMTeacher
+from orchestrator.core.device import resolve_device
 from orchestrator.train.lm_data import LMBlocks, make_blocks
 from orchestrator.train.lm_teachers import (
     TEACHER_MODES,
@@ -29,7 +30,6 @@ from orchestrator.train.lm_teachers import (
     TeacherTrainConfig,
 )
 from orchestrator.train.lm_trainer import LMTrainConfig, LMTrainResult, evaluate_lm, total_steps_for, train_lm
-from orchestrator.train.trainer import resolve_device
 
 SPLITS = ("train", "validation")
 

@@ -1,8 +1,9 @@
 """The one training loop: every KD method, every student, and teacher fine-tuning.
 
-Read it top to bottom: seed -> optimiser and schedule -> for each epoch, for each batch: teacher signals (from the
-cache or a live teacher), student forward, method loss, backward, clip, step -> evaluate -> keep the best
-checkpoint -> test the best checkpoint -> measure inference throughput.
+Read ``train`` top to bottom: seed -> optimiser and schedule (``_start``) -> for each epoch (``_train_epoch``), for
+each batch: teacher signals (``_teacher_signals``: from the cache or a live teacher), student forward, method loss,
+backward, clip, step (``_step``) -> evaluate -> keep the best checkpoint (``_Best``) -> test the best checkpoint and
+measure inference throughput (``_test``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
 from kd_methods import KDMethod, SignalSpec, TeacherSignals
+from orchestrator.core.device import resolve_device, resolve_precision
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.prefetch import Prefetcher, prefetchable
 
@@ -115,19 +117,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``fp32`` or ``bf16``; ``auto`` is bf16 on a CUDA device with bf16 support, fp32 elsewhere."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return name
-
-
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """The forward passes' autocast context: bf16 matmuls for ``bf16``, a disabled context for ``fp32``."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -167,6 +156,142 @@ def evaluate(
     return metrics, logits, seconds
 
 
+@dataclass
+class _Run:
+    """What the loop carries from step to step: the model and method, the optimiser, the step count, the clocks."""
+
+    model: nn.Module
+    method: KDMethod
+    teacher: TeacherSource | None
+    cfg: TrainConfig
+    device: torch.device
+    precision: str
+    spec: SignalSpec
+    params: list[Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    shuffle: torch.Generator
+    step: int = 0
+    train_seconds: float = 0.0
+    teacher_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps
+
+
+def _start(
+    model: nn.Module,
+    method: KDMethod,
+    train_split: EncodedSplit,
+    cfg: TrainConfig,
+    teacher: TeacherSource | None,
+) -> _Run:
+    """Device and precision, the model and method on the device, AdamW with a linear warm-up schedule."""
+    device = resolve_device(cfg.device)
+    model.to(device)
+    method.to(device)
+    spec = method.signals()
+    if not spec.empty and teacher is None:
+        raise ValueError(
+            f"method '{method.name}' needs teacher signals {spec.key()} but no teacher was given"
+        )
+    if len(train_split) == 0:
+        raise ValueError("the training split is empty")
+    total_steps = math.ceil(len(train_split) / cfg.batch_size) * cfg.epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    # The method's own parameters (e.g. PKD's projections) are trained with the student.
+    params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    precision = resolve_precision(cfg.precision, device)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    return _Run(model, method, teacher, cfg, device, precision, spec, params, optimizer, scheduler, shuffle)
+
+
+def _teacher_signals(run: _Run, batch: Any, cached: bool) -> TeacherSignals | None:
+    """The batch's teacher signals on the device: read ahead from the cache (what derives from them, e.g. CKD's
+    relations, is computed here, on the device), or from a live teacher now."""
+    if run.spec.empty:
+        return None
+    t0 = time.perf_counter()
+    if cached:
+        signals = run.teacher.finish(batch.signals, run.device).to(run.device)  # type: ignore[union-attr]
+        run.teacher_seconds += batch.wait_seconds
+    else:
+        with autocast(run.device, run.precision):
+            signals = run.teacher.signals("train", batch.indices, run.spec).to(run.device)  # type: ignore[union-attr]
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()  # a live teacher runs asynchronously; time what it really costs
+    run.teacher_seconds += time.perf_counter() - t0
+    return signals
+
+
+def _step(run: _Run, batch: Any, signals: TeacherSignals | None, epoch: int) -> float:
+    """One optimiser step: forward, the method's loss, backward, clip, step. Returns the loss."""
+    with autocast(run.device, run.precision):
+        loss = run.method.loss(run.model(batch.ids, batch.mask), signals, batch.labels)
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, step {run.step + 1}")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.params, run.cfg.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.step += 1
+    return loss.item()
+
+
+def _train_epoch(run: _Run, train_split: EncodedSplit, epoch: int) -> float:
+    """One pass over the shuffled training split (or what is left of ``max_steps``); the mean training loss."""
+    run.model.train()
+    run.method.train()
+    start = time.perf_counter()
+    loss_sum, loss_n = 0.0, 0
+    batches = list(torch.randperm(len(train_split), generator=run.shuffle).split(run.cfg.batch_size))
+    if run.cfg.max_steps is not None:
+        batches = batches[: max(run.cfg.max_steps - run.step, 0)]
+    # Batch k+1 (and its cached teacher signals) is read and copied on a reader thread while step k runs.
+    cached = prefetchable(run.teacher) and not run.spec.empty
+    for batch in Prefetcher(train_split, batches, run.device, run.teacher if cached else None, run.spec):
+        signals = _teacher_signals(run, batch, cached)
+        loss_sum += _step(run, batch, signals, epoch) * len(batch.indices)
+        loss_n += len(batch.indices)
+        if run.finished:
+            break
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    run.train_seconds += time.perf_counter() - start
+    return loss_sum / max(loss_n, 1)
+
+
+class _Best:
+    """The best epoch on validation: its weights in ``out_dir`` (safetensors) or in memory, restored for the test."""
+
+    def __init__(self, model: nn.Module, out_dir: Path | None) -> None:
+        self.model, self.score, self.epoch, self.val = model, -math.inf, 0, {}
+        self.ckpt = (out_dir / "best.safetensors") if out_dir else None
+        self.state: dict[str, Tensor] | None = None
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+
+    def offer(self, epoch: int, val: dict[str, float]) -> None:
+        if val["selection_score"] > self.score:
+            self.score, self.epoch, self.val = val["selection_score"], epoch, val
+            if self.ckpt:
+                save_model(self.model, str(self.ckpt))
+            else:
+                self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, device: torch.device) -> None:
+        if self.ckpt:
+            load_model(self.model, str(self.ckpt), device=str(device))
+        elif self.state is not None:
+            self.model.load_state_dict(self.state)
+
+
 def train(
     model: nn.Module,
     method: KDMethod,
@@ -183,131 +308,56 @@ def train(
     and MLflow. Raises NonFiniteLossError when the loss stops being finite.
     """
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    model.to(device)
-    method.to(device)
-    spec = method.signals()
-    if not spec.empty and teacher is None:
-        raise ValueError(
-            f"method '{method.name}' needs teacher signals {spec.key()} but no teacher was given"
-        )
-
-    train_split = data["train"]
-    if len(train_split) == 0:
-        raise ValueError("the training split is empty")
-    steps_per_epoch = math.ceil(len(train_split) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    # The method's own parameters (e.g. PKD's projections) are trained with the student.
-    params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-
-    best_score, best_epoch, best_val = -math.inf, 0, {}
+    run = _start(model, method, data["train"], cfg, teacher)
+    best = _Best(model, out_dir)
     history: list[dict[str, float]] = []
-    train_seconds = teacher_seconds = eval_seconds = 0.0
-    step = 0
-    ckpt = (out_dir / "best.safetensors") if out_dir else None
-    best_state: dict[str, Tensor] | None = None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        method.train()
-        epoch_start = time.perf_counter()
-        loss_sum, loss_n = 0.0, 0
-        batches = list(torch.randperm(len(train_split), generator=shuffle).split(cfg.batch_size))
-        if cfg.max_steps is not None:
-            batches = batches[: max(cfg.max_steps - step, 0)]
-        # Batch k+1 (and its cached teacher signals) is read and copied on a reader thread while step k runs.
-        cached = prefetchable(teacher) and not spec.empty
-        for batch in Prefetcher(train_split, batches, device, teacher if cached else None, spec):
-            indices, ids, mask, labels = batch.indices, batch.ids, batch.mask, batch.labels
-            signals = None
-            if not spec.empty:
-                t0 = time.perf_counter()
-                if (
-                    cached
-                ):  # read ahead; what derives from it (CKD's relations) is computed here, on the device
-                    signals = teacher.finish(batch.signals, device).to(device)
-                    teacher_seconds += batch.wait_seconds
-                else:
-                    with autocast(device, precision):
-                        signals = teacher.signals("train", indices, spec).to(device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()  # a live teacher runs asynchronously; time what it really costs
-                teacher_seconds += time.perf_counter() - t0
-            with autocast(device, precision):
-                out = model(ids, mask)
-                loss = method.loss(out, signals, labels)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"loss became {loss.item()} at epoch {epoch}, step {step + 1}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(indices)
-            loss_n += len(indices)
-            step += 1
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                break
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds += time.perf_counter() - epoch_start
-
+        row = {"epoch": float(epoch), "train_loss": _train_epoch(run, data["train"], epoch)}
         t0 = time.perf_counter()
-        val, _, _ = evaluate(model, data["validation"], task, cfg.eval_batch_size, device, precision)
-        eval_seconds += time.perf_counter() - t0
-        row = {"epoch": float(epoch), "train_loss": loss_sum / max(loss_n, 1)}
+        val, _, _ = evaluate(model, data["validation"], task, cfg.eval_batch_size, run.device, run.precision)
+        run.eval_seconds += time.perf_counter() - t0
         row.update({f"val_{k}": v for k, v in val.items()})
         history.append(row)
         if callback:
             callback(row)
-        if val["selection_score"] > best_score:
-            best_score, best_epoch, best_val = val["selection_score"], epoch, val
-            if ckpt:
-                save_model(model, str(ckpt))
-            else:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if cfg.max_steps is not None and step >= cfg.max_steps:
+        best.offer(epoch, val)
+        if run.finished:
             break
+    best.restore(run.device)  # test on the best epoch's weights, as the paper's model selection prescribes
+    return _test(run, best, history, data["test"], task, out_dir)
 
-    # Test on the best epoch's weights, as the paper's model selection prescribes.
-    if ckpt:
-        load_model(model, str(ckpt), device=str(device))
-    elif best_state is not None:
-        model.load_state_dict(best_state)
+
+def _test(
+    run: _Run, best: _Best, history: list[dict[str, float]], test_split: EncodedSplit, task: TaskMetrics,
+    out_dir: Path | None,
+) -> TrainResult:  # fmt: skip
+    """The best epoch's test metrics (with the headline score and majority baseline), predictions and speed."""
     test, test_logits, infer_seconds = evaluate(
-        model, data["test"], task, cfg.eval_batch_size, device, precision
+        run.model, test_split, task, run.cfg.eval_batch_size, run.device, run.precision
     )
     if hasattr(task, "headline"):  # score (the headline metric) and majority_baseline: logged as test_<key>
-        test.update(task.headline(test, np.asarray(data["test"].labels)))
+        test.update(task.headline(test, np.asarray(test_split.labels)))
     probs = torch.softmax(torch.from_numpy(test_logits), dim=-1).numpy()
     predictions = {
-        "idx": list(range(len(data["test"]))),
-        "label": list(data["test"].labels),
+        "idx": list(range(len(test_split))),
+        "label": list(test_split.labels),
         "pred": probs.argmax(-1).tolist(),
         "probs": np.round(probs, 5).tolist(),
     }
     result = TrainResult(
-        best_epoch=best_epoch,
-        best_val=best_val,
+        best_epoch=best.epoch,
+        best_val=best.val,
         test=test,
         history=history,
-        train_seconds=train_seconds,
-        teacher_seconds=teacher_seconds,
-        eval_seconds=eval_seconds,
-        inference_samples_per_s=len(data["test"]) / max(infer_seconds, 1e-9),
-        params=sum(p.numel() for p in model.parameters()),
-        steps=step,
-        checkpoint=ckpt,
+        train_seconds=run.train_seconds,
+        teacher_seconds=run.teacher_seconds,
+        eval_seconds=run.eval_seconds,
+        inference_samples_per_s=len(test_split) / max(infer_seconds, 1e-9),
+        params=sum(p.numel() for p in run.model.parameters()),
+        steps=run.step,
+        checkpoint=best.ckpt,
         test_predictions=predictions,
-        precision=precision,
+        precision=run.precision,
     )
     if out_dir:
         (out_dir / "result.json").write_text(json.dumps(result.summary(), indent=2))

@@ -140,8 +140,9 @@ def online_teacher(
     teacher_id: str, prepared: PreparedTrial, max_length: int, device: str = "auto"
 ) -> OnlineTeacher:
     from models.teacher import Teacher
+    from orchestrator.core.device import resolve_device
     from orchestrator.train.online_teacher import OnlineTeacher
-    from orchestrator.train.trainer import encode_split, resolve_device
+    from orchestrator.train.trainer import encode_split
 
     teacher = Teacher.load(resolve_teacher(teacher_id), prepared.num_labels)
     encoded = {
@@ -163,32 +164,28 @@ def student_shape(student: str) -> ModelShape:
 
 
 def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
-    """Build (or find) the cache for one trial's own needs and open it."""
-    from kd_methods import SignalSpec, get_method
+    """Build (or find) the cache for one trial's own needs (what its method reads: ``KDMethod.cache_needs``) and
+    open it."""
+    from kd_methods import get_method
     from models.teacher import Teacher
     from orchestrator.cache.build import get_or_build
-    from orchestrator.cache.key import CacheRequest, ckd_layers_for
+    from orchestrator.cache.key import CacheRequest
     from orchestrator.cache.serve import CachedTeacher
-    from orchestrator.train.trainer import resolve_device, resolve_precision
+    from orchestrator.core.device import resolve_device, resolve_precision
 
     teacher_dir = resolve_teacher(cfg.teacher)
     teacher = Teacher.load(teacher_dir, prepared.num_labels)
     shape = teacher.shape
     del teacher
-    sshape = student_shape(cfg.student)
-    method = get_method(cfg.method)(sshape, shape, **cfg.method_params)
-    spec = method.signals()
-    ckd = ()
-    if cfg.method == "ckd":
-        ckd = (ckd_layers_for(sshape.num_layers, shape.num_layers),)
-        spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
+    spec, derived = get_method(cfg.method)(
+        student_shape(cfg.student), shape, **cfg.method_params
+    ).cache_needs()
     request = CacheRequest(
         teacher_dir,
         cfg.task,
         spec,
         cfg.max_length,
-        ckd_layer_sets=ckd,
-        ckd_window=int(cfg.method_params.get("window", 10)),
+        derived=(derived,) if derived else (),
         precision=resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
     )
     report = get_or_build(
@@ -199,7 +196,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
         use_ray=False,
         device=cfg.train.device,
     )
-    return CachedTeacher.open(report.path, ckd_layers=ckd[0] if ckd else None), shape
+    return CachedTeacher.open(report.path, reads=derived), shape
 
 
 def run_trial(

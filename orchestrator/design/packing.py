@@ -79,7 +79,7 @@ def estimate_trials(spec: Any, plan: Any) -> list[TrialMemory]:
     from orchestrator.train.trial import student_shape
 
     train, precision = spec.student_train, getattr(spec, "precision", "auto")
-    counted = {t.student: int(t.settings.get("student_params") or 0) for t in plan.trials}
+    counted = {t.student: t.student_params for t in plan.trials}
     out = []
     for name in sorted(counted):
         shape = student_shape(name)

@@ -83,7 +83,7 @@ def plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
                 "batch_size": batch,
             }
             if kind == "teacher_pass":
-                info.update(signals=u.spec.to_dict(), ckd_layer_sets=[list(s) for s in u.ckd_layer_sets])
+                info.update(signals=u.spec.to_dict(), derived=[_derived_dict(d) for d in u.derived])
             yield teacher_key(kind, shape.num_layers, shape.hidden_size, params, length, batch), info, u
     for tr in plan.trials:
         train = tr.settings["train"]
@@ -107,6 +107,10 @@ def plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
             info.update(layers=tshape.num_layers, hidden=tshape.hidden_size)
         key = student_key(tr.student, tr.method, tag, mode, train["max_length"], train["batch_size"])
         yield key, info, tr
+
+
+def _derived_dict(d: Any) -> dict[str, Any]:
+    return {"kind": d.kind, "layer_sets": [list(s) for s in d.layer_sets], "params": dict(d.params)}
 
 
 def load_calibration(spec: Any) -> tuple[dict[str, Any] | None, str | None]:
@@ -142,11 +146,8 @@ def apply_calibration(
     plan: Any, calibration: dict[str, Any] | None | str, split_sizes: Callable[[Any, str], dict[str, int]]
 ) -> None:
     """Price ``plan``'s units by ``calibration`` ("auto": the study folder's, when it is for this device)."""
-    if calibration == "auto":
-        calibration, note = load_calibration(plan.spec)
-        if note:
-            plan.notes.append(note)
-    if not isinstance(calibration, dict):
+    calibration = _usable(plan, calibration)
+    if calibration is None:
         return
     spec, measured = plan.spec, calibration["units"]
     priced: dict[int, float] = {}
@@ -165,19 +166,73 @@ def apply_calibration(
     plan.caches = [dataclasses.replace(u, gpu_seconds=priced.get(id(u), u.gpu_seconds)) for u in plan.caches]
     units = [*plan.teachers, *plan.caches, *plan.trials]
     plan.gpu_hours = sum(u.gpu_seconds for u in units) / 3600
+    _mark_calibrated(plan, calibration, len(units), len(units) - len(priced))
+
+
+def _usable(plan: Any, calibration: dict[str, Any] | None | str) -> dict[str, Any] | None:
+    """``calibration``, or the study folder's when "auto" (a note says why it is not used), or None."""
+    if calibration == "auto":
+        calibration, note = load_calibration(plan.spec)
+        if note:
+            plan.notes.append(note)
+    return calibration if isinstance(calibration, dict) else None
+
+
+def _mark_calibrated(plan: Any, calibration: dict[str, Any], units: int, uncovered: int) -> None:
     plan.estimate = "calibrated"
-    uncovered = len(units) - len(priced)
     plan.calibration = {
         "device": calibration["device"],
         "measured_at": calibration.get("measured_at", ""),
-        "units": len(units),
+        "units": units,
         "uncovered": uncovered,
     }
     if uncovered:
         plan.notes.append(
-            f"{uncovered} of {len(units)} units are not in the calibration (the study changed since?): "
+            f"{uncovered} of {units} units are not in the calibration (the study changed since?): "
             "their GPU-hours are the FLOP estimate; --calibrate measures them"
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Completion studies: a trial's step depends on (student, teacher shape, teacher mode, block size, batch)
+
+
+def lm_key(student: str, teacher: tuple[int, ...], mode: str, block: int, batch: int) -> str:
+    return f"lm/{student}/{teacher[0]}x{teacher[1]}v{teacher[2]}/{mode}/block{block}/b{batch}"
+
+
+def lm_plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """(key, what to measure, the trial) of every trial of a completion plan."""
+    shapes = {u.name: u.shape for u in plan.teachers}
+    for t in plan.trials:
+        shape, cfg = shapes[t.teacher], t.work.trial
+        block = min(cfg.block_size, shape[3])
+        info = {
+            "kind": "lm_student", "student": t.student, "mode": t.teacher_mode, "block_size": block,
+            "batch_size": cfg.train.batch_size, "layers": shape[0], "hidden": shape[1], "vocab": shape[2],
+            "positions": shape[3], "method_params": dict(cfg.method_params), "topk": cfg.topk,
+        }  # fmt: skip
+        yield lm_key(t.student, shape, t.teacher_mode, block, cfg.train.batch_size), info, t
+
+
+def apply_lm_calibration(plan: Any, calibration: dict[str, Any] | None | str) -> None:
+    """Price a completion plan's trials by measured step times: step_s x epochs x ceil(train blocks / batch)."""
+    calibration = _usable(plan, calibration)
+    if calibration is None:
+        return
+    measured, covered = calibration["units"], 0
+    for key, info, t in lm_plan_units(plan):
+        if key in measured:
+            blocks = max(1, plan.train_tokens // info["block_size"])
+            t.gpu_seconds = measured[key]["step_s"] * _steps(
+                t.work.trial.train.epochs, blocks, info["batch_size"]
+            )
+            covered += 1
+    rate = 1 / 3600
+    plan.totals["trial_hours"] = sum(t.gpu_seconds for t in plan.trials) * rate
+    fixed = plan.totals["teacher_train_hours"] + plan.totals["cache_hours"]
+    plan.totals["wall_hours"] = fixed + plan.totals["trial_hours"] / max(1, plan.spec.max_concurrent_trials)
+    _mark_calibrated(plan, calibration, len(plan.trials), len(plan.trials) - covered)
 
 
 def estimate_line(plan: Any) -> str:

@@ -10,17 +10,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 
-from mlflow.entities import RunStatus  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+from orchestrator.core.errors import StudyError
+from orchestrator.core.paths import local_store, server_log
+from orchestrator.core.process import stop_tree
 
-from orchestrator.sweep.runenv import server_log  # noqa: E402
+REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
 
 FACTOR_TAGS = (
     "task",
@@ -52,8 +55,6 @@ class MlflowServer:
 
     def stop(self) -> None:
         if self.process:
-            from orchestrator.sweep.startup import stop_tree
-
             stop_tree(self.process.pid)  # its workers too
             self.process.wait(timeout=5)
 
@@ -88,17 +89,6 @@ class MlflowServer:
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
         )
-
-
-def local_store_uri(storage: str | Path) -> str:
-    """The study's own SQLite store under ``storage`` (created by nothing here)."""
-    return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
-
-
-def local_store(storage: str | Path) -> tuple[str, Path]:
-    root = Path(storage).resolve() / "mlflow"
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
 
 
 def start_server(
@@ -223,3 +213,39 @@ def record_failure(client: MlflowClient, run_id: str, err: BaseException) -> Non
     client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
     client.set_tag(run_id, "traceback", traceback.format_exc()[-4000:])
     client.set_terminated(run_id, "FAILED")
+
+
+def check_tracking(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Raise StudyError unless the tracking store at ``uri`` can be reached (HTTP: any answer will do)."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: a server without /health, or one behind a proxy
+        except (TimeoutError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise StudyError(
+                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise StudyError(f"MLflow tracking store {uri}: folder {folder} does not exist")
+    elif uri.startswith("file:") or "://" not in uri:
+        return
+    elif not uri.startswith(("databricks", "postgresql", "mysql", "mssql")):
+        raise StudyError(f"MLflow tracking URI {uri}: unknown scheme")
+
+
+def close_parent(client: Any, parent: str | None, err: BaseException) -> None:
+    """Mark the study's parent run FAILED (KILLED when interrupted) with the reason, if MLflow still answers."""
+    if parent is None:
+        return
+    status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+    reason = f"{type(err).__name__}: {err}".strip()[:4000] or type(err).__name__
+    try:
+        client.set_tag(parent, "error", reason)
+        client.set_terminated(parent, status)
+    except Exception:  # noqa: BLE001, S110 - MLflow itself may be what failed; the original error is raised
+        pass

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep.completion_spec import CACHED_MODES, CompletionStudySpec, LMTeacherSettings
-from orchestrator.sweep.spec import stable_key
+from orchestrator.core.paths import scratch_dir, stable_key
+from orchestrator.design.completion_spec import CACHED_MODES, CompletionStudySpec, LMTeacherSettings
+from orchestrator.design.units import CompletionTrial, LMCacheUnit, LMTeacherUnit
 
 # layers, hidden, vocab (CodeXGLUE's tokens included), positions of the hub teachers the profiles name.
 KNOWN_LM_TEACHERS = {"microsoft/CodeGPT-small-py": (12, 768, 50_234, 1024)}
@@ -28,57 +29,6 @@ PY150_CODE_TOKENS = (
 BPE_PER_CODE_TOKEN = 1.35  # measured on the proxy (COMPLETION.md §0.10: 1.30-1.39)
 # Sustained training FLOP/s assumed for the estimate: 2 shared CPU cores; one GPU at about a third of bf16 peak.
 ASSUMED_FLOPS = {"cpu": 2e10, "gpu": 1e14}
-
-
-@dataclass(frozen=True)
-class LMTeacherUnit:
-    name: str
-    source: str
-    key: str
-    folder: str
-    shape: tuple[int, int, int, int]  # layers, hidden, vocab, positions
-    trains: bool
-
-
-@dataclass(frozen=True)
-class LMCacheUnit:
-    teacher: str
-    mode: str  # cached | cached-topk
-
-
-@dataclass
-class CompletionTrial:
-    teacher: str
-    student: str
-    student_init: str
-    teacher_mode: str  # none for lm_only
-    method: str
-    seed: int
-    trial_key: str
-    flops: float = 0.0
-
-    @property
-    def run_name(self) -> str:
-        init = self.student_init.split(":")[0]
-        return (
-            f"completion-{self.student}-{init}-{self.method}-{self.teacher_mode}-{self.teacher}-s{self.seed}"
-        )
-
-    def tags(self, study: str, version: str) -> dict[str, str]:
-        return {
-            "stage": "student",
-            "study": study,
-            "task": "completion",
-            "teacher": self.teacher,
-            "student": self.student,
-            "student_arch": "gpt2",
-            "method": self.method,
-            "seed": str(self.seed),
-            "trial_key": self.trial_key,
-            "teacher_mode": self.teacher_mode,
-            "student_init": self.student_init,
-            "codexglue_version": version,
-        }
 
 
 @dataclass
@@ -93,6 +43,22 @@ class CompletionPlan:
     trials: list[CompletionTrial]
     device: str
     totals: dict[str, float] = field(default_factory=dict)
+    estimate: str = "flops"  # or "calibrated": measured step times on this device (design/calibration.py)
+    calibration: dict[str, Any] = field(default_factory=dict)  # device, measured_at, units, uncovered
+    notes: list[str] = field(default_factory=list)
+    cells: list[Any] = field(default_factory=list)  # no tuning stage for completion studies
+
+    @property
+    def data_key(self) -> str:
+        return self.data_fingerprint
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(v for k, v in self.totals.items() if k != "wall_hours")
+
+    @property
+    def planned_hours(self) -> float:
+        return self.gpu_hours
 
 
 @cache
@@ -196,8 +162,9 @@ def _mode_settings(spec: CompletionStudySpec, mode: str) -> dict[str, Any]:
 
 
 def _expand(
-    spec: CompletionStudySpec, teachers: list[LMTeacherUnit], base: dict, tokens: int
-) -> list[CompletionTrial]:
+    spec: CompletionStudySpec, teachers: list[LMTeacherUnit], base: dict, tokens: int, data: str, version: str,
+    fingerprint: str,
+) -> list[CompletionTrial]:  # fmt: skip
     """Every (teacher, student, init, method, mode, seed); ``lm_only`` runs once with mode ``none``."""
     trials: list[CompletionTrial] = []
     seen: set[str] = set()
@@ -212,9 +179,53 @@ def _expand(
             if key in seen:  # a pretrained init fixes the depth: one trial, not one per student name
                 continue
             seen.add(key)
-            flops = _trial_flops(spec, t, student, mode, tokens)
-            trials.append(CompletionTrial(t.name, student, init, mode, method, seed, key, flops))
+            trial = _trial(spec, t, student, init, method, mode, seed, key, data)
+            trial.tags.update(codexglue_version=version, data_key=fingerprint)
+            trial.flops = _trial_flops(spec, t, student, mode, tokens)
+            trials.append(trial)
     return trials
+
+
+def _trial(
+    spec: CompletionStudySpec, t: LMTeacherUnit, student: str, init: str, method: str, mode: str, seed: int,
+    key: str, data: str,
+) -> CompletionTrial:  # fmt: skip
+    """One trial as the worker runs it: the LM trial (distil; ``lm_only`` is distil without its teacher terms, wired
+    online but reading no signal), its tags, params and identity."""
+    from orchestrator.train.lm_teachers import TeacherTrainConfig
+    from orchestrator.train.lm_trainer import LMTrainConfig
+    from orchestrator.train.lm_trial import LMTrialConfig
+    from orchestrator.train.lm_work import CompletionWork
+
+    params = spec.params_for(method, mode)
+    lm = LMTrialConfig(
+        teacher=t.folder, student=student, student_init=init, method="distil", method_params=params,
+        teacher_mode="online" if mode == "none" else mode, block_size=spec.block_size, data_dir=data,
+        storage=str(Path(spec.storage).resolve() / "completion-cache"), cache_dtype=spec.cache.dtype,
+        topk=spec.cache.topk, online_dtype=spec.online_dtype,
+        train=LMTrainConfig(**spec.student_train.model_dump(), seed=seed, device=spec.device),
+        teacher_train=TeacherTrainConfig(**spec.teacher_train.model_dump()),
+    )  # fmt: skip
+    caps, generation = spec.max_files.model_dump(), spec.generation.model_dump()
+    flat = {
+        **spec.student_train.model_dump(), **{f"method.{k}": v for k, v in params.items()},
+        "teacher": t.name, "student": student, "student_init": init, "teacher_mode": mode, "method": method,
+        "seed": seed, "data": data, "block_size": spec.block_size, **{f"max_files.{k}": v for k, v in caps.items()},
+        **{f"generation.{k}": v for k, v in generation.items()},
+    }  # fmt: skip
+    if mode == "in_training":
+        flat.update({f"teacher_train.{k}": v for k, v in spec.teacher_train.model_dump().items()})
+    tags = {
+        "stage": "student", "study": spec.name, "task": "completion", "teacher": t.name, "student": student,
+        "student_arch": "gpt2", "method": method, "seed": str(seed), "trial_key": key, "teacher_mode": mode,
+        "student_init": init,
+    }  # fmt: skip
+    return CompletionTrial(
+        kind="completion", trial_key=key, run_name=f"completion-{student}-{init.split(':')[0]}-{method}-{mode}-"
+        f"{t.name}-s{seed}", tags=tags, params=flat, teacher=t.name, student=student, method=method, seed=seed,
+        cpus=spec.trial_resources.cpu, scratch=str(scratch_dir(Path(spec.storage).resolve(), spec.name)),
+        student_init=init, teacher_mode=mode, work=CompletionWork(lm, mode, caps, generation),
+    )  # fmt: skip
 
 
 def _estimate(plan: CompletionPlan) -> dict[str, float]:
@@ -236,7 +247,13 @@ def _estimate(plan: CompletionPlan) -> dict[str, float]:
     }
 
 
-def build_completion_plan(spec: CompletionStudySpec) -> CompletionPlan:
+def build_completion_plan(
+    spec: CompletionStudySpec, calibration: dict[str, Any] | None | str = "auto"
+) -> CompletionPlan:
+    """``calibration``: measured step times (design/calibration.py); "auto" reads the study folder's
+    calibration.json when it was measured on this device; None: the FLOP count alone."""
+    from orchestrator.design.calibration import apply_lm_calibration
+
     data = str(Path(spec.data).resolve())
     train = Path(data) / "train.txt"
     stamp = (
@@ -251,60 +268,12 @@ def build_completion_plan(spec: CompletionStudySpec) -> CompletionPlan:
         "train": spec.student_train.model_dump(),
         "generation": spec.generation.model_dump(),
     }
-    trials = _expand(spec, teachers, base, tokens)
+    trials = _expand(spec, teachers, base, tokens, data, version, fingerprint)
     caches = [LMCacheUnit(t.name, m) for t in teachers for m in spec.teacher_modes if m in CACHED_MODES]
     device = "gpu" if spec.trial_resources.gpu > 0 else "cpu"
     plan = CompletionPlan(spec, data, version, fingerprint, tokens, teachers, caches, trials, device)
+    for t in trials:
+        t.gpu_seconds = t.flops / ASSUMED_FLOPS[device]
     plan.totals = _estimate(plan)
+    apply_lm_calibration(plan, calibration)
     return plan
-
-
-def plan_dict(plan: CompletionPlan) -> dict[str, Any]:
-    modes: dict[str, int] = {}
-    for t in plan.trials:
-        modes[t.teacher_mode] = modes.get(t.teacher_mode, 0) + 1
-    return {
-        "study": plan.spec.name,
-        "task": "completion",
-        "data": plan.data,
-        "codexglue_version": plan.codexglue_version,
-        "train_tokens_estimate": plan.train_tokens,
-        "teachers": [asdict(u) for u in plan.teachers],
-        "caches": [asdict(c) for c in plan.caches],
-        "trials": len(plan.trials),
-        "trials_by_teacher_mode": modes,
-        "device": plan.device,
-        "assumed_flops_per_s": ASSUMED_FLOPS[plan.device],
-        "estimate_hours": {k: round(v, 5) for k, v in plan.totals.items()},
-        "trial_keys": [t.trial_key for t in plan.trials],
-    }
-
-
-def _duration(hours: float) -> str:
-    if hours >= 1:
-        return f"{hours:.1f} h"
-    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.1f} s"
-
-
-def describe(plan: CompletionPlan) -> str:
-    d = plan_dict(plan)
-    teachers = ", ".join(
-        f"{u.name} ({u.shape[0]}x{u.shape[1]}, {gpt2_params(*u.shape) / 1e6:.1f}M{', LM-trained first' if u.trains else ''})"
-        for u in plan.teachers
-    )
-    est = {k: _duration(v) for k, v in plan.totals.items()}
-    return "\n".join(
-        [
-            f"completion study {plan.spec.name}: {len(plan.trials)} trials "
-            f"({', '.join(f'{k} {v}' for k, v in d['trials_by_teacher_mode'].items())})",
-            f"data {plan.data} ({plan.codexglue_version}; about {plan.train_tokens:,} train tokens)",
-            f"teachers: {teachers}",
-            f"teacher caches: {len(plan.caches)} (one pass each, shared by every cached trial; in_training runs online)",
-            f"students {plan.spec.students} x init {plan.spec.student_init} x methods {plan.spec.methods} x "
-            f"seeds {plan.spec.seeds}",
-            f"estimated cost on {plan.device} at {d['assumed_flops_per_s']:.0e} FLOP/s: teacher training "
-            f"{est['teacher_train_hours']}, caches {est['cache_hours']}, trials {est['trial_hours']} in all, about "
-            f"{est['wall_hours']} wall with {plan.spec.max_concurrent_trials} concurrent trials (compute only: no "
-            "start-up, no waiting)",
-        ]
-    )

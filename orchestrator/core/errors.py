@@ -7,9 +7,11 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from orchestrator.sweep.spec import StudyError
-
 USER_ERROR = 2
+
+
+class StudyError(ValueError):
+    """A study file, profile or setting is invalid; the message names the place."""
 
 
 def one_line(message: str) -> str:
@@ -20,10 +22,13 @@ def one_line(message: str) -> str:
     return "; ".join(parts)
 
 
-def run_guarded(command: Callable[[], int], debug: bool = False) -> int:
+def run_guarded(
+    command: Callable[[], int], debug: bool = False, errors: tuple[type[BaseException], ...] = ()
+) -> int:
+    """``command()``, with a ``StudyError`` (or one of ``errors``: a missing model, missing data) as one line."""
     try:
         return command()
-    except StudyError as err:
+    except (StudyError, *errors) as err:
         if debug:
             traceback.print_exc()
         print(f"error: {one_line(str(err))}", file=sys.stderr)

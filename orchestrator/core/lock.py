@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.sweep.spec import StudyError
+from orchestrator.core.errors import StudyError
 
 LOCK_NAME = "driver.lock"
 

@@ -1,21 +1,36 @@
 """One completion trial's work, without MLflow: distil (or LM-train) a GPT-2 student, then complete test lines.
 
-It composes the models branch's pieces (``lm_trial.tokenise`` / ``teacher_source``, ``build_gpt2_student``,
-``train_lm``) so the per-epoch validation perplexity can be reported as it comes, then scores line completion on the
+``CompletionWork`` is the typed config the study's planner builds (the LM trial, the data caps, the generation
+settings). ``run_completion_work`` composes ``lm_trial.tokenise`` / ``teacher_source``, ``build_gpt2_student`` and
+``train_lm`` so the per-epoch validation perplexity is reported as it comes, then scores line completion on the
 best-validation weights with ``tasks.completion`` (beam search, CodeXGLUE's evaluator) and measures generation
 speed. An in-training teacher is scored the same way after the trial (it learnt too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from orchestrator.train.lm_trial import LMTrialConfig
 
 _TEXTS: dict[tuple, Any] = {}  # a reused Tune actor keeps the loaded data between trials
+
+
+@dataclass
+class CompletionWork:
+    """What a completion trial runs: the LM trial (``data_dir`` the study's data; ``teacher_mode`` online for
+    ``lm_only``, which reads no teacher signal), the first N files / line samples of each split, and CodeXGLUE's
+    line-completion settings. ``mode`` is the study's teacher mode (``none`` for ``lm_only``)."""
+
+    trial: LMTrialConfig
+    mode: str
+    caps: dict[str, int | None] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
 
 
 def load_data(data: str, caps: dict[str, int | None]) -> tuple[dict[str, list[str]], list[dict]]:
@@ -31,6 +46,12 @@ def load_data(data: str, caps: dict[str, int | None]) -> tuple[dict[str, list[st
         }
         _TEXTS[key] = (texts, load_line_test(Path(data))[: caps.get("line_test")])
     return _TEXTS[key]
+
+
+def with_texts(work: CompletionWork) -> tuple[LMTrialConfig, list[dict]]:
+    """The LM trial with its capped texts loaded, and the line samples."""
+    texts, lines = load_data(str(work.trial.data_dir), work.caps)
+    return dataclasses.replace(work.trial, texts=texts), lines
 
 
 def score_generation(model: Any, tokenizer: Any, lines: list[dict], gen: dict[str, Any]) -> dict[str, Any]:
@@ -55,53 +76,27 @@ def score_generation(model: Any, tokenizer: Any, lines: list[dict], gen: dict[st
     }
 
 
-def lm_trial_config(trial: dict[str, Any], texts: dict[str, list[str]]) -> Any:
-    from orchestrator.train.lm_teachers import TeacherTrainConfig
-    from orchestrator.train.lm_trainer import LMTrainConfig
-    from orchestrator.train.lm_trial import LMTrialConfig
-
-    mode = trial["teacher_mode"]
-    return LMTrialConfig(
-        teacher=trial["teacher_dir"],
-        student=trial["student"],
-        student_init=trial["student_init"],
-        method="distil",
-        method_params=trial["method_params"],
-        # lm_only reads no teacher signal (distil with alpha_ce = alpha_cos = 0); "online" only wires the source.
-        teacher_mode="online" if mode == "none" else mode,
-        block_size=trial["block_size"],
-        texts=texts,
-        storage=trial["cache_storage"],
-        cache_dtype=trial["cache"]["dtype"],
-        topk=trial["cache"]["topk"],
-        online_dtype=trial["online_dtype"],
-        train=LMTrainConfig(**trial["train"], seed=trial["seed"], device=trial["device"]),
-        teacher_train=TeacherTrainConfig(**trial["teacher_train"]),
-    )
-
-
-def run_completion_trial(
-    trial: dict[str, Any], out_dir: Path, on_epoch: Callable[[dict[str, float]], None] | None = None
+def run_completion_work(
+    work: CompletionWork, out_dir: Path, on_epoch: Callable[[dict[str, float]], None] | None = None
 ) -> dict[str, Any]:
     """Train, select on validation perplexity, score on the line test; returns metrics and predictions."""
+    import torch
+
     from kd_methods import build_method
     from models.gpt2_student import build_gpt2_student
     from models.lm_teacher import LMTeacher
-    from orchestrator.train.lm_trainer import evaluate_lm, train_lm
+    from orchestrator.train.lm_trainer import train_lm
     from orchestrator.train.lm_trial import teacher_source, tokenise
-    from orchestrator.train.trainer import resolve_device
 
-    texts, lines = load_data(trial["data"], trial["caps"])
-    cfg = lm_trial_config(trial, texts)
+    cfg, lines = with_texts(work)
     teacher = LMTeacher.load(cfg.teacher)
-    blocks = tokenise(teacher, texts, min(cfg.block_size, teacher.max_positions))
+    blocks = tokenise(teacher, cfg.texts or {}, min(cfg.block_size, teacher.max_positions))
     torch.manual_seed(cfg.train.seed)
     student = build_gpt2_student(cfg.student, teacher.model, cfg.student_init)
-    method = build_method("distil", student.shape, teacher.shape, **cfg.method_params)
+    method = build_method(cfg.method, student.shape, teacher.shape, **cfg.method_params)
     source, cache_info = (None, {}) if method.signals().empty else teacher_source(cfg, teacher, blocks)
     result = train_lm(student, method, blocks, cfg.train, source, out_dir, callback=on_epoch)
-    device = resolve_device(cfg.train.device)
-    test = score_generation(student.model, teacher.tokenizer, lines, trial["generation"])
+    test = score_generation(student.model, teacher.tokenizer, lines, work.generation)
     metrics = {
         "test_es": test["es"],
         "test_em": test["em"],
@@ -121,18 +116,9 @@ def run_completion_trial(
         "train_blocks": float(len(blocks["train"])),
         "test_lines": float(len(lines)),
     }
-    if cache_info.get("cache_bytes"):
-        metrics["cache_bytes"] = float(cache_info["cache_bytes"])
-    for temp, mass in (cache_info.get("mass_kept") or {}).items():
-        metrics[f"topk_mass_kept_T{temp}"] = float(mass)
-    if cfg.teacher_mode == "in_training" and trial["teacher_mode"] != "none":
-        metrics["teacher_val_ppl"] = evaluate_lm(
-            teacher.to(device), blocks["validation"], cfg.train.eval_batch_size, device
-        )["ppl"]
-        own = score_generation(teacher.model, teacher.tokenizer, lines, trial["generation"])
-        metrics.update(teacher_test_es=own["es"], teacher_test_em=own["em"])
-        if result.teacher_losses:
-            metrics["teacher_final_train_loss"] = result.teacher_losses[-1]
+    metrics.update(_cache_metrics(cache_info))
+    if work.mode == "in_training":
+        metrics.update(_teacher_scores(teacher, blocks, lines, work, result))
     return {
         "metrics": metrics,
         "predictions": test["predictions"],
@@ -140,3 +126,28 @@ def run_completion_trial(
         "approximate": bool(cache_info.get("approximate", False)),
         "checkpoint": result.checkpoint,
     }
+
+
+def _cache_metrics(cache_info: dict[str, Any]) -> dict[str, float]:
+    out = {"cache_bytes": float(cache_info["cache_bytes"])} if cache_info.get("cache_bytes") else {}
+    for temp, mass in (cache_info.get("mass_kept") or {}).items():
+        out[f"topk_mass_kept_T{temp}"] = float(mass)
+    return out
+
+
+def _teacher_scores(teacher: Any, blocks: dict, lines: list[dict], work: CompletionWork, result: Any) -> dict:
+    """An in-training teacher after the trial: its validation perplexity and its own line-completion scores."""
+    from orchestrator.core.device import resolve_device
+    from orchestrator.train.lm_trainer import evaluate_lm
+
+    device = resolve_device(work.trial.train.device)
+    out = {
+        "teacher_val_ppl": evaluate_lm(
+            teacher.to(device), blocks["validation"], work.trial.train.eval_batch_size, device
+        )["ppl"]
+    }
+    own = score_generation(teacher.model, teacher.tokenizer, lines, work.generation)
+    out.update(teacher_test_es=own["es"], teacher_test_em=own["em"])
+    if result.teacher_losses:
+        out["teacher_final_train_loss"] = result.teacher_losses[-1]
+    return out

@@ -1,4 +1,4 @@
-"""``python -m orchestrator.study <study> --calibrate``: measured step times for ``--plan`` (sweep/calibration.py).
+"""``python -m orchestrator.study <study> --calibrate``: measured step times for ``--plan`` (design/calibration.py).
 
 Every kind of unit the study runs is timed on the device at hand (a GPU when there is one, else the CPU with the
 threads the study gives a trial or a teacher): a few optimiser steps of the real training loop
@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep.calibration import FORMAT, calibration_path, device_name, plan_units
+from orchestrator.design.calibration import FORMAT, calibration_path, device_name, plan_units
+from orchestrator.design.step_clock import StepClock
 
 CALIBRATION_LABELS = 2  # a binary head for every unit: the label count barely moves a step's cost
 
@@ -95,22 +96,20 @@ class _RandomStates:
 
 
 def _cached_source(info: dict[str, Any], student_shape: Any, n: int, dtype: str) -> tuple[Any, Any]:
-    """(a CachedTeacher over ``n`` random samples holding what the method reads, the teacher's shape)."""
+    """(a CachedTeacher over ``n`` random samples holding what the method reads, the teacher's shape): as a study
+    serves it (``KDMethod.cache_needs``: CKD's Gram numbers, its relations derived on the device)."""
     import torch
 
-    from kd_methods import ModelShape, SignalSpec, build_method
+    from kd_methods import ModelShape, build_method
     from orchestrator.cache.build import _teacher_fields
-    from orchestrator.cache.key import CacheRequest, ckd_layers_for
+    from orchestrator.cache.key import CacheRequest
     from orchestrator.cache.serve import CachedTeacher
 
     tshape = ModelShape(info["layers"], info["hidden"])
-    spec = build_method(info["method"], student_shape, tshape, **info["method_params"]).signals()
-    ckd = ()
-    if info["method"] == "ckd":  # as a study serves CKD: Gram numbers, relations derived on the device
-        ckd = (ckd_layers_for(student_shape.num_layers, tshape.num_layers),)
-        spec = SignalSpec(logits=spec.logits, cls_layers=spec.cls_layers)
-    window = int(info["method_params"].get("window", 10))
-    request = CacheRequest("calibration", "calibration", spec, info["max_length"], dtype, ckd, window)
+    spec, derived = build_method(info["method"], student_shape, tshape, **info["method_params"]).cache_needs()
+    request = CacheRequest(
+        "calibration", "calibration", spec, info["max_length"], dtype, (derived,) if derived else ()
+    )
     ids = [[5] * info["max_length"] for _ in range(n)]
     fields = _teacher_fields(
         _RandomStates(tshape.num_layers, tshape.hidden_size), ids, request, torch.device("cpu")
@@ -118,52 +117,18 @@ def _cached_source(info: dict[str, Any], student_shape: Any, n: int, dtype: str)
     shard = {"dir": "train/shard-0", "start": 0, "end": n, "files": dict.fromkeys(fields, {})}
     manifest = {
         "key": "calibration",
-        "request": {"ckd_window": window, "ckd_layer_sets": [list(s) for s in request.ckd_layer_sets]},
+        "request": request.manifest_request(),
         "samples": {"train": n},
         "shards": {"train": [shard]},
     }
     arrays = {f"train/shard-0/{name}.npy": value for name, value in fields.items()}
-    return CachedTeacher(manifest, arrays, ckd[0] if ckd else None), tshape
-
-
-class _Clock:
-    """Forward-pass start times of a model (training and evaluation), and each evaluation pass's duration."""
-
-    def __init__(self, model: Any, cuda: bool) -> None:
-        self.starts: list[tuple[bool, float]] = []
-        self.evals: list[float] = []
-        self.cuda = cuda
-        self.handles = [model.register_forward_pre_hook(self._pre), model.register_forward_hook(self._post)]
-
-    def _pre(self, module: Any, args: Any) -> None:
-        self.starts.append((module.training, time.perf_counter()))
-
-    def _post(self, module: Any, args: Any, out: Any) -> None:
-        if not module.training:
-            if self.cuda:
-                import torch
-
-                torch.cuda.synchronize()
-            self.evals.append(time.perf_counter() - self.starts[-1][1])
-
-    def step_seconds(self, warmup: int) -> tuple[float, int]:
-        """The median seconds of a training step after ``warmup`` steps (the last ends where evaluation starts):
-        a median, so that a moment of other load on a shared machine does not land in the estimate."""
-        import statistics
-
-        marks = [t for training, t in self.starts if training]
-        marks = [*marks, next(t for training, t in self.starts if not training)][warmup:]
-        gaps = [b - a for a, b in zip(marks, marks[1:], strict=False)]
-        return statistics.median(gaps), len(gaps)
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
+    return CachedTeacher(manifest, arrays, derived), tshape
 
 
 def _timed_train(model: Any, method: Any, encoded: dict[str, Any], source: Any, u: dict[str, Any]) -> dict:
     """The real training loop for ``warmup + steps`` steps; seconds per step and per evaluated sample."""
-    from orchestrator.train.trainer import TrainConfig, resolve_device, train
+    from orchestrator.core.device import resolve_device
+    from orchestrator.train.trainer import TrainConfig, train
     from tasks import get_task
 
     batch = u["batch_size"]
@@ -177,7 +142,7 @@ def _timed_train(model: Any, method: Any, encoded: dict[str, Any], source: Any, 
         device=u["device"],
         precision=u["precision"],
     )
-    clock = _Clock(model, resolve_device(u["device"]).type == "cuda")
+    clock = StepClock(model, resolve_device(u["device"]).type == "cuda")
     try:
         train(model, method, encoded, get_task("defect"), cfg, source)
     finally:
@@ -197,8 +162,8 @@ def _splits(n: int, batch: int, length: int, vocab: int, pad_id: int) -> dict[st
 def _time_student(u: dict[str, Any]) -> dict[str, Any]:
     from kd_methods import build_method
     from models import build_student, get_student_spec
+    from orchestrator.core.device import resolve_device
     from orchestrator.train.online_teacher import OnlineTeacher
-    from orchestrator.train.trainer import resolve_device
 
     sspec = get_student_spec(u["student"])
     length, batch = u["max_length"], u["batch_size"]
@@ -229,17 +194,20 @@ def _time_pass(u: dict[str, Any]) -> dict[str, Any]:
     """The cache builder's own batch loop (teacher forward, CKD's Gram numbers, the copy to the host)."""
     import torch
 
-    from kd_methods import SignalSpec
+    from kd_methods import DerivedRequest, SignalSpec
     from orchestrator.cache.build import _teacher_fields
     from orchestrator.cache.key import CacheRequest
-    from orchestrator.train.trainer import resolve_device
+    from orchestrator.core.device import resolve_device
 
     device = resolve_device(u["device"])
     teacher, vocab = _random_teacher(u, u["max_length"])
     teacher = teacher.to(device).eval()
-    sets = tuple(tuple(s) for s in u["ckd_layer_sets"])
+    derived = tuple(
+        DerivedRequest(d["kind"], tuple(tuple(s) for s in d["layer_sets"]), tuple(d["params"].items()))
+        for d in u["derived"]
+    )
     request = CacheRequest("calibration", "calibration", SignalSpec(**u["signals"]), u["max_length"],
-                           u["cache_dtype"], sets, batch_size=u["batch_size"], precision=u["pass_precision"])  # fmt: skip
+                           u["cache_dtype"], derived, batch_size=u["batch_size"], precision=u["pass_precision"])  # fmt: skip
     ids = _random_split((1 + u["steps"]) * u["batch_size"], u["max_length"], vocab, 1, 4).input_ids
     _teacher_fields(teacher, ids[: u["batch_size"]], request, device)  # warm-up
     start = time.perf_counter()
@@ -249,10 +217,17 @@ def _time_pass(u: dict[str, Any]) -> dict[str, Any]:
     return {"step_s": (time.perf_counter() - start) / u["steps"], "steps_timed": u["steps"]}
 
 
+def _time_lm(u: dict[str, Any]) -> dict[str, Any]:
+    from orchestrator.design.calibrate_lm import time_lm_student
+
+    return time_lm_student(u)
+
+
 TIMERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "student": _time_student,
     "teacher_finetune": _time_finetune,
     "teacher_pass": _time_pass,
+    "lm_student": _time_lm,
 }
 
 
@@ -272,42 +247,59 @@ def _measure(info: dict[str, Any], threads: int | None) -> dict[str, Any]:
             torch.cuda.empty_cache()
 
 
+def _units(spec: Any, plan: Any) -> dict[str, dict[str, Any]]:
+    """Every distinct unit of the plan to time, by its calibration key, with the study's execution settings."""
+    from orchestrator.core.device import cache_precision
+
+    if spec.kind == "completion":
+        from orchestrator.design.calibrate_lm import lm_units
+
+        return {key: {**info, "cache_dtype": spec.cache.dtype} for key, info in lm_units(plan).items()}
+    run = {
+        "precision": spec.precision,
+        "cache_dtype": spec.cache.dtype,
+        "pass_precision": cache_precision(spec.precision),
+    }
+    return {key: {**info, **run} for key, info, _ in plan_units(plan)}
+
+
 def calibrate(
     spec: Any, device: str = "auto", steps: int = 3, warmup: int = 1, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Time every distinct unit of ``spec``'s plan on ``device``; the calibration (see the module docstring)."""
+    """Time every distinct unit of ``spec``'s plan on ``device``; the calibration (see the module docstring). Files
+    a unit needs (a completion study's random teachers and caches) live in the study's scratch folder, removed
+    afterwards."""
     import torch
 
-    from orchestrator.sweep.data_source import resolve_spec_data
-    from orchestrator.sweep.plan import build_plan
-    from orchestrator.train.config import cache_precision
-    from orchestrator.train.trainer import resolve_device, resolve_precision
+    from orchestrator.core.device import resolve_device, resolve_precision
+    from orchestrator.core.paths import scratch, scratch_dir
+    from orchestrator.design.data_source import resolve_spec_data
+    from orchestrator.design.study import build_plan
 
     dev = resolve_device(device)
-    plan = build_plan(resolve_spec_data(spec), calibration=None)
-    units = {key: info for key, info, _ in plan_units(plan)}
+    units = _units(spec, build_plan(resolve_spec_data(spec), calibration=None))
     name, started = device_name(str(dev)), time.perf_counter()
     say(f"calibrating {len(units)} units on {name}: {warmup} warm-up + {steps} timed steps each")
     measured, failed = {}, {}
-    for key, info in units.items():
-        res = spec.teacher_resources if info["kind"] != "student" else spec.trial_resources
-        threads = max(1, int(res.cpu)) if dev.type == "cpu" else None
-        u = {**info, "device": str(dev), "steps": steps, "warmup": warmup, "precision": spec.precision}
-        u.update(cache_dtype=spec.cache.dtype, pass_precision=cache_precision(spec.precision))
-        t0 = time.perf_counter()
-        try:
-            measured[key] = {**info, **_measure(u, threads)}
-        except Exception as err:  # noqa: BLE001 - one unit that cannot run here (memory) keeps its FLOP estimate
-            failed[key] = f"{type(err).__name__}: {err}"
-            say(f"  {key}: failed ({failed[key][:200]}); the plan keeps its FLOP estimate")
-            continue
-        say(f"  {key}: {1000 * measured[key]['step_s']:.1f} ms/step ({time.perf_counter() - t0:.1f} s)")
+    with scratch(scratch_dir(Path(spec.storage).resolve(), spec.name), "calibration-") as work:
+        for key, info in units.items():
+            res = spec.teacher_resources if info["kind"].startswith("teacher") else spec.trial_resources
+            threads = max(1, int(res.cpu)) if dev.type == "cpu" else None
+            u = {**info, "device": str(dev), "steps": steps, "warmup": warmup, "work": str(work)}
+            t0 = time.perf_counter()
+            try:
+                measured[key] = {**info, **_measure(u, threads)}
+            except Exception as err:  # noqa: BLE001 - a unit that cannot run here (memory) keeps its FLOP estimate
+                failed[key] = f"{type(err).__name__}: {err}"
+                say(f"  {key}: failed ({failed[key][:200]}); the plan keeps its FLOP estimate")
+                continue
+            say(f"  {key}: {1000 * measured[key]['step_s']:.1f} ms/step ({time.perf_counter() - t0:.1f} s)")
     return {
         "format": FORMAT,
         "study": spec.name,
         "device": name,
         "torch": torch.__version__,
-        "precision": resolve_precision(spec.precision, dev),
+        "precision": resolve_precision(getattr(spec, "precision", "fp32"), dev),
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "steps": steps,
         "warmup": warmup,

@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.sweep.spec import StudyError, StudySpec
+from orchestrator.core.errors import StudyError
+from orchestrator.design.spec import StudySpec
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -25,8 +26,17 @@ NON_NEGATIVE = {"alpha", "beta", "gamma", "label_weight"}
 SPLITS = ("train", "validation", "test")
 
 
-def check_study(spec: StudySpec) -> None:
-    """Raise one ``StudyError`` listing every problem of ``spec`` found before anything starts."""
+def check_study(spec: Any) -> None:
+    """Raise one ``StudyError`` listing every problem of ``spec`` (either kind) found before anything starts."""
+    if spec.kind == "completion":
+        problems = [
+            *name_problems(spec.name),
+            *storage_problems(spec.storage),
+            *completion_data_problems(spec),
+        ]
+        if problems:
+            raise StudyError("; ".join(problems))
+        return
     problems = [
         *duplicates(spec),
         *name_problems(spec.name),
@@ -108,12 +118,13 @@ def storage_problems(storage: str) -> list[str]:
 
 def data_problems(spec: StudySpec) -> list[str]:
     """The data folder holds every task's three splits (the default folder is built on first use)."""
+    from orchestrator.design.data_source import will_build
     from orchestrator.train.trial import DEFAULT_DATA
     from tasks import is_custom
     from tasks.custom import split_path
 
     builtin = [t for t in spec.tasks if not is_custom(t)]  # a declared task was checked when it was declared
-    if spec.data == "hub" or not builtin:
+    if spec.data == "hub" or not builtin or will_build(spec):  # the default under the storage: built first
         return []
     root = Path(spec.data).expanduser()
     if not root.exists():
@@ -132,6 +143,19 @@ def data_problems(spec: StudySpec) -> list[str]:
         if split_path(root / task, split) is None  # validation: validation.jsonl or valid.jsonl
     ]
     return [f"data: {root} lacks {', '.join(missing)}"] if missing else []
+
+
+def completion_data_problems(spec: Any) -> list[str]:
+    """The completion data folder holds its splits (the default one under the storage is built on first use)."""
+    from orchestrator.design.data_source import will_build
+
+    root = Path(spec.data).expanduser()
+    if will_build(spec) or (root / "train.txt").is_file():
+        return []
+    return [
+        f"data: {root} holds no completion data (train.txt); build the proxy with `python -m tasks.build_local "
+        f"--tasks completion --out {root.parent}` or prepare py150 (docs/COMPLETION_TASK.md)"
+    ]
 
 
 def _looks_like_path(source: str) -> bool:

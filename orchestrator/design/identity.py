@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestrator.sweep.spec import StudySpec
+    from orchestrator.design.spec import StudySpec
 
 SPLITS = ("train", "validation", "test")
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -49,7 +49,7 @@ def data_content(data: str, tasks: list[str]) -> dict[str, str]:
 def data_key(spec: StudySpec) -> str:
     """Identifies the data a study trains on by content (see the module docstring): edited data means new trial keys. A
     declared task (docs/OWN_DATA.md) adds its declaration (without its folder's path) and its files' hashes."""
-    from orchestrator.sweep.spec import stable_key
+    from orchestrator.core.paths import stable_key
     from tasks import is_custom
     from tasks.custom import split_path
 
@@ -66,3 +66,10 @@ def data_key(spec: StudySpec) -> str:
             for d in spec.custom_tasks
         ]
     return stable_key(payload)
+
+
+def trial_data(spec: StudySpec) -> str:
+    """What trials receive as ``data``: ``hub`` or an absolute folder. Tune runs each trial in its own working
+    folder, where a relative ``data/local`` would name another (freshly built) data set than the one the teachers
+    were fine-tuned and cached on: hence absolute."""
+    return "hub" if spec.data == "hub" else str(Path(spec.data).resolve())

@@ -6,29 +6,23 @@ signal: distil with alpha_ce = alpha_cos = 0; one run per (teacher, student, ini
 A teacher is ``random:gpt2`` (tiny, random, its BPE trained on the study's train split), an alias (``codegpt``), a
 hub id or a folder; ``train`` trains it on the LM loss once before the study (the local profile's pre-training on
 the proxy, or a fine-tune of a hub model), keyed by content. Errors name the file, line and key, like
-``spec.load_spec``.
+a classification study's (``study.load_spec`` reads both).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from orchestrator.sweep.spec import PROFILES_DIR, StudyError, _line_of, profiles
+from orchestrator.design.base import Strict, StudyBase, known
 
 TEACHER_MODES = ("cached", "cached-topk", "online", "in_training")
 CACHED_MODES = ("cached", "cached-topk")
 METHODS = ("distil", "lm_only")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LMTrainSettings(_Strict):
+class LMTrainSettings(Strict):
     """``orchestrator.train.lm_trainer.LMTrainConfig`` fields a study sets (HF distiller defaults)."""
 
     epochs: int = Field(3, ge=1)
@@ -43,7 +37,7 @@ class LMTrainSettings(_Strict):
     amp: Literal["bf16"] | None = None
 
 
-class InTrainingSettings(_Strict):
+class InTrainingSettings(Strict):
     """The in-training teacher's own optimiser (``lm_teachers.TeacherTrainConfig``; CodeXGLUE's recipe)."""
 
     lr: float = Field(8e-5, gt=0)
@@ -52,7 +46,7 @@ class InTrainingSettings(_Strict):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
-class LMTeacherSettings(_Strict):
+class LMTeacherSettings(Strict):
     name: str
     source: str  # random:gpt2 | codegpt | hub id | folder
     layers: int = Field(2, ge=1)  # random:gpt2 only (the next four too)
@@ -70,7 +64,7 @@ class LMTeacherSettings(_Strict):
         return self.source.startswith("random:")
 
 
-class DataCaps(_Strict):
+class DataCaps(Strict):
     """Use the first N files / line samples of each split (quick studies); None: all."""
 
     train_files: int | None = Field(None, ge=1)
@@ -78,7 +72,7 @@ class DataCaps(_Strict):
     line_test: int | None = Field(None, ge=1)
 
 
-class GenerationSpec(_Strict):
+class GenerationSpec(Strict):
     """CodeXGLUE's line completion (``tasks.completion.generate.GenerationSettings``)."""
 
     beam_size: int = Field(5, ge=1)
@@ -88,28 +82,23 @@ class GenerationSpec(_Strict):
     codexglue_compat: bool = False
 
 
-class CacheSpec(_Strict):
+class CacheSpec(Strict):
     dtype: Literal["float16", "float32"] = "float16"
     topk: int = Field(64, ge=1)  # cached-topk only
 
 
-class ResourcesSpec(_Strict):
-    cpu: float = Field(1, ge=0)
-    gpu: float = Field(0, ge=0)
+class CompletionStudySpec(StudyBase):
+    kind: ClassVar[str] = "completion"
 
-
-class CompletionStudySpec(_Strict):
-    name: str
-    description: str = ""
     task: Literal["completion"] = "completion"
-    data: str = "data/local/completion"  # a folder in tasks.completion's layout (the proxy or prepared py150)
-    storage: str = "runs"
+    # A folder in tasks.completion's layout (the proxy or prepared py150); the default is built on first use
+    # (under the storage unless ./data/local/completion exists: design/data_source.py).
+    data: str = "data/local/completion"
     teachers: list[LMTeacherSettings]
     students: list[str]
     student_init: list[str] = Field(default_factory=lambda: ["teacher_layers"])
     teacher_modes: list[str] = Field(default_factory=lambda: ["cached"])
     methods: list[str] = Field(default_factory=lambda: ["distil"])
-    seeds: list[int] = Field(default_factory=lambda: [0])
     block_size: int = Field(1024, ge=8)
     max_files: DataCaps = Field(default_factory=DataCaps)
     student_train: LMTrainSettings = Field(default_factory=LMTrainSettings)
@@ -119,17 +108,7 @@ class CompletionStudySpec(_Strict):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     online_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
-    trial_resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    teacher_resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_concurrent_trials: int = Field(2, ge=1)
     max_failures: int = Field(0, ge=0)
-
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, v: str) -> str:
-        if "://" in v:
-            raise ValueError(f"storage must be a file system path every node sees, got '{v}'")
-        return v
 
     @field_validator("teachers")
     @classmethod
@@ -153,7 +132,7 @@ class CompletionStudySpec(_Strict):
     def _students(cls, v: list[str]) -> list[str]:
         from models.gpt2_student import LM_STUDENTS
 
-        return _known(v, sorted(LM_STUDENTS, key=lambda s: (len(s), s)), "student")
+        return known(v, sorted(LM_STUDENTS, key=lambda s: (len(s), s)), "student")
 
     @field_validator("student_init")
     @classmethod
@@ -176,12 +155,12 @@ class CompletionStudySpec(_Strict):
                     f"teacher mode '{mode}': in_training cannot use a teacher cache (the teacher's weights change "
                     "every step, so there is nothing to share); use 'in_training' alone (it runs online)"
                 )
-        return _known(v, list(TEACHER_MODES), "teacher mode")
+        return known(v, list(TEACHER_MODES), "teacher mode")
 
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str]) -> list[str]:
-        return _known(v, list(METHODS), "method")
+        return known(v, list(METHODS), "method")
 
     @model_validator(mode="after")
     def _params(self) -> CompletionStudySpec:
@@ -210,63 +189,3 @@ class CompletionStudySpec(_Strict):
         if method == "lm_only":
             return {**params, "alpha_ce": 0.0, "alpha_cos": 0.0}
         return {**params, "alpha_cos": 0.0} if mode == "cached-topk" else params
-
-    @property
-    def study_dir(self) -> Path:
-        return Path(self.storage) / self.name
-
-
-def _known(values: list[str], valid: list[str], what: str) -> list[str]:
-    if not values:
-        raise ValueError(f"at least one {what} is needed; valid: {valid}")
-    for v in values:
-        if v not in valid:
-            raise ValueError(f"unknown {what} '{v}'; valid: {valid}")
-    return values
-
-
-def _resolve(name_or_path: str | Path) -> Path | None:
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
-    return path if path.is_file() else None
-
-
-def is_completion_study(name_or_path: str | Path) -> bool:
-    """Whether a profile name or YAML file is a completion study (``task: completion``)."""
-    path = _resolve(name_or_path)
-    if path is None:
-        return False
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return False
-    return isinstance(raw, dict) and raw.get("task") == "completion"
-
-
-def load_completion_spec(
-    name_or_path: str | Path, overrides: dict[str, Any] | None = None
-) -> CompletionStudySpec:
-    path = _resolve(name_or_path)
-    if path is None:
-        raise StudyError(
-            f"unknown study '{name_or_path}': not a file, and not a profile; profiles: {profiles()}"
-        )
-    text = path.read_text()
-    try:
-        node, raw = yaml.compose(text), yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise StudyError(f"{path}: invalid YAML: {err}") from None
-    raw.setdefault("name", path.stem)
-    raw.update(overrides or {})
-    try:
-        return CompletionStudySpec.model_validate(raw)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = tuple(e["loc"])
-            where = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(node, loc)
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            lines.append(f"{path}:{line}: {where}: {msg}" if line else f"{path}: {where}: {msg}")
-        raise StudyError("invalid study:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,103 @@
+"""Where a study's files go: everything under ``--storage`` (Ray's temp folder, trial scratch, the MLflow store and
+server log, default data), and the content keys that name what is stored there.
+
+What still lands outside the storage (docs/OWN_DATA.md, "Where files go"): Ray's own ``~/.ray`` (its token auth
+file, when Ray enables token auth), a short symlink ``/tmp/kdr-<hash>`` while a study whose storage path is too long
+for Unix sockets runs (removed at the end), and the study index ``studies.json`` (``KDSTUDY_STATE_DIR``, default
+``~/.local/state/kdstudy``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+# Ray puts Unix sockets at <temp>/session_<date>_<time>_<micros>_<pid>/sockets/plasma_store: about 64 characters
+# after the temp folder, and a socket path may hold at most 107 (Linux sun_path).
+SOCKET_PATH_MAX = 107
+RAY_SESSION_SUFFIX = 66
+
+
+def stable_key(payload: Any) -> str:
+    """A short content hash of JSON-able settings (trial keys, unit keys)."""
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def scratch_dir(storage: str | Path, study: str) -> Path:
+    """Where trials write checkpoints before MLflow takes them (emptied as each trial ends)."""
+    return Path(storage) / study / "scratch"
+
+
+@contextlib.contextmanager
+def scratch(folder: str | Path, prefix: str = "trial-") -> Iterator[Path]:
+    """A fresh folder under ``folder`` (the study's scratch, under the storage, not /tmp), removed afterwards."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=folder))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def local_store_uri(storage: str | Path) -> str:
+    """The study's own SQLite store under ``storage`` (created by nothing here)."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
+
+
+def local_store(storage: str | Path) -> tuple[str, Path]:
+    root = Path(storage).resolve() / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
+
+
+def existing_store(storage: str | Path) -> str | None:
+    """``MLFLOW_TRACKING_URI``, or the study's own SQLite store under ``storage`` if it exists (never created)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    db = Path(storage).resolve() / "mlflow" / "mlflow.db"
+    return f"sqlite:///{db}" if db.is_file() else None
+
+
+def server_log(storage: str | Path) -> Path:
+    path = Path(storage).resolve() / "mlflow" / "server.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
+    """Ray's temp folder for a study that starts its own Ray: ``<storage>/ray``.
+
+    Returns (the path to hand Ray, a symlink to remove afterwards or None, a note for the console or None). When
+    ``<storage>/ray`` is too long for Ray's socket paths, a short symlink ``/tmp/kdr-<hash>`` points at it (the
+    files still live under the storage) and the note says so."""
+    target = (Path(storage).resolve() / "ray").resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX:
+        return str(target), None, None
+    digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
+    # /tmp itself, not TMPDIR: the point is a short path
+    link = (Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())) / f"kdr-{digest}"
+    if link.is_symlink() and os.readlink(link) != str(target):
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(target, target_is_directory=True)
+    note = (
+        f"Ray's temp folder is {target}; its path is too long for Unix sockets ({len(str(target))} characters, "
+        f"at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX}), so Ray reaches it through the symlink {link} "
+        "(removed at the end)"
+    )
+    return str(link), link, note
+
+
+def remove_link(link: Path | None) -> None:
+    if link is not None and link.is_symlink():
+        link.unlink()

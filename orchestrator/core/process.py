@@ -1,0 +1,84 @@
+"""A study process's set-up: its environment (set by the command's ``main`` or ``run_study``, never at import), Ray
+started on loopback with its temp folder under the storage (or joined), and stopping what the driver started."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from orchestrator.core.log import QUIET, VERBOSE_ENV, log, verbose
+from orchestrator.core.paths import ray_temp_dir
+
+LOOPBACK = (
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: a Ray started here listens on 127.0.0.1 only (ENVIRONMENT.md)
+)
+
+
+def study_env(address: str | None = None) -> None:
+    """Quiet telemetry and tokenizers, and keep a Ray started here on loopback. Ray reads ``LOOPBACK`` when it is
+    first imported, so a command calls this before anything imports ray; a driver joining a cluster
+    (``address`` or RAY_ADDRESS) starts no Ray here and leaves it alone."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault(LOOPBACK, "0")
+
+
+def worker_env() -> dict[str, str]:
+    """Variables every Ray worker of the study needs: how quiet it is (declared tasks travel in the trial config)."""
+    return {k: os.environ[k] for k in (*QUIET, VERBOSE_ENV) if k in os.environ}
+
+
+def start_ray(
+    address: str | None, env: dict[str, str], storage: Path | None = None
+) -> tuple[bool, Path | None]:
+    """Join ``address`` (or RAY_ADDRESS) or start Ray here with its temp folder under the storage and ``env`` (plus
+    ``worker_env``) for every worker. Returns (whether this call started Ray, a symlink to remove once it stops)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    study_env(address)  # before ray is imported (a no-op when it was set already)
+    import ray
+
+    if ray.is_initialized():
+        return False, None
+    if address:
+        # Joining a cluster (or running as a Ray job): the job's own runtime environment (its working_dir) is
+        # merged with ours (Ray >= 2.8), which only adds quietness; trials get the tracking URI as a parameter.
+        extra = worker_env()
+        ray.init(
+            address=address, log_to_driver=False, **({"runtime_env": {"env_vars": extra}} if extra else {})
+        )
+        return True, None
+    temp_dir, link, note = ray_temp_dir(storage) if storage is not None else (None, None, None)
+    if note:
+        log(note)
+    ray.init(
+        address="local",
+        runtime_env={"env_vars": {**env, **worker_env()}},
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp_dir,
+        logging_level="INFO" if verbose() else "WARNING",
+    )
+    return True, link
+
+
+def stop_tree(pid: int, timeout: float = 20.0) -> None:
+    """Stop a process this driver started and everything it started (``mlflow server`` runs its workers as
+    children: stopping only the parent can leave them listening). SIGTERM first, SIGKILL what is left."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(alive, timeout=5)

@@ -1,0 +1,88 @@
+"""What a classification plan knows without loading weights or downloading data: teacher shapes (a table of the
+studies' teachers, else a local config), student parameter counts (a meta-device build), split sizes (the local
+data's manifest, the hub's published sizes, a declared task's files) and mean tokens per sample."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from kd_methods import ModelShape
+from orchestrator.train.trial import TEACHER_ALIASES
+from tasks import get_task
+
+# Shapes of the teachers the studies name, so --plan needs no download. Others are read from a local config.
+KNOWN_TEACHERS: dict[str, tuple[int, int, int]] = {  # layers, hidden, parameters
+    "microsoft/unixcoder-base": (12, 768, 126_000_000),
+    "answerdotai/ModernBERT-base": (22, 768, 149_000_000),
+    "microsoft/CodeGPT-small-py": (12, 768, 124_000_000),
+    "minilm": (6, 384, 22_700_000),
+}
+# Hub split sizes (STUDY.md) and mean teacher tokens per sample at max length 512, for estimates before download.
+HUB_SAMPLES = {
+    "defect": {"train": 21854, "validation": 2732, "test": 2732},
+    "clone": {"train": 90102, "validation": 41541, "test": 415416},
+    "exception": {"train": 18480, "validation": 2088, "test": 10348},
+}
+MEAN_TOKENS_512 = {"defect": 380, "clone": 460, "exception": 230}
+MEAN_TOKENS_DECLARED = 512  # a declared task (docs/OWN_DATA.md): plan for full-length inputs, an upper bound
+
+
+def teacher_shape(t: Any) -> tuple[ModelShape, int, str | None]:
+    """(shape, parameter estimate, note) of a teacher (``TeacherSettings``), without loading weights."""
+    if t.source.startswith("random:"):
+        layers, hidden = t.layers or 2, t.hidden or 64
+        return ModelShape(layers, hidden), 12 * layers * hidden * hidden, None
+    source = TEACHER_ALIASES.get(t.source, t.source)
+    if source in KNOWN_TEACHERS or t.source in KNOWN_TEACHERS:
+        layers, hidden, params = KNOWN_TEACHERS.get(source) or KNOWN_TEACHERS[t.source]
+        return ModelShape(layers, hidden), params, None
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(source, local_files_only=True, trust_remote_code=t.trust_remote_code)
+        shape = ModelShape(cfg.num_hidden_layers, cfg.hidden_size)
+        return shape, 12 * cfg.num_hidden_layers * cfg.hidden_size**2, None
+    except Exception:  # noqa: BLE001 - unknown offline: plan with a RoBERTa-base shape and say so
+        return (
+            ModelShape(12, 768),
+            125_000_000,
+            f"teacher '{t.name}': shape unknown offline, planned as 12x768",
+        )
+
+
+@cache
+def student_parameters(student: str, num_labels: int) -> int:
+    """A student's parameter count, from a model built on the meta device (no memory, no time)."""
+    import torch
+
+    from models import build_student, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(build_student(student, num_labels))
+
+
+def split_sizes(spec: Any, task: str) -> dict[str, int]:
+    """Samples per split of ``task`` as the study will read them (capped by ``max_samples``)."""
+    from tasks import is_custom
+
+    if is_custom(task):
+        sizes = get_task(task).split_sizes()  # type: ignore[attr-defined]
+    elif spec.data == "hub":
+        sizes = dict(HUB_SAMPLES[task])
+    else:
+        manifest = Path(spec.data) / "manifest.json"
+        # build_local writes tasks.<task>.counts; the top-level "counts" is the older layout
+        m = json.loads(manifest.read_text()) if manifest.exists() else {}
+        counts = m.get("tasks", {}).get(task, {}).get("counts") or m.get("counts", {}).get(task)
+        sizes = dict(counts) if isinstance(counts, dict) else {"train": 2000, "validation": 300, "test": 300}
+    if spec.max_samples:
+        sizes = {k: min(v, spec.max_samples) for k, v in sizes.items()}
+    return sizes
+
+
+def mean_tokens(spec: Any, task: str) -> float:
+    """Mean teacher tokens per sample of ``task`` at the study's max length."""
+    return MEAN_TOKENS_512.get(task, MEAN_TOKENS_DECLARED) * min(spec.student_train.max_length, 512) / 512

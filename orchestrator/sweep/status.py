@@ -1,0 +1,118 @@
+"""``--status``, for either kind, with counts that are true: a RUNNING run is "running" only while a live driver
+holds the study's lock (else it is "orphaned": its driver died), each failed trial counts once, and finished runs
+whose key is no longer planned (the data or the settings changed since) are counted apart instead of as done."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.errors import StudyError
+from orchestrator.core.lock import StudyLock
+
+
+def require_store(spec: Any, uri: str) -> None:
+    """A local store that does not exist holds no study: say so instead of creating an empty one."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise StudyError(
+            f"no study '{spec.name}' under storage {spec.storage} (no MLflow store at {uri}); "
+            "pass the --storage it ran with, or MLFLOW_TRACKING_URI"
+        )
+
+
+def driver_of(spec: Any) -> str | None:
+    """The live driver holding the study, described, or None."""
+    holder = StudyLock(Path(spec.storage).resolve() / spec.name).holder()
+    return holder.describe() if holder and holder.alive() else None
+
+
+def trial_counts(runs: list[Any], planned: set[str], data_key: str, driver: str | None) -> dict[str, Any]:
+    """Done / running / orphaned / failed / stale from the study's ``student`` runs."""
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    done = {r.data.tags.get("trial_key") for r in finished} & planned
+    live = [r for r in runs if r.info.status == "RUNNING"]
+    failed: dict[str, Any] = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time or 0):
+        key = r.data.tags.get("trial_key")
+        if r.info.status == "FAILED" and key not in done and key in planned:
+            failed[key] = r  # the latest attempt of each failed trial, once
+    stale = [r for r in finished if r.data.tags.get("trial_key") not in planned]
+    other_data = [r for r in stale if r.data.tags.get("data_key", "") != data_key]
+    return {
+        "done": len(done),
+        "running": len(live) if driver else 0,
+        "orphaned": 0 if driver else len(live),
+        "driver": driver,
+        "failed": len(failed),
+        "remaining": len(planned - done),
+        "stale_finished": len(stale),
+        "stale_data": len(other_data),
+        "failed_trials": [
+            {"run": r.info.run_name, "trial_key": k, "error": r.data.tags.get("error", "")}
+            for k, r in failed.items()
+        ],
+    }
+
+
+def status(spec: Any) -> dict[str, Any]:
+    """Done, running, orphaned, failed and remaining trials, from MLflow and the study's lock (either kind)."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.core import tracking
+    from orchestrator.core.paths import local_store_uri
+    from orchestrator.design.data_source import resolve_spec_data
+    from orchestrator.design.study import build_plan
+    from orchestrator.sweep.tuning import resolve_final, tuning_status
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(spec.storage)
+    require_store(spec, uri)
+    tracking.check_tracking(uri)
+    client = MlflowClient(uri)
+    # the data as the run resolved it (data_source.py), so trial keys and the data key agree with the run's
+    spec = resolve_spec_data(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
+    plan = build_plan(spec)
+    exp = client.get_experiment_by_name(spec.name)
+    if exp is None:
+        raise StudyError(f"no study '{spec.name}' in {uri}; run it first, or pass the --storage it ran with")
+    plan, _ = resolve_final(plan, client, exp.experiment_id)
+    planned = {
+        t.trial_key for t in plan.trials
+    }  # a tuned study's final trials are keyed by their cell's best
+    runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
+    return {
+        "study": spec.name,
+        **({"task": "completion"} if spec.kind == "completion" else {}),
+        "tracking_uri": uri,
+        "planned": len(planned),
+        **trial_counts(runs, planned, plan.data_key, driver_of(spec)),
+        "tuning": tuning_status(plan, client, exp.experiment_id),
+    }
+
+
+def status_lines(st: dict[str, Any]) -> list[str]:
+    """``--status`` as text."""
+    lines = [
+        f"study {st['study']} ({st['tracking_uri']}): {st['done']}/{st['planned']} done, "
+        f"{st['running']} running, {st['failed']} failed, {st['remaining']} remaining"
+    ]
+    if st["driver"]:
+        lines.append(f"  driver running it: {st['driver']}")
+    if st["orphaned"]:
+        lines.append(
+            f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"
+        )
+    if st["stale_finished"]:
+        why = f"{st['stale_data']} on other data: the data changed since" if st["stale_data"] else ""
+        lines.append(
+            f"  {st['stale_finished']} finished run(s) no longer match the study ({why or 'settings changed'}); "
+            "not counted as done"
+        )
+    if st["tuning"]:
+        tu = st["tuning"]
+        lines.append(
+            f"  tuning: {tu['cells_done']}/{tu['cells']} cells tuned, "
+            f"{tu['trials_finished']}/{tu['trials_planned']} tuning trials finished"
+        )
+    lines += [f"  FAILED {f['run']}: {f['error']}" for f in st["failed_trials"]]
+    return lines
