@@ -275,7 +275,7 @@ def test_changed_data_changes_every_key(tmp_path, local_data):
     after = build_plan(spec)
     assert not {t.trial_key for t in after.trials} & {t.trial_key for t in before.trials}
     assert after.teachers[0].key != before.teachers[0].key
-    assert all(t.tags("d")["data_key"] == after.trials[0].settings["data"] for t in after.trials)
+    assert all(t.tags["data_key"] == after.trials[0].settings["data"] for t in after.trials)
 
 
 def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other_data(tmp_path, local_data):
@@ -321,6 +321,21 @@ def test_node_death_is_told_from_a_failing_trial():
     assert is_node_loss(RayActorError(None, "The actor died because its node has died. Node Id: 01ab"))
     assert not is_node_loss(RayActorError(None, "The actor died because its worker process has died."))
     assert not is_node_loss(ValueError("its node has died"))  # raised by trial code: a real failure
+
+
+def test_the_node_loss_refund_is_installed_only_on_a_ray_it_knows():
+    """The refund wraps a Ray internal (Trial.handle_error): another Ray version, or a Trial without it, is refused
+    with the reason (the study then counts a lost node as plain Tune does) instead of patching blindly."""
+    import ray
+    from ray.tune.experiment.trial import Trial
+
+    from orchestrator.sweep.node_loss import refund_node_loss, unsupported
+
+    assert unsupported(ray.__version__, Trial) is None
+    assert "outside the versions" in unsupported("2.10.0", Trial)
+    assert "outside the versions" in unsupported("3.1.0", Trial)
+    assert "handle_error" in unsupported(ray.__version__, type("Trial", (), {}))
+    assert refund_node_loss() and getattr(Trial.handle_error, "_refunds_node_loss", False)
 
 
 LISTENERS = """

@@ -23,12 +23,15 @@ def one_line(message: str) -> str:
 
 
 def run_guarded(
-    command: Callable[[], int], debug: bool = False, errors: tuple[type[BaseException], ...] = ()
+    command: Callable[[], int], debug: bool = False, user_error: Callable[[BaseException], bool] | None = None
 ) -> int:
-    """``command()``, with a ``StudyError`` (or one of ``errors``: a missing model, missing data) as one line."""
+    """``command()``, with a ``StudyError`` (or an error ``user_error`` says the user caused: a missing model) as
+    one line."""
     try:
         return command()
-    except (StudyError, *errors) as err:
+    except Exception as err:
+        if not (isinstance(err, StudyError) or (user_error is not None and user_error(err))):
+            raise
         if debug:
             traceback.print_exc()
         print(f"error: {one_line(str(err))}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -78,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
 
     study_env(args.address)  # before anything imports ray: a Ray started here listens on loopback only
     set_verbosity(args.verbose)
-    return run_guarded(lambda: _command(args), args.debug, _user_errors())
+    return run_guarded(lambda: _command(args), args.debug, _missing_model)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors a user causes beside a bad study file: a model or data that is not there (one line, exit 2)."""
-    from models.teacher import ModelNotAvailableError
-
-    return (ModelNotAvailableError,)
+def _missing_model(err: BaseException) -> bool:
+    """A model that is not there (offline, a typo) is the user's to fix: one line, exit 2. Raised, its module is
+    loaded: nothing is imported here for it."""
+    teacher = sys.modules.get("models.teacher")
+    return teacher is not None and isinstance(err, teacher.ModelNotAvailableError)
 
 
 def _command(args: argparse.Namespace) -> int:
