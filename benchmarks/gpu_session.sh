@@ -11,9 +11,9 @@
 # Steps, in order (timing first, alone on the GPU; then the two result-only runs side by side):
 #   1. overhead --size paper (bf16): cached/FT and the FT step        (targets: <= 1.05 KD/DIST/PKD, <= 1.5 CKD, 5 ms)
 #   2. overhead --size paper --precision fp32 --methods kd            (the fp32 step beside bf16)
-#   3. packing --size paper                                           (target: >= 4x trials per hour)
-#   4. benchmarks/cuda_prefetch_check.py                              (the CUDA prefetch path gives the same training)
-#   5. study full --plan --calibrate --json                           (the full study's GPU-hours, measured steps)
+#   3. study full --plan --calibrate --json                           (the full study's GPU-hours, measured steps)
+#   4. packing --size paper                                           (target: >= 4x trials per hour)
+#   5. benchmarks/cuda_prefetch_check.py                              (the CUDA prefetch path gives the same training)
 #   6. transfer --size gpu  &  completion-kd --size gpu               (knowledge transfer; distil vs LM-only)
 set -uo pipefail
 PY=${PYTHON:-python3}
@@ -46,18 +46,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$RES/gpu.
 $PY -c "import torch, transformers; print(torch.__version__, transformers.__version__)" >>"$RES/gpu.txt" 2>&1
 run overhead_paper 150 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \
   --out "$RES/overhead_paper.json"
-run overhead_fp32 50 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \
+run overhead_fp32 45 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \
   --precision fp32 --methods kd --out "$RES/overhead_paper_fp32.json"
+run calibrate_full 170 $PY -m orchestrator.study "$CAL_STUDY" --plan --calibrate --json --storage "$WORK/st"
+cp "$WORK"/st/*/calibration.json "$RES/calibration_full.json" 2>/dev/null
 run packing_paper 100 $PY -m orchestrator.bench packing --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w2" \
   --out "$RES/packing_paper.json"
-run prefetch_check 45 $PY benchmarks/cuda_prefetch_check.py --data "$DATA/local" ${PREFETCH_ARGS:-} --out "$RES/prefetch_check.json"
-run calibrate_full 150 $PY -m orchestrator.study "$CAL_STUDY" --plan --calibrate --json --storage "$WORK/st"
-cp "$WORK"/st/*/calibration.json "$RES/calibration_full.json" 2>/dev/null
+run prefetch_check 40 $PY benchmarks/cuda_prefetch_check.py --data "$DATA/local" ${PREFETCH_ARGS:-} --out "$RES/prefetch_check.json"
 pack
 
 # Result-only runs, side by side (their seconds are contended; their scores are not).
-run transfer_gpu 300 $PY -m orchestrator.bench transfer --size "$RESULT_SIZE" --data "$DATA/${TRANSFER_DATA:-local}" \
-  --work "$WORK/w3" --out "$RES/transfer_gpu.json" &
+if [ -n "${TRANSFER_DATA:-}" ]; then  # the transfer check's gpu size needs its own data (TRANSFER_SIZES["gpu"])
+  run transfer_gpu 300 $PY -m orchestrator.bench transfer --size "$RESULT_SIZE" --data "$DATA/$TRANSFER_DATA" \
+    --work "$WORK/w3" --out "$RES/transfer_gpu.json" ${TRANSFER_ARGS:-} &
+fi
 run completion_kd 300 $PY -m orchestrator.bench completion-kd --size "$RESULT_SIZE" --data "$DATA/completion" \
   --work "$WORK/w4" --out "$RES/completion_kd_gpu.json" &
 wait
