@@ -185,9 +185,9 @@ class CustomTask(Task):
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
-        from tasks.base import _check_scores
+        from tasks.scoring import check_scores
 
-        logits, labels = _check_scores(self.name, logits, labels, self.num_labels)
+        logits, labels = check_scores(self.name, logits, labels, self.num_labels)
         preds = logits.argmax(axis=1)
         out = {
             "accuracy": float(accuracy_score(labels, preds)),
