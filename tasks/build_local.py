@@ -43,13 +43,13 @@ does nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import warnings
 from collections import Counter
 from pathlib import Path
 
+from tasks.cli_errors import OneLineArgumentParser, fail
 from tasks.completion.proxy import ProxySettings, build_completion_proxy
 from tasks.examples import SPLITS
 from tasks.local_defect_clone import build_clone, build_defect
@@ -211,7 +211,7 @@ def build_local(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m tasks.build_local",
         description="Build local JSON Lines versions of the defect, clone and exception tasks from source code on "
         "this machine (defect and clone are proxies; see the module docstring).",
@@ -234,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         proxy = ProxySettings(max_mb=args.completion_mb, line_samples=args.completion_lines, seed=args.seed)
         paths = build_local(args.out, sizes, args.tasks, seed=args.seed, completion=proxy)
-    except (ValueError, RuntimeError) as exc:
-        parser.exit(2, f"error: {exc}\n")
+    except (ValueError, RuntimeError, OSError) as exc:  # OSError: an --out that cannot be written
+        fail(exc)
     manifest = _read_manifest(args.out)
     for task, path in paths.items():
         if task == "completion":
