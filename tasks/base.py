@@ -183,18 +183,20 @@ class Task(abc.ABC):
 
     # ---------------------------------------------------------------------------------------- the hub
 
-    def hub_rows(self, split: str, n_rows: int, seed: int) -> np.ndarray | None:
-        """Which rows of a hub split to use (None: all). Clone detection overrides this with its 10% sample."""
+    def hub_rows(self, split: str, n_rows: int, data_seed: int) -> np.ndarray | None:
+        """Which rows of a hub split to use (None: all). Clone detection overrides this with its 10% sample,
+        drawn with the study's ``data_seed`` (never a trial's seed: every trial must see the same rows)."""
         return None
 
     def load_hub(
-        self, seed: int = 0, max_samples: int | None = None, *, cache_dir: str | Path | None = None
+        self, data_seed: int = 0, max_samples: int | None = None, *, cache_dir: str | Path | None = None
     ) -> TaskData:
         """Load the task's Hugging Face dataset with ``datasets.load_dataset`` and map its splits.
 
-        Offline (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set, or the hub unreachable) only a cached copy is used,
-        and without one HubUnavailableError comes at once instead of the library's long retries.
-        ``cache_dir`` is passed to ``load_dataset`` (default: the Hugging Face cache).
+        ``data_seed`` picks the rows of a sampled split (clone detection's 10%): one per study, so the data do not
+        change with a trial's seed. Offline (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set, or the hub unreachable)
+        only a cached copy is used, and without one HubUnavailableError comes at once instead of the library's
+        long retries. ``cache_dir`` is passed to ``load_dataset`` (default: the Hugging Face cache).
         """
         check_max_samples(max_samples)
         ds = load_hub_dataset(self.name, self.hf_id, self.hf_config, cache_dir)
@@ -202,7 +204,7 @@ class Task(abc.ABC):
         for split in SPLITS:
             hf_split = hub_split(ds, split, self.name, self.hf_id)
             part = ds[hf_split]
-            rows = self.hub_rows(split, len(part), seed)
+            rows = self.hub_rows(split, len(part), data_seed)
             if rows is not None:
                 part = part.select(rows)
             if max_samples is not None and len(part) > max_samples:

@@ -205,7 +205,7 @@ class CustomTask(Task):
         """This task's own data folder (``directory`` is ignored: a declared task names its data)."""
         return super().load_jsonl(self.data_dir, max_samples=max_samples)
 
-    def load_hub(self, seed: int = 0, max_samples: int | None = None, **_: Any) -> TaskData:
+    def load_hub(self, data_seed: int = 0, max_samples: int | None = None, **_: Any) -> TaskData:
         return self.load_jsonl(max_samples=max_samples)
 
     def split_sizes(self) -> dict[str, int]:
