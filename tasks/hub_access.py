@@ -3,7 +3,9 @@
 
 Offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, or the hub unreachable) ``datasets`` 5 resolves a hub id only
 from its own cache of prepared Arrow files (``$HF_HOME/datasets/<org>___<name>/<config>/<version>/<hash>``,
-written by an earlier online ``load_dataset``); without one it fails at once, as ``HubUnavailableError`` here.
+written by an earlier online ``load_dataset``). When that has no copy but the hub cache holds the repository's
+files (``hf download --repo-type dataset <id>``, tasks/hub_cache.py), the snapshot folder is loaded instead: the
+same files, read by the same parquet builder. Without either it fails at once, as ``HubUnavailableError``.
 """
 
 from __future__ import annotations
@@ -129,13 +131,21 @@ def load_hub_dataset(
     HubUnavailableError (one line) when no copy can be had."""
     import datasets
 
+    from tasks.hub_cache import hub_snapshot
+
     offline = hub_offline_requested() or not hub_reachable()
+    where = str(cache_dir) if cache_dir is not None else None
     try:
         with forced_offline(offline):
-            return datasets.load_dataset(
-                hf_id, hf_config, cache_dir=str(cache_dir) if cache_dir is not None else None
-            )
+            return datasets.load_dataset(hf_id, hf_config, cache_dir=where)
     except Exception as exc:  # the library raises many types here (connection, not found, cache misses)
+        snapshot = hub_snapshot(hf_id, "dataset") if offline else None
+        if snapshot is None:
+            raise HubUnavailableError(unavailable(task, hf_id, hf_config, offline, exc)) from exc
+    try:  # the repository's files from `hf download`, read as the hub's own parquet configs
+        with forced_offline(True):
+            return datasets.load_dataset(str(snapshot), hf_config, cache_dir=where)
+    except Exception as exc:
         raise HubUnavailableError(unavailable(task, hf_id, hf_config, offline, exc)) from exc
 
 
