@@ -342,11 +342,8 @@ def main(argv: list[str] | None = None) -> int:
 
         data = args.data or args.hf_home / "kdstudy-local-data"
         if args.data is None:
-            build_local(data, tasks=["defect", "clone", "exception", "completion"])
-        names = ["defect", "clone", "exception"] + (
-            ["completion_line"] if (data / "completion").is_dir() else []
-        )
-        written = write_hub_datasets(args.hf_home, data, names)
+            build_local(data)
+        written = write_hub_datasets(args.hf_home, data, ["defect", "clone", "exception", "completion_line"])
         texts = [
             rec.get("func") or rec.get("func1") or rec["function"]
             for task in ("defect", "clone", "exception")

@@ -18,12 +18,13 @@ the hub schemas (a defect row's ``project``/``commit_id``, a clone row's ``id1``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,6 +174,20 @@ def _prepare_arrow(layout: HubDatasetLayout, snapshot: Path, datasets_root: Path
     return target
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """The writer prints no progress bars (``datasets`` draws one per split it converts or prepares)."""
+    from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was:
+            enable_progress_bars()
+
+
 def write_hub_dataset(
     hf_home: str | Path,
     layout: HubDatasetLayout,
@@ -186,6 +201,13 @@ def write_hub_dataset(
     missing = [s for s in layout.splits if not rows.get(s)]
     if missing:
         raise ValueError(f"{layout.hf_id}: no rows for split(s) {missing}")
+    with _no_progress_bars():
+        return _write_hub_dataset(hf_home, layout, rows, prepared)
+
+
+def _write_hub_dataset(
+    hf_home: str | Path, layout: HubDatasetLayout, rows: Mapping[str, list[dict]], prepared: bool
+) -> Path:
     parts = {s: _parquet(layout, list(rows[s])) for s in layout.splits}
     files = {layout.path.format(split=s): data for s, (data, _) in parts.items()}
     files["README.md"] = _readme(layout, {s: (parts[s][1], len(rows[s])) for s in layout.splits}).encode()
@@ -200,18 +222,30 @@ def _jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def line_rows(local: Path, n: int = 200) -> list[dict]:
+    """Line-level completion samples ``{id, input, gt}``: the completion proxy's ``line_test.json`` when the
+    folder has one (``--tasks completion``), else cut the same way from its exception functions, preprocessed as
+    CodeXGLUE preprocesses py150."""
+    if (local / "completion" / "line_test.json").is_file():
+        lines = _jsonl(local / "completion" / "line_test.json")
+    else:
+        from tasks.completion.preprocess import preprocess_file
+        from tasks.completion.proxy import ProxySettings, line_samples
+
+        files = [preprocess_file(r["function"]) for r in _jsonl(local / "exception" / "test.jsonl")]
+        lines = line_samples([f for f in files if f != "<s> </s>"], ProxySettings(line_samples=n))
+    return [{"id": i, "input": r["input"], "gt": r["gt"]} for i, r in enumerate(lines[:n])]
+
+
 def records_from_local(local_dir: str | Path, names: Iterable[str]) -> dict[str, dict[str, list[dict]]]:
-    """Rows in the hub schemas from a ``python -m tasks.build_local`` folder (``completion_line`` needs its
-    ``--tasks completion`` output): per stand-in name, per hub split name."""
+    """Rows in the hub schemas from a ``python -m tasks.build_local`` folder: per stand-in name, per hub split
+    name (``completion_line``: ``line_rows``)."""
     local = Path(local_dir)
     out: dict[str, dict[str, list[dict]]] = {}
     for name in names:
         layout = HUB_DATASETS[name]
         if name == "completion_line":
-            lines = _jsonl(local / "completion" / "line_test.json")
-            out[name] = {
-                "train": [{"id": i, "input": r["input"], "gt": r["gt"]} for i, r in enumerate(lines)]
-            }
+            out[name] = {"train": line_rows(local)}
             continue
         ours = dict(zip(layout.splits, ("train", "validation", "test"), strict=True))
         out[name] = {}

@@ -36,15 +36,10 @@ def _texts(local: Path) -> list[str]:
 def hub_home(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path:
     """A Hugging Face cache holding the three task datasets (prepared, as an online load_dataset leaves them),
     the line-level completion set (repository snapshot only, as `hf download` leaves it) and the three teachers."""
-    from tasks.build_local import build_local
-    from tasks.completion.proxy import ProxySettings
-
     home = tmp_path_factory.mktemp("hf-home")
     write_hub_datasets(home, local_data, ["defect", "clone", "exception"])
-    proxy = tmp_path_factory.mktemp("proxy")
-    build_local(proxy, tasks=["completion"], completion=ProxySettings(max_mb=0.15, line_samples=30))
-    lines = records_from_local(proxy, ["completion_line"])["completion_line"]
-    write_hub_dataset(home, HUB_DATASETS["completion_line"], lines, prepared=False)
+    lines = records_from_local(local_data, ["completion_line"])["completion_line"]["train"][:30]
+    write_hub_dataset(home, HUB_DATASETS["completion_line"], {"train": lines}, prepared=False)
     write_hub_models(home, _texts(local_data))
     return home
 
@@ -259,3 +254,16 @@ def test_data_seed_and_its_old_name(local_data: Path) -> None:
     with pytest.raises(ValueError, match="disagree"):
         load_task_data("clone", local_data, data_seed=2, seed=3)
     assert np.array_equal(sample_fraction(100, 0.1, 5), sample_fraction(100, 0.1, 5))
+
+
+def test_standin_command_reports_an_unwritable_cache_in_one_line(
+    tmp_path: Path, local_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.hub_standin import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as info:
+        main(["--hf-home", str(blocker / "hf"), "--data", str(local_data)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("error: ") and "\n" not in err and "Not a directory" in err
