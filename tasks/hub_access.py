@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.hub_cache import describe_hf_home, hub_snapshot
+
 if TYPE_CHECKING:
     import datasets
 
@@ -102,11 +104,6 @@ def forced_offline(active: bool) -> Iterator[None]:
         datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
-def hf_home() -> str:
-    """The Hugging Face cache root this process uses (HF_HOME, else ~/.cache/huggingface)."""
-    return os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-
-
 def unavailable(task: str, hf_id: str, hf_config: str | None, offline: bool, exc: BaseException) -> str:
     """The one-line message of a hub dataset that cannot be loaded, naming it and what to do."""
     config = f" (config '{hf_config}')" if hf_config else ""
@@ -118,7 +115,7 @@ def unavailable(task: str, hf_id: str, hf_config: str | None, offline: bool, exc
     return (
         f"task '{task}': Hugging Face dataset '{hf_id}'{config} is not available: {why} and no "
         f"usable cached copy was found ({type(exc).__name__}: {exc}). To make it available: run once with "
-        f"network access so it is cached (cache: HF_HOME={hf_home()}; see docs/HUB.md), or set HF_HOME to a "
+        f"network access so it is cached (cache: HF_HOME={describe_hf_home()}; see docs/HUB.md), or set HF_HOME to a "
         f"cache that already has it, or use local JSON Lines instead: `{LOCAL_BUILD_HINT}` and load with "
         f"source=DIR."
     )
@@ -130,8 +127,6 @@ def load_hub_dataset(
     """``datasets.load_dataset(hf_id, hf_config)``, offline at once when the hub is off or unreachable;
     HubUnavailableError (one line) when no copy can be had."""
     import datasets
-
-    from tasks.hub_cache import hub_snapshot
 
     offline = hub_offline_requested() or not hub_reachable()
     where = str(cache_dir) if cache_dir is not None else None
