@@ -232,3 +232,22 @@ def test_a_builtin_study_reads_test_score_first(study: Study) -> None:
     metric, primary = A.load._primary(d, {})
     assert (metric[d["stage"] == "student"] == "accuracy").all()
     pd.testing.assert_series_equal(primary, d["test_score"], check_names=False)
+
+
+def test_proxied_predictions_are_read_from_the_store_folder_without_a_server(tmp_path: Path) -> None:
+    """A study whose server assigned ``mlflow-artifacts:/`` roots (portable across copies of the storage) is still
+    read by the notebooks from the SQLite store alone: the files sit in ``artifacts/`` beside ``mlflow.db``."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("proxied", artifact_location="mlflow-artifacts:/1")
+    run = client.create_run(exp).info
+    assert run.artifact_uri == f"mlflow-artifacts:/1/{run.run_id}/artifacts"
+    folder = tmp_path / "artifacts" / "1" / run.run_id / "artifacts" / "predictions"
+    folder.mkdir(parents=True)
+    (folder / "test.json").write_text(
+        json.dumps({"idx": [0, 1], "label": [1, 0], "pred": [1, 1], "probs": []})
+    )
+    preds = A.load_predictions(client, run.run_id)
+    assert preds["pred"].tolist() == [1, 1] and preds.index.tolist() == [0, 1]
+    bad = client.create_run(client.create_experiment("escape", artifact_location="mlflow-artifacts:/../../x"))
+    with pytest.raises(OSError, match="outside"):
+        A.load_predictions(client, bad.info.run_id)

@@ -31,11 +31,35 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[key] = old
 
 
+PROXIED = "mlflow-artifacts:"  # artifact URIs a tracking server resolves against its --artifacts-destination
+
+
+def local_artifact(client: Any, run_id: str, path: str) -> Path | None:
+    """The file behind a run's artifact when the run's artifacts are proxied (``mlflow-artifacts:/...``, relative to
+    the server's ``--artifacts-destination``) and ``client`` reads the study's SQLite store without a server: the
+    study's server keeps them in ``artifacts/`` beside ``mlflow.db``. None otherwise (MLflow downloads it)."""
+    uri = str(getattr(client, "tracking_uri", ""))
+    if not uri.startswith("sqlite:///"):
+        return None
+    artifact_uri = client.get_run(run_id).info.artifact_uri or ""
+    if not artifact_uri.startswith(PROXIED):
+        return None
+    root = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve()
+    local = (root / artifact_uri.removeprefix(PROXIED).lstrip("/") / path).resolve()
+    if not local.is_relative_to(root):  # nothing a store records may lead outside its artifacts folder
+        raise OSError(f"run {run_id}: artifact {artifact_uri}/{path} lies outside {root}")
+    return local
+
+
 def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
     """A run's predictions/test.json as a frame indexed by idx with columns label, pred."""
-    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
-        path = client.download_artifacts(run_id, "predictions/test.json", tmp)
-        data = json.loads(Path(path).read_text())
+    local = local_artifact(client, run_id, "predictions/test.json")
+    if local is not None:
+        data = json.loads(local.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+            path = client.download_artifacts(run_id, "predictions/test.json", tmp)
+            data = json.loads(Path(path).read_text())
     return pd.DataFrame(
         {"label": data["label"], "pred": data["pred"]}, index=pd.Index(data["idx"], name="idx")
     ).astype(int)
