@@ -3,6 +3,7 @@
 python -m orchestrator.bench overhead --out results.json             # what KD costs over FT (time)
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
 python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
+python -m orchestrator.bench diagnose --mode init --out init.json    # each loss term's value and gradient norm
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
+    from orchestrator.bench.diagnose import add_parser as add_diagnose  # torch-free: --help stays fast
+
+    add_diagnose(sub)
     return p
 
 
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
                 packing.SIZES[args.size], args.data, work, args.device, args.precision, counts=counts
             )
             show = packing.print_table
+        elif args.bench == "diagnose":
+            from orchestrator.bench import diagnose
+
+            results, show = diagnose.run(args, work), diagnose.print_table
         else:
             from orchestrator.bench import transfer
 
