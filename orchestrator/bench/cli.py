@@ -4,6 +4,7 @@ python -m orchestrator.bench overhead --out results.json             # what KD c
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
 python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
 python -m orchestrator.bench completion-kd --out completion_kd.json  # distil vs the LM-only baseline (ES/EM, ppl)
+python -m orchestrator.bench diagnose --mode init --out init.json    # each loss term's value and gradient norm
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default="data/local/completion", help="the completion proxy's folder")
     c.add_argument("--device", default="auto")
     c.add_argument("--work", help="folder for the teacher (default: a temporary one)")
+    from orchestrator.bench.diagnose import add_parser as add_diagnose  # torch-free: --help stays fast
+
+    add_diagnose(sub)
     return p
 
 
@@ -127,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 packing.SIZES[args.size], args.data, work, args.device, args.precision, counts=counts
             )
             show = packing.print_table
+        elif args.bench == "diagnose":
+            from orchestrator.bench import diagnose
+
+            results, show = diagnose.run(args, work), diagnose.print_table
         else:
             from orchestrator.bench import transfer
 
