@@ -3,6 +3,8 @@
 python -m orchestrator.bench overhead --out results.json             # what KD costs over FT (time)
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
 python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
+python -m orchestrator.bench completion-kd --out completion_kd.json  # distil vs the LM-only baseline (ES/EM, ppl)
+python -m orchestrator.bench diagnose --mode init --out init.json    # each loss term's value and gradient norm
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
+    c = sub.add_parser(
+        "completion-kd",
+        help="completion study: distil vs the LM-only baseline on a teacher LM-trained here (ES/EM, perplexity)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("--out", default="completion_kd.json")
+    c.add_argument("--size", default="cpu", choices=["cpu", "gpu", "tiny"])
+    c.add_argument("--data", default="data/local/completion", help="the completion proxy's folder")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--work", help="folder for the teacher (default: a temporary one)")
+    from orchestrator.bench.diagnose import add_parser as add_diagnose  # torch-free: --help stays fast
+
+    add_diagnose(sub)
     return p
 
 
@@ -96,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
                 size, args.data, work, args.device, args.task, methods, args.precision
             )
             show = overhead.print_table
+        elif args.bench == "completion-kd":
+            from orchestrator.bench import completion_kd
+
+            results = completion_kd.completion_kd(args.size, args.data, work, args.device)
+            show = completion_kd.print_table
         elif args.bench == "packing":
             from orchestrator.bench import packing
 
@@ -111,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 packing.SIZES[args.size], args.data, work, args.device, args.precision, counts=counts
             )
             show = packing.print_table
+        elif args.bench == "diagnose":
+            from orchestrator.bench import diagnose
+
+            results, show = diagnose.run(args, work), diagnose.print_table
         else:
             from orchestrator.bench import transfer
 
