@@ -6,15 +6,14 @@ or ``infer`` from the training split), the headline metric and the selection sco
 ``tasks.declare(mapping, base_dir)`` validates it and registers a ``CustomTask`` under its name, so
 ``get_task(name)`` finds it like a built-in task.
 
-Worker processes (Ray tasks and trials) learn the declarations from the environment variable ``KDSTUDY_TASKS``
-(JSON list of validated declarations, absolute data paths): the study sets it before Ray starts and passes it in
-the runtime environment, and ``tasks.get_task`` (tasks/registry.py) reads it on a miss.
+Worker processes (Ray tasks and trials) learn a study's declarations from their own arguments, not from the
+environment: each typed trial carries them (``declared_tasks``, registered by the trial wrapper) and so do the
+teacher stages' Ray tasks.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from tasks.base import SPLITS, RecordError, Task, TaskData
 
-ENV_VAR = "KDSTUDY_TASKS"
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
 METRICS = ("accuracy", "f1", "macro_f1", "top3_accuracy")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -261,19 +259,3 @@ def validate(raw: Mapping[str, Any], base_dir: str | Path | None = None) -> tupl
     else:
         labels = list(decl.labels)
     return decl, labels
-
-
-def export(decl: TaskDeclaration, labels: list) -> None:
-    """Add the declaration to ``KDSTUDY_TASKS`` (replacing one of the same name), for worker processes."""
-    entries = [e for e in env_entries() if e["name"] != decl.name]
-    entries.append({**decl.model_dump(), "labels": labels})
-    os.environ[ENV_VAR] = json.dumps(entries, sort_keys=True)
-
-
-def env_entries() -> list[dict[str, Any]]:
-    text = os.environ.get(ENV_VAR, "")
-    try:
-        entries = json.loads(text) if text else []
-    except json.JSONDecodeError:
-        return []
-    return [e for e in entries if isinstance(e, dict) and "name" in e]

@@ -11,10 +11,7 @@ from tasks.clone import CloneTask
 from tasks.custom import (
     BUILTIN_NAMES,
     CustomTask,
-    TaskDeclaration,
     TaskDeclarationError,
-    env_entries,
-    export,
     validate,
 )
 from tasks.defect import DefectTask
@@ -22,29 +19,23 @@ from tasks.exception import ExceptionTask
 
 BUILTIN_TASKS: dict[str, Task] = {"defect": DefectTask(), "clone": CloneTask(), "exception": ExceptionTask()}
 assert tuple(sorted(BUILTIN_TASKS)) == BUILTIN_NAMES
-# The built-in tasks plus the declared ones (``declare``; in a worker, ``KDSTUDY_TASKS`` on first use).
+# The built-in tasks plus the ones declared in this process (``declare``; in a worker, from its trial's config).
 TASKS: dict[str, Task] = dict(BUILTIN_TASKS)
 
 
 def get_task(name: str) -> Task:
-    """The registered task called ``name`` (built-in, or declared in this process or in ``KDSTUDY_TASKS``);
-    KeyError listing the valid names otherwise."""
+    """The registered task called ``name`` (built-in, or declared in this process); KeyError listing the valid
+    names otherwise."""
     try:
         return TASKS[name]
     except (KeyError, TypeError):
         pass
-    for entry in env_entries() if isinstance(name, str) else []:
-        if entry["name"] == name:
-            TASKS[name] = CustomTask(TaskDeclaration.model_validate(entry), list(entry["labels"]))
-            return TASKS[name]
     raise KeyError(f"unknown task {name!r}; valid: {sorted(TASKS)}") from None
 
 
 def registered() -> dict[str, Task]:
-    """Every task: built-in, declared here, and declared in ``KDSTUDY_TASKS`` (registered on the way), so a
-    worker sees the same tasks as the study's driver (a tokenizer family's members, for one)."""
-    for entry in env_entries():
-        get_task(entry["name"])
+    """Every task: built-in and declared in this process (a worker registers its study's declarations from its
+    trial config first, so it sees the same tasks as the driver: a tokenizer family's members, for one)."""
     return TASKS
 
 
@@ -61,11 +52,10 @@ def is_custom(name: str) -> bool:
 
 def declare(raw: Mapping[str, Any], base_dir: str | Path | None = None) -> CustomTask:
     """Validate a declaration (relative ``data`` against ``base_dir``), register its task (replacing one of the
-    same name) and export it to worker processes. TaskDeclarationError, one line, when it does not validate."""
+    same name) in this process. TaskDeclarationError, one line, when it does not validate."""
     decl, labels = validate(raw, base_dir)
     task = CustomTask(decl, labels)
     TASKS[decl.name] = task
-    export(decl, labels)
     return task
 
 

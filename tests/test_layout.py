@@ -1,5 +1,5 @@
-"""The code's shape (docs/ARCHITECTURE.md): no module over about 400 lines, no function over about 80 in
-``orchestrator/`` and ``kd_methods/``, no orchestrator subpackage over 3,500 lines, no import cycle among the
+"""The code's shape (docs/ARCHITECTURE.md): no module over 400 lines, no function over 80 in ``orchestrator/``,
+``kd_methods/`` and ``tasks/``, no orchestrator subpackage over 3,500 lines, no import cycle among the
 project's modules nor among its folders (a folder never imports a folder that imports it back), and a ground floor
 (``orchestrator/core/``) that imports no other folder of the project. Parses the real files; needs nothing
 installed but the stdlib.
@@ -16,16 +16,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("orchestrator", "models", "tasks", "kd_methods")
-MAX_MODULE_LINES = 420  # "about 400"
+MAX_MODULE_LINES = 400  # issue 21: no module over 400 lines, tasks/ included
 MAX_FUNCTION_LINES = 80
 
 # Modules already bigger than the limit, owned by other work; not split here. Do not add to this list lightly.
 MODULE_EXCEPTIONS: dict[str, str] = {}
 # Functions allowed to be longer. None: the training loop reads top to bottom as a short function of helpers.
 FUNCTION_EXCEPTIONS: dict[str, str] = {}
-# models/ (teacher.create_random_teacher, 84 lines) and tasks/ are owned by the data and models work: they join
-# this list when they fit it.
-FUNCTION_PACKAGES = ("orchestrator", "kd_methods")
+# models/ (teacher.create_random_teacher, 84 lines) is owned by the models work: it joins this list when it fits.
+FUNCTION_PACKAGES = ("orchestrator", "kd_methods", "tasks")
 MAX_SUBPACKAGE_LINES = 3500
 GROUND_FLOOR = "orchestrator.core"
 
@@ -238,8 +237,27 @@ def test_the_ground_floor_imports_no_other_folder():
     assert not ground_floor_imports(), "\n".join(ground_floor_imports())
 
 
+def classes_in_new() -> list[str]:
+    """Classes defined inside a ``__new__`` (an instance of a class nobody can name, import or check against)."""
+    out = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__new__":
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ClassDef):
+                        rel = path.relative_to(ROOT).as_posix()
+                        out.append(f"{rel}:{inner.lineno}: class {inner.name} inside __new__")
+    return out
+
+
+def test_no_class_is_defined_inside_new():
+    assert not classes_in_new(), "\n".join(classes_in_new())
+
+
 if __name__ == "__main__":
-    problems = long_modules() + long_functions() + big_subpackages() + ground_floor_imports()
+    problems = (
+        long_modules() + long_functions() + big_subpackages() + ground_floor_imports() + classes_in_new()
+    )
     cycle = find_cycle(import_graph())
     if cycle:
         problems.append("import cycle: " + " -> ".join(cycle))

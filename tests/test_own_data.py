@@ -25,17 +25,14 @@ SMELLS = ("ok", "long_method", "many_params")
 
 @pytest.fixture(autouse=True)
 def _forget_declared_tasks():
-    """Declared tasks live in the process-wide registry and KDSTUDY_TASKS: leave both as they were."""
+    """Declared tasks live in the process-wide registry (never in the environment): leave it as it was."""
     from tasks import TASKS
 
-    before, env = dict(TASKS), os.environ.get("KDSTUDY_TASKS")
+    before = dict(TASKS)
     yield
+    assert "KDSTUDY_TASKS" not in os.environ  # declarations travel in the trial config, not the environment
     TASKS.clear()
     TASKS.update(before)
-    if env is None:
-        os.environ.pop("KDSTUDY_TASKS", None)
-    else:
-        os.environ["KDSTUDY_TASKS"] = env
 
 
 def _smell(fn: ast.FunctionDef) -> str:

@@ -113,3 +113,35 @@ def test_plan_imports_neither_ray_nor_mlflow(tmp_path: Path) -> None:
     names, out = imported_packages(["orchestrator.study", "smoke", "--plan", "--storage", str(tmp_path)])
     assert "GPU-hours (est.)" in out and "--calibrate" in out
     assert not {"ray", "mlflow"} & names
+
+
+ENV_PROBE = """
+import importlib, json, os, pkgutil, sys
+import mlflow, ray, ray.tune, torch, transformers  # libraries may set their own variables: not ours to check
+import transformers.models.gpt2.modeling_gpt2  # sets TORCHINDUCTOR_CACHE_DIR (torch's inductor)
+before = dict(os.environ)
+names = ["orchestrator.study", "orchestrator.trial", "orchestrator.finetune_teacher", "orchestrator.bench"]
+for sub in ("core", "design", "sweep", "train", "cache"):
+    pkg = importlib.import_module("orchestrator." + sub)
+    names += ["orchestrator.%s.%s" % (sub, m.name) for m in pkgutil.iter_modules(pkg.__path__)]
+for name in names:
+    importlib.import_module(name)
+after = dict(os.environ)
+print(json.dumps({"modules": len(names), "changed": sorted(k for k in set(before) | set(after)
+                                                          if before.get(k) != after.get(k))}))
+"""
+
+
+def test_importing_the_pipeline_sets_no_environment_variable() -> None:
+    """Issue 21: a command's ``main`` (or ``run_study``) sets the process's environment; importing a module of the
+    pipeline changes nothing (the commands, core/, design/, sweep/, train/, cache/)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "KDSTUDY_", "MLFLOW_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", ENV_PROBE], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["modules"] > 40 and result["changed"] == []
