@@ -1,6 +1,6 @@
 """How the ``tasks`` commands (``python -m tasks.build_local``, ``python -m tasks.completion``) report a mistake the
 user can make (bad arguments, a missing input, an output they cannot write): one line ``error: ...`` on stderr and
-exit status 2, never a traceback, as the study command does (orchestrator/sweep/errors.py)."""
+exit status 2, never a traceback, as the study command does (orchestrator/core/errors.py)."""
 
 from __future__ import annotations
 

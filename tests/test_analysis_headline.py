@@ -4,8 +4,8 @@ A declared 4-class task with ``headline: macro_f1``: the teacher learns it, the 
 predict one class for every sample. Their macro-F1 is the majority baseline (degenerate); their accuracy, the
 majority class's share, is far above that baseline. The runs are logged into a real MLflow store (SQLite) the way a
 study logs them (docs/CONTRACTS.md): the study run with the validated declarations as its ``custom_tasks`` param
-(sweep/driver.py), the teacher fine-tune and every student with the factor tags and ``test_*`` metrics that
-``Task.metrics`` + ``Task.headline`` give (sweep/tune_trial.py ``_record_result``), scored by the real declared
+(sweep/context.py ``parent_run``), the teacher fine-tune and every student with the factor tags and ``test_*`` metrics that
+``Task.metrics`` + ``Task.headline`` give (sweep/work.py ``_record_classification``), scored by the real declared
 task on real labels.
 """
 

@@ -114,7 +114,7 @@ def _files() -> dict[str, Path]:
 
 
 def folder_of(module: str) -> str:
-    """The folder a module lives in: ``orchestrator.sweep.plan`` -> ``orchestrator.sweep``. ``orchestrator/`` itself
+    """The folder a module lives in: ``orchestrator.sweep.trials`` -> ``orchestrator.sweep``. ``orchestrator/`` itself
     is a hall of rooms: each of its top-level modules (the commands, ``cli_help``, ``study_index``) counts as a
     folder of its own. The other packages (``models``, ``tasks``, ``kd_methods``) count as one folder each, their
     subfolders included (``tasks/completion`` and ``tasks/`` still import each other: owned by the data work)."""

@@ -1,4 +1,4 @@
-"""``--plan`` priced by measurement: what ``--calibrate`` measured (sweep/calibrate.py), read back and applied.
+"""``--plan`` priced by measurement: what ``--calibrate`` measured (design/calibrate.py), read back and applied.
 
 ``python -m orchestrator.study <study> --calibrate`` times a few optimiser steps of every kind of unit the study
 runs, on the device at hand, and writes ``<storage>/<study>/calibration.json``. A unit's kind is what its step

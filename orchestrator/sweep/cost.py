@@ -5,7 +5,7 @@ by a calibration: tag ``plan_estimate``) and the truth sit in one place: ``spent
 ``trial_seconds``), ``spent_train_hours`` (their training loops alone, ``train_seconds``), ``spent_teacher_hours``
 (teacher fine-tunes' ``train_seconds`` plus cache builds' ``build_seconds``) and ``planned_gpu_hours``. Hours are
 device-hours only where each trial held a whole device; with ``trials_per_gpu`` k, divide by k. Tags
-``plan_estimate`` (``calibrated``: measured step times, sweep/calibration.py; or ``flops``) and, when calibrated,
+``plan_estimate`` (``calibrated``: measured step times, design/calibration.py; or ``flops``) and, when calibrated,
 ``plan_device`` and ``plan_calibrated_at`` say what ``planned_gpu_hours`` rests on.
 """
 
