@@ -25,7 +25,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator import analysis as A
-from orchestrator.sweep import tracking
+from orchestrator.core import tracking
 from tasks import BUILTIN_TASKS
 from tasks.custom import CustomTask, validate
 

@@ -339,8 +339,10 @@ def test_the_node_loss_refund_is_installed_only_on_a_ray_it_knows():
 
 
 LISTENERS = """
+import sys
+from pathlib import Path
 from orchestrator.core.process import start_ray  # as `python -m orchestrator.study` does: Ray's switch, then ray
-start_ray(None, {})
+start_ray(None, {}, Path(sys.argv[1]))  # Ray's temp folder under the test's storage, not /tmp/ray
 import json, psutil, ray
 try:
     seen = []
@@ -355,12 +357,17 @@ finally:
 """
 
 
-def test_single_machine_ray_listens_on_loopback_only():
+def test_single_machine_ray_listens_on_loopback_only(tmp_path):
     env = {
         k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
     }
     out = subprocess.run(
-        [sys.executable, "-c", LISTENERS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        [sys.executable, "-c", LISTENERS, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     listening = json.loads(out.stdout.strip().splitlines()[-1])

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from orchestrator.core.log import QUIET, VERBOSE_ENV, log, verbose
-from orchestrator.core.paths import ray_temp_dir
+from orchestrator.core.paths import ray_temp_dir, remove_link
 
 LOOPBACK = (
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: a Ray started here listens on 127.0.0.1 only (ENVIRONMENT.md)
@@ -53,14 +53,18 @@ def start_ray(
     temp_dir, link, note = ray_temp_dir(storage) if storage is not None else (None, None, None)
     if note:
         log(note)
-    ray.init(
-        address="local",
-        runtime_env={"env_vars": {**env, **worker_env()}},
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=temp_dir,
-        logging_level="INFO" if verbose() else "WARNING",
-    )
+    try:
+        ray.init(
+            address="local",
+            runtime_env={"env_vars": {**env, **worker_env()}},
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=temp_dir,
+            logging_level="INFO" if verbose() else "WARNING",
+        )
+    except BaseException:
+        remove_link(link)  # a start that failed leaves no /tmp/kdr-* behind: the caller never saw the link
+        raise
     return True, link
 
 
