@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks import build_local as bl
+from tasks import local_sources as bl
 from tasks.extract import LANGUAGES, extract_functions, parses_cleanly
 
 
@@ -26,7 +26,7 @@ def source_files(language: str, sources: bl.Sources, seed: int = 0) -> Iterator[
     """(path, text, key prefix) of the files the builder reads for ``language``, in its order."""
     if language == "c":
         for p in bl._shuffled(list(sources.c_files), seed, "c")[: bl.MAX_FILES["c"]]:
-            if (text := bl._read_text(p)) is not None:
+            if (text := bl.read_text(p)) is not None:
                 yield str(p), text, p.name
     elif language == "java":
         members = []
@@ -44,8 +44,8 @@ def source_files(language: str, sources: bl.Sources, seed: int = 0) -> Iterator[
             for zf in opened.values():
                 zf.close()
     else:
-        for root, p in bl._python_files(sources, seed):
-            if (text := bl._read_text(p)) is not None:
+        for root, p in bl.python_files(sources, seed):
+            if (text := bl.read_text(p)) is not None:
                 yield str(p), text, str(p.relative_to(root))
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import tree_sitter
 
-from tasks import build_local as bl
 from tasks import extract_stats
+from tasks import local_sources as bl
 from tasks.extract import Function, extract_functions, parse_function, parses_cleanly
 from tasks.transform import bug_sites, declared_names, inject_bug, rename_and_relayout, tokenize
 from tasks.transform_python import inject_python_bug, python_rename_and_relayout
@@ -29,7 +29,7 @@ def _texts(language: str) -> Iterator[tuple[str, str]]:
     sources = bl.Sources.discover()
     if language == "c":
         paths = bl._shuffled(list(sources.c_files), 0, "c")[: FILES[language]]
-        yield from ((str(p), t) for p in paths if (t := bl._read_text(p)) is not None)
+        yield from ((str(p), t) for p in paths if (t := bl.read_text(p)) is not None)
     elif language == "java":
         assert sources.java_zips, "this test reads the JDK's lib/src.zip, as the clone task does"
         with zipfile.ZipFile(sources.java_zips[0]) as z:
@@ -38,8 +38,8 @@ def _texts(language: str) -> Iterator[tuple[str, str]]:
             ]
             yield from ((n, bl.decode_source(z.read(n))) for n in names)
     else:
-        for _, p in bl._python_files(sources, 0)[: FILES[language]]:
-            if (t := bl._read_text(p)) is not None:
+        for _, p in bl.python_files(sources, 0)[: FILES[language]]:
+            if (t := bl.read_text(p)) is not None:
                 yield str(p), t
 
 
