@@ -2,7 +2,7 @@
 
     python benchmarks/mlflow_server_footprint.py --out footprint.json
 
-Starts ``mlflow server`` the way the study starts it (``orchestrator/sweep/tracking.py``: SQLite store and artifacts
+Starts ``mlflow server`` the way the study starts it (``orchestrator/core/tracking.py``: SQLite store and artifacts
 under a fresh folder, ``--workers 2``, 127.0.0.1, a free port), once with MLflow's defaults and once with
 ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` (MLflow 3.x: no job runner, no huey consumers). For each: seconds until
 ``/health`` answers, then after ``--settle`` seconds the server's whole process tree (count, command names,
