@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from tasks.base import SPLITS, RecordError
-from tasks.custom import CustomTask, TaskDeclaration, _label_key, split_path
+from tasks.base import SPLITS, RecordError, Task
+from tasks.custom import SPLIT_FILES, CustomTask, TaskDeclaration, _label_key, split_path
 
 
 def task_from_entry(entry: Mapping[str, Any]) -> CustomTask:
@@ -35,13 +36,15 @@ def declared_data_problems(entries: Iterable[Mapping[str, Any]], names: Iterable
     return out
 
 
-def first_problem(task: CustomTask) -> str | None:
-    """The first mistake in ``task``'s three files, as ``file:line: what (field, valid values)``; None if none."""
+def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
+    """The first mistake in ``task``'s three files (a declared task's own folder, or ``folder``: a built-in task's
+    ``<data>/<task>``), as ``file:line: what (field, valid values)``; None if none."""
+    folder = Path(folder) if folder is not None else task.data_dir  # type: ignore[attr-defined]
     first_kind: tuple[str, str, Any] | None = None  # (where, JSON type, value) of the first label seen
     for split in SPLITS:
-        path = split_path(task.data_dir, split)
+        path = split_path(folder, split)
         if path is None:
-            return f"{task.data_dir}: no {split} file"
+            return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])})"
         records = 0
         with path.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -57,7 +60,7 @@ def first_problem(task: CustomTask) -> str | None:
 
 
 def _line_problem(
-    task: CustomTask, line: str, where: str, first_kind: tuple[str, str, Any] | None
+    task: Task, line: str, where: str, first_kind: tuple[str, str, Any] | None
 ) -> tuple[str | None, tuple[str, str, Any] | None]:
     try:
         record = json.loads(line)
@@ -77,6 +80,6 @@ def _line_problem(
         return (
             f"{where}: field '{task.label_field}': label {value!r} is {kind}, but the labels before it are "
             f"{first_kind[1]} (first at {first_kind[0]}: {first_kind[2]!r}); write every label the same way; "
-            f"valid: {list(task.label_values)}"
+            f"valid: {list(getattr(task, 'label_values', task.label_names))}"
         ), first_kind
     return None, first_kind
