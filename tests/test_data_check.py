@@ -1,5 +1,6 @@
 """A declared task's data-file mistakes are one ``error:`` line naming file:line and field, exit 2, found by the
-study's validation (run and ``--plan``) before Ray or MLflow start (issue 24; tasks/data_check.py)."""
+study's validation (run and ``--plan``) before Ray or MLflow start (issue 24; tasks/data_check.py); and a
+classification study's method names leave out the completion study's ``distil``."""
 
 from __future__ import annotations
 
@@ -140,3 +141,18 @@ def test_plan_through_the_cli_is_one_line_exit_2_before_anything_starts(tmp_path
         assert len(lines_err) == 1 and lines_err[0].startswith("error: "), proc.stderr
         assert "test.jsonl:4: unknown label 'returns_none' in field 'smell'; valid: " in lines_err[0]
         assert not (tmp_path / "storage" / "mlflow").exists() and not (tmp_path / "storage" / "ray").exists()
+
+
+def test_a_classification_study_offers_no_completion_method(tmp_path: Path) -> None:
+    """``distil`` (causal LMs) is neither accepted nor offered in a classification study's lists (issue 24)."""
+    from orchestrator.core.errors import StudyError
+    from orchestrator.design.study import load_spec
+
+    path = _study(tmp_path)
+    study = yaml.safe_load(path.read_text())
+    for edit in ({"methods": ["distil"]}, {"method_params": {"distil": {"alpha_ce": 1.0}}}):
+        path.write_text(yaml.safe_dump({**study, **edit}))
+        with pytest.raises(StudyError) as err:
+            load_spec(path)
+        msg = str(err.value)
+        assert "'distil'" in msg and "valid: ['ckd', 'dist', 'ft', 'kd', 'pkd']" in msg
