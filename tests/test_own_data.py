@@ -135,6 +135,11 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     for noise in ("View run", "Configuration for experiment", "TensorBoard", "Writing model shards"):
         assert noise not in out.stdout + out.stderr, noise
     assert "time left: estimating" in out.stdout
+    # a first run that informs: the teacher's epochs while it fine-tunes, the cache's shards, scores per method
+    assert "teacher fine-tune smell/" in out.stdout and " epochs, loss " in out.stdout, out.stdout[-4000:]
+    assert "cache build " in out.stdout and " shards, " in out.stdout
+    assert "scores (test_score, each task's headline metric" in out.stdout
+    assert " over 1 run(s); " in out.stdout and "at or below the majority baseline" in out.stdout
     for needle in (
         "done in ",
         "2/2 trials FINISHED",

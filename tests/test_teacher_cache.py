@@ -266,3 +266,14 @@ def test_trial_on_other_data_than_its_cache_is_refused(tiny_teacher, data, local
     other = PreparedTrial(changed, prepared.tokenizer, prepared.encoded, prepared.num_labels)
     with pytest.raises(ValueError, match="built from other data"):
         run_trial(cfg, teacher_source=cached, teacher_shape=ModelShape(2, 64), prepared=other)
+
+
+def test_build_reports_each_shard_built(tiny_teacher, data, tmp_path):
+    """The study's stage in progress (core/progress.py) counts shards: one call per shard, in order."""
+    request = CacheRequest(str(tiny_teacher), "exception", SPEC, MAXLEN, batch_size=7, shard_samples=16)
+    calls: list[tuple[int, int]] = []
+    report = get_or_build(
+        request, data, 20, tmp_path, use_ray=False, progress=lambda d, t: calls.append((d, t))
+    )
+    shards = sum(len(v) for v in json.loads((report.path / "manifest.json").read_text())["shards"].values())
+    assert shards > 3 and calls == [(i, shards) for i in range(1, shards + 1)]

@@ -7,6 +7,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,13 @@ def _shard_jobs(request: CacheRequest, encoded: dict[str, list[list[int]]]) -> l
 
 
 def _run_shards(
-    shard_args: list[tuple], use_ray: bool | None, gpus_per_task: float | None
+    shard_args: list[tuple],
+    use_ray: bool | None,
+    gpus_per_task: float | None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Build the shards as Ray tasks (a GPU each when the cluster has them) or one after another here."""
+    """Build the shards as Ray tasks (a GPU each when the cluster has them) or one after another here;
+    ``progress(done, total)`` after each shard (the study's stage in progress, core/progress.py)."""
     if use_ray is None:
         import ray
 
@@ -180,8 +185,18 @@ def _run_shards(
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(build_shard)
-        return ray.get([remote.remote(*a) for a in shard_args])
-    return [build_shard(*a) for a in shard_args]
+        refs = [remote.remote(*a) for a in shard_args]
+        left = list(refs)
+        while progress is not None and left:
+            _, left = ray.wait(left, num_returns=1)
+            progress(len(refs) - len(left), len(refs))
+        return ray.get(refs)
+    out = []
+    for a in shard_args:
+        out.append(build_shard(*a))
+        if progress is not None:
+            progress(len(out), len(shard_args))
+    return out
 
 
 def get_or_build(
@@ -192,6 +207,7 @@ def get_or_build(
     use_ray: bool | None = None,
     device: str = "auto",
     gpus_per_task: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
     """Find the cache for ``request`` under ``storage`` or build it (exactly one teacher pass); a corrupt or
     incomplete cache is rebuilt and the reason reported."""
@@ -224,7 +240,7 @@ def get_or_build(
         )
         for split, s0, s1 in jobs
     ]
-    results = _run_shards(shard_args, use_ray, gpus_per_task)
+    results = _run_shards(shard_args, use_ray, gpus_per_task, progress)
 
     shards: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     total = 0

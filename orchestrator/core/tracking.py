@@ -91,6 +91,19 @@ class MlflowServer:
         )
 
 
+# MLflow 3.x starts a job runner and seven huey consumers (about 1.3 GB RSS, 8 processes) for server-side jobs the
+# study never submits; without them the server is 5 processes (docs/benchmarks/mlflow_server_footprint_cpu.json).
+LEAN_SERVER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def server_env(storage: str | Path) -> dict[str, str]:
+    """The environment of the server this study starts (only that server: a user's own tracking server is theirs to
+    configure): no job execution, and its temp files (``db_init_lock-*``) under ``<storage>/tmp``, not /tmp."""
+    tmp = Path(storage).resolve() / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, **LEAN_SERVER, "TMPDIR": str(tmp)}
+
+
 def start_server(
     storage: str | Path,
     host: str = "127.0.0.1",
@@ -119,8 +132,7 @@ def start_server(
         "--workers",
         "2",
     ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=server_env(storage))
     server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, proc, log)
     if wait:
         server.wait_ready(timeout)

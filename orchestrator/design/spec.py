@@ -112,9 +112,10 @@ class StudySpec(StudyBase):
     @field_validator("methods")
     @classmethod
     def _methods(cls, v: list[str]) -> list[str]:
-        from kd_methods import METHODS
+        from orchestrator.cli_help import METHOD_NAMES
 
-        return known([m.lower() for m in v], sorted(METHODS), "method")
+        # the classification methods: distil is the completion study's (causal LMs)
+        return known([m.lower() for m in v], sorted(METHOD_NAMES), "method")
 
     @field_validator("teachers")
     @classmethod
@@ -135,12 +136,15 @@ class StudySpec(StudyBase):
     @model_validator(mode="after")
     def _method_params(self) -> StudySpec:
         from kd_methods import get_method
+        from orchestrator.cli_help import METHOD_NAMES
 
         for method, params in self.method_params.items():
-            try:
-                cls = get_method(method)
-            except KeyError as err:
-                raise ValueError(f"method_params: {err.args[0]}") from None
+            if method.lower() not in METHOD_NAMES:  # distil: the completion study's (causal LMs)
+                raise ValueError(
+                    f"method_params: unknown method '{method}' for a classification study; "
+                    f"valid: {sorted(METHOD_NAMES)}"
+                )
+            cls = get_method(method)
             unknown = sorted(set(params) - set(cls.defaults))
             if unknown:
                 raise ValueError(

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.core.errors import StudyError
 from orchestrator.design.spec import StudySpec
+from tasks.data_check import declared_data_problems
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -43,6 +44,7 @@ def check_study(spec: Any) -> None:
         *method_param_problems(spec),
         *storage_problems(spec.storage),
         *data_problems(spec),
+        *declared_data_problems(spec.custom_tasks, spec.tasks),  # tasks/data_check.py: file:line, field
         *teacher_problems(spec),
     ]
     if problems:

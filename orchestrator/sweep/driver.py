@@ -113,8 +113,11 @@ def _command(args: argparse.Namespace) -> int:
     start = time.time()
     outcome = run_study(spec, args.address, wait=args.wait)
     from orchestrator.core.log import log
+    from orchestrator.sweep.scores import study_score_lines
 
     for line in report.summary_lines(outcome, spec.storage, time.time() - start, args.study):
+        log(line)
+    for line in study_score_lines(spec.storage, outcome):  # how well, not only that it ran
         log(line)
     return 0 if outcome.complete else 1
 

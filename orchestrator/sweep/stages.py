@@ -12,15 +12,18 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
+from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit
 from orchestrator.sweep.context import StudyContext
 from orchestrator.sweep.trial import register_tasks
 
 
 def teacher_stages(ctx: StudyContext) -> None:
+    clear(progress_dir(ctx.spec.storage, ctx.spec.name))  # what a killed driver's units left
     stage_tokenizers(ctx)
     stage_teacher_finetune(ctx)
     stage_teacher_cache(ctx)
+    clear(progress_dir(ctx.spec.storage, ctx.spec.name))  # every unit has ended
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -37,34 +40,62 @@ def _finetune_unit(
     max_samples: int | None,
     trust_remote_code: bool,
     cpus: float,
+    progress: str | None = None,
 ) -> dict[str, Any]:
     import torch
 
+    from orchestrator.core.progress import StageProgress
     from orchestrator.train.finetune import finetune_teacher
     from orchestrator.train.trainer import TrainConfig
+    from tasks import get_task
 
     register_tasks(declared)
     torch.set_num_threads(max(1, int(cpus)))
     cfg = TrainConfig(**{k: v for k, v in train.items() if k != "max_length"})
-    out = finetune_teacher(
-        teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code
+    # each epoch into <study>/progress/, which the driver prints and --status shows (core/progress.py)
+    state = StageProgress(
+        Path(progress or Path(folder).parent / "progress"),
+        "teacher fine-tune",
+        f"{task}/{Path(folder).name}",
+        cfg.epochs,
     )
+    try:
+        out = finetune_teacher(
+            teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
+            state.epoch_callback(get_task(task).headline_metric),
+        )  # fmt: skip
+    finally:
+        state.close()
     return {"summary": out.result.summary(), "predictions": out.result.test_predictions}
 
 
 def _build_cache_unit(
     declared: list[dict[str, Any]], request: Any, task: str, data: str, seed: int, max_samples: int | None,
-    storage: str, gpus: float,
+    storage: str, gpus: float, progress: str | None = None, unit: str = "",
 ) -> Any:  # fmt: skip
     from orchestrator.cache.build import get_or_build
+    from orchestrator.core.progress import StageProgress
     from orchestrator.train.trial import load_data
     from tasks import get_task
 
     register_tasks(declared)
-    task_data = load_data(task, data, seed, max_samples)
-    return get_or_build(
-        request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus
+    state = StageProgress(
+        Path(progress or Path(storage) / "progress"), "cache build", unit or task, 0, "shards"
     )
+    state.update(0)  # encoding the splits comes first: the stage and its elapsed time
+
+    def shards_done(done: int, total: int) -> None:
+        state.total = total
+        state.update(done)
+
+    try:
+        task_data = load_data(task, data, seed, max_samples)
+        return get_or_build(
+            request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus,
+            progress=shards_done,
+        )  # fmt: skip
+    finally:
+        state.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,6 +183,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
                 spec.max_samples,
                 t.trust_remote_code,
                 res.cpu,
+                str(progress_dir(spec.storage, spec.name)),
             )
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
@@ -159,7 +191,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
         if tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_finetune", unit.key):
             continue
         if unit in pending:
-            out = ray.get(pending[unit])
+            out = wait_logging(pending[unit], progress_dir(spec.storage, spec.name), log)
         else:
             summary = json.loads((Path(unit.folder) / "finetune.json").read_text())
             preds = Path(unit.folder) / "test_predictions.json"
@@ -236,7 +268,8 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
         )  # fmt: skip
         build = ray.remote(num_cpus=0)(_build_cache_unit)
         args = (spec.custom_tasks, request, unit.task, data, seed0, spec.max_samples, str(storage), res.gpu)
-        report = ray.get(build.remote(*args))
+        progress = str(progress_dir(spec.storage, spec.name))
+        report = wait_logging(build.remote(*args, progress, f"{unit.teacher}/{unit.task}"), progress, log)
         shape = plan.teacher_shapes[unit.teacher]
         entry: dict[str, Any] = {
             "path": str(report.path),

@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.core.errors import StudyError
 from orchestrator.core.lock import StudyLock
+from orchestrator.core.progress import stage_line
 
 
 def require_store(spec: Any, uri: str) -> None:
@@ -80,14 +81,25 @@ def status(spec: Any) -> dict[str, Any]:
         t.trial_key for t in plan.trials
     }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
+    driver = driver_of(spec)
     return {
         "study": spec.name,
         **({"task": "completion"} if spec.kind == "completion" else {}),
         "tracking_uri": uri,
         "planned": len(planned),
-        **trial_counts(runs, planned, plan.data_key, driver_of(spec)),
+        **trial_counts(runs, planned, plan.data_key, driver),
         "tuning": tuning_status(plan, client, exp.experiment_id),
+        "in_progress": in_progress(spec, driver),
     }
+
+
+def in_progress(spec: Any, driver: str | None) -> list[dict[str, Any]]:
+    """The teacher fine-tunes and cache builds running now (core/progress.py); none without a live driver."""
+    from orchestrator.core.progress import progress_dir, read_stages
+
+    if not driver:
+        return []
+    return [s for s in read_stages(progress_dir(spec.storage, spec.name)) if not s.get("finished")]
 
 
 def status_lines(st: dict[str, Any]) -> list[str]:
@@ -98,6 +110,7 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     ]
     if st["driver"]:
         lines.append(f"  driver running it: {st['driver']}")
+    lines += [f"  in progress: {stage_line(s)}" for s in st.get("in_progress", [])]
     if st["orphaned"]:
         lines.append(
             f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"

@@ -64,9 +64,9 @@ def finetune_teacher(
 
 
 def _parser() -> argparse.ArgumentParser:
-    from orchestrator.cli_help import HelpFormatter
+    from orchestrator.cli_help import HelpFormatter, OneLineParser
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m orchestrator.finetune_teacher", description=__doc__, formatter_class=HelpFormatter
     )
     p.add_argument("--task", choices=sorted(BUILTIN_TASKS), help="a built-in task (or --task-file)")
@@ -96,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator.train.cli_checks import guarded
+
+    # a user's mistake is one line, exit 2 (orchestrator/train/cli_checks.py)
+    return guarded(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    from orchestrator.train.cli_checks import check_inputs
     from orchestrator.train.cli_tracking import CliRun, experiment_name
     from orchestrator.train.trial import task_argument
 
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     task = task_argument(p, args.task, args.task_file)
     if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
         return 2
+    check_inputs(task, args.data, DEFAULT_DATA, args.max_samples)
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,

@@ -256,11 +256,9 @@ def _parse_value(text: str) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES, HelpFormatter
+    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES, HelpFormatter, OneLineParser
 
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator.trial", description=__doc__, formatter_class=HelpFormatter
-    )
+    p = OneLineParser(prog="python -m orchestrator.trial", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--task", choices=sorted(BUILTIN_TASKS), help="a built-in task (or --task-file)")
     p.add_argument("--task-file", help="a YAML file declaring your own task (docs/OWN_DATA.md)")
     p.add_argument("--student", required=True, choices=STUDENT_NAMES)
@@ -307,6 +305,14 @@ def task_argument(p: argparse.ArgumentParser, task: str | None, task_file: str |
 
 
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator.train.cli_checks import guarded
+
+    # a user's mistake is one line, exit 2 (orchestrator/train/cli_checks.py)
+    return guarded(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    from orchestrator.train.cli_checks import check_inputs
     from orchestrator.train.cli_tracking import CliRun, experiment_name
 
     p = _parser()
@@ -320,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             p.error(f"--param expects KEY=VALUE, got '{item}'")
         params[key] = _parse_value(value)
+    check_inputs(task, args.data, DEFAULT_DATA, args.max_samples, args.method, args.teacher, params)
     cfg = TrialConfig(
         task=task,
         student=args.student,

@@ -1,0 +1,85 @@
+"""A declared task's data files, read through once before anything starts (issue 24).
+
+A mistake in a user's own ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (a line that is not JSON, a
+missing code field, a label not in the declared list, labels written as integers in one place and text in another,
+an empty split) would otherwise surface only when a worker loads the data, after Ray and MLflow have started, as a
+traceback. ``first_problem`` finds the first such mistake of a task and says it in one line naming the file, the
+line and the field (with the valid labels); the study's validation (``orchestrator/design/validate.py``) calls it
+for the run and for ``--plan``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tasks.base import SPLITS, RecordError, Task
+from tasks.custom import SPLIT_FILES, CustomTask, TaskDeclaration, _label_key, split_path
+
+
+def task_from_entry(entry: Mapping[str, Any]) -> CustomTask:
+    """The task a validated study's ``custom_tasks`` entry declares (its labels already resolved)."""
+    return CustomTask(TaskDeclaration.model_validate(dict(entry)), list(entry["labels"]))
+
+
+def declared_data_problems(entries: Iterable[Mapping[str, Any]], names: Iterable[str]) -> list[str]:
+    """One line per declared task among ``names`` whose files hold a mistake (its first)."""
+    wanted = set(names)
+    out = []
+    for entry in entries:
+        if entry.get("name") in wanted:
+            problem = first_problem(task_from_entry(entry))
+            if problem:
+                out.append(f"task '{entry['name']}': {problem}")
+    return out
+
+
+def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
+    """The first mistake in ``task``'s three files (a declared task's own folder, or ``folder``: a built-in task's
+    ``<data>/<task>``), as ``file:line: what (field, valid values)``; None if none."""
+    folder = Path(folder) if folder is not None else task.data_dir  # type: ignore[attr-defined]
+    first_kind: tuple[str, str, Any] | None = None  # (where, JSON type, value) of the first label seen
+    for split in SPLITS:
+        path = split_path(folder, split)
+        if path is None:
+            return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])})"
+        records = 0
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                records += 1
+                problem, first_kind = _line_problem(task, line, f"{path}:{lineno}", first_kind)
+                if problem:
+                    return problem
+        if records == 0:
+            return f"{path}: the {split} split is empty (no records); it needs at least one"
+    return None
+
+
+def _line_problem(
+    task: Task, line: str, where: str, first_kind: tuple[str, str, Any] | None
+) -> tuple[str | None, tuple[str, str, Any] | None]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", first_kind
+    try:
+        task.preprocess(record)  # the fields, the code's type and the label, as the trial will read them
+    except RecordError as exc:
+        return f"{where}: {exc}", first_kind
+    # Text and integers both match a label ("1" and 1), so a file mixing them loads; but an inferred label list
+    # then holds both spellings as different classes, and a declared one was written one way: say which line.
+    value = record[task.label_field]
+    kind = "integer" if isinstance(_label_key(value), int) else "text"
+    if first_kind is None:
+        return None, (where, kind, value)
+    if kind != first_kind[1]:
+        return (
+            f"{where}: field '{task.label_field}': label {value!r} is {kind}, but the labels before it are "
+            f"{first_kind[1]} (first at {first_kind[0]}: {first_kind[2]!r}); write every label the same way; "
+            f"valid: {list(getattr(task, 'label_values', task.label_names))}"
+        ), first_kind
+    return None, first_kind
