@@ -19,16 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
-from tasks import (
-    BUILTIN_TASKS,
-    SPLITS,
-    TaskData,
-    family_members,
-    family_request_key,
-    get_task,
-    is_custom,
-    load_task_data,
-)
+from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data
 
 if TYPE_CHECKING:  # torch, transformers and the models load only when a trial runs (a fast --help and --plan)
     from kd_methods import ModelShape
@@ -93,18 +84,14 @@ def family_tokenizer(
     study's data seed, cached. The request key (files or hub revision, data seed) finds the cached tokenizer
     without loading the family's data: a defect trial never loads clone's hub splits."""
     from models.tokenizer import get_student_tokenizer
+    from tasks import family_members, family_request_key
 
     family = get_task(task).family
     members = family_members(family)
     resolved = source if is_custom(task) else resolve_data(source)
     key = family_request_key(members, resolved, data_seed, max_samples)
-    return get_student_tokenizer(
-        family,
-        vocab_size,
-        lambda: [load_data(name, source, data_seed, max_samples) for name in members],
-        cache_dir,
-        request_key=key,
-    )
+    datasets = lambda: [load_data(name, source, data_seed, max_samples) for name in members]  # noqa: E731
+    return get_student_tokenizer(family, vocab_size, datasets, cache_dir, request_key=key)
 
 
 @dataclass
@@ -296,12 +283,8 @@ def _parser() -> argparse.ArgumentParser:
         "--data", default=str(DEFAULT_DATA), help="'hub' or a folder from python -m tasks.build_local"
     )
     p.add_argument("--seed", type=int, default=0, help="the student's initial weights and data order")
-    p.add_argument(
-        "--data-seed",
-        type=int,
-        default=0,
-        help="the data sample (clone's 10%% of the hub) and the tokenizers; a study's is its first seed",
-    )
+    data_seed = "the data sample (clone's 10%% of the hub) and the tokenizers; a study's is its first seed"
+    p.add_argument("--data-seed", type=int, default=0, help=data_seed)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
