@@ -15,6 +15,12 @@ import shutil
 from pathlib import Path
 
 HOLE = "__HOLE__"
+
+
+class DataError(ValueError):
+    """The check's data folder is missing or too small; the message says how to build it."""
+
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -33,7 +39,7 @@ def hole_window_data(source: str | Path, dest: Path, before: int, after: int) ->
     src = Path(source)
     folder = src / "exception"
     if not all((folder / f"{s}.jsonl").exists() for s in SPLITS):
-        raise FileNotFoundError(
+        raise DataError(
             f"the transfer check's hole window needs local exception data in {folder}/{{train,validation,test}}"
             f".jsonl: build it with python -m tasks.build_local --out {src}"
         )
