@@ -183,13 +183,14 @@ def test_placebo_and_subset_read_the_cache_through_their_maps(tiny_teacher, loca
             placebo.check_data("0" * 64)
 
 
-def test_labelled_part_is_tiled_to_the_transfer_set() -> None:
+def test_labelled_part_is_tiled_to_a_quarter_of_the_transfer_set() -> None:
     import numpy as np
 
-    from orchestrator.bench.transfer import tile
+    from orchestrator.bench.transfer import LABELLED_EVALS, tile
 
-    assert tile(np.array([4, 7]), 9).tolist() == [4, 7] * 4  # 2 labelled of 9: 4 passes per "epoch"
+    assert tile(np.array([4, 7]), 9).tolist() == [4, 7] * 4  # 2 labelled, about 9 per "epoch": 4 passes
     assert tile(np.array([1, 2, 3]), 3).tolist() == [1, 2, 3]
+    assert LABELLED_EVALS == 4 and len(tile(np.arange(500), 5876 // LABELLED_EVALS)) == 1500
 
 
 def test_overhead_benchmark_tiny_shares_the_cache_builder(tmp_path, local_data) -> None:
@@ -288,3 +289,25 @@ def test_a_workers_runner_gives_the_same_runs_as_the_parents(tmp_path, local_dat
             b["selection"],
             b["steps"],
         )
+
+
+def test_transfer_design_measures_teacher_and_ft_per_labelled_count(
+    tmp_path, local_data, tiny_teacher
+) -> None:
+    """``transfer-design``: per labelled count the teacher and FT on that many labels (no KD outcome), then the
+    costs (the cache's teacher pass, seconds per step of every method) and the projected run time."""
+    out = tmp_path / "design.json"
+    args = ("--size", "tiny", "--labelled", "8,24", "--data", str(local_data), "--work", str(tmp_path / "w"))
+    proc = _bench("transfer-design", *args, "--teacher", str(tiny_teacher), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert [row["labelled"] for row in r["counts"]] == [8, 24]
+    for row in r["counts"]:
+        assert row["advantage_val"] == pytest.approx(row["teacher"]["val"] - row["ft"]["val"])
+        assert len(row["ft"]["candidates"]) == 1 and 0 <= row["ft"]["val_majority_baseline"] <= 1
+        assert row["ft"]["above_baseline"] == (row["ft"]["val"] > row["ft"]["val_majority_baseline"] + 0.005)
+    t = r["timing"]
+    assert t["labelled"] == 24 and set(t["step_s"]) == {"ft", "kd", "dist", "pkd", "ckd"}
+    assert all(s > 0 for s in t["step_s"].values()) and t["cache_s"] > 0
+    assert 0 <= t["teacher_on_unlabelled_inputs"]["accuracy"] <= 1 and r["projected_check_minutes"] > 0
+    assert "projected check" in proc.stdout

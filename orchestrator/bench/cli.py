@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--labelled", default="250,500,1000", help="comma-separated labelled counts to measure")
     d.add_argument("--teacher", default="minilm", help="minilm (offline), a hub id or a local model folder")
     d.add_argument("--task", help="measure on this task instead of the size's (e.g. clone)")
+    d.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only the costs: a few timed teacher and student steps, the cache's teacher pass (no labelled counts)",
+    )
     d.add_argument("--data", default=TRANSFER_DATA, help="as for transfer")
     d.add_argument("--device", default="auto")
     d.add_argument("--work", help="folder for teachers, tokenizers and caches (default: a temporary one)")
@@ -200,7 +205,9 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
             )
         size = transfer_design.SIZES[args.size]
         data = transfer_data(args, size)
-        results = transfer_design.design(size, data, work, counts, args.device, args.teacher, args.task)
+        results = transfer_design.design(
+            size, data, work, counts, args.device, args.teacher, args.task, args.timing_only
+        )
         return results, transfer_design.print_table
     from orchestrator.bench import transfer
 

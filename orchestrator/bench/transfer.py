@@ -45,6 +45,7 @@ from tasks.labels import LabelSpec, labelled_indices, mask_split, subset_split, 
 
 SIZES = TRANSFER_SIZES
 ARMS = ("transfer", "same_labels", "placebo")
+LABELLED_EVALS = 4  # runs on the labelled part are evaluated this many times as often as runs on all inputs
 __all__ = ["ARMS", "SIZES", "TransferRunner", "paired_stats", "print_table", "transfer"]
 
 
@@ -52,10 +53,10 @@ def _log(msg: str) -> None:
     print(f"[transfer {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def tile(keep: np.ndarray, n_all: int) -> np.ndarray:
-    """``keep`` repeated so that one pass over it holds about ``n_all`` samples: every run is then evaluated after
-    about as many samples (steps) as a run on all training inputs, whatever it trains on."""
-    return np.tile(keep, max(1, round(n_all / max(len(keep), 1))))
+def tile(keep: np.ndarray, n: int) -> np.ndarray:
+    """``keep`` repeated so that one pass over it (one "epoch", after which the trainer evaluates on validation)
+    holds about ``n`` samples."""
+    return np.tile(keep, max(1, round(n / max(len(keep), 1))))
 
 
 class TransferRunner:
@@ -90,8 +91,11 @@ class TransferRunner:
         train = self.prepared.encoded["train"]
         self.spec = LabelSpec.parse(labelled)
         self.keep = labelled_indices(train.labels, self.spec, self.size.task)
-        tiled = tile(self.keep, self.n_all)
-        # What each run trains on: FT and the same-labels arm the labelled part (tiled), KD the masked whole.
+        # What each run trains on: FT and the same-labels arm the labelled part, KD the masked whole. Every run
+        # takes the same steps; a run on the labelled part is evaluated four times as often as one on all inputs
+        # (its "epoch" is the labelled part tiled to a quarter of them): it can overfit, and finer early stopping
+        # favours FT, so a KD gain cannot come from FT stopped at a bad step.
+        tiled = tile(self.keep, self.n_all // LABELLED_EVALS)
         self.splits: dict[str, EncodedSplit] = {
             "labelled": subset_split(train, tiled),
             "all": mask_split(train, self.keep),

@@ -27,7 +27,7 @@ from orchestrator.bench.transfer_report import KD_METHODS, headline
 from tasks import get_task
 
 SIZES = TRANSFER_SIZES
-TIMED_STEPS = 30
+TIMED_STEPS = 60
 PARALLEL_STEPS = 200
 
 
@@ -46,19 +46,24 @@ def one_count(runner: TransferRunner, data: str, teacher: str, count: int) -> di
     """Teacher and FT (its candidates, first seed) on ``count`` labels: validation and test, and FT's baseline."""
     size = runner.size
     runner.relabel({"count": count})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     teacher_dir, tuned = runner.finetune(data, teacher, f"teacher-{count}")
-    teacher_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    teacher_s, teacher_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     _, best, tried = search(runner, "ft", "transfer")
-    ft_s = time.perf_counter() - t0
+    ft_s, ft_cpu = time.perf_counter() - t0, time.process_time() - c0
     task = get_task(size.task)
     val_base = float(task.majority_baseline([ex.label for ex in runner.prepared.task_data.validation]))
     teacher_val = headline(size.task, tuned, "validation")
     ft_val = headline(size.task, best, "validation")
     row = {
         "labelled": count,
-        "teacher": {"val": teacher_val, "test": headline(size.task, tuned), "seconds": teacher_s},
+        "teacher": {
+            "val": teacher_val,
+            "test": headline(size.task, tuned),
+            "seconds": teacher_s,
+            "cpu_s": teacher_cpu,
+        },
         "ft": {
             "val": ft_val,
             "test": headline(size.task, best),
@@ -66,6 +71,7 @@ def one_count(runner: TransferRunner, data: str, teacher: str, count: int) -> di
             "val_majority_baseline": val_base,
             "above_baseline": ft_val > val_base + 0.005,
             "seconds": ft_s,
+            "cpu_s": ft_cpu,
         },
         "advantage_val": teacher_val - ft_val,
         "teacher_dir": str(teacher_dir),
@@ -77,9 +83,38 @@ def one_count(runner: TransferRunner, data: str, teacher: str, count: int) -> di
     return row
 
 
+def teacher_timing(runner: TransferRunner, data: str, teacher: str) -> tuple[Path, float]:
+    """The pretrained teacher (new head) as saved for a cache, and the size's teacher fine-tune time projected
+    from a few timed steps and one validation pass."""
+    import math
+
+    from orchestrator.train.finetune import finetune_teacher
+    from orchestrator.train.trainer import TrainConfig
+
+    size = runner.size
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=size.teacher_batch_size,
+        lr=size.teacher_lr,
+        device=runner.device,
+        max_steps=TIMED_STEPS,
+    )
+    folder = runner.work / "teacher-timing"
+    res = finetune_teacher(teacher, size.task, folder, data, cfg, size.max_length, size.max_samples).result
+    step_s = res.train_seconds / max(res.steps, 1)
+    steps = size.teacher_epochs * math.ceil(len(runner.keep) / size.teacher_batch_size)
+    projected = steps * step_s + size.teacher_epochs * res.eval_seconds
+    _log(
+        f"teacher: {step_s:.2f} s per step, {res.eval_seconds:.1f} s per validation pass: {projected:.0f} s projected"
+    )
+    return folder, projected
+
+
 def timing(runner: TransferRunner, teacher_dir: Path, data: str) -> dict[str, Any]:
     """The cache's teacher pass, the teacher's accuracy on the unlabelled inputs, and seconds per step per method."""
+    cpu0 = time.process_time()
     cache_s = runner.open_cache(Path(teacher_dir))
+    cache_cpu_s = time.process_time() - cpu0
     logits = runner.sources["plain"].predictions("train")
     labels = np.asarray([ex.label for ex in runner.prepared.task_data.train])
     unlabelled = np.setdiff1d(np.arange(runner.n_all), runner.keep)
@@ -88,6 +123,7 @@ def timing(runner: TransferRunner, teacher_dir: Path, data: str) -> dict[str, An
     probs /= probs.sum(-1, keepdims=True)
     out: dict[str, Any] = {
         "cache_s": cache_s,
+        "cache_cpu_s": cache_cpu_s,
         "cache_samples_per_s": sum(len(s) for s in runner.prepared.encoded.values()) / max(cache_s, 1e-9),
         "teacher_on_unlabelled_inputs": {
             "accuracy": float(right[unlabelled].mean()),
@@ -95,11 +131,19 @@ def timing(runner: TransferRunner, teacher_dir: Path, data: str) -> dict[str, An
         },
         "step_s": {},
     }
+    out["step_cpu_s"] = {}
     for method in ("ft", *KD_METHODS):
         params = dict(runner.size.candidates[method][0])
-        res = runner.run(method, params, 0, "transfer", steps=TIMED_STEPS)
+        cpu0 = time.process_time()
+        res = runner.run(method, params, 0, "transfer", steps=min(TIMED_STEPS, 2 * runner.size.steps))
         out["step_s"][method] = res.train_seconds / max(res.steps, 1)
-        _log(f"{method}: {1000 * out['step_s'][method]:.1f} ms per step")
+        # CPU seconds per step (training and evaluation), all threads: on a busy shared machine wall time
+        # overstates what the same work takes alone; this does not
+        out["step_cpu_s"][method] = (time.process_time() - cpu0) / max(res.steps, 1)
+        _log(
+            f"{method}: {1000 * out['step_s'][method]:.1f} ms per step "
+            f"({1000 * out['step_cpu_s'][method]:.1f} ms of CPU time per step, evaluation included)"
+        )
     if runner.size.workers > 1:
         out["parallel"] = parallel(runner, data)
     return out
@@ -143,6 +187,7 @@ def design(
     device: str = "auto",
     teacher: str = "minilm",
     task: str | None = None,
+    timing_only: bool = False,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     size = _for_task(size, task)
@@ -151,12 +196,18 @@ def design(
 
         data = str(hole_window_data(data, work / "data", *size.hole_window))
     runner = TransferRunner(size, data, work, device)
-    rows = [one_count(runner, data, teacher, n) for n in counts]
-    own = int(size.labelled.get("count", 0)) if "count" in size.labelled else None
-    pick = next((r for r in rows if r["labelled"] == own), rows[-1])
-    runner.relabel({"count": pick["labelled"]})
-    t = timing(runner, Path(pick["teacher_dir"]), data)
-    t["labelled"] = pick["labelled"]
+    if timing_only:  # the pretrained teacher with a new head: the same shapes, so the same costs
+        rows: list[dict[str, Any]] = []
+        teacher_dir, teacher_s = teacher_timing(runner, data, teacher)
+    else:
+        rows = [one_count(runner, data, teacher, n) for n in counts]
+        own = int(size.labelled["count"]) if "count" in size.labelled else None
+        pick = next((r for r in rows if r["labelled"] == own), rows[-1])
+        runner.relabel({"count": pick["labelled"]})
+        teacher_dir, teacher_s = Path(pick["teacher_dir"]), pick["teacher"]["seconds"]
+    t = timing(runner, teacher_dir, data)
+    t["labelled"] = len(runner.keep)
+    t["teacher_finetune_s"] = teacher_s
     return {
         "task": size.task,
         "student": size.student,
@@ -164,7 +215,7 @@ def design(
         "train_inputs": runner.n_all,
         "counts": rows,
         "timing": t,
-        "projected_check_minutes": projected_minutes(size, t, pick["teacher"]["seconds"]),
+        "projected_check_minutes": projected_minutes(size, t, teacher_s),
         "size": {k: v for k, v in vars(size).items() if k != "candidates"},
         "device": _device_name(device),
         "seconds": time.perf_counter() - started,
@@ -185,9 +236,16 @@ def print_table(r: dict[str, Any]) -> None:
         )
     t = r["timing"]
     u = t["teacher_on_unlabelled_inputs"]
-    print(
-        f"at N={t['labelled']}: teacher pass {t['cache_s']:.1f} s; teacher right on {u['accuracy']:.1%} of the "
-        f"unlabelled inputs (mean top probability {u['mean_top_probability']:.3f}); ms per step: "
-        + ", ".join(f"{m} {1000 * s:.1f}" for m, s in t["step_s"].items())
+    tuned = (
+        f"right on {u['accuracy']:.1%} of the unlabelled inputs"
+        if r["counts"]
+        else "not fine-tuned (timing only)"
     )
+    print(
+        f"at N={t['labelled']}: teacher fine-tune {t['teacher_finetune_s']:.0f} s, teacher pass {t['cache_s']:.1f} s; "
+        f"teacher {tuned}; ms per step: " + ", ".join(f"{m} {1000 * s:.1f}" for m, s in t["step_s"].items())
+    )
+    if "parallel" in t:
+        p = t["parallel"]
+        print(f"{p['workers']} workers at once: {p['steps_per_s']:.0f} optimiser steps per second together")
     print(f"projected check: {r['projected_check_minutes']:.1f} min   (this run {r['seconds'] / 60:.1f} min)")
