@@ -22,8 +22,9 @@ import numpy as np
 
 from orchestrator.bench.overhead import _device_name
 from orchestrator.bench.sizes import TRANSFER_SIZES, TransferSize
-from orchestrator.bench.transfer import TransferRunner, search
+from orchestrator.bench.transfer import search
 from orchestrator.bench.transfer_report import KD_METHODS, headline
+from orchestrator.bench.transfer_runner import TransferRunner
 from tasks import get_task
 
 SIZES = TRANSFER_SIZES

@@ -26,7 +26,7 @@ def _init(size: Any, data: str, work: str, device: str, cache: tuple, threads: i
     global _RUNNER
     import torch
 
-    from orchestrator.bench.transfer import TransferRunner
+    from orchestrator.bench.transfer_runner import TransferRunner
 
     torch.set_num_threads(threads)
     _RUNNER = TransferRunner(size, data, Path(work), device)
@@ -34,7 +34,7 @@ def _init(size: Any, data: str, work: str, device: str, cache: tuple, threads: i
 
 
 def _job(job: tuple) -> dict[str, float]:
-    from orchestrator.bench.transfer import summarise
+    from orchestrator.bench.transfer_runner import summarise
 
     return summarise(_RUNNER.size.task, _RUNNER.run(*job))
 
@@ -66,7 +66,7 @@ class Pool:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     def map(self, jobs: list[tuple]) -> list[dict[str, float]]:
-        from orchestrator.bench.transfer import summarise
+        from orchestrator.bench.transfer_runner import summarise
 
         out: list[dict[str, float]] = []
         if self.executor is None:
