@@ -65,7 +65,8 @@ def test_transfer_check_end_to_end_tiny(tmp_path, local_data, tiny_teacher) -> N
     assert set(r["teacher"]) >= {"name", "score", "val_score", "advantage_over_ft_val"}
     assert r["teacher"]["name"] == str(tiny_teacher) and r["teacher"]["trained_on"] == 24
     # the teacher was fine-tuned on the labelled part only: 24 training records in its data copy
-    assert len((work / "teacher-data" / "exception" / "train.jsonl").read_text().splitlines()) == 24
+    labelled = work / "teacher-count=24-data" / "exception" / "train.jsonl"
+    assert len(labelled.read_text().splitlines()) == 24
     assert r["teacher"]["advantage_over_ft_val"] == pytest.approx(
         r["teacher"]["val_score"] - r["ft"]["val_score"]
     )

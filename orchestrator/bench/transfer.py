@@ -79,7 +79,7 @@ def transfer(
 ) -> dict[str, Any]:
     """Run the check; returns the results dict (``transfer_report.results``)."""
     started = time.perf_counter()
-    timings: dict[str, float] = {}
+    timings: dict[str, Any] = {}
     source_data = data
     if size.hole_window is not None:
         from orchestrator.bench.transfer_data import hole_window_data
@@ -95,6 +95,8 @@ def transfer(
     teacher_dir, tuned = runner.finetune(data, teacher)
     timings["teacher_finetune_s"] = time.perf_counter() - t0
     timings["teacher_cache_s"] = runner.open_cache(teacher_dir)
+    timings["teacher_reused"] = runner.teacher_reused
+    timings["cache_built"] = runner.cache_built
     teacher_out = {
         "name": teacher,
         "score": headline(size.task, tuned),

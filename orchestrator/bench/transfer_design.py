@@ -48,7 +48,7 @@ def one_count(runner: TransferRunner, data: str, teacher: str, count: int) -> di
     size = runner.size
     runner.relabel({"count": count})
     t0, c0 = time.perf_counter(), time.process_time()
-    teacher_dir, tuned = runner.finetune(data, teacher, f"teacher-{count}")
+    teacher_dir, tuned = runner.finetune(data, teacher)
     teacher_s, teacher_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
     _, best, tried = search(runner, "ft", "transfer")

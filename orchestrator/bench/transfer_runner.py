@@ -9,9 +9,12 @@ placebo arm on every training input, reading the cache through a permutation of 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ from orchestrator.bench.transfer_data import DataError
 from orchestrator.bench.transfer_report import headline
 from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.finetune import finetune_teacher
-from orchestrator.train.trainer import EncodedSplit, TrainConfig, TrainResult
+from orchestrator.train.trainer import EncodedSplit, TrainConfig, TrainResult, seed_everything
 from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial, student_shape
 from tasks.labels import LabelSpec, labelled_indices, mask_split, subset_split, write_labelled_folder
 
@@ -118,22 +121,37 @@ class TransferRunner:
         )
         return run_trial(cfg, teacher_source=source, teacher_shape=self.teacher_shape, prepared=prepared)
 
-    def finetune(self, data: str, teacher: str, name: str = "teacher") -> tuple[Path, Any]:
+    def finetune(self, data: str, teacher: str, name: str | None = None) -> tuple[Path, Any]:
         """The teacher fine-tuned on the labelled part only (a copy of the task folder with that training split),
-        saved in ``work/<name>``."""
-        folder = Path(data) / self.size.task
-        labelled_root = self.work / f"{name}-data"
-        write_labelled_folder(folder, labelled_root / self.size.task, self.keep)
+        saved in ``work/<name>`` (default ``teacher-<labels>``, e.g. ``teacher-count=500``). A teacher found there
+        with the same settings (teacher, recipe, data and labelled samples) is reused: the fine-tune is seeded, so
+        it would come out the same, and on a 2-core CPU it is the check's most expensive step."""
         size = self.size
+        teacher_dir = self.work / (name or f"teacher-{self.spec.label() if self.spec else 'all'}")
+        settings = {
+            "teacher": teacher,
+            "task": size.task,
+            "max_length": size.max_length,
+            "max_samples": size.max_samples,
+            "recipe": [size.teacher_epochs, size.teacher_lr, size.teacher_batch_size],
+            "device": self.device,
+            "data": self.prepared.task_data.fingerprint(),
+            "labelled": hashlib.sha256(self.keep.tobytes()).hexdigest(),
+        }
+        marker = teacher_dir / "check_settings.json"
+        if marker.is_file() and json.loads(marker.read_text()) == settings:
+            summary = json.loads((teacher_dir / "finetune.json").read_text())
+            _log(f"teacher: reusing {teacher_dir} (same settings)")
+            self.teacher_reused = True
+            return teacher_dir, SimpleNamespace(test=summary["test"], best_val=summary["best_val"])
+        labelled_root = teacher_dir.with_name(teacher_dir.name + "-data")
+        write_labelled_folder(Path(data) / size.task, labelled_root / size.task, self.keep)
         cfg = TrainConfig(
             epochs=size.teacher_epochs,
             batch_size=size.teacher_batch_size,
             lr=size.teacher_lr,
             device=self.device,
         )
-        teacher_dir = self.work / name
-        from orchestrator.train.trainer import seed_everything
-
         seed_everything(0)  # the teacher's new classification head: the same whatever ran before
         tuned = finetune_teacher(
             teacher,
@@ -148,6 +166,8 @@ class TransferRunner:
                 + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
             ),
         )
+        marker.write_text(json.dumps(settings, indent=2))
+        self.teacher_reused = False
         return teacher_dir, tuned.result
 
     def open_cache(self, teacher_dir: Path) -> float:
@@ -157,17 +177,20 @@ class TransferRunner:
         teacher = Teacher.load(str(teacher_dir), self.prepared.num_labels)
         tshape = teacher.shape
         del teacher
-        report, seconds, ckd_layers = build_shared_cache(
-            self.size.task,
-            teacher_dir,
-            tshape,
-            student_shape(self.size.student),
-            self.size.max_length,
-            self.prepared,
-            self.work,
-            self.device,
+        report, seconds, ckd_layers = (
+            build_shared_cache(  # found instead of built when --work already holds it
+                self.size.task,
+                teacher_dir,
+                tshape,
+                student_shape(self.size.student),
+                self.size.max_length,
+                self.prepared,
+                self.work,
+                self.device,
+            )
         )
         self.attach(str(report.path), tuple(ckd_layers), tshape)
+        self.cache_built = bool(report.built)
         return seconds
 
     def attach(self, path: str, ckd_layers: tuple[int, ...], tshape: Any) -> None:
