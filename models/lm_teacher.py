@@ -70,23 +70,11 @@ class LMTeacher(nn.Module):
 
     @classmethod
     def load(cls, id_or_path: str | Path, trust_remote_code: bool = False) -> LMTeacher:
-        """Load from an alias, hub id or folder; offline a missing model fails in one line saying what to do."""
-        source = resolve_lm_teacher(str(id_or_path))
-        local = Path(source).expanduser()
-        is_local = local.is_dir()
-        if not is_local and _looks_like_path(source):
-            raise ModelNotAvailableError(f"teacher folder '{source}' does not exist")
-        load_from = str(local) if is_local else source
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": hub_offline()}
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(load_from, **kwargs)
-        except OSError as err:
-            if is_local:
-                raise
-            raise _not_available(source, err) from err
-        if any(p.dtype != torch.float32 for p in model.parameters()):
-            model = model.float()  # fp16 checkpoints: training and the cache work in float32
+        """Load from an alias, hub id or folder; offline a missing model fails in one line saying what to do.
+
+        The tokenizer must fit the model's embeddings. A hub checkpoint that CodeXGLUE extends first (CodeGPT's
+        tokenizer names an ``<|UNKNOWN|>`` its vocabulary lacks) goes through ``load_codexglue_teacher``."""
+        model, tokenizer, source = load_lm_parts(id_or_path, trust_remote_code)
         return cls(model, tokenizer, source)
 
     def save(self, directory: str | Path) -> Path:
@@ -96,19 +84,12 @@ class LMTeacher(nn.Module):
         self.tokenizer.save_pretrained(directory)
         return directory
 
-    def add_special_tokens(self, tokens: Sequence[str]) -> int:
+    def add_special_tokens(self, tokens: Sequence[str], roles: dict[str, str] | None = None) -> int:
         """Add tokens the tokenizer lacks (e.g. CodeXGLUE's ``<STR_LIT:...>`` literals, as ``run_lm.py`` does) as
-        special tokens and resize the embeddings and head to the tokenizer; returns how many were new. Do it before
-        building students, caches or blocks: all of them depend on the vocabulary."""
-        vocab = self.tokenizer.get_vocab()
-        new = [t for t in dict.fromkeys(tokens) if t not in vocab]
-        if new:
-            self.tokenizer.add_special_tokens(
-                {"additional_special_tokens": new}, replace_extra_special_tokens=False
-            )
-        if len(self.tokenizer) > self.vocab_size:
-            self.model.resize_token_embeddings(len(self.tokenizer))
-        return len(new)
+        special tokens, set the named ``roles`` (``{"sep_token": "<EOL>", ...}``), and grow the embeddings and
+        head to the tokenizer; returns how many tokens were new. Do it before building students, caches or
+        blocks: all of them depend on the vocabulary."""
+        return extend_vocabulary(self.model, self.tokenizer, tokens, roles)
 
     def encode_texts(self, texts: Iterable[str]) -> list[list[int]]:
         """Token ids per text, no specials added (CodeXGLUE's files already carry ``<s>`` and ``</s>``)."""
@@ -151,6 +132,74 @@ class LMTeacher(nn.Module):
             token_mask=attention_mask if spec.token_layers else None,
             extras=self.head(),
         )
+
+
+def load_lm_parts(
+    id_or_path: str | Path, trust_remote_code: bool = False
+) -> tuple[PreTrainedModel, Any, str]:
+    """(model in float32, tokenizer, resolved source) of an alias, hub id or folder, unchecked; offline a model
+    that is not cached fails in one line (``ModelNotAvailableError``)."""
+    source = resolve_lm_teacher(str(id_or_path))
+    local = Path(source).expanduser()
+    is_local = local.is_dir()
+    if not is_local and _looks_like_path(source):
+        raise ModelNotAvailableError(f"teacher folder '{source}' does not exist")
+    load_from = str(local) if is_local else source
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": hub_offline()}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(load_from, **kwargs)
+    except OSError as err:
+        if is_local:
+            raise
+        raise _not_available(source, err) from err
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = model.float()  # fp16 checkpoints: training and the cache work in float32
+    return model, tokenizer, source
+
+
+def extend_vocabulary(
+    model: PreTrainedModel, tokenizer: Any, tokens: Sequence[str], roles: dict[str, str] | None = None
+) -> int:
+    """Give ``tokenizer`` the ``roles`` and the ``tokens`` it lacks (as special tokens), then grow ``model``'s
+    embeddings and head to its length (never shrink: a padded table keeps its rows); returns how many were new."""
+    roles = dict(roles or {})
+    vocab = tokenizer.get_vocab()
+    wanted = list(dict.fromkeys([*roles.values(), *tokens]))
+    new = [t for t in wanted if t not in vocab]
+    extra = [t for t in dict.fromkeys(tokens) if t not in roles.values() and t not in vocab]
+    if roles or extra:
+        tokenizer.add_special_tokens(
+            {**roles, "additional_special_tokens": extra}, replace_extra_special_tokens=False
+        )
+    if len(tokenizer) > model.get_output_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    return len(new)
+
+
+def codexglue_tokens() -> tuple[dict[str, str], list[str]]:
+    """CodeXGLUE ``run_lm.py``'s tokenizer set-up: the roles (bos ``<s>``, eos ``</s>``, sep ``<EOL>``, pad
+    ``<pad>``, unk ``<|UNKNOWN|>``) and the additional special tokens (``<STR_LIT>``, ``<NUM_LIT>``,
+    ``<CHAR_LIT>`` and one per kept literal of ``literals.json``: ``tasks.completion.special_tokens()``)."""
+    from tasks.completion.preprocess import BOS, EOL, EOS, PAD, UNK, special_tokens
+
+    roles = {"bos_token": BOS, "eos_token": EOS, "sep_token": EOL, "pad_token": PAD, "unk_token": UNK}
+    return roles, special_tokens()
+
+
+def load_codexglue_teacher(id_or_path: str | Path, trust_remote_code: bool = False) -> tuple[LMTeacher, int]:
+    """A hub or folder causal LM set up as CodeXGLUE's ``run_lm.py`` sets up CodeGPT: load, give the tokenizer
+    CodeXGLUE's roles and tokens (``codexglue_tokens``), grow the embeddings to the tokenizer, and only then
+    check that they fit. Returns the teacher and how many tokens were added.
+
+    The order matters: ``microsoft/CodeGPT-small-py``'s tokenizer config names ``<|UNKNOWN|>`` as its unknown
+    token, which its vocabulary (50,000 entries plus ``<EOL>`` in ``added_tokens.json``, 50,001 embedding rows)
+    lacks, so ``transformers`` appends it at load and the tokenizer is one longer than the model until resized.
+    """
+    model, tokenizer, source = load_lm_parts(id_or_path, trust_remote_code)
+    roles, tokens = codexglue_tokens()
+    added = extend_vocabulary(model, tokenizer, tokens, roles)
+    return LMTeacher(model, tokenizer, source), added
 
 
 # -- offline teachers for tests ----------------------------------------------------------------------------------

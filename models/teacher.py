@@ -9,9 +9,10 @@ Input forms (``Teacher.encode``):
 
 - ``"unixcoder"`` (``"auto"`` picks it when the id or folder name contains "unixcoder"): UniXcoder's encoder-only
   mode, ``<s> <encoder-only> </s> code </s>``, as in the UniXcoder repository. A pair (clone detection) becomes one
-  sequence ``<s> <encoder-only> </s> code </s> code2 </s>``, truncated longest-first: the teacher is a single
-  sequence classifier, so both functions must be in one input, and this is the RoBERTa sentence-pair layout with
-  UniXcoder's mode prefix.
+  sequence ``<s> <encoder-only> </s> code </s></s> code2 </s>``, truncated longest-first: the RoBERTa sentence-pair
+  template (two ``</s>`` between the sides) with UniXcoder's mode prefix, as the study authors build it
+  (BackOnTruck/kd-empirical ``teacher-ft/dataset_clone.py``: the tokenizer's pair encoding, then ``<encoder-only>
+  </s>`` inserted after ``<s>``).
 - ``"default"``: the tokenizer's own encoding of ``(text, text_pair)``, e.g. ``[CLS] a [SEP] b [SEP]`` for BERT.
 
 Only ``input_ids`` and ``attention_mask`` reach the model (the student interface), so BERT-style segment ids stay 0
@@ -201,9 +202,9 @@ class Teacher(nn.Module):
         seconds = dict(zip(paired, self._token_ids([examples[i].code2 or "" for i in paired], max_length)))
         out: list[list[int]] = []
         for i, first in enumerate(firsts):
-            if i in seconds:
-                a, b = _truncate_pair(first, seconds[i], max_length - len(prefix) - 2)
-                out.append(prefix + a + [sep_id] + b + [sep_id])
+            if i in seconds:  # RoBERTa's pair template: a </s></s> b </s>
+                a, b = _truncate_pair(first, seconds[i], max_length - len(prefix) - 3)
+                out.append(prefix + a + [sep_id, sep_id] + b + [sep_id])
             else:
                 out.append(prefix + first[: max_length - len(prefix) - 1] + [sep_id])
         return out

@@ -33,6 +33,7 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 BOS, PAD, EOS, UNK, MASK = SPECIAL_TOKENS
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "meta.json"
+PIN_DIR = "requests"  # request pins: which tokenizer folder a data request's key gave (get_student_tokenizer)
 # Part of the cache key: bump when training or post-processing changes so old caches are not reused.
 FORMAT_VERSION = 1
 
@@ -228,26 +229,69 @@ def training_texts(datasets: Sequence[TaskData]) -> Iterator[str]:
                 yield ex.code2
 
 
+def _pin_path(cache_dir: Path, family: str, vocab_size: int, min_frequency: int, request_key: str) -> Path:
+    digest = hashlib.sha256(request_key.encode()).hexdigest()[:32]
+    return cache_dir / PIN_DIR / f"{family}-{vocab_size}-{min_frequency}-{digest}.json"
+
+
+def _pinned(pin: Path, cache_dir: Path) -> StudentTokenizer | None:
+    """The tokenizer a request pin names, when both are on disk."""
+    try:
+        key = json.loads(pin.read_text())["tokenizer"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    folder = cache_dir / str(key)
+    if folder.parent != cache_dir or not (folder / TOKENIZER_FILE).is_file():
+        return None  # a pin never points outside the cache folder
+    found = StudentTokenizer.load(folder)
+    found.from_cache = True
+    return found
+
+
 def get_student_tokenizer(
     family: str,
     vocab_size: int,
-    datasets: Sequence[TaskData],
+    datasets: Sequence[TaskData] | Callable[[], Sequence[TaskData]],
     cache_dir: str | Path,
     min_frequency: int = 2,
+    *,
+    request_key: str | None = None,
 ) -> StudentTokenizer:
     """The family's tokenizer of ``vocab_size`` trained on ``datasets``' train splits, from the cache when there.
 
-    ``datasets`` are the family's task data (``c_java``: defect and clone; ``python``: exception). The cache folder
-    is ``cache_dir/<family>-<vocab_size>-<sha256 of settings and data fingerprints>``.
+    ``datasets`` are the family's task data (``c_java``: defect and clone; ``python``: exception), loaded with the
+    study's *data seed* (never a trial's seed, or each seed would train its own vocabulary), or a function
+    returning them, called only when needed. The cache folder is
+    ``cache_dir/<family>-<vocab_size>-<sha256 of settings and data fingerprints>``.
+
+    ``request_key`` (``tasks.family_request_key``: which files, hub revision and data seed the data come from)
+    lets a later call find that folder without loading the data: the first call writes a pin
+    ``cache_dir/requests/<...>.json`` naming the folder; a call with the same key and a callable ``datasets``
+    reads the pin and never loads, so a trial of one task does not load the family's other tasks (clone
+    detection's hub splits are gigabytes).
     """
-    if not datasets:
+    cache_dir = Path(cache_dir)
+    pin = _pin_path(cache_dir, family, vocab_size, min_frequency, request_key) if request_key else None
+    if pin is not None and pin.is_file():
+        found = _pinned(pin, cache_dir)
+        if found is not None:
+            return found
+    data = list(datasets() if callable(datasets) else datasets)
+    if not data:
         raise ValueError(f"no datasets to train the '{family}' tokenizer on")
-    digest = tokenizer_cache_key(family, vocab_size, min_frequency, datasets)
-    return StudentTokenizer.train_or_load(
-        lambda: training_texts(datasets),
+    digest = tokenizer_cache_key(family, vocab_size, min_frequency, data)
+    key = f"{family}-{vocab_size}-{digest[:32]}"
+    tokenizer = StudentTokenizer.train_or_load(
+        lambda: training_texts(data),
         vocab_size,
         cache_dir,
-        key=f"{family}-{vocab_size}-{digest[:32]}",
+        key=key,
         min_frequency=min_frequency,
-        meta={"family": family, "fingerprints": [data.fingerprint() for data in datasets]},
+        meta={"family": family, "fingerprints": [d.fingerprint() for d in data]},
     )
+    if pin is not None:
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pin.with_name(f".{pin.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"tokenizer": key, "request": request_key}))
+        os.replace(tmp, pin)  # atomic: a racing writer names the same folder
+    return tokenizer

@@ -33,6 +33,7 @@ pd.set_option("display.max_columns", 40)
 pd.set_option("display.precision", 4)
 print(f"study {STUDY!r}: {len(df)} finished runs, by stage {df['stage'].value_counts().to_dict()}")
 scored = df[df["stage"].isin(["teacher_finetune", "student"])]
+print(f"scores are each task's headline metric: {scored.groupby('task')['metric'].first().to_dict()}")
 print(f"{int(scored['degenerate'].sum())} of {len(scored)} teacher/student runs are degenerate (score at most the "
       f"task's majority baseline + {A.DEGENERATE_MARGIN}): flagged, and left out of every test, effect size and "
       f"ranking; {int(scored['baseline'].isna().sum())} runs have no known baseline")"""
@@ -53,7 +54,8 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
 
 Each KD configuration (task, student, teacher, method) against FT of the same student on the same task, paired by
 seed. FT does not depend on the teacher, so the same FT runs are the baseline for every teacher. `delta` = KD - FT
-on the task's primary metric (defect accuracy, clone F1, exception accuracy); Wilcoxon signed-rank p on the
+on the task's headline metric (column `metric`: defect accuracy, clone F1, exception accuracy, a declared task's
+`headline`); Wilcoxon signed-rank p on the
 seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table, and the `verdict`. Runs at or below
 their task's majority baseline are `degenerate`: left out of means and tests (`n_degenerate` per row). Below 6
 seed pairs the Wilcoxon test cannot reach p < 0.05 and below 4 scores a side Cliff's delta resolves nothing: the
@@ -87,7 +89,7 @@ if PAPER:
         md("""
 # RQ2 Teacher: code-specific (UniXcoder) vs general-purpose (ModernBERT)
 
-The same student, method, task and seed distilled from each teacher. Side by side: mean primary metric per
+The same student, method, task and seed distilled from each teacher. Side by side: mean headline metric per
 teacher (with FT of the same student and each teacher's own score); then the seed-paired Wilcoxon test and Cliff's
 delta for each pair of teachers (a - b), Holm-corrected. Teachers differ in their own score, so retention
 (student / teacher) is shown as well; it is undefined (NaN) for a teacher at or below its task's majority baseline.
@@ -193,8 +195,9 @@ else:
 
 From the `predictions/test.json` artifacts: per student run the share of test samples where it predicts what its
 teacher predicts (the teacher's predictions come from its cache run); FT runs are compared with every teacher of
-their task. On the samples where the FT student (same task, student, seed) disagreed with the teacher: does the KD
-student get them right more often (the paper: yes)?"""),
+their task. `score` is the run's headline metric (as in every other notebook); `accuracy` and `acc_on_ft_disagreed`
+are shares of samples predicted right. On the samples where the FT student (same task, student, seed) disagreed
+with the teacher: does the KD student get them right more often (the paper: yes)?"""),
         code(SETUP),
         code("""
 from mlflow import MlflowClient
@@ -210,7 +213,7 @@ agr"""),
         md("""
 # Figure 2: score vs student size per method
 
-Primary metric (percent) against student parameters (log scale), mean +- std over the non-degenerate seeds, one
+The task's headline metric (percent) against student parameters (log scale), mean +- std over the non-degenerate seeds, one
 panel row per (teacher, task) for every teacher, one column per architecture, methods set slightly apart so
 overlapping ones stay visible, the teacher as a dashed line, the y axis starting at the task's majority baseline
 (dotted) and degenerate runs as grey crosses. For the full study the paper's numbers are drawn as hollow markers.
@@ -258,7 +261,7 @@ fig.savefig(figures / "tuning_curves.png", dpi=120)"""),
         md("The RQ tables use final runs only: no tuning run has test metrics."),
         code("""
 assert df.loc[df["stage"] == "tune", "primary"].isna().all(), "a tuning run logged test metrics"
-print(f"final (stage=student) runs with a primary metric: {len(A.student_runs(df))}")"""),
+print(f"final (stage=student) runs with a headline score: {len(A.student_runs(df))}")"""),
     ],
     "08_completion.ipynb": [
         md("""

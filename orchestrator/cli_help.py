@@ -40,3 +40,15 @@ STUDENT_NAMES = (
     "roberta-tiny",
 )
 METHOD_NAMES = ("ckd", "dist", "ft", "kd", "pkd")  # distil is the completion study's (causal LMs)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors (an unknown option, a missing value) are one line on stderr,
+    ``error: ...`` naming the command and pointing at ``--help``, with exit status 2 (argparse's own status), instead
+    of the usage block followed by the message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        import sys
+
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)

@@ -21,12 +21,14 @@ from tasks.base import (
 )
 from tasks.clone import CloneTask
 from tasks.custom import CustomTask, TaskDeclaration, TaskDeclarationError
+from tasks.data_key import data_request_key, family_request_key
 from tasks.defect import DefectTask
 from tasks.exception import EXCEPTION_LABELS, ExceptionTask
 from tasks.registry import (
     BUILTIN_TASKS,
     TASKS,
     declare,
+    family_members,
     get_task,
     is_custom,
     load_task_file,
@@ -34,18 +36,33 @@ from tasks.registry import (
 )
 
 
-def load_task_data(task: str, source: str | Path, seed: int = 0, max_samples: int | None = None) -> TaskData:
+def load_task_data(
+    task: str,
+    source: str | Path,
+    data_seed: int = 0,
+    max_samples: int | None = None,
+    *,
+    seed: int | None = None,
+) -> TaskData:
     """A task's train/validation/test examples.
 
-    ``source`` is ``"hub"`` (``datasets.load_dataset``; ``seed`` picks clone detection's 10% sample) or a
-    folder holding ``<task>/train.jsonl``, ``<task>/validation.jsonl`` and ``<task>/test.jsonl``.
+    ``source`` is ``"hub"`` (``datasets.load_dataset``) or a folder holding ``<task>/train.jsonl``,
+    ``<task>/validation.jsonl`` and ``<task>/test.jsonl``. ``data_seed`` is the study's data seed (by default its
+    first seed): it picks clone detection's 10% hub sample, the same for every trial whatever the trial's seed.
+    ``seed`` is its old name, accepted from callers not yet passing ``data_seed``; never pass a trial's seed.
     ``max_samples`` keeps the first N examples of each split, for quick runs.
     """
+    if seed is not None:
+        if data_seed not in (0, seed):
+            raise ValueError(
+                f"load_task_data: data_seed={data_seed} and seed={seed} disagree; pass data_seed only"
+            )
+        data_seed = seed
     t = get_task(task)
     if is_custom(task):  # a declared task reads its own data folder whatever the study's data source
         return t.load_jsonl(None, max_samples=max_samples)
     if isinstance(source, str) and source == "hub":
-        return t.load_hub(seed=seed, max_samples=max_samples)
+        return t.load_hub(data_seed=data_seed, max_samples=max_samples)
     folder = Path(source) / t.name
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -71,7 +88,10 @@ __all__ = [
     "TaskDeclaration",
     "TaskDeclarationError",
     "TaskData",
+    "data_request_key",
     "declare",
+    "family_members",
+    "family_request_key",
     "get_task",
     "is_custom",
     "load_task_file",

@@ -1,7 +1,8 @@
 """Clone detection (CodeXGLUE / BigCloneBench): are these two Java methods clones? Scored by F1 and accuracy.
 
 As in CodeXGLUE, training and validation use a seeded 10% sample of the (very large) hub splits; test uses all
-of it.
+of it. The sample's seed is the study's data seed (``load_task_data(..., data_seed=...)``), the same for every
+trial, so a teacher cache built once fits every seed's trials.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class CloneTask(BinaryTask):
     label_field = "label"
     headline_metric = "f1"
 
-    def hub_rows(self, split: str, n_rows: int, seed: int) -> np.ndarray | None:
+    def hub_rows(self, split: str, n_rows: int, data_seed: int) -> np.ndarray | None:
         if split == "test":
             return None
-        return sample_fraction(n_rows, HUB_SAMPLE_FRACTION, seed)
+        return sample_fraction(n_rows, HUB_SAMPLE_FRACTION, data_seed)

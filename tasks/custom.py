@@ -185,9 +185,9 @@ class CustomTask(Task):
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
 
-        from tasks.base import _check_scores
+        from tasks.scoring import check_scores
 
-        logits, labels = _check_scores(self.name, logits, labels, self.num_labels)
+        logits, labels = check_scores(self.name, logits, labels, self.num_labels)
         preds = logits.argmax(axis=1)
         out = {
             "accuracy": float(accuracy_score(labels, preds)),
@@ -205,7 +205,7 @@ class CustomTask(Task):
         """This task's own data folder (``directory`` is ignored: a declared task names its data)."""
         return super().load_jsonl(self.data_dir, max_samples=max_samples)
 
-    def load_hub(self, seed: int = 0, max_samples: int | None = None, **_: Any) -> TaskData:
+    def load_hub(self, data_seed: int = 0, max_samples: int | None = None, **_: Any) -> TaskData:
         return self.load_jsonl(max_samples=max_samples)
 
     def split_sizes(self) -> dict[str, int]:

@@ -48,6 +48,12 @@ def registered() -> dict[str, Task]:
     return TASKS
 
 
+def family_members(family: str) -> list[str]:
+    """The registered tasks (built-in and declared) of one student tokenizer family, sorted: what that family's
+    tokenizer is trained on (``c_java``: clone and defect; ``python``: exception)."""
+    return sorted(name for name, t in registered().items() if t.family == family)
+
+
 def is_custom(name: str) -> bool:
     """Whether ``name`` is a task declared in YAML (its data lives in its own folder, not under ``data``)."""
     return name not in BUILTIN_TASKS

@@ -275,8 +275,11 @@ def test_unixcoder_input_form(unixcoder_dir: Path) -> None:
         [Example(0, long_code, 0), Example(1, "int a;", 1, long_code)], max_length=40
     )
     assert single[:3] == prefix and single[-1] == eos and len(single) == 40
-    assert pair[:3] == prefix and pair.count(eos) == 3 and pair[-1] == eos and len(pair) == 40
-    assert tok.decode(pair[3 : pair.index(eos, 3)]) == "int a;"  # the short side is kept whole
+    # RoBERTa's pair template after the mode prefix: a </s></s> b </s>
+    assert pair[:3] == prefix and pair.count(eos) == 4 and pair[-1] == eos and len(pair) == 40
+    first_end = pair.index(eos, 3)
+    assert pair[first_end + 1] == eos
+    assert tok.decode(pair[3:first_end]) == "int a;"  # the short side is kept whole
 
     plain = Teacher.load(unixcoder_dir, num_labels=2, input_form="default")
     ids = plain.encode([Example(0, "int a;", 0)], 40)[0]

@@ -196,6 +196,16 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     assert missing.stderr.count("\n") == 1 and "nosuch" in missing.stderr, missing.stderr
     assert "smells" in missing.stderr or "does not exist" in missing.stderr
 
+    # the analysis scores the declared task by its declared headline, read from what this real study recorded
+    from orchestrator import analysis as A
+
+    assert A.load.declared_headlines(client, exp.experiment_id) == {"smell": "macro_f1"}
+    df = A.load_runs("smells", f"sqlite:///{db}")
+    scored = df[df["stage"].isin(["teacher_finetune", "teacher_cache", "student"])]
+    assert len(scored) == 4 and (scored["metric"] == "macro_f1").all()
+    s = A.student_runs(df)
+    assert (s["primary"] == s["test_macro_f1"]).all() and (s["baseline"] == s["test_majority_baseline"]).all()
+
 
 def _declare(tmp_path: Path, data: Path, **fields) -> str:
     from tasks import TaskDeclarationError, declare

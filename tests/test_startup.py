@@ -23,6 +23,7 @@ COMMANDS = [
     ["orchestrator.bench", "--help"],
     ["orchestrator.bench", "overhead", "--help"],
     ["orchestrator.bench", "packing", "--help"],
+    ["orchestrator.bench", "diagnose", "--help"],
 ]
 
 

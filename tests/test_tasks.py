@@ -486,7 +486,7 @@ def test_load_hub_offline_fails_fast_with_the_dataset_id(
     for name, task in TASKS.items():
         start = time.monotonic()
         with pytest.raises(HubUnavailableError) as info:
-            task.load_hub(seed=0, max_samples=4, cache_dir=tmp_path / "cache")
+            task.load_hub(data_seed=0, max_samples=4, cache_dir=tmp_path / "cache")
         assert time.monotonic() - start < 20, name
         message = str(info.value)
         assert task.hf_id in message and "offline mode is on" in message
@@ -538,7 +538,7 @@ def test_load_hub_path_through_datasets_on_a_local_folder(
     class FolderClones(CloneTask):
         hf_id = str(folder)
 
-    clones = FolderClones().load_hub(seed=3, cache_dir=tmp_path / "cache2")
+    clones = FolderClones().load_hub(data_seed=3, cache_dir=tmp_path / "cache2")
     # 10% of train and validation (seeded), all of test.
     assert [len(clones.split(s)) for s in SPLITS] == [3, 1, 20]
     picked = sample_fraction(30, 0.1, seed=3)

@@ -1,5 +1,5 @@
-"""``python -m orchestrator.analysis notebooks ...``"""
+"""``python -m orchestrator.analysis notebooks ...`` (orchestrator/analysis/cli.py)."""
 
-from orchestrator.analysis.notebooks import main
+from orchestrator.analysis.cli import main
 
 raise SystemExit(main())

@@ -31,11 +31,35 @@ def _quiet_downloads() -> Iterator[None]:
             os.environ[key] = old
 
 
+PROXIED = "mlflow-artifacts:"  # artifact URIs a tracking server resolves against its --artifacts-destination
+
+
+def local_artifact(client: Any, run_id: str, path: str) -> Path | None:
+    """The file behind a run's artifact when the run's artifacts are proxied (``mlflow-artifacts:/...``, relative to
+    the server's ``--artifacts-destination``) and ``client`` reads the study's SQLite store without a server: the
+    study's server keeps them in ``artifacts/`` beside ``mlflow.db``. None otherwise (MLflow downloads it)."""
+    uri = str(getattr(client, "tracking_uri", ""))
+    if not uri.startswith("sqlite:///"):
+        return None
+    artifact_uri = client.get_run(run_id).info.artifact_uri or ""
+    if not artifact_uri.startswith(PROXIED):
+        return None
+    root = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve()
+    local = (root / artifact_uri.removeprefix(PROXIED).lstrip("/") / path).resolve()
+    if not local.is_relative_to(root):  # nothing a store records may lead outside its artifacts folder
+        raise OSError(f"run {run_id}: artifact {artifact_uri}/{path} lies outside {root}")
+    return local
+
+
 def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
     """A run's predictions/test.json as a frame indexed by idx with columns label, pred."""
-    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
-        path = client.download_artifacts(run_id, "predictions/test.json", tmp)
-        data = json.loads(Path(path).read_text())
+    local = local_artifact(client, run_id, "predictions/test.json")
+    if local is not None:
+        data = json.loads(local.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+            path = client.download_artifacts(run_id, "predictions/test.json", tmp)
+            data = json.loads(Path(path).read_text())
     return pd.DataFrame(
         {"label": data["label"], "pred": data["pred"]}, index=pd.Index(data["idx"], name="idx")
     ).astype(int)
@@ -54,6 +78,9 @@ _AGREEMENT_COLUMNS = [
     "teacher_degenerate",
     "n_samples",
     "agreement",
+    "metric",
+    "score",
+    "teacher_score",
     "accuracy",
     "teacher_accuracy",
     "n_ft_disagreed",
@@ -66,7 +93,7 @@ _AGREEMENT_COLUMNS = [
 def _agreement_row(
     r: Any,
     teacher: str,
-    cache_run: dict[tuple[str, str], str],
+    cache_run: dict[tuple[str, str], Any],
     ft_run: dict[tuple[Any, ...], str],
     preds: Callable[[str], pd.DataFrame | None],
 ) -> dict[str, Any]:
@@ -81,8 +108,12 @@ def _agreement_row(
         "method_family": r.method_family,
         "seed": r.seed,
         "degenerate": bool(r.degenerate),
+        "metric": r.metric,
+        "score": r.primary,  # the task's headline metric, as every table reports it
     }
-    tp = preds(cache_run[(teacher, r.task)]) if (teacher, r.task) in cache_run else None
+    cache = cache_run.get((teacher, r.task))
+    row["teacher_score"] = cache.primary if cache is not None else float("nan")
+    tp = preds(cache.run_id) if cache is not None else None
     sp_ = preds(r.run_id)
     if tp is None or sp_ is None:
         row["note"] = "no teacher predictions" if tp is None else "no student predictions"
@@ -114,16 +145,18 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
     """Behaviour: per student run and teacher, how often the student predicts what the teacher predicts.
 
     The teacher's predictions come from the latest teacher_cache run of (teacher, task); FT runs are compared
-    with every teacher of their task. Samples are aligned by idx. Columns: agreement, accuracy,
-    teacher_accuracy, n_ft_disagreed (samples where the FT run of the same task/student/seed disagreed with
-    the teacher), acc_on_ft_disagreed and agree_on_ft_disagreed (this run's accuracy and agreement with the
-    teacher on those samples), note. ``client`` is an mlflow.MlflowClient on the study's store.
+    with every teacher of their task. Samples are aligned by idx. Columns: agreement, metric, score and
+    teacher_score (the task's headline metric, as ``load_runs`` reads it: what the run and the teacher's cache run
+    recorded), accuracy and teacher_accuracy (the share of samples predicted right, recomputed from the
+    predictions), n_ft_disagreed (samples where the FT run of the same task/student/seed disagreed with the
+    teacher), acc_on_ft_disagreed and agree_on_ft_disagreed (the share of those samples this run gets right, and
+    agrees with the teacher on), note. ``client`` is an mlflow.MlflowClient on the study's store.
     """
     from mlflow.exceptions import MlflowException
 
     s = student_runs(df)
     caches = df[df["stage"] == "teacher_cache"].sort_values("start_time")
-    cache_run = {(r.teacher, r.task): r.run_id for r in caches.itertuples()}  # the latest wins
+    cache_run = {(r.teacher, r.task): r for r in caches.itertuples()}  # the latest wins
     memo: dict[str, pd.DataFrame | None] = {}
 
     def preds(run_id: str) -> pd.DataFrame | None:
@@ -151,8 +184,9 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
 
 
 def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
-    """FT vs KD: per (task, teacher, method) the mean agreement with the teacher, accuracy, and accuracy /
-    agreement on the samples the FT student got different from the teacher; agreement_minus_ft compares with
+    """FT vs KD: per (task, teacher, method) the mean agreement with the teacher, the mean score (the task's
+    headline metric, ``metric``), and the share right / agreement on the samples the FT student got different
+    from the teacher; agreement_minus_ft compares with
     the FT row of the same (task, teacher). Only runs that are not degenerate, with a teacher that is not, count
     (``n_runs``); ``n_excluded`` the others (a constant student agrees with a constant teacher by construction)."""
     agr = agr.assign(_bad=agr["degenerate"].astype(bool) | agr["teacher_degenerate"].astype(bool))
@@ -162,7 +196,8 @@ def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
         .agg(
             n_runs=("run_id", "size"),
             agreement=("agreement", "mean"),
-            accuracy=("accuracy", "mean"),
+            metric=("metric", "first"),
+            score=("score", "mean"),
             acc_on_ft_disagreed=("acc_on_ft_disagreed", "mean"),
             agree_on_ft_disagreed=("agree_on_ft_disagreed", "mean"),
         )

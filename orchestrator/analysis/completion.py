@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# The poster (STUDY.md, Study 2): params M, size MB, samples/s, ES, EM. "baseline" is the 12-layer teacher.
+# The poster (docs/STUDY.md, Study 2): params M, size MB, samples/s, ES, EM. "baseline" is the 12-layer teacher.
 POSTER = pd.DataFrame(
     [
         ("teacher", 124, 510, 26, 39.1, 14.5),

@@ -108,7 +108,7 @@ def _throughput(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def efficiency(df: pd.DataFrame, bench_json: Path | None = None) -> Efficiency:
-    """Efficiency (STUDY.md discussion). ``cost``: train_seconds of each KD method over FT of the same
+    """Efficiency (docs/STUDY.md, "Discussion"). ``cost``: train_seconds of each KD method over FT of the same
     (task, student, seed) as run here, i.e. with the teacher cache; ``online``: the overhead benchmark's
     per-method figures (JSON schema {"methods": {m: {ft_s, cached_s, online_s, teacher_s_cached,
     cached_over_ft, online_over_ft}}, "teacher_passes", "cache_bytes", "device"}); ``passes``: teacher_cache

@@ -11,7 +11,6 @@ import pandas as pd
 from orchestrator.analysis.load import (
     ARCH_ORDER,
     NONE,
-    PRIMARY_METRIC,
     TASK_ORDER,
     default_teacher,
     student_runs,
@@ -21,7 +20,7 @@ from orchestrator.analysis.load import (
 from orchestrator.analysis.stats import _method_key
 from orchestrator.analysis.tables import size_key
 
-# The paper's Figure 2 (UniXcoder teacher), read off the plot (+-0.2), transcribed from STUDY.md.
+# The paper's Figure 2 (UniXcoder teacher), read off the plot (+-0.2), transcribed in docs/STUDY.md.
 _PAPER_ROWS: dict[tuple[str, str], dict[str, tuple[float, float, float]]] = {
     ("defect", "roberta"): {
         "ft": (60.6, 58.9, 58.1),
@@ -124,6 +123,12 @@ _METHOD_STYLE: dict[str, tuple[str, str]] = {
     "pkd": ("tab:green", "D"),
     "ckd": ("tab:red", "v"),
 }
+
+
+def _metric_label(runs: pd.DataFrame) -> str:
+    """The headline metric the runs are scored by (``load_runs``'s ``metric``), e.g. ``macro_f1``."""
+    names = sorted(set(runs["metric"].dropna()) - {"unknown", NONE}) if "metric" in runs else []
+    return " / ".join(names) or "score"
 
 
 def _dodge(k: int, m: int, width: float = 0.06) -> float:
@@ -253,7 +258,7 @@ def build_figure2(
                 fontsize=9,
             )
             ax.set_xlabel("student parameters")
-            metric = PRIMARY_METRIC.get(task, "test_accuracy").removeprefix("test_")
+            metric = _metric_label(runs_t)
             ax.set_ylabel(f"{metric} (%)" if factor == 100.0 else metric)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -9,8 +10,18 @@ import pandas as pd
 
 from tasks.base import DEGENERATE_MARGIN
 
-# The primary metric of each task, as in the paper's Figure 2; tasks not listed fall back to accuracy.
-PRIMARY_METRIC: dict[str, str] = {"defect": "test_accuracy", "clone": "test_f1", "exception": "test_accuracy"}
+# Every run is scored by its task's own headline metric: the ``test_score`` a run records (docs/CONTRACTS.md). For
+# runs that did not record one, the task's headline metric: the built-in tasks' below (= ``Task.headline_metric``,
+# tests check they agree), a declared task's ``headline`` from the study run's ``custom_tasks`` param. A task whose
+# headline is unknown gets no score (NaN), never a silent accuracy: a 4-class task declared with ``headline:
+# macro_f1`` whose students predict one class scores its baseline in macro-F1 and far above it in accuracy.
+PRIMARY_METRIC: dict[str, str] = {
+    "defect": "test_accuracy",
+    "clone": "test_f1",
+    "exception": "test_accuracy",
+    "completion": "test_es",
+}
+UNKNOWN = "unknown"  # the ``metric`` of a run whose task's headline metric nobody recorded
 TEST_METRICS: tuple[str, ...] = (
     "test_accuracy",
     "test_f1",
@@ -51,6 +62,7 @@ COLUMNS: tuple[str, ...] = (
     "student_params",
     "seed",
     *TEST_METRICS,
+    "metric",  # the task's headline metric that ``primary`` holds (accuracy, f1, macro_f1, ...)
     "primary",
     "baseline",
     "degenerate",
@@ -108,7 +120,8 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
     ``seed`` and ``student_params`` are nullable integers (``Int64``: teacher runs have none), metrics and the
     params epochs/batch_size/train_samples are floats (NaN where a run did not log them), ``primary`` is the
-    task's primary metric (``PRIMARY_METRIC``). Raises LookupError naming the existing experiments when the
+    run's score on its task's headline metric (``test_score``; ``metric`` names it: a declared task's
+    ``headline``, a built-in task's own; see ``_primary``). Raises LookupError naming the existing experiments when the
     study has none.
     """
     from mlflow.entities import ViewType
@@ -122,6 +135,7 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
             f"no MLflow experiment named {study!r} at {client.tracking_uri}; existing experiments: {names}"
         )
     rows = [_run_row(r) for r in _finished_runs(client, experiment.experiment_id)]
+    declared = declared_headlines(client, experiment.experiment_id)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["start_time"] = pd.to_datetime(df["start_time"], unit="ms")
     for tag in TAG_COLUMNS:
@@ -131,19 +145,49 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
         df[name] = pd.to_numeric(df[name], errors="coerce").round().astype("Int64")
     for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
-    df["primary"] = _primary(df)
+    df["metric"], df["primary"] = _primary(df, declared)
     return mark_degenerate(df).sort_values(
         ["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True
     )
 
 
-def _primary(df: pd.DataFrame) -> pd.Series:
-    out = pd.Series(np.nan, index=df.index, dtype=float)
-    for task in df["task"].unique():
-        metric = PRIMARY_METRIC.get(task, "test_accuracy")
-        rows = df["task"] == task
-        out[rows] = df.loc[rows, metric]
+def declared_headlines(client: Any, experiment_id: str) -> dict[str, str]:
+    """``{task: headline metric}`` of the tasks the study declared (its study run's ``custom_tasks`` param, the
+    validated declarations: docs/CONTRACTS.md); empty when there is no study run or it declared none."""
+    runs = client.search_runs([experiment_id], filter_string="tags.stage = 'study'", max_results=10)
+    out: dict[str, str] = {}
+    for run in runs:
+        try:
+            decls = json.loads(run.data.params.get("custom_tasks") or "[]")
+        except json.JSONDecodeError:
+            continue  # a param cut at MLflow's length limit: the runs' own test_score still holds
+        for d in decls if isinstance(decls, list) else []:
+            if isinstance(d, dict) and d.get("name"):
+                out[str(d["name"])] = str(d.get("headline", "accuracy"))  # the declaration's default
     return out
+
+
+def headline_metric(task: str, declared: dict[str, str] | None = None) -> str:
+    """The headline metric of ``task`` without its ``test_`` prefix: a declared task's ``headline``, a built-in
+    task's own, ``UNKNOWN`` otherwise (``none`` for runs without a task, such as the study run)."""
+    if task == NONE:
+        return NONE
+    if declared and task in declared:
+        return declared[task]
+    return PRIMARY_METRIC[task].removeprefix("test_") if task in PRIMARY_METRIC else UNKNOWN
+
+
+def _primary(df: pd.DataFrame, declared: dict[str, str]) -> tuple[pd.Series, pd.Series]:
+    """Per run: the name of its task's headline metric and its score, the ``test_score`` it recorded or, where it
+    recorded none (older studies), its ``test_<headline metric>``; NaN where neither is known."""
+    metric = df["task"].map(lambda t: headline_metric(t, declared)).astype(str)
+    fallback = pd.Series(np.nan, index=df.index, dtype=float)
+    for name in metric.unique():
+        column = f"test_{name}"
+        if column in df.columns:
+            rows = metric == name
+            fallback[rows] = df.loc[rows, column]
+    return metric, df["test_score"].astype(float).fillna(fallback)
 
 
 def mark_degenerate(df: pd.DataFrame, margin: float = DEGENERATE_MARGIN) -> pd.DataFrame:
@@ -176,10 +220,12 @@ def valid_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def degenerate_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (stage, task, teacher) of the teacher_finetune and student runs: runs, how many are degenerate (primary
-    at most ``baseline`` + ``DEGENERATE_MARGIN``), the baseline and the best primary."""
+    """Per (stage, task, teacher) of the teacher_finetune and student runs: the headline metric they are scored by,
+    runs, how many are degenerate (primary at most ``baseline`` + ``DEGENERATE_MARGIN``), the baseline and the
+    best primary."""
     r = df[df["stage"].isin(["teacher_finetune", "student"]) & df["primary"].notna()]
     out = r.groupby(["stage", "task", "teacher"], as_index=False, sort=False).agg(
+        metric=("metric", "first"),
         runs=("primary", "size"),
         degenerate=("degenerate", "sum"),
         baseline=("baseline", "first"),
@@ -194,11 +240,12 @@ def degenerate_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def teacher_scores(df: pd.DataFrame) -> pd.DataFrame:
-    """Fine-tuned teachers: columns teacher, task, primary (mean over their runs), baseline (the task's majority
+    """Fine-tuned teachers: columns teacher, task, metric (the task's headline metric), primary (mean over runs), baseline (the task's majority
     baseline), teacher_params, the teacher's inference_samples_per_s (NaN where not logged) and degenerate
     (primary at most baseline + ``DEGENERATE_MARGIN``: a teacher that learnt nothing)."""
     t = df[(df["stage"] == "teacher_finetune") & df["primary"].notna()]
     out = t.groupby(["teacher", "task"], as_index=False).agg(
+        metric=("metric", "first"),
         primary=("primary", "mean"),
         baseline=("baseline", "mean"),
         teacher_params=("teacher_params", "mean"),

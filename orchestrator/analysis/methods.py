@@ -65,6 +65,7 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
         "method",
         "method_family",
         "seed",
+        "metric",
         "primary",
         "baseline",
         "degenerate",

@@ -79,8 +79,9 @@ def run_notebooks(
                 client = NotebookClient(nb, km=km, timeout=timeout)
                 try:
                     client.execute()
-                except CellExecutionError:
+                except CellExecutionError as err:
                     nbformat.write(nb, out_dir / name)
+                    err.notebook, err.executed_copy = name, out_dir / name  # for the command's one line
                     raise
                 finally:
                     if client.kc is not None:
@@ -104,42 +105,8 @@ def _reset_namespace(km: Any, timeout: int) -> None:
         kc.stop_channels()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m orchestrator.analysis notebooks --study smoke``: run every notebook headless against a study in
-    MLflow (``MLFLOW_TRACKING_URI``, else the SQLite store under ``--storage``, else under the storage the study
-    ran with, remembered, else under ``runs``). No store, or no such study in it: one line, exit 2."""
-    import argparse
-    import sys
-
-    from orchestrator.analysis.store import StoreNotFound, store_uri
-    from orchestrator.cli_help import HelpFormatter
-
-    p = argparse.ArgumentParser(prog="python -m orchestrator.analysis", formatter_class=HelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    nb = sub.add_parser(
-        "notebooks", help="execute the analysis notebooks headless", formatter_class=HelpFormatter
-    )
-    nb.add_argument("--study", default=os.environ.get("STUDY", "smoke"))
-    nb.add_argument(
-        "--out", help="where the executed copies and figures go (default: <storage>/<study>/notebooks)"
-    )
-    nb.add_argument(
-        "--storage",
-        help="the study's storage, when MLFLOW_TRACKING_URI is unset (default: the one the study ran with)",
-    )
-    args = p.parse_args(argv)
-    try:
-        uri = store_uri(args.study, args.storage)
-    except StoreNotFound as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else _default_out(uri, args.study)
-    for path in run_notebooks(out, args.study, uri):
-        print(f"executed {path}")
-    return 0
-
-
-def _default_out(uri: str, study: str) -> Path:
+def default_out(uri: str, study: str) -> Path:
+    """Where the executed notebooks go without ``--out``: beside the study's store, else ``runs/notebooks``."""
     if uri.startswith("sqlite:///"):  # <storage>/mlflow/mlflow.db -> <storage>/<study>/notebooks
         return Path(uri.removeprefix("sqlite:///")).parent.parent / study / "notebooks"
     return Path("runs") / "notebooks"

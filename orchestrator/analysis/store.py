@@ -23,6 +23,7 @@ def store_uri(study: str, storage: str | None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         uri = os.environ["MLFLOW_TRACKING_URI"]
         where = f"MLFLOW_TRACKING_URI={uri}"
+        _check_reachable(uri)
     else:
         remembered = remembered_storage(study)
         root = Path(storage) if storage else (remembered or Path("runs"))
@@ -39,3 +40,28 @@ def store_uri(study: str, storage: str | None) -> str:
         names = sorted(e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default")
         raise StoreNotFound(f"study '{study}' is not in {where}; studies there: {names or 'none'}")
     return uri
+
+
+def _check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """StoreNotFound unless ``uri`` answers: a SQLite file that exists (MLflow would create an empty store
+    anywhere else), a server that answers within ``timeout`` (MLflow's client retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise StoreNotFound(
+                f"MLFLOW_TRACKING_URI={uri}: {db} does not exist (no study has been run there)"
+            )
+    elif uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered: a server without /health, or one behind a proxy
+        except (TimeoutError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise StoreNotFound(
+                f"MLFLOW_TRACKING_URI={uri}: the tracking server is unreachable ({reason})"
+            ) from None

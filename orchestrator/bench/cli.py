@@ -4,6 +4,8 @@ python -m orchestrator.bench overhead --out results.json             # what KD c
 python -m orchestrator.bench transfer --out transfer.json            # does each KD method transfer knowledge
 python -m orchestrator.bench transfer-design --out design.json       # the transfer check's design measurements
 python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
+python -m orchestrator.bench completion-kd --out completion_kd.json  # distil vs the LM-only baseline (ES/EM, ppl)
+python -m orchestrator.bench diagnose --mode init --out init.json    # each loss term's value and gradient norm
 """
 
 from __future__ import annotations
@@ -109,6 +111,19 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--device", default="auto")
     k.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     k.add_argument("--work", help="folder for the tokenizer (default: a temporary one)")
+    c = sub.add_parser(
+        "completion-kd",
+        help="completion study: distil vs the LM-only baseline on a teacher LM-trained here (ES/EM, perplexity)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument("--out", default="completion_kd.json")
+    c.add_argument("--size", default="cpu", choices=["cpu", "gpu", "tiny"])
+    c.add_argument("--data", default="data/local/completion", help="the completion proxy's folder")
+    c.add_argument("--device", default="auto")
+    c.add_argument("--work", help="folder for the teacher (default: a temporary one)")
+    from orchestrator.bench.diagnose import add_parser as add_diagnose  # torch-free: --help stays fast
+
+    add_diagnose(sub)
     return p
 
 
@@ -192,6 +207,14 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
         return packing.packing(
             size, args.data, work, args.device, args.precision, counts=counts
         ), packing.print_table
+    if args.bench == "completion-kd":
+        from orchestrator.bench import completion_kd
+
+        return completion_kd.completion_kd(args.size, args.data, work, args.device), completion_kd.print_table
+    if args.bench == "diagnose":
+        from orchestrator.bench import diagnose
+
+        return diagnose.run(args, work), diagnose.print_table
     if args.bench == "transfer-design":
         from orchestrator.bench import transfer_design
 

@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from tasks.cli_errors import OneLineArgumentParser, fail
 from tasks.completion.data import LINE_TEST_2021_BLOB, LINE_TEST_FILE, VERSIONS, write_version
 from tasks.completion.preprocess import normalise_newlines, preprocess_file
 from tasks.completion.scorer import ES_BACKENDS, score_files
@@ -103,7 +104,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.completion", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m tasks.completion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("score", help="ES/EM as CodeXGLUE's line-level evaluator")
     p.add_argument("--answers", "-a", required=True, type=Path, help="JSON lines with 'gt'")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, OSError) as exc:  # OSError: CompletionDataError, unreadable files, model folders
-        parser.exit(2, f"error: {exc}\n")
+        fail(exc)
 
 
 if __name__ == "__main__":

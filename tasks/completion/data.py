@@ -28,6 +28,7 @@ _SPLIT_ALIASES = {"valid": "validation", "dev": "validation"}
 # File names tried per split, first match wins (ours, then CodeXGLUE's token_completion names).
 _SPLIT_FILES = {"train": ("train.txt",), "validation": ("validation.txt", "dev.txt"), "test": ("test.txt",)}
 LINE_TEST_FILE = "line_test.json"
+HUB_LINE_TEST = ("google/code_x_glue_cc_code_completion_line", "python")  # (hub id, config): codexglue-2020
 VERSION_FILE = "version.json"
 
 _CXG_RAW = "https://raw.githubusercontent.com/microsoft/CodeXGLUE"
@@ -124,11 +125,28 @@ def load_split(data_dir: Path, split: str) -> list[str]:
     return out
 
 
-def load_line_test(path: Path) -> list[dict]:
+def load_hub_line_test() -> list[dict]:
+    """The line-level py150 test set as the Hugging Face hub serves it (``HUB_LINE_TEST``: CodeXGLUE's 2020
+    version, 10,000 samples in its one split ``train``), through ``datasets.load_dataset`` like the classification
+    tasks' hub data (offline: the cached copy, tasks/hub_access.py)."""
+    from tasks.hub_access import load_hub_dataset
+
+    hf_id, config = HUB_LINE_TEST
+    part = load_hub_dataset("completion", hf_id, config)["train"]
+    missing = [c for c in ("input", "gt") if c not in part.column_names]
+    if missing:
+        raise CompletionDataError(f"dataset '{hf_id}' (config {config}) lacks field(s) {missing}")
+    return [dict(row) for row in part]
+
+
+def load_line_test(path: Path | str) -> list[dict]:
     """CodeXGLUE line-level samples: ``[{"input": "<s> ...", "gt": "...", ...}]`` (other fields, e.g. id, kept).
 
-    ``path`` is a test.json / line_test.json file, or a data folder holding ``line_test.json``.
+    ``path`` is a test.json / line_test.json file, a data folder holding ``line_test.json``, or ``"hub"``
+    (``load_hub_line_test``: the 2020 version, ``codexglue-2020``).
     """
+    if str(path) == "hub":
+        return load_hub_line_test()
     path = Path(path)
     if path.is_dir():
         path = path / LINE_TEST_FILE
@@ -153,12 +171,14 @@ def load_line_test(path: Path) -> list[dict]:
     return out
 
 
-def codexglue_version(data_dir: Path) -> str:
+def codexglue_version(data_dir: Path | str) -> str:
     """The data version a run records: ``version.json`` when the folder has one, else read off the text.
 
     Without a marker the test split (or line_test.json) is sniffed: placeholders (``<STR_LIT``/``<NUM_LIT``) mean
     the 2021 preprocessing, their absence the 2020 one.
     """
+    if str(data_dir) == "hub":
+        return "codexglue-2020"  # the hub's line set (load_hub_line_test)
     data_dir = Path(data_dir)
     marker = data_dir / VERSION_FILE
     if marker.is_file():

@@ -1,0 +1,85 @@
+"""What every task yields: examples with an index, split into train/validation/test, and the data seed's sample.
+
+``Example`` and ``TaskData`` are the records a trial trains on (``tasks.base`` re-exports them, the documented
+import path). ``sample_fraction`` draws clone detection's seeded 10% hub sample; the seed it takes is the study's
+*data* seed, never a trial's seed, so every trial of a study sees the same sample (``tasks.load_task_data``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+# A score at most its majority baseline plus this margin is no finding (a constant prediction does as well): the
+# analysis flags such runs "degenerate" and the transfer check counts them.
+DEGENERATE_MARGIN = 0.005
+
+
+@dataclass(frozen=True)
+class Example:
+    """One sample. ``idx`` is its position in its split: the key its teacher signals are stored and looked up by."""
+
+    idx: int
+    code: str
+    label: int
+    code2: str | None = None  # the second function of a clone pair
+
+
+@dataclass
+class TaskData:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    def split(self, name: str) -> list[Example]:
+        if name not in SPLITS:
+            raise KeyError(f"unknown split '{name}'; valid: {list(SPLITS)}")
+        return getattr(self, name)
+
+    def fingerprint(self) -> str:
+        """sha256 of the content, so caches keyed by data notice any change."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name in SPLITS:
+                for ex in self.split(name):
+                    h.update(json.dumps([name, ex.idx, ex.code, ex.code2, ex.label]).encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+
+class RecordError(ValueError):
+    """A record that does not fit the task's schema (missing field, wrong type, unknown label)."""
+
+
+def normalise_code(code: str) -> str:
+    """Whitespace collapsed to single spaces, as CodeXGLUE's preprocessing does."""
+    return " ".join(code.split())
+
+
+def sample_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded random ``fraction`` of ``range(n)`` (at least one row when ``n > 0``).
+
+    CodeXGLUE trains and validates clone detection on a 10% sample of BigCloneBench; the seed (a study's data
+    seed) makes the sample the same on every machine and for every trial.
+    """
+    if not isinstance(n, int | np.integer) or n < 0:
+        raise ValueError(f"sample_fraction: n must be a non-negative int, got {n!r}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"sample_fraction: fraction must be in (0, 1], got {fraction!r}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = max(1, round(n * fraction))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+
+
+def check_max_samples(max_samples: int | None) -> None:
+    if max_samples is not None and (
+        not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1
+    ):
+        raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}")
