@@ -166,6 +166,12 @@ def test_placebo_and_subset_read_the_cache_through_their_maps(tiny_teacher, loca
         assert len(got.tensors()) == len(want.tensors()) >= 4
         assert all(torch.equal(a, b) for a, b in zip(got.tensors(), want.tensors()))
         assert not torch.equal(got.logits, inner.fetch("train", idx, spec).logits)
+        # over the whole split: every row served exactly once (the teacher's output distribution is kept), yet
+        # (nearly) no sample gets a row equal to its own (the per-sample knowledge is gone)
+        every = torch.arange(40)
+        served, own = placebo.fetch("train", every, spec).logits, inner.fetch("train", every, spec).logits
+        assert sorted(map(tuple, served.tolist())) == sorted(map(tuple, own.tolist()))
+        assert (served != own).any(-1).float().mean() > 0.9
         # other splits are not mapped (the cache keeps their logits only); the device side is the cache's own
         if inner.ckd_layers is None:
             logits = SignalSpec(logits=True)
