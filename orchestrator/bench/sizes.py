@@ -65,7 +65,7 @@ class TransferSize:
     build: dict[str, int] | None = None
     # the permutation of the teacher's cached rows (fixed, independent of the trial seeds)
     placebo_seed: int = 0
-    workers: int = 1  # student runs at once, one process each (transfer_pool.py); 1 on a 2-core CPU
+    workers: int = 1  # student runs at once, one process each (transfer_pool.py), sharing the cores
 
 
 def _grid(lrs: tuple[float, ...]) -> dict[str, list[dict[str, Any]]]:
@@ -133,6 +133,10 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
         hole_window=(6, 2),
         min_train=5000,
         build=TRANSFER_BUILD,
+        # two student runs at once, one torch thread each: with two threads in one process, each op waits for
+        # both cores, and a run slowed tenfold (48 s to over 8 min for one CKD run) as soon as another process
+        # took one core; one thread per run degrades only in proportion to the CPU it loses
+        workers=2,
     ),
     # One H200, about 4 minutes: whole functions at 384 tokens (the hole in view for 91% of the students' inputs,
     # 89% of the teacher's; 97% / 95% at 512, at 4/3 of the cost), the 7M student, five seeds, eight students at

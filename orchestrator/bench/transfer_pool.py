@@ -1,8 +1,8 @@
 """The transfer check's student runs, in this process or in ``workers`` processes sharing one device.
 
 A small student leaves a large GPU mostly idle (its steps are bound by kernel launches, not arithmetic), so the
-``gpu`` size runs several students at once, one per worker process, each with its own CUDA context; on a 2-core
-CPU one run at a time is fastest. A run's result does not depend on where or after what it runs: every run seeds
+``gpu`` size runs several students at once, one per worker process, each with its own CUDA context; on a
+2-core CPU the ``cpu`` size runs two, one torch thread each (``sizes.py`` says why). A run's result does not depend on where or after what it runs: every run seeds
 itself (``run_trial``), so the check's numbers are the same with any number of workers (up to the device's own
 non-determinism). Workers attach to the teacher cache the parent built and read the tokenizer it trained.
 """
