@@ -88,3 +88,14 @@ def test_a_method_without_gain_cannot_pass_its_placebo_condition() -> None:
     r = _results({**GOOD, "dist": 0.0}, copy.deepcopy(NONE))
     assert r["placebo"]["methods"]["dist"]["share_of_gain_lost"] is None
     assert r["verdict"]["placebo_loses_half"]["dist"] is False and not r["verdict"]["passed"]
+
+
+def test_markdown_table_names_each_criterion_and_the_verdict() -> None:
+    from orchestrator.bench.transfer_report import markdown
+
+    r = _results(GOOD, {**NONE, "ckd": 0.05})
+    r["data"] = {"labelled": 500}
+    md = markdown(r)
+    assert "| transfer set | CKD |" in md and "| same labels | KD family |" in md
+    assert "(4) each placebo loses >= half of its method's gain: FAIL" in md and "CKD FAIL" in md
+    assert "(1) teacher >= FT + 0.10 on validation: PASS" in md and "**not passed**" in md

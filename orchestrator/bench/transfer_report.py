@@ -201,3 +201,63 @@ def print_table(r: dict[str, Any]) -> None:
         f"KD family ci95 above 0: {v['kd_family_ci_above_zero']}; placebo loses half of every gain: "
         f"{v['placebo_loses_half_of_every_gain']}\npassed: {v['passed']}   ({r['seconds'] / 60:.1f} min)"
     )
+
+
+def _params(p: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items())
+
+
+def _ci(m: dict[str, Any]) -> str:
+    lo, hi = m["ci95"]
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README's and METHODS.md's tables of a check's JSON (``python -m orchestrator.bench.transfer_report``)."""
+    t, ft, v = r["teacher"], r["ft"], r["verdict"]
+    ok = {True: "PASS", False: "FAIL"}
+    lines = [
+        f"Teacher {t['name']} fine-tuned on the {r['data']['labelled']} labelled samples: validation "
+        f"{t['val_score']:.3f}, test {t['score']:.3f}; best FT candidate on validation {ft['val_score']:.3f} "
+        f"(teacher {t['advantage_over_ft_val']:+.3f}). Test majority baseline {r['majority_baseline']:.3f}; "
+        f"{r['headline_metric']} on test, seeds {r['seeds']}.",
+        "",
+        "| arm | method | test (mean) | delta vs FT | 95% CI | p | chosen | degenerate seeds | placebo delta "
+        "| gain lost to placebo |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| - | FT | {ft['mean']:.3f} (sd {ft['sd']:.3f}) | | | | {_params(ft['params'])} | "
+        f"{ft['degenerate_seeds']} | | |",
+    ]
+    for arm, rows in (("transfer set", r["methods"]), ("same labels", r["same_labels"]["methods"])):
+        for name, m in rows.items():
+            plac = r["placebo"]["methods"][name] if arm == "transfer set" else None
+            lost = plac.get("share_of_gain_lost") if plac else None
+            lines.append(
+                f"| {arm} | {name.upper()} | {m['mean']:.3f} | {m['mean_delta']:+.3f} | {_ci(m)} | "
+                f"{m['p_value']:.2f} | {_params(m['params'])} | {m['degenerate_seeds']} | "
+                + (f"{plac['mean_delta']:+.3f} | " if plac else "| ")
+                + (f"{lost:.0%} |" if lost is not None else ("no gain |" if plac else "|"))
+            )
+        fam = r["kd_family"] if arm == "transfer set" else r["same_labels"]["kd_family"]
+        lines.append(
+            f"| {arm} | KD family | | {fam['mean_delta']:+.3f} | {_ci(fam)} | {fam['p_value']:.2f} | | | | |"
+        )
+    gains = ", ".join(f"{m.upper()} {ok[g]}" for m, g in v["method_gains"].items())
+    halves = ", ".join(f"{m.upper()} {ok[g]}" for m, g in v["placebo_loses_half"].items())
+    lines += [
+        "",
+        f"- (1) teacher >= FT + {r['size']['min_advantage']:.2f} on validation: {ok[v['teacher_advantage_ok']]}",
+        f"- (2) every method's mean delta > 0: {ok[v['every_method_gains']]} ({gains})",
+        f"- (3) KD family's 95% CI above 0: {ok[v['kd_family_ci_above_zero']]}",
+        f"- (4) each placebo loses >= half of its method's gain: {ok[v['placebo_loses_half_of_every_gain']]} "
+        f"({halves})",
+        f"- **{'passed' if v['passed'] else 'not passed'}**",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m orchestrator.bench.transfer_report docs/benchmarks/transfer_cpu.json
+    import json
+    import sys
+
+    print(markdown(json.loads(open(sys.argv[1]).read())))
