@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.core.errors import StudyError
 from orchestrator.core.paths import local_store, server_log
-from orchestrator.core.process import stop_tree
+from orchestrator.core.process import stop_group, stop_tree
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
 
@@ -52,11 +52,28 @@ class MlflowServer:
     artifacts: Path
     process: subprocess.Popen | None
     log: Path
+    cmd: list[str] | None = None  # how it was started: a lost server is started again the same way
+    env: dict[str, str] | None = None
+
+    def launch(self, mode: str = "w") -> None:
+        """Start the server process (``mode="a"``: again, appending to its log)."""
+        assert self.cmd is not None
+        # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the
+        # runs it stops in MLflow, and stop() ends every process of the server by its group.
+        self.process = subprocess.Popen(
+            self.cmd,
+            stdout=self.log.open(mode),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         if self.process:
             stop_tree(self.process.pid)  # its workers too
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=5)  # reaped: a zombie leader would keep its group "alive"
+            # and its whole process group: workers whose parent was killed (by the user) are no one's children
+            stop_group(self.process.pid)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
@@ -132,8 +149,10 @@ def start_server(
         "--workers",
         "2",
     ]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=server_env(storage))
-    server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, proc, log)
+    # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the runs
+    # it stops in MLflow, and stop() ends every process of the server by its group.
+    server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, None, log, cmd, server_env(storage))
+    server.launch()
     if wait:
         server.wait_ready(timeout)
     return server

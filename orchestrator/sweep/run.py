@@ -68,6 +68,9 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
         _close_failed_start(spec, uri, server, err)
         raise
     _server_ready(server)
+    from orchestrator.core.server_watch import watched
+
+    stack.enter_context(watched(server))  # a lost server is started again (stopped before the server is)
     return _open_and_run(spec, plan, uri, server)
 
 
@@ -120,6 +123,8 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
     try:
         run_stages(StudyContext(spec, plan, client, exp_id, parent, uri, outcome))
     except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C: the trials running now were stopped, not failed
+            tracking.mark_stale_running(client, exp_id, "the study was interrupted (Ctrl-C); rerun to resume")
         tracking.close_parent(client, parent, err)
         raise
     return outcome
