@@ -213,3 +213,44 @@ def _group(p: psutil.Process) -> int | None:
         return os.getpgid(p.pid)
     except (ProcessLookupError, psutil.NoSuchProcess):
         return None
+
+
+def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
+    storage = tmp_path / "runs"
+    path = write_study(tmp_path / "teach.yaml", local_data, methods=["kd"], storage=str(storage))
+    first = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    tuned = [p for p in (storage / "teachers").iterdir() if (p / "finetune.json").exists()]
+    base = next((storage / "teachers" / "base").iterdir())
+    assert len(tuned) == 1
+    import shutil
+
+    shutil.rmtree(tuned[0])  # the fine-tuned teacher deleted
+    (base / "model.safetensors").unlink()  # the base left as a full disk left it: config.json without weights
+    (storage / "teachers" / f".{tuned[0].name}.partial-killed").mkdir()  # a killed fine-tune's leftovers
+    write_study(path, local_data, methods=["kd"], seeds=[0, 1], storage=str(storage))  # and one seed more
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "stage teacher_finetune: 1 to run" in out.stdout and "2/2 trials FINISHED" in out.stdout
+    assert (tuned[0] / "model.safetensors").is_file() and (tuned[0] / "finetune.json").is_file()
+    assert (base / "model.safetensors").is_file()
+    assert not list((storage / "teachers").rglob("*.partial-*"))
+    runs = _runs_of(storage, "teach", "student")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"], runs
+
+
+def _runs_of(storage: Path, study: str, stage: str) -> list:
+    client = MlflowClient(local_store_uri(storage))
+    return client.search_runs([client.get_experiment_by_name(study).experiment_id], f"tags.stage = '{stage}'")

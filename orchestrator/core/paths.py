@@ -47,6 +47,33 @@ def scratch(folder: str | Path, prefix: str = "trial-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def partial_folder(final: str | Path) -> Path:
+    """A fresh temporary folder beside ``final`` to write it in (``publish`` renames it into place when complete),
+    so a folder a later stage trusts is never half-written. Partial folders of a writer that was killed (or ran out
+    of disk) are removed first."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+
+
+def publish(partial: Path, final: str | Path) -> Path:
+    """Move a complete ``partial`` folder to ``final`` (replacing what is there: a stale or half-written copy)."""
+    final = Path(final)
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)  # one rename on one file system: readers see all of it or nothing
+    return final
+
+
+def teacher_complete(folder: str | Path) -> bool:
+    """A saved model folder a stage may use: its config, its weights and its tokenizer are all there."""
+    root = Path(folder)
+    weights = any((root / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
+    return (root / "config.json").is_file() and weights and any(root.glob("tokenizer*"))
+
+
 def local_store_uri(storage: str | Path) -> str:
     """The study's own SQLite store under ``storage`` (created by nothing here)."""
     return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
