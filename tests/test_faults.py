@@ -254,3 +254,33 @@ def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
 def _runs_of(storage: Path, study: str, stage: str) -> list:
     client = MlflowClient(local_store_uri(storage))
     return client.search_runs([client.get_experiment_by_name(study).experiment_id], f"tags.stage = '{stage}'")
+
+
+def test_read_only_storage_is_one_line_exit_2(tmp_path, local_data):
+    # a read-only file system of its own: a tmpfs mounted read-only in a user namespace (no root needed)
+    path = write_study(tmp_path / "ro.yaml", local_data)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    study = f"{sys.executable} -m orchestrator.study {path} --storage {mount / 'runs'}"
+    script = f"mount -t tmpfs -o size=1m,ro tmpfs {mount} && cd {ROOT} && {study}"
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0] == f"error: storage: {mount} is on a read-only file system; pass a writable --storage"
+
+
+def test_non_ascii_storage_path_runs(tmp_path, local_data):
+    storage = tmp_path / "läufe ü"
+    path = write_study(tmp_path / "umlaut.yaml", local_data, methods=["ft"], storage=str(storage))
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "1/1 trials FINISHED" in out.stdout and "not ASCII" in out.stdout
+    assert [r.info.status for r in _runs_of(storage, "umlaut", "student")] == ["FINISHED"]
+    assert not [p for p in Path("/tmp").glob("kdr-*") if os.readlink(p).startswith(str(storage))]

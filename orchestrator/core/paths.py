@@ -108,7 +108,9 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     files still live under the storage) and the note says so."""
     target = (Path(storage).resolve() / "ray").resolve()
     target.mkdir(parents=True, exist_ok=True)
-    if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX:
+    # Ray's core worker takes its socket paths as ASCII (a 'ü' in the storage path is a UnicodeEncodeError in
+    # ray.init): such a path is reached through the short link too.
+    if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX and str(target).isascii():
         return str(target), None, None
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
     # /tmp itself, not TMPDIR: the point is a short path
@@ -117,11 +119,12 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
         link.unlink()
     if not link.is_symlink():
         link.symlink_to(target, target_is_directory=True)
-    note = (
-        f"Ray's temp folder is {target}; its path is too long for Unix sockets ({len(str(target))} characters, "
-        f"at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX}), so Ray reaches it through the symlink {link} "
-        "(removed at the end)"
+    why = (
+        f"too long for Unix sockets ({len(str(target))} characters, at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX})"
+        if str(target).isascii()
+        else "not ASCII, which Ray's sockets need"
     )
+    note = f"Ray's temp folder is {target}; its path is {why}, so Ray reaches it through the symlink {link} (removed at the end)"
     return str(link), link, note
 
 
