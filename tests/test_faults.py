@@ -234,6 +234,9 @@ def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
     shutil.rmtree(tuned[0])  # the fine-tuned teacher deleted
     (base / "model.safetensors").unlink()  # the base left as a full disk left it: config.json without weights
     (storage / "teachers" / f".{tuned[0].name}.partial-killed").mkdir()  # a killed fine-tune's leftovers
+    leftover = storage / "teach" / "scratch" / "trial-killed"  # a killed trial's scratch folder
+    leftover.mkdir(parents=True)
+    (leftover / "best.safetensors").write_bytes(b"half")
     write_study(path, local_data, methods=["kd"], seeds=[0, 1], storage=str(storage))  # and one seed more
     out = subprocess.run(
         [sys.executable, "-m", "orchestrator.study", str(path)],
@@ -246,7 +249,7 @@ def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
     assert "stage teacher_finetune: 1 to run" in out.stdout and "2/2 trials FINISHED" in out.stdout
     assert (tuned[0] / "model.safetensors").is_file() and (tuned[0] / "finetune.json").is_file()
     assert (base / "model.safetensors").is_file()
-    assert not list((storage / "teachers").rglob("*.partial-*"))
+    assert not list((storage / "teachers").rglob("*.partial-*")) and not leftover.exists()
     runs = _runs_of(storage, "teach", "student")
     assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"], runs
 
@@ -284,3 +287,20 @@ def test_non_ascii_storage_path_runs(tmp_path, local_data):
     assert "1/1 trials FINISHED" in out.stdout and "not ASCII" in out.stdout
     assert [r.info.status for r in _runs_of(storage, "umlaut", "student")] == ["FINISHED"]
     assert not [p for p in Path("/tmp").glob("kdr-*") if os.readlink(p).startswith(str(storage))]
+
+
+def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, local_data):
+    storage = tmp_path / "runs"  # fresh: no MLflow store yet
+    paths = [
+        write_study(tmp_path / f"{n}.yaml", local_data, methods=["ft"], storage=str(storage)) for n in "ab"
+    ]
+    cmds = [[sys.executable, "-m", "orchestrator.study", str(p)] for p in paths]
+    drivers = [
+        subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
+    ]
+    outs = [d.communicate(timeout=300) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    for name in "ab":
+        assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
+        log = storage / "mlflow" / f"server-{name}.log"
+        assert log.is_file() and "already exists" not in log.read_text()

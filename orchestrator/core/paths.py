@@ -94,8 +94,9 @@ def existing_store(storage: str | Path) -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
-def server_log(storage: str | Path) -> Path:
-    path = Path(storage).resolve() / "mlflow" / "server.log"
+def server_log(storage: str | Path, study: str | None = None) -> Path:
+    """The log of a server a study started: one per study (studies sharing a storage run a server each)."""
+    path = Path(storage).resolve() / "mlflow" / (f"server-{study}.log" if study else "server.log")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

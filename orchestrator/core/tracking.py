@@ -127,12 +127,14 @@ def start_server(
     port: int | None = None,
     timeout: float = 90.0,
     wait: bool = True,
+    study: str | None = None,
 ) -> MlflowServer:
     """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers (``wait=False``:
     return at once; call ``wait_ready`` before using it, so the caller can start Ray meanwhile)."""
     store_uri, artifacts = local_store(storage)
     port = port or _free_port(host)
-    log = server_log(storage)  # under the storage, beside the store it serves
+    log = server_log(storage, study)  # under the storage, beside the store it serves
+    init_store(store_uri)
     cmd = [
         sys.executable,
         "-m",
@@ -156,6 +158,22 @@ def start_server(
     if wait:
         server.wait_ready(timeout)
     return server
+
+
+def init_store(store_uri: str) -> None:
+    """Create (or migrate) a SQLite store once, under a lock beside it, before a server opens it: two studies
+    started together on a fresh storage would otherwise both run MLflow's schema migration, and the second
+    server dies on it (``table _alembic_tmp_experiments already exists``)."""
+    import fcntl
+
+    db = Path(store_uri.removeprefix("sqlite:///"))
+    with open(db.parent / ".init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if db.is_file() and db.stat().st_size > 0:
+            return  # made by an earlier study (or the one that held the lock): its server opens it as it is
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

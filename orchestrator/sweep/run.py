@@ -55,7 +55,7 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:  # our own server starts in the background while Ray starts (tens of seconds each)
-        server = tracking.start_server(spec.storage, wait=False)
+        server = tracking.start_server(spec.storage, wait=False, study=spec.name)
         stack.callback(server.stop)  # on every exit path, before the lock is released
         uri = server.uri
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
@@ -115,6 +115,7 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
     describe_experiment(client, exp_id, spec)
     # Safe only because this driver holds the study's lock: a RUNNING run now belongs to no live driver.
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
+    _clear_scratch(spec)
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
     parent = parent_run(client, exp_id, spec)
@@ -128,6 +129,18 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
         tracking.close_parent(client, parent, err)
         raise
     return outcome
+
+
+def _clear_scratch(spec: Any) -> None:
+    """Scratch folders of trials a killed driver (or a killed worker) left: no trial of this study runs now (the
+    lock), so whatever is in its scratch is a leftover."""
+    import shutil
+
+    from orchestrator.core.paths import scratch_dir
+
+    root = scratch_dir(spec.storage, spec.name)
+    for old in root.glob("trial-*") if root.is_dir() else []:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_stages(ctx: StudyContext) -> None:
