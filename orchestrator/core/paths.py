@@ -47,6 +47,33 @@ def scratch(folder: str | Path, prefix: str = "trial-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def partial_folder(final: str | Path) -> Path:
+    """A fresh temporary folder beside ``final`` to write it in (``publish`` renames it into place when complete),
+    so a folder a later stage trusts is never half-written. Partial folders of a writer that was killed (or ran out
+    of disk) are removed first."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.partial-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+
+
+def publish(partial: Path, final: str | Path) -> Path:
+    """Move a complete ``partial`` folder to ``final`` (replacing what is there: a stale or half-written copy)."""
+    final = Path(final)
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)  # one rename on one file system: readers see all of it or nothing
+    return final
+
+
+def teacher_complete(folder: str | Path) -> bool:
+    """A saved model folder a stage may use: its config, its weights and its tokenizer are all there."""
+    root = Path(folder)
+    weights = any((root / n).is_file() for n in ("model.safetensors", "pytorch_model.bin"))
+    return (root / "config.json").is_file() and weights and any(root.glob("tokenizer*"))
+
+
 def local_store_uri(storage: str | Path) -> str:
     """The study's own SQLite store under ``storage`` (created by nothing here)."""
     return f"sqlite:///{Path(storage).resolve() / 'mlflow' / 'mlflow.db'}"
@@ -67,8 +94,9 @@ def existing_store(storage: str | Path) -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
-def server_log(storage: str | Path) -> Path:
-    path = Path(storage).resolve() / "mlflow" / "server.log"
+def server_log(storage: str | Path, study: str | None = None) -> Path:
+    """The log of a server a study started: one per study (studies sharing a storage run a server each)."""
+    path = Path(storage).resolve() / "mlflow" / (f"server-{study}.log" if study else "server.log")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -81,7 +109,9 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     files still live under the storage) and the note says so."""
     target = (Path(storage).resolve() / "ray").resolve()
     target.mkdir(parents=True, exist_ok=True)
-    if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX:
+    # Ray's core worker takes its socket paths as ASCII (a 'ü' in the storage path is a UnicodeEncodeError in
+    # ray.init): such a path is reached through the short link too.
+    if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX and str(target).isascii():
         return str(target), None, None
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
     # /tmp itself, not TMPDIR: the point is a short path
@@ -90,11 +120,12 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
         link.unlink()
     if not link.is_symlink():
         link.symlink_to(target, target_is_directory=True)
-    note = (
-        f"Ray's temp folder is {target}; its path is too long for Unix sockets ({len(str(target))} characters, "
-        f"at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX}), so Ray reaches it through the symlink {link} "
-        "(removed at the end)"
+    why = (
+        f"too long for Unix sockets ({len(str(target))} characters, at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX})"
+        if str(target).isascii()
+        else "not ASCII, which Ray's sockets need"
     )
+    note = f"Ray's temp folder is {target}; its path is {why}, so Ray reaches it through the symlink {link} (removed at the end)"
     return str(link), link, note
 
 

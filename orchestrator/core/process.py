@@ -22,6 +22,9 @@ def study_env(address: str | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Ctrl-C stops the study as interrupted (KeyboardInterrupt: its runs and parent KILLED), not as a Tune run that
+    # ended early and whose lost trials look like failures.
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if not (address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault(LOOPBACK, "0")
 
@@ -86,3 +89,23 @@ def stop_tree(pid: int, timeout: float = 20.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+def stop_group(pgid: int, timeout: float = 10.0) -> None:
+    """Stop every process of the process group ``pgid`` (a server this driver started in its own session): SIGTERM,
+    then SIGKILL what is left after ``timeout``."""
+    import signal
+    import time
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # no process of the group is left
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)

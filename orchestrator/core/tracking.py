@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.core.errors import StudyError
 from orchestrator.core.paths import local_store, server_log
-from orchestrator.core.process import stop_tree
+from orchestrator.core.process import stop_group, stop_tree
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
 
@@ -52,11 +52,28 @@ class MlflowServer:
     artifacts: Path
     process: subprocess.Popen | None
     log: Path
+    cmd: list[str] | None = None  # how it was started: a lost server is started again the same way
+    env: dict[str, str] | None = None
+
+    def launch(self, mode: str = "w") -> None:
+        """Start the server process (``mode="a"``: again, appending to its log)."""
+        assert self.cmd is not None
+        # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the
+        # runs it stops in MLflow, and stop() ends every process of the server by its group.
+        self.process = subprocess.Popen(
+            self.cmd,
+            stdout=self.log.open(mode),
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         if self.process:
             stop_tree(self.process.pid)  # its workers too
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=5)  # reaped: a zombie leader would keep its group "alive"
+            # and its whole process group: workers whose parent was killed (by the user) are no one's children
+            stop_group(self.process.pid)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
@@ -110,12 +127,14 @@ def start_server(
     port: int | None = None,
     timeout: float = 90.0,
     wait: bool = True,
+    study: str | None = None,
 ) -> MlflowServer:
     """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers (``wait=False``:
     return at once; call ``wait_ready`` before using it, so the caller can start Ray meanwhile)."""
     store_uri, artifacts = local_store(storage)
     port = port or _free_port(host)
-    log = server_log(storage)  # under the storage, beside the store it serves
+    log = server_log(storage, study)  # under the storage, beside the store it serves
+    init_store(store_uri)
     cmd = [
         sys.executable,
         "-m",
@@ -132,11 +151,29 @@ def start_server(
         "--workers",
         "2",
     ]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=server_env(storage))
-    server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, proc, log)
+    # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the runs
+    # it stops in MLflow, and stop() ends every process of the server by its group.
+    server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, None, log, cmd, server_env(storage))
+    server.launch()
     if wait:
         server.wait_ready(timeout)
     return server
+
+
+def init_store(store_uri: str) -> None:
+    """Create (or migrate) a SQLite store once, under a lock beside it, before a server opens it: two studies
+    started together on a fresh storage would otherwise both run MLflow's schema migration, and the second
+    server dies on it (``table _alembic_tmp_experiments already exists``)."""
+    import fcntl
+
+    db = Path(store_uri.removeprefix("sqlite:///"))
+    with open(db.parent / ".init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if db.is_file() and db.stat().st_size > 0:
+            return  # made by an earlier study (or the one that held the lock): its server opens it as it is
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

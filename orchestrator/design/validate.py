@@ -114,7 +114,19 @@ def storage_problems(storage: str) -> list[str]:
         if p.exists():
             if not p.is_dir():
                 return [f"storage: {p} is a file, not a folder"]
-            return []
+            return _unwritable(p)
+    return []
+
+
+def _unwritable(folder: Path) -> list[str]:
+    """The storage's nearest existing folder must take new files: a read-only file system (or a folder this user
+    may not write) is one line here, not an OSError from the study's lock file later. Nothing is written."""
+    import os
+
+    if os.statvfs(folder).f_flag & os.ST_RDONLY:
+        return [f"storage: {folder} is on a read-only file system; pass a writable --storage"]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [f"storage: {folder} is not writable by this user; pass a writable --storage"]
     return []
 
 

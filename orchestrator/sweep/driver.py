@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
 
     study_env(args.address)  # before anything imports ray: a Ray started here listens on loopback only
     set_verbosity(args.verbose)
-    return run_guarded(lambda: _command(args), args.debug, _missing_model)
+    try:
+        return run_guarded(lambda: _command(args), args.debug, _missing_model)
+    except KeyboardInterrupt:  # Ctrl-C: what ran is recorded KILLED; nothing of the study is left running
+        print("interrupted: the study stopped; run the same command to resume it", file=sys.stderr)
+        return 130
 
 
 def _missing_model(err: BaseException) -> bool:

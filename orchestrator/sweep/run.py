@@ -59,7 +59,7 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:  # our own server starts in the background while Ray starts (tens of seconds each)
-        server = tracking.start_server(spec.storage, wait=False)
+        server = tracking.start_server(spec.storage, wait=False, study=spec.name)
         stack.callback(server.stop)  # on every exit path, before the lock is released
         uri = server.uri
     env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false"}
@@ -72,6 +72,9 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
         _close_failed_start(spec, uri, server, err)
         raise
     _server_ready(server)
+    from orchestrator.core.server_watch import watched
+
+    stack.enter_context(watched(server))  # a lost server is started again (stopped before the server is)
     return _open_and_run(spec, plan, uri, server)
 
 
@@ -116,6 +119,7 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
     describe_experiment(client, exp_id, spec)
     # Safe only because this driver holds the study's lock: a RUNNING run now belongs to no live driver.
     stale = tracking.mark_stale_running(client, exp_id, "left RUNNING by an earlier driver that stopped")
+    _clear_scratch(spec)
     if stale:
         log(f"marked {stale} run(s) left RUNNING by an earlier driver as KILLED")
     parent = parent_run(client, exp_id, spec)
@@ -124,9 +128,23 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
     try:
         run_stages(StudyContext(spec, plan, client, exp_id, parent, uri, outcome))
     except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):  # Ctrl-C: the trials running now were stopped, not failed
+            tracking.mark_stale_running(client, exp_id, "the study was interrupted (Ctrl-C); rerun to resume")
         tracking.close_parent(client, parent, err)
         raise
     return outcome
+
+
+def _clear_scratch(spec: Any) -> None:
+    """Scratch folders of trials a killed driver (or a killed worker) left: no trial of this study runs now (the
+    lock), so whatever is in its scratch is a leftover."""
+    import shutil
+
+    from orchestrator.core.paths import scratch_dir
+
+    root = scratch_dir(spec.storage, spec.name)
+    for old in root.glob("trial-*") if root.is_dir() else []:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_stages(ctx: StudyContext) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
+from orchestrator.core.paths import partial_folder, publish, teacher_complete
 from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit
 from orchestrator.sweep.context import StudyContext
@@ -134,14 +135,15 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
     for t in spec.teachers:
         if t.source.startswith("random:"):
             base = storage / "teachers" / "base" / f"{t.name}-{t.layers}x{t.hidden}"
-            if not (base / "config.json").exists():
+            if not teacher_complete(base):  # a half-written base (an older run out of disk) is made again
                 texts = [
                     ex.code
                     for task in spec.tasks
                     for ex in load_data(task, data, data_seed, spec.max_samples).train
                 ]
+                partial = partial_folder(base)  # renamed into place when complete
                 create_random_teacher(
-                    base,
+                    partial,
                     arch=t.source.split(":", 1)[1],
                     num_layers=t.layers or 2,
                     hidden_size=t.hidden or 64,
@@ -152,6 +154,7 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
                     num_labels=2,
                     max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
                 )
+                publish(partial, base)
             sources[t.name] = str(base)
         else:
             sources[t.name] = resolve_teacher(t.source)
@@ -171,7 +174,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
     finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=retries)(_finetune_unit)
     pending = {}
     for unit in plan.teachers:
-        if not (Path(unit.folder) / "finetune.json").exists():
+        if not ((Path(unit.folder) / "finetune.json").exists() and teacher_complete(unit.folder)):
             t = teachers[unit.teacher]
             pending[unit] = finetune.remote(
                 spec.custom_tasks,
@@ -190,11 +193,16 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
     for unit in plan.teachers:
+        # A teacher being fine-tuned (again: its folder was deleted) is waited for, recorded or not: the caches
+        # read it next.
+        out = (
+            wait_logging(pending[unit], progress_dir(spec.storage, spec.name), log)
+            if unit in pending
+            else None
+        )
         if tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_finetune", unit.key):
             continue
-        if unit in pending:
-            out = wait_logging(pending[unit], progress_dir(spec.storage, spec.name), log)
-        else:
+        if out is None:
             summary = json.loads((Path(unit.folder) / "finetune.json").read_text())
             preds = Path(unit.folder) / "test_predictions.json"
             out = {

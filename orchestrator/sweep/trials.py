@@ -48,7 +48,9 @@ def stage_trials(ctx: StudyContext) -> None:
             trial_dirname_creator=names,
         ),
         run_config=run_config(
-            ctx, ctx.spec.name, [Progress(len(todo), ctx.spec.max_concurrent_trials, names)]
+            ctx,
+            ctx.spec.name,
+            [Progress(len(todo), ctx.spec.max_concurrent_trials, names), LostWorkers(ctx, "student", units)],
         ),
     )
     tuner.fit()
@@ -122,16 +124,77 @@ class Progress(tune.Callback):
         self._line()
 
 
+WORKER_STOPPED = "its worker stopped before the trial ended (killed, or out of memory)"
+
+
+def worker_lost(trial: Any) -> str:
+    """Why Tune lost a trial, in one line: the error Ray handed Tune (a dead actor: how its worker exited). Read
+    from the trial's local error file, which Tune writes before it calls the callbacks."""
+    import cloudpickle
+
+    try:
+        with open(trial.pickled_error_file, "rb") as f:
+            err = cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - no readable error: the generic reason still says what happened
+        return WORKER_STOPPED
+    lines = [x.strip() for x in str(err).splitlines() if x.strip()] or [WORKER_STOPPED]
+    exited = next((x.split(". Some common causes")[0] for x in lines if "exit" in x.lower()), "")
+    return " ".join(dict.fromkeys([f"the trial's worker died ({type(err).__name__}): {lines[0]}", exited]))[
+        :1000
+    ]
+
+
+class LostWorkers(tune.Callback):
+    """A trial whose worker died (killed, out of memory) could not record its own failure: its MLflow run is
+    left RUNNING. The driver records it FAILED with the reason Ray gave, saying whether Tune retries it."""
+
+    def __init__(self, ctx: StudyContext, stage: str, units: dict[str, Any]) -> None:
+        self.client, self.experiment_id, self.stage, self.units = ctx.client, ctx.experiment_id, stage, units
+        self.parent = ctx.parent
+
+    def _record(self, trial: Any, then: str) -> None:
+        from orchestrator.sweep.node_loss import is_node_loss
+
+        key = str(trial.config.get("trial"))
+        flt = f"tags.stage = '{self.stage}' and tags.trial_key = '{key}' and attributes.status = 'RUNNING'"
+        try:
+            lost_node = is_node_loss(trial.get_pickled_error())
+        except Exception:  # noqa: BLE001 - an unreadable error file is not a node loss
+            lost_node = False
+        # a lost node is no fault of the trial (node_loss.py): its attempt was interrupted, KILLED
+        status, then = (
+            ("KILLED", "its node was lost; Tune retries the trial") if lost_node else ("FAILED", then)
+        )
+        runs = [r.info.run_id for r in self.client.search_runs([self.experiment_id], flt, max_results=10)]
+        if (
+            not runs and key in self.units
+        ):  # it died before it could open its run: the failure is recorded anyway
+            unit = self.units[key]
+            tags = {**unit.tags, "mlflow.parentRunId": self.parent}
+            runs = [self.client.create_run(self.experiment_id, run_name=unit.run_name, tags=tags).info.run_id]
+        for run_id in runs:
+            self.client.set_tag(run_id, "error", f"{worker_lost(trial)}; {then}")
+            self.client.set_terminated(run_id, status)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, "Tune retries the trial (max_failures)")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._record(trial, "max_failures reached: no further attempt")
+
+
 def stage_finish(ctx: StudyContext) -> None:
     """What MLflow holds now is the study's state: trials finished and failed (each once), teacher passes, hours
     spent beside those planned (``cost.py``), and the parent run FINISHED when every trial is."""
     client, exp_id, outcome = ctx.client, ctx.experiment_id, ctx.outcome
-    # No trial runs any more: a run still RUNNING belonged to a worker that died (e.g. its node was removed) and
-    # was retried elsewhere.
-    tracking.mark_stale_running(
-        client, exp_id, "its worker stopped before the trial ended; the trial was retried"
-    )
     done = ctx.finished_keys()
+    # No trial runs any more: a run still RUNNING belonged to a worker that died unnoticed by LostWorkers (e.g. its
+    # node was removed): KILLED when a retry finished its trial, else FAILED with what is known.
+    for run in tracking.search_all(client, exp_id, "attributes.status = 'RUNNING' and tags.stage != 'study'"):
+        retried = run.data.tags.get("trial_key") in done
+        reason = f"{WORKER_STOPPED}; a retry finished the trial" if retried else WORKER_STOPPED
+        client.set_tag(run.info.run_id, "error", reason)
+        client.set_terminated(run.info.run_id, "KILLED" if retried else "FAILED")
     planned = {t.trial_key for t in ctx.plan.trials}
     outcome.finished = len(planned & done)
     last_failure: dict[str, Any] = {}  # each failed trial once (its last attempt), not once per retry

@@ -47,6 +47,7 @@ def finetune_teacher(
     the study's data seed (clone's 10% hub sample), the sample its cache and every trial use."""
     from kd_methods import build_method
     from models.teacher import Teacher
+    from orchestrator.core.paths import partial_folder, publish
     from orchestrator.train.trainer import encode_split, train
 
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
@@ -55,14 +56,17 @@ def finetune_teacher(
     task_data = load_data(task, data, data_seed, max_samples)
     encoded = {s: encode_split(task_data.split(s), model.encode, max_length, model.pad_id) for s in SPLITS}
     method = build_method("ft", model.shape)
-    work = Path(out_dir) / "_train"
+    # Written under a temporary name and renamed when complete: a fine-tune that is killed or runs out of disk
+    # leaves no folder a later stage (the cache, a rerun) would take for a teacher.
+    partial = partial_folder(out_dir)
+    work = partial / "_train"
     result = train(model, method, encoded, spec, cfg, out_dir=work, callback=callback)
-    model.save(Path(out_dir))  # train() left the best epoch's weights in the model
+    model.save(partial)  # train() left the best epoch's weights in the model
     summary = {"teacher": teacher, "task": task, "max_length": max_length, **result.summary()}
-    (Path(out_dir) / "finetune.json").write_text(json.dumps(summary, indent=2))
-    (Path(out_dir) / "test_predictions.json").write_text(json.dumps(result.test_predictions))
+    (partial / "finetune.json").write_text(json.dumps(summary, indent=2))
+    (partial / "test_predictions.json").write_text(json.dumps(result.test_predictions))
     (work / "best.safetensors").unlink(missing_ok=True)
-    return FinetuneResult(Path(out_dir), result)
+    return FinetuneResult(publish(partial, out_dir), result)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,0 +1,306 @@
+"""Issue 24, faults injected into small running studies (real Ray, the study's own MLflow server and store): a
+killed trial worker, Ctrl-C on the driver, a killed MLflow server, a deleted or half-written teacher, storage that
+cannot be used. Each test runs the study as a user does (``python -m orchestrator.study``), injects the fault, and
+checks what the user sees and what the store holds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+from conftest import ROOT, write_study
+from mlflow.tracking import MlflowClient
+
+from orchestrator.core.paths import local_store_uri
+
+LONG_TRIALS = {
+    "epochs": 6,
+    "batch_size": 8,
+    "lr": 0.001,
+    "max_length": 48,
+}  # a few seconds each: time to inject
+
+
+def _driver(path: Path, storage: Path, *extra: str) -> subprocess.Popen:
+    """A study driver in its own session (as a terminal runs it: Ctrl-C reaches its whole process group)."""
+    env = {
+        k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"
+    }  # the study starts its own server
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path), "--storage", str(storage), *extra]
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _runs(storage: Path, study: str, stage: str) -> list:
+    # Read the store once the study has made it (ray_results: the trial stage started): a client on a store still
+    # being created would run MLflow's schema migration beside the server's.
+    if not (storage / study / "ray_results").is_dir():
+        return []
+    client = MlflowClient(local_store_uri(storage))
+    exp = client.get_experiment_by_name(study)
+    return client.search_runs([exp.experiment_id], f"tags.stage = '{stage}'", max_results=1000) if exp else []
+
+
+def _wait_for(driver: subprocess.Popen, ready, timeout: float = 300) -> None:
+    """Poll ``ready()`` until true; the driver must still be running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert driver.poll() is None, "the driver ended before the fault: " + driver.communicate()[1][-3000:]
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001, S110 - the store may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("the study never reached the point of the fault")
+
+
+def _running_student(storage: Path, study: str) -> bool:
+    return any(r.info.status == "RUNNING" for r in _runs(storage, study, "student"))
+
+
+def _trial_workers(pid: int) -> list[psutil.Process]:
+    """The Ray worker processes running a Tune trial (the function trainable's actor), among the driver's."""
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if "ImplicitFunc" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    left = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+def _stop(driver: subprocess.Popen) -> None:
+    if driver.poll() is None:
+        for p in [*psutil.Process(driver.pid).children(recursive=True), psutil.Process(driver.pid)]:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        driver.wait(30)
+
+
+def test_killed_trial_without_retries_is_failed_with_its_reason(tmp_path, local_data):
+    path = write_study(
+        tmp_path / "killed.yaml", local_data, methods=["ft"], max_failures=0, max_samples=64,
+        student_train=LONG_TRIALS,
+    )  # fmt: skip
+    storage = tmp_path / "runs"
+    driver = _driver(path, storage)
+    try:
+        _wait_for(driver, lambda: _running_student(storage, "killed") and _trial_workers(driver.pid))
+        victim = _trial_workers(driver.pid)[0]
+        victim.kill()
+        out, err = driver.communicate(timeout=300)
+    finally:
+        _stop(driver)
+    assert driver.returncode == 1, out[-3000:] + err[-3000:]
+    runs = _runs(storage, "killed", "student")
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 1 and not [r for r in runs if r.info.status in ("RUNNING", "KILLED")], runs
+    reason = failed[0].data.tags["error"]
+    assert "retried" not in reason and "worker" in reason and "died" in reason.lower(), reason
+    assert "1 failed" in out and "trial failed for good" in out
+    st = _driver(path, storage, "--status", "--json")
+    import json
+
+    status = json.loads(st.communicate(timeout=120)[0])
+    assert status["failed"] == 1 and status["failed_trials"][0]["error"] == reason
+
+
+def test_ctrl_c_marks_the_study_killed_and_leaves_nothing_running(tmp_path, local_data):
+    path = write_study(
+        tmp_path / "ctrlc.yaml", local_data, methods=["ft"], max_samples=64, student_train=LONG_TRIALS
+    )
+    storage = tmp_path / "runs"
+    driver = _driver(path, storage)
+    try:
+        _wait_for(driver, lambda: _running_student(storage, "ctrlc"))
+        family = psutil.Process(driver.pid).children(recursive=True)
+        os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
+        out, err = driver.communicate(timeout=120)
+    finally:
+        _stop(driver)
+    assert driver.returncode == 130, out[-3000:] + err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted"), err[-3000:]
+    parent = _runs(storage, "ctrlc", "study")[0]
+    assert parent.info.status == "KILLED" and "KeyboardInterrupt" in parent.data.tags["error"]
+    runs = _runs(storage, "ctrlc", "student")
+    assert [r.info.status for r in runs] == ["KILLED"], runs  # the trial it stopped: interrupted, not failed
+    assert "interrupted" in runs[0].data.tags["error"], runs
+    time.sleep(2)
+    assert not _alive(family), _alive(family)
+    assert not (storage / "ctrlc" / "driver.lock").exists()
+
+
+def _lines(driver: subprocess.Popen) -> list[str]:
+    """The driver's stdout lines as they come (read by a thread; the list grows)."""
+    import threading
+
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in driver.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    driver.reader = reader  # type: ignore[attr-defined] - joined once the driver has ended
+    return lines
+
+
+def test_killed_mlflow_server_is_started_again_and_the_study_finishes(tmp_path, local_data):
+    import re
+
+    path = write_study(
+        tmp_path / "lost.yaml", local_data, methods=["ft"], max_samples=64, student_train=LONG_TRIALS
+    )
+    storage = tmp_path / "runs"
+    driver = _driver(path, storage)
+    lines = _lines(driver)
+    try:
+        _wait_for(driver, lambda: _running_student(storage, "lost"))
+        pid = int(re.search(r"MLflow server \(started by this study, PID (\d+)\)", "".join(lines)).group(1))
+        first = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        os.killpg(pid, signal.SIGKILL)  # the server and every process it started
+        start = time.time()
+        _wait_for(driver, lambda: "running again" in "".join(lines), timeout=60)
+        assert time.time() - start < 30  # within seconds, not a half-hour of connection retries
+        driver.wait(timeout=300)
+        driver.reader.join(10)
+        err = driver.stderr.read()
+    finally:
+        _stop(driver)
+    out = "".join(lines)
+    assert driver.returncode == 0, out[-3000:] + err[-3000:]
+    assert f"MLflow server (PID {pid}) stopped" in out
+    runs = _runs(storage, "lost", "student")
+    assert [r.info.status for r in runs] == ["FINISHED"], runs  # the trial running meanwhile went on
+    assert _runs(storage, "lost", "study")[0].info.status == "FINISHED"
+    # nothing of either server is left: each was stopped by its process group
+    new_pid = int(re.search(r"running again \(PID (\d+)\)", out).group(1))
+    assert not _alive(first)
+    left = [p for p in psutil.process_iter() if _group(p) in (pid, new_pid)]
+    assert not _alive(left), left
+
+
+def _group(p: psutil.Process) -> int | None:
+    try:
+        return os.getpgid(p.pid)
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return None
+
+
+def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
+    storage = tmp_path / "runs"
+    path = write_study(tmp_path / "teach.yaml", local_data, methods=["kd"], storage=str(storage))
+    first = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    tuned = [p for p in (storage / "teachers").iterdir() if (p / "finetune.json").exists()]
+    base = next((storage / "teachers" / "base").iterdir())
+    assert len(tuned) == 1
+    import shutil
+
+    shutil.rmtree(tuned[0])  # the fine-tuned teacher deleted
+    (base / "model.safetensors").unlink()  # the base left as a full disk left it: config.json without weights
+    (storage / "teachers" / f".{tuned[0].name}.partial-killed").mkdir()  # a killed fine-tune's leftovers
+    leftover = storage / "teach" / "scratch" / "trial-killed"  # a killed trial's scratch folder
+    leftover.mkdir(parents=True)
+    (leftover / "best.safetensors").write_bytes(b"half")
+    write_study(path, local_data, methods=["kd"], seeds=[0, 1], storage=str(storage))  # and one seed more
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "stage teacher_finetune: 1 to run" in out.stdout and "2/2 trials FINISHED" in out.stdout
+    assert (tuned[0] / "model.safetensors").is_file() and (tuned[0] / "finetune.json").is_file()
+    assert (base / "model.safetensors").is_file()
+    assert not list((storage / "teachers").rglob("*.partial-*")) and not leftover.exists()
+    runs = _runs_of(storage, "teach", "student")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"], runs
+
+
+def _runs_of(storage: Path, study: str, stage: str) -> list:
+    client = MlflowClient(local_store_uri(storage))
+    return client.search_runs([client.get_experiment_by_name(study).experiment_id], f"tags.stage = '{stage}'")
+
+
+def test_read_only_storage_is_one_line_exit_2(tmp_path, local_data):
+    # a read-only file system of its own: a tmpfs mounted read-only in a user namespace (no root needed)
+    path = write_study(tmp_path / "ro.yaml", local_data)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    study = f"{sys.executable} -m orchestrator.study {path} --storage {mount / 'runs'}"
+    script = f"mount -t tmpfs -o size=1m,ro tmpfs {mount} && cd {ROOT} && {study}"
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0] == f"error: storage: {mount} is on a read-only file system; pass a writable --storage"
+
+
+def test_non_ascii_storage_path_runs(tmp_path, local_data):
+    storage = tmp_path / "läufe ü"
+    path = write_study(tmp_path / "umlaut.yaml", local_data, methods=["ft"], storage=str(storage))
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.study", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "1/1 trials FINISHED" in out.stdout and "not ASCII" in out.stdout
+    assert [r.info.status for r in _runs_of(storage, "umlaut", "student")] == ["FINISHED"]
+    assert not [p for p in Path("/tmp").glob("kdr-*") if os.readlink(p).startswith(str(storage))]
+
+
+def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, local_data):
+    storage = tmp_path / "runs"  # fresh: no MLflow store yet
+    paths = [
+        write_study(tmp_path / f"{n}.yaml", local_data, methods=["ft"], storage=str(storage)) for n in "ab"
+    ]
+    cmds = [[sys.executable, "-m", "orchestrator.study", str(p)] for p in paths]
+    drivers = [
+        subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
+    ]
+    outs = [d.communicate(timeout=300) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outs
+    for name in "ab":
+        assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
+        log = storage / "mlflow" / f"server-{name}.log"
+        assert log.is_file() and "already exists" not in log.read_text()
