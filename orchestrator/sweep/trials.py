@@ -127,15 +127,21 @@ class Progress(tune.Callback):
 WORKER_STOPPED = "its worker stopped before the trial ended (killed, or out of memory)"
 
 
-def worker_lost(trial: Any) -> str:
-    """Why Tune lost a trial, in one line: the error Ray handed Tune (a dead actor: how its worker exited). Read
-    from the trial's local error file, which Tune writes before it calls the callbacks."""
+def trial_error(trial: Any) -> BaseException | None:
+    """The error Ray handed Tune for ``trial``, from its local error file (written before the callbacks run;
+    ``Trial.get_pickled_error`` reads the synced copy, which may not be there yet)."""
     import cloudpickle
 
     try:
         with open(trial.pickled_error_file, "rb") as f:
-            err = cloudpickle.load(f)
-    except Exception:  # noqa: BLE001 - no readable error: the generic reason still says what happened
+            return cloudpickle.load(f)
+    except Exception:  # noqa: BLE001 - no readable error file
+        return None
+
+
+def worker_lost(err: BaseException | None) -> str:
+    """Why Tune lost a trial, in one line: a dead actor's error says how its worker exited."""
+    if err is None:
         return WORKER_STOPPED
     lines = [x.strip() for x in str(err).splitlines() if x.strip()] or [WORKER_STOPPED]
     exited = next((x.split(". Some common causes")[0] for x in lines if "exit" in x.lower()), "")
@@ -157,10 +163,8 @@ class LostWorkers(tune.Callback):
 
         key = str(trial.config.get("trial"))
         flt = f"tags.stage = '{self.stage}' and tags.trial_key = '{key}' and attributes.status = 'RUNNING'"
-        try:
-            lost_node = is_node_loss(trial.get_pickled_error())
-        except Exception:  # noqa: BLE001 - an unreadable error file is not a node loss
-            lost_node = False
+        err = trial_error(trial)
+        lost_node = is_node_loss(err)
         # a lost node is no fault of the trial (node_loss.py): its attempt was interrupted, KILLED
         status, then = (
             ("KILLED", "its node was lost; Tune retries the trial") if lost_node else ("FAILED", then)
@@ -173,7 +177,7 @@ class LostWorkers(tune.Callback):
             tags = {**unit.tags, "mlflow.parentRunId": self.parent}
             runs = [self.client.create_run(self.experiment_id, run_name=unit.run_name, tags=tags).info.run_id]
         for run_id in runs:
-            self.client.set_tag(run_id, "error", f"{worker_lost(trial)}; {then}")
+            self.client.set_tag(run_id, "error", f"{worker_lost(err)}; {then}")
             self.client.set_terminated(run_id, status)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
