@@ -64,7 +64,7 @@ from kd_methods.ckd_relations import (  # noqa: F401 - re-exported: the cache an
     word_relations,
     word_relations_from_band,
 )
-from kd_methods.kd import at_least_float32, require_teacher, soft_cross_entropy
+from kd_methods.kd import label_cross_entropy, require_teacher, soft_cross_entropy
 
 EXTRA_KEYS = ("ckd.wr_dist", "ckd.wr_angle", "ckd.ltr_dist", "ckd.ltr_angle")
 
@@ -359,7 +359,7 @@ class CKD(KDMethod):
                 alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
             )
         if alpha != 1.0:
-            terms["hard"] = (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
+            terms["hard"] = (1.0 - alpha) * label_cross_entropy(student.logits, labels)  # labelled only
         if beta != 0.0:
             parts = self.feature_terms(student, teacher)
             terms["wr_dist"] = beta * parts["wr_dist"]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
-from kd_methods.kd import at_least_float32, teacher_logits
+from kd_methods.kd import at_least_float32, label_cross_entropy, teacher_logits
 
 
 def pearson(a: Tensor, b: Tensor, dim: int = -1, eps: float = 1e-8) -> Tensor:
@@ -70,5 +70,5 @@ class DIST(KDMethod):
         }
         weight = float(self.params["label_weight"])
         if weight != 0.0:
-            terms["hard"] = weight * F.cross_entropy(z_s, labels)
+            terms["hard"] = weight * label_cross_entropy(z_s, labels)  # labelled samples only
         return terms

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
+from kd_methods.kd import label_cross_entropy
 
 
 @register
 class FT(KDMethod):
-    """Cross-entropy with the labels; reads no teacher signal, so ``teacher`` may be None."""
+    """Cross-entropy with the labels (over the labelled samples: ``label_cross_entropy``); reads no teacher signal, so
+    ``teacher`` may be None."""
 
     name: ClassVar[str] = "ft"
     family: ClassVar[str] = "none"
@@ -24,4 +25,4 @@ class FT(KDMethod):
     def loss_terms(
         self, student: StudentOutput, teacher: TeacherSignals | None, labels: Tensor
     ) -> dict[str, Tensor]:
-        return {"hard": F.cross_entropy(student.logits, labels)}
+        return {"hard": label_cross_entropy(student.logits, labels)}

@@ -10,6 +10,8 @@ from torch import Tensor
 
 from kd_methods.base import KDMethod, SignalSpec, StudentOutput, TeacherSignals, register
 
+IGNORE_INDEX = -100  # an unlabelled sample's label (tasks/labels.py: UNLABELLED)
+
 
 def at_least_float32(x: Tensor) -> Tensor:
     """``x`` in float32, or float64 if it already is: losses are computed in full precision under autocast."""
@@ -29,6 +31,17 @@ def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperatu
     p_t = F.softmax(at_least_float32(teacher_logits.detach()) / temperature, dim=-1)
     log_p_s = F.log_softmax(at_least_float32(student_logits) / temperature, dim=-1)
     return -(p_t * log_p_s).sum(dim=-1).mean()
+
+
+def label_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """CE(z, y) averaged over the batch's labelled samples; samples labelled -100 (``tasks.labels.UNLABELLED``,
+    PyTorch's ``ignore_index``) are left out. With every sample labelled this is exactly ``F.cross_entropy(z, y)``
+    (the published label term); with none it is a zero that keeps the graph (its gradient is zero), not NaN.
+
+    Computed in float32 (``at_least_float32``). Branch-free, so no host-device synchronisation per step."""
+    z = at_least_float32(logits)
+    ce = F.cross_entropy(z, labels, ignore_index=IGNORE_INDEX)  # NaN (0/0) when no sample is labelled
+    return torch.where((labels != IGNORE_INDEX).any(), ce, torch.zeros((), dtype=z.dtype, device=z.device))
 
 
 def require_teacher(method: KDMethod, teacher: TeacherSignals | None, spec: SignalSpec) -> TeacherSignals:
@@ -53,6 +66,9 @@ def teacher_logits(method: KDMethod, teacher: TeacherSignals | None) -> Tensor:
 class KD(KDMethod):
     """(1 - w) * CE(z_s/T, p_t) + w * CE(z_s, y), w = ``label_weight`` (0: the authors' pure soft loss).
 
+    The soft term averages over every sample of the batch, the label term over its labelled samples only
+    (``label_cross_entropy``), so KD distils on unlabelled inputs too.
+
     ``t_squared`` multiplies the soft term by T^2 (Hinton's gradient-scale fix); the authors ran without it.
     """
 
@@ -75,5 +91,5 @@ class KD(KDMethod):
             return {"soft": soft}
         return {
             "soft": (1.0 - weight) * soft,
-            "hard": weight * F.cross_entropy(at_least_float32(student.logits), labels),
+            "hard": weight * label_cross_entropy(student.logits, labels),
         }

@@ -16,7 +16,7 @@ from kd_methods.base import (
     layer_map,
     register,
 )
-from kd_methods.kd import at_least_float32, require_teacher, soft_cross_entropy
+from kd_methods.kd import at_least_float32, label_cross_entropy, require_teacher, soft_cross_entropy
 
 
 @register
@@ -86,7 +86,7 @@ class PKD(KDMethod):
                 alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
             )
         if alpha != 1.0:
-            terms["hard"] = (1.0 - alpha) * F.cross_entropy(at_least_float32(student.logits), labels)
+            terms["hard"] = (1.0 - alpha) * label_cross_entropy(student.logits, labels)  # labelled only
         if beta != 0.0:
             terms["feature"] = beta * self.feature_loss(student, signals)
         return terms

@@ -114,3 +114,32 @@ def write_study(path: Path, data: Path, **overrides: object) -> Path:
     spec.update(overrides)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def hub_home(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path:
+    """A Hugging Face cache holding the three task datasets (prepared, as an online load_dataset leaves them, and
+    as the repository snapshot `hf download` leaves), the line-level completion set (snapshot only) and the three
+    teachers (tiny, with the real configs' arrangement): docs/HUB.md, written once per session."""
+    import json
+
+    from models.hub_standin import write_hub_models
+    from tasks.hub_standin import HUB_DATASETS, records_from_local, write_hub_dataset, write_hub_datasets
+
+    home = tmp_path_factory.mktemp("hf-home")
+    write_hub_datasets(home, local_data, ["defect", "clone", "exception"])
+    lines = records_from_local(local_data, ["completion_line"])["completion_line"]["train"][:30]
+    write_hub_dataset(home, HUB_DATASETS["completion_line"], {"train": lines}, prepared=False)
+    rows = [json.loads(x) for task in ("defect", "clone") for x in (local_data / task / "train.jsonl").open()]
+    write_hub_models(home, [r.get("func") or r["func1"] for r in rows])
+    return home
+
+
+def hub_env(home: Path, **extra: str) -> dict[str, str]:
+    """A child process's environment as a cluster node without internet sees it: HF_HOME on ``home``, offline."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.update(PYTHONPATH=str(root), RAY_AUTH_MODE="disabled", **extra)
+    for moved in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "MLFLOW_TRACKING_URI"):
+        env.pop(moved, None)
+    return env

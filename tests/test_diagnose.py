@@ -86,3 +86,16 @@ def test_recording_does_not_change_the_run(local_data: Path) -> None:
     )
     assert len(watched["rows"]) == math.ceil(plain.steps / 2)
     assert watched["test"] == pytest.approx(plain.test)
+
+
+def test_during_training_on_a_labelled_part(local_data: Path, tiny_teacher: Path) -> None:
+    """``--labelled N``: the transfer check's transfer-set arm; batches without a labelled sample give a zero
+    label term, the teacher's term still pulls."""
+    args = ["--task", "exception", "--data", str(local_data), "--student", "roberta-tiny", "--method", "kd"]
+    args += ["--lr", "1e-3", "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--steps", "6"]
+    args += ["--teacher", str(tiny_teacher), "--param", "label_weight=0.5", "--every", "1", "--labelled", "2"]
+    r = main_for_tests(["--mode", "train", *args])
+    assert r["labelled"] == 2 and r["steps"] == 6
+    hard = [row["terms"]["hard"]["value"] for row in r["rows"]]
+    assert 0.0 in hard  # at most two batches hold one of the two labelled samples
+    assert all(row["terms"]["soft"]["grad_norm"] > 0 for row in r["rows"])

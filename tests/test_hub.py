@@ -19,29 +19,9 @@ from models.hub_standin import CODEGPT, MODERNBERT, UNIXCODER, write_hub_models
 from tasks import load_task_data, sample_fraction
 from tasks.base import Example, TaskData, normalise_code
 from tasks.hub_assets import HubAsset, missing_hub_assets, study_hub_assets
-from tasks.hub_standin import HUB_DATASETS, records_from_local, write_hub_dataset, write_hub_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHERS = [("unixcoder", UNIXCODER), ("modernbert", MODERNBERT), ("codegpt", CODEGPT)]
-
-
-def _texts(local: Path) -> list[str]:
-    rows = [
-        json.loads(line) for task in ("defect", "clone") for line in (local / task / "train.jsonl").open()
-    ]
-    return [r.get("func") or r["func1"] for r in rows]
-
-
-@pytest.fixture(scope="module")
-def hub_home(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path:
-    """A Hugging Face cache holding the three task datasets (prepared, as an online load_dataset leaves them),
-    the line-level completion set (repository snapshot only, as `hf download` leaves it) and the three teachers."""
-    home = tmp_path_factory.mktemp("hf-home")
-    write_hub_datasets(home, local_data, ["defect", "clone", "exception"])
-    lines = records_from_local(local_data, ["completion_line"])["completion_line"]["train"][:30]
-    write_hub_dataset(home, HUB_DATASETS["completion_line"], {"train": lines}, prepared=False)
-    write_hub_models(home, _texts(local_data))
-    return home
 
 
 REHEARSAL = r"""

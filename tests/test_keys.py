@@ -1,67 +1,111 @@
 """Keys stay stable: a study run before the pipeline was made one (issue 21) resumes under the same trial keys, finds
 its teachers and its caches. The pinned values were computed by the code before that change (keyed on hub data and
-an absent completion folder, so they do not depend on this machine's files)."""
+an absent completion folder, so they do not depend on this machine's files).
+
+Issue 22 changed the keys of ``data: hub`` studies on purpose: their data identity now holds the study's data seed
+(clone's 10% sample, which the trial seed used to pick) and each dataset's cached revision; the hub keys below are
+pinned with an empty Hugging Face cache (revision ``none``). Local-data studies keep their keys
+(``test_a_local_study_keeps_its_data_key_and_a_hub_one_holds_the_data_seed``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from kd_methods import DerivedRequest, SignalSpec, build_method
 from orchestrator.cache.key import CacheRequest
 from orchestrator.design.study import build_plan, load_spec
 from orchestrator.sweep.tuning import final_trial
 
+SPLITS = ("train", "validation", "test")
+
 
 def _digest(keys: list[str]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 
-def test_classification_trial_teacher_and_cell_keys_are_unchanged():
+@pytest.fixture
+def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The libraries' cache roots on an empty folder: a hub study's keys as on a machine with nothing fetched."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def test_classification_trial_teacher_and_cell_keys_are_unchanged(empty_hf_cache: None):
     full = build_plan(load_spec("full"), calibration=None)
-    assert _digest([t.trial_key for t in full.trials]) == "e1a7bc8bcf06bb67"
+    assert _digest([t.trial_key for t in full.trials]) == "60cec50ff5d513da"
     assert [t.trial_key for t in full.trials[:3]] == [
-        "3fba96faa51958c8",
-        "e1715757c482b97b",
-        "22f0cc9d5361e1b4",
+        "e6039ce1fb3869db",
+        "01299bd3dc6801e3",
+        "4ed2d51d8b25c8bb",
     ]
     assert [u.key for u in full.teachers] == [
-        "4a49228fe5f6329e",
-        "1ebddb15dfdb7ad8",
-        "238868f1f8225f47",
-        "33b114cb0338b62c",
-        "9d654ac80c7cb7ec",
-        "7e36eb3e769ce517",
+        "5ea908c6165a2ff5",
+        "3beee76265500e84",
+        "4c885d35e04824a8",
+        "a5848d04e4f81f55",
+        "0df830975a3ab158",
+        "099e72b679e34710",
     ]
     tune = build_plan(load_spec("smoke-tune", {"data": "hub", "storage": "/tmp/kx"}), calibration=None)
     assert [t.trial_key for t in tune.trials] == [
-        "8135474ea351f102",
-        "24992feb5ed5b41b",
-        "fb8144fffcdbd7a4",
-        "dee869cb16458409",
-        "beb8c0974c7a3742",
-        "1e5f84d40ba36f4b",
-        "4ab57579f2dc1e87",
-        "787c5124a8925d8e",
-        "c7cd1489460e5edc",
-        "c5739f10fcb880ed",
+        "ea8560a48f4ada7a",
+        "f15812b7edb492c8",
+        "8a99d3ee0b3ec06d",
+        "5fdddef8c843e22b",
+        "ad265ca283a5455c",
+        "e46fc9febfb854ea",
+        "b0c89c6a0e087b08",
+        "a89fa20f82e72cfe",
+        "82ab96ca140a698a",
+        "f0ca719b914b7810",
     ]
     assert [t.cell for t in tune.cells] == [
-        "3812662d0237",
-        "c9571d6b972b",
-        "0d51db799ab0",
-        "62a3ca66697d",
-        "54ba7fc009dc",
+        "45608df7bc90",
+        "96e31ac3f87d",
+        "48e776d5d8d0",
+        "9e945e16691c",
+        "60355232951e",
     ]
 
 
-def test_a_tuned_final_trial_is_keyed_as_before():
+def test_a_local_study_keeps_its_data_key_and_a_hub_one_holds_the_data_seed(
+    local_data: Path, empty_hf_cache: None
+) -> None:
+    from orchestrator.core.paths import stable_key
+    from orchestrator.design.identity import data_key, file_sha256
+
+    tasks = ["clone", "defect"]
+    local = [
+        load_spec("smoke", {"data": str(local_data), "tasks": tasks, "seeds": s}) for s in ([0, 1], [1, 2])
+    ]
+    # the payload as it was before data seeds existed: the files' hashes and the cap, nothing else
+    before = {
+        "data": {f"{t}/{s}": file_sha256(local_data / t / f"{s}.jsonl") for t in tasks for s in SPLITS},
+        "max_samples": local[0].max_samples,
+    }
+    assert local[0].data_seed == 0 and local[1].data_seed == 1
+    assert data_key(local[0]) == data_key(local[1]) == stable_key(before)
+    hub = [load_spec("smoke", {"data": "hub", "tasks": tasks, "data_seed": s}) for s in (0, 0, 3)]
+    assert data_key(hub[0]) == data_key(hub[1]) != data_key(hub[2])
+    trial = build_plan(hub[2], calibration=None).trials[0]
+    assert trial.work.data_seed == 3 and json.loads(json.dumps(trial.params))["data_seed"] == 3
+
+
+def test_a_tuned_final_trial_is_keyed_as_before(empty_hf_cache: None):
     tune = build_plan(load_spec("smoke-tune", {"data": "hub", "storage": "/tmp/kx"}), calibration=None)
     tags = {"tuned_params": "lr,method.temperature"}
     params = {"lr": "0.0005", "method.temperature": "4.0"}
     best = SimpleNamespace(info=SimpleNamespace(run_id="r0"), data=SimpleNamespace(tags=tags, params=params))
     final = final_trial(tune, next(t for t in tune.trials if t.method == "kd"), best)
-    assert final.trial_key == "72c51e9789de61b4"
+    assert final.trial_key == "0194006733600deb"
     assert final.work.train.lr == 0.0005 and final.work.method_params["temperature"] == 4.0
     assert final.params["lr"] == 0.0005 and final.tags["tuned_from"] == "r0"
 

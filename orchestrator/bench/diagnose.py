@@ -78,6 +78,12 @@ def add_parser(sub: Any) -> None:
         "--hole-window", help="train: B,A: cut exception functions to B lines above the hole, A below"
     )
     d.add_argument("--teacher", help="train: a fine-tuned teacher folder")
+    d.add_argument(
+        "--labelled",
+        type=int,
+        help="train: labels on only N seeded training samples (tasks/labels.py), the rest unlabelled: the "
+        "transfer check's transfer-set arm (its label terms on the labelled samples only)",
+    )
     d.add_argument("--lr", type=float, default=1e-3)
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--epochs", type=int, default=10)
@@ -261,6 +267,12 @@ def during_training(args: argparse.Namespace, params: dict[str, Any], work: Path
         cache_dir=str(work / "cache"),
     )
     prepared = prepare(cfg)
+    if args.labelled:  # the transfer check's transfer-set arm: the same seeded labelled part, the rest -100
+        from tasks.labels import LabelSpec, labelled_indices, mask_split
+
+        train_split = prepared.encoded["train"]
+        keep = labelled_indices(train_split.labels, LabelSpec(count=args.labelled), args.task)
+        prepared.encoded["train"] = mask_split(train_split, keep)
     source, shape = (None, None)
     if get_method(method_name).family != "none":
         source, shape = cached_teacher(cfg, prepared)
@@ -281,6 +293,7 @@ def during_training(args: argparse.Namespace, params: dict[str, Any], work: Path
         "student": student_name,
         "method": method_name,
         "params": params,
+        "labelled": args.labelled or "all",
         "teacher": args.teacher,
         "lr": args.lr,
         "batch_size": args.batch_size,

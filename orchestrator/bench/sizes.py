@@ -33,28 +33,39 @@ OVERHEAD_SIZES: dict[str, BenchSize] = {
 
 @dataclass(frozen=True)
 class TransferSize:
-    """Everything the check trains, fixed per size (so nobody tunes the check itself)."""
+    """Everything the check trains, fixed per size before it runs (so nobody tunes the check itself). The design
+    and the measurements it rests on: docs/METHODS.md, "The knowledge-transfer check: design"."""
 
     task: str
     student: str
     max_length: int
-    max_samples: int | None  # caps every split (train, validation, test) for the teacher and the students
-    teacher_epochs: int
+    # The labelled part of the training split (tasks/labels.py: LabelSpec), e.g. {"count": 500}; the rest of the
+    # training inputs are the transfer set's unlabelled inputs.
+    labelled: dict[str, Any]
+    teacher_epochs: int  # the teacher is fine-tuned on the labelled part only
     teacher_lr: float
-    student_epochs: int
+    teacher_batch_size: int
+    # Every student run (FT, each KD method, every arm, every candidate and seed) takes this many optimiser steps
+    # and is evaluated on validation at the same steps (every ``eval_every`` samples: the labelled part is tiled
+    # to the size of the transfer set per "epoch"), so no method gets more updates or more checkpoints to pick from.
+    steps: int
     batch_size: int
     seeds: tuple[int, ...]
     # The search: candidates per method, each a dict of ``lr`` plus method hyperparameters. The same number for
-    # every method, FT included; sensible published ranges, not values picked after looking at test scores.
+    # every method, FT included; fixed before any run of the check, never picked by looking at its outcomes.
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    min_advantage: float = 0.10
-    # The data-limited variant: students see only the first N training samples (the teacher saw them all), so
-    # the teacher's advantage includes what it learnt from data the students never see. None: the same data.
-    student_train_samples: int | None = None
+    min_advantage: float = 0.10  # the teacher must beat the best FT student on validation by this much
     # Exception only: cut every function to its first line plus (lines above, lines below) the masked handler
     # (transfer_data.py says why); None: whole functions.
     hole_window: tuple[int, int] | None = None
-    teacher_batch_size: int | None = None  # None: batch_size
+    max_samples: int | None = None  # caps every split (the tiny size)
+    # The data: at least ``min_train`` training inputs; ``build`` is the tasks.build_local split sizes that make
+    # the check's default data folder (data/transfer) when it is missing.
+    min_train: int = 0
+    build: dict[str, int] | None = None
+    # the permutation of the teacher's cached rows (fixed, independent of the trial seeds)
+    placebo_seed: int = 0
+    workers: int = 1  # student runs at once, one process each (transfer_pool.py), sharing the cores
 
 
 def _grid(lrs: tuple[float, ...]) -> dict[str, list[dict[str, Any]]]:
@@ -89,8 +100,8 @@ def _grid(lrs: tuple[float, ...]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _grid2(lrs: tuple[float, float]) -> dict[str, list[dict[str, Any]]]:
-    """Two candidates per method (the CPU budget): FT's two lrs; for each KD method its authors' setting and the
-    common alternative, both at the higher lr."""
+    """Two candidates per method (the CPU budget), unchanged since the check's first version: FT's two lrs; for
+    each KD method its authors' setting and the common alternative, both at the higher lr."""
     lo, hi = lrs
     return {
         "ft": [{"lr": lo}, {"lr": hi}],
@@ -101,52 +112,61 @@ def _grid2(lrs: tuple[float, float]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+# The check's data: every exception sample this machine's Python yields (about 6,800; the builder's pool runs
+# out before these counts, so they set the split proportions: about 5,800 / 390 / 590).
+TRANSFER_BUILD = {"train": 6000, "validation": 400, "test": 600}
+
 TRANSFER_SIZES: dict[str, TransferSize] = {
-    # 2 CPU cores: exception classification on the local data at 128 tokens, functions cut to the lines around
-    # the masked handler (transfer_data.py: whole functions put the hole beyond token 128 in half of the samples,
-    # and a teacher on half-blind inputs reached 0.44). MiniLM is fine-tuned on all 2,000 training samples (4
-    # epochs, lr 2e-4, batch 32: validation accuracy 0.60, test 0.56 in the recorded run); the students (roberta-0.6m,
-    # the size a CPU trains 20 times within the budget) train on the same 2,000 samples. Batch 16 for 8 epochs
-    # gives every student 1,000 optimiser steps: students under soft-target losses predict the class prior for
-    # the first 100-300 steps (docs/METHODS.md, "Why KD, PKD and CKD collapsed"), and the earlier 190-step budget
-    # ended KD, PKD and CKD there. On clone detection (MiniLM F1 0.98 in one epoch) every student stays at the
-    # majority baseline under FT, which would make FT a degenerate baseline.
+    # 2 CPU cores. Why each number: docs/METHODS.md, "The knowledge-transfer check: design".
     "cpu": TransferSize(
         task="exception",
         student="roberta-0.6m",
         max_length=128,
-        max_samples=None,
-        teacher_epochs=4,
+        labelled={"count": 500},
+        teacher_epochs=8,
         teacher_lr=2e-4,
-        student_epochs=8,
+        teacher_batch_size=16,
+        steps=500,
         batch_size=16,
         seeds=(0, 1, 2),
         candidates=_grid2((5e-4, 1e-3)),
         hole_window=(6, 2),
-        teacher_batch_size=32,
+        min_train=5000,
+        build=TRANSFER_BUILD,
+        # two student runs at once, one torch thread each: with two threads in one process, each op waits for
+        # both cores, and a run slowed tenfold (48 s to over 8 min for one CKD run) as soon as another process
+        # took one core; one thread per run degrades only in proportion to the CPU it loses
+        workers=2,
     ),
-    # A GPU: the paper's length (512) and its 7M student on exception classification, all local training data.
+    # One H200, about 4 minutes: whole functions at 384 tokens (the hole in view for 91% of the students' inputs,
+    # 89% of the teacher's; 97% / 95% at 512, at 4/3 of the cost), the 7M student, five seeds, eight students at
+    # once on the one GPU (transfer_pool.py). Why each number: docs/METHODS.md.
     "gpu": TransferSize(
         task="exception",
         student="roberta-7m",
-        max_length=512,
-        max_samples=None,
+        max_length=384,
+        labelled={"count": 500},
         teacher_epochs=8,
-        teacher_lr=8e-5,
-        student_epochs=10,
+        teacher_lr=2e-4,
+        teacher_batch_size=16,
+        steps=600,
         batch_size=32,
         seeds=(0, 1, 2, 3, 4),
-        candidates=_grid((1e-4, 3e-4, 1e-3)),
+        candidates=_grid2((3e-4, 1e-3)),
+        min_train=5000,
+        build=TRANSFER_BUILD,
+        workers=8,
     ),
-    # Tests: tiny, only that the machinery works end to end.
+    # Tests: tiny, only that the machinery works end to end (every arm, the placebo, the verdict).
     "tiny": TransferSize(
-        task="clone",
+        task="exception",
         student="roberta-tiny",
         max_length=48,
-        max_samples=48,
+        labelled={"count": 24},
         teacher_epochs=1,
         teacher_lr=1e-4,
-        student_epochs=1,
+        teacher_batch_size=16,
+        steps=6,
         batch_size=16,
         seeds=(0, 1),
         candidates={
@@ -156,6 +176,9 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
             "pkd": [{"lr": 1e-3}],
             "ckd": [{"lr": 1e-3, "beta": 1.0, "gamma": 1.0}],
         },
+        hole_window=(6, 2),
+        max_samples=64,
+        min_train=64,
     ),
 }
 

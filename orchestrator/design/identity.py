@@ -30,11 +30,32 @@ def file_sha256(path: Path) -> str:
     return _HASHES[stamp]
 
 
-def data_content(data: str, tasks: list[str]) -> dict[str, str]:
-    """``{"<task>/<split>": sha256}`` of the study's data files; ``{"source": "hub"}`` for hub data, and the folder
-    name when it does not exist yet (the default data is built on first use, before the study plans its keys)."""
+def hub_revision(task: str) -> str:
+    """Which copy of a task's hub dataset the cache holds: the downloaded snapshot's commit first (stable: the
+    Arrow copy a first offline load prepares beside it must not change a study's keys), else the prepared copy's
+    hash, ``none`` when neither is there (the run then stops on the missing asset before any trial)."""
+    from tasks import get_task
+    from tasks.hub_cache import datasets_cache_dir, hub_snapshot
+
+    t = get_task(task)
+    snapshot = hub_snapshot(t.hf_id, "dataset")
+    if snapshot is not None:
+        return f"hub:{snapshot.name}"
+    prepared = datasets_cache_dir(t.hf_id, t.hf_config)
+    return f"datasets:{prepared.name}" if prepared is not None else "none"
+
+
+def data_content(data: str, tasks: list[str], data_seed: int = 0) -> dict[str, str]:
+    """``{"<task>/<split>": sha256}`` of the study's data files, and the folder name when it does not exist yet (the
+    default data is built on first use, before the study plans its keys). Hub data: the source, the study's data
+    seed (clone's 10% sample) and each task's dataset revision; a local folder's content has no seed in it (its
+    files are the data), so a local study's keys stay what they were."""
     if data == "hub":
-        return {"source": "hub"}
+        return {
+            "source": "hub",
+            "data_seed": str(data_seed),
+            **{f"{task}/revision": hub_revision(task) for task in sorted(tasks)},
+        }
     root = Path(data)
     if not root.is_dir():
         return {"source": str(data), "missing": "true"}
@@ -54,7 +75,10 @@ def data_key(spec: StudySpec) -> str:
     from tasks.custom import split_path
 
     builtin = [t for t in spec.tasks if not is_custom(t)]
-    payload: dict[str, Any] = {"data": data_content(spec.data, builtin), "max_samples": spec.max_samples}
+    payload: dict[str, Any] = {
+        "data": data_content(spec.data, builtin, spec.data_seed or 0),
+        "max_samples": spec.max_samples,
+    }
     if spec.custom_tasks:
         payload["custom_tasks"] = [
             {

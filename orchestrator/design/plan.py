@@ -122,6 +122,7 @@ def new_trial(
     train, method_params = dict(settings["train"]), dict(settings["method_params"])
     work = TrialConfig(
         task=task, student=student, method=method, teacher=folders.get((teacher, task)), seed=seed, data=data,
+        data_seed=spec.data_seed or 0,
         max_length=train["max_length"], max_samples=spec.max_samples, method_params=method_params,
         # precision: an execution setting beside the recipe (not in the key)
         train=TrainConfig(**{k: v for k, v in train.items() if k != "max_length"}, precision=spec.precision),
@@ -134,7 +135,7 @@ def new_trial(
         "method_family": get_method(method).family, "trial_key": key, "data_key": str(settings.get("data", "")),
     }  # fmt: skip
     params = {**train, **{f"method.{k}": v for k, v in method_params.items()}, **factors, "data": data}
-    params.update(max_samples=spec.max_samples, teacher_mode=spec.teacher_mode)
+    params.update(max_samples=spec.max_samples, teacher_mode=spec.teacher_mode, data_seed=spec.data_seed)
     return ClassificationTrial(
         kind="classification", trial_key=key, run_name=run_name(task, student, method, teacher, seed), tags=tags,
         params=trial_params(params), teacher=teacher, student=student, method=method, seed=seed, task=task,

@@ -36,6 +36,12 @@ def teacher_shape(t: Any) -> tuple[ModelShape, int, str | None]:
         layers, hidden = t.layers or 2, t.hidden or 64
         return ModelShape(layers, hidden), 12 * layers * hidden * hidden, None
     source = TEACHER_ALIASES.get(t.source, t.source)
+    local = _local_config(source)
+    if local is not None:  # the model that will run: its layers decide which ones the cache stores
+        layers, hidden = local
+        known = KNOWN_TEACHERS.get(source)
+        params = known[2] if known and known[:2] == local else 12 * layers * hidden * hidden
+        return ModelShape(layers, hidden), params, None
     if source in KNOWN_TEACHERS or t.source in KNOWN_TEACHERS:
         layers, hidden, params = KNOWN_TEACHERS.get(source) or KNOWN_TEACHERS[t.source]
         return ModelShape(layers, hidden), params, None
@@ -51,6 +57,23 @@ def teacher_shape(t: Any) -> tuple[ModelShape, int, str | None]:
             125_000_000,
             f"teacher '{t.name}': shape unknown offline, planned as 12x768",
         )
+
+
+def _local_config(source: str) -> tuple[int, int] | None:
+    """(layers, hidden) from the ``config.json`` of a local folder or of the hub cache's snapshot of a hub id (what
+    ``from_pretrained`` will load offline), read as JSON without importing transformers; None when there is none."""
+    from tasks.hub_cache import hub_snapshot
+
+    folder: Path | None = Path(source).expanduser()
+    if not (folder and folder.is_dir()):
+        folder = hub_snapshot(source, "model") if source.count("/") == 1 else None
+    file = folder / "config.json" if folder else None
+    if file is None or not file.is_file():
+        return None
+    cfg = json.loads(file.read_text())
+    if not isinstance(cfg.get("num_hidden_layers"), int) or not isinstance(cfg.get("hidden_size"), int):
+        return None
+    return cfg["num_hidden_layers"], cfg["hidden_size"]
 
 
 @cache

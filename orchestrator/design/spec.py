@@ -68,6 +68,9 @@ class StudySpec(StudyBase):
     students: list[str]
     methods: list[str]
     max_samples: int | None = Field(None, ge=1)  # cap every split (quick studies)
+    # Fixes the data every trial sees whatever its seed: clone's 10% hub sample and the students' tokenizers
+    # (docs/HUB.md). None: the first of ``seeds``.
+    data_seed: int | None = None
     student_train: TrainSettings = Field(default_factory=TrainSettings)
     teacher_train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-5))
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -153,6 +156,8 @@ class StudySpec(StudyBase):
                 )
         if any(m != "ft" for m in self.methods) and not self.teachers:
             raise ValueError("KD methods need at least one teacher")
+        if self.data_seed is None:
+            self.data_seed = self.seeds[0]
         if self.tuning is not None and self.teacher_mode != "cached":
             raise ValueError(
                 "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"

@@ -98,8 +98,14 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
 
     from orchestrator.design.data_source import resolve_spec_data
     from orchestrator.design.describe import describe, plan_dict
+    from orchestrator.design.hub_check import missing_lines
     from orchestrator.design.study import build_plan
 
+    hub_missing = missing_lines(spec)  # first: what to pre-fetch before a node without internet can run it
+    if hub_missing and not as_json:
+        print(f"hub assets missing from the local cache ({len(hub_missing)}; docs/HUB.md):")
+        for line in hub_missing:
+            print(f"  {line}")
     if calibrate:
         from orchestrator.design.calibrate import calibrate as measure
         from orchestrator.design.calibrate import write_calibration
@@ -114,7 +120,7 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
     plan = build_plan(resolve_spec_data(spec))
     progress = plan_progress(spec)
     if as_json:
-        print(json.dumps({**plan_dict(plan), "progress": progress}, indent=2))
+        print(json.dumps({**plan_dict(plan), "progress": progress, "hub_missing": hub_missing}, indent=2))
         return 0
     print(describe(plan))
     if progress:

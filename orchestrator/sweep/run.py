@@ -39,6 +39,10 @@ def run_study(spec: Any, address: str | None = None, wait: bool = False) -> Stud
         if done is not None:
             log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")
             return done
+        from orchestrator.design.hub_check import check_hub_assets
+
+        # hub data and teachers the cache lacks, with no hub to fetch them from: one line before MLflow or Ray
+        check_hub_assets(spec)
         return _run_locked(spec, address, stack)
 
 

@@ -42,6 +42,7 @@ def _finetune_unit(
     trust_remote_code: bool,
     cpus: float,
     progress: str | None = None,
+    data_seed: int = 0,
 ) -> dict[str, Any]:
     import torch
 
@@ -63,7 +64,7 @@ def _finetune_unit(
     try:
         out = finetune_teacher(
             teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
-            state.epoch_callback(get_task(task).headline_metric),
+            state.epoch_callback(get_task(task).headline_metric), data_seed,
         )  # fmt: skip
     finally:
         state.close()
@@ -71,7 +72,7 @@ def _finetune_unit(
 
 
 def _build_cache_unit(
-    declared: list[dict[str, Any]], request: Any, task: str, data: str, seed: int, max_samples: int | None,
+    declared: list[dict[str, Any]], request: Any, task: str, data: str, data_seed: int, max_samples: int | None,
     storage: str, gpus: float, progress: str | None = None, unit: str = "",
 ) -> Any:  # fmt: skip
     from orchestrator.cache.build import get_or_build
@@ -90,7 +91,7 @@ def _build_cache_unit(
         state.update(done)
 
     try:
-        task_data = load_data(task, data, seed, max_samples)
+        task_data = load_data(task, data, data_seed, max_samples)
         return get_or_build(
             request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus,
             progress=shards_done,
@@ -109,12 +110,12 @@ def stage_tokenizers(ctx: StudyContext) -> None:
 
     spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     storage = Path(spec.storage)
-    seed0 = spec.seeds[0]
+    data_seed = spec.data_seed  # the study's data seed: the same sample and tokenizers for every trial
 
     # One per (task family, vocabulary size), cached on disk.
     for family, vocab in plan.families:
         task = next(t for t in spec.tasks if get_task(t).family == family)
-        family_tokenizer(task, vocab, data, storage / "cache" / "tokenizers", seed0, spec.max_samples)
+        family_tokenizer(task, vocab, data, storage / "cache" / "tokenizers", data_seed, spec.max_samples)
     log(f"stage tokenizers: {len(plan.families)} ready")
 
 
@@ -128,7 +129,7 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
     from orchestrator.train.trial import load_data, resolve_teacher
 
     storage = Path(spec.storage)
-    seed0 = spec.seeds[0]
+    data_seed = spec.data_seed
     teachers = {t.name: t for t in spec.teachers}
     sources: dict[str, str] = {}
     for t in spec.teachers:
@@ -138,7 +139,7 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
                 texts = [
                     ex.code
                     for task in spec.tasks
-                    for ex in load_data(task, data, seed0, spec.max_samples).train
+                    for ex in load_data(task, data, data_seed, spec.max_samples).train
                 ]
                 partial = partial_folder(base)  # renamed into place when complete
                 create_random_teacher(
@@ -187,6 +188,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
                 t.trust_remote_code,
                 res.cpu,
                 str(progress_dir(spec.storage, spec.name)),
+                spec.data_seed,
             )
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
@@ -228,6 +230,7 @@ def _record_finetune(
         {
             "source": t.source,
             "folder": unit.folder,
+            "data_seed": spec.data_seed,
             **spec.teacher_train_for(unit.teacher).model_dump(),
             "train_override": json.dumps(t.train.model_dump(exclude_none=True)) if t.train else "none",
         },
@@ -264,7 +267,7 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
 
     spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     storage = Path(spec.storage)
-    seed0 = spec.seeds[0]
+    data_seed = spec.data_seed
     res = spec.teacher_resources
     caches: dict[str, Any] = {}
     folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
@@ -275,7 +278,7 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
             precision=cache_precision(spec.precision),
         )  # fmt: skip
         build = ray.remote(num_cpus=0)(_build_cache_unit)
-        args = (spec.custom_tasks, request, unit.task, data, seed0, spec.max_samples, str(storage), res.gpu)
+        args = (spec.custom_tasks, request, unit.task, data, data_seed, spec.max_samples, str(storage), res.gpu)  # fmt: skip
         progress = str(progress_dir(spec.storage, spec.name))
         report = wait_logging(build.remote(*args, progress, f"{unit.teacher}/{unit.task}"), progress, log)
         shape = plan.teacher_shapes[unit.teacher]
@@ -307,7 +310,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     from tasks import get_task
 
     spec, client, data = ctx.spec, ctx.client, ctx.plan.data
-    seed0 = spec.seeds[0]
+    data_seed = spec.data_seed
     run = client.create_run(
         ctx.experiment_id,
         run_name=f"cache-{unit.teacher}-{unit.task}",
@@ -338,7 +341,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     logits = cached.predictions("test")
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
-    labels = [ex.label for ex in load_data(unit.task, data, seed0, spec.max_samples).test]
+    labels = [ex.label for ex in load_data(unit.task, data, data_seed, spec.max_samples).test]
     task = get_task(unit.task)
     headline = task.headline(task.metrics(logits.astype(np.float32), np.asarray(labels)), labels)
     tracking.log_metrics(client, rid, {f"test_{k}": v for k, v in headline.items()})

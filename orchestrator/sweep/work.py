@@ -27,7 +27,8 @@ _PREPARED: dict[tuple, Any] = {}  # reused actors keep encoded data between tria
 def _prepared(cfg: Any) -> Any:
     from orchestrator.train.trial import prepare
 
-    key = (cfg.task, cfg.student, cfg.data, cfg.max_length, cfg.max_samples, cfg.cache_dir)
+    # the data seed too: a reused actor must never serve one study's (or data seed's) sample to another
+    key = (cfg.task, cfg.student, cfg.data, cfg.data_seed, cfg.max_length, cfg.max_samples, cfg.cache_dir)
     if key not in _PREPARED:
         _PREPARED.clear()
         _PREPARED[key] = prepare(cfg)

@@ -40,9 +40,11 @@ def finetune_teacher(
     max_samples: int | None = None,
     trust_remote_code: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
+    data_seed: int = 0,
 ) -> FinetuneResult:
     """Fine-tune ``teacher`` (alias, hub id or folder) on ``task``; the best epoch's weights are saved to
-    ``out_dir`` (safetensors + tokenizer), loadable by ``Teacher.load`` and by the teacher cache."""
+    ``out_dir`` (safetensors + tokenizer), loadable by ``Teacher.load`` and by the teacher cache. ``data_seed``:
+    the study's data seed (clone's 10% hub sample), the sample its cache and every trial use."""
     from kd_methods import build_method
     from models.teacher import Teacher
     from orchestrator.core.paths import partial_folder, publish
@@ -51,7 +53,7 @@ def finetune_teacher(
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
     spec = get_task(task)
     model = Teacher.load(resolve_teacher(teacher), spec.num_labels, trust_remote_code=trust_remote_code)
-    task_data = load_data(task, data, cfg.seed, max_samples)
+    task_data = load_data(task, data, data_seed, max_samples)
     encoded = {s: encode_split(task_data.split(s), model.encode, max_length, model.pad_id) for s in SPLITS}
     method = build_method("ft", model.shape)
     # Written under a temporary name and renamed when complete: a fine-tune that is killed or runs out of disk
@@ -87,7 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=TEACHER_RECIPE.batch_size)
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--max-samples", type=int, help="cap every split (quick runs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the head's initial weights and data order")
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="the data sample (clone's 10%% of the hub); a study's is its first seed",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
@@ -147,6 +155,7 @@ def _main(argv: list[str] | None) -> int:
             args.max_samples,
             args.trust_remote_code,
             show,
+            data_seed=args.data_seed,
         )
     except BaseException as err:
         run.fail(err)

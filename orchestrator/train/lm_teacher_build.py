@@ -20,16 +20,16 @@ MARKER = "kdstudy_teacher.json"
 
 def _make_teacher(t: Any, texts: dict[str, list[str]], folder: Path) -> Any:
     """The teacher, before any training: random (own BPE) or loaded with CodeXGLUE's tokens added."""
-    from models.lm_teacher import LMTeacher, create_random_gpt2_teacher
-    from tasks.completion.preprocess import BOS, EOL, EOS, PAD, UNK, special_tokens
+    from models.lm_teacher import LMTeacher, create_random_gpt2_teacher, load_codexglue_teacher
     from tasks.completion.tokenizer import build_bpe_tokenizer
 
     if t.random:
         tok = build_bpe_tokenizer(texts["train"], t.vocab)
         create_random_gpt2_teacher(folder, t.layers, t.hidden, t.heads, t.positions, t.vocab, tokenizer=tok)
         return LMTeacher.load(folder)
-    teacher = LMTeacher.load(t.source, trust_remote_code=t.trust_remote_code)
-    added = teacher.add_special_tokens([BOS, EOS, EOL, PAD, UNK, *special_tokens()])
+    # load, add the tokens, resize, then check: CodeGPT-small-py's tokenizer is one longer than its embeddings
+    # until resized (its unknown token is in no vocabulary file), so LMTeacher.load would refuse it
+    teacher, added = load_codexglue_teacher(t.source, trust_remote_code=t.trust_remote_code)
     log(f"teacher {t.name}: {added} CodeXGLUE tokens added, vocabulary {teacher.vocab_size}")
     return teacher
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
-from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data, registered
+from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data
 
 if TYPE_CHECKING:  # torch, transformers and the models load only when a trial runs (a fast --help and --plan)
     from kd_methods import ModelShape
@@ -65,10 +65,11 @@ def resolve_data(source: str | Path) -> str | Path:
     return path
 
 
-def load_data(task: str, source: str | Path, seed: int = 0, max_samples: int | None = None) -> TaskData:
+def load_data(task: str, source: str | Path, data_seed: int = 0, max_samples: int | None = None) -> TaskData:
+    """A task's splits; ``data_seed`` is the study's data seed (clone's 10% hub sample), never a trial's seed."""
     if is_custom(task):  # a declared task reads its own folder: nothing to resolve or build
-        return load_task_data(task, source, seed=seed, max_samples=max_samples)
-    return load_task_data(task, resolve_data(source), seed=seed, max_samples=max_samples)
+        return load_task_data(task, source, data_seed, max_samples)
+    return load_task_data(task, resolve_data(source), data_seed, max_samples)
 
 
 def family_tokenizer(
@@ -76,16 +77,21 @@ def family_tokenizer(
     vocab_size: int,
     source: str | Path,
     cache_dir: Path,
-    seed: int = 0,
+    data_seed: int = 0,
     max_samples: int | None = None,
 ) -> StudentTokenizer:
-    """The student's BPE tokenizer, trained on its task family's training data (C+Java or Python), cached."""
+    """The student's BPE tokenizer, trained on its task family's training data (C+Java or Python) drawn with the
+    study's data seed, cached. The request key (files or hub revision, data seed) finds the cached tokenizer
+    without loading the family's data: a defect trial never loads clone's hub splits."""
     from models.tokenizer import get_student_tokenizer
+    from tasks import family_members, family_request_key
 
     family = get_task(task).family
-    members = sorted(name for name, t in registered().items() if t.family == family)
-    datasets = [load_data(name, source, seed, max_samples) for name in members]
-    return get_student_tokenizer(family, vocab_size, datasets, cache_dir)
+    members = family_members(family)
+    resolved = source if is_custom(task) else resolve_data(source)
+    key = family_request_key(members, resolved, data_seed, max_samples)
+    datasets = lambda: [load_data(name, source, data_seed, max_samples) for name in members]  # noqa: E731
+    return get_student_tokenizer(family, vocab_size, datasets, cache_dir, request_key=key)
 
 
 @dataclass
@@ -96,6 +102,8 @@ class TrialConfig:
     teacher: str | None = None  # a fine-tuned teacher's folder (or hub id) for KD methods
     seed: int = 0
     data: str = str(DEFAULT_DATA)
+    # the study's data seed: clone's 10% hub sample and the students' tokenizers, the same for every trial seed
+    data_seed: int = 0
     max_length: int = 512
     max_samples: int | None = None  # cap each split (quick runs)
     method_params: dict[str, Any] = field(default_factory=dict)
@@ -126,10 +134,9 @@ def prepare(cfg: TrialConfig) -> PreparedTrial:
 
     task = get_task(cfg.task)
     spec = get_student_spec(cfg.student)
-    data = load_data(cfg.task, cfg.data, cfg.seed, cfg.max_samples)
-    tokenizer = family_tokenizer(
-        cfg.task, spec.vocab_size, cfg.data, Path(cfg.cache_dir) / "tokenizers", cfg.seed, cfg.max_samples
-    )
+    data = load_data(cfg.task, cfg.data, cfg.data_seed, cfg.max_samples)
+    folder = Path(cfg.cache_dir) / "tokenizers"
+    tokenizer = family_tokenizer(cfg.task, spec.vocab_size, cfg.data, folder, cfg.data_seed, cfg.max_samples)
     encoded = {
         s: encode_split(data.split(s), tokenizer.encode, cfg.max_length, tokenizer.pad_id) for s in SPLITS
     }
@@ -275,7 +282,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", default=str(DEFAULT_DATA), help="'hub' or a folder from python -m tasks.build_local"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the student's initial weights and data order")
+    data_seed = "the data sample (clone's 10%% of the hub) and the tokenizers; a study's is its first seed"
+    p.add_argument("--data-seed", type=int, default=0, help=data_seed)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -334,6 +343,7 @@ def _main(argv: list[str] | None) -> int:
         teacher=args.teacher,
         seed=args.seed,
         data=args.data,
+        data_seed=args.data_seed,
         max_length=args.max_length,
         max_samples=args.max_samples,
         method_params=params,
