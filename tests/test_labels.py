@@ -148,8 +148,11 @@ def test_subset_and_mask_keep_the_rows_a_cache_is_read_by() -> None:
     assert split.labels == [0, 1, 2, 1]  # the original is untouched
 
 
-def test_unlabelled_inputs_of_a_declared_task(tmp_path: Path) -> None:
-    from tasks import TaskData, declare
+def test_unlabelled_inputs_of_a_declared_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import TaskData, declare, registry
+
+    # the declaration lands in the process-wide registry: undone after the test, so later tests see the built-ins
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))
 
     folder = tmp_path / "mytask"
     folder.mkdir()

@@ -139,6 +139,15 @@ def trial_error(trial: Any) -> BaseException | None:
         return None
 
 
+def worker_died(err: BaseException | None) -> bool:
+    """True unless ``err`` is the trial's own exception: a dead actor (killed, out of memory, node lost), or no
+    readable error at all (a RUNNING run is then left by a worker that stopped)."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    cause = err.as_instanceof_cause() if isinstance(err, RayTaskError) else err
+    return cause is None or isinstance(cause, RayActorError)
+
+
 def worker_lost(err: BaseException | None) -> str:
     """Why Tune lost a trial, in one line: a dead actor's error says how its worker exited."""
     if err is None:
@@ -164,6 +173,8 @@ class LostWorkers(tune.Callback):
         key = str(trial.config.get("trial"))
         flt = f"tags.stage = '{self.stage}' and tags.trial_key = '{key}' and attributes.status = 'RUNNING'"
         err = trial_error(trial)
+        if not worker_died(err):
+            return  # the trial raised: its wrapper recorded its run FAILED with the trial's own reason
         lost_node = is_node_loss(err)
         # a lost node is no fault of the trial (node_loss.py): its attempt was interrupted, KILLED
         status, then = (
@@ -171,8 +182,8 @@ class LostWorkers(tune.Callback):
         )
         runs = [r.info.run_id for r in self.client.search_runs([self.experiment_id], flt, max_results=10)]
         if (
-            not runs and key in self.units
-        ):  # it died before it could open its run: the failure is recorded anyway
+            not runs and err is not None and key in self.units
+        ):  # its worker died before it could open its run: the failure is recorded anyway
             unit = self.units[key]
             tags = {**unit.tags, "mlflow.parentRunId": self.parent}
             runs = [self.client.create_run(self.experiment_id, run_name=unit.run_name, tags=tags).info.run_id]
