@@ -41,6 +41,25 @@ UNLABELLED_FILE = "unlabelled.jsonl"
 SPEC_KEYS = ("fraction", "count", "seed", "stratify")
 
 
+ONE_OF = "give exactly one of 'fraction' (0 < f <= 1) and 'count' (>= 1)"
+
+
+def value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one ``labels:`` value (``must be ...``), None when it is fine; a study's ``labels:``
+    levels (``orchestrator/design/spec.py``) and ``LabelSpec`` read the same rules."""
+    if key == "fraction" and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            return f"must be a number in (0, 1], got {value!r}"
+    if key == "count" and value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"must be an integer >= 1, got {value!r}"
+    if key == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"must be an integer, got {value!r}"
+    if key == "stratify" and not isinstance(value, bool):
+        return f"must be true or false, got {value!r}"
+    return None
+
+
 class LabelSpecError(ValueError):
     """A ``labels:`` setting that does not validate; the message names the field and the valid values."""
 
@@ -56,21 +75,11 @@ class LabelSpec:
 
     def __post_init__(self) -> None:
         if (self.fraction is None) == (self.count is None):
-            raise LabelSpecError("labels: give exactly one of 'fraction' (0 < f <= 1) and 'count' (>= 1)")
-        if self.fraction is not None and (
-            isinstance(self.fraction, bool)
-            or not isinstance(self.fraction, int | float)
-            or not 0 < self.fraction <= 1
-        ):
-            raise LabelSpecError(f"labels: 'fraction' must be a number in (0, 1], got {self.fraction!r}")
-        if self.count is not None and (
-            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1
-        ):
-            raise LabelSpecError(f"labels: 'count' must be an integer >= 1, got {self.count!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise LabelSpecError(f"labels: 'seed' must be an integer, got {self.seed!r}")
-        if not isinstance(self.stratify, bool):
-            raise LabelSpecError(f"labels: 'stratify' must be true or false, got {self.stratify!r}")
+            raise LabelSpecError(f"labels: {ONE_OF}")
+        for key in SPEC_KEYS:
+            problem = value_problem(key, getattr(self, key))
+            if problem:
+                raise LabelSpecError(f"labels: '{key}' {problem}")
 
     @classmethod
     def parse(cls, raw: Any) -> LabelSpec | None:
@@ -232,3 +241,72 @@ def write_labelled_folder(source: str | Path, dest: str | Path, keep: np.ndarray
     for split in ("validation", "test"):
         (out / f"{split}.jsonl").write_bytes((src / f"{split}.jsonl").read_bytes())
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A study's labels factor (orchestrator/design): one level per LabelSpec, None being every label (today's runs)
+
+ALL = "all"  # the level name of a study without ``labels:`` (every training sample labelled)
+
+
+def level_name(spec: LabelSpec | None) -> str:
+    """A level's short stable name: ``all``, ``count=500``, ``fraction=0.1`` (``;seed=1;stratified``)."""
+    return ALL if spec is None else spec.label()
+
+
+def declared_unlabelled(task: Task) -> Path | None:
+    """A declared task's ``unlabelled.jsonl`` (beside its splits), None for a built-in task or without one."""
+    folder = getattr(task, "data_dir", None)
+    return unlabelled_path(folder) if folder is not None else None
+
+
+def count_unlabelled(task: Task, max_samples: int | None = None) -> int:
+    """How many unlabelled inputs a task's ``unlabelled.jsonl`` adds (non-empty lines, capped like a split)."""
+    path = declared_unlabelled(task)
+    if path is None:
+        return 0
+    with path.open(encoding="utf-8") as f:
+        n = sum(1 for line in f if line.strip())
+    return min(n, max_samples) if max_samples else n
+
+
+def study_inputs(data: TaskData, task: Task, max_samples: int | None = None) -> TaskData:
+    """Every training input of a task: its training split, then its ``unlabelled.jsonl`` inputs (``all_inputs``);
+    what a teacher cache is built over and what KD methods train on."""
+    path = declared_unlabelled(task)
+    return all_inputs(data, load_unlabelled(task, path, max_samples)) if path is not None else data
+
+
+def labelled_inputs(
+    data: TaskData, task: Task, spec: LabelSpec | None, max_samples: int | None = None
+) -> tuple[TaskData, np.ndarray | None]:
+    """``study_inputs`` and the positions in its training split that keep their label; None (every sample, as
+    before) when every label is kept and there are no unlabelled inputs."""
+    inputs = study_inputs(data, task, max_samples)
+    if spec is None and inputs is data:
+        return data, None
+    keep = labelled_indices([ex.label for ex in data.train], spec, task.name)
+    return inputs, keep
+
+
+def labelled_only(data: TaskData, spec: LabelSpec | None, task: str) -> TaskData:
+    """The training split cut to the labelled part (what FT's teacher is fine-tuned on); ``data`` when all."""
+    if spec is None:
+        return data
+    return labelled_data(data, labelled_indices([ex.label for ex in data.train], spec, task))
+
+
+Prepared = TypeVar("Prepared")  # a PreparedTrial (orchestrator/train/trial.py): encoded splits and ``keep``
+
+
+def method_view(prepared: Prepared, labelled: bool) -> Prepared:
+    """What one method trains on: ``labelled`` (FT) the labelled part only, otherwise (KD) every input with its
+    labels masked outside ``keep``. A prepared trial without ``keep`` (every label, no extra inputs) is returned
+    as it is, and so is a view (its ``keep`` is None)."""
+    keep = getattr(prepared, "keep", None)
+    if keep is None:
+        return prepared
+    train = prepared.encoded["train"]  # type: ignore[attr-defined]
+    split = subset_split(train, keep) if labelled else mask_split(train, keep)
+    encoded = {**prepared.encoded, "train": split}  # type: ignore[attr-defined]
+    return dataclasses.replace(prepared, encoded=encoded, keep=None)  # type: ignore[type-var]

@@ -109,6 +109,17 @@ class CompletionStudySpec(StudyBase):
     online_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
     max_failures: int = Field(0, ge=0)
+    labels: Any = Field(None, exclude=True)  # refused: a classification study's factor
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError(
+                "not meaningful for a completion study (every line is its own target); labels is a factor of "
+                "classification studies"
+            )
+        return v
 
     @field_validator("teachers")
     @classmethod

@@ -20,11 +20,14 @@ def short_student(student: str) -> str:
     return student
 
 
-def run_name(task: str, student: str, method: str, teacher: str, seed: int) -> str:
-    """``kd rb-7m exc minilm s0``: method, student, task, teacher (left out for FT), seed."""
+def run_name(task: str, student: str, method: str, teacher: str, seed: int, labels: str = "all") -> str:
+    """``kd rb-7m exc minilm s0``: method, student, task, teacher (left out for FT), the labels level (left out
+    when ``all``: ``kd rb-7m exc minilm count=500 s0``), seed."""
     parts = [method, short_student(student), TASK_SHORT.get(task, task[:10])]
     if teacher != "none":
         parts.append(teacher[:12])
+    if labels != "all":
+        parts.append(labels)
     return " ".join([*parts, f"s{seed}"])
 
 

@@ -8,6 +8,7 @@ and run as it is by the worker. Planning reads no model weights and no hub data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,20 @@ from orchestrator.core.paths import scratch_dir, stable_key
 from orchestrator.design.calibration import apply_calibration
 from orchestrator.design.identity import data_key, trial_data
 from orchestrator.design.names import run_name, trial_params
-from orchestrator.design.sizes import mean_tokens, split_sizes, student_parameters, teacher_shape
+from orchestrator.design.sizes import (
+    label_counts,
+    mean_tokens,
+    split_sizes,
+    student_parameters,
+    teacher_shape,
+)
 from orchestrator.design.spec import StudySpec
 from orchestrator.design.tuning_spec import recipe_settings
 from orchestrator.design.units import CacheUnit, ClassificationTrial, TeacherUnit
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.trial import TrialConfig, student_shape
 from tasks import get_task
+from tasks.labels import LabelSpec, level_name
 
 TFLOPS = 100e12 * 0.35  # an A10G/A100-class GPU at a modest utilisation: a rough planning figure
 
@@ -90,7 +98,7 @@ class StudyPlan:
         self, settings: dict[str, Any], key: str, cell: str, extra_tags: dict[str, str]
     ) -> ClassificationTrial:
         """The typed trial of ``settings`` (its key payload), as the worker runs it (see ``new_trial``)."""
-        folders = {(u.teacher, u.task): u.folder for u in self.teachers}
+        folders = {(u.teacher, u.task, u.labels): u.folder for u in self.teachers}
         return new_trial(self.spec, self.data, folders, settings, key, cell, extra_tags)
 
 
@@ -112,7 +120,7 @@ def cell_id(spec: StudySpec, settings: dict[str, Any]) -> str:
 
 
 def new_trial(
-    spec: StudySpec, data: str, folders: dict[tuple[str, str], str], settings: dict[str, Any], key: str, cell: str,
+    spec: StudySpec, data: str, folders: dict[tuple[str, str, str], str], settings: dict[str, Any], key: str, cell: str,
     extra_tags: dict[str, str] | None = None,
 ) -> ClassificationTrial:  # fmt: skip
     """A trial from its key payload ``settings``: the work ``run_trial`` does, its tags, params and identity."""
@@ -120,28 +128,34 @@ def new_trial(
         settings[k] for k in ("task", "teacher", "student", "method", "seed")
     )
     train, method_params = dict(settings["train"]), dict(settings["method_params"])
+    labels = LabelSpec.parse(settings.get("labels"))  # absent: every label (the keys of studies before it)
+    level = level_name(labels)
     work = TrialConfig(
-        task=task, student=student, method=method, teacher=folders.get((teacher, task)), seed=seed, data=data,
+        task=task, student=student, method=method, teacher=folders.get((teacher, task, level)), seed=seed, data=data,
         data_seed=spec.data_seed or 0,
         max_length=train["max_length"], max_samples=spec.max_samples, method_params=method_params,
         # precision: an execution setting beside the recipe (not in the key)
         train=TrainConfig(**{k: v for k, v in train.items() if k != "max_length"}, precision=spec.precision),
-        teacher_mode=spec.teacher_mode, cache_dir=str(Path(spec.storage) / "cache"),
+        teacher_mode=spec.teacher_mode, cache_dir=str(Path(spec.storage) / "cache"), labels=settings.get("labels"),
     )  # fmt: skip
     factors = {"task": task, "teacher": teacher, "student": student, "method": method, "seed": seed}
     tags = {
         **(extra_tags or {}), "cell": cell, "stage": "student", "study": spec.name, **factors, "seed": str(seed),
         "student_arch": get_student_spec(student).arch, "student_params": str(settings.get("student_params", "")),
         "method_family": get_method(method).family, "trial_key": key, "data_key": str(settings.get("data", "")),
+        "labels": level,
     }  # fmt: skip
     params = {**train, **{f"method.{k}": v for k, v in method_params.items()}, **factors, "data": data}
     params.update(max_samples=spec.max_samples, teacher_mode=spec.teacher_mode, data_seed=spec.data_seed)
+    params.update(
+        zip(("labelled_samples", "unlabelled_samples"), label_counts(spec, task, labels)), labels=level
+    )
     return ClassificationTrial(
-        kind="classification", trial_key=key, run_name=run_name(task, student, method, teacher, seed), tags=tags,
+        kind="classification", trial_key=key, run_name=run_name(task, student, method, teacher, seed, level), tags=tags,
         params=trial_params(params), teacher=teacher, student=student, method=method, seed=seed, task=task,
         cpus=spec.trial_resources.cpu, scratch=str(scratch_dir(Path(spec.storage).resolve(), spec.name)),
         declared_tasks=list(spec.custom_tasks), work=work, settings=settings, cell=cell,
-        student_params=int(settings.get("student_params") or 0),
+        student_params=int(settings.get("student_params") or 0), labels=level,
     )  # fmt: skip
 
 
@@ -198,60 +212,74 @@ def _cache_request(spec: StudySpec, folder: str, task: str, shape: ModelShape) -
 
 def _teacher_units(
     spec: StudySpec, dkey: str, shapes: dict[str, ModelShape], tparams: dict[str, int]
-) -> tuple[list[TeacherUnit], list[CacheUnit], dict[tuple[str, str], str], int]:
-    """One fine-tune and one cache per (teacher, task), with their estimated cost."""
+) -> tuple[list[TeacherUnit], list[CacheUnit], dict[tuple[str, str, str], str], int]:
+    """One fine-tune and one cache per (teacher, task, labels level), with their estimated cost. The teacher sees
+    the labelled part; its cache covers every training input (tasks/labels.py)."""
     teachers: list[TeacherUnit] = []
     caches: list[CacheUnit] = []
-    tkeys: dict[tuple[str, str], str] = {}
+    tkeys: dict[tuple[str, str, str], str] = {}
     cache_bytes = 0
     kd = any(get_method(m).family != "none" for m in spec.methods)
-    for t in spec.teachers if kd else []:
-        for task in spec.tasks:
-            # the override enters through the merged train settings: keys without one are unchanged
-            train = spec.teacher_train_for(t.name).model_dump()
-            key = stable_key(
-                {"teacher": t.model_dump(exclude={"train"}), "task": task, "data": dkey, "train": train}
-            )
-            tkeys[(t.name, task)] = key
-            folder = str(Path(spec.storage) / "teachers" / f"{t.name}-{task}-{key}")
-            request = _cache_request(spec, folder, task, shapes[t.name])
-            sizes, mean_tok = split_sizes(spec, task), mean_tokens(spec, task)
-            tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
-            planned = plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)
-            cache_bytes += planned["total_bytes"]
-            ft_tokens = sizes["train"] * mean_tok * spec.teacher_train_for(t.name).epochs
-            p = tparams[t.name]
-            ft_s, pass_s = 6 * p * ft_tokens / TFLOPS, 2 * p * sum(tokens.values()) / TFLOPS
-            teachers.append(TeacherUnit(t.name, task, key, folder, ft_s))
-            caches.append(CacheUnit(t.name, task, request.spec, request.derived, key, planned, pass_s))
+    for t, task, (level, labels) in product(
+        spec.teachers if kd else [], spec.tasks, spec.label_levels().items()
+    ):
+        # the override enters through the merged train settings: keys without one are unchanged; so does a
+        # labels level other than all
+        train = spec.teacher_train_for(t.name).model_dump()
+        payload = {"teacher": t.model_dump(exclude={"train"}), "task": task, "data": dkey, "train": train}
+        key = stable_key({**payload, **({"labels": labels.to_dict()} if labels else {})})
+        tkeys[(t.name, task, level)] = key
+        name = f"{t.name}-{task}-{key}" if labels is None else f"{t.name}-{task}-{_slug(level)}-{key}"
+        folder = str(Path(spec.storage) / "teachers" / name)
+        request = _cache_request(spec, folder, task, shapes[t.name])
+        sizes, mean_tok = split_sizes(spec, task), mean_tokens(spec, task)
+        labelled, unlabelled = label_counts(spec, task, labels)
+        sizes["train"] = labelled + unlabelled
+        tokens = {k: int(v * mean_tok) for k, v in sizes.items()}
+        planned = plan_bytes(request, sizes, tokens, shapes[t.name], get_task(task).num_labels)
+        cache_bytes += planned["total_bytes"]
+        ft_tokens = labelled * mean_tok * spec.teacher_train_for(t.name).epochs
+        p = tparams[t.name]
+        ft_s, pass_s = 6 * p * ft_tokens / TFLOPS, 2 * p * sum(tokens.values()) / TFLOPS
+        teachers.append(TeacherUnit(t.name, task, key, folder, ft_s, level))
+        unit = CacheUnit(t.name, task, request.spec, request.derived, key, planned, pass_s, level)
+        caches.append(unit)
     return teachers, caches, tkeys, cache_bytes
 
 
+def _slug(level: str) -> str:
+    """A level's name as part of a folder name (``count=500;seed=1`` -> ``count=500-seed=1``)."""
+    return level.replace(";", "-")
+
+
 def _trial_units(
-    plan: StudyPlan, dkey: str, tkeys: dict[tuple[str, str], str], tparams: dict[str, int]
+    plan: StudyPlan, dkey: str, tkeys: dict[tuple[str, str, str], str], tparams: dict[str, int]
 ) -> list[ClassificationTrial]:
-    """Every (task, student, method, teacher, seed) trial with its key and estimated cost."""
+    """Every (task, labels level, student, method, teacher, seed) trial with its key and estimated cost."""
     spec, trials = plan.spec, []
-    for task in spec.tasks:
-        sizes, mean_tok = split_sizes(spec, task), mean_tokens(spec, task)
-        for s in spec.students:
-            sparams = student_parameters(s, get_task(task).num_labels)
-            for m in spec.methods:
-                names = ["none"] if get_method(m).family == "none" else [t.name for t in spec.teachers]
-                for tname in names:
-                    for seed in spec.seeds:
-                        settings = {
-                            "task": task, "teacher": tname, "student": s, "method": m, "seed": seed,
-                            "method_params": spec.params_for(m), "train": student_train(spec, m), "data": dkey,
-                            "teacher_key": tkeys.get((tname, task)), "mode": spec.teacher_mode,
-                        }  # fmt: skip
-                        key, cell = stable_key(settings), cell_id(spec, settings)
-                        settings["student_params"] = sparams
-                        trial = plan.trial(settings, key, cell, {})
-                        step_tokens = sizes["train"] * mean_tok * spec.student_train.epochs
-                        cost = 6 * max(sparams, 1) * step_tokens
-                        if tname != "none" and spec.teacher_mode == "online":
-                            cost += 2 * tparams[tname] * step_tokens
-                        trial.gpu_seconds = cost / TFLOPS
-                        trials.append(trial)
+    for task, (level, labels), s, m in product(
+        spec.tasks, spec.label_levels().items(), spec.students, spec.methods
+    ):
+        mean_tok, sparams = mean_tokens(spec, task), student_parameters(s, get_task(task).num_labels)
+        ft = get_method(m).family == "none"
+        labelled, unlabelled = label_counts(spec, task, labels)
+        names = ["none"] if ft else [t.name for t in spec.teachers]
+        for tname, seed in product(names, spec.seeds):
+            settings = {
+                "task": task, "teacher": tname, "student": s, "method": m, "seed": seed,
+                "method_params": spec.params_for(m), "train": student_train(spec, m), "data": dkey,
+                "teacher_key": tkeys.get((tname, task, level)), "mode": spec.teacher_mode,
+            }  # fmt: skip
+            if labels is not None:  # in the key only then: a study without labels keeps its keys
+                settings["labels"] = labels.to_dict()
+            key, cell = stable_key(settings), cell_id(spec, settings)
+            settings["student_params"] = sparams
+            trial = plan.trial(settings, key, cell, {})
+            # FT trains on the labelled part, KD on every input
+            step_tokens = (labelled if ft else labelled + unlabelled) * mean_tok * spec.student_train.epochs
+            cost = 6 * max(sparams, 1) * step_tokens
+            if tname != "none" and spec.teacher_mode == "online":
+                cost += 2 * tparams[tname] * step_tokens
+            trial.gpu_seconds = cost / TFLOPS
+            trials.append(trial)
     return trials

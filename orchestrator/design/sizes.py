@@ -109,3 +109,13 @@ def split_sizes(spec: Any, task: str) -> dict[str, int]:
 def mean_tokens(spec: Any, task: str) -> float:
     """Mean teacher tokens per sample of ``task`` at the study's max length."""
     return MEAN_TOKENS_512.get(task, MEAN_TOKENS_DECLARED) * min(spec.student_train.max_length, 512) / 512
+
+
+def label_counts(spec: Any, task: str, level: Any) -> tuple[int, int]:
+    """(labelled, unlabelled) training inputs of ``task`` at a labels level (a ``LabelSpec``, None: all): the
+    labelled part of the training split, and the rest of it plus a declared task's ``unlabelled.jsonl``."""
+    from tasks.labels import count_unlabelled
+
+    n = split_sizes(spec, task)["train"]
+    labelled = n if level is None else level.size(n)
+    return labelled, n - labelled + count_unlabelled(get_task(task), spec.max_samples)

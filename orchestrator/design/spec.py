@@ -12,6 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from orchestrator.design.base import Strict, StudyBase, known
 from orchestrator.design.custom_tasks import declare_custom_tasks
 from orchestrator.design.tuning_spec import TuningSettings, parse_tuning, recipe_settings
+from tasks.labels import ONE_OF, LabelSpec, level_name, value_problem
 
 
 class TrainSettings(Strict):
@@ -54,6 +55,33 @@ class CacheSettings(Strict):
     object_store_share: float = Field(0.3, ge=0, le=1)  # of the object store; larger caches are memory-mapped
 
 
+class LabelLevel(Strict):
+    """One level of the ``labels:`` factor (``tasks.labels.LabelSpec``; its rules, so errors name the field)."""
+
+    fraction: Any = None
+    count: Any = None
+    seed: Any = 0
+    stratify: Any = False
+
+    @field_validator("fraction", "count", "seed", "stratify")
+    @classmethod
+    def _value(cls, v: Any, info: ValidationInfo) -> Any:
+        problem = value_problem(str(info.field_name), v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> LabelLevel:
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError(ONE_OF)
+        return self
+
+    def label_spec(self) -> LabelSpec | None:
+        """None when it keeps every label (``fraction: 1``): the default level, ``all``."""
+        return None if self.fraction == 1 else LabelSpec(**self.model_dump(exclude_none=True))
+
+
 class StudySpec(StudyBase):
     kind: ClassVar[str] = "classification"
 
@@ -86,6 +114,19 @@ class StudySpec(StudyBase):
     tuning: TuningSettings | None = (
         None  # none: the fixed recipe; a mapping: tune every cell (tuning_spec.py)
     )
+    # Labels on part of the training split (tasks/labels.py): one level ({count: 500}) or several, a factor crossed
+    # with the others ([{count: 500}, {fraction: 1.0}]). None: every label, as before.
+    labels: list[LabelLevel] | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels(cls, v: Any) -> Any:
+        if v is None or v == "all":
+            return None
+        levels = v if isinstance(v, list) else [v]
+        if not levels:
+            raise ValueError("give at least one level, e.g. {count: 500} or [{count: 500}, {fraction: 1.0}]")
+        return [{"fraction": 1.0} if x == "all" else x for x in levels]
 
     @field_validator("tuning", mode="before")
     @classmethod
@@ -163,6 +204,11 @@ class StudySpec(StudyBase):
                 "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"
             )
         return self
+
+    def label_levels(self) -> dict[str, LabelSpec | None]:
+        """The labels factor's levels by name (``all``, ``count=500``, ...), in the study's order."""
+        specs = [lv.label_spec() for lv in self.labels] if self.labels else [None]
+        return {level_name(s): s for s in specs}
 
     def teacher_train_for(self, teacher: str) -> TrainSettings:
         """``teacher_train`` with the teacher's own ``train`` override merged over it."""

@@ -46,6 +46,7 @@ class ClassificationTrial(TrialUnit):
     settings: dict[str, Any]  # what the trial key (and, without the seed, the cell) is made of
     cell: str = ""  # one id per (task, teacher, student, method) and what shapes its training
     student_params: int = 0
+    labels: str = "all"  # the labels level's name (tasks/labels.py level_name)
     tuned: tuple[str, ...] = ()  # a tuning trial's base: the hyperparameters its searcher samples
     untuned: bool = False  # a final trial whose cell has no finished tuning run yet: not run
 
@@ -65,6 +66,7 @@ class TeacherUnit:
     key: str
     folder: str
     gpu_seconds: float = field(default=0.0, compare=False, hash=False)  # estimated: the fine-tune
+    labels: str = "all"  # the labels level it is fine-tuned at (its labelled part only)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,13 @@ class CacheUnit:
     key: str
     planned: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     gpu_seconds: float = field(default=0.0, compare=False, hash=False)  # estimated: the teacher pass
+    labels: str = "all"  # its teacher's labels level; the cache covers every training input
+
+
+def slot(teacher: str, task: str, labels: str = "all") -> str:
+    """Where a trial finds its teacher cache among a study's (``StudyContext.caches``): ``teacher/task`` and, at
+    a labels level other than ``all``, ``/level``."""
+    return f"{teacher}/{task}" + (f"/{labels}" if labels != "all" else "")
 
 
 @dataclass(frozen=True)

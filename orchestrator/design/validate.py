@@ -17,6 +17,7 @@ from typing import Any
 from orchestrator.core.errors import StudyError
 from orchestrator.design.spec import StudySpec
 from tasks.data_check import declared_data_problems
+from tasks.labels import level_name
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -45,6 +46,7 @@ def check_study(spec: Any) -> None:
         *storage_problems(spec.storage),
         *data_problems(spec),
         *declared_data_problems(spec.custom_tasks, spec.tasks),  # tasks/data_check.py: file:line, field
+        *label_problems(spec),
         *teacher_problems(spec),
     ]
     if problems:
@@ -58,12 +60,28 @@ def duplicates(spec: StudySpec) -> list[str]:
         "methods": spec.methods,
         "seeds": spec.seeds,
         "teachers": [t.name for t in spec.teachers],
+        "labels": [level_name(lv.label_spec()) for lv in spec.labels or []],
     }
     out = []
     for field, values in lists.items():
         twice = sorted(str(v) for v, n in Counter(values).items() if n > 1)
         if twice:
             out.append(f"{field}: duplicate entries {twice} (each may appear once)")
+    return out
+
+
+def label_problems(spec: StudySpec) -> list[str]:
+    """A ``count`` level asks for no more labelled samples than a task's training split holds."""
+    from orchestrator.design.sizes import split_sizes
+
+    out = []
+    for i, level in enumerate(spec.labels or []):
+        for task in spec.tasks if level.count is not None else []:
+            n = split_sizes(spec, task)["train"]
+            if level.count > n:
+                out.append(
+                    f"labels.{i}.count: {level.count} exceeds the {n} training samples of task '{task}'"
+                )
     return out
 
 

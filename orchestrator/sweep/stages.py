@@ -14,7 +14,7 @@ from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
 from orchestrator.core.paths import partial_folder, publish, teacher_complete
 from orchestrator.core.progress import clear, progress_dir, wait_logging
-from orchestrator.design.units import CacheUnit, TeacherUnit
+from orchestrator.design.units import CacheUnit, TeacherUnit, slot
 from orchestrator.sweep.context import StudyContext
 from orchestrator.sweep.trial import register_tasks
 
@@ -43,6 +43,7 @@ def _finetune_unit(
     cpus: float,
     progress: str | None = None,
     data_seed: int = 0,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -64,7 +65,7 @@ def _finetune_unit(
     try:
         out = finetune_teacher(
             teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
-            state.epoch_callback(get_task(task).headline_metric), data_seed,
+            state.epoch_callback(get_task(task).headline_metric), data_seed, labels,
         )  # fmt: skip
     finally:
         state.close()
@@ -79,6 +80,7 @@ def _build_cache_unit(
     from orchestrator.core.progress import StageProgress
     from orchestrator.train.trial import load_data
     from tasks import get_task
+    from tasks.labels import study_inputs
 
     register_tasks(declared)
     state = StageProgress(
@@ -91,7 +93,8 @@ def _build_cache_unit(
         state.update(done)
 
     try:
-        task_data = load_data(task, data, data_seed, max_samples)
+        # every training input, labelled or not (row i = sample i of a KD trial's training split)
+        task_data = study_inputs(load_data(task, data, data_seed, max_samples), get_task(task), max_samples)
         return get_or_build(
             request, task_data, get_task(task).num_labels, storage, use_ray=True, gpus_per_task=gpus,
             progress=shards_done,
@@ -189,6 +192,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
                 res.cpu,
                 str(progress_dir(spec.storage, spec.name)),
                 spec.data_seed,
+                _level(spec, unit.labels),
             )
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
@@ -213,14 +217,22 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
     log(f"stage teacher_finetune: {len(plan.teachers)} teachers ready")
 
 
+def _level(spec: Any, name: str) -> dict[str, Any] | None:
+    """A labels level's ``LabelSpec`` mapping (None: every label)."""
+    labels = spec.label_levels()[name]
+    return labels.to_dict() if labels is not None else None
+
+
 def _record_finetune(
     ctx: StudyContext, unit: TeacherUnit, out: dict[str, Any], teachers: dict[str, Any]
 ) -> None:
     spec, client = ctx.spec, ctx.client
     run = client.create_run(
         ctx.experiment_id,
-        run_name=f"teacher-{unit.teacher}-{unit.task}",
-        tags=ctx.unit_tags("teacher_finetune", unit.key, task=unit.task, teacher=unit.teacher),
+        run_name=f"teacher-{unit.teacher}-{unit.task}" + (f"-{unit.labels}" if unit.labels != "all" else ""),
+        tags=ctx.unit_tags(
+            "teacher_finetune", unit.key, task=unit.task, teacher=unit.teacher, labels=unit.labels
+        ),
     )
     rid = run.info.run_id
     t = teachers[unit.teacher]
@@ -233,6 +245,8 @@ def _record_finetune(
             "data_seed": spec.data_seed,
             **spec.teacher_train_for(unit.teacher).model_dump(),
             "train_override": json.dumps(t.train.model_dump(exclude_none=True)) if t.train else "none",
+            "labels": unit.labels,
+            "train_samples": out["summary"].get("train_samples", ""),
         },
     )
     for row in out["summary"].get("history", []):
@@ -270,9 +284,9 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
     data_seed = spec.data_seed
     res = spec.teacher_resources
     caches: dict[str, Any] = {}
-    folders = {(u.teacher, u.task): u.folder for u in plan.teachers}
+    folders = {(u.teacher, u.task, u.labels): u.folder for u in plan.teachers}
     for unit in plan.caches:
-        folder = folders[(unit.teacher, unit.task)]
+        folder = folders[(unit.teacher, unit.task, unit.labels)]
         request = CacheRequest(
             folder, unit.task, unit.spec, spec.student_train.max_length, spec.cache.dtype, unit.derived,
             precision=cache_precision(spec.precision),
@@ -280,7 +294,8 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
         build = ray.remote(num_cpus=0)(_build_cache_unit)
         args = (spec.custom_tasks, request, unit.task, data, data_seed, spec.max_samples, str(storage), res.gpu)  # fmt: skip
         progress = str(progress_dir(spec.storage, spec.name))
-        report = wait_logging(build.remote(*args, progress, f"{unit.teacher}/{unit.task}"), progress, log)
+        where = slot(unit.teacher, unit.task, unit.labels)
+        report = wait_logging(build.remote(*args, progress, where), progress, log)
         shape = plan.teacher_shapes[unit.teacher]
         entry: dict[str, Any] = {
             "path": str(report.path),
@@ -289,17 +304,20 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
         }
         if fits_object_store(report.bytes, spec.cache.object_store_share):
             entry["ref"] = put_in_object_store(report.path)
-        caches[f"{unit.teacher}/{unit.task}"] = entry
-        where = "object store" if "ref" in entry else "memory-mapped shards"
+        caches[where] = entry
         log(
-            f"teacher cache {unit.teacher}/{unit.task}: {human_bytes(report.bytes)}, "
-            f"{'built' if report.built else 'found'}, served from the {where}"
+            f"teacher cache {where}: {human_bytes(report.bytes)}, "
+            f"{'built' if report.built else 'found'}, served from the {_served(entry)}"
         )
         if report.rebuilt_reason:
             log(f"  rebuilt because: {report.rebuilt_reason}")
         if not tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_cache", report.key):
-            _record_cache(ctx, unit, report, where)
+            _record_cache(ctx, unit, report, _served(entry))
     ctx.caches, ctx.cache_keys = caches, {c["key"] for c in caches.values()}
+
+
+def _served(entry: dict[str, Any]) -> str:
+    return "object store" if "ref" in entry else "memory-mapped shards"
 
 
 def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -> None:
@@ -313,8 +331,10 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     data_seed = spec.data_seed
     run = client.create_run(
         ctx.experiment_id,
-        run_name=f"cache-{unit.teacher}-{unit.task}",
-        tags=ctx.unit_tags("teacher_cache", report.key, task=unit.task, teacher=unit.teacher),
+        run_name=f"cache-{unit.teacher}-{unit.task}" + (f"-{unit.labels}" if unit.labels != "all" else ""),
+        tags=ctx.unit_tags(
+            "teacher_cache", report.key, task=unit.task, teacher=unit.teacher, labels=unit.labels
+        ),
     )
     rid = run.info.run_id
     tracking.log_params(
@@ -326,6 +346,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
             **{f"derived.{d.kind}": [list(s) for s in d.layer_sets] for d in unit.derived},
             "path": str(report.path),
             "served_from": where,
+            "labels": unit.labels,
         },
     )
     tracking.log_metrics(

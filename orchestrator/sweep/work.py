@@ -11,6 +11,7 @@ returns the final metrics the wrapper reports to Tune.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core import tracking
+from orchestrator.design.units import slot
 from orchestrator.sweep.context import TrialRun
 from orchestrator.sweep.mlflow_view import scored_name
 
@@ -29,6 +31,7 @@ def _prepared(cfg: Any) -> Any:
 
     # the data seed too: a reused actor must never serve one study's (or data seed's) sample to another
     key = (cfg.task, cfg.student, cfg.data, cfg.data_seed, cfg.max_length, cfg.max_samples, cfg.cache_dir)
+    key += (json.dumps(cfg.labels, sort_keys=True),)  # the labels level: which samples keep their label
     if key not in _PREPARED:
         _PREPARED.clear()
         _PREPARED[key] = prepare(cfg)
@@ -44,7 +47,7 @@ def teacher_cache(trial: Any, caches: dict[str, Any]) -> tuple[Any, Any]:
     from orchestrator.cache.serve import CachedTeacher, from_object_store
     from orchestrator.train.trial import student_shape
 
-    entry = caches[f"{trial.teacher}/{trial.task}"]
+    entry = caches[slot(trial.teacher, trial.task, trial.labels)]
     shape = ModelShape(*entry["shape"])
     cfg = trial.work
     _, reads = get_method(cfg.method)(student_shape(cfg.student), shape, **cfg.method_params).cache_needs()
@@ -64,15 +67,20 @@ def checkpoint(run: TrialRun, path: Path | None) -> None:
 
 def classification_work(trial: Any, run: TrialRun) -> dict[str, float]:
     from orchestrator.train.trial import run_trial
+    from tasks.labels import UNLABELLED, method_view
 
     cached = trial.teacher != "none" and trial.work.teacher_mode == "cached"
     cfg = dataclasses.replace(trial.work, out_dir=str(run.out_dir))
-    prepared = _prepared(cfg)
-    tracking.log_params(run.client, run.run_id, {"train_samples": len(prepared.encoded["train"])})
+    # FT on the labelled part, KD on every input with labels masked outside it (tasks/labels.py)
+    prepared = method_view(_prepared(cfg), trial.teacher == "none")
+    train = prepared.encoded["train"]
+    tracking.log_params(run.client, run.run_id, {"train_samples": len(train)})
+    tracking.log_metrics(
+        run.client, run.run_id, {"train_labelled": sum(y != UNLABELLED for y in train.labels)}
+    )
     if cached:
-        run.client.set_tag(
-            run.run_id, "teacher_cache", run.context.caches[f"{trial.teacher}/{trial.task}"]["key"]
-        )
+        key = run.context.caches[slot(trial.teacher, trial.task, trial.labels)]["key"]
+        run.client.set_tag(run.run_id, "teacher_cache", key)
     source, shape = teacher_cache(trial, run.context.caches) if cached else (None, None)
     if trial.stage == "tune":
         from orchestrator.sweep.tuning_trial import tuning_prepared

@@ -12,11 +12,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from orchestrator.train.trial import DEFAULT_DATA, below_one, load_data, resolve_teacher
 from tasks import BUILTIN_TASKS, SPLITS, get_task
+from tasks.labels import LabelSpec, labelled_only
 
 if TYPE_CHECKING:  # torch and transformers load when a fine-tune runs, not for --help
     from orchestrator.train.trainer import TrainResult
@@ -41,10 +42,12 @@ def finetune_teacher(
     trust_remote_code: bool = False,
     callback: Callable[[dict[str, float]], None] | None = None,
     data_seed: int = 0,
+    labels: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``teacher`` (alias, hub id or folder) on ``task``; the best epoch's weights are saved to
     ``out_dir`` (safetensors + tokenizer), loadable by ``Teacher.load`` and by the teacher cache. ``data_seed``:
-    the study's data seed (clone's 10% hub sample), the sample its cache and every trial use."""
+    the study's data seed (clone's 10% hub sample), the sample its cache and every trial use. ``labels``: a
+    ``LabelSpec`` mapping; the teacher then sees only the labelled part of the training split, as FT does."""
     from kd_methods import build_method
     from models.teacher import Teacher
     from orchestrator.core.paths import partial_folder, publish
@@ -53,7 +56,7 @@ def finetune_teacher(
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
     spec = get_task(task)
     model = Teacher.load(resolve_teacher(teacher), spec.num_labels, trust_remote_code=trust_remote_code)
-    task_data = load_data(task, data, data_seed, max_samples)
+    task_data = labelled_only(load_data(task, data, data_seed, max_samples), LabelSpec.parse(labels), task)
     encoded = {s: encode_split(task_data.split(s), model.encode, max_length, model.pad_id) for s in SPLITS}
     method = build_method("ft", model.shape)
     # Written under a temporary name and renamed when complete: a fine-tune that is killed or runs out of disk
@@ -63,6 +66,7 @@ def finetune_teacher(
     result = train(model, method, encoded, spec, cfg, out_dir=work, callback=callback)
     model.save(partial)  # train() left the best epoch's weights in the model
     summary = {"teacher": teacher, "task": task, "max_length": max_length, **result.summary()}
+    summary["train_samples"] = len(task_data.train)
     (partial / "finetune.json").write_text(json.dumps(summary, indent=2))
     (partial / "test_predictions.json").write_text(json.dumps(result.test_predictions))
     (work / "best.safetensors").unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data
+from tasks.labels import LabelSpec, labelled_inputs, method_view
 
 if TYPE_CHECKING:  # torch, transformers and the models load only when a trial runs (a fast --help and --plan)
     from kd_methods import ModelShape
@@ -111,6 +112,7 @@ class TrialConfig:
     teacher_mode: str = "online"  # "online" runs the teacher every step; "cached" reads the teacher cache
     cache_dir: str = "runs/cache"
     out_dir: str | None = None
+    labels: dict[str, Any] | None = None  # a LabelSpec mapping: labels on part of the train split
 
     def __post_init__(self) -> None:
         if self.teacher_mode not in ("online", "cached"):
@@ -126,6 +128,7 @@ class PreparedTrial:
     tokenizer: StudentTokenizer
     encoded: dict[str, EncodedSplit]
     num_labels: int
+    keep: Any = None  # labelled positions of encoded["train"]; None: all (tasks.labels.method_view)
 
 
 def prepare(cfg: TrialConfig) -> PreparedTrial:
@@ -135,12 +138,13 @@ def prepare(cfg: TrialConfig) -> PreparedTrial:
     task = get_task(cfg.task)
     spec = get_student_spec(cfg.student)
     data = load_data(cfg.task, cfg.data, cfg.data_seed, cfg.max_samples)
+    data, keep = labelled_inputs(data, task, LabelSpec.parse(cfg.labels), cfg.max_samples)
     folder = Path(cfg.cache_dir) / "tokenizers"
     tokenizer = family_tokenizer(cfg.task, spec.vocab_size, cfg.data, folder, cfg.data_seed, cfg.max_samples)
     encoded = {
         s: encode_split(data.split(s), tokenizer.encode, cfg.max_length, tokenizer.pad_id) for s in SPLITS
     }
-    return PreparedTrial(data, tokenizer, encoded, task.num_labels)
+    return PreparedTrial(data, tokenizer, encoded, task.num_labels, keep)
 
 
 def online_teacher(
@@ -220,12 +224,13 @@ def run_trial(
     from orchestrator.cache.serve import CachedTeacher
     from orchestrator.train.trainer import seed_everything, train
 
-    prepared = prepared or prepare(cfg)
+    needs_teacher = get_method(cfg.method).family != "none"
+    # FT on the labelled part, KD on every input (labels masked outside it): tasks/labels.py
+    prepared = method_view(prepared or prepare(cfg), not needs_teacher)
     seed_everything(cfg.seed)  # the student's and the method's initial weights depend on the seed alone
     student = build_student(
         cfg.student, prepared.num_labels, vocab_size=prepared.tokenizer.vocab_size, max_length=cfg.max_length
     )
-    needs_teacher = get_method(cfg.method).family != "none"
     if needs_teacher and teacher_source is None:
         if not cfg.teacher:
             raise ValueError(f"method '{cfg.method}' needs a teacher: pass --teacher")
@@ -336,6 +341,7 @@ def _main(argv: list[str] | None) -> int:
             p.error(f"--param expects KEY=VALUE, got '{item}'")
         params[key] = _parse_value(value)
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples, args.method, args.teacher, params)
+    recipe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
     cfg = TrialConfig(
         task=task,
         student=args.student,
@@ -347,13 +353,7 @@ def _main(argv: list[str] | None) -> int:
         max_length=args.max_length,
         max_samples=args.max_samples,
         method_params=params,
-        train=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            precision=args.precision,
-        ),
+        train=TrainConfig(**recipe, precision=args.precision),
         teacher_mode=args.teacher_mode,
         cache_dir=args.cache_dir,
         out_dir=args.out,
