@@ -3,9 +3,9 @@
 A mistake in a user's own ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (a line that is not JSON, a
 missing code field, a label not in the declared list, labels written as integers in one place and text in another,
 an empty split) would otherwise surface only when a worker loads the data, after Ray and MLflow have started, as a
-traceback. ``first_problem`` finds the first such mistake of a task and says it in one line naming the file, the
-line and the field (with the valid labels); the study's validation (``orchestrator/design/validate.py``) calls it
-for the run and for ``--plan``.
+traceback. ``first_problem`` finds the first such mistake of a task (its ``unlabelled.jsonl`` too, if it has one)
+and says it in one line naming the file, the line and the field (with the valid labels); the study's validation
+(``orchestrator/design/validate.py``) calls it for the run and for ``--plan``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from tasks.base import SPLITS, RecordError, Task
 from tasks.custom import SPLIT_FILES, CustomTask, TaskDeclaration, _label_key, split_path
+from tasks.labels import load_unlabelled, unlabelled_path
 
 
 def task_from_entry(entry: Mapping[str, Any]) -> CustomTask:
@@ -56,6 +57,19 @@ def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
                     return problem
         if records == 0:
             return f"{path}: the {split} split is empty (no records); it needs at least one"
+    return unlabelled_problem(task, folder)
+
+
+def unlabelled_problem(task: Task, folder: Path) -> str | None:
+    """The first mistake in the folder's ``unlabelled.jsonl`` (tasks/labels.py), if it has one: a line that is not
+    JSON or lacks the code field(s), as ``file:line: what``."""
+    path = unlabelled_path(folder)
+    if path is None:
+        return None
+    try:
+        load_unlabelled(task, path)
+    except ValueError as err:
+        return str(err)
     return None
 
 

@@ -310,3 +310,8 @@ def method_view(prepared: Prepared, labelled: bool) -> Prepared:
     split = subset_split(train, keep) if labelled else mask_split(train, keep)
     encoded = {**prepared.encoded, "train": split}  # type: ignore[attr-defined]
     return dataclasses.replace(prepared, encoded=encoded, keep=None)  # type: ignore[type-var]
+
+
+def regime(labelled: int, unlabelled: int) -> str:
+    """A labels regime in words, for plans and figure titles: ``500 labels + 5,376 unlabelled``."""
+    return f"{labelled:,} labels" + (f" + {unlabelled:,} unlabelled" if unlabelled else "")

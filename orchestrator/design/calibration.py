@@ -143,9 +143,10 @@ def unit_seconds(info: dict[str, Any], measured: dict[str, Any], sizes: dict[str
 
 
 def apply_calibration(
-    plan: Any, calibration: dict[str, Any] | None | str, split_sizes: Callable[[Any, str], dict[str, int]]
+    plan: Any, calibration: dict[str, Any] | None | str, unit_sizes: Callable[[Any, Any], dict[str, int]]
 ) -> None:
-    """Price ``plan``'s units by ``calibration`` ("auto": the study folder's, when it is for this device)."""
+    """Price ``plan``'s units by ``calibration`` ("auto": the study folder's, when it is for this device);
+    ``unit_sizes(spec, unit)``: the samples per split a unit reads."""
     calibration = _usable(plan, calibration)
     if calibration is None:
         return
@@ -157,7 +158,7 @@ def apply_calibration(
                 epochs = unit.settings["train"]["epochs"]
             else:
                 epochs = spec.teacher_train_for(unit.teacher).epochs
-            priced[id(unit)] = unit_seconds(info, measured[key], split_sizes(spec, unit.task), epochs)
+            priced[id(unit)] = unit_seconds(info, measured[key], unit_sizes(spec, unit), epochs)
     for t in plan.trials:
         t.gpu_seconds = priced.get(id(t), t.gpu_seconds)
     plan.teachers = [

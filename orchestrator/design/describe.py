@@ -30,6 +30,7 @@ def describe_classification(plan: Any) -> str:
         f"  cache size (est.)   {human_bytes(c['cache_bytes']):>10}",
         f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   {estimate_line(plan)}",
     ]
+    lines[5:5] = labels_lines(c["labels"])
     tc = c["tuning"]
     if tc:
         lines[4] = lines[4].replace("student trials", "final trials  ")
@@ -41,6 +42,23 @@ def describe_classification(plan: Any) -> str:
         ]
     lines += [f"  note: {n}" for n in c["notes"]]
     return "\n".join(lines)
+
+
+def labels_lines(factor: dict[str, Any]) -> list[str]:
+    """The labels factor (tasks/labels.py) when a study has one, or unlabelled inputs: each level's trials and,
+    per task, its labelled and unlabelled training inputs."""
+    from tasks.labels import regime
+
+    samples = factor["samples"]
+    if factor["levels"] == ["all"] and not any(s["all"]["unlabelled"] for s in samples.values()):
+        return []
+    lines = [
+        f"  labels levels       {len(factor['levels']):>6}   (FT and teachers: labelled; KD: every input)"
+    ]
+    for name in factor["levels"]:
+        per_task = "; ".join(f"{task} {regime(**s[name])}" for task, s in samples.items())
+        lines.append(f"    {name:<17} {factor['trials'][name]:>6}   trials; {per_task}")
+    return lines
 
 
 def classification_dict(plan: Any) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def data_key(spec: StudySpec) -> str:
     from orchestrator.core.paths import stable_key
     from tasks import is_custom
     from tasks.custom import split_path
+    from tasks.labels import unlabelled_path
 
     builtin = [t for t in spec.tasks if not is_custom(t)]
     payload: dict[str, Any] = {
@@ -86,6 +87,9 @@ def data_key(spec: StudySpec) -> str:
                 "files": {
                     s: file_sha256(split_path(Path(d["data"]), s)) for s in ("train", "validation", "test")
                 },
+                # its unlabelled inputs (KD trains on them; tasks/labels.py), only when it has some: keys
+                # without them are unchanged
+                **({"unlabelled": file_sha256(u)} if (u := unlabelled_path(d["data"])) else {}),
             }
             for d in spec.custom_tasks
         ]

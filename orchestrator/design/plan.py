@@ -87,11 +87,28 @@ class StudyPlan:
             "gpu_hours": round(self.gpu_hours, 2),
             "stages": by_stage,
             "trials_by_method": {m: sum(t.method == m for t in self.trials) for m in self.spec.methods},
+            "labels": self.labels_factor(),
             "tuning": self.tuning_counts(),
             "total_gpu_hours": round(self.gpu_hours + self.tune_gpu_hours, 2),
             "estimate": self.estimate,
             "device": self.calibration.get("device"),
             "notes": self.notes,
+        }
+
+    def labels_factor(self) -> dict[str, Any]:
+        """The labels factor: its levels, each level's trials, and per task and level the labelled and unlabelled
+        training inputs (FT trains on the first, KD on both)."""
+        levels = self.spec.label_levels()
+        return {
+            "levels": list(levels),
+            "trials": {name: sum(t.labels == name for t in self.trials) for name in levels},
+            "samples": {
+                task: {
+                    name: dict(zip(("labelled", "unlabelled"), label_counts(self.spec, task, labels)))
+                    for name, labels in levels.items()
+                }
+                for task in self.spec.tasks
+            },
         }
 
     def trial(
@@ -183,12 +200,20 @@ def build_classification_plan(
     plan.trials = _trial_units(plan, dkey, tkeys, tparams)
     units = [*teachers, *caches, *plan.trials]
     plan.gpu_hours = sum(u.gpu_seconds for u in units) / 3600
-    apply_calibration(plan, calibration, split_sizes)
+    apply_calibration(plan, calibration, unit_sizes)
     if spec.tuning is not None:
         plan.cells = [t for t in plan.trials if t.seed == spec.seeds[0]]
         share = spec.tuning.max_epochs / spec.student_train.epochs
         plan.tune_gpu_hours = sum(t.gpu_seconds for t in plan.cells) * share * spec.tuning.samples / 3600
     return plan
+
+
+def unit_sizes(spec: StudySpec, unit: Any) -> dict[str, int]:
+    """The samples per split a unit reads: a teacher fine-tune and FT the labelled part of the training split, a
+    teacher pass and a KD trial every training input (labelled and not)."""
+    labelled, unlabelled = label_counts(spec, unit.task, spec.label_levels()[unit.labels])
+    ft = isinstance(unit, TeacherUnit) or getattr(unit, "teacher", "") == "none"
+    return {**split_sizes(spec, unit.task), "train": labelled if ft else labelled + unlabelled}
 
 
 def _cache_request(spec: StudySpec, folder: str, task: str, shape: ModelShape) -> CacheRequest:
