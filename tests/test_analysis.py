@@ -380,6 +380,35 @@ def test_compare_to_ft(df: pd.DataFrame) -> None:
     assert np.isnan(row["p_wilcoxon"])  # 3 pairs: the exact test cannot go below 0.25
 
 
+def _two_levels(df: pd.DataFrame) -> pd.DataFrame:
+    """The fixture's runs as a study with a labels factor: ``all`` (as recorded, without the tag: runs made before
+    the factor) and ``count=20`` (20 labels + 44 unlabelled), whose runs (teachers included) score 0.1 lower."""
+    few = df.assign(
+        labels="count=20", labelled_samples=20.0, unlabelled_samples=44.0, primary=df["primary"] - 0.1
+    )
+    return pd.concat([df, few], ignore_index=True)
+
+
+def test_tables_and_figure2_group_by_the_labels_level(df: pd.DataFrame) -> None:
+    assert (df["labels"] == "all").all() and A.load.label_levels(df) == ["all"]  # no tag: every label
+    both = _two_levels(df)
+    assert A.load.label_levels(both) == ["count=20", "all"]
+    rq1, plain = A.compare_to_ft(both), A.compare_to_ft(df)
+    assert list(rq1.columns[:2]) == ["task", "labels"] and len(rq1) == 2 * len(plain)
+    for level, g in rq1.groupby("labels"):
+        # each level is compared with its own FT: a uniform shift leaves every delta as it was
+        assert g["delta"].to_numpy() == pytest.approx(plain["delta"].to_numpy()), level
+    few = rq1[rq1["labels"] == "count=20"]
+    assert few["kd_mean"].to_numpy() == pytest.approx(plain["kd_mean"].to_numpy() - 0.1)
+    teachers = A.teacher_scores(both)
+    assert set(teachers["labels"]) == {"count=20", "all"} and len(teachers) == 2 * len(A.teacher_scores(df))
+    assert A.load.regime(both, "defect", "count=20") == "20 labels + 44 unlabelled"
+    fig = A.build_figure2(both, study="s")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 * len(A.build_figure2(df).axes)
+    assert sum("| 20 labels + 44 unlabelled" in t for t in titles) == len(titles) // 2
+
+
 def test_compare_teachers(df: pd.DataFrame) -> None:
     rq2 = A.compare_teachers(df)
     assert len(rq2) == len(TASKS) * len(STUDENTS) * 2

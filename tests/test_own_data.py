@@ -94,8 +94,14 @@ def _cli(module: str, *args: str, cwd: Path, env: dict, timeout: int = 300) -> s
 
 
 def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell_data):
-    # The study YAML as docs/OWN_DATA.md ("Your own task") shows it; data relative to the YAML file.
-    (tmp_path / "data").symlink_to(smell_data.parent)
+    # The study YAML as docs/OWN_DATA.md ("Your own task") shows it; data relative to the YAML file. Labels on 24 of
+    # the 72 training samples, and 30 more unlabelled inputs beside the splits (README, "Labels on part of the
+    # training split"): FT and the teacher see the 24, KD all 102.
+    (tmp_path / "data" / "smell").mkdir(parents=True)
+    for f in smell_data.iterdir():
+        (tmp_path / "data" / "smell" / f.name).symlink_to(f)
+    extra = [{"snippet": r["snippet"]} for r in mine_smells(50)[120:]]
+    write_jsonl(tmp_path / "data" / "smell" / "unlabelled.jsonl", extra)
     study = {
         "name": "smells",
         "tasks": [
@@ -113,6 +119,7 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
         "students": ["roberta-tiny"],
         "methods": ["ft", "kd"],
         "max_samples": 72,
+        "labels": {"count": 24},
         "student_train": {"epochs": 1, "batch_size": 16, "lr": 0.001, "max_length": 64},
         "teacher_train": {"epochs": 1, "batch_size": 16, "lr": 0.001, "max_length": 64},
     }
@@ -164,7 +171,19 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     for r in runs:  # "0.512 kd rb-tiny smell tiny s0": test_score first, then the factors
         score, name = r.info.run_name.split(" ", 1)
         assert float(score) == pytest.approx(r.data.metrics["test_score"], abs=5e-4)
-        assert name == {"ft": "ft rb-tiny smell s0", "kd": "kd rb-tiny smell tiny s0"}[r.data.tags["method"]]
+        want = {"ft": "ft rb-tiny smell count=24 s0", "kd": "kd rb-tiny smell tiny count=24 s0"}
+        assert name == want[r.data.tags["method"]]
+    # the labels factor: recorded on every run; FT on the 24 labelled samples, KD on all 102 inputs from a cache
+    # with a row for each, the teacher fine-tuned on the 24
+    by_method = {r.data.tags["method"]: r for r in runs}
+    for r in runs:
+        assert r.data.tags["labels"] == r.data.params["labels"] == "count=24"
+        assert (r.data.params["labelled_samples"], r.data.params["unlabelled_samples"]) == ("24", "78")
+    assert by_method["ft"].data.params["train_samples"] == "24"
+    assert by_method["kd"].data.params["train_samples"] == "102"
+    assert by_method["kd"].data.metrics["train_labelled"] == 24
+    manifest = storage / "teacher_cache" / by_method["kd"].data.tags["teacher_cache"] / "manifest.json"
+    assert json.loads(manifest.read_text())["samples"]["train"] == 102
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     assert "#/experiments/" in out.stdout and "workflowType=machine_learning" in out.stdout
     assert (
@@ -174,6 +193,7 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     assert "max_samples" in parent.data.params
     teacher = client.search_runs([exp.experiment_id], "tags.stage = 'teacher_finetune'")
     assert len(teacher) == 1 and "test_score" in teacher[0].data.metrics
+    assert teacher[0].data.params["train_samples"] == "24" and teacher[0].data.tags["labels"] == "count=24"
 
     # everything under the storage: server log, Ray's session files, scratch emptied, nothing new in /tmp
     assert list((storage / "mlflow").glob("server-*.log"))

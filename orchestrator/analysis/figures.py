@@ -13,6 +13,9 @@ from orchestrator.analysis.load import (
     NONE,
     TASK_ORDER,
     default_teacher,
+    label_levels,
+    per_labels_level,
+    regime,
     student_runs,
     teacher_scores,
     valid_runs,
@@ -93,6 +96,7 @@ def percent_factor(values: Iterable[float]) -> float:
     return 100.0 if v.size and v.max() <= 1.0 else 1.0
 
 
+@per_labels_level
 def beside_paper(df: pd.DataFrame, teacher: str | None = None) -> pd.DataFrame:
     """Every cell of the paper's Figure 2 with our mean (percent) beside it: columns task, arch, size, method,
     paper, ours, n (our non-degenerate seeds), diff = ours - paper. ``teacher``: which of our teachers stands for UniXcoder
@@ -174,6 +178,24 @@ def _panel(
             )
 
 
+def _row(
+    df: pd.DataFrame, s: pd.DataFrame, teacher: str, task: str, level: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """One panel row's student runs (FT and the teacher's KD runs of the task), the teacher's score and, with a
+    labels factor (``level``) or unlabelled inputs, the regime in words for the title (`` | 500 labels + ...``)."""
+    if level is not None:
+        df, s = df[df["labels"] == level], s[s["labels"] == level]
+    runs = s[(s["task"] == task) & ((s["method"] == "ft") | (s["teacher"] == teacher))]
+    tscore = teacher_scores(df)
+    words = regime(runs, task, level or str(runs["labels"].iloc[0])) if "labels" in runs and len(runs) else ""
+    show = level is not None or "unlabelled" in words
+    return (
+        runs,
+        tscore[(tscore["task"] == task) & (tscore["teacher"] == teacher)],
+        f" | {words}" if show else "",
+    )
+
+
 def figure2(
     df: pd.DataFrame,
     out_png: Path,
@@ -212,15 +234,14 @@ def build_figure2(
     archs = [a for a in ARCH_ORDER if a in set(s["student_arch"])] + sorted(
         set(s["student_arch"]) - set(ARCH_ORDER)
     )
-    tscore = teacher_scores(df)
-    rows = [(t, task) for t in teachers for task in tasks]
+    levels = label_levels(df)
+    rows = [(t, task, level) for t in teachers for task in tasks for level in levels]
     fig = Figure(figsize=(5.0 * len(archs), 3.8 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
     fig.suptitle(f"Figure 2, study {study or '?'}: score vs student size (teachers: {', '.join(teachers)})")
     axes = fig.subplots(len(rows), len(archs), squeeze=False)
-    for i, (t_name, task) in enumerate(rows):
-        runs_t = s[(s["task"] == task) & ((s["method"] == "ft") | (s["teacher"] == t_name))]
-        t = tscore[(tscore["task"] == task) & (tscore["teacher"] == t_name)]
+    for i, (t_name, task, level) in enumerate(rows):
+        runs_t, t, words = _row(df, s, t_name, task, level if len(levels) > 1 else None)
         for j, arch in enumerate(archs):
             ax = axes[i][j]
             runs = runs_t[runs_t["student_arch"] == arch]
@@ -254,7 +275,8 @@ def build_figure2(
             ax.xaxis.set_minor_formatter(NullFormatter())
             n_bad = int(runs["degenerate"].sum())
             ax.set_title(
-                f"{study or '?'} | teacher {t_name} | {task} / {arch}\nn = {len(runs)} runs, {n_bad} degenerate",
+                f"{study or '?'} | teacher {t_name} | {task} / {arch}{words}\nn = {len(runs)} runs, "
+                f"{n_bad} degenerate",
                 fontsize=9,
             )
             ax.set_xlabel("student parameters")

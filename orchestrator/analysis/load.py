@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,10 @@ RUN_METRICS: tuple[str, ...] = (
 )
 # Hyperparameters the efficiency table needs to count the teacher forwards online KD would have made.
 RUN_PARAMS: tuple[str, ...] = ("epochs", "batch_size", "train_samples")
+# The labels factor (tasks/labels.py): the level's name (tag ``labels``; ``all`` for runs made before it) and the
+# task's labelled and unlabelled training inputs at that level (params).
+ALL_LABELS = "all"
+LABEL_PARAMS: tuple[str, ...] = ("labelled_samples", "unlabelled_samples")
 TAG_COLUMNS: tuple[str, ...] = (
     "stage",
     "task",
@@ -59,6 +65,7 @@ COLUMNS: tuple[str, ...] = (
     "run_id",
     "start_time",
     *TAG_COLUMNS,
+    "labels",
     "student_params",
     "seed",
     *TEST_METRICS,
@@ -68,6 +75,7 @@ COLUMNS: tuple[str, ...] = (
     "degenerate",
     *RUN_METRICS,
     *RUN_PARAMS,
+    *LABEL_PARAMS,
 )
 METHOD_ORDER: tuple[str, ...] = ("ft", "kd", "dist", "pkd", "ckd")
 ARCH_ORDER: tuple[str, ...] = ("roberta", "bigru")
@@ -108,9 +116,10 @@ def _run_row(run: Any) -> dict[str, Any]:
     # student_params is both a tag (text) and a metric; the metric survives a missing tag
     row["student_params"] = metrics.get("student_params", tags.get("student_params"))
     row["seed"] = tags.get("seed")
+    row["labels"] = tags.get("labels", ALL_LABELS)
     for name in (*TEST_METRICS, *RUN_METRICS):
         row[name] = metrics.get(name)
-    for name in RUN_PARAMS:
+    for name in (*RUN_PARAMS, *LABEL_PARAMS):
         row[name] = params.get(name)
     return row
 
@@ -138,12 +147,12 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     declared = declared_headlines(client, experiment.experiment_id)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["start_time"] = pd.to_datetime(df["start_time"], unit="ms")
-    for tag in TAG_COLUMNS:
+    for tag in (*TAG_COLUMNS, "labels"):
         df[tag] = df[tag].astype(str)
     for name in ("student_params", "seed"):
         # via float: the tag "none" and missing values become <NA>, "7100000" and 7100000.0 the same integer
         df[name] = pd.to_numeric(df[name], errors="coerce").round().astype("Int64")
-    for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS):
+    for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS, *LABEL_PARAMS):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
     df["metric"], df["primary"] = _primary(df, declared)
     return mark_degenerate(df).sort_values(
@@ -207,6 +216,49 @@ def _baseline(df: pd.DataFrame) -> pd.Series:
     return own.fillna(df["task"].map(per_task)).astype(float)
 
 
+def label_levels(df: pd.DataFrame) -> list[str]:
+    """The labels levels of a study's student runs, fewest labels first (``all`` last); ``["all"]`` for a study
+    without the factor (or a frame without the column)."""
+    if "labels" not in df.columns:
+        return [ALL_LABELS]
+    s = df[df["stage"] == "student"] if "stage" in df.columns else df
+    counts = s.groupby("labels")["labelled_samples"].max() if "labelled_samples" in s else pd.Series()
+    levels = sorted(
+        set(s["labels"]) or {ALL_LABELS}, key=lambda lv: (lv == ALL_LABELS, counts.get(lv, 0), lv)
+    )
+    return levels
+
+
+def regime(df: pd.DataFrame, task: str, level: str) -> str:
+    """A level in words for one task, from what its runs recorded: ``500 labels + 5,376 unlabelled`` (the level's
+    name where its runs recorded no counts, e.g. ``all`` in a study made before the factor)."""
+    from tasks.labels import regime as words
+
+    rows = df[df["task"] == task]
+    rows = rows[rows["labels"] == level] if "labels" in rows.columns else rows
+    n = rows[list(LABEL_PARAMS)].dropna() if set(LABEL_PARAMS) <= set(rows.columns) else pd.DataFrame()
+    return words(int(n.iloc[0, 0]), int(n.iloc[0, 1])) if len(n) else level
+
+
+def per_labels_level(fn: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """``fn``'s table per labels level when the study has more than one (each level's runs alone, its FT and
+    teachers included), with a ``labels`` column after ``task``; ``fn`` itself otherwise. Each level is its own
+    family for the Holm correction: the levels are separate experiments."""
+
+    @functools.wraps(fn)
+    def by_level(df: pd.DataFrame, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        levels = label_levels(df)
+        if len(levels) <= 1:
+            return fn(df, *args, **kwargs)
+        parts = [fn(df[df["labels"] == lv], *args, **kwargs).assign(labels=lv) for lv in levels]
+        out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+        columns = [c for c in out.columns if c != "labels"]
+        at = columns.index("task") + 1 if "task" in columns else 0
+        return out[[*columns[:at], "labels", *columns[at:]]]
+
+    return by_level
+
+
 def student_runs(df: pd.DataFrame) -> pd.DataFrame:
     """The student trials (stage ``student``) that logged their primary metric, degenerate ones included (column
     ``degenerate``; ``valid_runs`` leaves them out)."""
@@ -219,6 +271,7 @@ def valid_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[~runs["degenerate"].astype(bool)]
 
 
+@per_labels_level
 def degenerate_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (stage, task, teacher) of the teacher_finetune and student runs: the headline metric they are scored by,
     runs, how many are degenerate (primary at most ``baseline`` + ``DEGENERATE_MARGIN``), the baseline and the
@@ -239,6 +292,7 @@ def degenerate_summary(df: pd.DataFrame) -> pd.DataFrame:
     return out.assign(_o=order).sort_values(["_o", "teacher"]).drop(columns="_o").reset_index(drop=True)
 
 
+@per_labels_level
 def teacher_scores(df: pd.DataFrame) -> pd.DataFrame:
     """Fine-tuned teachers: columns teacher, task, metric (the task's headline metric), primary (mean over runs), baseline (the task's majority
     baseline), teacher_params, the teacher's inference_samples_per_s (NaN where not logged) and degenerate

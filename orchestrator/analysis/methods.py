@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.load import TASK_ORDER, student_runs, teacher_scores, valid_runs
+from orchestrator.analysis.load import TASK_ORDER, per_labels_level, student_runs, teacher_scores, valid_runs
 from orchestrator.analysis.stats import (
     _STAT_COLUMNS,
     _method_key,
@@ -28,6 +28,7 @@ from orchestrator.analysis.stats import (
 MIN_BLOCKS = 6  # Friedman's chi-square approximation is poor below this many blocks: no test then
 
 
+@per_labels_level
 def retention(df: pd.DataFrame) -> pd.DataFrame:
     """RQ3: one row per student run and teacher: retention = student primary / teacher primary, and
     param_ratio = student_params / teacher_params. FT runs appear once per teacher of their task (FT does not
@@ -80,6 +81,7 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(out[columns], ["task", "teacher", "student_arch", "student_params", "method", "seed"])
 
 
+@per_labels_level
 def family_summary(df: pd.DataFrame) -> pd.DataFrame:
     """RQ3: logit vs feature (and FT as ``none``) per (task, teacher): mean retention over the runs where it is
     defined and the student is not degenerate (``n_runs``; ``n_excluded`` the others), the best configuration's
@@ -128,6 +130,7 @@ def family_summary(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(out, ["task", "teacher", "_f"]).drop(columns="_f")
 
 
+@per_labels_level
 def compare_families(df: pd.DataFrame) -> pd.DataFrame:
     """RQ3: logit-based vs feature-based KD, paired on (student, teacher, seed): per block the mean primary of
     the logit methods against that of the feature methods, degenerate runs left out (``n_degenerate``). One row

@@ -11,7 +11,7 @@ from itertools import combinations
 
 import pandas as pd
 
-from orchestrator.analysis.load import student_runs, teacher_scores, valid_runs
+from orchestrator.analysis.load import per_labels_level, student_runs, teacher_scores, valid_runs
 from orchestrator.analysis.stats import (
     _STAT_COLUMNS,
     _by_seed,
@@ -23,6 +23,7 @@ from orchestrator.analysis.stats import (
 )
 
 
+@per_labels_level
 def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     """RQ1: each KD configuration (task, student, teacher, method != ft) against FT of the same student.
 
@@ -77,6 +78,7 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(_with_holm(rows, columns), ["task", "student_arch", "student_params", "teacher", "method"])
 
 
+@per_labels_level
 def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     """RQ2 overview: mean primary over seeds of each KD configuration, one column per teacher, with each
     teacher's own score on the task in ``score_<teacher>`` and FT of the same student in ``ft``; degenerate runs
@@ -111,6 +113,7 @@ def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(wide, ["task", "student_arch", "student", "method"])
 
 
+@per_labels_level
 def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
     """RQ2: for each (task, student, method != ft) and each pair of teachers, the seed-paired comparison.
 
@@ -176,6 +179,7 @@ def size_key(student: str) -> str:
     return student.split("-", 1)[1].lower() if "-" in student else student.lower()
 
 
+@per_labels_level
 def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
     """RQ4: RoBERTa vs BiGRU students of the same size (matched by name suffix) for each (task, teacher,
     method), paired by seed. Columns roberta_*/bigru_* (student, params, mean, std, n), delta = roberta - bigru,
@@ -228,6 +232,7 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(out, ["task", "teacher", "method", "_p"]).drop(columns="_p")
 
 
+@per_labels_level
 def score_vs_params(df: pd.DataFrame) -> pd.DataFrame:
     """RQ4: mean/std primary over the non-degenerate seeds (``n`` of them; ``n_degenerate`` left out) of every
     (task, architecture, student, teacher, method), with the student's parameter count, sorted by size."""

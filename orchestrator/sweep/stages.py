@@ -69,7 +69,9 @@ def _finetune_unit(
         )  # fmt: skip
     finally:
         state.close()
-    return {"summary": out.result.summary(), "predictions": out.result.test_predictions}
+    # finetune.json: the result summary and train_samples (the labelled part), as a found teacher reads it
+    summary = json.loads((out.folder / "finetune.json").read_text())
+    return {"summary": summary, "predictions": out.result.test_predictions}
 
 
 def _build_cache_unit(
