@@ -36,7 +36,10 @@ scored = df[df["stage"].isin(["teacher_finetune", "student"])]
 print(f"scores are each task's headline metric: {scored.groupby('task')['metric'].first().to_dict()}")
 print(f"{int(scored['degenerate'].sum())} of {len(scored)} teacher/student runs are degenerate (score at most the "
       f"task's majority baseline + {A.DEGENERATE_MARGIN}): flagged, and left out of every test, effect size and "
-      f"ranking; {int(scored['baseline'].isna().sum())} runs have no known baseline")"""
+      f"ranking; {int(scored['baseline'].isna().sum())} runs have no known baseline")
+levels = A.load.label_levels(df)
+if len(levels) > 1:  # the labels factor (README, "Labels on part of the training split"): tables per level
+    print("labels levels: " + "; ".join(f"{lv} ({', '.join(f'{t} {A.load.regime(df, t, lv)}' for t in sorted(set(df['task']) - {'none'}))})" for lv in levels))"""
 
 
 def md(text: str) -> nbformat.NotebookNode:
@@ -71,7 +74,7 @@ table says "not testable (n = ...)" instead."""),
             "many could be tested at all and how many of those survive Holm at 0.05."
         ),
         code("""
-rq1.groupby(["task", "method"]).agg(
+rq1.groupby([c for c in ("task", "labels", "method") if c in rq1]).agg(
     configs=("delta", "size"),
     kd_better=("delta", lambda d: int((d > 0).sum())),
     mean_delta=("delta", "mean"),
@@ -214,7 +217,8 @@ agr"""),
 # Figure 2: score vs student size per method
 
 The task's headline metric (percent) against student parameters (log scale), mean +- std over the non-degenerate seeds, one
-panel row per (teacher, task) for every teacher, one column per architecture, methods set slightly apart so
+panel row per (teacher, task) for every teacher (and labels level, titled with its regime, when the study has
+several), one column per architecture, methods set slightly apart so
 overlapping ones stay visible, the teacher as a dashed line, the y axis starting at the task's majority baseline
 (dotted) and degenerate runs as grey crosses. For the full study the paper's numbers are drawn as hollow markers.
 Written to `$FIGURES_DIR/figure2.png` (default `notebooks/figures/`)."""),

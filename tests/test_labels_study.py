@@ -103,8 +103,7 @@ def test_keys_unchanged_by_default_and_distinct_per_level(tmp_path: Path) -> Non
     assert (
         ft.run_name == "ft rb-tiny def count=40 s0" and ft.tags["labels"] == ft.params["labels"] == "count=40"
     )
-    assert (ft.params["labelled_samples"], ft.params["unlabelled_samples"]) == (40, 60)
-    assert default.trials[0].params["labels"] == "all" and default.trials[0].params["labelled_samples"] == 100
+    assert default.trials[0].params["labels"] == "all" and default.trials[0].tags["labels"] == "all"
 
 
 def test_plan_shows_the_factor(tmp_path: Path) -> None:

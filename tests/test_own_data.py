@@ -147,6 +147,7 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     assert "cache build " in out.stdout and " shards, " in out.stdout
     assert "scores (test_score, each task's headline metric" in out.stdout
     assert " over 1 run(s); " in out.stdout and "at or below the majority baseline" in out.stdout
+    assert "  kd@count=24 " in out.stdout and "  ft@count=24 " in out.stdout  # scores per labels level
     for needle in (
         "done in ",
         "2/2 trials FINISHED",

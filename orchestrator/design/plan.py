@@ -164,9 +164,7 @@ def new_trial(
     }  # fmt: skip
     params = {**train, **{f"method.{k}": v for k, v in method_params.items()}, **factors, "data": data}
     params.update(max_samples=spec.max_samples, teacher_mode=spec.teacher_mode, data_seed=spec.data_seed)
-    params.update(
-        zip(("labelled_samples", "unlabelled_samples"), label_counts(spec, task, labels)), labels=level
-    )
+    params["labels"] = level  # labelled_samples / unlabelled_samples: the actual counts, logged by the work
     return ClassificationTrial(
         kind="classification", trial_key=key, run_name=run_name(task, student, method, teacher, seed, level), tags=tags,
         params=trial_params(params), teacher=teacher, student=student, method=method, seed=seed, task=task,

@@ -70,7 +70,9 @@ def finished_student_rows(tracking_uri: str, experiment_id: str) -> list[dict[st
     runs = runs_by_stage(MlflowClient(tracking_uri), experiment_id, "student", "FINISHED")
     return [
         {
-            "method": r.data.tags.get("method", "?"),
+            # a labels level other than all is its own line: kd@count=500 (README, "Labels on part of ...")
+            "method": r.data.tags.get("method", "?")
+            + (f"@{r.data.tags['labels']}" if r.data.tags.get("labels", "all") != "all" else ""),
             "test_score": r.data.metrics.get("test_score"),
             "test_majority_baseline": r.data.metrics.get("test_majority_baseline"),
         }

@@ -72,9 +72,12 @@ def classification_work(trial: Any, run: TrialRun) -> dict[str, float]:
     cached = trial.teacher != "none" and trial.work.teacher_mode == "cached"
     cfg = dataclasses.replace(trial.work, out_dir=str(run.out_dir))
     # FT on the labelled part, KD on every input with labels masked outside it (tasks/labels.py)
-    prepared = method_view(_prepared(cfg), trial.teacher == "none")
-    train = prepared.encoded["train"]
-    tracking.log_params(run.client, run.run_id, {"train_samples": len(train)})
+    base = _prepared(cfg)
+    prepared = method_view(base, trial.teacher == "none")
+    train, n_all = prepared.encoded["train"], len(base.encoded["train"])
+    labelled = n_all if base.keep is None else len(base.keep)  # the task's, at the trial's labels level
+    counts = {"labelled_samples": labelled, "unlabelled_samples": n_all - labelled}
+    tracking.log_params(run.client, run.run_id, {"train_samples": len(train), **counts})
     tracking.log_metrics(
         run.client, run.run_id, {"train_labelled": sum(y != UNLABELLED for y in train.labels)}
     )
