@@ -31,6 +31,10 @@ def describe_classification(plan: Any) -> str:
         f"  GPU-hours (est.)    {c['gpu_hours']:>10.2f}   {estimate_line(plan)}",
     ]
     lines[5:5] = labels_lines(c["labels"])
+    if len(c["labels"]["levels"]) > 1:  # a teacher is fine-tuned, and its cache built, per labels level
+        lines[2:4] = [
+            line.replace("per teacher x task", "per teacher x task x labels level") for line in lines[2:4]
+        ]
     tc = c["tuning"]
     if tc:
         lines[4] = lines[4].replace("student trials", "final trials  ")
