@@ -99,3 +99,15 @@ def test_during_training_on_a_labelled_part(local_data: Path, tiny_teacher: Path
     hard = [row["terms"]["hard"]["value"] for row in r["rows"]]
     assert 0.0 in hard  # at most two batches hold one of the two labelled samples
     assert all(row["terms"]["soft"]["grad_norm"] > 0 for row in r["rows"])
+    # Batch accuracy is over the labelled samples only: an unlabelled one (-100) is neither right nor wrong, so a
+    # batch without labels has none (it used to count every unlabelled sample as wrong).
+    assert sum(row["batch_labelled"] for row in r["rows"]) <= 2
+    for row in r["rows"]:
+        if row["batch_labelled"] == 0:
+            assert row["batch_accuracy"] is None
+        else:
+            assert row["batch_accuracy"] in (0.0, 1.0, 0.5)
+        assert 0.0 <= row["teacher_agreement"] <= 1.0
+        val = row["val"]  # the whole validation split at every breakdown: its spread and accuracy
+        assert 1 <= val["classes"] and val["labelled"] > 0 and 0.0 <= val["accuracy"] <= 1.0
+        assert 0.0 < val["top_share"] <= 1.0

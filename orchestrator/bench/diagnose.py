@@ -199,10 +199,30 @@ def at_init(
     }
 
 
-def record(method: Any, model: Any, every: int) -> list[dict[str, Any]]:
+def _spread(preds: Any, labels: Any) -> dict[str, Any]:
+    """Distinct predictions, the most frequent one's share, and accuracy over the labelled samples (label >= 0;
+    None when there are none: an unlabelled sample, -100, is neither right nor wrong)."""
+    labelled = labels >= 0
+    n = int(labelled.sum())
+    return {
+        "classes": int(preds.unique().numel()),
+        "top_share": float(preds.bincount().max() / preds.numel()),
+        "accuracy": float((preds[labelled] == labels[labelled]).float().mean()) if n else None,
+        "labelled": n,
+    }
+
+
+def record(method: Any, model: Any, every: int, validation: Any = None) -> list[dict[str, Any]]:
     """Wrap ``method.loss`` (the call the trainer makes every step): at step 0 and every ``every`` steps, the
-    breakdown of that step's batch, its distinct predictions and accuracy, appended to the returned list."""
+    breakdown of that step's batch, its prediction spread (``_spread``; ``batch_accuracy`` over its labelled
+    samples), the share of it where the student's prediction is the teacher's (``teacher_agreement``, when the
+    method reads teacher logits) and, with ``validation`` (an ``EncodedSplit``), the same spread on the whole
+    validation split (``val``). Appended to the returned list. The validation pass runs in eval mode and draws
+    no random numbers, so the watched run trains exactly as an unwatched one."""
+    import torch
+
     from kd_methods.diagnostics import term_breakdown
+    from orchestrator.train.trainer import predict
 
     rows: list[dict[str, Any]] = []
     step = [0]
@@ -211,14 +231,24 @@ def record(method: Any, model: Any, every: int) -> list[dict[str, Any]]:
     def recorded(student: Any, teacher: Any, labels: Any) -> Any:
         if step[0] % every == 0:
             preds = student.logits.detach().argmax(-1)
-            rows.append(
-                {
-                    "step": step[0],
-                    "terms": term_breakdown(method, model, student, teacher, labels),
-                    "classes": int(preds.unique().numel()),
-                    "batch_accuracy": float((preds == labels).float().mean()),
-                }
-            )
+            spread = _spread(preds, labels)
+            row: dict[str, Any] = {
+                "step": step[0],
+                "terms": term_breakdown(method, model, student, teacher, labels),
+                "classes": spread["classes"],
+                "top_share": spread["top_share"],
+                "batch_accuracy": spread["accuracy"],
+                "batch_labelled": spread["labelled"],
+            }
+            if teacher is not None and teacher.logits is not None:
+                agree = preds == teacher.logits.detach().argmax(-1)
+                row["teacher_agreement"] = float(agree.float().mean())
+            if validation is not None:
+                device = student.logits.device
+                logits, _ = predict(model, validation, 64, device)
+                row["val"] = _spread(torch.from_numpy(logits).argmax(-1), torch.as_tensor(validation.labels))
+                model.train()  # predict() left eval mode; the step being recorded continues in train mode
+            rows.append(row)
         step[0] += 1
         return loss(student, teacher, labels)
 
@@ -285,7 +315,7 @@ def during_training(args: argparse.Namespace, params: dict[str, Any], work: Path
         max_length=args.max_length,
     )
     method = build_method(method_name, model.shape, shape, **params)
-    rows = record(method, model, args.every)
+    rows = record(method, model, args.every, prepared.encoded["validation"])
     result = train(model, method, prepared.encoded, get_task(args.task), train_cfg, source)
     return {
         "mode": "train",
@@ -325,8 +355,12 @@ def print_table(r: dict[str, Any]) -> None:
         f" {r['steps']} steps, seed {r['seed']}; term: value / grad norm"
     )
     for row in r["rows"]:
+        acc = "-" if row["batch_accuracy"] is None else f"{row['batch_accuracy']:.2f}"
+        val = row.get("val")
+        seen = f"; val {val['classes']} classes, acc {val['accuracy']:.3f}" if val else ""
+        agree = f", agrees with teacher {row['teacher_agreement']:.2f}" if "teacher_agreement" in row else ""
         print(
-            f"step {row['step']:>5}: {row['classes']} classes, acc {row['batch_accuracy']:.2f}; {_terms(row['terms'])}"
+            f"step {row['step']:>5}: batch {row['classes']} classes, acc {acc}{agree}{seen}; {_terms(row['terms'])}"
         )
     test = ", ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
     print(f"test (best epoch): {test}")
