@@ -212,6 +212,37 @@ def _spread(preds: Any, labels: Any) -> dict[str, Any]:
     }
 
 
+def _mean_pairwise_cos(x: Any) -> float:
+    """Mean cosine between the rows of ``x [B, H]`` over the B(B-1) ordered pairs: 1 when every row points one way."""
+    import torch.nn.functional as F
+
+    n = F.normalize(x.detach().float(), dim=-1)
+    b = n.shape[0]
+    return float(((n @ n.T).sum() - b) / max(b * (b - 1), 1))
+
+
+def feature_alignment(method: Any, student: Any, teacher: Any) -> dict[str, float] | None:
+    """For PKD (a method with teacher-side projections ``proj``): per matched layer, how alike the batch's vectors
+    are (``_mean_pairwise_cos``) on each side of the feature term, the student's [CLS] states ``s``, the teacher's
+    raw [CLS] states ``t`` and projected ones ``Pt``, and the mean cosine of the matched pairs ``s_vs_Pt``. The
+    term is MSE(n(s), n(Pt)) = (2/H)(1 - cos(s, Pt)): it can be met by making every s and Pt of the batch point
+    one way (pairwise cosines near 1), which carries nothing about the sample."""
+    import torch.nn.functional as F
+
+    if not hasattr(method, "proj") or teacher is None or not getattr(teacher, "cls", None):
+        return None
+    out: dict[str, float] = {}
+    for s_layer, t_layer, proj in zip(method.student_layers, method.teacher_layers, method.proj):
+        s = student.cls_states[s_layer].detach().float()
+        t = teacher.cls[t_layer].detach().float()
+        pt = proj(t.to(proj.weight.dtype)).detach().float()
+        pair = float(F.cosine_similarity(s, pt, dim=-1).mean())
+        tag = f"{s_layer}<-{t_layer}"
+        out.update({f"s {tag}": _mean_pairwise_cos(s), f"t {tag}": _mean_pairwise_cos(t)})
+        out.update({f"Pt {tag}": _mean_pairwise_cos(pt), f"s_vs_Pt {tag}": pair})
+    return out
+
+
 def record(method: Any, model: Any, every: int, validation: Any = None) -> list[dict[str, Any]]:
     """Wrap ``method.loss`` (the call the trainer makes every step): at step 0 and every ``every`` steps, the
     breakdown of that step's batch, its prediction spread (``_spread``; ``batch_accuracy`` over its labelled
@@ -243,6 +274,9 @@ def record(method: Any, model: Any, every: int, validation: Any = None) -> list[
             if teacher is not None and teacher.logits is not None:
                 agree = preds == teacher.logits.detach().argmax(-1)
                 row["teacher_agreement"] = float(agree.float().mean())
+            alignment = feature_alignment(method, student, teacher)
+            if alignment is not None:
+                row["feature_alignment"] = alignment
             if validation is not None:
                 device = student.logits.device
                 logits, _ = predict(model, validation, 64, device)
