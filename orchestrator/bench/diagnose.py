@@ -16,8 +16,10 @@ margin ``m`` (``--margins``), right on 65% of the samples (logit difference m be
 
 ``--mode train`` ("Why KD, PKD and CKD collapsed"): the trainer's own loop (``orchestrator.train.trainer.train``:
 AdamW, linear warm-up and decay, clipping at 1.0) with the method wrapped, so that at step 0 and every ``--every``
-steps the breakdown is taken on that step's batch, with the number of distinct predictions in the batch and the
-batch accuracy. The teacher is a fine-tuned folder (``python -m orchestrator.finetune_teacher``, or the one
+steps the breakdown is taken on that step's batch, with the number of distinct predictions in the batch, the
+accuracy over its labelled samples, the agreement with the teacher's predictions, the same spread over the whole
+validation split, and for PKD ``feature_alignment`` (how alike the batch's vectors are on each side of the feature
+term; ``record``). The teacher is a fine-tuned folder (``python -m orchestrator.finetune_teacher``, or the one
 ``python -m orchestrator.bench transfer --work DIR`` leaves in ``DIR/teacher``) read through the teacher cache, as
 in a study. ``--hole-window B,A`` cuts exception functions as the transfer check does (``transfer_data.py``), so
 the transfer check's teacher reads the data it was trained on. At the end, the run's validation history and test
