@@ -99,3 +99,34 @@ def test_during_training_on_a_labelled_part(local_data: Path, tiny_teacher: Path
     hard = [row["terms"]["hard"]["value"] for row in r["rows"]]
     assert 0.0 in hard  # at most two batches hold one of the two labelled samples
     assert all(row["terms"]["soft"]["grad_norm"] > 0 for row in r["rows"])
+    # Batch accuracy is over the labelled samples only: an unlabelled one (-100) is neither right nor wrong, so a
+    # batch without labels has none (it used to count every unlabelled sample as wrong).
+    assert sum(row["batch_labelled"] for row in r["rows"]) <= 2
+    for row in r["rows"]:
+        if row["batch_labelled"] == 0:
+            assert row["batch_accuracy"] is None
+        else:
+            assert row["batch_accuracy"] in (0.0, 1.0, 0.5)
+        assert 0.0 <= row["teacher_agreement"] <= 1.0
+        val = row["val"]  # the whole validation split at every breakdown: its spread and accuracy
+        assert 1 <= val["classes"] and val["labelled"] > 0 and 0.0 <= val["accuracy"] <= 1.0
+        assert 0.0 < val["top_share"] <= 1.0
+
+
+def test_pkd_feature_alignment(local_data: Path, tiny_teacher: Path) -> None:
+    """PKD's rows say how alike the batch's vectors are on each side of the feature term (1: one direction)."""
+    import torch
+
+    from orchestrator.bench.diagnose import _mean_pairwise_cos
+
+    assert _mean_pairwise_cos(torch.ones(4, 3)) == pytest.approx(1.0)
+    assert _mean_pairwise_cos(torch.eye(3)) == pytest.approx(0.0)
+    assert _mean_pairwise_cos(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    args = ["--task", "exception", "--data", str(local_data), "--student", "roberta-tiny", "--method", "pkd"]
+    args += ["--lr", "1e-3", "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--steps", "2"]
+    r = main_for_tests(["--mode", "train", *args, "--teacher", str(tiny_teacher), "--every", "1"])
+    for row in r["rows"]:
+        align = row["feature_alignment"]
+        # roberta-tiny has 2 layers: student layer 1 is matched to teacher layer round(1 * T / 2)
+        assert len(align) == 4 and all(-1.0 - 1e-6 <= v <= 1.0 + 1e-6 for v in align.values())
+        assert {k.split()[0] for k in align} == {"s", "t", "Pt", "s_vs_Pt"}

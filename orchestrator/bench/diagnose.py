@@ -16,8 +16,10 @@ margin ``m`` (``--margins``), right on 65% of the samples (logit difference m be
 
 ``--mode train`` ("Why KD, PKD and CKD collapsed"): the trainer's own loop (``orchestrator.train.trainer.train``:
 AdamW, linear warm-up and decay, clipping at 1.0) with the method wrapped, so that at step 0 and every ``--every``
-steps the breakdown is taken on that step's batch, with the number of distinct predictions in the batch and the
-batch accuracy. The teacher is a fine-tuned folder (``python -m orchestrator.finetune_teacher``, or the one
+steps the breakdown is taken on that step's batch, with the number of distinct predictions in the batch, the
+accuracy over its labelled samples, the agreement with the teacher's predictions, the same spread over the whole
+validation split, and for PKD ``feature_alignment`` (how alike the batch's vectors are on each side of the feature
+term; ``record``). The teacher is a fine-tuned folder (``python -m orchestrator.finetune_teacher``, or the one
 ``python -m orchestrator.bench transfer --work DIR`` leaves in ``DIR/teacher``) read through the teacher cache, as
 in a study. ``--hole-window B,A`` cuts exception functions as the transfer check does (``transfer_data.py``), so
 the transfer check's teacher reads the data it was trained on. At the end, the run's validation history and test
@@ -199,10 +201,61 @@ def at_init(
     }
 
 
-def record(method: Any, model: Any, every: int) -> list[dict[str, Any]]:
+def _spread(preds: Any, labels: Any) -> dict[str, Any]:
+    """Distinct predictions, the most frequent one's share, and accuracy over the labelled samples (label >= 0;
+    None when there are none: an unlabelled sample, -100, is neither right nor wrong)."""
+    labelled = labels >= 0
+    n = int(labelled.sum())
+    return {
+        "classes": int(preds.unique().numel()),
+        "top_share": float(preds.bincount().max() / preds.numel()),
+        "accuracy": float((preds[labelled] == labels[labelled]).float().mean()) if n else None,
+        "labelled": n,
+    }
+
+
+def _mean_pairwise_cos(x: Any) -> float:
+    """Mean cosine between the rows of ``x [B, H]`` over the B(B-1) ordered pairs: 1 when every row points one way."""
+    import torch.nn.functional as F
+
+    n = F.normalize(x.detach().float(), dim=-1)
+    b = n.shape[0]
+    return float(((n @ n.T).sum() - b) / max(b * (b - 1), 1))
+
+
+def feature_alignment(method: Any, student: Any, teacher: Any) -> dict[str, float] | None:
+    """For PKD (a method with teacher-side projections ``proj``): per matched layer, how alike the batch's vectors
+    are (``_mean_pairwise_cos``) on each side of the feature term, the student's [CLS] states ``s``, the teacher's
+    raw [CLS] states ``t`` and projected ones ``Pt``, and the mean cosine of the matched pairs ``s_vs_Pt``. The
+    term is MSE(n(s), n(Pt)) = (2/H)(1 - cos(s, Pt)): it can be met by making every s and Pt of the batch point
+    one way (pairwise cosines near 1), which carries nothing about the sample."""
+    import torch.nn.functional as F
+
+    if not hasattr(method, "proj") or teacher is None or not getattr(teacher, "cls", None):
+        return None
+    out: dict[str, float] = {}
+    for s_layer, t_layer, proj in zip(method.student_layers, method.teacher_layers, method.proj):
+        s = student.cls_states[s_layer].detach().float()
+        t = teacher.cls[t_layer].detach().float()
+        pt = proj(t.to(proj.weight.dtype)).detach().float()
+        pair = float(F.cosine_similarity(s, pt, dim=-1).mean())
+        tag = f"{s_layer}<-{t_layer}"
+        out.update({f"s {tag}": _mean_pairwise_cos(s), f"t {tag}": _mean_pairwise_cos(t)})
+        out.update({f"Pt {tag}": _mean_pairwise_cos(pt), f"s_vs_Pt {tag}": pair})
+    return out
+
+
+def record(method: Any, model: Any, every: int, validation: Any = None) -> list[dict[str, Any]]:
     """Wrap ``method.loss`` (the call the trainer makes every step): at step 0 and every ``every`` steps, the
-    breakdown of that step's batch, its distinct predictions and accuracy, appended to the returned list."""
+    breakdown of that step's batch, its prediction spread (``_spread``; ``batch_accuracy`` over its labelled
+    samples), the share of it where the student's prediction is the teacher's (``teacher_agreement``, when the
+    method reads teacher logits) and, with ``validation`` (an ``EncodedSplit``), the same spread on the whole
+    validation split (``val``). Appended to the returned list. The validation pass runs in eval mode and draws
+    no random numbers, so the watched run trains exactly as an unwatched one."""
+    import torch
+
     from kd_methods.diagnostics import term_breakdown
+    from orchestrator.train.trainer import predict
 
     rows: list[dict[str, Any]] = []
     step = [0]
@@ -211,14 +264,27 @@ def record(method: Any, model: Any, every: int) -> list[dict[str, Any]]:
     def recorded(student: Any, teacher: Any, labels: Any) -> Any:
         if step[0] % every == 0:
             preds = student.logits.detach().argmax(-1)
-            rows.append(
-                {
-                    "step": step[0],
-                    "terms": term_breakdown(method, model, student, teacher, labels),
-                    "classes": int(preds.unique().numel()),
-                    "batch_accuracy": float((preds == labels).float().mean()),
-                }
-            )
+            spread = _spread(preds, labels)
+            row: dict[str, Any] = {
+                "step": step[0],
+                "terms": term_breakdown(method, model, student, teacher, labels),
+                "classes": spread["classes"],
+                "top_share": spread["top_share"],
+                "batch_accuracy": spread["accuracy"],
+                "batch_labelled": spread["labelled"],
+            }
+            if teacher is not None and teacher.logits is not None:
+                agree = preds == teacher.logits.detach().argmax(-1)
+                row["teacher_agreement"] = float(agree.float().mean())
+            alignment = feature_alignment(method, student, teacher)
+            if alignment is not None:
+                row["feature_alignment"] = alignment
+            if validation is not None:
+                device = student.logits.device
+                logits, _ = predict(model, validation, 64, device)
+                row["val"] = _spread(torch.from_numpy(logits).argmax(-1), torch.as_tensor(validation.labels))
+                model.train()  # predict() left eval mode; the step being recorded continues in train mode
+            rows.append(row)
         step[0] += 1
         return loss(student, teacher, labels)
 
@@ -285,7 +351,7 @@ def during_training(args: argparse.Namespace, params: dict[str, Any], work: Path
         max_length=args.max_length,
     )
     method = build_method(method_name, model.shape, shape, **params)
-    rows = record(method, model, args.every)
+    rows = record(method, model, args.every, prepared.encoded["validation"])
     result = train(model, method, prepared.encoded, get_task(args.task), train_cfg, source)
     return {
         "mode": "train",
@@ -325,8 +391,12 @@ def print_table(r: dict[str, Any]) -> None:
         f" {r['steps']} steps, seed {r['seed']}; term: value / grad norm"
     )
     for row in r["rows"]:
+        acc = "-" if row["batch_accuracy"] is None else f"{row['batch_accuracy']:.2f}"
+        val = row.get("val")
+        seen = f"; val {val['classes']} classes, acc {val['accuracy']:.3f}" if val else ""
+        agree = f", agrees with teacher {row['teacher_agreement']:.2f}" if "teacher_agreement" in row else ""
         print(
-            f"step {row['step']:>5}: {row['classes']} classes, acc {row['batch_accuracy']:.2f}; {_terms(row['terms'])}"
+            f"step {row['step']:>5}: batch {row['classes']} classes, acc {acc}{agree}{seen}; {_terms(row['terms'])}"
         )
     test = ", ".join(f"{k} {v:.4f}" for k, v in r["test"].items())
     print(f"test (best epoch): {test}")
