@@ -305,3 +305,44 @@ def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, l
         assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
         log = storage / "mlflow" / f"server-{name}.log"
         assert log.is_file() and "already exists" not in log.read_text()
+
+
+def test_full_disk_is_one_line_exit_2_and_the_rerun_after_making_room_finishes(tmp_path, local_data):
+    """A storage on a 16 MiB tmpfs (its own, in a user namespace): the 9 MiB fine-tuned teacher does not fit beside
+    the 9 MiB base teacher and the store. Then the same tmpfs is made larger (room made) and the study run again."""
+    import hashlib
+
+    big = {"name": "tiny", "source": "random:roberta", "layers": 4, "hidden": 256}  # 2.4M params, 9.4 MiB
+    path = write_study(tmp_path / "full.yaml", local_data, methods=["kd"], teachers=[big])
+    mount, out = tmp_path / "disk", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    storage = mount / "runs"
+    study = f"{sys.executable} -m orchestrator.study {path} --storage {storage}"
+    script = (
+        f"mount -t tmpfs -o size=16m tmpfs {mount} && cd {ROOT} && "
+        f"{{ {study} >{out}/1.out 2>{out}/1.err; echo $? >{out}/1.rc; }}; "
+        f"find {storage} -name '*.partial-*' -o -name '*.tmp-*' >{out}/left; cp -a {storage} {out}/first; "
+        f"mount -o remount,size=64m {mount} && {study} >{out}/2.out 2>{out}/2.err; echo $? >{out}/2.rc; "
+        f"cp -a {storage} {out}/second"
+    )
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], timeout=600, check=True)
+    first, second = ((out / f"{n}.out").read_text() + (out / f"{n}.err").read_text() for n in (1, 2))
+    assert (out / "1.rc").read_text().strip() == "2", first[-3000:]
+    lines = (out / "1.err").read_text().strip().splitlines()
+    assert "Traceback" not in first, first[-3000:]
+    assert lines[-1].startswith("error: storage: the disk is full"), first[-3000:]
+    assert "No space left on device" in lines[-1] and str(storage) in lines[-1], lines[-1]
+    assert (out / "left").read_text().split() == [], "partial or temporary folders left"
+    failed = _runs_of(out / "first", "full", "study")[0]
+    assert failed.info.status == "FAILED" and "the disk is full" in failed.data.tags["error"]
+
+    assert (out / "2.rc").read_text().strip() == "0", second[-3000:]
+    assert "1/1 trials FINISHED" in second, second[-3000:]
+    ended = [x for x in second.splitlines() if "teacher fine-tune defect/" in x and "finished after" in x]
+    assert len(ended) == 1, ended  # printed once (it was printed again while the cache was built)
+    parent = _runs_of(out / "second", "full", "study")[0]
+    assert parent.info.status == "FINISHED" and "error" not in parent.data.tags, parent.data.tags
+    # the store's MLflow files stay under the storage too (issue 24: /tmp/db_init_lock-<hash> for every store)
+    url = f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}"
+    assert not Path(f"/tmp/db_init_lock-{hashlib.md5(url.encode()).hexdigest()}").exists()

@@ -89,6 +89,9 @@ def parent_run(client: Any, exp_id: str, spec: Any) -> str:
     runs = tracking.runs_by_stage(client, exp_id, "study")
     if runs:
         client.update_run(runs[0].info.run_id, status="RUNNING")
+        # an earlier attempt's reason (a full disk) is not this attempt's: it sets its own when it fails
+        if "error" in runs[0].data.tags:
+            client.delete_tag(runs[0].info.run_id, "error")
         return runs[0].info.run_id
     tags = {
         "stage": "study",

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
-from orchestrator.core.paths import partial_folder, publish, teacher_complete
+from orchestrator.core.paths import teacher_complete, writing
 from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit
 from orchestrator.sweep.context import StudyContext
@@ -141,20 +141,21 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
                     for task in spec.tasks
                     for ex in load_data(task, data, data_seed, spec.max_samples).train
                 ]
-                partial = partial_folder(base)  # renamed into place when complete
-                create_random_teacher(
-                    partial,
-                    arch=t.source.split(":", 1)[1],
-                    num_layers=t.layers or 2,
-                    hidden_size=t.hidden or 64,
-                    num_heads=2,
-                    intermediate_size=2 * (t.hidden or 64),
-                    tokenizer_texts=texts,
-                    vocab_size=1000,
-                    num_labels=2,
-                    max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
-                )
-                publish(partial, base)
+                with writing(base) as partial:  # renamed into place when complete, removed if not
+                    create_random_teacher(
+                        partial,
+                        arch=t.source.split(":", 1)[1],
+                        num_layers=t.layers or 2,
+                        hidden_size=t.hidden or 64,
+                        num_heads=2,
+                        intermediate_size=2 * (t.hidden or 64),
+                        tokenizer_texts=texts,
+                        vocab_size=1000,
+                        num_labels=2,
+                        max_length=max(
+                            spec.teacher_train_for(t.name).max_length, spec.student_train.max_length
+                        ),
+                    )
             sources[t.name] = str(base)
         else:
             sources[t.name] = resolve_teacher(t.source)
