@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.paths import existing_store
-from orchestrator.study_index import remembered_storage
+from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -83,10 +83,13 @@ def remembered_for(study_arg: str) -> str | None:
     from orchestrator.design.study import load_spec
 
     try:
-        name = load_spec(study_arg).name
+        spec = load_spec(study_arg)
     except StudyError:
         return None  # reported when the study is loaded for real
-    found = remembered_storage(name)
+    try:  # the storage its file names, when the study ran there: another storage's study of that name is not it
+        found = remembered_storage(spec.name, spec.storage)
+    except SeveralStorages as err:
+        raise StudyError(str(err)) from None
     return str(found) if found else None
 
 
