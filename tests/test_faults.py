@@ -346,3 +346,45 @@ def test_full_disk_is_one_line_exit_2_and_the_rerun_after_making_room_finishes(t
     # the store's MLflow files stay under the storage too (issue 24: /tmp/db_init_lock-<hash> for every store)
     url = f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}"
     assert not Path(f"/tmp/db_init_lock-{hashlib.md5(url.encode()).hexdigest()}").exists()
+
+
+def test_copied_storage_writes_new_artifacts_into_its_own_path(tmp_path, local_data):
+    """Issue 24: the experiment's artifact location was the absolute path of the storage it was made in, so a copy
+    went on writing into the original. The first store is also made as an older version made it (absolute
+    ``file://`` locations) to check such a store is made relative when the copy is opened."""
+    import re
+    import shutil
+    import sqlite3
+
+    from orchestrator.analysis.agreement import local_artifact
+
+    first = tmp_path / "first"
+    path = write_study(tmp_path / "moved.yaml", local_data, methods=["ft"], storage=str(first))
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path)]
+    one = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    port = re.search(r"MLflow server \(started by this study, PID \d+\): http://127.0.0.1:(\d+)", one.stdout)[
+        1
+    ]
+    assert f"--port {port}   # then open http://127.0.0.1:{port}" in one.stdout  # its port, not 5000
+    assert f"the runs:  http://127.0.0.1:{port}/#/experiments/" in one.stdout
+    with sqlite3.connect(first / "mlflow" / "mlflow.db") as con:  # as a store made before this was
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            old = f"'{(first / 'mlflow' / 'artifacts').as_uri()}/' || substr({column}, 19)"
+            con.execute(f"UPDATE {table} SET {column} = {old} WHERE {column} LIKE 'mlflow-artifacts:/%'")  # noqa: S608
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(first), str(copy)], check=True)  # as a user copies it (Ray's sockets too)
+    shutil.rmtree(first)
+    write_study(
+        path, local_data, methods=["ft"], seeds=[0, 1], storage=str(copy)
+    )  # one seed more, on the copy
+    two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert not first.exists(), "the copy wrote into the old storage's path"
+    client = MlflowClient(local_store_uri(copy))
+    runs = _runs_of(copy, "moved", "student")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    for run in runs:  # the old run's and the new run's artifacts: under the copy, read without a server
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:/"), run.info.artifact_uri
+        found = local_artifact(client, run.info.run_id, "predictions/test.json")
+        assert found.is_file() and found.is_relative_to(copy / "mlflow" / "artifacts"), found

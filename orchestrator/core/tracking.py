@@ -3,6 +3,7 @@ a study resumable (a trial is done when its ``trial_key`` has a FINISHED ``stude
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -101,7 +102,9 @@ class MlflowServer:
             f"mlflow server did not answer at {self.uri} within {timeout:.0f} s; its log: {self.log}"
         )
 
-    def ui_command(self, port: int = 5000) -> str:
+    def ui_command(self, port: int | None = None) -> str:
+        """How to browse the store once this server is gone: on the port it used (free again then; 5000 may not be)."""
+        port = port or int(self.uri.rsplit(":", 1)[1])
         return (
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
@@ -169,11 +172,44 @@ def init_store(store_uri: str) -> None:
     db = Path(store_uri.removeprefix("sqlite:///"))
     with open(db.parent / ".init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if db.is_file() and db.stat().st_size > 0:
-            return  # made by an earlier study (or the one that held the lock): its server opens it as it is
+        if db.is_file() and db.stat().st_size > 0:  # made by an earlier study (or the one that held the lock)
+            portable_artifacts(db)
+            return
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
+
+
+PROXIED = "mlflow-artifacts:/"  # resolved by the serving server against its --artifacts-destination
+_OLD_ROOT = (
+    "/mlflow/artifacts/"  # where a store made before this held its artifacts: file://<storage>/mlflow/...
+)
+
+
+def portable_artifacts(db: Path) -> int:
+    """Make a store's artifact locations relative to the server that serves it: the experiments and runs of a store
+    made before the study's server proxied artifacts name ``file://<storage>/mlflow/artifacts/...``, the storage
+    it was made in, so a copied (or moved) storage would go on writing into the old one. They become
+    ``mlflow-artifacts:/...`` (the same files, found under whichever storage serves them). Run under the store's
+    init lock, before a server opens it; returns how many locations changed."""
+    import sqlite3
+    from urllib.parse import unquote
+
+    def relative(uri: str) -> str | None:
+        if not uri.startswith("file://") or _OLD_ROOT not in uri:
+            return None
+        return PROXIED + unquote(uri.split(_OLD_ROOT, 1)[1])
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
+        for table, column, key in (("experiments", "artifact_location", "experiment_id"), ("runs", "artifact_uri", "run_uuid")):  # fmt: skip
+            rows = con.execute(
+                f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE 'file://%'"
+            ).fetchall()  # noqa: S608 - fixed names
+            moved = [(new, k) for k, uri in rows if (new := relative(uri))]
+            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", moved)  # noqa: S608
+            changed += len(moved)
+    return changed
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

@@ -44,8 +44,9 @@ def _trials_link(outcome: Any) -> str:
     from orchestrator.sweep.mlflow_view import runs_url
 
     if outcome.ui_command.startswith("mlflow server"):
-        # the study's own server is gone when the summary prints: the link is for the UI command (port 5000)
-        return runs_url("http://127.0.0.1:5000", outcome.experiment_id)
+        # the study's own server is gone when the summary prints: the link is for the UI command, on its port
+        port = outcome.ui_command.split("--port ", 1)[1].split()[0]
+        return runs_url(f"http://127.0.0.1:{port}", outcome.experiment_id)
     if outcome.tracking_uri.startswith("http"):
         return runs_url(outcome.tracking_uri, outcome.experiment_id)
     return f"(open the UI, experiment '{outcome.name}', filter tags.stage = 'student')"
