@@ -307,6 +307,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     import numpy as np
 
     from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trainer import label_names
     from orchestrator.train.trial import load_data
     from tasks import get_task
 
@@ -346,16 +347,12 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     task = get_task(unit.task)
     headline = task.headline(task.metrics(logits.astype(np.float32), np.asarray(labels)), labels)
     tracking.log_metrics(client, rid, {f"test_{k}": v for k, v in headline.items()})
-    tracking.log_json_artifact(
-        client,
-        rid,
-        {
-            "idx": list(range(len(labels))),
-            "label": labels,
-            "pred": probs.argmax(-1).tolist(),
-            "probs": np.round(probs, 5).tolist(),
-        },
-        "predictions",
-        "test.json",
-    )
+    preds = {
+        "idx": list(range(len(labels))),
+        "label": labels,
+        "pred": probs.argmax(-1).tolist(),
+        "probs": np.round(probs, 5).tolist(),
+    }
+    preds.update(label_names(preds, task.label_names))
+    tracking.log_json_artifact(client, rid, preds, "predictions", "test.json")
     client.set_terminated(rid, "FINISHED")
