@@ -180,25 +180,22 @@ def init_store(store_uri: str) -> None:
         SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
 
 
-PROXIED = "mlflow-artifacts:/"  # resolved by the serving server against its --artifacts-destination
-_OLD_ROOT = (
-    "/mlflow/artifacts/"  # where a store made before this held its artifacts: file://<storage>/mlflow/...
-)
+_ARTIFACTS = "/mlflow/artifacts/"  # a study's own store keeps its artifacts in <storage>/mlflow/artifacts
 
 
 def portable_artifacts(db: Path) -> int:
-    """Make a store's artifact locations relative to the server that serves it: the experiments and runs of a store
-    made before the study's server proxied artifacts name ``file://<storage>/mlflow/artifacts/...``, the storage
-    it was made in, so a copied (or moved) storage would go on writing into the old one. They become
-    ``mlflow-artifacts:/...`` (the same files, found under whichever storage serves them). Run under the store's
-    init lock, before a server opens it; returns how many locations changed."""
+    """Make a copied (or moved) storage's artifact locations its own: its experiments and runs name
+    ``file://<storage it was made in>/mlflow/artifacts/...``, so the copy would go on writing into the original
+    (or fail where it is gone). Each such location is pointed at the same place under the storage that holds
+    ``db``. Run under the store's init lock, before a server opens it; returns how many locations changed."""
     import sqlite3
-    from urllib.parse import unquote
 
-    def relative(uri: str) -> str | None:
-        if not uri.startswith("file://") or _OLD_ROOT not in uri:
+    here = (db.parent / "artifacts").resolve().as_uri() + "/"
+
+    def moved(uri: str) -> str | None:
+        if not uri.startswith("file://") or _ARTIFACTS not in uri or uri.startswith(here):
             return None
-        return PROXIED + unquote(uri.split(_OLD_ROOT, 1)[1])
+        return here + uri.split(_ARTIFACTS, 1)[1]
 
     changed = 0
     with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
@@ -206,9 +203,9 @@ def portable_artifacts(db: Path) -> int:
             rows = con.execute(
                 f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE 'file://%'"
             ).fetchall()  # noqa: S608 - fixed names
-            moved = [(new, k) for k, uri in rows if (new := relative(uri))]
-            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", moved)  # noqa: S608
-            changed += len(moved)
+            updates = [(new, k) for k, uri in rows if (new := moved(uri))]
+            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)  # noqa: S608
+            changed += len(updates)
     return changed
 
 

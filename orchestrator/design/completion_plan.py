@@ -221,8 +221,8 @@ def _trial(
         "student_init": init,
     }  # fmt: skip
     return CompletionTrial(
-        kind="completion", trial_key=key, run_name=f"completion-{student}-{init.split(':')[0]}-{method}-{mode}-"
-        f"{t.name}-s{seed}", tags=tags, params=flat, teacher=t.name, student=student, method=method, seed=seed,
+        kind="completion", trial_key=key, run_name=f"{method} {student} {init.split(':')[0]} {mode} "
+        f"{t.name} s{seed}", tags=tags, params=flat, teacher=t.name, student=student, method=method, seed=seed,
         cpus=spec.trial_resources.cpu, scratch=str(scratch_dir(Path(spec.storage).resolve(), spec.name)),
         student_init=init, teacher_mode=mode, work=CompletionWork(lm, mode, caps, generation),
     )  # fmt: skip

@@ -106,12 +106,14 @@ def parent_run(client: Any, exp_id: str, spec: Any) -> str:
 
 
 def experiment(client: Any, spec: Any, uri: str, server: Any) -> str:
-    """The study's experiment id, created when new. With our own server its artifact location is the server's
-    ``mlflow-artifacts:/<id>``: the server writes them under its ``--artifacts-destination``, the storage's
-    ``mlflow/artifacts``, so a copied or moved storage writes into its own path (a store made before is made
-    relative the same way, ``tracking.portable_artifacts``), and the analysis reads them from there without a
-    server. A SQLite store keeps them beside the database (not ./mlruns); a user's server decides."""
+    """The study's experiment id, created with its artifact location when new: with our own server, artifacts go
+    straight to files under the storage path, so the SQLite store can be read (notebooks, --status, a plain
+    ``MlflowClient``) after the server is gone; a SQLite store keeps them beside the database (not ./mlruns); a
+    user's server decides. A copied or moved storage's locations are made its own before its server starts
+    (``tracking.portable_artifacts``)."""
     location = None
-    if server is None and uri.startswith("sqlite:///"):
+    if server:
+        location = (server.artifacts / spec.name).as_uri()
+    elif uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "artifacts" / spec.name).as_uri()
     return tracking.experiment_id(client, spec.name, artifact_location=location)
