@@ -1,6 +1,6 @@
 """The exact LM teacher cache: one teacher pass storing final hidden states, plus the output head, once.
 
-Why not logits (COMPLETION.md §3): a 50k-vocabulary distribution is ~100 KB per position in fp16, but a GPT-2's
+Why not logits (docs/COMPLETION_STUDY.md, "Stages"): a 50k-vocabulary distribution is ~100 KB per position in fp16, but a GPT-2's
 logits are exactly ``h @ W^T`` (a bias-free head tied to the embeddings), so the final hidden state ``h`` (after
 ``ln_f``; ``H`` numbers) plus one copy of ``W`` rebuilds the full distribution at any temperature, and ``h`` is also
 the cosine target of the DistilBERT loss. Stored per cache (under ``<storage>/teacher_cache/<key>/``):
