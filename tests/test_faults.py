@@ -125,6 +125,8 @@ def test_killed_trial_without_retries_is_failed_with_its_reason(tmp_path, local_
     reason = failed[0].data.tags["error"]
     assert "retried" not in reason and "worker" in reason and "died" in reason.lower(), reason
     assert "1 failed" in out and "trial failed for good" in out
+    assert "Traceback" not in err, err[-3000:]  # Tune's traceback of the dead worker: in the study's tune.log
+    assert "ActorDiedError" in (storage / "killed" / "tune.log").read_text()
     st = _driver(path, storage, "--status", "--json")
     import json
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.core import tracking
 from orchestrator.core.errors import StudyError, disk_full
-from orchestrator.core.log import log
+from orchestrator.core.log import log, tune_log
 from orchestrator.core.process import start_ray, study_env
 from orchestrator.sweep.context import StudyContext, StudyOutcome, experiment, parent_run
 
@@ -167,6 +167,7 @@ def run_stages(ctx: StudyContext) -> None:
 
     teacher_stages = {"classification": stages.teacher_stages, "completion": completion_stages.teacher_stages}
     teacher_stages[ctx.spec.kind](ctx)
-    stage_tuning(ctx)  # tuning: none (and every completion study): nothing to do
-    stage_trials(ctx)
+    with tune_log(Path(ctx.spec.study_dir) / "tune.log"):  # Tune's tracebacks: there, not on the console
+        stage_tuning(ctx)  # tuning: none (and every completion study): nothing to do
+        stage_trials(ctx)
     stage_finish(ctx)
