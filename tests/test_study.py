@@ -309,7 +309,7 @@ def test_notebooks_answer_the_questions_from_the_smoke_study(smoke_study, tmp_pa
     assert png.exists() and png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_trial_params_are_the_effective_method_hyperparameters_and_tuning_records_precision(tmp_path):
+def test_trial_params_are_the_effective_method_hyperparameters(tmp_path):
     """Issue 24: a trial's params named only the method_params a study set, so DIST's defaults (beta, gamma, tau)
     were nowhere in MLflow; a trial's params now hold every hyperparameter it ran with."""
     from kd_methods import get_method
