@@ -125,3 +125,31 @@ def test_the_module_entry_point(store: Path, tmp_path: Path) -> None:
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "study 'gone' is not in" in _one_line(out.stderr)
+
+
+def test_two_storages_with_a_study_of_one_name_keep_theirs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 24: the study index was keyed by study name, so a second storage's ``smoke`` redirected the first's
+    ``--status`` and notebooks. Keyed by storage, each study file finds its own; a bare name held by two storages
+    is one line naming both."""
+    from conftest import write_study
+
+    from orchestrator.study_index import remember_storage, remembered_storage
+    from orchestrator.sweep.report import remembered_for
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for storage in (a, b):
+        (storage / "mlflow").mkdir(parents=True)
+        MlflowClient(f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}").create_experiment("smoke")
+    files = {s: write_study(s / "smoke.yaml", tmp_path, storage=str(s)) for s in (a, b)}
+    remember_storage("smoke", a)
+    remember_storage("smoke", b)  # the later run, in another storage
+    assert remembered_for(str(files[a])) == str(a.resolve())  # not b's, the latest
+    assert remembered_for(str(files[b])) == str(b.resolve())
+    remember_storage("other", b)
+    assert remembered_storage("other") == b.resolve() and remembered_storage("nosuch") is None
+    status, err = _run(capsys, "notebooks", "--study", "smoke")
+    err = err.splitlines()[-1]  # (after MLflow's lines about creating the two stores above)
+    assert status == 2 and err.startswith("error: study 'smoke' ran in 2 storages")
+    assert str(a.resolve()) in err and str(b.resolve()) in err and "--storage" in err

@@ -51,7 +51,7 @@ EFS_OPTIONS = {
 }
 EFS_SOURCE_RE = re.compile(r"^fs-[0-9a-fA-FX]+\.efs\.(?P<region>[a-z]{2}(-[a-z]+)+-\d)\.amazonaws\.com:/$")
 
-# The project's reference interpreter (the .venv the tests run in, ENVIRONMENT.md); the image's
+# The project's reference interpreter (the venv the tests run in, docs/cluster.md); the image's
 # Python must be this one so that pickled objects and installed wheels agree across nodes.
 PY_TAG = "py311"
 IMAGE_RE = re.compile(r"^rayproject/ray:(?P<ray>\d+\.\d+\.\d+)-py(?P<py>\d+)-(?P<platform>gpu|cu\d+)$")

@@ -73,6 +73,7 @@ def test_every_teacher_mode_finishes_with_es_em_and_the_contract_tags(smoke):
             and t["study"] == "completion-smoke"
         )
         assert t["method"] == ("lm_only" if t["teacher_mode"] == "none" else "distil")
+        assert r.info.run_name.startswith(f"{m['test_score']:.1f} {t['method']} ")  # score first (issue 24)
         assert {"teacher", "student", "seed", "trial_key"} <= set(t)
         assert 0 <= m["test_es"] <= 100 and 0 <= m["test_em"] <= 100 and m["test_score"] == m["test_es"]
         assert m["student_params"] > 0 and m["model_mb"] > 0 and m["inference_samples_per_s"] > 0

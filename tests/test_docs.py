@@ -62,3 +62,24 @@ def test_the_notebooks_readme_lists_every_notebook_and_no_wrong_count() -> None:
             assert stated == len(on_disk), f"{path.name} says {word} notebooks; there are {len(on_disk)}"
     readme_main = (ROOT / "README.md").read_text(encoding="utf-8")
     assert not re.search(r"all (" + "|".join(NUMBERS) + r")\b", readme_main.split("## The answers")[1][:600])
+
+
+def test_code_names_docs_by_their_path_in_the_repository() -> None:
+    """A comment or docstring that sends a reader to a Markdown file names it as the repository has it
+    (``docs/<NAME>.md``, not the bare name, nor a design note that is not in the repository), and no code or doc
+    names a machine's scratch folders (the shared folder under /work, /tmp's diagnosis folder)."""
+    md = re.compile(r"(?<![\w./-])([\w/.-]*[A-Z][A-Z_]+\.md)\b")
+    scratch = re.compile("/work/" + "shared|/tmp/" + "diag")  # (spelt in two: this line is not a mention)
+    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".yaml", ".yml", ".sh", ".toml")]
+    bad = []
+    for path in files:
+        if {".git", ".venv", "node_modules", "data"} & set(path.relative_to(ROOT).parts):
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            refs = md.findall(line) if path.suffix == ".py" else []
+            for ref in refs:
+                if not (ROOT / ref).is_file() and not (path.parent / ref).is_file():
+                    bad.append(f"{path.relative_to(ROOT)}:{n}: {ref}")
+            if scratch.search(line):
+                bad.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)

@@ -79,3 +79,27 @@ def test_completion_score_on_a_missing_file(tmp_path: Path) -> None:
         tmp_path, "tasks.completion", "score", "--answers", str(missing), "--predictions", "p.txt"
     )
     assert str(missing) in line
+
+
+def test_a_full_disk_is_recognised_however_deep_the_ray_tasks_wrapped_it(tmp_path: Path) -> None:
+    """The cache build's shards run as Ray tasks inside the cache unit's Ray task: the driver sees a task error
+    wrapping a task error wrapping numpy's short write (no errno) or the OSError that names the shard's file."""
+    import errno
+
+    from ray.exceptions import RayTaskError
+
+    from orchestrator.core.errors import disk_full
+
+    def wrapped(cause: BaseException) -> BaseException:
+        inner = RayTaskError("build_shard", "tb", cause)
+        return RayTaskError("_build_cache_unit", "tb", inner.as_instanceof_cause())
+
+    shard = tmp_path / "teacher_cache" / "x" / "logits.npy"
+    named = disk_full(wrapped(OSError(errno.ENOSPC, "No space left on device", str(shard))), tmp_path)
+    assert named is not None and f"writing {shard}" in str(named), named
+    quota = disk_full(wrapped(OSError(errno.EDQUOT, "Disk quota exceeded")), tmp_path)
+    assert quota is not None and "Disk quota exceeded" in str(quota) and f"under {tmp_path}" in str(quota)
+    short = disk_full(wrapped(OSError("531729 requested and 277472 written")), tmp_path)
+    assert short is not None and str(short).startswith("storage: the disk is full")
+    assert disk_full(wrapped(OSError(errno.ENOENT, "No such file or directory")), tmp_path) is None
+    assert disk_full(ValueError("bad value"), tmp_path) is None

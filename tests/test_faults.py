@@ -125,6 +125,8 @@ def test_killed_trial_without_retries_is_failed_with_its_reason(tmp_path, local_
     reason = failed[0].data.tags["error"]
     assert "retried" not in reason and "worker" in reason and "died" in reason.lower(), reason
     assert "1 failed" in out and "trial failed for good" in out
+    assert "Traceback" not in err, err[-3000:]  # Tune's traceback of the dead worker: in the study's tune.log
+    assert "ActorDiedError" in (storage / "killed" / "tune.log").read_text()
     st = _driver(path, storage, "--status", "--json")
     import json
 
@@ -305,3 +307,80 @@ def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, l
         assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
         log = storage / "mlflow" / f"server-{name}.log"
         assert log.is_file() and "already exists" not in log.read_text()
+
+
+def test_full_disk_is_one_line_exit_2_and_the_rerun_after_making_room_finishes(tmp_path, local_data):
+    """A storage on a 16 MiB tmpfs (its own, in a user namespace): the 9 MiB fine-tuned teacher does not fit beside
+    the 9 MiB base teacher and the store. Then the same tmpfs is made larger (room made) and the study run again."""
+    import hashlib
+
+    big = {"name": "tiny", "source": "random:roberta", "layers": 4, "hidden": 256}  # 2.4M params, 9.4 MiB
+    path = write_study(tmp_path / "full.yaml", local_data, methods=["kd"], teachers=[big])
+    mount, out = tmp_path / "disk", tmp_path / "out"
+    mount.mkdir()
+    out.mkdir()
+    storage = mount / "runs"
+    study = f"{sys.executable} -m orchestrator.study {path} --storage {storage}"
+    script = (
+        f"mount -t tmpfs -o size=16m tmpfs {mount} && cd {ROOT} && "
+        f"{{ {study} >{out}/1.out 2>{out}/1.err; echo $? >{out}/1.rc; }}; "
+        f"find {storage} -name '*.partial-*' -o -name '*.tmp-*' >{out}/left; cp -a {storage} {out}/first; "
+        f"mount -o remount,size=64m {mount} && {study} >{out}/2.out 2>{out}/2.err; echo $? >{out}/2.rc; "
+        f"cp -a {storage} {out}/second"
+    )
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], timeout=600, check=True)
+    first, second = ((out / f"{n}.out").read_text() + (out / f"{n}.err").read_text() for n in (1, 2))
+    assert (out / "1.rc").read_text().strip() == "2", first[-3000:]
+    lines = (out / "1.err").read_text().strip().splitlines()
+    assert "Traceback" not in first, first[-3000:]
+    assert lines[-1].startswith("error: storage: the disk is full"), first[-3000:]
+    assert "No space left on device" in lines[-1] and str(storage) in lines[-1], lines[-1]
+    assert (out / "left").read_text().split() == [], "partial or temporary folders left"
+    failed = _runs_of(out / "first", "full", "study")[0]
+    assert failed.info.status == "FAILED" and "the disk is full" in failed.data.tags["error"]
+
+    assert (out / "2.rc").read_text().strip() == "0", second[-3000:]
+    assert "1/1 trials FINISHED" in second, second[-3000:]
+    ended = [x for x in second.splitlines() if "teacher fine-tune defect/" in x and "finished after" in x]
+    assert len(ended) == 1, ended  # printed once (it was printed again while the cache was built)
+    parent = _runs_of(out / "second", "full", "study")[0]
+    assert parent.info.status == "FINISHED" and "error" not in parent.data.tags, parent.data.tags
+    # the store's MLflow files stay under the storage too (issue 24: /tmp/db_init_lock-<hash> for every store)
+    url = f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}"
+    assert not Path(f"/tmp/db_init_lock-{hashlib.md5(url.encode()).hexdigest()}").exists()
+
+
+def test_copied_storage_writes_new_artifacts_into_its_own_path(tmp_path, local_data):
+    """Issue 24: the experiment's artifact location is the absolute path of the storage it was made in, so a copy
+    went on writing into the original. The copy's store is made its own when a study starts on it."""
+    import re
+    import shutil
+
+    first = tmp_path / "first"
+    path = write_study(tmp_path / "moved.yaml", local_data, methods=["ft"], storage=str(first))
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path)]
+    one = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    port = re.search(r"MLflow server \(started by this study, PID \d+\): http://127.0.0.1:(\d+)", one.stdout)[
+        1
+    ]
+    assert f"--port {port}   # then open http://127.0.0.1:{port}" in one.stdout  # its port, not 5000
+    assert f"the runs:  http://127.0.0.1:{port}/#/experiments/" in one.stdout
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", str(first), str(copy)], check=True)  # as a user copies it (Ray's sockets too)
+    shutil.rmtree(first)
+    write_study(
+        path, local_data, methods=["ft"], seeds=[0, 1], storage=str(copy)
+    )  # one seed more, on the copy
+    two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert not first.exists(), "the copy wrote into the old storage's path"
+    client = MlflowClient(local_store_uri(copy))
+    runs = _runs_of(copy, "moved", "student")
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED"]
+    here = (copy / "mlflow" / "artifacts").as_uri()
+    assert client.get_experiment_by_name("moved").artifact_location.startswith(here)
+    for run in runs:  # the old run's and the new run's artifacts: under the copy, read by a plain client
+        assert run.info.artifact_uri.startswith(here), run.info.artifact_uri
+        names = {a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
+        assert names == {"predictions/test.json"}, names

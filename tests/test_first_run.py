@@ -74,6 +74,10 @@ def test_wait_logging_prints_each_new_epoch_once(tmp_path: Path) -> None:
         said: list[str] = []
         ref = ray.remote(num_cpus=0)(work).remote(str(tmp_path))
         assert wait_logging(ref, tmp_path, said.append, every=0.3) == 7
+        # the next unit's wait (the cache build after the fine-tune) prints its own unit only: the finished
+        # fine-tune still in the folder was printed already (issue 24: "finished" printed twice)
+        later: list[str] = []
+        assert wait_logging(ray.put(8), tmp_path, later.append, every=0.3) == 8
     finally:
         if started:
             ray.shutdown()
@@ -83,6 +87,7 @@ def test_wait_logging_prints_each_new_epoch_once(tmp_path: Path) -> None:
         "teacher fine-tune exception/t: 2/2 epochs",  # and finished
     ]
     assert "finished after" in said[-1] and "finished" not in said[1]
+    assert later == []
 
 
 def test_scores_per_method_count_runs_at_their_baseline_and_advise() -> None:

@@ -307,3 +307,18 @@ def test_notebooks_answer_the_questions_from_the_smoke_study(smoke_study, tmp_pa
         assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), path.name
     png = tmp_path / "figures" / "figure2.png"
     assert png.exists() and png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trial_params_are_the_effective_method_hyperparameters(tmp_path):
+    """Issue 24: a trial's params named only the method_params a study set, so DIST's defaults (beta, gamma, tau)
+    were nowhere in MLflow; a trial's params now hold every hyperparameter it ran with."""
+    from kd_methods import get_method
+
+    spec = load_spec("smoke").model_copy(
+        update={"methods": ["ft", "dist"], "method_params": {"dist": {"beta": 2.0}}, "storage": str(tmp_path)}
+    )
+    trials = {t.method: t for t in build_plan(spec).trials}
+    dist = trials["dist"].params
+    assert dist["method.beta"] == 2.0  # the study's value wins
+    assert {f"method.{k}" for k in get_method("dist").defaults} <= set(dist)
+    assert dist["method.gamma"] == get_method("dist").defaults["gamma"]

@@ -277,3 +277,17 @@ def test_build_reports_each_shard_built(tiny_teacher, data, tmp_path):
     )
     shards = sum(len(v) for v in json.loads((report.path / "manifest.json").read_text())["shards"].values())
     assert shards > 3 and calls == [(i, shards) for i in range(1, shards + 1)]
+
+
+def test_a_build_that_fails_half_way_leaves_no_temporary_folder(tiny_teacher, data, tmp_path):
+    """Issue 24: a cache build that ran out of disk left its ``.<key>.tmp-*`` folder for good. Any failure after
+    the first shard (here the progress callback raising, as Ctrl-C would) removes it; the next build completes."""
+    request = CacheRequest(str(tiny_teacher), "exception", SPEC, MAXLEN, batch_size=7, shard_samples=16)
+
+    def fail(done: int, total: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        get_or_build(request, data, 20, tmp_path, use_ray=False, progress=fail)
+    assert list((tmp_path / "teacher_cache").iterdir()) == []
+    assert get_or_build(request, data, 20, tmp_path, use_ray=False).built

@@ -68,6 +68,9 @@ def test_best_checkpoint_is_safetensors_and_test_uses_it(local_data, tmp_path):
     assert saved["best_epoch"] == result.best_epoch and saved["params"] == result.params
     preds = json.loads((tmp_path / "out" / "test_predictions.json").read_text())
     assert len(preds["pred"]) == len(prepared.encoded["test"]) == len(preds["probs"])
+    names = get_task("exception").label_names  # the indices' names beside them (issue 24)
+    assert preds["label_name"] == [names[i] for i in preds["label"]] and len(set(preds["label_name"])) > 1
+    assert preds["pred_name"] == [names[i] for i in preds["pred"]]
 
 
 def test_measures_teacher_time_throughput_and_size(local_data, tiny_teacher, tmp_path):

@@ -157,6 +157,9 @@ def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
             and "best_val_selection_score" in r.data.metrics
         )
         assert not [m for m in r.data.metrics if m.startswith("test_")]  # never in an RQ table
+        assert (
+            r.data.params["precision"] == "fp32"
+        )  # as final runs record it, ASHA-stopped ones too (issue 24)
         assert {"val_selection_score", "val_accuracy"} <= set(r.data.metrics)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.study_index import remembered_storage
+from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
 class StoreNotFound(LookupError):
@@ -25,7 +25,10 @@ def store_uri(study: str, storage: str | None) -> str:
         where = f"MLFLOW_TRACKING_URI={uri}"
         _check_reachable(uri)
     else:
-        remembered = remembered_storage(study)
+        try:
+            remembered = None if storage else remembered_storage(study)
+        except SeveralStorages as err:  # two storages hold a study of that name: not guessed
+            raise StoreNotFound(str(err)) from None
         root = Path(storage) if storage else (remembered or Path("runs"))
         how = "--storage" if storage else ("remembered from its run" if remembered else "the default")
         db = root.resolve() / "mlflow" / "mlflow.db"

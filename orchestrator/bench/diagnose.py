@@ -8,7 +8,7 @@
 Both use ``kd_methods.diagnostics.term_breakdown``: each weighted term's value and the L2 norm of the gradient it
 alone induces on the student's (and the method's own) parameters, before clipping.
 
-``--mode init`` ("Loss scales at the defaults"): every run configuration of METHODS.md's table (``INIT_RUNS``, or
+``--mode init`` ("Loss scales at the defaults"): every run configuration of docs/METHODS.md's table (``INIT_RUNS``, or
 ``--method`` with ``--param``s) on one batch at initialisation, no training. A randomly initialised student
 (``--student``, default roberta-7m), train mode; batch 16 of random token ids, lengths 40..128 (128 max), 2 classes;
 as the teacher a random 12-layer, 256-wide RoBERTa for the hidden states (token and [CLS]); teacher logits with a
@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# METHODS.md's "Loss scales at the defaults": (row label, method, params).
+# docs/METHODS.md's "Loss scales at the defaults": (row label, method, params).
 INIT_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("FT", "ft", {}),
     ("KD T 10 (default, no T^2)", "kd", {}),

@@ -4,7 +4,7 @@ in one run (the models branch's ``orchestrator.train.lm_bench``, whose modes tak
 CPU's load hits them alike).
 
 Sizes map onto ``lm_bench``'s configurations: ``tiny`` -> tiny (tests), ``default`` -> cpu (a 6 x 256 code GPT-2,
-8k vocabulary, 256-token blocks: COMPLETION.md §5.3), ``paper`` -> gpt2 (12 x 768, 50,257 vocabulary, 1,024 tokens:
+8k vocabulary, 256-token blocks: docs/COMPLETION_STUDY.md), ``paper`` -> gpt2 (12 x 768, 50,257 vocabulary, 1,024 tokens:
 a GPU).
 """
 

@@ -213,7 +213,7 @@ def _ci(m: dict[str, Any]) -> str:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    """The README's and METHODS.md's tables of a check's JSON (``python -m orchestrator.bench.transfer_report``)."""
+    """The README's and docs/METHODS.md's tables of a check's JSON (``python -m orchestrator.bench.transfer_report``)."""
     t, ft, v = r["teacher"], r["ft"], r["verdict"]
     ok = {True: "PASS", False: "FAIL"}
     lines = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -126,7 +128,14 @@ def build_shard(
     files = {}
     for name, arr in fields.items():
         path = out / f"{name}.npy"
-        np.save(path, arr)
+        try:
+            np.save(path, arr)
+        except (
+            OSError
+        ) as err:  # numpy's short write ("N requested and M written") sets no errno nor file name
+            if err.errno is not None:
+                raise
+            raise OSError(errno.ENOSPC, f"No space left on device ({err})", str(path)) from err
         files[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "shape": list(arr.shape)}
     return {"files": files, "samples": len(ids), "tokens": int(sum(map(len, ids))), "seconds": seconds}
 
@@ -186,11 +195,18 @@ def _run_shards(
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=2)(build_shard)
         refs = [remote.remote(*a) for a in shard_args]
-        left = list(refs)
-        while progress is not None and left:
-            _, left = ray.wait(left, num_returns=1)
-            progress(len(refs) - len(left), len(refs))
-        return ray.get(refs)
+        try:
+            left = list(refs)
+            while progress is not None and left:
+                _, left = ray.wait(left, num_returns=1)
+                progress(len(refs) - len(left), len(refs))
+            return ray.get(refs)
+        except BaseException:  # one shard failed (a full disk): the others end before the folder is removed
+            for ref in refs:
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            ray.wait(refs, num_returns=len(refs), timeout=30)
+            raise
     out = []
     for a in shard_args:
         out.append(build_shard(*a))
@@ -226,8 +242,36 @@ def get_or_build(
     start = time.perf_counter()
     encoded = _encode_splits(request.teacher_dir, data, num_labels, request.max_length)
     tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-    jobs = _shard_jobs(request, encoded)
+    try:
+        manifest = _build_into(tmp, key, request, encoded, num_labels, data_fingerprint, use_ray, device,
+                               gpus_per_task, progress)  # fmt: skip
+    except BaseException:  # a full disk, a failed shard, Ctrl-C: no half-built folder is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest["build_seconds"] = time.perf_counter() - start
+    total = manifest["bytes"]
+    try:
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not path.exists():
+            raise  # the manifest did not fit on the disk
+        # Another builder finished first: keep theirs, drop ours (both hold the same content).
+        return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
+    _log_pass(storage, key, request)
+    return BuildReport(
+        path, key, built=True, seconds=manifest["build_seconds"], bytes=total, rebuilt_reason=reason
+    )
 
+
+def _build_into(
+    tmp: Path, key: str, request: CacheRequest, encoded: dict[str, list[list[int]]], num_labels: int,
+    data_fingerprint: str, use_ray: bool | None, device: str, gpus_per_task: float | None,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every shard written under ``tmp``; returns the cache's manifest (without its build time)."""
+    jobs = _shard_jobs(request, encoded)
     shard_args = [
         (
             request.teacher_dir,
@@ -241,13 +285,12 @@ def get_or_build(
         for split, s0, s1 in jobs
     ]
     results = _run_shards(shard_args, use_ray, gpus_per_task, progress)
-
     shards: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     total = 0
     for (split, s0, s1), res in zip(jobs, results, strict=True):
         shards[split].append({"dir": f"{split}/shard-{s0:09d}", "start": s0, "end": s1, **res})
         total += sum(f["bytes"] for f in res["files"].values())
-    manifest = {
+    return {
         "format": CACHE_FORMAT,
         "key": key,
         "request": request.manifest_request(),
@@ -256,20 +299,8 @@ def get_or_build(
         "samples": {s: len(encoded[s]) for s in SPLITS},
         "shards": shards,
         "bytes": total,
-        "build_seconds": time.perf_counter() - start,
         "teacher_passes": 1,
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        # Another builder finished first: keep theirs, drop ours (both hold the same content).
-        shutil.rmtree(tmp, ignore_errors=True)
-        return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
-    _log_pass(storage, key, request)
-    return BuildReport(
-        path, key, built=True, seconds=manifest["build_seconds"], bytes=total, rebuilt_reason=reason
-    )
 
 
 def _log_pass(storage: str | Path, key: str, request: CacheRequest) -> None:

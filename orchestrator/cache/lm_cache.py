@@ -1,6 +1,6 @@
 """The exact LM teacher cache: one teacher pass storing final hidden states, plus the output head, once.
 
-Why not logits (COMPLETION.md §3): a 50k-vocabulary distribution is ~100 KB per position in fp16, but a GPT-2's
+Why not logits (docs/COMPLETION_STUDY.md, "Stages"): a 50k-vocabulary distribution is ~100 KB per position in fp16, but a GPT-2's
 logits are exactly ``h @ W^T`` (a bias-free head tied to the embeddings), so the final hidden state ``h`` (after
 ``ln_f``; ``H`` numbers) plus one copy of ``W`` rebuilds the full distribution at any temperature, and ``h`` is also
 the cosine target of the DistilBERT loss. Stored per cache (under ``<storage>/teacher_cache/<key>/``):
@@ -197,41 +197,47 @@ def get_or_build_lm(
         teacher = LMTeacher.load(request.teacher_dir, trust_remote_code=request.trust_remote_code)
     teacher = teacher.to(dev).eval()
     tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
-    shards = []
-    for s0 in range(0, len(blocks), request.shard_blocks):
-        s1 = min(len(blocks), s0 + request.shard_blocks)
-        entry = _write_shard(teacher, blocks, s0, s1, tmp / "train" / f"shard-{s0:09d}", request)
-        entry["tokens"] = int(blocks.mask[s0:s1].sum())
-        shards.append({"dir": f"train/shard-{s0:09d}", **entry})
-    head_entry: dict[str, Any] = {}
-    if not request.topk:  # the exact cache rebuilds logits from h with the head; top-k needs neither
-        head = {k: v.float().cpu().contiguous() for k, v in teacher.head().items()}
-        save_file(head, str(tmp / HEAD_FILE))
-        head_bytes = (tmp / HEAD_FILE).stat().st_size
-        head_entry = {"file": HEAD_FILE, "sha256": sha256_file(tmp / HEAD_FILE), "bytes": head_bytes}
-    total = head_entry.get("bytes", 0) + sum(f["bytes"] for sh in shards for f in sh["files"].values())
-    manifest = {
-        "format": LM_CACHE_FORMAT,
-        "kind": "lm",
-        "key": key,
-        "request": asdict(request),
-        "signals": request.signals,
-        "approximate": bool(request.topk),
-        "data_fingerprint": data_fp,
-        "samples": {"train": len(blocks)},
-        "shards": {"train": shards},
-        "head": head_entry,
-        "num_layers": teacher.shape.num_layers,
-        "hidden_size": teacher.shape.hidden_size,
-        "vocab_size": teacher.vocab_size,
-        "bytes": total,
-        "build_seconds": time.perf_counter() - start,
-        "teacher_passes": 1,
-    }
-    if request.topk:  # the share of the teacher's probability the top-k keep, mean over real tokens, per T
-        kept = np.sum([sh.pop("mass_kept_sum") for sh in shards], axis=0) / max(blocks.tokens, 1)
-        manifest["mass_kept"] = {f"{t:g}": float(m) for t, m in zip(request.lse_temperatures, kept)}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    try:  # a full disk (or Ctrl-C) leaves no half-built folder behind
+        shards = []
+        for s0 in range(0, len(blocks), request.shard_blocks):
+            s1 = min(len(blocks), s0 + request.shard_blocks)
+            entry = _write_shard(teacher, blocks, s0, s1, tmp / "train" / f"shard-{s0:09d}", request)
+            entry["tokens"] = int(blocks.mask[s0:s1].sum())
+            shards.append({"dir": f"train/shard-{s0:09d}", **entry})
+        head_entry: dict[str, Any] = {}
+        if not request.topk:  # the exact cache rebuilds logits from h with the head; top-k needs neither
+            head = {k: v.float().cpu().contiguous() for k, v in teacher.head().items()}
+            save_file(head, str(tmp / HEAD_FILE))
+            head_bytes = (tmp / HEAD_FILE).stat().st_size
+            head_entry = {"file": HEAD_FILE, "sha256": sha256_file(tmp / HEAD_FILE), "bytes": head_bytes}
+        total = head_entry.get("bytes", 0) + sum(f["bytes"] for sh in shards for f in sh["files"].values())
+        manifest = {
+            "format": LM_CACHE_FORMAT,
+            "kind": "lm",
+            "key": key,
+            "request": asdict(request),
+            "signals": request.signals,
+            "approximate": bool(request.topk),
+            "data_fingerprint": data_fp,
+            "samples": {"train": len(blocks)},
+            "shards": {"train": shards},
+            "head": head_entry,
+            "num_layers": teacher.shape.num_layers,
+            "hidden_size": teacher.shape.hidden_size,
+            "vocab_size": teacher.vocab_size,
+            "bytes": total,
+            "build_seconds": time.perf_counter() - start,
+            "teacher_passes": 1,
+        }
+        if (
+            request.topk
+        ):  # the share of the teacher's probability the top-k keep, mean over real tokens, per T
+            kept = np.sum([sh.pop("mass_kept_sum") for sh in shards], axis=0) / max(blocks.tokens, 1)
+            manifest["mass_kept"] = {f"{t:g}": float(m) for t, m in zip(request.lse_temperatures, kept)}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, path)
     except OSError:  # another builder finished first: keep theirs (same content)

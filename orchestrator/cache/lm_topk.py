@@ -1,4 +1,4 @@
-"""``cached-topk``: the compact, APPROXIMATE LM cache signal (COMPLETION.md §3.5, option 2).
+"""``cached-topk``: the compact, APPROXIMATE LM cache signal (docs/COMPLETION_STUDY.md, "Study file").
 
 Per position: the teacher's k largest logits (stored in the cache dtype) with their token ids (uint16 when the
 vocabulary fits, else int32), and the exact log-sum-exp of the full logits at each listed temperature (float32).

@@ -3,9 +3,13 @@ traceback (``--debug`` prints it too). Anything else is a bug and keeps its trac
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 USER_ERROR = 2
 
@@ -36,3 +40,45 @@ def run_guarded(
             traceback.print_exc()
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return USER_ERROR
+
+
+# How a full disk (or an exhausted quota) reads in the errors of the writers a study uses: an OSError's errno, a short
+# write of numpy's (errno unset), safetensors' Rust io error, SQLite (the MLflow store).
+_FULL_ERRNOS = (28, 122)  # ENOSPC, EDQUOT
+_FULL_TEXT = re.compile(
+    r"No space left on device|Disk quota exceeded|StorageFull|QuotaExceeded|database or disk is full"
+    r"|\d+ requested and \d+ written"
+)
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and what it wraps: causes, contexts, and a Ray task error's ``cause`` (a fault in a Ray task nested
+    in another arrives wrapped twice)."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+
+
+def disk_full(err: BaseException, storage: str | Path) -> StudyError | None:
+    """A full disk anywhere in ``err`` as the user's one line (naming the file being written when known, else the
+    storage), or None when ``err`` is something else."""
+    for e in _chain(err):
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+            what = os.strerror(e.errno)
+        elif isinstance(e, BaseException) and _FULL_TEXT.search(str(e)):
+            what = "No space left on device"
+        else:
+            continue
+        where = f"writing {e.filename}" if getattr(e, "filename", None) else f"under {storage}"
+        free = shutil.disk_usage(storage).free if Path(storage).exists() else 0
+        return StudyError(
+            f"storage: the disk is full ({what}) {where}, {free / 2**20:.1f} MiB free; make room there (or pass "
+            "another --storage) and run the same command again"
+        )
+    return None

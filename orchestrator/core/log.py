@@ -3,9 +3,13 @@ transformers progress bars) unless ``--verbose``."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 VERBOSE_ENV = "KDSTUDY_VERBOSE"
 QUIET = {
@@ -40,3 +44,26 @@ def verbose() -> bool:
 def tune_verbosity() -> int:
     """Ray Tune's ``RunConfig.verbose``: 0 (silent; our own progress lines) unless ``--verbose`` (2: its tables)."""
     return 2 if verbose() else 0
+
+
+@contextlib.contextmanager
+def tune_log(path: Path) -> Iterator[None]:
+    """Ray Tune's own log records (a dead worker's traceback, "Trials did not complete") into ``path``, not the
+    console, while the block runs: the study prints one line per failed trial and keeps its reason in MLflow.
+    ``--verbose`` leaves them on the console too."""
+    if verbose():
+        yield
+        return
+    logger = logging.getLogger("ray.tune")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    before = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False  # Ray's console handler sits on the "ray" logger above
+    try:
+        yield
+    finally:
+        logger.propagate = before
+        logger.removeHandler(handler)
+        handler.close()

@@ -58,6 +58,19 @@ def partial_folder(final: str | Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
 
 
+@contextlib.contextmanager
+def writing(final: str | Path) -> Iterator[Path]:
+    """A partial folder for ``final`` (``partial_folder``), published when the block completes and removed when it
+    raises (a full disk, Ctrl-C): nothing half-written is left beside ``final``."""
+    partial = partial_folder(final)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    publish(partial, final)
+
+
 def publish(partial: Path, final: str | Path) -> Path:
     """Move a complete ``partial`` folder to ``final`` (replacing what is there: a stale or half-written copy)."""
     final = Path(final)

@@ -10,9 +10,7 @@ from pathlib import Path
 from orchestrator.core.log import QUIET, VERBOSE_ENV, log, verbose
 from orchestrator.core.paths import ray_temp_dir, remove_link
 
-LOOPBACK = (
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: a Ray started here listens on 127.0.0.1 only (ENVIRONMENT.md)
-)
+LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: a Ray started here listens on 127.0.0.1 only (docs/ARCHITECTURE.md)
 
 
 def study_env(address: str | None = None) -> None:

@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# What the driver printed of each progress folder, across its waits: the teacher stage's finished fine-tune is still
+# in the folder while the driver waits for the cache build, and is not printed a second time.
+_PRINTED: dict[str, dict[tuple[str, str], tuple[int, int, bool]]] = {}
 
 
 def progress_dir(storage: str | Path, study: str) -> Path:
@@ -106,6 +109,7 @@ def stage_line(state: dict[str, Any]) -> str:
 
 def clear(folder: str | Path) -> None:
     """Forget the states a killed driver's units left (a new driver starts with none in progress)."""
+    _PRINTED.pop(str(Path(folder).resolve()), None)
     for path in Path(folder).glob("*.json*") if Path(folder).is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -115,7 +119,7 @@ def wait_logging(ref: Any, folder: str | Path, say: Callable[[str], None], every
     """``ray.get(ref)``, printing each unit's new state in ``folder`` as one line while waiting."""
     import ray
 
-    seen: dict[tuple[str, str], tuple[int, int, bool]] = {}
+    seen = _PRINTED.setdefault(str(Path(folder).resolve()), {})
     while True:
         ready, _ = ray.wait([ref], timeout=every)
         for s in read_stages(folder):

@@ -3,6 +3,7 @@ a study resumable (a trial is done when its ``trial_key`` has a FINISHED ``stude
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -101,7 +102,9 @@ class MlflowServer:
             f"mlflow server did not answer at {self.uri} within {timeout:.0f} s; its log: {self.log}"
         )
 
-    def ui_command(self, port: int = 5000) -> str:
+    def ui_command(self, port: int | None = None) -> str:
+        """How to browse the store once this server is gone: on the port it used (free again then; 5000 may not be)."""
+        port = port or int(self.uri.rsplit(":", 1)[1])
         return (
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
@@ -169,11 +172,41 @@ def init_store(store_uri: str) -> None:
     db = Path(store_uri.removeprefix("sqlite:///"))
     with open(db.parent / ".init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if db.is_file() and db.stat().st_size > 0:
-            return  # made by an earlier study (or the one that held the lock): its server opens it as it is
+        if db.is_file() and db.stat().st_size > 0:  # made by an earlier study (or the one that held the lock)
+            portable_artifacts(db)
+            return
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
         SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
+
+
+_ARTIFACTS = "/mlflow/artifacts/"  # a study's own store keeps its artifacts in <storage>/mlflow/artifacts
+
+
+def portable_artifacts(db: Path) -> int:
+    """Make a copied (or moved) storage's artifact locations its own: its experiments and runs name
+    ``file://<storage it was made in>/mlflow/artifacts/...``, so the copy would go on writing into the original
+    (or fail where it is gone). Each such location is pointed at the same place under the storage that holds
+    ``db``. Run under the store's init lock, before a server opens it; returns how many locations changed."""
+    import sqlite3
+
+    here = (db.parent / "artifacts").resolve().as_uri() + "/"
+
+    def moved(uri: str) -> str | None:
+        if not uri.startswith("file://") or _ARTIFACTS not in uri or uri.startswith(here):
+            return None
+        return here + uri.split(_ARTIFACTS, 1)[1]
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
+        for table, column, key in (("experiments", "artifact_location", "experiment_id"), ("runs", "artifact_uri", "run_uuid")):  # fmt: skip
+            rows = con.execute(
+                f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE 'file://%'"
+            ).fetchall()  # noqa: S608 - fixed names
+            updates = [(new, k) for k, uri in rows if (new := moved(uri))]
+            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)  # noqa: S608
+            changed += len(updates)
+    return changed
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

@@ -24,9 +24,9 @@ from orchestrator.design.units import CompletionTrial, LMCacheUnit, LMTeacherUni
 # layers, hidden, vocab (CodeXGLUE's tokens included), positions of the hub teachers the profiles name.
 KNOWN_LM_TEACHERS = {"microsoft/CodeGPT-small-py": (12, 768, 50_234, 1024)}
 PY150_CODE_TOKENS = (
-    72_100_000  # py150 train (95k files, COMPLETION.md §5.1), when the data are not on this machine
+    72_100_000  # py150 train (95k files, docs/COMPLETION_TASK.md), when the data are not on this machine
 )
-BPE_PER_CODE_TOKEN = 1.35  # measured on the proxy (COMPLETION.md §0.10: 1.30-1.39)
+BPE_PER_CODE_TOKEN = 1.35  # measured on the proxy (1.30-1.39 over its files)
 # Sustained training FLOP/s assumed for the estimate: 2 shared CPU cores; one GPU at about a third of bf16 peak.
 ASSUMED_FLOPS = {"cpu": 2e10, "gpu": 1e14}
 
@@ -221,8 +221,8 @@ def _trial(
         "student_init": init,
     }  # fmt: skip
     return CompletionTrial(
-        kind="completion", trial_key=key, run_name=f"completion-{student}-{init.split(':')[0]}-{method}-{mode}-"
-        f"{t.name}-s{seed}", tags=tags, params=flat, teacher=t.name, student=student, method=method, seed=seed,
+        kind="completion", trial_key=key, run_name=f"{method} {student} {init.split(':')[0]} {mode} "
+        f"{t.name} s{seed}", tags=tags, params=flat, teacher=t.name, student=student, method=method, seed=seed,
         cpus=spec.trial_resources.cpu, scratch=str(scratch_dir(Path(spec.storage).resolve(), spec.name)),
         student_init=init, teacher_mode=mode, work=CompletionWork(lm, mode, caps, generation),
     )  # fmt: skip

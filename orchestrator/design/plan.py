@@ -162,7 +162,9 @@ def new_trial(
         "method_family": get_method(method).family, "trial_key": key, "data_key": str(settings.get("data", "")),
         "labels": level,
     }  # fmt: skip
-    params = {**train, **{f"method.{k}": v for k, v in method_params.items()}, **factors, "data": data}
+    # the method's hyperparameters as the trial runs them: its defaults (DIST's beta, gamma, tau...) and the study's
+    effective = {**get_method(method).defaults, **method_params}
+    params = {**train, **{f"method.{k}": v for k, v in effective.items()}, **factors, "data": data}
     params.update(max_samples=spec.max_samples, teacher_mode=spec.teacher_mode, data_seed=spec.data_seed)
     params["labels"] = level  # labelled_samples / unlabelled_samples: the actual counts, logged by the work
     return ClassificationTrial(

@@ -20,7 +20,7 @@ KNOWN_TEACHERS: dict[str, tuple[int, int, int]] = {  # layers, hidden, parameter
     "microsoft/CodeGPT-small-py": (12, 768, 124_000_000),
     "minilm": (6, 384, 22_700_000),
 }
-# Hub split sizes (STUDY.md) and mean teacher tokens per sample at max length 512, for estimates before download.
+# Hub split sizes (docs/STUDY.md) and mean teacher tokens per sample at max length 512, for estimates before download.
 HUB_SAMPLES = {
     "defect": {"train": 21854, "validation": 2732, "test": 2732},
     "clone": {"train": 90102, "validation": 41541, "test": 415416},

@@ -31,7 +31,7 @@ class TrialUnit:
     scratch: str = ""  # <storage>/<study>/scratch: the trial's files until MLflow holds them
     declared_tasks: list[dict[str, Any]] = field(
         default_factory=list
-    )  # registered on the worker (OWN_DATA.md)
+    )  # registered on the worker (docs/OWN_DATA.md)
     gpu_seconds: float = 0.0  # estimated: FLOP count or calibration
 
     @property

@@ -89,6 +89,9 @@ def parent_run(client: Any, exp_id: str, spec: Any) -> str:
     runs = tracking.runs_by_stage(client, exp_id, "study")
     if runs:
         client.update_run(runs[0].info.run_id, status="RUNNING")
+        # an earlier attempt's reason (a full disk) is not this attempt's: it sets its own when it fails
+        if "error" in runs[0].data.tags:
+            client.delete_tag(runs[0].info.run_id, "error")
         return runs[0].info.run_id
     tags = {
         "stage": "study",
@@ -104,8 +107,10 @@ def parent_run(client: Any, exp_id: str, spec: Any) -> str:
 
 def experiment(client: Any, spec: Any, uri: str, server: Any) -> str:
     """The study's experiment id, created with its artifact location when new: with our own server, artifacts go
-    straight to files under the storage path, so the SQLite store can be read (notebooks, --status) after the
-    server is gone; a SQLite store keeps them beside the database (not ./mlruns); a user's server decides."""
+    straight to files under the storage path, so the SQLite store can be read (notebooks, --status, a plain
+    ``MlflowClient``) after the server is gone; a SQLite store keeps them beside the database (not ./mlruns); a
+    user's server decides. A copied or moved storage's locations are made its own before its server starts
+    (``tracking.portable_artifacts``)."""
     location = None
     if server:
         location = (server.artifacts / spec.name).as_uri()

@@ -16,9 +16,10 @@ NOTE_TAG = "mlflow.note.content"
 KIND_TAG = "mlflow.experimentKind"
 
 
-def scored_name(name: str, score: float | None) -> str:
-    """The run name with its test score in front, set when the trial is FINISHED."""
-    return name if score is None else f"{score:.3f} {name}"
+def scored_name(name: str, score: float | None, digits: int = 3) -> str:
+    """The run name with its test score in front, set when the trial is FINISHED (``digits``: 1 for a 0-100
+    score, a completion trial's edit similarity)."""
+    return name if score is None else f"{score:.{digits}f} {name}"
 
 
 def runs_url(base: str, exp_id: str) -> str:
@@ -48,7 +49,7 @@ def describe_experiment(client: Any, exp_id: str, spec: Any) -> None:
         else ", ".join(spec.tasks)
     )
     names = (
-        "`completion-student-init-method-teacher_mode-teacher-seed` (test_score: edit similarity, 0-100)"
+        "`test_score method student init teacher_mode teacher seed` (test_score: edit similarity, 0-100)"
         if spec.kind == "completion"
         else "`test_score method student task teacher seed` (test_score: the task's headline metric; no teacher "
         "for FT)"

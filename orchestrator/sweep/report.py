@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.paths import existing_store
-from orchestrator.study_index import remembered_storage
+from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -44,8 +44,9 @@ def _trials_link(outcome: Any) -> str:
     from orchestrator.sweep.mlflow_view import runs_url
 
     if outcome.ui_command.startswith("mlflow server"):
-        # the study's own server is gone when the summary prints: the link is for the UI command (port 5000)
-        return runs_url("http://127.0.0.1:5000", outcome.experiment_id)
+        # the study's own server is gone when the summary prints: the link is for the UI command, on its port
+        port = outcome.ui_command.split("--port ", 1)[1].split()[0]
+        return runs_url(f"http://127.0.0.1:{port}", outcome.experiment_id)
     if outcome.tracking_uri.startswith("http"):
         return runs_url(outcome.tracking_uri, outcome.experiment_id)
     return f"(open the UI, experiment '{outcome.name}', filter tags.stage = 'student')"
@@ -83,10 +84,13 @@ def remembered_for(study_arg: str) -> str | None:
     from orchestrator.design.study import load_spec
 
     try:
-        name = load_spec(study_arg).name
+        spec = load_spec(study_arg)
     except StudyError:
         return None  # reported when the study is loaded for real
-    found = remembered_storage(name)
+    try:  # the storage its file names, when the study ran there: another storage's study of that name is not it
+        found = remembered_storage(spec.name, spec.storage)
+    except SeveralStorages as err:
+        raise StudyError(str(err)) from None
     return str(found) if found else None
 
 

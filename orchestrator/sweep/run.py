@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core import tracking
-from orchestrator.core.log import log
+from orchestrator.core.errors import StudyError, disk_full
+from orchestrator.core.log import log, tune_log
 from orchestrator.core.process import start_ray, study_env
 from orchestrator.sweep.context import StudyContext, StudyOutcome, experiment, parent_run
 
@@ -43,7 +44,13 @@ def run_study(spec: Any, address: str | None = None, wait: bool = False) -> Stud
 
         # hub data and teachers the cache lacks, with no hub to fetch them from: one line before MLflow or Ray
         check_hub_assets(spec)
-        return _run_locked(spec, address, stack)
+        try:
+            return _run_locked(spec, address, stack)
+        except Exception as err:  # a full disk in any stage: one line naming where (core/errors.py)
+            full = None if isinstance(err, StudyError) else disk_full(err, spec.storage)
+            if full is None:
+                raise
+            raise full from err
 
 
 def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> StudyOutcome:
@@ -130,7 +137,10 @@ def _open_and_run(spec: Any, plan: Any, uri: str, server: Any) -> StudyOutcome:
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt):  # Ctrl-C: the trials running now were stopped, not failed
             tracking.mark_stale_running(client, exp_id, "the study was interrupted (Ctrl-C); rerun to resume")
-        tracking.close_parent(client, parent, err)
+        full = disk_full(err, spec.storage) if isinstance(err, Exception) else None
+        tracking.close_parent(client, parent, full or err)  # the reason as the user reads it
+        if full is not None:
+            raise full from err
         raise
     return outcome
 
@@ -157,6 +167,7 @@ def run_stages(ctx: StudyContext) -> None:
 
     teacher_stages = {"classification": stages.teacher_stages, "completion": completion_stages.teacher_stages}
     teacher_stages[ctx.spec.kind](ctx)
-    stage_tuning(ctx)  # tuning: none (and every completion study): nothing to do
-    stage_trials(ctx)
+    with tune_log(Path(ctx.spec.study_dir) / "tune.log"):  # Tune's tracebacks: there, not on the console
+        stage_tuning(ctx)  # tuning: none (and every completion study): nothing to do
+        stage_trials(ctx)
     stage_finish(ctx)

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
-from orchestrator.core.paths import partial_folder, publish, teacher_complete
+from orchestrator.core.paths import teacher_complete, writing
 from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit, slot
 from orchestrator.sweep.context import StudyContext
@@ -146,20 +146,21 @@ def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, st
                     for task in spec.tasks
                     for ex in load_data(task, data, data_seed, spec.max_samples).train
                 ]
-                partial = partial_folder(base)  # renamed into place when complete
-                create_random_teacher(
-                    partial,
-                    arch=t.source.split(":", 1)[1],
-                    num_layers=t.layers or 2,
-                    hidden_size=t.hidden or 64,
-                    num_heads=2,
-                    intermediate_size=2 * (t.hidden or 64),
-                    tokenizer_texts=texts,
-                    vocab_size=1000,
-                    num_labels=2,
-                    max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
-                )
-                publish(partial, base)
+                with writing(base) as partial:  # renamed into place when complete, removed if not
+                    create_random_teacher(
+                        partial,
+                        arch=t.source.split(":", 1)[1],
+                        num_layers=t.layers or 2,
+                        hidden_size=t.hidden or 64,
+                        num_heads=2,
+                        intermediate_size=2 * (t.hidden or 64),
+                        tokenizer_texts=texts,
+                        vocab_size=1000,
+                        num_labels=2,
+                        max_length=max(
+                            spec.teacher_train_for(t.name).max_length, spec.student_train.max_length
+                        ),
+                    )
             sources[t.name] = str(base)
         else:
             sources[t.name] = resolve_teacher(t.source)
@@ -326,6 +327,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     import numpy as np
 
     from orchestrator.cache.serve import CachedTeacher
+    from orchestrator.train.trainer import label_names
     from orchestrator.train.trial import load_data
     from tasks import get_task
 
@@ -368,16 +370,12 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
     task = get_task(unit.task)
     headline = task.headline(task.metrics(logits.astype(np.float32), np.asarray(labels)), labels)
     tracking.log_metrics(client, rid, {f"test_{k}": v for k, v in headline.items()})
-    tracking.log_json_artifact(
-        client,
-        rid,
-        {
-            "idx": list(range(len(labels))),
-            "label": labels,
-            "pred": probs.argmax(-1).tolist(),
-            "probs": np.round(probs, 5).tolist(),
-        },
-        "predictions",
-        "test.json",
-    )
+    preds = {
+        "idx": list(range(len(labels))),
+        "label": labels,
+        "pred": probs.argmax(-1).tolist(),
+        "probs": np.round(probs, 5).tolist(),
+    }
+    preds.update(label_names(preds, task.label_names))
+    tracking.log_json_artifact(client, rid, preds, "predictions", "test.json")
     client.set_terminated(rid, "FINISHED")

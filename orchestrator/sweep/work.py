@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core import tracking
+from orchestrator.core.device import resolve_device, resolve_precision
 from orchestrator.design.units import slot
 from orchestrator.sweep.context import TrialRun
 from orchestrator.sweep.mlflow_view import scored_name
@@ -92,11 +93,13 @@ def classification_work(trial: Any, run: TrialRun) -> dict[str, float]:
             tuning_prepared(prepared),
             dataclasses.replace(cfg, out_dir=None),
         )  # no test, no checkpoint
+    # as resolved on its device, before training: a tuning trial ASHA stops ends inside run_trial, and records it too
+    precision = resolve_precision(cfg.train.precision, resolve_device(cfg.train.device))
+    tracking.log_params(run.client, run.run_id, {"precision": precision})
     start = time.perf_counter()
     result = run_trial(
         cfg, callback=run.on_epoch, teacher_source=source, teacher_shape=shape, prepared=prepared
     )
-    tracking.log_params(run.client, run.run_id, {"precision": result.precision})  # as resolved on its device
     if trial.stage == "tune":
         final = {
             "trial_seconds": time.perf_counter() - start,
@@ -146,6 +149,8 @@ def completion_work(trial: Any, run: TrialRun) -> dict[str, float]:
     run.client.set_tag(run.run_id, "approximate", str(out.get("approximate", False)).lower())
     checkpoint(run, out.get("checkpoint"))
     tracking.log_json_artifact(run.client, run.run_id, out["predictions"], "predictions", "line_test.json")
+    name = run.client.get_run(run.run_id).info.run_name  # score first, as a classification run's
+    run.client.update_run(run.run_id, name=scored_name(name, metrics.get("test_score"), digits=1))
     return metrics
 
 

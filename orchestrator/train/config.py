@@ -11,7 +11,7 @@ PRECISION_HELP = "auto: bf16 on a GPU that supports it, else fp32"
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. Defaults are the paper's student recipe (STUDY.md); teachers use lr 2e-5."""
+    """Optimisation settings. Defaults are the paper's student recipe (docs/STUDY.md); teachers use lr 2e-5."""
 
     epochs: int = 5
     batch_size: int = 32

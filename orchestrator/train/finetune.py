@@ -50,7 +50,7 @@ def finetune_teacher(
     ``LabelSpec`` mapping; the teacher then sees only the labelled part of the training split, as FT does."""
     from kd_methods import build_method
     from models.teacher import Teacher
-    from orchestrator.core.paths import partial_folder, publish
+    from orchestrator.core.paths import writing
     from orchestrator.train.trainer import encode_split, train
 
     cfg = cfg or TrainConfig(**vars(TEACHER_RECIPE))
@@ -61,16 +61,16 @@ def finetune_teacher(
     method = build_method("ft", model.shape)
     # Written under a temporary name and renamed when complete: a fine-tune that is killed or runs out of disk
     # leaves no folder a later stage (the cache, a rerun) would take for a teacher.
-    partial = partial_folder(out_dir)
-    work = partial / "_train"
-    result = train(model, method, encoded, spec, cfg, out_dir=work, callback=callback)
-    model.save(partial)  # train() left the best epoch's weights in the model
-    summary = {"teacher": teacher, "task": task, "max_length": max_length, **result.summary()}
-    summary["train_samples"] = len(task_data.train)
-    (partial / "finetune.json").write_text(json.dumps(summary, indent=2))
-    (partial / "test_predictions.json").write_text(json.dumps(result.test_predictions))
-    (work / "best.safetensors").unlink(missing_ok=True)
-    return FinetuneResult(publish(partial, out_dir), result)
+    with writing(out_dir) as partial:
+        work = partial / "_train"
+        result = train(model, method, encoded, spec, cfg, out_dir=work, callback=callback)
+        model.save(partial)  # train() left the best epoch's weights in the model
+        summary = {"teacher": teacher, "task": task, "max_length": max_length, **result.summary()}
+        summary["train_samples"] = len(task_data.train)
+        (partial / "finetune.json").write_text(json.dumps(summary, indent=2))
+        (partial / "test_predictions.json").write_text(json.dumps(result.test_predictions))
+        (work / "best.safetensors").unlink(missing_ok=True)
+    return FinetuneResult(Path(out_dir), result)
 
 
 def _parser() -> argparse.ArgumentParser:

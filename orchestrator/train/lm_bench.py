@@ -5,7 +5,7 @@ token blocks of random ids and, for the cached mode, the exact LM cache (fp16 h 
 times the LM trainer's step (teacher signals, student forward, distil loss, backward, clip, AdamW step) for
 ``steps`` steps after ``warmup`` untimed ones, per mode (the modes take turns step by step), plus the teacher-free LM step (``lm_only``: distil with
 alpha_ce = alpha_cos = 0, the FT baseline). Reported: median milliseconds per step, the ratio to ``lm_only`` and
-tokens per second. Configurations: ``tiny`` (the tests' shape), ``cpu`` (a small code GPT-2 of COMPLETION.md §5.3:
+tokens per second. Configurations: ``tiny`` (the tests' shape), ``cpu`` (a small code GPT-2 of docs/COMPLETION_STUDY.md:
 6 x 256, 8k vocabulary, 256-token blocks) and ``gpt2`` (12 x 768, 50,257 vocabulary, 1,024 tokens: GPU only).
 
     python -m orchestrator.train.lm_bench tiny cpu --threads 1     # one JSON line per configuration

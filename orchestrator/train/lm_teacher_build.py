@@ -47,23 +47,27 @@ def materialise_teacher(
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
-    teacher = _make_teacher(t, texts, tmp)
-    record: dict[str, Any] = {
-        "key": key,
-        "source": t.source,
-        "params": sum(p.numel() for p in teacher.parameters()),
-    }
-    if t.train is not None:
-        blocks = tokenise(teacher, texts, min(block_size, teacher.max_positions))
-        method = build_method("distil", teacher.shape, teacher.shape, alpha_ce=0.0, alpha_cos=0.0)
-        result = train_lm(teacher, method, blocks, LMTrainConfig(**t.train.model_dump(), device=device))
-        record.update(best_val_ppl=result.best_val_ppl, history=result.history, steps=result.steps)
-        log(
-            f"teacher {t.name}: LM-trained {result.steps} steps, validation perplexity {result.best_val_ppl:.2f}"
-        )
-    teacher.save(tmp)
-    record["seconds"] = time.perf_counter() - start
-    (tmp / MARKER).write_text(json.dumps(record, indent=2))
+    try:  # a full disk (or Ctrl-C) leaves no half-written folder behind
+        teacher = _make_teacher(t, texts, tmp)
+        record: dict[str, Any] = {
+            "key": key,
+            "source": t.source,
+            "params": sum(p.numel() for p in teacher.parameters()),
+        }
+        if t.train is not None:
+            blocks = tokenise(teacher, texts, min(block_size, teacher.max_positions))
+            method = build_method("distil", teacher.shape, teacher.shape, alpha_ce=0.0, alpha_cos=0.0)
+            result = train_lm(teacher, method, blocks, LMTrainConfig(**t.train.model_dump(), device=device))
+            record.update(best_val_ppl=result.best_val_ppl, history=result.history, steps=result.steps)
+            log(
+                f"teacher {t.name}: LM-trained {result.steps} steps, validation perplexity {result.best_val_ppl:.2f}"
+            )
+        teacher.save(tmp)
+        record["seconds"] = time.perf_counter() - start
+        (tmp / MARKER).write_text(json.dumps(record, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return record, True

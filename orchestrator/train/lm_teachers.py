@@ -3,7 +3,7 @@ learning its LM loss while the student distils). The third source, ``cached``, r
 (``orchestrator/cache/lm_serve.py``). All three are ``TeacherSource``s: ``signals(split, indices, spec)`` returns
 the signals of exactly the blocks at ``indices``, plus the output head in ``extras``.
 
-In-training (COMPLETION.md §3.6): per trial, never shared, never cached (the teacher's weights change at every
+In-training (docs/COMPLETION_STUDY.md): per trial, never shared, never cached (the teacher's weights change at every
 step, so there is nothing stable to store). Per batch it runs the teacher forward *with* grad in train mode,
 hands the student the detached signals of that same forward (so the student sees the pre-update teacher, and
 dropout is on: one forward saved; a recorded choice, the poster does not say), then takes the teacher's own
@@ -42,7 +42,7 @@ ONLINE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16"
 class OnlineLMTeacher:
     """A frozen teacher run on the batch's blocks (eval mode, no grad). ``with_logits`` hands over the logits it
     computed anyway, so the method need not rebuild them from the head. ``dtype`` runs the teacher in half
-    precision (bf16 on a GPU: COMPLETION.md's "online-bf16"); the method computes its losses in float32."""
+    precision (bf16 on a GPU: docs/COMPLETION_STUDY.md, "Cost of the teacher modes"); the method computes its losses in float32."""
 
     def __init__(
         self,

@@ -292,6 +292,17 @@ class _Best:
             self.model.load_state_dict(self.state)
 
 
+def label_names(predictions: dict[str, list], names: Sequence[str] | None) -> dict[str, list[str]]:
+    """The names of a predictions file's label and pred indices (``label_name``, ``pred_name``), beside them: a
+    reader of ``predictions/test.json`` need not look the task's labels up. None known: nothing."""
+    if not names:
+        return {}
+    return {
+        "label_name": [names[i] for i in predictions["label"]],
+        "pred_name": [names[i] for i in predictions["pred"]],
+    }
+
+
 def train(
     model: nn.Module,
     method: KDMethod,
@@ -344,6 +355,7 @@ def _test(
         "pred": probs.argmax(-1).tolist(),
         "probs": np.round(probs, 5).tolist(),
     }
+    predictions.update(label_names(predictions, getattr(task, "label_names", None)))
     result = TrainResult(
         best_epoch=best.epoch,
         best_val=best.val,
