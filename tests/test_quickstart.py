@@ -5,9 +5,12 @@ minutes on 2 CPU cores (docs/benchmarks/quickstart_cpu.json); the README's first
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import yaml
+from conftest import ROOT
 
 from orchestrator.bench.sizes import TRANSFER_SIZES
 from orchestrator.bench.transfer_data import HOLE
@@ -55,3 +58,53 @@ def test_window_data_is_built_under_the_storage_on_first_use(tmp_path, local_dat
     assert (
         resolve_spec_data(load_spec(path, {"storage": str(tmp_path / "store")})).data == "data/local-window"
     )
+
+
+def _work(profile: str, storage: Path) -> dict[str, int]:
+    """What a profile trains, counted from its plan: teacher fine-tune samples (epochs x labelled), teacher-pass
+    samples (every split, every input), student optimiser steps (epochs x batches of the inputs each reads)."""
+    from math import ceil
+
+    from orchestrator.design.data_source import resolve_spec_data
+    from orchestrator.design.plan import unit_sizes
+    from orchestrator.design.study import build_plan, load_spec
+
+    spec = resolve_spec_data(load_spec(profile, {"storage": str(storage)}))
+    plan = build_plan(spec)
+    teacher = sum(
+        spec.teacher_train_for(u.teacher).epochs * unit_sizes(spec, u)["train"] for u in plan.teachers
+    )
+    passes = sum(sum(unit_sizes(spec, u).values()) for u in plan.caches)
+    steps = 0
+    for t in plan.trials:
+        train = t.settings["train"]
+        steps += train["epochs"] * ceil(unit_sizes(spec, t)["train"] / train["batch_size"])
+    return {
+        "teacher_samples": teacher,
+        "pass_samples": passes,
+        "student_steps": steps,
+        "trials": len(plan.trials),
+    }
+
+
+def test_quickstart_plans_no_more_work_than_was_measured_in_10_minutes(tmp_path):
+    """The profile validates and plans offline, and does no more work than the run measured at <= 600 s on 2 CPU
+    cores: a profile edit that adds epochs, seeds or methods fails here until it is measured again."""
+    measured = json.loads((ROOT / "docs" / "benchmarks" / "quickstart_cpu.json").read_text())
+    assert measured["profile"] == "quickstart" and measured["wall_s"] <= 600 and measured["cores"] == 2
+    work = _work("quickstart", tmp_path / "store")
+    assert all(work[k] <= measured["work"][k] for k in measured["work"]), (work, measured["work"])
+    # a real teacher, real training
+    assert work["teacher_samples"] > 0 and work["student_steps"] > work["trials"]
+    bar = measured["bar"]  # the issue's bar, met by the measured run
+    assert bar["teacher_over_baseline"] >= 0.10 and bar["students_above_baseline"] >= 0.90
+    assert max(m["mean_delta"] for m in measured["methods"].values()) > 0
+
+
+def test_the_readmes_first_study_command_is_quickstart_and_smoke_stays_ci():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"python -m orchestrator\.study (\S+)", readme)
+    assert first is not None and first.group(1) == "quickstart"
+    assert (ROOT / "docs" / "quickstart_figure2.png").is_file() and "docs/quickstart_figure2.png" in readme
+    ci = (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")
+    assert '"orchestrator.study", "smoke"' in ci  # CI's end-to-end plumbing run stays the fast smoke profile
