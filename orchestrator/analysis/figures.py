@@ -214,9 +214,10 @@ def build_figure2(
     )
     tscore = teacher_scores(df)
     rows = [(t, task) for t in teachers for task in tasks]
-    # one column (a single architecture) still gets room for its panel title and the figure's title
-    fig = Figure(figsize=(max(5.0 * len(archs), 7.5), 3.8 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(5.0 * len(archs), 3.8 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
+    # one column (a single architecture) still gets room for its panel title and the figure's title
+    fig.set_size_inches(max(5.0 * len(archs), 7.5), 3.8 * len(rows))
     fig.suptitle(f"Figure 2, study {study or '?'}: score vs student size\n(teachers: {', '.join(teachers)})")
     axes = fig.subplots(len(rows), len(archs), squeeze=False)
     for i, (t_name, task) in enumerate(rows):
