@@ -78,7 +78,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The README's main job, run once per session as a user runs it: `python -m orchestrator.study smoke`."""
+    """CI's end-to-end plumbing run (every task, method and architecture on tiny models), once per session as a user
+    runs it: `python -m orchestrator.study smoke`. The README's main job, `quickstart`, is measured, not run here."""
     import subprocess
     import sys
 

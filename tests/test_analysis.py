@@ -771,7 +771,8 @@ def test_figure2_has_a_panel_row_per_teacher_with_caption_dodge_and_baseline(df:
         assert sum(f"teacher {teacher} |" in t for t in titles) == len(TASKS) * 2
     assert all(t.startswith("analysis-fixture | teacher ") and "n = " in t for t in titles)
     defect = next(ax for ax, t in zip(axes, titles) if "| defect / roberta" in t)
-    assert defect.get_ylim()[0] == pytest.approx(53.0)  # the y axis starts at the baseline (percent)
+    low, top = defect.get_ylim()  # the y axis starts at the baseline (percent), its dotted line just inside
+    assert 53.0 - 0.03 * (top - 53.0) < low < 53.0
     assert "3 degenerate" in defect.get_title()
     # methods at the same student size sit at different x, so overlapping means stay visible
     big = [max(c.lines[0].get_xdata()) for c in defect.containers]  # each method's point at 7M parameters

@@ -9,28 +9,41 @@ The default data of each kind is built on first use under the study's storage, n
   ``<storage>/data/local/completion`` (the offline proxy, ``tasks.build_local --tasks completion``).
 
 Both live side by side in ``<storage>/data/local``; each kind builds only what its own files lack.
+
+* ``data: data/local-window`` (classification) is the local data with every exception function cut to its first
+  line plus the lines around the masked handler (``orchestrator/bench/transfer_data.py`` says why: at 128 tokens
+  the ``__HOLE__`` is out of view in half of the whole functions); defect and clone are copied unchanged. It names
+  ``./data/local-window`` when that exists, else ``<storage>/data/local-window``, built on first use from the
+  default data (itself built first when missing), with the knowledge-transfer check's window.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from orchestrator.core.log import log
 
 DEFAULT_DATA = {"classification": "data/local", "completion": "data/local/completion"}
+WINDOW_DATA = "data/local-window"
 
 
-def storage_data(spec: Any) -> Path:
-    """Where the kind's default data lives under the study's storage."""
-    return Path(spec.storage).resolve() / DEFAULT_DATA[spec.kind]
+def _built_here(spec: Any) -> list[str]:
+    """The data names this kind builds on first use: its default, and for classification the windowed copy."""
+    return [DEFAULT_DATA[spec.kind]] + ([WINDOW_DATA] if spec.kind == "classification" else [])
+
+
+def storage_data(spec: Any, name: str | None = None) -> Path:
+    """Where the kind's default data (or ``name``, one of the names it builds) lives under the study's storage."""
+    return Path(spec.storage).resolve() / (name or DEFAULT_DATA[spec.kind])
 
 
 def resolve_spec_data(spec: Any) -> Any:
-    """``spec`` with ``data`` pointing at the storage's copy when the default is absent from the current folder."""
-    default = DEFAULT_DATA[spec.kind]
-    if spec.data == default and not Path(default).exists() and not _all_custom(spec):
-        return spec.model_copy(update={"data": str(storage_data(spec))})
+    """``spec`` with ``data`` pointing at the storage's copy when a data set built on first use is absent from the
+    current folder."""
+    if spec.data in _built_here(spec) and not Path(spec.data).exists() and not _all_custom(spec):
+        return spec.model_copy(update={"data": str(storage_data(spec, spec.data))})
     return spec
 
 
@@ -44,8 +57,11 @@ def _missing(spec: Any, folder: Path) -> list[str]:
 
 
 def will_build(spec: Any) -> bool:
-    """True when ``spec.data`` is the storage's default data and some of it is still to be built."""
+    """True when ``spec.data`` is data the storage builds (the default, the windowed copy) and some of it is still
+    to be built."""
     path = Path(spec.data)
+    if path.resolve() == storage_data(spec, WINDOW_DATA):  # also when it was cut with another window
+        return bool(_missing(spec, path)) or _window_record(path) != _window()
     return path.resolve() == storage_data(spec) and bool(_missing(spec, path))
 
 
@@ -57,6 +73,9 @@ def prepare_data(spec: Any) -> None:
     from tasks.build_local import build_local
 
     path, missing = Path(spec.data), _missing(spec, Path(spec.data))
+    if path.resolve() == storage_data(spec, WINDOW_DATA):
+        _build_window(spec, path)
+        return
     if spec.kind == "completion":
         log(
             f"building the offline completion proxy into {path} (python -m tasks.build_local --tasks completion)"
@@ -65,6 +84,50 @@ def prepare_data(spec: Any) -> None:
     else:
         log(f"building local real-code data under {path} (python -m tasks.build_local): {', '.join(missing)}")
         build_local(path, tasks=missing)
+
+
+def _build_window(spec: Any, path: Path) -> None:
+    """The windowed copy of the default data (``./data/local`` when present, else the storage's, built first)."""
+    import os
+    import shutil
+
+    from orchestrator.bench.transfer_data import hole_window_data
+
+    source = Path(DEFAULT_DATA["classification"])
+    if not source.exists():
+        source = storage_data(spec)
+        prepare_data(spec.model_copy(update={"data": str(source)}))
+    window = _window()
+    log(
+        f"cutting exception functions to {window[0]} lines above and {window[1]} below the hole: "
+        f"{source} -> {path}"
+    )
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")  # a build cut short leaves no half folder behind
+    shutil.rmtree(tmp, ignore_errors=True)
+    hole_window_data(source, tmp, *window)
+    for task in _missing(spec, tmp):  # defect and clone, unchanged
+        shutil.copytree(source / task, tmp / task)
+    (tmp / "window.json").write_text(json.dumps({"source": str(source.resolve()), "window": list(window)}))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def _window() -> tuple[int, int]:
+    """The knowledge-transfer check's window (its ``cpu`` size): the hole in view for over 90% at 128 tokens."""
+    from orchestrator.bench.sizes import TRANSFER_SIZES
+
+    window = TRANSFER_SIZES["cpu"].hole_window
+    assert window is not None  # the cpu size cuts its data
+    return window
+
+
+def _window_record(path: Path) -> tuple[int, int] | None:
+    """The window ``path`` was cut with (its ``window.json``), None when it has none."""
+    try:
+        before, after = json.loads((path / "window.json").read_text())["window"]
+        return int(before), int(after)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _all_custom(spec: Any) -> bool:
