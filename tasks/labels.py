@@ -95,6 +95,32 @@ class LabelSpec:
             raise LabelSpecError(f"labels: unknown key(s) {unknown}; valid: {list(SPEC_KEYS)}")
         return cls(**dict(raw))
 
+    @classmethod
+    def from_text(cls, text: str) -> LabelSpec | None:
+        """The inverse of ``label``: ``all``, ``count=500``, ``fraction=0.1`` (``;seed=1;stratified``), as the
+        command lines' ``--labels`` take a level by the name its runs are tagged with."""
+        if text.strip() == ALL:
+            return None
+        raw: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in text.split(";"))):
+            key, sep, value = part.partition("=")
+            if key == "stratified" and not sep:
+                raw["stratify"] = True
+            elif key in ("count", "seed") and sep and value.lstrip("-").isdigit():
+                raw[key] = int(value)
+            elif key == "fraction" and sep:
+                try:
+                    raw[key] = float(value)
+                except ValueError:
+                    raise LabelSpecError(
+                        f"labels: 'fraction' must be a number in (0, 1], got {value!r}"
+                    ) from None
+            else:
+                raise LabelSpecError(
+                    f"labels: cannot read {part!r}; expected all, count=N or fraction=F, then ;seed=S or ;stratified"
+                )
+        return cls.parse(raw)
+
     def to_dict(self) -> dict[str, Any]:
         """The mapping ``parse`` reads back (only the keys that are set or differ from their defaults)."""
         out: dict[str, Any] = (

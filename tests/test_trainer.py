@@ -170,3 +170,29 @@ def test_trial_command_line_rejects_unknown_method(local_data, tmp_path):
         "--max-samples", "8",
     )  # fmt: skip
     assert out.returncode == 2 and "invalid choice: 'distill'" in out.stderr and "'ckd'" in out.stderr
+
+
+def test_trial_command_line_labels_keeps_ft_on_the_labelled_part(local_data, tmp_path):
+    # 24 labelled samples at batch 8 and one epoch: FT takes 3 steps (all 40 would take 5)
+    out = _trial_cli(
+        "--task", "exception", "--student", "roberta-tiny", "--method", "ft", "--data", str(local_data),
+        "--epochs", "1", "--max-samples", "40", "--max-length", "32", "--batch-size", "8", "--labels", "count=24",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["steps"] == 3
+    bad = _trial_cli(
+        "--task", "exception", "--student", "roberta-tiny", "--method", "ft", "--data", str(local_data),
+        "--labels", "count=lots",
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--labels" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_label_levels_read_back_from_their_names():
+    from tasks.labels import LabelSpec, LabelSpecError, level_name
+
+    for raw in ({"count": 500}, {"fraction": 0.1, "seed": 2}, {"count": 7, "stratify": True}):
+        spec = LabelSpec.parse(raw)
+        assert LabelSpec.from_text(level_name(spec)) == spec
+    assert LabelSpec.from_text("all") is None
+    with pytest.raises(LabelSpecError, match="fraction"):
+        LabelSpec.from_text("fraction=2")

@@ -10,6 +10,7 @@ their types in ``guarded``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,3 +100,20 @@ def guarded(command: Callable[[], int]) -> int:
         text = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and err.filename else str(err)
         print(f"error: {one_line(text)}", file=sys.stderr)
         return USER_ERROR
+
+
+LABELS_HELP = (
+    "labels on part of the training split, by the name its runs are tagged with: all (default), count=N or "
+    "fraction=F (;seed=S ;stratified); FT and a teacher train on that part, KD methods on every input"
+)
+
+
+def labels_argument(p: argparse.ArgumentParser, text: str) -> dict[str, Any] | None:
+    """``--labels`` as the ``LabelSpec`` mapping a trial config carries (exits with one line when unreadable)."""
+    from tasks.labels import LabelSpec, LabelSpecError
+
+    try:
+        spec = LabelSpec.from_text(text)
+    except LabelSpecError as err:
+        p.error(f"--labels: {err}")
+    return None if spec is None else spec.to_dict()

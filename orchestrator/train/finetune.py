@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.train import cli_checks
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from orchestrator.train.trial import DEFAULT_DATA, below_one, load_data, resolve_teacher
 from tasks import BUILTIN_TASKS, SPLITS, get_task
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="the data sample (clone's 10%% of the hub); a study's is its first seed",
     )
+    p.add_argument("--labels", default="all", help=cli_checks.LABELS_HELP)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--trust-remote-code", action="store_true", help="allow the model's own code (off by default)"
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from orchestrator.train.cli_checks import check_inputs
+    from orchestrator.train.cli_checks import check_inputs, labels_argument
     from orchestrator.train.cli_tracking import CliRun, experiment_name
     from orchestrator.train.trial import task_argument
 
@@ -129,6 +131,7 @@ def _main(argv: list[str] | None) -> int:
     if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
         return 2
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples)
+    labels = labels_argument(p, args.labels)
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -160,6 +163,7 @@ def _main(argv: list[str] | None) -> int:
             args.trust_remote_code,
             show,
             data_seed=args.data_seed,
+            labels=labels,
         )
     except BaseException as err:
         run.fail(err)

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.train import cli_checks
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS, TrainConfig
 from tasks import BUILTIN_TASKS, SPLITS, TaskData, get_task, is_custom, load_task_data
 from tasks.labels import LabelSpec, labelled_inputs, method_view
@@ -290,6 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="the student's initial weights and data order")
     data_seed = "the data sample (clone's 10%% of the hub) and the tokenizers; a study's is its first seed"
     p.add_argument("--data-seed", type=int, default=0, help=data_seed)
+    p.add_argument("--labels", default="all", help=cli_checks.LABELS_HELP)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -341,6 +343,7 @@ def _main(argv: list[str] | None) -> int:
             p.error(f"--param expects KEY=VALUE, got '{item}'")
         params[key] = _parse_value(value)
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples, args.method, args.teacher, params)
+    labels = cli_checks.labels_argument(p, args.labels)
     recipe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
     cfg = TrialConfig(
         task=task,
@@ -350,6 +353,7 @@ def _main(argv: list[str] | None) -> int:
         seed=args.seed,
         data=args.data,
         data_seed=args.data_seed,
+        labels=labels,
         max_length=args.max_length,
         max_samples=args.max_samples,
         method_params=params,
