@@ -117,11 +117,11 @@ def test_pkd_feature_alignment(local_data: Path, tiny_teacher: Path) -> None:
     """PKD's rows say how alike the batch's vectors are on each side of the feature term (1: one direction)."""
     import torch
 
-    from orchestrator.bench.diagnose import _mean_pairwise_cos
+    from orchestrator.bench.diagnose_signals import mean_pairwise_cos
 
-    assert _mean_pairwise_cos(torch.ones(4, 3)) == pytest.approx(1.0)
-    assert _mean_pairwise_cos(torch.eye(3)) == pytest.approx(0.0)
-    assert _mean_pairwise_cos(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
+    assert mean_pairwise_cos(torch.ones(4, 3)) == pytest.approx(1.0)
+    assert mean_pairwise_cos(torch.eye(3)) == pytest.approx(0.0)
+    assert mean_pairwise_cos(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(-1.0)
     args = ["--task", "exception", "--data", str(local_data), "--student", "roberta-tiny", "--method", "pkd"]
     args += ["--lr", "1e-3", "--batch-size", "8", "--max-length", "48", "--epochs", "1", "--steps", "2"]
     r = main_for_tests(["--mode", "train", *args, "--teacher", str(tiny_teacher), "--every", "1"])

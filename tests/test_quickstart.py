@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT
 
 from orchestrator.bench.sizes import TRANSFER_SIZES
-from orchestrator.bench.transfer_data import HOLE
+from tasks.hole_window import HOLE
 
 
 def test_window_data_is_built_under_the_storage_on_first_use(tmp_path, local_data, monkeypatch):

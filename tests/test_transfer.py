@@ -229,7 +229,7 @@ def test_overhead_benchmark_tiny_shares_the_cache_builder(tmp_path, local_data) 
 
 
 def test_hole_window_keeps_the_signature_and_the_lines_around_the_hole(tmp_path, local_data) -> None:
-    from orchestrator.bench.transfer_data import DataError, hole_window_data, window_function
+    from tasks.hole_window import DataError, hole_window_data, window_function
 
     code = "\n".join(
         [
@@ -271,7 +271,7 @@ def test_a_workers_runner_gives_the_same_runs_as_the_parents(tmp_path, local_dat
 
     from orchestrator.bench import transfer_pool
     from orchestrator.bench.transfer import TransferRunner
-    from orchestrator.bench.transfer_data import hole_window_data
+    from tasks.hole_window import hole_window_data
 
     size = dataclasses.replace(SIZES["tiny"], workers=2)
     data = str(hole_window_data(local_data, tmp_path / "data", *size.hole_window))

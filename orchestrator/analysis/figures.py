@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -211,6 +212,20 @@ def figure2(
     return out_png
 
 
+def _size_axis(ax: Any, runs: pd.DataFrame) -> None:
+    """Figure 2's x axis: student parameters on a log scale."""
+    from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter
+
+    ax.set_xscale("log")
+    sizes = sorted(set(runs["student_params"].dropna().astype(float)))
+    # within a decade no power of ten shows: label the students' sizes
+    if sizes and sizes[-1] < 10 * sizes[0]:
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+    # parameter counts as 300k / 7M; minor ticks unlabelled, their default labels collide on a log axis
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def build_figure2(
     df: pd.DataFrame, paper: bool = False, teacher: str | None = None, study: str | None = None
 ):
@@ -223,7 +238,6 @@ def build_figure2(
     dotted grey line. Returns the matplotlib Figure (Agg canvas, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter, FixedLocator, NullFormatter
 
     s = student_runs(df)
     if s.empty:
@@ -236,10 +250,9 @@ def build_figure2(
     )
     levels = label_levels(df)
     rows = [(t, task, level) for t in teachers for task in tasks for level in levels]
-    fig = Figure(figsize=(5.0 * len(archs), 3.8 * len(rows)), layout="constrained")
-    FigureCanvasAgg(fig)
     # one column (a single architecture) still gets room for its panel title and the figure's title
-    fig.set_size_inches(max(5.0 * len(archs), 7.5), 3.8 * len(rows))
+    fig = Figure(figsize=(max(5.0 * len(archs), 7.5), 3.8 * len(rows)), layout="constrained")
+    FigureCanvasAgg(fig)
     fig.suptitle(f"Figure 2, study {study or '?'}: score vs student size\n(teachers: {', '.join(teachers)})")
     axes = fig.subplots(len(rows), len(archs), squeeze=False)
     for i, (t_name, task, level) in enumerate(rows):
@@ -272,14 +285,7 @@ def build_figure2(
                 ax.axhline(base.iloc[0] * factor, color="tab:purple", ls=":", lw=1, label="majority baseline")
                 low, top = base.iloc[0] * factor, ax.get_ylim()[1]
                 ax.set_ylim(bottom=low - 0.02 * (top - low))  # the dotted baseline just inside the axes
-            ax.set_xscale("log")
-            sizes = sorted(set(runs["student_params"].dropna().astype(float)))
-            # within a decade no power of ten shows: label the students' sizes
-            if sizes and sizes[-1] < 10 * sizes[0]:
-                ax.xaxis.set_major_locator(FixedLocator(sizes))
-            # parameter counts as 300k / 7M; minor ticks unlabelled, their default labels collide on a log axis
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            _size_axis(ax, runs)
             n_bad = int(runs["degenerate"].sum())
             ax.set_title(
                 f"{study or '?'} | teacher {t_name} | {task} / {arch}{words}\nn = {len(runs)} runs, "

@@ -248,7 +248,7 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
 
 def user_error(err: BaseException) -> bool:
     """Whether ``err`` is a mistake the user can fix (bad flags, missing or too small data, a missing teacher)."""
-    from orchestrator.bench.transfer_data import DataError
+    from tasks.hole_window import DataError
     from tasks.labels import LabelSpecError
 
     kinds: list[type] = [BenchUsageError, DataError, LabelSpecError]

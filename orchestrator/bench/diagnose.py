@@ -21,7 +21,7 @@ accuracy over its labelled samples, the agreement with the teacher's predictions
 validation split, and for PKD ``feature_alignment`` (how alike the batch's vectors are on each side of the feature
 term; ``record``). The teacher is a fine-tuned folder (``python -m orchestrator.finetune_teacher``, or the one
 ``python -m orchestrator.bench transfer --work DIR`` leaves in ``DIR/teacher``) read through the teacher cache, as
-in a study. ``--hole-window B,A`` cuts exception functions as the transfer check does (``transfer_data.py``), so
+in a study. ``--hole-window B,A`` cuts exception functions as the transfer check does (``tasks/hole_window.py``), so
 the transfer check's teacher reads the data it was trained on. At the end, the run's validation history and test
 metrics (the best epoch's), as ``orchestrator.trial`` reports them.
 
@@ -35,6 +35,8 @@ import json
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from orchestrator.bench.diagnose_signals import feature_alignment, prediction_spread
 
 # docs/METHODS.md's "Loss scales at the defaults": (row label, method, params).
 INIT_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -201,53 +203,9 @@ def at_init(
     }
 
 
-def _spread(preds: Any, labels: Any) -> dict[str, Any]:
-    """Distinct predictions, the most frequent one's share, and accuracy over the labelled samples (label >= 0;
-    None when there are none: an unlabelled sample, -100, is neither right nor wrong)."""
-    labelled = labels >= 0
-    n = int(labelled.sum())
-    return {
-        "classes": int(preds.unique().numel()),
-        "top_share": float(preds.bincount().max() / preds.numel()),
-        "accuracy": float((preds[labelled] == labels[labelled]).float().mean()) if n else None,
-        "labelled": n,
-    }
-
-
-def _mean_pairwise_cos(x: Any) -> float:
-    """Mean cosine between the rows of ``x [B, H]`` over the B(B-1) ordered pairs: 1 when every row points one way."""
-    import torch.nn.functional as F
-
-    n = F.normalize(x.detach().float(), dim=-1)
-    b = n.shape[0]
-    return float(((n @ n.T).sum() - b) / max(b * (b - 1), 1))
-
-
-def feature_alignment(method: Any, student: Any, teacher: Any) -> dict[str, float] | None:
-    """For PKD (a method with teacher-side projections ``proj``): per matched layer, how alike the batch's vectors
-    are (``_mean_pairwise_cos``) on each side of the feature term, the student's [CLS] states ``s``, the teacher's
-    raw [CLS] states ``t`` and projected ones ``Pt``, and the mean cosine of the matched pairs ``s_vs_Pt``. The
-    term is MSE(n(s), n(Pt)) = (2/H)(1 - cos(s, Pt)): it can be met by making every s and Pt of the batch point
-    one way (pairwise cosines near 1), which carries nothing about the sample."""
-    import torch.nn.functional as F
-
-    if not hasattr(method, "proj") or teacher is None or not getattr(teacher, "cls", None):
-        return None
-    out: dict[str, float] = {}
-    for s_layer, t_layer, proj in zip(method.student_layers, method.teacher_layers, method.proj):
-        s = student.cls_states[s_layer].detach().float()
-        t = teacher.cls[t_layer].detach().float()
-        pt = proj(t.to(proj.weight.dtype)).detach().float()
-        pair = float(F.cosine_similarity(s, pt, dim=-1).mean())
-        tag = f"{s_layer}<-{t_layer}"
-        out.update({f"s {tag}": _mean_pairwise_cos(s), f"t {tag}": _mean_pairwise_cos(t)})
-        out.update({f"Pt {tag}": _mean_pairwise_cos(pt), f"s_vs_Pt {tag}": pair})
-    return out
-
-
 def record(method: Any, model: Any, every: int, validation: Any = None) -> list[dict[str, Any]]:
     """Wrap ``method.loss`` (the call the trainer makes every step): at step 0 and every ``every`` steps, the
-    breakdown of that step's batch, its prediction spread (``_spread``; ``batch_accuracy`` over its labelled
+    breakdown of that step's batch, its prediction spread (``prediction_spread``; ``batch_accuracy`` over its labelled
     samples), the share of it where the student's prediction is the teacher's (``teacher_agreement``, when the
     method reads teacher logits) and, with ``validation`` (an ``EncodedSplit``), the same spread on the whole
     validation split (``val``). Appended to the returned list. The validation pass runs in eval mode and draws
@@ -264,7 +222,7 @@ def record(method: Any, model: Any, every: int, validation: Any = None) -> list[
     def recorded(student: Any, teacher: Any, labels: Any) -> Any:
         if step[0] % every == 0:
             preds = student.logits.detach().argmax(-1)
-            spread = _spread(preds, labels)
+            spread = prediction_spread(preds, labels)
             row: dict[str, Any] = {
                 "step": step[0],
                 "terms": term_breakdown(method, model, student, teacher, labels),
@@ -282,7 +240,9 @@ def record(method: Any, model: Any, every: int, validation: Any = None) -> list[
             if validation is not None:
                 device = student.logits.device
                 logits, _ = predict(model, validation, 64, device)
-                row["val"] = _spread(torch.from_numpy(logits).argmax(-1), torch.as_tensor(validation.labels))
+                row["val"] = prediction_spread(
+                    torch.from_numpy(logits).argmax(-1), torch.as_tensor(validation.labels)
+                )
                 model.train()  # predict() left eval mode; the step being recorded continues in train mode
             rows.append(row)
         step[0] += 1
@@ -304,7 +264,7 @@ def during_training(args: argparse.Namespace, params: dict[str, Any], work: Path
 
     data = args.data
     if args.hole_window:
-        from orchestrator.bench.transfer_data import hole_window_data
+        from tasks.hole_window import hole_window_data
 
         before, after = (int(x) for x in args.hole_window.split(","))
         data = str(hole_window_data(args.data, work / "data", before, after))

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.hole_window import CHECK_WINDOW
+
 
 @dataclass(frozen=True)
 class BenchSize:
@@ -56,7 +58,7 @@ class TransferSize:
     candidates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     min_advantage: float = 0.10  # the teacher must beat the best FT student on validation by this much
     # Exception only: cut every function to its first line plus (lines above, lines below) the masked handler
-    # (transfer_data.py says why); None: whole functions.
+    # (tasks/hole_window.py says why); None: whole functions.
     hole_window: tuple[int, int] | None = None
     max_samples: int | None = None  # caps every split (the tiny size)
     # The data: at least ``min_train`` training inputs; ``build`` is the tasks.build_local split sizes that make
@@ -130,7 +132,7 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
         batch_size=16,
         seeds=(0, 1, 2),
         candidates=_grid2((5e-4, 1e-3)),
-        hole_window=(6, 2),
+        hole_window=CHECK_WINDOW,
         min_train=5000,
         build=TRANSFER_BUILD,
         # two student runs at once, one torch thread each: with two threads in one process, each op waits for
@@ -176,7 +178,7 @@ TRANSFER_SIZES: dict[str, TransferSize] = {
             "pkd": [{"lr": 1e-3}],
             "ckd": [{"lr": 1e-3, "beta": 1.0, "gamma": 1.0}],
         },
-        hole_window=(6, 2),
+        hole_window=CHECK_WINDOW,
         max_samples=64,
         min_train=64,
     ),

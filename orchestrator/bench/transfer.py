@@ -82,7 +82,7 @@ def transfer(
     timings: dict[str, Any] = {}
     source_data = data
     if size.hole_window is not None:
-        from orchestrator.bench.transfer_data import hole_window_data
+        from tasks.hole_window import hole_window_data
 
         data = str(hole_window_data(data, work / "data", *size.hole_window))
     runner = TransferRunner(size, data, work, device)

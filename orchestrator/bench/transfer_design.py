@@ -193,7 +193,7 @@ def design(
     started = time.perf_counter()
     size = _for_task(size, task)
     if size.hole_window is not None:
-        from orchestrator.bench.transfer_data import hole_window_data
+        from tasks.hole_window import hole_window_data
 
         data = str(hole_window_data(data, work / "data", *size.hole_window))
     runner = TransferRunner(size, data, work, device)

@@ -22,12 +22,12 @@ import numpy as np
 from orchestrator.bench.overhead import build_shared_cache
 from orchestrator.bench.remap import RemappedTeacher, placebo_permutation
 from orchestrator.bench.sizes import TransferSize
-from orchestrator.bench.transfer_data import DataError
 from orchestrator.bench.transfer_report import headline
 from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.finetune import finetune_teacher
 from orchestrator.train.trainer import EncodedSplit, TrainConfig, TrainResult, seed_everything
 from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial, student_shape
+from tasks.hole_window import DataError
 from tasks.labels import LabelSpec, labelled_indices, mask_split, subset_split, write_labelled_folder
 
 ARMS = ("transfer", "same_labels", "placebo")

@@ -11,7 +11,7 @@ The default data of each kind is built on first use under the study's storage, n
 Both live side by side in ``<storage>/data/local``; each kind builds only what its own files lack.
 
 * ``data: data/local-window`` (classification) is the local data with every exception function cut to its first
-  line plus the lines around the masked handler (``orchestrator/bench/transfer_data.py`` says why: at 128 tokens
+  line plus the lines around the masked handler (``tasks/hole_window.py`` says why: at 128 tokens
   the ``__HOLE__`` is out of view in half of the whole functions); defect and clone are copied unchanged. It names
   ``./data/local-window`` when that exists, else ``<storage>/data/local-window``, built on first use from the
   default data (itself built first when missing), with the knowledge-transfer check's window.
@@ -91,7 +91,7 @@ def _build_window(spec: Any, path: Path) -> None:
     import os
     import shutil
 
-    from orchestrator.bench.transfer_data import hole_window_data
+    from tasks.hole_window import hole_window_data
 
     source = Path(DEFAULT_DATA["classification"])
     if not source.exists():
@@ -114,11 +114,9 @@ def _build_window(spec: Any, path: Path) -> None:
 
 def _window() -> tuple[int, int]:
     """The knowledge-transfer check's window (its ``cpu`` size): the hole in view for over 90% at 128 tokens."""
-    from orchestrator.bench.sizes import TRANSFER_SIZES
+    from tasks.hole_window import CHECK_WINDOW
 
-    window = TRANSFER_SIZES["cpu"].hole_window
-    assert window is not None  # the cpu size cuts its data
-    return window
+    return CHECK_WINDOW
 
 
 def _window_record(path: Path) -> tuple[int, int] | None:

@@ -117,3 +117,13 @@ def labels_argument(p: argparse.ArgumentParser, text: str) -> dict[str, Any] | N
     except LabelSpecError as err:
         p.error(f"--labels: {err}")
     return None if spec is None else spec.to_dict()
+
+
+def parse_value(text: str) -> Any:
+    """A ``--param`` value: JSON when it reads as JSON (numbers, true/false), else the text itself."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

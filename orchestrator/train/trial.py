@@ -261,13 +261,6 @@ def below_one(**flags: int) -> bool:
     return False
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def _parser() -> argparse.ArgumentParser:
     from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES, HelpFormatter, OneLineParser
 
@@ -341,7 +334,7 @@ def _main(argv: list[str] | None) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             p.error(f"--param expects KEY=VALUE, got '{item}'")
-        params[key] = _parse_value(value)
+        params[key] = cli_checks.parse_value(value)
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples, args.method, args.teacher, params)
     labels = cli_checks.labels_argument(p, args.labels)
     recipe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
