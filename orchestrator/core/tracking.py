@@ -104,7 +104,11 @@ class MlflowServer:
 
     def ui_command(self, port: int | None = None) -> str:
         """How to browse the store once this server is gone: on the port it used (free again then; 5000 may not be)."""
-        port = port or int(self.uri.rsplit(":", 1)[1])
+        if (
+            port is None
+        ):  # the port this server used; a store opened without one (the fast path): MLflow's 5000
+            tail = self.uri.rsplit(":", 1)[-1] if self.uri.startswith("http") else ""
+            port = int(tail) if tail.isdigit() else 5000
         return (
             f"mlflow server --backend-store-uri {self.store_uri} --artifacts-destination {self.artifacts} "
             f"--host 127.0.0.1 --port {port}   # then open http://127.0.0.1:{port}"
