@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -60,6 +60,26 @@ __all__ = [
 # The old private names, for code that imported them from here.
 _check_scores = check_scores
 _check_max_samples = check_max_samples
+
+
+def jsonl_records(path: Path, max_samples: int | None = None) -> Iterator[tuple[int, object]]:
+    """``(line number, record)`` for each non-blank line of a JSONL file, at most ``max_samples`` of them;
+    ValueError naming the file and line for a line that is not JSON. Splits and ``unlabelled.jsonl`` read alike."""
+    n = 0
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if max_samples is not None and n >= max_samples:
+                return
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            n += 1
+            yield lineno, record
 
 
 class Task(abc.ABC):
@@ -161,22 +181,11 @@ class Task(abc.ABC):
 
     def _read_jsonl(self, path: Path, split: str, max_samples: int | None) -> list[Example]:
         examples: list[Example] = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if max_samples is not None and len(examples) >= max_samples:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(
-                        f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-                    ) from None
-                try:
-                    examples.append(self._example(len(examples), record))
-                except RecordError as exc:
-                    raise ValueError(f"{path}:{lineno}: {exc}") from None
+        for lineno, record in jsonl_records(path, max_samples):
+            try:
+                examples.append(self._example(len(examples), record))
+            except RecordError as exc:
+                raise ValueError(f"{path}:{lineno}: {exc}") from None
         if not examples:
             raise ValueError(f"{path}: the {split} split of task '{self.name}' is empty (no records)")
         return examples

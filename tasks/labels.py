@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tasks.base import Example, RecordError, Task, TaskData, normalise_code
+from tasks.base import Example, RecordError, Task, TaskData, jsonl_records, normalise_code
 
 UNLABELLED = -100  # torch.nn.functional.cross_entropy's default ignore_index
 UNLABELLED_FILE = "unlabelled.jsonl"
@@ -216,23 +215,12 @@ def load_unlabelled(task: Task, path: str | Path, max_samples: int | None = None
     path = Path(path)
     fields = [f for f in (task.code_field, task.code2_field) if f is not None]
     out: list[Example] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if max_samples is not None and len(out) >= max_samples:
-                break
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            try:
-                codes = _codes(record, fields)
-            except RecordError as exc:
-                raise ValueError(f"{path}:{lineno}: {exc}") from None
-            out.append(Example(len(out), codes[0], UNLABELLED, codes[1] if len(codes) > 1 else None))
+    for lineno, record in jsonl_records(path, max_samples):
+        try:
+            codes = _codes(record, fields)
+        except RecordError as exc:
+            raise ValueError(f"{path}:{lineno}: {exc}") from None
+        out.append(Example(len(out), codes[0], UNLABELLED, codes[1] if len(codes) > 1 else None))
     if not out:
         raise ValueError(f"{path}: no unlabelled inputs (one JSON object per line with field(s) {fields})")
     return out
