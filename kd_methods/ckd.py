@@ -64,7 +64,7 @@ from kd_methods.ckd_relations import (  # noqa: F401 - re-exported: the cache an
     word_relations,
     word_relations_from_band,
 )
-from kd_methods.kd import label_cross_entropy, require_teacher, soft_cross_entropy
+from kd_methods.kd import patient_logit_terms, require_teacher
 
 EXTRA_KEYS = ("ckd.wr_dist", "ckd.wr_angle", "ckd.ltr_dist", "ckd.ltr_angle")
 
@@ -353,13 +353,7 @@ class CKD(KDMethod):
         alpha = float(self.params["alpha"])
         temperature = float(self.params["temperature"])
         beta, gamma = float(self.params["beta"]), float(self.params["gamma"])
-        terms: dict[str, Tensor] = {}
-        if alpha != 0.0:
-            terms["soft"] = (
-                alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
-            )
-        if alpha != 1.0:
-            terms["hard"] = (1.0 - alpha) * label_cross_entropy(student.logits, labels)  # labelled only
+        terms = patient_logit_terms(student.logits, signals.logits, labels, alpha, temperature)
         if beta != 0.0:
             parts = self.feature_terms(student, teacher)
             terms["wr_dist"] = beta * parts["wr_dist"]

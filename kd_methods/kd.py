@@ -44,6 +44,21 @@ def label_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return torch.where((labels != IGNORE_INDEX).any(), ce, torch.zeros((), dtype=z.dtype, device=z.device))
 
 
+def patient_logit_terms(
+    student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: float, temperature: float
+) -> dict[str, Tensor]:
+    """PKD's and CKD's logit part: ``soft`` = alpha * T^2 * CE(z_s/T, p_t) over every sample and ``hard`` =
+    (1 - alpha) * CE(z_s, y) over the labelled ones; a term whose weight is 0 is left out."""
+    terms: dict[str, Tensor] = {}
+    if alpha != 0.0:
+        terms["soft"] = (
+            alpha * temperature**2 * soft_cross_entropy(student_logits, teacher_logits, temperature)
+        )
+    if alpha != 1.0:
+        terms["hard"] = (1.0 - alpha) * label_cross_entropy(student_logits, labels)  # labelled only
+    return terms
+
+
 def require_teacher(method: KDMethod, teacher: TeacherSignals | None, spec: SignalSpec) -> TeacherSignals:
     """The teacher signals ``spec`` names, or a clear error: ValueError without a teacher, KeyError naming gaps."""
     if teacher is None:

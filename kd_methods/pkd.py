@@ -16,7 +16,7 @@ from kd_methods.base import (
     layer_map,
     register,
 )
-from kd_methods.kd import at_least_float32, label_cross_entropy, require_teacher, soft_cross_entropy
+from kd_methods.kd import at_least_float32, patient_logit_terms, require_teacher
 
 
 @register
@@ -80,13 +80,7 @@ class PKD(KDMethod):
         alpha = float(self.params["alpha"])
         temperature = float(self.params["temperature"])
         beta = float(self.params["beta"])
-        terms: dict[str, Tensor] = {}
-        if alpha != 0.0:
-            terms["soft"] = (
-                alpha * temperature**2 * soft_cross_entropy(student.logits, signals.logits, temperature)
-            )
-        if alpha != 1.0:
-            terms["hard"] = (1.0 - alpha) * label_cross_entropy(student.logits, labels)  # labelled only
+        terms = patient_logit_terms(student.logits, signals.logits, labels, alpha, temperature)
         if beta != 0.0:
             terms["feature"] = beta * self.feature_loss(student, signals)
         return terms

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,3 +148,28 @@ def test_completion_trial_and_teacher_keys_are_unchanged():
         "53d09cfe2f8521d1",
     ]
     assert [u.key for u in smoke.teachers] == ["e75d9f2ecd1cbb6a"]
+
+
+def test_ray_temp_link_is_per_driver_and_clears_links_of_dead_drivers(tmp_path):
+    """Two studies sharing a long storage path start together: each driver gets its own /tmp link (a shared one
+    raced on creation, and the first study to finish removed the other's). A link left by a killed driver goes."""
+    import subprocess
+
+    from orchestrator.core.paths import ray_temp_dir, remove_link
+
+    storage = tmp_path / ("s" * 90)  # too long for Ray's sockets
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    digest_path, link, note = ray_temp_dir(storage)
+    assert link is not None and note and link.name.endswith(f"-{os.getpid()}")
+    stale = link.with_name(link.name.rsplit("-", 1)[0] + f"-{dead.pid}")
+    stale.symlink_to(storage / "ray", target_is_directory=True)
+    try:
+        again, link2, _ = ray_temp_dir(storage)
+        assert link2 == link and link.is_symlink() and os.readlink(link) == str((storage / "ray").resolve())
+        assert not stale.is_symlink()
+    finally:
+        remove_link(link)
+        if stale.is_symlink():
+            stale.unlink()
+    assert not link.is_symlink()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from orchestrator.core.probe import unreachable_reason
 from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
@@ -48,9 +49,6 @@ def store_uri(study: str, storage: str | None) -> str:
 def _check_reachable(uri: str, timeout: float = 5.0) -> None:
     """StoreNotFound unless ``uri`` answers: a SQLite file that exists (MLflow would create an empty store
     anywhere else), a server that answers within ``timeout`` (MLflow's client retries for minutes)."""
-    import urllib.error
-    import urllib.request
-
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.is_file():
@@ -58,13 +56,6 @@ def _check_reachable(uri: str, timeout: float = 5.0) -> None:
                 f"MLFLOW_TRACKING_URI={uri}: {db} does not exist (no study has been run there)"
             )
     elif uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: a server without /health, or one behind a proxy
-        except (TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise StoreNotFound(
-                f"MLFLOW_TRACKING_URI={uri}: the tracking server is unreachable ({reason})"
-            ) from None
+        reason = unreachable_reason(uri, timeout)
+        if reason is not None:
+            raise StoreNotFound(f"MLFLOW_TRACKING_URI={uri}: the tracking server is unreachable ({reason})")

@@ -6,6 +6,7 @@ python -m orchestrator.bench transfer-design --out design.json       # the trans
 python -m orchestrator.bench packing --out packing.json              # trials per hour, 1-8 trials per device
 python -m orchestrator.bench completion-kd --out completion_kd.json  # distil vs the LM-only baseline (ES/EM, ppl)
 python -m orchestrator.bench diagnose --mode init --out init.json    # each loss term's value and gradient norm
+python -m orchestrator.bench teacher-states --teacher DIR --out s.json # what a teacher's states carry per layer
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     from orchestrator.bench.diagnose import add_parser as add_diagnose  # torch-free: --help stays fast
 
     add_diagnose(sub)
+    from orchestrator.bench.teacher_states import add_parser as add_teacher_states
+
+    add_teacher_states(sub)
     return p
 
 
@@ -222,6 +226,10 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
         from orchestrator.bench import diagnose
 
         return diagnose.run(args, work), diagnose.print_table
+    if args.bench == "teacher-states":
+        from orchestrator.bench import teacher_states
+
+        return teacher_states.run(args, work), teacher_states.print_table
     if args.bench == "transfer-design":
         from orchestrator.bench import transfer_design
 

@@ -2,7 +2,7 @@
 server log, default data), and the content keys that name what is stored there.
 
 What still lands outside the storage (docs/OWN_DATA.md, "Where files go"): Ray's own ``~/.ray`` (its token auth
-file, when Ray enables token auth), a short symlink ``/tmp/kdr-<hash>`` while a study whose storage path is too long
+file, when Ray enables token auth), a short symlink ``/tmp/kdr-<hash>-<pid>`` while a study whose storage path is too long
 for Unix sockets runs (removed at the end), and the study index ``studies.json`` (``KDSTUDY_STATE_DIR``, default
 ``~/.local/state/kdstudy``).
 """
@@ -118,7 +118,7 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     """Ray's temp folder for a study that starts its own Ray: ``<storage>/ray``.
 
     Returns (the path to hand Ray, a symlink to remove afterwards or None, a note for the console or None). When
-    ``<storage>/ray`` is too long for Ray's socket paths, a short symlink ``/tmp/kdr-<hash>`` points at it (the
+    ``<storage>/ray`` is too long for Ray's socket paths, a short symlink ``/tmp/kdr-<hash>-<pid>`` points at it (the
     files still live under the storage) and the note says so."""
     target = (Path(storage).resolve() / "ray").resolve()
     target.mkdir(parents=True, exist_ok=True)
@@ -127,12 +127,14 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     if len(str(target)) + RAY_SESSION_SUFFIX <= SOCKET_PATH_MAX and str(target).isascii():
         return str(target), None, None
     digest = hashlib.sha256(str(target).encode()).hexdigest()[:8]
-    # /tmp itself, not TMPDIR: the point is a short path
-    link = (Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())) / f"kdr-{digest}"
-    if link.is_symlink() and os.readlink(link) != str(target):
+    # /tmp itself, not TMPDIR: the point is a short path. One link per driver process: two studies sharing a
+    # storage start together (a shared name raced on creation, and the first to finish removed the other's link).
+    tmp = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
+    _remove_dead_links(tmp, digest)
+    link = tmp / f"kdr-{digest}-{os.getpid()}"
+    if link.is_symlink():
         link.unlink()
-    if not link.is_symlink():
-        link.symlink_to(target, target_is_directory=True)
+    link.symlink_to(target, target_is_directory=True)
     why = (
         f"too long for Unix sockets ({len(str(target))} characters, at most {SOCKET_PATH_MAX - RAY_SESSION_SUFFIX})"
         if str(target).isascii()
@@ -140,6 +142,17 @@ def ray_temp_dir(storage: str | Path) -> tuple[str, Path | None, str | None]:
     )
     note = f"Ray's temp folder is {target}; its path is {why}, so Ray reaches it through the symlink {link} (removed at the end)"
     return str(link), link, note
+
+
+def _remove_dead_links(tmp: Path, digest: str) -> None:
+    """Links of this storage left by drivers that were killed (their pid no longer runs)."""
+    import psutil
+
+    for stale in tmp.glob(f"kdr-{digest}-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if stale.is_symlink() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            with contextlib.suppress(OSError):
+                stale.unlink()
 
 
 def remove_link(link: Path | None) -> None:

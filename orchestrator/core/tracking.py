@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.core.errors import StudyError
 from orchestrator.core.paths import local_store, server_log
+from orchestrator.core.probe import unreachable_reason
 from orchestrator.core.process import stop_group, stop_tree
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
@@ -304,16 +305,9 @@ def record_failure(client: MlflowClient, run_id: str, err: BaseException) -> Non
 def check_tracking(uri: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """Raise StudyError unless the tracking store at ``uri`` can be reached (HTTP: any answer will do)."""
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered: a server without /health, or one behind a proxy
-        except (TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise StudyError(
-                f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}"
-            ) from None
+        reason = unreachable_reason(uri, timeout)
+        if reason is not None:
+            raise StudyError(f"MLflow tracking server {uri} (MLFLOW_TRACKING_URI) is unreachable: {reason}")
     elif uri.startswith("sqlite:///"):
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
