@@ -164,6 +164,13 @@ def test_smoke_study_records_every_trial_with_its_factors(smoke_study):
         (t, k) for t in ("tiny-roberta", "minilm") for k in ("defect", "clone", "exception")
     )
     assert all(r.data.metrics["teacher_passes"] == 1 for r in caches)
+    # PKD's targets checked per cache (cache/spread.py): a console warning for each cache with a constant layer
+    for r in caches:
+        cos = {k: v for k, v in r.data.metrics.items() if k.startswith("cls_pairwise_cos.")}
+        assert cos and all(-1.0 <= v <= 1.0 + 1e-6 for v in cos.values()), r.data.metrics
+        where = f"teacher cache {r.data.tags['teacher']}/{r.data.tags['task']}:"
+        warned = f"warning: {where}" in smoke_study["stdout"]
+        assert warned == (max(cos.values()) >= 0.999), (where, cos)
     teachers = _runs(uri, "smoke", "teacher_finetune")
     assert len(teachers) == 6
     # every scored run carries its headline score and its test split's majority baseline, in one column each

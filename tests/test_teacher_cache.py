@@ -291,3 +291,35 @@ def test_a_build_that_fails_half_way_leaves_no_temporary_folder(tiny_teacher, da
         get_or_build(request, data, 20, tmp_path, use_ray=False, progress=fail)
     assert list((tmp_path / "teacher_cache").iterdir()) == []
     assert get_or_build(request, data, 20, tmp_path, use_ray=False).built
+
+
+def test_cls_spread_reads_the_first_training_rows_across_shards(tiny_teacher, data, online, tmp_path):
+    """PKD's target check (orchestrator/cache/spread.py) reads the cache's first training rows, across shards (16
+    rows each here), and gives the mean pairwise cosine the live teacher's [CLS] states give."""
+    from orchestrator.cache.spread import cls_pairwise_cos, mean_pairwise_cos
+
+    report = _build(tiny_teacher, data, tmp_path, "float32")
+    got = cls_pairwise_cos(report.path, rows=20)
+    assert sorted(got) == list(SPEC.cls_layers)
+    live = online.signals("train", torch.arange(20), SPEC)
+    for layer in SPEC.cls_layers:
+        assert got[layer] == pytest.approx(mean_pairwise_cos(live.cls[layer].float().numpy()), abs=1e-5)
+    # a cache that holds no [CLS] state (no PKD in the study) has nothing to check
+    request = CacheRequest(str(tiny_teacher), "exception", SignalSpec(logits=True), MAXLEN, "float32")
+    assert cls_pairwise_cos(get_or_build(request, data, 20, tmp_path, use_ray=False).path) == {}
+
+
+def test_a_constant_cls_target_is_flagged_and_a_varying_one_is_not():
+    """One coordinate far larger than the rest in every input (MiniLM's [CLS] at layers 1-4) makes every
+    normalised target one direction; the warning names the layer and its figure."""
+    from orchestrator.cache.spread import constant_target_warning, mean_pairwise_cos
+
+    rng = np.random.default_rng(0)
+    varying = rng.normal(size=(64, 32))
+    outlier = varying.copy()
+    outlier[:, 7] += 200.0  # ~98% of the squared norm, as MiniLM's coordinate 99
+    cos = {1: mean_pairwise_cos(outlier), 2: mean_pairwise_cos(varying)}
+    assert cos[1] > 0.999 and abs(cos[2]) < 0.05
+    line = constant_target_warning("teacher/exception", cos)
+    assert line is not None and "layer 1 " in line and "layer 2 " not in line and "PKD" in line
+    assert constant_target_warning("teacher/exception", {2: cos[2]}) is None

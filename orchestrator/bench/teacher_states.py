@@ -50,11 +50,9 @@ def add_parser(sub: Any) -> None:
 
 
 def _mean_pairwise_cos(x: Any) -> float:
-    import torch.nn.functional as F
+    from orchestrator.cache.spread import mean_pairwise_cos
 
-    n = F.normalize(x, dim=-1)
-    b = n.shape[0]
-    return float(((n @ n.T).sum() - b) / max(b * (b - 1), 1))
+    return mean_pairwise_cos(x.detach().float().numpy())
 
 
 def layer_summary(cls: Any, tokens: Any, mask: Any) -> dict[str, Any]:
@@ -68,6 +66,8 @@ def layer_summary(cls: Any, tokens: Any, mask: Any) -> dict[str, Any]:
     real = tokens.float()[mask.bool()]
     within = []
     for b in range(tokens.shape[0]):
+        if int(mask[b].sum()) < 2:  # one token: no pair to compare
+            continue
         within.append(_mean_pairwise_cos(tokens[b][mask[b].bool()].float()))
     return {
         "cls": {

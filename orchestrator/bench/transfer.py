@@ -33,6 +33,7 @@ from orchestrator.bench.sizes import TRANSFER_SIZES, TransferSize
 from orchestrator.bench.transfer_pool import Pool
 from orchestrator.bench.transfer_report import KD_METHODS, headline, paired_stats, print_table, results
 from orchestrator.bench.transfer_runner import ARMS, LABELLED_EVALS, TransferRunner, _log, summarise, tile
+from orchestrator.cache.spread import cls_pairwise_cos
 from orchestrator.train.trainer import TrainResult
 from tasks import get_task
 
@@ -102,6 +103,8 @@ def transfer(
         "score": headline(size.task, tuned),
         "val_score": headline(size.task, tuned, "validation"),
         "trained_on": len(runner.keep),
+        # PKD's targets: 1.0 means the teacher's [CLS] state at that layer is one direction for every input
+        "cls_pairwise_cos": {str(k): v for k, v in cls_pairwise_cos(runner.cache[0]).items()},
     }
     _log(f"teacher: val {teacher_out['val_score']:.4f}, test {teacher_out['score']:.4f}")
     with Pool(runner, data, size.workers) as pool:

@@ -177,6 +177,11 @@ def print_table(r: dict[str, Any]) -> None:
         f"(+{t['advantage_over_ft_val']:.4f} over FT on val; >= 0.10: {t['advantage_ok']}); "
         f"majority baseline {r['majority_baseline']:.4f}"
     )
+    if cos := t.get("cls_pairwise_cos"):  # PKD's targets (orchestrator/cache/spread.py)
+        print(
+            "teacher [CLS] mean pairwise cosine (PKD's targets): "
+            + _params({f"layer {k}": v for k, v in cos.items()})
+        )
     print(f"{'arm/method':<12}{'mean':>8}{'delta':>9}{'ci95':>20}{'p':>8}  params")
     print("-" * 80)
     ft = r["ft"]

@@ -281,6 +281,7 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
 
     from orchestrator.cache.key import CacheRequest, human_bytes
     from orchestrator.cache.serve import fits_object_store, put_in_object_store
+    from orchestrator.cache.spread import cls_pairwise_cos, constant_target_warning
 
     spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
     storage = Path(spec.storage)
@@ -314,8 +315,11 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
         )
         if report.rebuilt_reason:
             log(f"  rebuilt because: {report.rebuilt_reason}")
+        spread = cls_pairwise_cos(report.path)  # PKD's targets: do they differ between inputs at all?
+        if warning := constant_target_warning(where, spread):
+            log(warning)
         if not tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_cache", report.key):
-            _record_cache(ctx, unit, report, _served(entry))
+            _record_cache(ctx, unit, report, _served(entry), spread)
     ctx.caches, ctx.cache_keys = caches, {c["key"] for c in caches.values()}
 
 
@@ -323,7 +327,9 @@ def _served(entry: dict[str, Any]) -> str:
     return "object store" if "ref" in entry else "memory-mapped shards"
 
 
-def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -> None:
+def _record_cache(
+    ctx: StudyContext, unit: CacheUnit, report: Any, where: str, spread: dict[int, float]
+) -> None:
     import numpy as np
 
     from orchestrator.cache.serve import CachedTeacher
@@ -360,6 +366,7 @@ def _record_cache(ctx: StudyContext, unit: CacheUnit, report: Any, where: str) -
             "cache_bytes": report.bytes,
             "build_seconds": report.seconds,
             "teacher_passes": 1 if report.built else 0,
+            **{f"cls_pairwise_cos.{layer}": cos for layer, cos in spread.items()},
         },
     )
     cached = CachedTeacher.open(report.path)
