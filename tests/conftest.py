@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Set before anything imports huggingface_hub, ray or mlflow: a missing model must fail fast, not hang.
 for key, value in {
@@ -17,6 +20,12 @@ for key, value in {
 }.items():
     os.environ.setdefault(key, value)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+# The study index (which storages a study ran in) lives in the user's state folder: a test run must neither read the
+# storages of earlier runs (pytest keeps the last three basetemps, so `smoke` would be found in several storages and
+# `--plan`/`--status` refuse to guess) nor write into the user's own index.
+_state = tempfile.mkdtemp(prefix="kdstudy-state-")
+os.environ["KDSTUDY_STATE_DIR"] = _state
+atexit.register(shutil.rmtree, _state, ignore_errors=True)
 
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402

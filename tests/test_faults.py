@@ -302,7 +302,7 @@ def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, l
         subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds
     ]
     outs = [d.communicate(timeout=300) for d in drivers]
-    assert [d.returncode for d in drivers] == [0, 0], outs
+    assert [d.returncode for d in drivers] == [0, 0], [(o[0][-4000:], o[1][-4000:]) for o in outs]
     for name in "ab":
         assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
         log = storage / "mlflow" / f"server-{name}.log"
