@@ -211,14 +211,9 @@ def test_own_task_study_runs_end_to_end_and_writes_under_storage(tmp_path, smell
     assert "2 done, 0 remaining" in plan.stdout, plan.stdout + plan.stderr
     from orchestrator.analysis.store import store_uri
 
-    before = os.environ.get("KDSTUDY_STATE_DIR")  # the session's own index (conftest): put back, not removed
-    os.environ["KDSTUDY_STATE_DIR"] = str(state)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # puts the session's own index (conftest) back afterwards
+        mp.setenv("KDSTUDY_STATE_DIR", str(state))
         assert store_uri("smells", None) == f"sqlite:///{db.resolve()}"
-    finally:
-        os.environ.pop("KDSTUDY_STATE_DIR")
-        if before is not None:
-            os.environ["KDSTUDY_STATE_DIR"] = before
     missing = _cli("orchestrator.analysis", "notebooks", "--study", "nosuch", cwd=tmp_path, env=env)
     assert missing.returncode == 2
     assert missing.stderr.count("\n") == 1 and "nosuch" in missing.stderr, missing.stderr
