@@ -89,7 +89,9 @@ def test_study_spreads_over_workers_and_survives_losing_one(tmp_path, local_data
     # the interrupted trials were retried and finished on the remaining worker
     for key in removed_during:
         attempts = [r for r in runs if r.data.tags["trial_key"] == key]
-        assert any(r.info.status == "KILLED" and r.data.tags["node_id"] == w2.node_id for r in attempts)
+        assert any(r.info.status == "KILLED" and r.data.tags["node_id"] == w2.node_id for r in attempts), [
+            (r.info.status, r.data.tags["node_id"]) for r in attempts
+        ]
         assert any(r.info.status == "FINISHED" and r.data.tags["node_id"] == w1.node_id for r in attempts)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     # one teacher pass per (teacher, task); KD trials on both workers read the same cache

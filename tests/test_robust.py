@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, write_study
@@ -179,6 +180,39 @@ def test_waiting_driver_gets_the_lock_when_the_holder_lets_go(tmp_path):
     assert time.time() - start > 1.0
     lock.release()
     holder.wait(10)
+
+
+def test_a_second_writer_of_a_folder_waits_and_leaves_the_first_writers_partial_folder_alone(tmp_path):
+    # Two studies started together on one storage both made the random base teacher; the second removed the
+    # first's partial folder mid-write (CI: FileNotFoundError in .tiny-2x32.partial-*). Now the second waits.
+    from orchestrator.core.paths import exclusive, teacher_complete, writing
+
+    final = tmp_path / "teachers" / "base" / "tiny-2x32"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from orchestrator.core.paths import writing; "
+            f"w = writing({str(final)!r}); p = w.__enter__(); print(p, flush=True); time.sleep(2); "
+            "(p / 'config.json').write_text('{}'); (p / 'model.safetensors').write_text('w'); "
+            "(p / 'tokenizer.json').write_text('{}'); w.__exit__(None, None, None)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    partial = first.stdout.readline().strip()
+    start = time.time()
+    with exclusive(final):  # as _teacher_sources does: wait for the writer, then use its folder
+        waited = time.time() - start
+        complete = teacher_complete(final)
+        if not complete:
+            with writing(final):  # nested under the same hold: does not block itself
+                pass
+    assert first.wait(10) == 0
+    assert waited > 1.0 and complete, (waited, complete)
+    assert not Path(partial).exists() and (final / "model.safetensors").read_text() == "w"
+    assert not list(final.parent.glob("*.partial-*"))
 
 
 # --- cache manifests ---------------------------------------------------------------------------------------

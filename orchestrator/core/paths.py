@@ -47,10 +47,38 @@ def scratch(folder: str | Path, prefix: str = "trial-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+_HELD: set[Path] = (
+    set()
+)  # the folders this process holds ``exclusive`` on (nested holds do not block themselves)
+
+
+@contextlib.contextmanager
+def exclusive(final: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing ``final`` (an ``flock`` of ``.<name>.lock`` beside it), waiting for any
+    other process that holds it. Two studies started together on one storage may both write the same folder (the
+    random base teacher): without it the second removed the first's partial folder mid-write."""
+    import fcntl
+
+    final = Path(final).absolute()
+    if final in _HELD:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _HELD.add(final)
+        try:
+            yield
+        finally:
+            _HELD.discard(final)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def partial_folder(final: str | Path) -> Path:
     """A fresh temporary folder beside ``final`` to write it in (``publish`` renames it into place when complete),
     so a folder a later stage trusts is never half-written. Partial folders of a writer that was killed (or ran out
-    of disk) are removed first."""
+    of disk) are removed first; call it under ``exclusive(final)`` (``writing`` does), so a live writer's partial
+    folder is never among them."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     for old in final.parent.glob(f".{final.name}.partial-*"):
@@ -61,14 +89,17 @@ def partial_folder(final: str | Path) -> Path:
 @contextlib.contextmanager
 def writing(final: str | Path) -> Iterator[Path]:
     """A partial folder for ``final`` (``partial_folder``), published when the block completes and removed when it
-    raises (a full disk, Ctrl-C): nothing half-written is left beside ``final``."""
-    partial = partial_folder(final)
-    try:
-        yield partial
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    publish(partial, final)
+    raises (a full disk, Ctrl-C): nothing half-written is left beside ``final``. The block runs under
+    ``exclusive(final)``: a second writer of the same folder waits, then writes it again (callers that can use
+    the first writer's result check for it under ``exclusive`` first)."""
+    with exclusive(final):
+        partial = partial_folder(final)
+        try:
+            yield partial
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        publish(partial, final)
 
 
 def publish(partial: Path, final: str | Path) -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
-from orchestrator.core.paths import teacher_complete, writing
+from orchestrator.core.paths import exclusive, teacher_complete, writing
 from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit, slot
 from orchestrator.sweep.context import StudyContext
@@ -130,41 +130,45 @@ def stage_tokenizers(ctx: StudyContext) -> None:
 
 def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, str]]:
     """The study's teachers by name, and what each fine-tunes from (a random teacher is created once, on disk)."""
-    from models.teacher import create_random_teacher
-    from orchestrator.train.trial import load_data, resolve_teacher
+    from orchestrator.train.trial import resolve_teacher
 
     storage = Path(spec.storage)
-    data_seed = spec.data_seed
     teachers = {t.name: t for t in spec.teachers}
     sources: dict[str, str] = {}
     for t in spec.teachers:
         if t.source.startswith("random:"):
             base = storage / "teachers" / "base" / f"{t.name}-{t.layers}x{t.hidden}"
-            if not teacher_complete(base):  # a half-written base (an older run out of disk) is made again
-                texts = [
-                    ex.code
-                    for task in spec.tasks
-                    for ex in load_data(task, data, data_seed, spec.max_samples).train
-                ]
-                with writing(base) as partial:  # renamed into place when complete, removed if not
-                    create_random_teacher(
-                        partial,
-                        arch=t.source.split(":", 1)[1],
-                        num_layers=t.layers or 2,
-                        hidden_size=t.hidden or 64,
-                        num_heads=2,
-                        intermediate_size=2 * (t.hidden or 64),
-                        tokenizer_texts=texts,
-                        vocab_size=1000,
-                        num_labels=2,
-                        max_length=max(
-                            spec.teacher_train_for(t.name).max_length, spec.student_train.max_length
-                        ),
-                    )
+            # Another study on this storage may be making the same base now: wait for it, then use its base.
+            with exclusive(base):
+                if not teacher_complete(base):  # a half-written base (an older run out of disk) is made again
+                    _make_random_base(spec, t, base, data)
             sources[t.name] = str(base)
         else:
             sources[t.name] = resolve_teacher(t.source)
     return teachers, sources
+
+
+def _make_random_base(spec: Any, t: Any, base: Path, data: str) -> None:
+    """A random teacher ``t`` (``source: random:<arch>``) with a BPE vocabulary fitted on the study's tasks."""
+    from models.teacher import create_random_teacher
+    from orchestrator.train.trial import load_data
+
+    texts = [
+        ex.code for task in spec.tasks for ex in load_data(task, data, spec.data_seed, spec.max_samples).train
+    ]
+    with writing(base) as partial:  # renamed into place when complete, removed if not
+        create_random_teacher(
+            partial,
+            arch=t.source.split(":", 1)[1],
+            num_layers=t.layers or 2,
+            hidden_size=t.hidden or 64,
+            num_heads=2,
+            intermediate_size=2 * (t.hidden or 64),
+            tokenizer_texts=texts,
+            vocab_size=1000,
+            num_labels=2,
+            max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
+        )
 
 
 def stage_teacher_finetune(ctx: StudyContext) -> None:

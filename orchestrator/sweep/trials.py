@@ -185,7 +185,8 @@ class LostWorkers(tune.Callback):
             not runs and err is not None and key in self.units
         ):  # its worker died before it could open its run: the failure is recorded anyway
             unit = self.units[key]
-            tags = {**unit.tags, "mlflow.parentRunId": self.parent}
+            # (node_id: every student run has one; which node this attempt was placed on is not known here)
+            tags = {**unit.tags, "node_id": "unknown", "mlflow.parentRunId": self.parent}
             runs = [self.client.create_run(self.experiment_id, run_name=unit.run_name, tags=tags).info.run_id]
         for run_id in runs:
             self.client.set_tag(run_id, "error", f"{worker_lost(err)}; {then}")
