@@ -26,6 +26,14 @@ LONG_TRIALS = {
 }  # a few seconds each: time to inject
 
 
+def _finished_study(path: Path) -> subprocess.CompletedProcess:
+    """``python -m orchestrator.study <path>`` run to its end; it must exit 0 (else its output's tails are shown)."""
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
 def _driver(path: Path, storage: Path, *extra: str) -> subprocess.Popen:
     """A study driver in its own session (as a terminal runs it: Ctrl-C reaches its whole process group)."""
     env = {
@@ -220,14 +228,7 @@ def _group(p: psutil.Process) -> int | None:
 def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
     storage = tmp_path / "runs"
     path = write_study(tmp_path / "teach.yaml", local_data, methods=["kd"], storage=str(storage))
-    first = subprocess.run(
-        [sys.executable, "-m", "orchestrator.study", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    _finished_study(path)
     tuned = [p for p in (storage / "teachers").iterdir() if (p / "finetune.json").exists()]
     base = next(
         p for p in (storage / "teachers" / "base").iterdir() if not p.name.startswith(".")
@@ -242,14 +243,7 @@ def test_deleted_and_half_written_teachers_are_made_again(tmp_path, local_data):
     leftover.mkdir(parents=True)
     (leftover / "best.safetensors").write_bytes(b"half")
     write_study(path, local_data, methods=["kd"], seeds=[0, 1], storage=str(storage))  # and one seed more
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.study", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = _finished_study(path)
     assert "stage teacher_finetune: 1 to run" in out.stdout and "2/2 trials FINISHED" in out.stdout
     assert (tuned[0] / "model.safetensors").is_file() and (tuned[0] / "finetune.json").is_file()
     assert (base / "model.safetensors").is_file()
@@ -280,14 +274,7 @@ def test_read_only_storage_is_one_line_exit_2(tmp_path, local_data):
 def test_non_ascii_storage_path_runs(tmp_path, local_data):
     storage = tmp_path / "läufe ü"
     path = write_study(tmp_path / "umlaut.yaml", local_data, methods=["ft"], storage=str(storage))
-    out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.study", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = _finished_study(path)
     assert "1/1 trials FINISHED" in out.stdout and "not ASCII" in out.stdout
     assert [r.info.status for r in _runs_of(storage, "umlaut", "student")] == ["FINISHED"]
     links = [p for p in Path("/tmp").glob("kdr-*") if p.is_symlink()]  # (other kdr-* entries: not ours)
@@ -360,9 +347,7 @@ def test_copied_storage_writes_new_artifacts_into_its_own_path(tmp_path, local_d
 
     first = tmp_path / "first"
     path = write_study(tmp_path / "moved.yaml", local_data, methods=["ft"], storage=str(first))
-    cmd = [sys.executable, "-m", "orchestrator.study", str(path)]
-    one = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    one = _finished_study(path)
     port = re.search(r"MLflow server \(started by this study, PID \d+\): http://127.0.0.1:(\d+)", one.stdout)[
         1
     ]
@@ -374,8 +359,7 @@ def test_copied_storage_writes_new_artifacts_into_its_own_path(tmp_path, local_d
     write_study(
         path, local_data, methods=["ft"], seeds=[0, 1], storage=str(copy)
     )  # one seed more, on the copy
-    two = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    _finished_study(path)
     assert not first.exists(), "the copy wrote into the old storage's path"
     client = MlflowClient(local_store_uri(copy))
     runs = _runs_of(copy, "moved", "student")
