@@ -284,7 +284,9 @@ def test_non_ascii_storage_path_runs(tmp_path, local_data):
 def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, local_data):
     storage = tmp_path / "runs"  # fresh: no MLflow store yet
     paths = [
-        write_study(tmp_path / f"{n}.yaml", local_data, methods=["ft"], storage=str(storage)) for n in "ab"
+        # kd: both need the same random base teacher, the same fine-tuned teacher and the same cache
+        write_study(tmp_path / f"{n}.yaml", local_data, methods=["kd"], storage=str(storage))
+        for n in "ab"
     ]
     cmds = [[sys.executable, "-m", "orchestrator.study", str(p)] for p in paths]
     drivers = [
@@ -292,8 +294,11 @@ def test_two_studies_on_a_fresh_storage_started_together_both_finish(tmp_path, l
     ]
     outs = [d.communicate(timeout=300) for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], [(o[0][-4000:], o[1][-4000:]) for o in outs]
+    tuned = [p for p in (storage / "teachers").iterdir() if (p / "finetune.json").exists()]
+    assert len(tuned) == 1 and not list(storage.rglob("*.partial-*")), list((storage / "teachers").rglob("*"))
     for name in "ab":
         assert [r.info.status for r in _runs_of(storage, name, "student")] == ["FINISHED"]
+        assert [r.info.status for r in _runs_of(storage, name, "teacher_finetune")] == ["FINISHED"]
         log = storage / "mlflow" / f"server-{name}.log"
         assert log.is_file() and "already exists" not in log.read_text()
 

@@ -62,13 +62,24 @@ def _finetune_unit(
         f"{task}/{Path(folder).name}",
         cfg.epochs,
     )
-    try:
-        out = finetune_teacher(
-            teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
-            state.epoch_callback(get_task(task).headline_metric), data_seed, labels,
-        )  # fmt: skip
-    finally:
-        state.close()
+    # Another study on this storage may fine-tune the same teacher (the same key) now: wait for it and use its
+    # folder, rather than fine-tune it again and replace the folder while that study's cache reads it.
+    with exclusive(folder):
+        found = Path(folder) / "finetune.json"
+        if found.exists() and teacher_complete(folder):
+            state.close()
+            preds = Path(folder) / "test_predictions.json"
+            return {
+                "summary": json.loads(found.read_text()),
+                "predictions": json.loads(preds.read_text()) if preds.exists() else None,
+            }
+        try:
+            out = finetune_teacher(
+                teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
+                state.epoch_callback(get_task(task).headline_metric), data_seed, labels,
+            )  # fmt: skip
+        finally:
+            state.close()
     # finetune.json: the result summary and train_samples (the labelled part), as a found teacher reads it
     summary = json.loads((out.folder / "finetune.json").read_text())
     return {"summary": summary, "predictions": out.result.test_predictions}
