@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _notebooks(study: str, storage: str | None, out_arg: str | None) -> int:
-    from orchestrator.analysis.notebooks import default_out, run_notebooks
+    from orchestrator.analysis.notebooks import default_out, notebooks_for, run_notebooks
     from orchestrator.analysis.store import store_uri
 
     uri = store_uri(study, storage)
@@ -67,7 +67,7 @@ def _notebooks(study: str, storage: str | None, out_arg: str | None) -> int:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    for path in run_notebooks(out, study, uri):
+    for path in run_notebooks(out, study, uri, notebooks_for(study, uri)):
         print(f"executed {path}")
     return 0
 

@@ -25,6 +25,24 @@ NOTEBOOKS: tuple[str, ...] = (
     "08_completion.ipynb",
 )
 
+# A completion study (DISTIL-CodeGPT) answers its questions in 08; the classification notebooks' RQ1-RQ4,
+# efficiency, behaviour and Figure 2 have no rows for it (three of them stop on an assertion saying so).
+COMPLETION_NOTEBOOKS: tuple[str, ...] = ("08_completion.ipynb",)
+
+
+def notebooks_for(study: str, tracking_uri: str) -> tuple[str, ...]:
+    """The notebooks that answer ``study``: ``COMPLETION_NOTEBOOKS`` when its parent run is tagged
+    ``task=completion``, else every notebook (08 says a classification study has no completion runs)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:  # the notebooks' loader names the studies there are
+        return NOTEBOOKS
+    parents = client.search_runs([experiment.experiment_id], "tags.stage = 'study'", max_results=1)
+    completion = bool(parents) and parents[0].data.tags.get("task") == "completion"
+    return COMPLETION_NOTEBOOKS if completion else NOTEBOOKS
+
 
 def run_notebooks(
     out_dir: Path,
