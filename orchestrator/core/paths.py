@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,9 +48,9 @@ def scratch(folder: str | Path, prefix: str = "trial-") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-_HELD: set[Path] = (
-    set()
-)  # the folders this process holds ``exclusive`` on (nested holds do not block themselves)
+# The folders each thread of this process holds ``exclusive`` on: a nested hold in the same thread does not block
+# on itself (an flock taken twice through two open files would), another thread's hold still waits.
+_HELD: set[tuple[Path, int]] = set()
 
 
 @contextlib.contextmanager
@@ -60,17 +61,18 @@ def exclusive(final: str | Path) -> Iterator[None]:
     import fcntl
 
     final = Path(final).absolute()
-    if final in _HELD:
+    mine = (final, threading.get_ident())
+    if mine in _HELD:
         yield
         return
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / f".{final.name}.lock", "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        _HELD.add(final)
+        fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        _HELD.add(mine)
         try:
             yield
         finally:
-            _HELD.discard(final)
+            _HELD.discard(mine)
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
