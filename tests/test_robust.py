@@ -203,7 +203,7 @@ def test_a_second_writer_of_a_folder_waits_and_leaves_the_first_writers_partial_
     )
     partial = first.stdout.readline().strip()
     start = time.time()
-    with exclusive(final):  # as _teacher_sources does: wait for the writer, then use its folder
+    with exclusive(final):  # as teacher_sources does: wait for the writer, then use its folder
         waited = time.time() - start
         complete = teacher_complete(final)
         if not complete:

@@ -232,7 +232,7 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(tmp_path, local_dat
         tmp_path / "resume.yaml",
         local_data,
         students=["roberta-tiny", "bigru-tiny"],
-        seeds=[0, 1, 2],
+        seeds=[0, 1],
         max_concurrent_trials=1,
         max_samples=96,
         student_train={"epochs": 4, "batch_size": 8, "lr": 0.001, "max_length": 64},
@@ -257,15 +257,15 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(tmp_path, local_dat
     finally:
         _kill_tree(driver.pid)
     killed_at = len([r for r in _runs(uri, "resume", "student") if r.info.status == "FINISHED"])
-    assert 2 <= killed_at < 12
+    assert 2 <= killed_at < 8
 
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     runs = _runs(uri, "resume", "student")
     finished = Counter(r.data.tags["trial_key"] for r in runs if r.info.status == "FINISHED")
-    assert len(finished) == 2 * 2 * 3 == 12 and set(finished.values()) == {1}
+    assert len(finished) == 2 * 2 * 2 == 8 and set(finished.values()) == {1}
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert f"{12 - killed_at} to run" in out.stdout
+    assert f"{8 - killed_at} to run" in out.stdout
     assert "taking over the stale lock" in out.stdout  # the killed driver's lock (its PID is dead)
 
 

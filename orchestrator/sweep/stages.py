@@ -12,10 +12,11 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.device import cache_precision
 from orchestrator.core.log import log
-from orchestrator.core.paths import exclusive, teacher_complete, writing
+from orchestrator.core.paths import exclusive, teacher_complete
 from orchestrator.core.progress import clear, progress_dir, wait_logging
 from orchestrator.design.units import CacheUnit, TeacherUnit, slot
 from orchestrator.sweep.context import StudyContext
+from orchestrator.sweep.teacher_sources import teacher_sources
 from orchestrator.sweep.trial import register_tasks
 
 
@@ -139,55 +140,12 @@ def stage_tokenizers(ctx: StudyContext) -> None:
 # 2. Teacher fine-tuning
 
 
-def _teacher_sources(spec: Any, data: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The study's teachers by name, and what each fine-tunes from (a random teacher is created once, on disk)."""
-    from orchestrator.train.trial import resolve_teacher
-
-    storage = Path(spec.storage)
-    teachers = {t.name: t for t in spec.teachers}
-    sources: dict[str, str] = {}
-    for t in spec.teachers:
-        if t.source.startswith("random:"):
-            base = storage / "teachers" / "base" / f"{t.name}-{t.layers}x{t.hidden}"
-            # Another study on this storage may be making the same base now: wait for it, then use its base.
-            with exclusive(base):
-                if not teacher_complete(base):  # a half-written base (an older run out of disk) is made again
-                    _make_random_base(spec, t, base, data)
-            sources[t.name] = str(base)
-        else:
-            sources[t.name] = resolve_teacher(t.source)
-    return teachers, sources
-
-
-def _make_random_base(spec: Any, t: Any, base: Path, data: str) -> None:
-    """A random teacher ``t`` (``source: random:<arch>``) with a BPE vocabulary fitted on the study's tasks."""
-    from models.teacher import create_random_teacher
-    from orchestrator.train.trial import load_data
-
-    texts = [
-        ex.code for task in spec.tasks for ex in load_data(task, data, spec.data_seed, spec.max_samples).train
-    ]
-    with writing(base) as partial:  # renamed into place when complete, removed if not
-        create_random_teacher(
-            partial,
-            arch=t.source.split(":", 1)[1],
-            num_layers=t.layers or 2,
-            hidden_size=t.hidden or 64,
-            num_heads=2,
-            intermediate_size=2 * (t.hidden or 64),
-            tokenizer_texts=texts,
-            vocab_size=1000,
-            num_labels=2,
-            max_length=max(spec.teacher_train_for(t.name).max_length, spec.student_train.max_length),
-        )
-
-
 def stage_teacher_finetune(ctx: StudyContext) -> None:
     """Teacher fine-tuning per (teacher, task), as Ray tasks on the cluster; each recorded once in MLflow."""
     import ray
 
     spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
-    teachers, sources = _teacher_sources(spec, data)
+    teachers, sources = teacher_sources(spec, data)
     res = spec.teacher_resources
     # A Ray task's max_retries covers system failures only (a lost node or worker; an exception in the fine-tune
     # itself is not retried), so a node loss must not find it at max_failures: 0 (sweep/node_loss.py).
