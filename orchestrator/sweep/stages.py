@@ -32,6 +32,17 @@ def teacher_stages(ctx: StudyContext) -> None:
 # Stage work that runs on the cluster (Ray tasks)
 
 
+def finetuned(folder: str | Path) -> dict[str, Any] | None:
+    """A complete fine-tuned teacher folder's result as ``_finetune_unit`` returns it (its summary and test
+    predictions); None while the folder lacks ``finetune.json``, its weights or its tokenizer."""
+    root = Path(folder)
+    if not ((root / "finetune.json").exists() and teacher_complete(root)):
+        return None
+    preds = root / "test_predictions.json"
+    summary = json.loads((root / "finetune.json").read_text())
+    return {"summary": summary, "predictions": json.loads(preds.read_text()) if preds.exists() else None}
+
+
 def _finetune_unit(
     declared: list[dict[str, Any]],
     teacher_source: str,
@@ -66,14 +77,10 @@ def _finetune_unit(
     # Another study on this storage may fine-tune the same teacher (the same key) now: wait for it and use its
     # folder, rather than fine-tune it again and replace the folder while that study's cache reads it.
     with exclusive(folder):
-        found = Path(folder) / "finetune.json"
-        if found.exists() and teacher_complete(folder):
+        found = finetuned(folder)
+        if found is not None:
             state.close()
-            preds = Path(folder) / "test_predictions.json"
-            return {
-                "summary": json.loads(found.read_text()),
-                "predictions": json.loads(preds.read_text()) if preds.exists() else None,
-            }
+            return found
         try:
             out = finetune_teacher(
                 teacher_source, task, Path(folder), data, cfg, train["max_length"], max_samples, trust_remote_code,
@@ -153,7 +160,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
     finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=retries)(_finetune_unit)
     pending = {}
     for unit in plan.teachers:
-        if not ((Path(unit.folder) / "finetune.json").exists() and teacher_complete(unit.folder)):
+        if finetuned(unit.folder) is None:
             t = teachers[unit.teacher]
             pending[unit] = finetune.remote(
                 spec.custom_tasks,
@@ -182,14 +189,7 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
         )
         if tracking.finished_run(ctx.client, ctx.experiment_id, "teacher_finetune", unit.key):
             continue
-        if out is None:
-            summary = json.loads((Path(unit.folder) / "finetune.json").read_text())
-            preds = Path(unit.folder) / "test_predictions.json"
-            out = {
-                "summary": summary,
-                "predictions": json.loads(preds.read_text()) if preds.exists() else None,
-            }
-        _record_finetune(ctx, unit, out, teachers)
+        _record_finetune(ctx, unit, out or finetuned(unit.folder), teachers)
     log(f"stage teacher_finetune: {len(plan.teachers)} teachers ready")
 
 
