@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from kd_methods.base import ModelShape, StudentOutput
+from kd_methods.base import StudentOutput
 
 if TYPE_CHECKING:
     from models.spec import StudentSpec
@@ -55,12 +55,7 @@ class BiGRUStudent(nn.Module):
         )
         self.dropout = nn.Dropout(spec.dropout)
         self.classifier = nn.Linear(2 * spec.hidden_size, num_labels)
-        width = 2 * spec.hidden_size
-        self.shape = ModelShape(
-            num_layers=spec.num_layers,
-            hidden_size=width,
-            embedding_size=None if spec.embed_dim == width else spec.embed_dim,
-        )
+        self.shape = spec.model_shape()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> StudentOutput:
         length = input_ids.shape[1]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
-from kd_methods.base import ModelShape, StudentOutput
+from kd_methods.base import StudentOutput
 
 if TYPE_CHECKING:
     from models.spec import StudentSpec
@@ -56,7 +56,7 @@ class RobertaStudent(nn.Module):
         self.max_length = max_length
         self.config = roberta_config(spec, num_labels, max_length)
         self.model = RobertaForSequenceClassification(self.config)
-        self.shape = ModelShape(num_layers=spec.num_layers, hidden_size=spec.hidden_size)
+        self.shape = spec.model_shape()
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> StudentOutput:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)

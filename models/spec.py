@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kd_methods.base import ModelShape
 
 ARCHS = ("roberta", "bigru")
 
@@ -51,6 +55,20 @@ class StudentSpec:
                 )
         elif self.embed_dim < 1:
             raise ValueError(f"student '{self.name}': a BiGRU needs a positive embed_dim")
+
+    def model_shape(self) -> ModelShape:
+        """The layer count and widths the KD methods see (``model.shape``): RoBERTa's outputs are ``hidden_size``
+        wide; a BiGRU's layer outputs are ``2 * hidden_size`` and its layer 0 (the embedding) ``embed_dim``."""
+        from kd_methods.base import ModelShape
+
+        if self.arch == "roberta":
+            return ModelShape(num_layers=self.num_layers, hidden_size=self.hidden_size)
+        width = 2 * self.hidden_size
+        return ModelShape(
+            num_layers=self.num_layers,
+            hidden_size=width,
+            embedding_size=None if self.embed_dim == width else self.embed_dim,
+        )
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

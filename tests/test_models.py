@@ -428,3 +428,15 @@ def test_teacher_encode_never_exceeds_its_position_embeddings(tmp_path):
     assert len(ids[0]) == 20
     out = teacher(torch.tensor(ids), torch.ones(1, 20, dtype=torch.long))
     assert out.logits.shape == (1, 2)
+
+
+def test_a_students_registry_shape_is_the_shape_of_the_built_model():
+    """The planner reads ``StudentSpec.model_shape()`` without building the model; it must be what a built one
+    reports (BiGRU: 2 x hidden wide, the embedding width apart when it differs)."""
+    from models import STUDENTS, build_student
+
+    for name, spec in STUDENTS.items():
+        with torch.device("meta"):
+            built = build_student(name, 3).shape
+        assert spec.model_shape() == built, name
+    assert STUDENTS["bigru-7m"].model_shape().embedding_width == 384

@@ -7,11 +7,14 @@ scratch folder, declared tasks) and the ``work`` the kind's trial function runs 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kd_methods import SignalSpec
-from orchestrator.train.lm_work import CompletionWork
-from orchestrator.train.trial import TrialConfig
+if (
+    TYPE_CHECKING
+):  # annotations only: planning a study imports neither torch nor transformers (seconds per command)
+    from kd_methods import SignalSpec
+    from orchestrator.train.lm_work import CompletionWork
+    from orchestrator.train.trial import TrialConfig
 
 
 @dataclass(kw_only=True)

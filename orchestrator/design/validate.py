@@ -206,7 +206,7 @@ def teacher_problems(spec: StudySpec) -> list[str]:
         if src.startswith("random:") or src in TEACHER_ALIASES:
             continue
         if src == "minilm":
-            from models.teacher import minilm_path
+            from models.offline import minilm_path
 
             try:
                 minilm_path()

