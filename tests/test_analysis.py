@@ -639,9 +639,12 @@ def test_notebooks_are_stripped_and_generated() -> None:
         assert nb == make_notebooks.build(name), f"{name} differs from make_notebooks.py: regenerate it"
 
 
-def test_notebooks_execute_headless(store: Store, tmp_path: Path) -> None:
+def test_notebooks_execute_headless(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = {p: p.stat().st_mtime_ns for p in A.NOTEBOOK_DIR.glob("*.ipynb")}
-    written = A.run_notebooks(tmp_path / "executed", STUDY, store.uri)
+    monkeypatch.chdir(
+        tmp_path
+    )  # a relative --out, as the README's command gives: figures under it, not the kernel's cwd
+    written = A.run_notebooks(Path("executed"), STUDY, store.uri)
     assert [p.name for p in written] == list(A.NOTEBOOKS)
     for path in written:
         nb = nbformat.read(path, as_version=4)

@@ -71,7 +71,8 @@ def run_notebooks(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = Path(figures_dir) if figures_dir is not None else out_dir / "figures"
+    # absolute: the kernel runs in the notebooks folder, so a relative --out would put the figures there
+    figures = (Path(figures_dir) if figures_dir is not None else out_dir / "figures").resolve()
     env = dict(os.environ)
     env.update(
         STUDY=study,
