@@ -62,7 +62,8 @@ def test_window_data_is_built_under_the_storage_on_first_use(tmp_path, local_dat
 
 def _work(profile: str, storage: Path) -> dict[str, int]:
     """What a profile trains, counted from its plan: teacher fine-tune samples (epochs x labelled), teacher-pass
-    samples (every split, every input), student optimiser steps (epochs x batches of the inputs each reads)."""
+    samples (every split, every input), student optimiser steps (``steps``, or epochs x batches of the inputs each
+    reads)."""
     from math import ceil
 
     from orchestrator.design.data_source import resolve_spec_data
@@ -78,7 +79,10 @@ def _work(profile: str, storage: Path) -> dict[str, int]:
     steps = 0
     for t in plan.trials:
         train = t.settings["train"]
-        steps += train["epochs"] * ceil(unit_sizes(spec, t)["train"] / train["batch_size"])
+        # student_train.steps: that many, whatever the inputs; else epochs x batches
+        steps += train.get("steps") or train["epochs"] * ceil(
+            unit_sizes(spec, t)["train"] / train["batch_size"]
+        )
     return {
         "teacher_samples": teacher,
         "pass_samples": passes,
@@ -108,3 +112,18 @@ def test_the_readmes_first_study_command_is_quickstart_and_smoke_stays_ci():
     assert (ROOT / "docs" / "quickstart_figure2.png").is_file() and "docs/quickstart_figure2.png" in readme
     ci = (ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")
     assert '"orchestrator.study", "smoke"' in ci  # CI's end-to-end plumbing run stays the fast smoke profile
+
+
+def test_the_2000_step_variant_is_the_quickstart_but_for_its_steps(tmp_path):
+    """docs/benchmarks/quickstart_steps2000.yaml (README, "The main job") must stay the profile with only the
+    student steps changed, or its figures stop answering "what do more steps do to the same study"."""
+    from orchestrator.design.study import build_plan, load_spec
+
+    profile = yaml.safe_load((ROOT / "orchestrator" / "profiles" / "quickstart.yaml").read_text())
+    variant_path = ROOT / "docs" / "benchmarks" / "quickstart_steps2000.yaml"
+    variant = yaml.safe_load(variant_path.read_text())
+    assert variant["student_train"] == {**profile["student_train"], "steps": 2000}
+    differ = {k for k in profile.keys() | variant.keys() if profile.get(k) != variant.get(k)}
+    assert differ == {"name", "description", "student_train"}
+    plan = build_plan(load_spec(variant_path, {"storage": str(tmp_path / "store")}))
+    assert len(plan.trials) == 9 and {t.settings["train"]["steps"] for t in plan.trials} == {2000}

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator.train.config import epochs_for_steps
+
 CALIBRATION_FILE = "calibration.json"
 FORMAT = 1
 PASS_BATCH = 32  # CacheRequest's batch size: what a teacher pass runs at
@@ -133,11 +135,21 @@ def _steps(epochs: int, train: int, batch: int) -> int:
     return epochs * math.ceil(train / batch)
 
 
-def unit_seconds(info: dict[str, Any], measured: dict[str, Any], sizes: dict[str, int], epochs: int) -> float:
-    """A unit's seconds from its measured step: steps x seconds per step, plus its evaluation passes."""
+def unit_seconds(
+    info: dict[str, Any],
+    measured: dict[str, Any],
+    sizes: dict[str, int],
+    epochs: int,
+    steps: int | None = None,
+) -> float:
+    """A unit's seconds from its measured step: steps x seconds per step, plus its evaluation passes. ``steps``:
+    a trial of that many steps (``student_train.steps``), whose epochs follow from it."""
     if info["kind"] == "teacher_pass":
         return measured["step_s"] / info["batch_size"] * sum(sizes.values())
-    steps = _steps(epochs, sizes["train"], info["batch_size"])
+    if steps is not None:
+        epochs = epochs_for_steps(steps, sizes["train"], info["batch_size"])
+    else:
+        steps = _steps(epochs, sizes["train"], info["batch_size"])
     evals = epochs * sizes.get("validation", 0) + sizes.get("test", 0)
     return measured["step_s"] * steps + measured.get("eval_sample_s", 0.0) * evals
 
@@ -154,11 +166,12 @@ def apply_calibration(
     priced: dict[int, float] = {}
     for key, info, unit in plan_units(plan):
         if key in measured:
+            steps = None
             if info["kind"] == "student":
-                epochs = unit.settings["train"]["epochs"]
+                epochs, steps = unit.settings["train"]["epochs"], unit.settings["train"].get("steps")
             else:
                 epochs = spec.teacher_train_for(unit.teacher).epochs
-            priced[id(unit)] = unit_seconds(info, measured[key], unit_sizes(spec, unit), epochs)
+            priced[id(unit)] = unit_seconds(info, measured[key], unit_sizes(spec, unit), epochs, steps)
     for t in plan.trials:
         t.gpu_seconds = priced.get(id(t), t.gpu_seconds)
     plan.teachers = [

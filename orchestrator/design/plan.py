@@ -121,7 +121,8 @@ class StudyPlan:
 
 def student_train(spec: StudySpec, method: str) -> dict[str, Any]:
     """A method's training settings: the study's, the recipe's per-method ones, and the method's own batch cap."""
-    settings = {**spec.student_train.model_dump(), **recipe_settings(spec.recipe, method)[0]}
+    # exclude_none: steps only when set, so a study without it keeps its trial keys
+    settings = {**spec.student_train.model_dump(exclude_none=True), **recipe_settings(spec.recipe, method)[0]}
     cap = get_method(method).batch_size_cap  # e.g. CKD's relations are memory-hungry: the paper uses batch 16
     if cap is not None:
         settings["batch_size"] = min(settings["batch_size"], cap)
@@ -300,8 +301,12 @@ def _trial_units(
             key, cell = stable_key(settings), cell_id(spec, settings)
             settings["student_params"] = sparams
             trial = plan.trial(settings, key, cell, {})
-            # FT trains on the labelled part, KD on every input
-            step_tokens = (labelled if ft else labelled + unlabelled) * mean_tok * spec.student_train.epochs
+            # FT trains on the labelled part, KD on every input; with steps, each reads steps x batch samples
+            train, epochs = settings["train"], spec.student_train.epochs
+            seen = (labelled if ft else labelled + unlabelled) * epochs
+            if train.get("steps"):
+                seen = train["steps"] * train["batch_size"]
+            step_tokens = seen * mean_tok
             cost = 6 * max(sparams, 1) * step_tokens
             if tname != "none" and spec.teacher_mode == "online":
                 cost += 2 * tparams[tname] * step_tokens

@@ -25,6 +25,14 @@ class TrainSettings(Strict):
     max_length: int = Field(512, ge=8)
 
 
+class StudentTrainSettings(TrainSettings):
+    """A student's settings. ``steps``: every trial takes exactly that many optimiser steps, however many inputs its
+    method reads (FT the labelled part, a KD method every input: ``labels``), so methods compare at the same
+    budget; ``epochs`` is then ignored (each trial runs the epochs its steps take, the last one partial)."""
+
+    steps: int | None = Field(None, ge=1)
+
+
 class TrainOverride(Strict):
     """Some of TrainSettings, for one teacher: merged over the study's ``teacher_train``."""
 
@@ -99,7 +107,7 @@ class StudySpec(StudyBase):
     # Fixes the data every trial sees whatever its seed: clone's 10% hub sample and the students' tokenizers
     # (docs/HUB.md). None: the first of ``seeds``.
     data_seed: int | None = None
-    student_train: TrainSettings = Field(default_factory=TrainSettings)
+    student_train: StudentTrainSettings = Field(default_factory=StudentTrainSettings)
     teacher_train: TrainSettings = Field(default_factory=lambda: TrainSettings(lr=2e-5))
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     teacher_mode: Literal["cached", "online"] = "cached"
@@ -202,6 +210,10 @@ class StudySpec(StudyBase):
         if self.tuning is not None and self.teacher_mode != "cached":
             raise ValueError(
                 "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"
+            )
+        if self.tuning is not None and self.student_train.steps is not None:
+            raise ValueError(
+                "student_train.steps: tuning budgets trials in epochs (tuning.max_epochs); give epochs, not steps"
             )
         return self
 

@@ -318,6 +318,7 @@ def train(
     ``callback`` receives one dict per epoch (``epoch``, ``train_loss``, ``val_*``); the caller hands it to Ray Tune
     and MLflow. Raises NonFiniteLossError when the loss stops being finite.
     """
+    cfg = cfg.for_split(len(data["train"]))  # with cfg.steps: the epochs those steps take on this split
     seed_everything(cfg.seed)
     run = _start(model, method, data["train"], cfg, teacher)
     best = _Best(model, out_dir)

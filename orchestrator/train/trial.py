@@ -166,13 +166,11 @@ def online_teacher(
 
 @cache
 def student_shape(student: str) -> ModelShape:
-    """A student's layer count and widths (as its KD methods see them), from a meta-device build."""
-    import torch
+    """A student's layer count and widths (as its KD methods see them), from its registry entry: building it would
+    import transformers, which the study driver (this runs when it plans) otherwise does without."""
+    from models import get_student_spec
 
-    from models import build_student
-
-    with torch.device("meta"):
-        return build_student(student, 2).shape
+    return get_student_spec(student).model_shape()
 
 
 def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
@@ -251,11 +249,11 @@ def run_trial(
     )
 
 
-def below_one(**flags: int) -> bool:
+def below_one(**flags: int | None) -> bool:
     """Print ``error: --flag must be >= 1`` for the first flag below 1 (an untrained model reported as a result,
     or a ZeroDivisionError, otherwise). True when one was."""
     for name, value in flags.items():
-        if value < 1:
+        if value is not None and value < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
             return True
     return False
@@ -286,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help=data_seed)
     p.add_argument("--labels", default="all", help=cli_checks.LABELS_HELP)
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument(
+        "--steps", type=int, help="exactly this many optimiser steps (epochs: as many as they take)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--max-length", type=int, default=512)
@@ -327,7 +328,9 @@ def _main(argv: list[str] | None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     task = task_argument(p, args.task, args.task_file)
-    if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
+    if below_one(
+        epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, steps=args.steps
+    ):
         return 2
     params: dict[str, Any] = {}
     for item in args.param:
@@ -337,7 +340,9 @@ def _main(argv: list[str] | None) -> int:
         params[key] = cli_checks.parse_value(value)
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples, args.method, args.teacher, params)
     labels = cli_checks.labels_argument(p, args.labels)
-    recipe = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device)
+    recipe = dict(
+        epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr, device=args.device
+    )
     cfg = TrialConfig(
         task=task,
         student=args.student,
