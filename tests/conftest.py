@@ -126,6 +126,20 @@ def write_study(path: Path, data: Path, **overrides: object) -> Path:
     return path
 
 
+def smoke_variant(tmp_path: Path, **fields: object):
+    """The smoke profile on hub data with some fields changed, loaded (validated) for planning: the plan reads no
+    data, so nothing is downloaded or built."""
+    import yaml
+
+    from orchestrator.design.study import load_spec
+
+    base = yaml.safe_load((ROOT / "orchestrator" / "profiles" / "smoke.yaml").read_text())
+    hub = {"data": "hub", "max_samples": 100, "storage": str(tmp_path / "store")}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**base, **hub, **fields}, sort_keys=False))
+    return load_spec(path)
+
+
 @pytest.fixture(scope="session")
 def hub_home(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path:
     """A Hugging Face cache holding the three task datasets (prepared, as an online load_dataset leaves them, and

@@ -9,22 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from conftest import smoke_variant
 
 from orchestrator.core.errors import StudyError
-from orchestrator.design.study import build_plan, load_spec
+from orchestrator.design.study import build_plan
 from orchestrator.train.config import TrainConfig
 from orchestrator.train.trial import TrialConfig, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
-HUB = {"data": "hub", "max_samples": 100, "storage": "/tmp/kdstudy-steps-plan"}  # planning reads no data
-
-
-def _spec(tmp_path: Path, **fields: object):
-    base = yaml.safe_load((ROOT / "orchestrator" / "profiles" / "smoke.yaml").read_text())
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump({**base, **HUB, **fields}, sort_keys=False))
-    return load_spec(path)
+_spec = smoke_variant
 
 
 def test_steps_set_the_epochs_of_each_split() -> None:
