@@ -369,7 +369,35 @@ def test_the_node_loss_refund_is_installed_only_on_a_ray_it_knows():
     assert "outside the versions" in unsupported("2.10.0", Trial)
     assert "outside the versions" in unsupported("3.1.0", Trial)
     assert "handle_error" in unsupported(ray.__version__, type("Trial", (), {}))
+    assert "_process_trial_failure" in unsupported(ray.__version__, Trial, type("TuneController", (), {}))
     assert refund_node_loss() and getattr(Trial.handle_error, "_refunds_node_loss", False)
+
+
+def test_a_second_report_of_a_lost_node_does_not_end_a_trial_already_queued_again():
+    """A node's death reaches Tune twice for one trial (its actor, then its running task): the second report, for a
+    trial already requeued (PENDING), must not reach Tune's failure handling, which would stop it as ERROR whatever
+    its budget. Every other report does, with Tune's real Trial objects and Ray's real errors."""
+    from ray.exceptions import RayActorError
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment.trial import Trial
+
+    from orchestrator.sweep.node_loss import ignore_stale_node_loss, refund_node_loss
+
+    reached: list[tuple[str, str]] = []
+    process = ignore_stale_node_loss(lambda self, trial, exc: reached.append((trial.status, str(exc)[:20])))
+    lost = RayActorError(None, "The actor died because its node has died. Node Id: 01ab")
+    crashed = RayActorError(None, "The actor died because its worker process has died.")
+    queued, running = Trial("t", stub=True), Trial("t", stub=True)
+    running.set_status(Trial.RUNNING)
+    assert queued.status == Trial.PENDING
+    process(None, queued, lost)  # dropped: the retry is already queued
+    assert reached == []
+    process(None, queued, crashed)  # not a node loss: Tune decides
+    process(None, running, lost)  # the first report: Tune refunds and retries it
+    assert [status for status, _ in reached] == [Trial.PENDING, Trial.RUNNING]
+    assert refund_node_loss() and getattr(
+        TuneController._process_trial_failure, "_ignores_stale_node_loss", False
+    )
 
 
 LISTENERS = """

@@ -8,7 +8,14 @@ wraps ``Trial.handle_error`` once per driver process: after Tune's own bookkeepi
 the error says the trial's node died. Errors raised by the trial's own code (a NaN loss, a bad parameter) still
 count, so ``max_failures`` keeps meaning "retries of a failing trial".
 
-``Trial.handle_error`` and ``Trial.run_metadata.num_failures`` are Ray internals: the wrap is installed only on the
+A node's death can reach Tune twice for one trial: the actor's failure (the trial is requeued, PENDING) and then
+the failure of the task it was running, delivered after the actor was cleaned up. Tune's
+``TuneController._process_trial_failure`` stops a PENDING trial as ERROR whatever its budget, so the second report
+would end a trial that is already queued to run again (seen in ``tests/test_multinode.py``: two refunds logged,
+then "failed for good"). ``ignore_stale_node_loss`` drops a node-loss report for a trial that is PENDING.
+
+``Trial.handle_error``, ``Trial.run_metadata.num_failures`` and ``TuneController._process_trial_failure`` are Ray
+internals: the wrap is installed only on the
 Ray versions it was written and tested against (``TESTED``) and when those internals look as expected. Otherwise
 the study goes on without it (a lost node then counts as a failure, as in plain Tune) and the log says why.
 """
@@ -38,8 +45,9 @@ def is_node_loss(exc: BaseException | None) -> bool:
     )
 
 
-def unsupported(version: str, trial_class: Any) -> str | None:
-    """Why the refund cannot be installed on this Ray (its version, or ``Trial``'s internals), or None."""
+def unsupported(version: str, trial_class: Any, controller_class: Any = None) -> str | None:
+    """Why the refund cannot be installed on this Ray (its version, or ``Trial``'s and ``TuneController``'s
+    internals), or None."""
     try:
         major_minor = tuple(int(p) for p in version.split(".")[:2])
     except ValueError:
@@ -50,6 +58,11 @@ def unsupported(version: str, trial_class: Any) -> str | None:
     handle = getattr(trial_class, "handle_error", None)
     if handle is None or list(inspect.signature(handle).parameters)[:2] != ["self", "exc"]:
         return f"Ray {version}: Trial.handle_error(self, exc) is not there any more"
+    if controller_class is not None:
+        process = getattr(controller_class, "_process_trial_failure", None)
+        params = list(inspect.signature(process).parameters)[:3] if process is not None else []
+        if params != ["self", "trial", "exception"]:
+            return f"Ray {version}: TuneController._process_trial_failure(self, trial, exception) is not there any more"
     return None
 
 
@@ -57,12 +70,13 @@ def refund_node_loss() -> bool:
     """Install the refund on Tune's Trial (idempotent). False (and one log line) when this Ray is not one it
     supports: the study then counts a lost node against ``max_failures``, as plain Tune does."""
     import ray
+    from ray.tune.execution.tune_controller import TuneController
     from ray.tune.experiment.trial import Trial
 
     original = Trial.handle_error
     if getattr(original, "_refunds_node_loss", False):
         return True
-    why = unsupported(ray.__version__, Trial)
+    why = unsupported(ray.__version__, Trial, TuneController)
     if why:
         log(f"{why}: a lost node counts against max_failures in this study (sweep/node_loss.py)")
         return False
@@ -76,5 +90,22 @@ def refund_node_loss() -> bool:
             log(f"trial {self}: its node was lost; it is retried without using its failure budget")
 
     handle_error._refunds_node_loss = True  # type: ignore[attr-defined]
+    TuneController._process_trial_failure = ignore_stale_node_loss(TuneController._process_trial_failure)
     Trial.handle_error = handle_error  # type: ignore[method-assign]
     return True
+
+
+def ignore_stale_node_loss(process_trial_failure: Any) -> Any:
+    """``TuneController._process_trial_failure`` that drops a node-loss report for a PENDING trial: the trial was
+    already requeued after its node died (Tune sets a trial whose actor failed while starting to RUNNING before it
+    calls this, so that case still goes through)."""
+    from ray.tune.experiment.trial import Trial
+
+    def process(self: Any, trial: Any, exception: Any) -> None:
+        if getattr(trial, "status", None) == Trial.PENDING and is_node_loss(exception):
+            log(f"trial {trial}: its lost node reported again; it is already queued to run again")
+            return
+        process_trial_failure(self, trial, exception)
+
+    process._ignores_stale_node_loss = True  # type: ignore[attr-defined]
+    return process
