@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 
 from models.spec import StudentSpec
 
-if (
-    TYPE_CHECKING
-):  # torch is imported where a model is built: the driver reads the registry without it (seconds)
+# torch is imported where a model is built: the driver reads the registry without it (seconds)
+if TYPE_CHECKING:
     from torch import nn
 
 

@@ -17,7 +17,6 @@ from orchestrator.train.config import TrainConfig
 from orchestrator.train.trial import TrialConfig, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = smoke_variant
 
 
 def test_steps_set_the_epochs_of_each_split() -> None:
@@ -48,10 +47,10 @@ def test_ft_on_the_labelled_part_and_kd_on_every_input_take_the_same_steps(
 
 
 def test_a_study_passes_steps_to_every_trial_and_prices_them_alike(tmp_path: Path) -> None:
-    plain = build_plan(_spec(tmp_path), calibration=None)
+    plain = build_plan(smoke_variant(tmp_path), calibration=None)
     assert all("steps" not in t.settings["train"] for t in plain.trials)  # without it: the keys of before
     train = {"epochs": 2, "batch_size": 8, "lr": 0.001, "max_length": 64, "steps": 30}
-    plan = build_plan(_spec(tmp_path, student_train=train, labels={"count": 40}), calibration=None)
+    plan = build_plan(smoke_variant(tmp_path, student_train=train, labels={"count": 40}), calibration=None)
     assert {t.work.train.steps for t in plan.trials} == {30}
     assert {t.trial_key for t in plan.trials}.isdisjoint({t.trial_key for t in plain.trials})
     # FT reads 40 labelled samples, KD 100 inputs: with steps, both read steps x batch (same student and task)
@@ -67,12 +66,12 @@ def test_a_study_passes_steps_to_every_trial_and_prices_them_alike(tmp_path: Pat
 
 def test_steps_is_a_student_setting_and_not_one_for_tuning(tmp_path: Path) -> None:
     with pytest.raises(StudyError, match=r"student_train.steps: tuning budgets trials in epochs") as err:
-        _spec(tmp_path, student_train={"steps": 30}, tuning={"samples": 2, "max_epochs": 2})
+        smoke_variant(tmp_path, student_train={"steps": 30}, tuning={"samples": 2, "max_epochs": 2})
     assert "s.yaml:" in str(err.value) and "Traceback" not in str(err.value)
     with pytest.raises(StudyError, match=r"teacher_train.steps"):
-        _spec(tmp_path, teacher_train={"steps": 30})
+        smoke_variant(tmp_path, teacher_train={"steps": 30})
     with pytest.raises(StudyError, match=r"student_train.steps: .*greater than or equal to 1"):
-        _spec(tmp_path, student_train={"steps": 0})
+        smoke_variant(tmp_path, student_train={"steps": 0})
 
 
 def test_trial_command_line_takes_steps(local_data, tmp_path):

@@ -302,10 +302,11 @@ def _trial_units(
             settings["student_params"] = sparams
             trial = plan.trial(settings, key, cell, {})
             # FT trains on the labelled part, KD on every input; with steps, each reads steps x batch samples
-            train, epochs = settings["train"], spec.student_train.epochs
-            seen = (labelled if ft else labelled + unlabelled) * epochs
+            train = settings["train"]
             if train.get("steps"):
                 seen = train["steps"] * train["batch_size"]
+            else:
+                seen = (labelled if ft else labelled + unlabelled) * train["epochs"]
             step_tokens = seen * mean_tok
             cost = 6 * max(sparams, 1) * step_tokens
             if tname != "none" and spec.teacher_mode == "online":

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if (
-    TYPE_CHECKING
-):  # annotations only: planning a study imports neither torch nor transformers (seconds per command)
+# annotations only: planning a study imports neither torch nor transformers (seconds per command)
+if TYPE_CHECKING:
     from kd_methods import SignalSpec
     from orchestrator.train.lm_work import CompletionWork
     from orchestrator.train.trial import TrialConfig

@@ -43,7 +43,7 @@ TEACHER_ALIASES: dict[str, str] = {
 def resolve_teacher(name: str) -> str:
     """A teacher alias, hub id or local folder -> what ``Teacher.load`` takes. ``minilm`` is the offline package."""
     if name == "minilm":
-        from models.teacher import minilm_path
+        from models.offline import minilm_path  # no torch import to resolve a name
 
         return str(minilm_path())
     return TEACHER_ALIASES.get(name, name)
