@@ -70,5 +70,28 @@ class StudentSpec:
             embedding_size=None if self.embed_dim == width else self.embed_dim,
         )
 
+    def num_parameters(self, num_labels: int, max_length: int = 512) -> int:
+        """The parameter count of the model built from this spec (``models.build_student``), from the architecture
+        alone: the planner prices every trial without importing torch and transformers (seconds per study start).
+        ``tests/test_models.py`` checks it against the built model for every registered student."""
+        h, v = self.hidden_size, self.vocab_size
+        if self.arch == "roberta":
+            # RobertaForSequenceClassification: word, position (max_length + 2) and one token-type embedding plus
+            # LayerNorm; per layer Q, K, V, O (H x H + H each), two LayerNorms and the FFN; the head's dense H x H
+            # and out_proj H x labels (each with its bias). No pooler.
+            i = self.intermediate_size
+            embeddings = (v + max_length + self.pad_token_id + 1 + 1) * h + 2 * h
+            layer = 4 * (h * h + h) + 2 * (2 * h) + (h * i + i) + (i * h + h)
+            head = (h * h + h) + (h * num_labels + num_labels)
+            return embeddings + self.num_layers * layer + head
+
+        # BiGRU: the embedding, then per layer two directions of a GRU (3 gates: W_ih, W_hh, b_ih, b_hh), the first
+        # reading embed_dim and the rest 2 x hidden, and the linear classifier on 2 x hidden.
+        def gru(inputs: int) -> int:
+            return 2 * (3 * h * inputs + 3 * h * h + 6 * h)
+
+        layers = gru(self.embed_dim) + (self.num_layers - 1) * gru(2 * h)
+        return v * self.embed_dim + layers + 2 * h * num_labels + num_labels
+
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -115,6 +115,16 @@ def test_meta_count_matches_a_real_build() -> None:
         assert student_param_count(name, num_labels=3) == count_parameters(build_student(name, 3))
 
 
+@pytest.mark.parametrize("name", sorted(STUDENTS))
+def test_spec_count_equals_the_built_model(name: str) -> None:
+    """The planner counts parameters from the spec (no torch); it must be the model's own count, for any head and
+    position table."""
+    spec = get_student_spec(name)
+    for labels, max_length in ((1, 512), (2, 96), (20, 320)):
+        built = student_param_count(name, num_labels=labels, max_length=max_length)
+        assert spec.num_parameters(labels, max_length) == built, (name, labels, max_length)
+
+
 def test_unknown_student_lists_valid_names() -> None:
     with pytest.raises(KeyError) as err:
         get_student_spec("roberta-999m")

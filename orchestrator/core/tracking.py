@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +57,30 @@ class MlflowServer:
     log: Path
     cmd: list[str] | None = None  # how it was started: a lost server is started again the same way
     env: dict[str, str] | None = None
+    starting: threading.Thread | None = None  # creating the store and launching, while the caller starts Ray
+    start_error: BaseException | None = None
+
+    def start_in_background(self) -> None:
+        """Create (or migrate) the store, then launch, in a thread: MLflow's schema migration of a new store takes
+        seconds of CPU that overlap Ray's start. ``wait_ready`` and ``stop`` wait for the thread first."""
+
+        def start() -> None:
+            try:
+                init_store(self.store_uri)
+                self.launch()
+            except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread by wait_ready
+                self.start_error = err
+
+        self.starting = threading.Thread(target=start, name="mlflow-server-start", daemon=True)
+        self.starting.start()
+
+    def _started(self) -> None:
+        if self.starting is not None:
+            self.starting.join()
+            self.starting = None
+        if self.start_error is not None:
+            err, self.start_error = self.start_error, None
+            raise err
 
     def launch(self, mode: str = "w") -> None:
         """Start the server process (``mode="a"``: again, appending to its log)."""
@@ -70,7 +95,27 @@ class MlflowServer:
             start_new_session=True,
         )
 
+    def terminate(self) -> None:
+        """Ask the server and its workers to stop, without waiting: its graceful shutdown (seconds) then overlaps
+        Ray's; ``stop`` waits for it."""
+        import psutil
+
+        if self.starting is not None or self.process is None or self.process.poll() is not None:
+            return
+        try:
+            family = [
+                psutil.Process(self.process.pid),
+                *psutil.Process(self.process.pid).children(recursive=True),
+            ]
+        except psutil.NoSuchProcess:
+            return
+        for p in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # a store that could not be made: nothing was launched
+            self._started()
         if self.process:
             stop_tree(self.process.pid)  # its workers too
             self.process.wait(timeout=5)  # reaped: a zombie leader would keep its group "alive"
@@ -80,6 +125,7 @@ class MlflowServer:
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
         try:
+            self._started()
             self._await(timeout)
         except BaseException:  # not answering, exited, or interrupted: leave nothing of it running
             self.stop()
@@ -138,11 +184,11 @@ def start_server(
     study: str | None = None,
 ) -> MlflowServer:
     """Start ``mlflow server`` bound to ``host`` (loopback by default) and wait until it answers (``wait=False``:
-    return at once; call ``wait_ready`` before using it, so the caller can start Ray meanwhile)."""
+    return at once, the store made and the server launched in a thread; call ``wait_ready`` before using it, so
+    the caller can start Ray meanwhile)."""
     store_uri, artifacts = local_store(storage)
     port = port or _free_port(host)
     log = server_log(storage, study)  # under the storage, beside the store it serves
-    init_store(store_uri)
     cmd = [
         sys.executable,
         "-m",
@@ -162,9 +208,12 @@ def start_server(
     # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the runs
     # it stops in MLflow, and stop() ends every process of the server by its group.
     server = MlflowServer(f"http://{host}:{port}", store_uri, artifacts, None, log, cmd, server_env(storage))
+    if not wait:
+        server.start_in_background()
+        return server
+    init_store(store_uri)
     server.launch()
-    if wait:
-        server.wait_ready(timeout)
+    server.wait_ready(timeout)
     return server
 
 

@@ -1,5 +1,5 @@
 """What a classification plan knows without loading weights or downloading data: teacher shapes (a table of the
-studies' teachers, else a local config), student parameter counts (a meta-device build), split sizes (the local
+studies' teachers, else a local config), student parameter counts (from the spec), split sizes (the local
 data's manifest, the hub's published sizes, a declared task's files) and mean tokens per sample."""
 
 from __future__ import annotations
@@ -78,13 +78,11 @@ def _local_config(source: str) -> tuple[int, int] | None:
 
 @cache
 def student_parameters(student: str, num_labels: int) -> int:
-    """A student's parameter count, from a model built on the meta device (no memory, no time)."""
-    import torch
+    """A student's parameter count, from its spec (``StudentSpec.num_parameters``): no model is built, so the
+    driver does not import transformers to plan."""
+    from models.students import get_student_spec
 
-    from models import build_student, count_parameters
-
-    with torch.device("meta"):
-        return count_parameters(build_student(student, num_labels))
+    return get_student_spec(student).num_parameters(num_labels)
 
 
 def split_sizes(spec: Any, task: str) -> dict[str, int]:

@@ -65,7 +65,7 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
     log(describe(plan).replace("\n", "\n    "))
     server = None
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:  # our own server starts in the background while Ray starts (tens of seconds each)
+    if not uri:  # our own server (its store made first) starts in the background while Ray starts
         server = tracking.start_server(spec.storage, wait=False, study=spec.name)
         stack.callback(server.stop)  # on every exit path, before the lock is released
         uri = server.uri
@@ -79,6 +79,8 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
         _close_failed_start(spec, uri, server, err)
         raise
     _server_ready(server)
+    if server is not None:  # on the way out, the server's shutdown overlaps Ray's (both take seconds)
+        stack.callback(server.terminate)
     from orchestrator.core.server_watch import watched
 
     stack.enter_context(watched(server))  # a lost server is started again (stopped before the server is)

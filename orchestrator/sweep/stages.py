@@ -152,31 +152,31 @@ def stage_teacher_finetune(ctx: StudyContext) -> None:
     import ray
 
     spec, plan, data = ctx.spec, ctx.plan, ctx.plan.data
-    teachers, sources = teacher_sources(spec, data)
+    todo = [unit for unit in plan.teachers if finetuned(unit.folder) is None]
+    teachers, sources = teacher_sources(spec, data, {unit.teacher for unit in todo})
     res = spec.teacher_resources
     # A Ray task's max_retries covers system failures only (a lost node or worker; an exception in the fine-tune
     # itself is not retried), so a node loss must not find it at max_failures: 0 (sweep/node_loss.py).
     retries = max(3, spec.max_failures)
     finetune = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_retries=retries)(_finetune_unit)
     pending = {}
-    for unit in plan.teachers:
-        if finetuned(unit.folder) is None:
-            t = teachers[unit.teacher]
-            pending[unit] = finetune.remote(
-                spec.custom_tasks,
-                sources[unit.teacher],
-                unit.task,
-                unit.folder,
-                data,
-                # precision: an execution setting beside the recipe (not in the teacher's key)
-                {**spec.teacher_train_for(unit.teacher).model_dump(), "precision": spec.precision},
-                spec.max_samples,
-                t.trust_remote_code,
-                res.cpu,
-                str(progress_dir(spec.storage, spec.name)),
-                spec.data_seed,
-                _level(spec, unit.labels),
-            )
+    for unit in todo:
+        t = teachers[unit.teacher]
+        pending[unit] = finetune.remote(
+            spec.custom_tasks,
+            sources[unit.teacher],
+            unit.task,
+            unit.folder,
+            data,
+            # precision: an execution setting beside the recipe (not in the teacher's key)
+            {**spec.teacher_train_for(unit.teacher).model_dump(), "precision": spec.precision},
+            spec.max_samples,
+            t.trust_remote_code,
+            res.cpu,
+            str(progress_dir(spec.storage, spec.name)),
+            spec.data_seed,
+            _level(spec, unit.labels),
+        )
     if pending:
         log(f"stage teacher_finetune: {len(pending)} to run, {len(plan.teachers) - len(pending)} found")
     for unit in plan.teachers:
