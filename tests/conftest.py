@@ -33,7 +33,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# Two threads on the 2-core CI machine; one per pytest-xdist worker, which run two at once (pyproject's addopts).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 SMALL_SIZES = {"train": 160, "validation": 48, "test": 48}
 

@@ -197,8 +197,11 @@ def test_bf16_student_training_on_cpu_records_its_precision(
         results[precision] = run_trial(cfg)
     assert results["fp32"].precision == "fp32" and results["bf16"].precision == "bf16"
     fp32_loss, bf16_loss = (results[p].history[0]["train_loss"] for p in ("fp32", "bf16"))
-    assert np.isfinite(bf16_loss) and bf16_loss != fp32_loss
-    assert abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
+    assert np.isfinite(bf16_loss) and abs(bf16_loss - fp32_loss) < 0.05 * abs(fp32_loss)
+    # bf16 ran: the forward passes' outputs moved (not the mean loss, which can agree to float32's last digit when
+    # the teacher is near uniform: KD at T 10 is then the teacher's entropy whatever the student says), by little
+    fp32_probs, bf16_probs = (np.asarray(results[p].test_predictions["probs"]) for p in ("fp32", "bf16"))
+    assert 0 < np.abs(bf16_probs - fp32_probs).max() < 0.05
     with autocast(torch.device("cpu"), "bf16"):
         assert (
             torch.is_autocast_enabled("cpu") and (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
