@@ -403,8 +403,9 @@ def test_a_second_report_of_a_lost_node_does_not_end_a_trial_already_queued_agai
 LISTENERS = """
 import sys
 from pathlib import Path
+from orchestrator.core.paths import remove_link
 from orchestrator.core.process import start_ray  # as `python -m orchestrator.study` does: Ray's switch, then ray
-start_ray(None, {}, Path(sys.argv[1]))  # Ray's temp folder under the test's storage, not /tmp/ray
+_, link = start_ray(None, {}, Path(sys.argv[1]))  # Ray's temp folder under the test's storage, not /tmp/ray
 import json, psutil, ray
 try:
     seen = []
@@ -416,6 +417,7 @@ try:
     print(json.dumps(seen))
 finally:
     ray.shutdown()
+    remove_link(link)  # the short /tmp/kdr-* link to that folder, as the driver removes it
 """
 
 
@@ -435,3 +437,4 @@ def test_single_machine_ray_listens_on_loopback_only(tmp_path):
     listening = json.loads(out.stdout.strip().splitlines()[-1])
     assert any(name.startswith(("gcs_server", "raylet")) for name, _ in listening), listening
     assert all(ip.removeprefix("::ffff:").startswith("127.") or ip == "::1" for _, ip in listening), listening
+    assert not [p for p in Path("/tmp").glob("kdr-*") if os.readlink(p).startswith(str(tmp_path))]
