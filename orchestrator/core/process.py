@@ -69,19 +69,29 @@ def start_ray(
     return True, link
 
 
-def stop_tree(pid: int, timeout: float = 20.0) -> None:
-    """Stop a process this driver started and everything it started (``mlflow server`` runs its workers as
-    children: stopping only the parent can leave them listening). SIGTERM first, SIGKILL what is left."""
+def terminate_tree(pid: int) -> list:
+    """SIGTERM to a process and everything it started, without waiting; returns them (empty: it is gone)."""
     import psutil
 
     try:
         root = psutil.Process(pid)
         family = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return
+        return []
     for p in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
+    return family
+
+
+def stop_tree(pid: int, timeout: float = 20.0) -> None:
+    """Stop a process this driver started and everything it started (``mlflow server`` runs its workers as
+    children: stopping only the parent can leave them listening). SIGTERM first, SIGKILL what is left."""
+    import psutil
+
+    family = terminate_tree(pid)
+    if not family:
+        return
     _, alive = psutil.wait_procs(family, timeout=timeout)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.core.errors import StudyError
 from orchestrator.core.paths import local_store, server_log
 from orchestrator.core.probe import unreachable_reason
-from orchestrator.core.process import stop_group, stop_tree
+from orchestrator.core.process import stop_group, stop_tree, terminate_tree
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
 
@@ -98,20 +98,8 @@ class MlflowServer:
     def terminate(self) -> None:
         """Ask the server and its workers to stop, without waiting: its graceful shutdown (seconds) then overlaps
         Ray's; ``stop`` waits for it."""
-        import psutil
-
-        if self.starting is not None or self.process is None or self.process.poll() is not None:
-            return
-        try:
-            family = [
-                psutil.Process(self.process.pid),
-                *psutil.Process(self.process.pid).children(recursive=True),
-            ]
-        except psutil.NoSuchProcess:
-            return
-        for p in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.terminate()
+        if self.starting is None and self.process is not None and self.process.poll() is None:
+            terminate_tree(self.process.pid)
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):  # a store that could not be made: nothing was launched

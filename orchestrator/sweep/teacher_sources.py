@@ -10,10 +10,8 @@ from typing import Any
 from orchestrator.core.paths import exclusive, teacher_complete, writing
 
 
-def teacher_sources(
-    spec: Any, data: str, needed: set[str] | None = None
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """The study's teachers by name, and what each of ``needed`` (default: all) fine-tunes from. A random teacher
+def teacher_sources(spec: Any, data: str, needed: set[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The study's teachers by name, and what each of ``needed`` fine-tunes from. A random teacher
     is created once, on disk, and only when a fine-tune needs it: a study of FT alone, or one whose teachers are
     all fine-tuned already, makes none (and the driver does not import transformers for it)."""
     from orchestrator.train.trial import resolve_teacher
@@ -22,7 +20,7 @@ def teacher_sources(
     teachers = {t.name: t for t in spec.teachers}
     sources: dict[str, str] = {}
     for t in spec.teachers:
-        if needed is not None and t.name not in needed:
+        if t.name not in needed:
             continue
         if t.source.startswith("random:"):
             base = storage / "teachers" / "base" / f"{t.name}-{t.layers}x{t.hidden}"
