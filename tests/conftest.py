@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
+import sqlite3
 import tempfile
 
 # Set before anything imports huggingface_hub, ray or mlflow: a missing model must fail fast, not hang.
@@ -102,6 +104,18 @@ def smoke_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "tracking_uri": f"sqlite:///{storage / 'mlflow' / 'mlflow.db'}",
         "stdout": out.stdout,
     }
+
+
+def experiment_made(uri: str, name: str) -> bool:
+    """Whether the SQLite store at ``uri`` holds experiment ``name``, read without MLflow. A test that watches a
+    driver it started must not open the store with an ``MlflowClient`` before then: on a store the driver is still
+    creating, the client runs MLflow's schema migration beside the driver's, and one of the two dies on it."""
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+            return con.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:  # no file, or no tables yet
+        return False
 
 
 def write_study(path: Path, data: Path, **overrides: object) -> Path:

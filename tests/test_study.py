@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ROOT, write_study
+from conftest import ROOT, experiment_made, write_study
 from mlflow.tracking import MlflowClient
 
 from orchestrator.core.errors import StudyError
@@ -240,17 +240,21 @@ def test_killed_driver_resumes_with_every_trial_exactly_once(tmp_path, local_dat
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     cmd = [sys.executable, "-m", "orchestrator.study", str(path), "--storage", str(tmp_path / "runs")]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
         client = None
         while time.time() < deadline:
             time.sleep(0.3)
-            assert driver.poll() is None, "the driver ended before it could be killed"
+            assert driver.poll() is None, (
+                "the driver ended before it could be killed:\n" + log.read_text()[-3000:]
+            )
+            if not experiment_made(uri, "resume"):
+                continue
             client = client or MlflowClient(uri)
             exp = client.get_experiment_by_name("resume")
-            if exp is None:
-                continue
             flt = "tags.stage = 'student' and attributes.status = 'FINISHED'"
             if len(client.search_runs([exp.experiment_id], flt, max_results=50)) >= 2:
                 break

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import ROOT, write_study
+from conftest import ROOT, experiment_made, write_study
 from mlflow.tracking import MlflowClient
 from test_study import _kill_tree
 
@@ -117,16 +117,20 @@ def smoke_tune(tmp_path_factory: pytest.TempPathFactory) -> dict:
     uri = f"sqlite:///{storage / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     cmd = [sys.executable, "-m", "orchestrator.study", "smoke-tune", "--storage", str(storage)]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = storage.parent / "smoke-tune-driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     killed_at = 0
     try:
         deadline, client = time.time() + 600, None
         while time.time() < deadline and killed_at < 4:
             time.sleep(0.3)
-            assert driver.poll() is None, "the driver ended before it could be killed"
-            client = client or MlflowClient(uri)
-            exp = client.get_experiment_by_name("smoke-tune")
-            if exp is not None:
+            assert driver.poll() is None, (
+                "the driver ended before it could be killed:\n" + log.read_text()[-3000:]
+            )
+            if experiment_made(uri, "smoke-tune"):
+                client = client or MlflowClient(uri)
+                exp = client.get_experiment_by_name("smoke-tune")
                 flt = "tags.stage = 'tune' and attributes.status = 'FINISHED'"
                 killed_at = len(client.search_runs([exp.experiment_id], flt, max_results=50))
     finally:

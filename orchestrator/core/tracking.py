@@ -25,6 +25,7 @@ from orchestrator.core.errors import StudyError
 from orchestrator.core.paths import local_store, server_log
 from orchestrator.core.probe import unreachable_reason
 from orchestrator.core.process import stop_group, stop_tree, terminate_tree
+from orchestrator.core.store import init_store
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
 
@@ -203,52 +204,6 @@ def start_server(
     server.launch()
     server.wait_ready(timeout)
     return server
-
-
-def init_store(store_uri: str) -> None:
-    """Create (or migrate) a SQLite store once, under a lock beside it, before a server opens it: two studies
-    started together on a fresh storage would otherwise both run MLflow's schema migration, and the second
-    server dies on it (``table _alembic_tmp_experiments already exists``)."""
-    import fcntl
-
-    db = Path(store_uri.removeprefix("sqlite:///"))
-    with open(db.parent / ".init.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
-        if db.is_file() and db.stat().st_size > 0:  # made by an earlier study (or the one that held the lock)
-            portable_artifacts(db)
-            return
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
-
-
-_ARTIFACTS = "/mlflow/artifacts/"  # a study's own store keeps its artifacts in <storage>/mlflow/artifacts
-
-
-def portable_artifacts(db: Path) -> int:
-    """Make a copied (or moved) storage's artifact locations its own: its experiments and runs name
-    ``file://<storage it was made in>/mlflow/artifacts/...``, so the copy would go on writing into the original
-    (or fail where it is gone). Each such location is pointed at the same place under the storage that holds
-    ``db``. Run under the store's init lock, before a server opens it; returns how many locations changed."""
-    import sqlite3
-
-    here = (db.parent / "artifacts").resolve().as_uri() + "/"
-
-    def moved(uri: str) -> str | None:
-        if not uri.startswith("file://") or _ARTIFACTS not in uri or uri.startswith(here):
-            return None
-        return here + uri.split(_ARTIFACTS, 1)[1]
-
-    changed = 0
-    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
-        for table, column, key in (("experiments", "artifact_location", "experiment_id"), ("runs", "artifact_uri", "run_uuid")):  # fmt: skip
-            rows = con.execute(
-                f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE 'file://%'"
-            ).fetchall()  # noqa: S608 - fixed names
-            updates = [(new, k) for k, uri in rows if (new := moved(uri))]
-            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)  # noqa: S608
-            changed += len(updates)
-    return changed
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

@@ -110,7 +110,7 @@ def experiment(client: Any, spec: Any, uri: str, server: Any) -> str:
     straight to files under the storage path, so the SQLite store can be read (notebooks, --status, a plain
     ``MlflowClient``) after the server is gone; a SQLite store keeps them beside the database (not ./mlruns); a
     user's server decides. A copied or moved storage's locations are made its own before its server starts
-    (``tracking.portable_artifacts``)."""
+    (``store.portable_artifacts``)."""
     location = None
     if server:
         location = (server.artifacts / spec.name).as_uri()

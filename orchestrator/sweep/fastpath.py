@@ -1,10 +1,11 @@
 """A study with nothing left to run ends here, read from the MLflow store directly: no MLflow server, no Ray.
 
 ``run_study`` asks ``nothing_left`` first. It opens the tracking store the study would use (``MLFLOW_TRACKING_URI``,
-else the SQLite file under the storage path, which is only read when it already exists) and answers with the
-finished outcome when every planned trial, and every tuning cell, has a FINISHED run and the parent run itself
-ended FINISHED. Anything else (a trial missing, a run left RUNNING, a failure, a parent that did not finish) goes
-the normal way, which starts the servers and repairs what it must.
+else the SQLite file under the storage path, which is only read when it already exists; a SQLite store is made
+ready first, ``core/store.py``) and answers with the finished outcome when every planned trial, and every tuning
+cell, has a FINISHED run and the parent run itself ended FINISHED. Anything else (a trial missing, a run left
+RUNNING, a failure, a parent that did not finish) goes the normal way, which starts the servers and repairs what
+it must.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ def nothing_left(spec: Any) -> StudyOutcome | None:
     from mlflow.tracking import MlflowClient
 
     from orchestrator.core import tracking
+    from orchestrator.core.store import init_store
     from orchestrator.sweep.context import StudyOutcome
     from orchestrator.sweep.status import status
 
+    if uri.startswith("sqlite:///"):  # made or checked under its lock first: another process may be making it
+        init_store(uri, own=not os.environ.get("MLFLOW_TRACKING_URI"))
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(spec.name)
     if exp is None:

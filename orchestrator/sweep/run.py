@@ -34,8 +34,8 @@ def run_study(spec: Any, address: str | None = None, wait: bool = False) -> Stud
     lock.acquire(wait=wait, say=log)
     with contextlib.ExitStack() as stack:
         stack.callback(lock.release)  # last out: after the server and Ray are stopped
-        # Read from the store only while holding the lock: another driver may be creating it (MLflow's schema
-        # migration does not survive two processes at once).
+        # Read from the store only while holding the lock: another driver of this study may be creating it
+        # (MLflow's schema migration does not survive two processes at once; others wait on core/store.py's lock).
         done = nothing_left(spec)  # no MLflow server, no Ray (sweep/fastpath.py)
         if done is not None:
             log(f"nothing left to run: {done.finished}/{done.planned} trials FINISHED in {done.tracking_uri}")

@@ -1,0 +1,113 @@
+"""A SQLite MLflow store, made ready before anything of the study opens it: created or checked once under a lock
+beside it, waiting out another process that is still creating it, and, for a study's own store, with the artifact
+locations of a copied or moved storage made its own."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+SETTLE_QUIET_S = 2.0  # MLflow's migration writes the file every few tens of ms (0.17 s at most, measured) until done
+SETTLE_LIMIT_S = 60.0
+ATTEMPTS = 8
+
+
+def init_store(store_uri: str, own: bool = True) -> None:
+    """Create (or check) the SQLite store at ``store_uri`` under a lock beside it, before a server or a client of
+    the study opens it. MLflow's schema migration does not survive two processes at once: the loser dies on it
+    (``table _alembic_tmp_experiments already exists``, ``duplicate column name: step``).
+
+    Our own processes take the lock, so two studies started together on a fresh store make it one after the other.
+    A process that does not (``mlflow ui``, a notebook's ``MlflowClient``) may be making the same new file when we
+    come: a file whose schema is not MLflow's newest is left alone until it stops changing, and an attempt that
+    fails while the file is being written is made again. A store that stays behind (an older MLflow's, say) fails
+    with MLflow's own message, which says how to upgrade it.
+    ``own``: the study's own store under its storage path, whose artifact locations move with it."""
+    import fcntl
+
+    # MLflow's newest schema revision, the one its own check (``_verify_schema``) compares a store with
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db = Path(store_uri.removeprefix("sqlite:///"))
+    head = _get_latest_schema_revision()
+    with open(db.parent / ".init.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        for attempt in range(ATTEMPTS):
+            if db.exists() and schema_version(db) != head:
+                settle(db)  # being made or migrated by a process without our lock: let it finish first
+            try:
+                # creates a new store, migrates an empty one, and checks an existing one's schema version
+                SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
+                break
+            except Exception:
+                # raised when nothing else is writing the file (MLflow's own message stands), or at the last try
+                if attempt == ATTEMPTS - 1 or not settle(db):
+                    raise
+        if own:
+            portable_artifacts(db)
+
+
+def schema_version(db: Path) -> str | None:
+    """The store's alembic revision, read without MLflow; None when it has none yet (or is not a database)."""
+    import sqlite3
+
+    read_only = f"{db.resolve().as_uri()}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as con:
+            row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return row[0] if row else None
+
+
+def settle(db: Path, quiet: float = SETTLE_QUIET_S, limit: float = SETTLE_LIMIT_S) -> bool:
+    """Wait until the database file and its journal have not changed for ``quiet`` seconds (at most ``limit``);
+    whether they changed meanwhile, that is whether another process is writing them."""
+
+    def stamp() -> tuple:
+        out = []
+        for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")):
+            with contextlib.suppress(OSError):
+                st = path.stat()
+                out.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    first = last = stamp()
+    began = still_since = time.monotonic()
+    while time.monotonic() - still_since < quiet and time.monotonic() - began < limit:
+        time.sleep(0.1)
+        now = stamp()
+        if now != last:
+            last, still_since = now, time.monotonic()
+    return last != first
+
+
+_ARTIFACTS = "/mlflow/artifacts/"  # a study's own store keeps its artifacts in <storage>/mlflow/artifacts
+
+
+def portable_artifacts(db: Path) -> int:
+    """Make a copied (or moved) storage's artifact locations its own: its experiments and runs name
+    ``file://<storage it was made in>/mlflow/artifacts/...``, so the copy would go on writing into the original
+    (or fail where it is gone). Each such location is pointed at the same place under the storage that holds
+    ``db``. Run under the store's init lock, before a server opens it; returns how many locations changed."""
+    import sqlite3
+
+    here = (db.parent / "artifacts").resolve().as_uri() + "/"
+
+    def moved(uri: str) -> str | None:
+        if not uri.startswith("file://") or _ARTIFACTS not in uri or uri.startswith(here):
+            return None
+        return here + uri.split(_ARTIFACTS, 1)[1]
+
+    changed = 0
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con, con:
+        for table, column, key in (("experiments", "artifact_location", "experiment_id"), ("runs", "artifact_uri", "run_uuid")):  # fmt: skip
+            rows = con.execute(
+                f"SELECT {key}, {column} FROM {table} WHERE {column} LIKE 'file://%'"
+            ).fetchall()  # noqa: S608 - fixed names
+            updates = [(new, k) for k, uri in rows if (new := moved(uri))]
+            con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)  # noqa: S608
+            changed += len(updates)
+    return changed

@@ -1,0 +1,72 @@
+"""A SQLite MLflow store that another process, one without the study's lock, is still making (core/store.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import write_study
+from mlflow.exceptions import MlflowException
+from mlflow.store.db.utils import _get_latest_schema_revision
+from mlflow.tracking import MlflowClient
+
+from orchestrator.core.store import init_store, schema_version
+from orchestrator.design.study import load_spec
+from orchestrator.sweep.fastpath import nothing_left
+
+
+def _foreign_client(db: Path) -> subprocess.Popen:
+    """A plain MlflowClient in another process (as `mlflow ui` or a notebook would): it makes a new store itself,
+    running MLflow's whole schema migration, and takes no lock of ours."""
+    code = f"from mlflow import MlflowClient; MlflowClient('sqlite:///{db}').search_experiments()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_for_file(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.time() + 120
+    while not path.exists():
+        assert process.poll() is None and time.time() < deadline, "the other process never made the store"
+        time.sleep(0.005)
+
+
+def test_a_store_another_process_is_still_making_is_waited_for(tmp_path):
+    db = tmp_path / "mlflow.db"
+    other = _foreign_client(db)
+    _wait_for_file(db, other)  # its migration has begun (it takes ~1 s from here)
+    assert schema_version(db) != _get_latest_schema_revision()
+    init_store(f"sqlite:///{db}", own=False)
+    assert schema_version(db) == _get_latest_schema_revision()  # complete when we go on
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0, out[-3000:]  # and the other process was not broken by us either
+    assert [e.name for e in MlflowClient(f"sqlite:///{db}").search_experiments()] == ["Default"]
+
+
+def test_a_store_left_behind_fails_with_mlflows_own_message(tmp_path):
+    db = tmp_path / "mlflow.db"
+    init_store(f"sqlite:///{db}", own=False)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'c48cb773bb87'")  # an older MLflow's revision
+    began = time.monotonic()
+    with pytest.raises(MlflowException, match="out-of-date database schema.*mlflow db upgrade"):
+        init_store(f"sqlite:///{db}", own=False)
+    assert time.monotonic() - began < 15  # it waits for no one: nothing else writes the file
+
+
+def test_a_study_reads_its_store_only_once_another_process_has_made_it(tmp_path, local_data, monkeypatch):
+    """The driver's first look at the store (``nothing_left``), while a plain client makes it: in CI a test's own
+    MlflowClient did this to a study, and the driver died in MLflow's migration."""
+    spec = load_spec(write_study(tmp_path / "beside.yaml", local_data, storage=str(tmp_path / "runs")))
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    other = _foreign_client(db)
+    _wait_for_file(db, other)
+    assert nothing_left(spec) is None  # nothing of the study recorded yet, and no error on the way
+    assert schema_version(db) == _get_latest_schema_revision()
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0, out[-3000:]
