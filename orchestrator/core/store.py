@@ -8,7 +8,9 @@ import contextlib
 import time
 from pathlib import Path
 
-SETTLE_QUIET_S = 2.0  # MLflow's migration writes the file every few tens of ms (0.17 s at most, measured) until done
+SETTLE_QUIET_S = (
+    2.0  # MLflow's migration writes the file every few tens of ms (0.17 s at most, measured) until done
+)
 SETTLE_LIMIT_S = 60.0
 ATTEMPTS = 8
 
