@@ -14,9 +14,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
 
+from orchestrator.analysis.store import StoreNotFound, store_uri
+from orchestrator.core.errors import StudyError
 from orchestrator.core.store import init_store, schema_version
 from orchestrator.design.study import load_spec
 from orchestrator.sweep.fastpath import nothing_left
+from orchestrator.sweep.status import status
 
 
 def _foreign_client(db: Path) -> subprocess.Popen:
@@ -68,5 +71,30 @@ def test_a_study_reads_its_store_only_once_another_process_has_made_it(tmp_path,
     _wait_for_file(db, other)
     assert nothing_left(spec) is None  # nothing of the study recorded yet, and no error on the way
     assert schema_version(db) == _get_latest_schema_revision()
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0, out[-3000:]
+
+
+def test_status_waits_for_a_store_another_process_is_still_making(tmp_path, local_data, monkeypatch):
+    """`--status` typed just after a study was started: its reading must not run MLflow's migration beside the
+    driver's (the driver's own server would die on it)."""
+    spec = load_spec(write_study(tmp_path / "watched.yaml", local_data, storage=str(tmp_path / "runs")))
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    other = _foreign_client(db)
+    _wait_for_file(db, other)
+    with pytest.raises(StudyError, match="no study 'watched'"):  # read once made: the study has not begun
+        status(spec)
+    out, _ = other.communicate(timeout=120)
+    assert other.returncode == 0, out[-3000:]
+
+
+def test_the_notebooks_store_lookup_waits_for_a_store_another_process_is_still_making(tmp_path, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    other = _foreign_client(db)
+    _wait_for_file(db, other)
+    with pytest.raises(StoreNotFound, match="study 'watched' is not in"):
+        store_uri("watched", None)
     out, _ = other.communicate(timeout=120)
     assert other.returncode == 0, out[-3000:]

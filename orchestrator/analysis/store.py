@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from orchestrator.core.probe import unreachable_reason
+from orchestrator.core.store import ready_store
 from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
@@ -39,6 +40,7 @@ def store_uri(study: str, storage: str | None) -> str:
                 "--storage DIR (the study's --storage) or set MLFLOW_TRACKING_URI"
             )
         uri, where = f"sqlite:///{db}", f"{db} ({how})"
+    ready_store(uri)  # a driver starting beside may still be making it
     exp = MlflowClient(uri).get_experiment_by_name(study)
     if exp is None:
         names = sorted(e.name for e in MlflowClient(uri).search_experiments() if e.name != "Default")

@@ -51,6 +51,14 @@ def init_store(store_uri: str, own: bool = True) -> None:
             portable_artifacts(db)
 
 
+def ready_store(uri: str) -> None:
+    """For a reader (``--status``, the notebooks): a SQLite store that exists is read only once it is made; a
+    driver starting beside may be making it, and a reader's client would otherwise run MLflow's migration too.
+    Creates nothing; any other URI is left to MLflow."""
+    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
+        init_store(uri, own=False)
+
+
 def schema_version(db: Path) -> str | None:
     """The store's alembic revision, read without MLflow; None when it has none yet (or is not a database)."""
     import sqlite3

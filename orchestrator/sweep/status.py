@@ -62,6 +62,7 @@ def status(spec: Any) -> dict[str, Any]:
 
     from orchestrator.core import tracking
     from orchestrator.core.paths import local_store_uri
+    from orchestrator.core.store import ready_store
     from orchestrator.design.data_source import resolve_spec_data
     from orchestrator.design.study import build_plan
     from orchestrator.sweep.tuning import resolve_final, tuning_status
@@ -69,6 +70,7 @@ def status(spec: Any) -> dict[str, Any]:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(spec.storage)
     require_store(spec, uri)
     tracking.check_tracking(uri)
+    ready_store(uri)
     client = MlflowClient(uri)
     # the data as the run resolved it (data_source.py), so trial keys and the data key agree with the run's
     spec = resolve_spec_data(spec.model_copy(update={"storage": str(Path(spec.storage).resolve())}))
