@@ -13,9 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _one_line(tmp_path: Path, *args: str) -> str:
+def _one_line(tmp_path: Path, *args: str, tracking_uri: str | None = None) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
     proc = subprocess.run(
         [sys.executable, "-m", *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
     )
@@ -66,6 +68,15 @@ def test_trial_on_a_kd_method_without_teacher_and_an_unknown_param(tmp_path: Pat
     assert "--method kd needs a teacher" in _one_line(tmp_path, *base, "--method", "kd")
     line = _one_line(tmp_path, *base, "--method", "ft", "--param", "temperature=2")
     assert "unknown hyperparameter(s) ['temperature'] for method 'ft'; valid: []" in line
+
+
+def test_trial_logging_to_a_sqlite_store_in_a_missing_folder(tmp_path: Path, local_data: Path) -> None:
+    missing = tmp_path / "no-such-folder"
+    args = ["orchestrator.trial", "--task", "exception", "--student", "roberta-tiny", "--method", "ft"]
+    line = _one_line(
+        tmp_path, *args, "--data", str(local_data), tracking_uri=f"sqlite:///{missing}/mlflow.db"
+    )
+    assert f"folder {missing} does not exist" in line and not missing.exists()
 
 
 def test_build_local_on_an_unknown_task(tmp_path: Path) -> None:

@@ -25,7 +25,11 @@ class CliRun:
         from mlflow.tracking import MlflowClient
 
         from orchestrator.core import tracking
+        from orchestrator.core.store import init_store
 
+        tracking.check_tracking(self.uri)  # no server there, or a SQLite file in a missing folder: one line
+        if self.uri.startswith("sqlite:///"):  # two commands started together on a new file make it in turn
+            init_store(self.uri, own=False)
         self.client = MlflowClient(self.uri)
         exp_id = tracking.experiment_id(self.client, experiment)
         run = self.client.create_run(exp_id, run_name=run_name, tags={"study": experiment, **tags})
