@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
 
 from orchestrator.analysis.store import StoreNotFound, store_uri
+from orchestrator.core import store
 from orchestrator.core.errors import StudyError
 from orchestrator.core.store import init_store, schema_version
 from orchestrator.design.study import load_spec
@@ -59,6 +62,36 @@ def test_a_store_left_behind_fails_with_mlflows_own_message(tmp_path):
     with pytest.raises(MlflowException, match="out-of-date database schema.*mlflow db upgrade"):
         init_store(f"sqlite:///{db}", own=False)
     assert time.monotonic() - began < 15  # it waits for no one: nothing else writes the file
+
+
+def test_the_wait_for_a_store_that_keeps_changing_is_bounded(tmp_path, monkeypatch):
+    """An older MLflow's server still logging into its store: the file never stops changing, and never reaches
+    our schema. The wait ends after WAIT_LIMIT_S in all (not per attempt) with MLflow's message."""
+    db = tmp_path / "mlflow.db"
+    init_store(f"sqlite:///{db}", own=False)
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE alembic_version SET version_num = 'c48cb773bb87'")
+        con.execute("CREATE TABLE other_log (t REAL)")
+    stop = threading.Event()
+
+    def keep_writing() -> None:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+            while not stop.is_set():
+                with con:
+                    con.execute("INSERT INTO other_log VALUES (?)", (time.time(),))
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=keep_writing, daemon=True)
+    writer.start()
+    monkeypatch.setattr(store, "WAIT_LIMIT_S", 3.0)
+    began = time.monotonic()
+    try:
+        with pytest.raises(MlflowException, match="out-of-date database schema"):
+            init_store(f"sqlite:///{db}", own=False)
+    finally:
+        stop.set()
+        writer.join(10)
+    assert 3.0 <= time.monotonic() - began < 10
 
 
 def test_a_study_reads_its_store_only_once_another_process_has_made_it(tmp_path, local_data, monkeypatch):

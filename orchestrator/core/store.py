@@ -8,10 +8,9 @@ import contextlib
 import time
 from pathlib import Path
 
-SETTLE_QUIET_S = (
-    2.0  # MLflow's migration writes the file every few tens of ms (0.17 s at most, measured) until done
-)
-SETTLE_LIMIT_S = 60.0
+# MLflow's migration writes the file every few tens of ms until it is done (0.17 s the longest pause, measured)
+SETTLE_QUIET_S = 2.0
+WAIT_LIMIT_S = 60.0  # in all, for another process to finish making the store: then MLflow's own error stands
 ATTEMPTS = 8
 
 
@@ -36,16 +35,18 @@ def init_store(store_uri: str, own: bool = True) -> None:
     head = _get_latest_schema_revision()
     with open(db.parent / ".init.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        until = time.monotonic() + WAIT_LIMIT_S
         for attempt in range(ATTEMPTS):
             if db.exists() and schema_version(db) != head:
-                settle(db)  # being made or migrated by a process without our lock: let it finish first
+                settle(db, until)  # being made or migrated by a process without our lock: let it finish first
             try:
                 # creates a new store, migrates an empty one, and checks an existing one's schema version
                 SqlAlchemyStore(store_uri, str(db.parent / "artifacts")).engine.dispose()
                 break
             except Exception:
-                # raised when nothing else is writing the file (MLflow's own message stands), or at the last try
-                if attempt == ATTEMPTS - 1 or not settle(db):
+                # raised when nothing else is writing the file (MLflow's own message stands), at the last try, or
+                # when the wait is over
+                if attempt == ATTEMPTS - 1 or not settle(db, until) or time.monotonic() >= until:
                     raise
         if own:
             portable_artifacts(db)
@@ -72,9 +73,9 @@ def schema_version(db: Path) -> str | None:
     return row[0] if row else None
 
 
-def settle(db: Path, quiet: float = SETTLE_QUIET_S, limit: float = SETTLE_LIMIT_S) -> bool:
-    """Wait until the database file and its journal have not changed for ``quiet`` seconds (at most ``limit``);
-    whether they changed meanwhile, that is whether another process is writing them."""
+def settle(db: Path, until: float, quiet: float = SETTLE_QUIET_S) -> bool:
+    """Wait until the database file and its journal have not changed for ``quiet`` seconds, or until ``until``
+    (``time.monotonic()``); whether they changed meanwhile, that is whether another process is writing them."""
 
     def stamp() -> tuple:
         out = []
@@ -85,8 +86,8 @@ def settle(db: Path, quiet: float = SETTLE_QUIET_S, limit: float = SETTLE_LIMIT_
         return tuple(out)
 
     first = last = stamp()
-    began = still_since = time.monotonic()
-    while time.monotonic() - still_since < quiet and time.monotonic() - began < limit:
+    still_since = time.monotonic()
+    while time.monotonic() - still_since < quiet and time.monotonic() < until:
         time.sleep(0.1)
         now = stamp()
         if now != last:
