@@ -5,6 +5,7 @@ locations of a copied or moved storage made its own."""
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def init_store(store_uri: str, own: bool = True) -> None:
 def ready_store(uri: str) -> None:
     """For a reader (``--status``, the notebooks): a SQLite store that exists is read only once it is made; a
     driver starting beside may be making it, and a reader's client would otherwise run MLflow's migration too.
-    Creates nothing; any other URI is left to MLflow."""
-    if uri.startswith("sqlite:///") and Path(uri.removeprefix("sqlite:///")).is_file():
+    Creates nothing; any other URI is left to MLflow, and so is a store in a folder we may only read (a colleague's
+    storage: no lock can be taken there, and nothing of ours can be making it)."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and db.is_file() and os.access(db.parent, os.W_OK):
         init_store(uri, own=False)
 
 
