@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_study
+from conftest import ROOT, write_study
 from mlflow.exceptions import MlflowException
 from mlflow.store.db.utils import _get_latest_schema_revision
 from mlflow.tracking import MlflowClient
@@ -19,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from orchestrator.analysis.store import StoreNotFound, store_uri
 from orchestrator.core import store
 from orchestrator.core.errors import StudyError
-from orchestrator.core.store import init_store, schema_version
+from orchestrator.core.store import absolute_sqlite_uri, init_store, schema_version
 from orchestrator.design.study import load_spec
 from orchestrator.sweep.fastpath import nothing_left
 from orchestrator.sweep.status import status
@@ -131,3 +132,30 @@ def test_the_notebooks_store_lookup_waits_for_a_store_another_process_is_still_m
         store_uri("watched", None)
     out, _ = other.communicate(timeout=120)
     assert other.returncode == 0, out[-3000:]
+
+
+def test_relative_sqlite_uris_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_sqlite_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert absolute_sqlite_uri("sqlite:///a/../b.db") == f"sqlite:///{tmp_path.resolve() / 'b.db'}"
+    for kept in ("sqlite:////abs/mlflow.db", "http://127.0.0.1:5000", "sqlite://", "postgresql://h/db"):
+        assert absolute_sqlite_uri(kept) == kept
+
+
+def test_a_study_logging_to_a_relative_sqlite_uri_finds_its_trials_runs(tmp_path, local_data):
+    """`MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, MLflow's own example: the trials ran in Ray's working_dirs and
+    wrote a store of their own there; the driver saw its trial fail for good."""
+    path = write_study(tmp_path / "rel.yaml", local_data, methods=["ft"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///rel.db"}
+    cmd = [sys.executable, "-m", "orchestrator.study", str(path), "--storage", "runs"]
+    out = subprocess.run(
+        cmd, cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "1/1 trials FINISHED" in out.stdout, out.stdout[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'rel.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("rel").experiment_id], "tags.stage = 'student'"
+    )
+    assert run.info.status == "FINISHED"
+    assert [p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")] == [Path("rel.db")]

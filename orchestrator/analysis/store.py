@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from orchestrator.core.probe import unreachable_reason
-from orchestrator.core.store import ready_store
+from orchestrator.core.store import absolute_sqlite_uri, ready_store
 from orchestrator.study_index import SeveralStorages, remembered_storage
 
 
@@ -23,7 +23,7 @@ def store_uri(study: str, storage: str | None) -> str:
     from mlflow.tracking import MlflowClient
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        uri = os.environ["MLFLOW_TRACKING_URI"]
+        uri = absolute_sqlite_uri(os.environ["MLFLOW_TRACKING_URI"])  # the notebooks' kernel runs elsewhere
         where = f"MLFLOW_TRACKING_URI={uri}"
         _check_reachable(uri)
     else:

@@ -14,9 +14,10 @@ LOOPBACK = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # 0: a Ray started here listens 
 
 
 def study_env(address: str | None = None) -> None:
-    """Quiet telemetry and tokenizers, and keep a Ray started here on loopback. Ray reads ``LOOPBACK`` when it is
-    first imported, so a command calls this before anything imports ray; a driver joining a cluster
-    (``address`` or RAY_ADDRESS) starts no Ray here and leaves it alone."""
+    """Quiet telemetry and tokenizers, a relative SQLite ``MLFLOW_TRACKING_URI`` made absolute, and keep a Ray
+    started here on loopback. Ray reads ``LOOPBACK`` when it is first imported, so a command calls this before
+    anything imports ray; a driver joining a cluster (``address`` or RAY_ADDRESS) starts no Ray here and leaves it
+    alone."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -25,6 +26,10 @@ def study_env(address: str | None = None) -> None:
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if not (address or os.environ.get("RAY_ADDRESS")):
         os.environ.setdefault(LOOPBACK, "0")
+    if os.environ.get("MLFLOW_TRACKING_URI"):  # a relative SQLite path, pinned for trials in other folders
+        from orchestrator.core.store import absolute_sqlite_uri
+
+        os.environ["MLFLOW_TRACKING_URI"] = absolute_sqlite_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
 def worker_env() -> dict[str, str]:

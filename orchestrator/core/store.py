@@ -53,6 +53,16 @@ def init_store(store_uri: str, own: bool = True) -> None:
             portable_artifacts(db)
 
 
+def absolute_sqlite_uri(uri: str) -> str:
+    """``sqlite:///mlflow.db`` (MLflow's own example) names a file in the working folder, and a study's trials run in
+    folders of their own (Ray's ``working_dirs``), where it would be another, new store: the driver would find its
+    trials' runs missing. The same file for every process is the absolute one; any other URI is returned as is."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = uri.removeprefix("sqlite:///")
+    return uri if path.startswith("/") or not path else f"sqlite:///{Path(path).resolve()}"
+
+
 def ready_store(uri: str) -> None:
     """For a reader (``--status``, the notebooks): a SQLite store that exists is read only once it is made; a
     driver starting beside may be making it, and a reader's client would otherwise run MLflow's migration too.
