@@ -12,12 +12,14 @@ A node's death can reach Tune twice for one trial: the actor's failure (the tria
 the failure of the task it was running, delivered after the actor was cleaned up. Tune's
 ``TuneController._process_trial_failure`` stops a PENDING trial as ERROR whatever its budget, so the second report
 would end a trial that is already queued to run again (seen in ``tests/test_multinode.py``: two refunds logged,
-then "failed for good"). ``ignore_stale_node_loss`` drops a node-loss report for a trial that is PENDING.
+then "failed for good"). ``ignore_stale_node_loss`` does not fail a PENDING trial on a node-loss report: it queues
+the trial afresh (``TuneController._try_recover``, after unstaging it).
 
-``Trial.handle_error``, ``Trial.run_metadata.num_failures`` and ``TuneController._process_trial_failure`` are Ray
-internals: the wrap is installed only on the
-Ray versions it was written and tested against (``TESTED``) and when those internals look as expected. Otherwise
-the study goes on without it (a lost node then counts as a failure, as in plain Tune) and the log says why.
+``Trial.handle_error``, ``Trial.run_metadata.num_failures``, ``TuneController._process_trial_failure``,
+``_try_recover``, ``_unstage_trial_with_resources``, ``_staged_trials`` and ``_trial_to_actor`` are Ray internals:
+the wrap is installed only on the Ray versions it was written and tested against (``TESTED``) and when those
+internals look as expected. Otherwise the study goes on without it (a lost node then counts as a failure, as in
+plain Tune) and the log says why.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def unsupported(version: str, trial_class: Any, controller_class: Any = None) ->
         params = list(inspect.signature(process).parameters)[:3] if process is not None else []
         if params != ["self", "trial", "exception"]:
             return f"Ray {version}: TuneController._process_trial_failure(self, trial, exception) is not there any more"
+        for name in ("_try_recover", "_unstage_trial_with_resources"):
+            if not callable(getattr(controller_class, name, None)):
+                return f"Ray {version}: TuneController.{name} is not there any more"
     return None
 
 
@@ -96,14 +101,26 @@ def refund_node_loss() -> bool:
 
 
 def ignore_stale_node_loss(process_trial_failure: Any) -> Any:
-    """``TuneController._process_trial_failure`` that drops a node-loss report for a PENDING trial: the trial was
-    already requeued after its node died (Tune sets a trial whose actor failed while starting to RUNNING before it
-    calls this, so that case still goes through)."""
+    """``TuneController._process_trial_failure`` that does not fail a PENDING trial on a node-loss report: the trial
+    was already requeued after its node died (Tune sets a trial whose actor failed while starting to RUNNING before
+    it calls this, so that case still goes through). It is queued afresh instead, as Tune's own recovery does.
+
+    Dropping the report alone once left a trial PENDING for good (CI, 2026-12-07: 23 of 24 trials done, the 24th
+    never started again, the driver waiting). Whatever Tune had done for the trial in between (an actor requested
+    for it, it staged), the report arrives in the middle of it; so the trial is unstaged, any actor it has is
+    stopped, and it is requeued at the end of the queue with a clean slate."""
     from ray.tune.experiment.trial import Trial
 
     def process(self: Any, trial: Any, exception: Any) -> None:
         if getattr(trial, "status", None) == Trial.PENDING and is_node_loss(exception):
-            log(f"trial {trial}: its lost node reported again; it is already queued to run again")
+            staged, actor = trial in self._staged_trials, trial in self._trial_to_actor
+            log(
+                f"trial {trial}: its lost node reported again; it is queued to run again afresh "
+                f"(it was {'staged' if staged else 'not staged'}, {'with' if actor else 'without'} an actor)"
+            )
+            if staged:
+                self._unstage_trial_with_resources(trial)
+            self._try_recover(trial, exc=exception)  # stops its actor, if any; PENDING at the queue's end
             return
         process_trial_failure(self, trial, exception)
 
