@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import shutil
 import sqlite3
@@ -110,9 +109,10 @@ def experiment_made(uri: str, name: str) -> bool:
     """Whether the SQLite store at ``uri`` holds experiment ``name``, read without MLflow. A test that watches a
     driver it started must not open the store with an ``MlflowClient`` before then: on a store the driver is still
     creating, the client runs MLflow's schema migration beside the driver's, and one of the two dies on it."""
-    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    from orchestrator.core.store import read_only
+
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+        with read_only(Path(uri.removeprefix("sqlite:///"))) as con:
             return con.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone() is not None
     except sqlite3.OperationalError:  # no file, or no tables yet
         return False

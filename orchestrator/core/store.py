@@ -73,13 +73,20 @@ def ready_store(uri: str) -> None:
         init_store(uri, own=False)
 
 
+def read_only(db: Path) -> contextlib.closing:
+    """A read-only sqlite3 connection to ``db``, closed on leaving the ``with``: it never creates the file, and it
+    never runs MLflow's migration (which a client opening a store still being made would)."""
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=10))
+
+
 def schema_version(db: Path) -> str | None:
     """The store's alembic revision, read without MLflow; None when it has none yet (or is not a database)."""
     import sqlite3
 
-    read_only = f"{db.resolve().as_uri()}?mode=ro"
     try:
-        with contextlib.closing(sqlite3.connect(read_only, uri=True, timeout=10)) as con:
+        with read_only(db) as con:
             row = con.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError:
         return None

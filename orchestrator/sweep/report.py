@@ -59,8 +59,10 @@ def plan_progress(spec: Any) -> dict[str, Any] | None:
         return None  # and MLflow is not even imported
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.core.store import ready_store
     from orchestrator.sweep.status import status
 
+    ready_store(uri)  # before the client below: a driver starting beside may still be making it
     # --plan must answer at once: a tracking server that is down is "no progress", not minutes of retries
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
