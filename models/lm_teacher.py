@@ -161,16 +161,23 @@ def load_lm_parts(
 def extend_vocabulary(
     model: PreTrainedModel, tokenizer: Any, tokens: Sequence[str], roles: dict[str, str] | None = None
 ) -> int:
-    """Give ``tokenizer`` the ``roles`` and the ``tokens`` it lacks (as special tokens), then grow ``model``'s
-    embeddings and head to its length (never shrink: a padded table keeps its rows); returns how many were new."""
+    """Give ``tokenizer`` the ``roles`` and the ``tokens`` (as special tokens), then grow ``model``'s embeddings
+    and head to its length (never shrink: a padded table keeps its rows); returns how many were new.
+
+    Every one of them, new or already in the vocabulary (CodeGPT's ``<s>``, ``<EOL>``), becomes a special token that
+    absorbs the whitespace beside it, as in the slow ``GPT2Tokenizer`` CodeXGLUE's ``run_lm.py`` used: inputs then
+    tokenize as CodeGPT was fine-tuned on them (``x Ġ= <NUM_LIT> <EOL>``, not ``x Ġ= Ġ <NUM_LIT> Ġ <EOL>``)."""
+    from tasks.completion.tokenizer import special_token
+
     roles = dict(roles or {})
     vocab = tokenizer.get_vocab()
     wanted = list(dict.fromkeys([*roles.values(), *tokens]))
     new = [t for t in wanted if t not in vocab]
-    extra = [t for t in dict.fromkeys(tokens) if t not in roles.values() and t not in vocab]
+    extra = [special_token(t) for t in dict.fromkeys(tokens) if t not in roles.values()]
     if roles or extra:
         tokenizer.add_special_tokens(
-            {**roles, "additional_special_tokens": extra}, replace_extra_special_tokens=False
+            {**{k: special_token(v) for k, v in roles.items()}, "additional_special_tokens": extra},
+            replace_extra_special_tokens=False,
         )
     if len(tokenizer) > model.get_output_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))

@@ -86,7 +86,7 @@ rq1.groupby([c for c in ("task", "labels", "method") if c in rq1]).agg(
         code("""
 if PAPER:
     display(A.beside_paper(df).pivot_table(index=["task", "arch", "size"], columns="method", values=["paper", "ours"]))"""),
-        code('assert len(rq1), "no KD-vs-FT comparison: the study needs FT and KD student runs"'),
+        code('A.require(len(rq1), "no KD-vs-FT comparison: the study needs FT and KD student runs")'),
     ],
     "02_rq2_teachers.ipynb": [
         md("""
@@ -110,7 +110,7 @@ rq2 if len(rq2) else print("a single teacher in this study: no paired teacher co
         code("""
 if PAPER:
     display(A.PAPER_TEACHER_SCORES)"""),
-        code('assert len(side), "no KD student runs in this study"'),
+        code('A.require(len(side), "no KD student runs in this study")'),
     ],
     "03_rq3_methods.ipynb": [
         md("""
@@ -144,7 +144,7 @@ if PAPER:
     p = A.PAPER_FIGURE2.merge(A.PAPER_TEACHER_SCORES[["task", "score"]], on="task", suffixes=("", "_teacher"))
     display(p.assign(retention=p["score"] / p["score_teacher"]).pivot_table(
         index=["task", "arch", "size"], columns="method", values="retention"))"""),
-        code('assert len(ret), "no retention rows: teacher_finetune or student runs missing"'),
+        code('A.require(len(ret), "no retention rows: teacher_finetune or student runs missing")'),
     ],
     "04_rq4_students.ipynb": [
         md("""
@@ -163,7 +163,7 @@ arch if len(arch) else print("no size with both architectures in this study")"""
         code("""
 if PAPER:
     display(A.beside_paper(df).pivot_table(index=["task", "method", "size"], columns="arch", values=["paper", "ours"]))"""),
-        code('assert len(svp), "no student runs in this study"'),
+        code('A.require(len(svp), "no student runs in this study")'),
     ],
     "05_efficiency.ipynb": [
         md("""
@@ -190,7 +190,7 @@ if eff.online is not None:
     display(eff.online)
 else:
     print("no overhead benchmark given (set BENCH_JSON)")"""),
-        code('assert len(eff.cost), "no KD run with an FT run of the same task, student and seed"'),
+        code('A.require(len(eff.cost), "no KD run with an FT run of the same task, student and seed")'),
     ],
     "06_behaviour.ipynb": [
         md("""
@@ -208,9 +208,7 @@ from mlflow import MlflowClient
 agr = A.agreement(df, MlflowClient(os.environ.get("MLFLOW_TRACKING_URI")))
 agr"""),
         code("A.agreement_summary(agr)"),
-        code(
-            'assert agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run"'
-        ),
+        code('A.require(agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run")'),
     ],
     "figure2.ipynb": [
         md("""

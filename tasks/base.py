@@ -62,24 +62,49 @@ _check_scores = check_scores
 _check_max_samples = check_max_samples
 
 
+def not_utf8(where: str, line: str) -> str | None:
+    """``where: not UTF-8 (byte 0x.. at column N); save the file as UTF-8`` when ``line`` (read with
+    ``errors="surrogateescape"``) holds a byte that is not UTF-8; None for a good line."""
+    if line.isascii():
+        return None
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:  # an undecodable byte b became the lone surrogate U+DC00 + b
+        byte = ord(line[exc.start]) - 0xDC00
+        return f"{where}: not UTF-8 (byte 0x{byte:02x} at column {exc.start + 1}); save the file as UTF-8"
+    return None
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` for each line of a UTF-8 text file; ValueError naming the file, the line and the
+    column of a byte that is not UTF-8 (a Latin-1 file, say), like a line that is not JSON. A byte-order mark at the
+    start (Windows editors write one) is skipped."""
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
+        for lineno, line in enumerate(f, start=1):
+            problem = not_utf8(f"{path}:{lineno}", line)
+            if problem:
+                raise ValueError(problem)
+            yield lineno, line
+
+
 def jsonl_records(path: Path, max_samples: int | None = None) -> Iterator[tuple[int, object]]:
     """``(line number, record)`` for each non-blank line of a JSONL file, at most ``max_samples`` of them;
-    ValueError naming the file and line for a line that is not JSON. Splits and ``unlabelled.jsonl`` read alike."""
+    ValueError naming the file and line for a line that is not UTF-8 or not JSON. Splits and ``unlabelled.jsonl``
+    read alike."""
+    if max_samples is not None and max_samples <= 0:
+        return
     n = 0
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if max_samples is not None and n >= max_samples:
-                return
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(
-                    f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            n += 1
-            yield lineno, record
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        yield lineno, record
+        n += 1
+        if max_samples is not None and n >= max_samples:
+            return  # the lines after the first max_samples records are not read
 
 
 class Task(abc.ABC):
@@ -255,19 +280,28 @@ class Task(abc.ABC):
         """Scores of logits [N, num_labels] against labels [N], each in [0, 1]."""
 
     def majority_baseline(self, labels: np.ndarray | Sequence[int]) -> float:
-        """The best ``headline_metric`` any constant prediction reaches on ``labels``: the maximum over classes
-        of the score of predicting that class for every sample (accuracy: the majority class's share; binary F1:
-        2p / (1 + p) for a positive share p, from predicting the positive class). A model at or below it has
-        learnt nothing a constant could not do. NaN for no labels."""
+        """The best ``headline_metric`` a prediction that ignores its input reaches on ``labels``: the higher of
+        the best constant (predicting one class for every sample: accuracy, the majority class's share; binary
+        F1, 2p / (1 + p) for a positive share p) and chance (the expected score of the labels shuffled, i.e.
+        guessing with their own class shares; exactly, as each class is predicted as often as it occurs:
+        accuracy sum(p_c^2), F1 p, macro-F1 1 / K over the K classes present). Chance only wins for macro-F1,
+        where a constant scores its one class's F1 over K classes. A model at or below it has learnt nothing an
+        input-blind guess could not do. NaN for no labels."""
         labels = np.asarray(labels, dtype=np.int64)
         if labels.size == 0:
             return float("nan")
-        scores = []
+        constant = 0.0
         for c in range(self.num_labels):
             logits = np.zeros((labels.size, self.num_labels), dtype=np.float32)
             logits[:, c] = 1.0
-            scores.append(self.metrics(logits, labels)[self.headline_metric])
-        return float(max(scores))
+            constant = max(constant, float(self.metrics(logits, labels)[self.headline_metric]))
+        shares = np.bincount(labels, minlength=self.num_labels) / labels.size
+        chance = {
+            "accuracy": float(np.sum(shares**2)),
+            "f1": float(shares[1]) if shares.size > 1 else 0.0,
+            "macro_f1": 1.0 / int(np.count_nonzero(shares)),
+        }.get(self.headline_metric, 0.0)
+        return max(constant, chance)
 
     def headline(self, metrics: Mapping[str, float], labels: np.ndarray | Sequence[int]) -> dict[str, float]:
         """``score`` (the headline metric from ``metrics``) and ``majority_baseline`` of ``labels``."""

@@ -22,11 +22,18 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tasks.base import SPLITS, RecordError, Task, TaskData
+from tasks.base import SPLITS, RecordError, Task, TaskData, text_lines
 
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
 METRICS = ("accuracy", "f1", "macro_f1", "top3_accuracy")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+LABELS_FORM = "a list of class names or 'infer'"
+YAML_BOOLEANS = (
+    'YAML reads unquoted no/yes/on/off/true/false as booleans; quote them (e.g. labels: ["no", "yes"]), '
+    "or write [0, 1] for JSON true/false labels in the data"
+)
+INFERRED_HINT = "(labels inferred from train.jsonl; declare `labels:` to include it)"
+JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 # validation may be called valid.jsonl (CodeXGLUE's and many hub datasets' name)
 SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.jsonl",),
@@ -71,6 +78,22 @@ class TaskDeclaration(BaseModel):
             )
         return v
 
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_form(cls, v: Any) -> Any:
+        """One plain message for a scalar other than ``infer``, YAML booleans and labels of other types (before
+        pydantic turns True into 1 or lists every member of the union)."""
+        if isinstance(v, str) and v == "infer":
+            return v
+        if not isinstance(v, list):
+            raise ValueError(f"{LABELS_FORM}, got {v!r}")
+        if any(isinstance(x, bool) for x in v):
+            raise ValueError(f"got booleans {v}: {YAML_BOOLEANS}")
+        other = [x for x in v if not isinstance(x, str | int)]
+        if other:
+            raise ValueError(f"{LABELS_FORM}; a class name is text or an integer, got {other[0]!r}")
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels(cls, v: Any) -> Any:
@@ -109,15 +132,21 @@ def split_path(folder: Path, split: str) -> Path | None:
 def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
     """The sorted distinct label values of the training split (integers before text)."""
     seen: set[str | int] = set()
-    with train_file.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    try:
+        for lineno, line in text_lines(train_file):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TaskDeclarationError(f"{train_file}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or label_field not in record:
+            if not isinstance(record, dict):
+                kind = JSON_TYPES.get(type(record), "null")
+                raise TaskDeclarationError(
+                    f"{train_file}:{lineno}: line {lineno} is not a JSON object (it is a JSON {kind}); "
+                    f'each line holds one record, e.g. {{"{label_field}": ...}}'
+                )
+            if label_field not in record:
                 raise TaskDeclarationError(
                     f"field 'label_field': {train_file}:{lineno} has no field '{label_field}'"
                 )
@@ -125,6 +154,10 @@ def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
                 seen.add(_label_key(record[label_field]))
             except RecordError as exc:
                 raise TaskDeclarationError(f"{train_file}:{lineno}: {exc}") from None
+    except TaskDeclarationError:
+        raise
+    except ValueError as err:  # a line that is not UTF-8 (text_lines: file, line, byte)
+        raise TaskDeclarationError(str(err)) from None
     return sorted(seen, key=lambda v: (isinstance(v, str), v))
 
 
@@ -140,6 +173,7 @@ class CustomTask(Task):
         self.language = decl.language  # type: ignore[misc]
         self.family = decl.tokenizer_family or decl.name  # type: ignore[misc]
         self.label_values = [_label_key(v) for v in labels]
+        self.labels_inferred = decl.labels == "infer"  # then an unknown label's error says so
         self.label_names = tuple(str(v) for v in labels)  # type: ignore[misc]
         self.code_field = decl.code_field  # type: ignore[misc]
         self.code2_field = decl.code2_field  # type: ignore[misc]
@@ -176,8 +210,9 @@ class CustomTask(Task):
         for i, v in enumerate(self.label_values):
             if key == v or (key is not None and str(key) == str(v)):
                 return i
+        hint = f" {INFERRED_HINT}" if self.labels_inferred else ""
         raise RecordError(
-            f"unknown label {value!r} in field '{self.label_field}'; valid: {list(self.label_values)}"
+            f"unknown label {value!r} in field '{self.label_field}'; valid: {list(self.label_values)}{hint}"
         )
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -211,7 +246,11 @@ class CustomTask(Task):
         out = {}
         for split in SPLITS:
             path = split_path(self.data_dir, split)
-            out[split] = sum(1 for line in path.open(encoding="utf-8") if line.strip()) if path else 0
+            if path is None:
+                out[split] = 0
+                continue
+            with path.open(encoding="utf-8", errors="replace") as f:  # a count: a bad byte is data_check's
+                out[split] = sum(1 for line in f if line.strip())
         return out
 
 
@@ -240,6 +279,11 @@ def validate(raw: Mapping[str, Any], base_dir: str | Path | None = None) -> tupl
     if not folder.is_absolute():
         folder = Path(base_dir or ".") / folder
     folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise TaskDeclarationError(
+            f"task '{name}': field 'data': {folder} is a file, not a folder (a folder holding train.jsonl, "
+            "validation.jsonl and test.jsonl)"
+        )
     if not folder.is_dir():
         raise TaskDeclarationError(f"task '{name}': field 'data': folder {folder} does not exist")
     missing = [" or ".join(SPLIT_FILES[s]) for s in SPLITS if split_path(folder, s) is None]

@@ -2,8 +2,8 @@
 
 A mistake in a user's own ``train.jsonl`` / ``validation.jsonl`` / ``test.jsonl`` (a line that is not JSON, a
 missing code field, a label not in the declared list, labels written as integers in one place and text in another,
-an empty split) would otherwise surface only when a worker loads the data, after Ray and MLflow have started, as a
-traceback. ``first_problem`` finds the first such mistake of a task (its ``unlabelled.jsonl`` too, if it has one)
+an empty split, a byte that is not UTF-8) would otherwise surface only when a worker loads the data, after Ray and
+MLflow have started, as a traceback. ``first_problem`` finds the first such mistake of a task (its ``unlabelled.jsonl`` too, if it has one)
 and says it in one line naming the file, the line and the field (with the valid labels); the study's validation
 (``orchestrator/design/validate.py``) calls it for the run and for ``--plan``.
 """
@@ -15,14 +15,25 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.base import SPLITS, RecordError, Task
+from tasks.base import SPLITS, RecordError, Task, text_lines
 from tasks.custom import SPLIT_FILES, CustomTask, TaskDeclaration, _label_key, split_path
 from tasks.labels import load_unlabelled, unlabelled_path
 
 
 def task_from_entry(entry: Mapping[str, Any]) -> CustomTask:
-    """The task a validated study's ``custom_tasks`` entry declares (its labels already resolved)."""
-    return CustomTask(TaskDeclaration.model_validate(dict(entry)), list(entry["labels"]))
+    """The task a validated study's ``custom_tasks`` entry declares (its labels already resolved; whether they were
+    inferred from the training split, the task registered for it in this process says)."""
+    from tasks.registry import TASKS
+
+    task = CustomTask(TaskDeclaration.model_validate(dict(entry)), list(entry["labels"]))
+    declared = TASKS.get(task.name)
+    if (
+        isinstance(declared, CustomTask)
+        and declared.data_dir == task.data_dir
+        and declared.label_values == task.label_values
+    ):
+        task.labels_inferred = declared.labels_inferred
+    return task
 
 
 def declared_data_problems(entries: Iterable[Mapping[str, Any]], names: Iterable[str]) -> list[str]:
@@ -47,14 +58,16 @@ def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
         if path is None:
             return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])})"
         records = 0
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
+        try:
+            for lineno, line in text_lines(path):
                 if not line.strip():
                     continue
                 records += 1
                 problem, first_kind = _line_problem(task, line, f"{path}:{lineno}", first_kind)
                 if problem:
                     return problem
+        except ValueError as err:  # a line that is not UTF-8 (text_lines names the file, line and byte)
+            return str(err)
         if records == 0:
             return f"{path}: the {split} split is empty (no records); it needs at least one"
     return unlabelled_problem(task, folder)

@@ -815,3 +815,33 @@ def test_a_study_whose_every_run_is_degenerate_still_answers(store: Store, tmp_p
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], path.name
         assert outputs, path.name
+
+
+def test_an_ft_only_pilot_gets_every_notebook_that_applies(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An FT-only study (docs/OWN_DATA.md's first check) has no KD-vs-FT comparison: RQ1 says it does not apply
+    and the command still writes every other notebook (the first notebook used to stop the command)."""
+    from orchestrator.analysis import cli
+
+    client = store.client
+    exp = client.create_experiment("ft-pilot", artifact_location=(tmp_path / "artifacts").as_uri())
+    source = client.get_experiment_by_name(STUDY).experiment_id
+    for run in client.search_runs([source], "tags.stage = 'student' and tags.method = 'ft'"):
+        copy = client.create_run(exp, tags={**run.data.tags, "study": "ft-pilot"})
+        now = int(time.time() * 1000)
+        client.log_batch(
+            copy.info.run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in run.data.metrics.items()],
+            params=[Param(k, v) for k, v in run.data.params.items()],
+        )
+        client.set_terminated(copy.info.run_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    assert cli.main(["notebooks", "--study", "ft-pilot", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "not applicable to this study: 01_rq1_effectiveness.ipynb: no KD-vs-FT comparison" in out
+    executed = {line.rsplit("/", 1)[-1] for line in out.splitlines() if line.startswith("executed ")}
+    assert {"04_rq4_students.ipynb", "figure2.ipynb", "07_tuning.ipynb"} <= executed
+    assert "01_rq1_effectiveness.ipynb" not in executed
+    assert len(executed) + out.count("not applicable to this study") == len(A.NOTEBOOKS)
+    assert (tmp_path / "out" / "01_rq1_effectiveness.ipynb").is_file()  # with the reason in its last cell

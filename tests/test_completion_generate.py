@@ -196,6 +196,38 @@ def test_decode_fixes_the_strip_bug(tok) -> None:
     assert decode_ids(ids, tok, _stops(tok)).split() == ["x", "=", "<NUM_LIT:1>"]
 
 
+def test_reference_tokens_decode_to_the_reference_line(tok) -> None:
+    """A model that emits exactly the reference tokens of a line scores ES 100: the specials absorb the spaces
+    beside them when encoding (as run_lm.py's slow tokenizer), and DecodeIds' spaces around <NUM_LIT...> and a
+    lone Ġ piece's space are each added once."""
+    cases = [
+        ("<s> x =", "<NUM_LIT:1>"),
+        ("<s> for i in range (", "<NUM_LIT> ) :"),
+        ("<s> self . x", "= y [ <NUM_LIT:0> , - <NUM_LIT> ] . join ( '<STR_LIT>' )"),
+        ("<s> import os <EOL>", "name = 'café'"),
+    ]
+    for context, gt in cases:
+        full = tok.encode(f"{context} {gt} <EOL>", add_special_tokens=False)
+        ctx = tok.encode(context, add_special_tokens=False)
+        assert full[: len(ctx)] == ctx
+        pieces = tok.convert_ids_to_tokens(full)
+        specials = set(tok.all_special_tokens)
+        for a, b in zip(pieces, pieces[1:]):  # no space piece beside a special
+            assert not (a in specials and b.startswith("\u0120")) and not (b in specials and a == "\u0120")
+        assert decode_ids(full[len(ctx) :], tok, _stops(tok)) == gt
+    # Their rule holds inside a run of ordinary pieces too: a Ġ piece after a space adds none.
+    pieces = ["x", "\u0120", "\u0120=", "\u0120", "\u0120y"]
+    ids = tok.convert_tokens_to_ids(pieces) + [tok.sep_token_id]
+    assert tok.unk_token_id not in ids
+    assert decode_ids(ids, tok, _stops(tok)) == "x = y"
+
+
+def test_compat_stops_at_eol_only_as_theirs() -> None:
+    assert GenerationSettings().stop_tokens == ("<EOL>", "</s>")
+    assert GenerationSettings(codexglue_compat=True).stop_tokens == ("<EOL>",)
+    assert GenerationSettings(stop_tokens=("</s>",), codexglue_compat=True).stop_tokens == ("</s>",)
+
+
 def test_settings_are_checked(tok) -> None:
     with pytest.raises(ValueError, match="beam_size"):
         GenerationSettings(beam_size=0)

@@ -72,6 +72,19 @@ def test_difflib_backend_differs_where_fuzzywuzzy_without_levenshtein_does() -> 
         edit_sim("a", "b", "jaro")
 
 
+def test_exact_halves_round_as_each_python_levenshtein_did() -> None:
+    # 17 common characters out of 80: 100 * 34 / 80 = 42.5 exactly. python-Levenshtein 0.12 (2021) computes
+    # (80 - 46) / 80 = 0.425 -> 42.5 -> 42 (half to even), as difflib's 2 * 17 / 80 does; >= 0.20 and rapidfuzz
+    # compute 1 - 46 / 80 = 0.42500000000000004 -> 43. 3 of 80: 7.5 -> 8 against 7.4999... -> 7.
+    for common, today, then in ((17, 43, 42), (3, 7, 8)):
+        pred, gt = "a" * common + "b" * (40 - common), "a" * common + "c" * (40 - common)
+        assert edit_sim(pred, gt) == today
+        assert edit_sim(pred, gt, "levenshtein-0.12") == then == edit_sim(pred, gt, "difflib")
+    for pred, gt, es, _ in CASES:  # elsewhere the two forms agree
+        p, g = post_process(pred.strip()), post_process(gt)
+        assert edit_sim(p, g, "levenshtein-0.12") == es
+
+
 def test_score_command_prints_json_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     answers = tmp_path / "answers.json"
     answers.write_text(

@@ -186,6 +186,9 @@ def test_codexglue_teacher_adds_tokens_and_resizes_before_the_check(hub_home: Pa
     ids = teacher.encode_texts([line])[0]
     for token in ("<s>", "<NUM_LIT>", "<EOL>", "<STR_LIT:utf-8>", "</s>"):
         assert tok.convert_tokens_to_ids(token) in ids
+    # As run_lm.py's slow GPT2Tokenizer: the specials (old ones like <s> and <EOL> too) absorb the spaces beside
+    # them, so no lone Ġ piece sits next to one.
+    assert "\u0120" not in tok.convert_ids_to_tokens(ids)
     import torch
 
     with torch.no_grad():
@@ -195,6 +198,7 @@ def test_codexglue_teacher_adds_tokens_and_resizes_before_the_check(hub_home: Pa
         teacher.save(tmp_path / "codegpt-codexglue")
     )  # a saved, extended teacher loads plainly
     assert len(again.tokenizer) == again.vocab_size == len(tok)
+    assert again.encode_texts([line])[0] == ids
 
 
 def _data(texts: list[str]) -> TaskData:

@@ -127,27 +127,30 @@ def test_cache_keys_are_unchanged_and_ckd_asks_for_its_gram_numbers_itself():
 
 
 def test_completion_trial_and_teacher_keys_are_unchanged():
+    # Changed on purpose 2026-12-07: a completion teacher's key carries TOKEN_RULES (CodeXGLUE's specials absorb
+    # the spaces beside them, as run_lm.py's tokenizer does), so teachers, caches and trials made with the old
+    # tokenization are not reused; without that entry these are the keys before (f14fd8dedb1bb7d7, e75d9f2ecd1cbb6a).
     full = build_plan(load_spec("completion-full"), calibration=None)
-    assert _digest([t.trial_key for t in full.trials]) == "f14fd8dedb1bb7d7"
+    assert _digest([t.trial_key for t in full.trials]) == "c238acf856b0e324"
     assert [t.trial_key for t in full.trials[:3]] == [
-        "8b1e87f30cb1ef23",
-        "fec7828532f0ac66",
-        "91534a384556e22a",
+        "d998538981bca0a7",
+        "0640a78dead51a39",
+        "5a32038eed6b3c45",
     ]
     smoke = build_plan(load_spec("completion-smoke", {"data": "/nonexistent"}), calibration=None)
     assert [t.trial_key for t in smoke.trials] == [
-        "dc19aea212ad1ad3",
-        "202b37acfc74f303",
-        "770480619f08e65f",
-        "700a009d90c9a01c",
-        "f8ea9ca639f7131f",
-        "9d151db73cc4074d",
-        "9409c29be1fdccad",
-        "67fc6a332cf0fd6c",
-        "79aabc7e83466deb",
-        "53d09cfe2f8521d1",
+        "7188a51974351f2d",
+        "d8a02023860a592e",
+        "4c8a47f9b075e3f4",
+        "efee11a00250a138",
+        "1a30b6c51d7c2cd0",
+        "9364e884c8051136",
+        "000ac5321a2fa00d",
+        "289795b240c132ba",
+        "2f9fb63ce18e5f86",
+        "9895129ca4a6d0cd",
     ]
-    assert [u.key for u in smoke.teachers] == ["e75d9f2ecd1cbb6a"]
+    assert [u.key for u in smoke.teachers] == ["ebaa869e46f93122"]
 
 
 def test_ray_temp_link_is_per_driver_and_clears_links_of_dead_drivers(tmp_path):

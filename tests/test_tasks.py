@@ -582,3 +582,32 @@ def test_headline_metric_and_majority_baseline_by_hand() -> None:
     logits = np.eye(20, dtype=np.float32)[[2, 2, 0, 5, 1]]
     head = exc.headline(exc.metrics(logits, np.array([0, 2, 2, 5, 2])), [0, 2, 2, 5, 2])
     assert head == {"score": pytest.approx(0.4), "majority_baseline": pytest.approx(0.6)}
+
+
+def test_a_macro_f1_baseline_is_at_least_chance() -> None:
+    """Macro-F1 of a constant is its one class's F1 over K classes, far below what a blind guess with the class
+    shares scores (about 1 / K): the baseline is the higher of the two, so chance-level runs count as degenerate.
+    (Measured by an audit: random logits beat the constant-only baseline 94% of the time on 4 classes.)"""
+    import copy
+
+    from tasks import get_task
+
+    task = copy.copy(get_task("exception"))
+    task.headline_metric = "macro_f1"
+    labels = np.array([0] * 8 + [1] * 8 + [2] * 8 + [3] * 4)
+    # constant "0": F1 of class 0 = 2 * (8/28) / (1 + 8/28) = 0.444, over the 4 classes present -> 0.111
+    constant = 2 * (8 / 28) / (1 + 8 / 28) / 4
+    base = task.majority_baseline(labels)
+    # chance: shuffled labels predict each class as often as it occurs, so each class's F1 is TP / n_c with
+    # expectation p_c, and macro-F1's is the mean of the shares over the 4 classes present: 1 / 4
+    assert constant < 0.2 and base == pytest.approx(0.25)
+    rng = np.random.default_rng(7)
+    blind = []
+    for _ in range(200):  # uniform random guesses among the 4 classes
+        logits = np.full((labels.size, task.num_labels), -1e9, dtype=np.float32)
+        logits[:, :4] = rng.normal(size=(labels.size, 4))
+        blind.append(task.metrics(logits, labels)["macro_f1"])
+    assert np.mean(np.array(blind) > base) < 0.6  # was 94% above the constant-only baseline
+    # accuracy and binary F1 keep their constant baselines: chance never beats those
+    assert get_task("exception").majority_baseline(labels) == pytest.approx(8 / 28)
+    assert get_task("clone").majority_baseline([0, 0, 0, 1]) == pytest.approx(2 * 0.25 / 1.25)

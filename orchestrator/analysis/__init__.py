@@ -11,7 +11,7 @@ One tidy frame of FINISHED runs (`load_runs`), each scored by its task's own hea
 notebooks/ call these and stay short; `run_notebooks` executes them headless.
 
 Trustworthiness: every teacher_finetune and student run is compared with its task's majority baseline (the best
-score a constant prediction reaches); runs at or below it are ``degenerate``, flagged in every table and left out
+score a prediction that ignores its input reaches: a constant, or chance for macro-F1); runs at or below it are ``degenerate``, flagged in every table and left out
 of every test, effect size and ranking (with counts). A test or effect size the sample cannot resolve is "not
 testable (n = ...)" (``MIN_PAIRS``, ``MIN_EFFECT_N``, ``MIN_BLOCKS``); pooled rows are their own Holm family.
 
@@ -59,7 +59,14 @@ from orchestrator.analysis.methods import (
     rank_methods,
     retention,
 )
-from orchestrator.analysis.notebooks import NOTEBOOK_DIR, NOTEBOOKS, REPO_ROOT, run_notebooks
+from orchestrator.analysis.notebooks import (
+    NOTEBOOK_DIR,
+    NOTEBOOKS,
+    REPO_ROOT,
+    NotApplicable,
+    require,
+    run_notebooks,
+)
 from orchestrator.analysis.stats import (
     MIN_EFFECT_N,
     MIN_PAIRS,
@@ -124,6 +131,8 @@ __all__ = [
     "rank_methods",
     "retention",
     "run_notebooks",
+    "require",
+    "NotApplicable",
     "score_vs_params",
     "size_key",
     "student_runs",

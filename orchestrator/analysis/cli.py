@@ -67,8 +67,20 @@ def _notebooks(study: str, storage: str | None, out_arg: str | None) -> int:
         probe.unlink()
     except OSError as err:
         raise UsageError(f"--out {out}: cannot write there ({err.strerror or err})") from None
-    for path in run_notebooks(out, study, uri, notebooks_for(study, uri)):
+    failures: list = []
+    for path in run_notebooks(out, study, uri, notebooks_for(study, uri), failures=failures):
         print(f"executed {path}")
+    # A notebook whose question this study cannot answer (an FT-only pilot has no KD-vs-FT comparison) says so;
+    # any other failure is an error, reported after every other notebook has run.
+    failed = [err for err in failures if err.ename != "NotApplicable"]
+    for err in failures:
+        if err.ename == "NotApplicable":
+            print(
+                f"not applicable to this study: {err.notebook}: {err.evalue} (written: {err.executed_copy})"
+            )
+    if failed:
+        failed[0].also = [err.notebook for err in failed[1:]]  # named in the one line too
+        raise failed[0]
     return 0
 
 
@@ -90,5 +102,7 @@ def _one_line(err: BaseException) -> tuple[str, int]:
         name = getattr(err, "notebook", None) or "a notebook"
         where = getattr(err, "executed_copy", None)
         copy = f"; its executed copy, with the traceback: {where}" if where else ""
-        return f"{name} failed: {err.ename}: {err.evalue}{copy}", 1
+        also = getattr(err, "also", None)
+        more = f"; also failed: {', '.join(also)}" if also else ""
+        return f"{name} failed: {err.ename}: {err.evalue}{copy}{more}", 1
     return f"{type(err).__name__}: {err}".splitlines()[0], 1

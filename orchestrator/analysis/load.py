@@ -30,7 +30,7 @@ TEST_METRICS: tuple[str, ...] = (
     "test_top3_accuracy",
     "test_macro_f1",
     "test_score",  # the task's headline metric (= primary)
-    "test_majority_baseline",  # the best headline score a constant prediction reaches on the test split
+    "test_majority_baseline",  # the best headline score an input-blind prediction reaches on the test split
 )
 # A run whose primary score is at most its majority baseline plus DEGENERATE_MARGIN (tasks/base.py) learnt nothing
 # a constant could not do: it is flagged ``degenerate`` in every table and left out of every test and ranking.

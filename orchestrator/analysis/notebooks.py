@@ -25,6 +25,18 @@ NOTEBOOKS: tuple[str, ...] = (
     "08_completion.ipynb",
 )
 
+
+class NotApplicable(AssertionError):
+    """A notebook's question has no rows in this study (an FT-only pilot has no KD-vs-FT comparison): the notebook
+    says so and stops, and the command goes on with the others."""
+
+
+def require(condition: object, why: str) -> None:
+    """The last cell of a notebook: ``NotApplicable(why)`` when ``condition`` is falsy (no rows to answer with)."""
+    if not condition:
+        raise NotApplicable(why)
+
+
 # A completion study (DISTIL-CodeGPT) answers its questions in 08; the classification notebooks' RQ1-RQ4,
 # efficiency, behaviour and Figure 2 have no rows for it (three of them stop on an assertion saying so).
 COMPLETION_NOTEBOOKS: tuple[str, ...] = ("08_completion.ipynb",)
@@ -52,6 +64,7 @@ def run_notebooks(
     figures_dir: Path | None = None,
     timeout: int = 600,
     fresh_kernels: bool = False,
+    failures: list[Any] | None = None,
 ) -> list[Path]:
     """Execute the analysis notebooks headless (nbclient) against ``study`` at ``tracking_uri`` and write the
     executed copies into ``out_dir`` (the sources in notebooks/ stay output-free). Figures go to
@@ -61,7 +74,9 @@ def run_notebooks(
     sys.executable), so the notebooks see the packages this process sees whatever kernelspecs the machine
     has. One kernel serves all notebooks, its namespace cleared (``%reset -f``) before each, so none can lean
     on another's variables while the imports are paid once; ``fresh_kernels`` restarts it instead. A failing
-    cell raises nbclient's CellExecutionError after the partly executed notebook has been written."""
+    cell raises nbclient's CellExecutionError after the partly executed notebook has been written; with a
+    ``failures`` list the error is appended there (``notebook`` and ``executed_copy`` set) and the next notebook
+    runs (the command: a notebook that cannot answer leaves the others to answer theirs)."""
     import nbformat
     from ipykernel.kernelspec import write_kernel_spec
     from jupyter_client.kernelspec import KernelSpecManager
@@ -101,7 +116,10 @@ def run_notebooks(
                 except CellExecutionError as err:
                     nbformat.write(nb, out_dir / name)
                     err.notebook, err.executed_copy = name, out_dir / name  # for the command's one line
-                    raise
+                    if failures is None:
+                        raise
+                    failures.append(err)
+                    continue
                 finally:
                     if client.kc is not None:
                         client.kc.stop_channels()

@@ -4,6 +4,7 @@ a study resumable (a trial is done when its ``trial_key`` has a FINISHED ``stude
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import socket
@@ -41,7 +42,31 @@ FACTOR_TAGS = (
 )
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+# Ray's workers listen on 10002-19999 (its default worker port range) and every process that binds port 0 gets one
+# of the kernel's ephemeral ports; the server is launched seconds after its port is chosen, while Ray starts, so its
+# port comes from neither (a port handed out by bind(0) was once taken by a Ray gRPC server meanwhile).
+PORT_FLOOR = 20_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _free_port(host: str = "127.0.0.1", tries: int = 64) -> int:
+    """A port free now, between Ray's worker ports and the ephemeral range when there is room, else any free one."""
+    import random
+
+    low = _ephemeral_low()
+    for port in random.sample(range(PORT_FLOOR, low), min(tries, max(low - PORT_FLOOR, 0))):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -124,19 +149,45 @@ class MlflowServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process is not None and self.process.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:]
+                if "address already in use" in tail.lower():
+                    raise RuntimeError(
+                        f"the MLflow server could not listen on {self.uri}: another program took that port "
+                        f"while the study started; run the study again (its log: {self.log})"
+                    )
                 raise RuntimeError(
-                    f"mlflow server exited with code {self.process.returncode}; its log: {self.log}\n"
-                    + self.log.read_text()[-3000:]
+                    f"mlflow server exited with code {self.process.returncode}; its log: {self.log}\n" + tail
                 )
             try:
                 with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self._listening():
                         return
-            except OSError:
-                time.sleep(0.5)
+            except (OSError, http.client.HTTPException):  # nothing there yet, or not an HTTP/1 server (gRPC)
+                pass
+            time.sleep(0.5)
         raise TimeoutError(
             f"mlflow server did not answer at {self.uri} within {timeout:.0f} s; its log: {self.log}"
         )
+
+    def _listening(self) -> bool:
+        """True when the process tree this object started holds the listening socket of its port: a /health
+        answer from another program on that port (another study's server) is not this server's."""
+        if self.process is None:
+            return True
+        import psutil
+
+        port = int(self.uri.rsplit(":", 1)[-1])
+        try:
+            root = psutil.Process(self.process.pid)
+            for proc in (root, *root.children(recursive=True)):
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                        return True
+        except psutil.AccessDenied:
+            return True  # cannot tell: trust the answer
+        except psutil.NoSuchProcess:
+            return False
+        return False
 
     def ui_command(self, port: int | None = None) -> str:
         """How to browse the store once this server is gone: on the port it used (free again then; 5000 may not be)."""

@@ -14,11 +14,74 @@ from orchestrator.core.errors import StudyError
 DECLARED_AT = re.compile(r"(custom_tasks|tasks)\[(\d+)\]: ")  # the prefix a task declaration gives its errors
 
 
-def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
-    """(the YAML node tree, for line numbers; the mapping) of a study file; StudyError unless it is a mapping."""
-    text = path.read_text()
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that holds one key twice (PyYAML would keep the last silently)."""
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"{line}: key {key!r} appears twice (first at line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, refusing a key repeated in one mapping at any depth (``<<`` merges may still be
+    overridden: only the keys written in the mapping itself count)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # an unhashable key: SafeLoader says so itself
+                continue
+        return super().construct_mapping(node, deep)
+
+
+def _text(path: Path) -> str:
+    """The file's text; StudyError for a folder, an unreadable file or one that is not UTF-8 (its line, column)."""
+    if path.is_dir():
+        raise StudyError(f"{path} is a folder, not a study YAML file")
     try:
-        node, raw = yaml.compose(text), yaml.safe_load(text)
+        data = path.read_bytes()
+    except OSError as err:
+        raise StudyError(f"{path}: cannot read it ({err.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = len(data[data.rfind(b"\n", 0, err.start) + 1 : err.start].decode("utf-8", "replace")) + 1
+        raise StudyError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
+
+
+def load_unique(text: str) -> tuple[yaml.Node | None, Any]:
+    """(the node tree, the data) of one YAML document, parsed once; DuplicateKeyError for a repeated key."""
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
+    """(the YAML node tree, for line numbers; the mapping) of a study file; StudyError unless it is a UTF-8 file
+    holding a mapping without a repeated key."""
+    text = _text(path)
+    try:
+        node, raw = load_unique(text)
+    except DuplicateKeyError as err:
+        raise StudyError(f"{path}:{err}") from None
+    except yaml.MarkedYAMLError as err:  # the line and column where the parser stopped, on one line
+        mark, what = err.problem_mark, ", ".join(p for p in (err.context, err.problem) if p)
+        if mark is None:
+            raise StudyError(f"{path}: invalid YAML: {what}") from None
+        raise StudyError(f"{path}:{mark.line + 1}: invalid YAML: {what} (column {mark.column + 1})") from None
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: invalid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -19,14 +19,19 @@ from typing import Any
 
 from orchestrator.core.paths import scratch_dir, stable_key
 from orchestrator.design.completion_spec import CACHED_MODES, CompletionStudySpec, LMTeacherSettings
+from orchestrator.design.data_source import will_build
 from orchestrator.design.units import CompletionTrial, LMCacheUnit, LMTeacherUnit
 
 # layers, hidden, vocab (CodeXGLUE's tokens included), positions of the hub teachers the profiles name.
 KNOWN_LM_TEACHERS = {"microsoft/CodeGPT-small-py": (12, 768, 50_234, 1024)}
-PY150_CODE_TOKENS = (
-    72_100_000  # py150 train (95k files, docs/COMPLETION_TASK.md), when the data are not on this machine
-)
+# (files, code tokens) of a train split not on this machine yet, for the estimate: py150's (docs/COMPLETION_TASK.md),
+# or the offline proxy's at its default size (tasks.build_local --tasks completion: 4 MB of text).
+PY150_TRAIN = (95_000, 72_100_000)
+PROXY_TRAIN = (499, 636_766)
 BPE_PER_CODE_TOKEN = 1.35  # measured on the proxy (1.30-1.39 over its files)
+# How a teacher's tokenizer treats CodeXGLUE's specials, part of its key: teacher folders written before their
+# specials absorbed the spaces beside them (as run_lm.py's tokenizer does) are not reused.
+TOKEN_RULES = "specials-absorb-spaces"
 # Sustained training FLOP/s assumed for the estimate: 2 shared CPU cores; one GPU at about a third of bf16 peak.
 ASSUMED_FLOPS = {"cpu": 2e10, "gpu": 1e14}
 
@@ -62,14 +67,21 @@ class CompletionPlan:
 
 
 @cache
-def _data_facts(data: str, train_files: int | None, stamp: tuple[int, int] | None) -> tuple[str, str, int]:
-    """(codexglue_version, fingerprint of the train files used, estimated BPE tokens); no data: py150's figures."""
+def _data_facts(
+    data: str, train_files: int | None, stamp: tuple[int, int] | None, proxy: bool = False
+) -> tuple[str, str, int]:
+    """(codexglue_version, fingerprint of the train files used, estimated BPE tokens); data not here yet: the
+    offline proxy's usual figures when the study builds it (``proxy``), else py150's; ``train_files`` caps both."""
     from tasks.completion.data import CompletionDataError, codexglue_version
 
     folder = Path(data)
     train = folder / "train.txt"
     if not train.is_file():
-        return "codexglue-2021", "absent", int(PY150_CODE_TOKENS * BPE_PER_CODE_TOKEN)
+        version, (files, code_tokens) = (
+            ("local-proxy", PROXY_TRAIN) if proxy else ("codexglue-2021", PY150_TRAIN)
+        )
+        used = files if train_files is None else min(train_files, files)
+        return version, "absent", int(code_tokens * used / files * BPE_PER_CODE_TOKEN)
     digest, words = hashlib.sha256(), 0
     with train.open("rb") as f:
         for n, line in enumerate(f):
@@ -112,7 +124,11 @@ def gpt2_params(layers: int, hidden: int, vocab: int, positions: int) -> int:
 def _teacher_unit(spec: CompletionStudySpec, t: LMTeacherSettings, fingerprint: str) -> LMTeacherUnit:
     # A random teacher's BPE is trained on the train files, and a trained teacher learns from them: both depend on
     # the data. A hub teacher only loaded depends on its source alone.
-    payload = {"teacher": t.model_dump(exclude={"name"}), "block_size": spec.block_size}
+    payload = {
+        "teacher": t.model_dump(exclude={"name"}),
+        "block_size": spec.block_size,
+        "tokens": TOKEN_RULES,
+    }
     if t.random or t.train:
         payload["data"] = fingerprint
     key = stable_key(payload)
@@ -259,7 +275,8 @@ def build_completion_plan(
     stamp = (
         (train.stat().st_mtime_ns, train.stat().st_size) if train.is_file() else None
     )  # re-read a changed file
-    version, fingerprint, tokens = _data_facts(data, spec.max_files.train_files, stamp)
+    proxy = will_build(spec)
+    version, fingerprint, tokens = _data_facts(data, spec.max_files.train_files, stamp, proxy)
     teachers = [_teacher_unit(spec, t, fingerprint) for t in spec.teachers]
     base = {
         "data": fingerprint,
@@ -275,5 +292,10 @@ def build_completion_plan(
     for t in trials:
         t.gpu_seconds = t.flops / ASSUMED_FLOPS[device]
     plan.totals = _estimate(plan)
+    if fingerprint == "absent":
+        what = "the offline proxy, built when the study starts" if proxy else "py150's published size"
+        plan.notes.append(
+            f"data not here yet: train tokens estimated from {what}; trial keys follow the data"
+        )
     apply_lm_calibration(plan, calibration)
     return plan

@@ -1,7 +1,8 @@
 """What a study trains on, identified by content: a changed data file means new trial keys, never stale results.
 
-The fingerprint hashes the bytes of every split file of the study's tasks (``<data>/<task>/<split>.jsonl``), so
-it does not depend on the folder's path, on a manifest only ``build_local`` writes, or on modification times.
+The fingerprint hashes the bytes of every split file of the study's tasks (``<data>/<task>/<split>.jsonl``; for
+the validation split ``valid.jsonl`` when there is no ``validation.jsonl``, as the loaders read it), so it does not
+depend on the folder's path, on a manifest only ``build_local`` writes, or on modification times.
 Hashes are remembered per (file, size, mtime) within a process, so planning twice reads the files once.
 """
 
@@ -56,14 +57,18 @@ def data_content(data: str, tasks: list[str], data_seed: int = 0) -> dict[str, s
             "data_seed": str(data_seed),
             **{f"{task}/revision": hub_revision(task) for task in sorted(tasks)},
         }
+    from tasks.custom import split_path
+
     root = Path(data)
     if not root.is_dir():
         return {"source": str(data), "missing": "true"}
     out = {}
     for task in sorted(tasks):
         for split in SPLITS:
-            f = root / task / f"{split}.jsonl"
-            out[f"{task}/{split}"] = file_sha256(f) if f.is_file() else "missing"
+            # the file the loaders read (validation.jsonl first, else CodeXGLUE's valid.jsonl): a folder with
+            # validation.jsonl hashes what it always did
+            f = split_path(root / task, split)
+            out[f"{task}/{split}"] = file_sha256(f) if f is not None else "missing"
     return out
 
 

@@ -103,7 +103,9 @@ class StudySpec(StudyBase):
     teachers: list[TeacherSettings]
     students: list[str]
     methods: list[str]
-    max_samples: int | None = Field(None, ge=1)  # cap every split (quick studies)
+    max_samples: int | None = Field(
+        None, ge=1
+    )  # the first N lines of every split, in file order (quick studies)
     # Fixes the data every trial sees whatever its seed: clone's 10% hub sample and the students' tokenizers
     # (docs/HUB.md). None: the first of ``seeds``.
     data_seed: int | None = None

@@ -16,8 +16,10 @@ from typing import Any
 
 from orchestrator.core.errors import StudyError
 from orchestrator.design.spec import StudySpec
-from tasks.data_check import declared_data_problems
+from tasks.custom import split_path
+from tasks.data_check import declared_data_problems, first_problem
 from tasks.labels import level_name
+from tasks.registry import family_members, get_task, is_custom
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -149,32 +151,77 @@ def _unwritable(folder: Path) -> list[str]:
 
 
 def data_problems(spec: StudySpec) -> list[str]:
-    """The data folder holds every task's three splits (the default folder is built on first use)."""
+    """The data folder holds the three splits of every built-in task the study reads from it, and their lines
+    load (``tasks/data_check.py``: a bad label is one line here, not a traceback after Ray starts). That is the
+    study's built-in tasks and, when it trains students, the built-in members of its tasks' tokenizer families:
+    a family's student tokenizer is trained on every task of the family (``orchestrator/train/trial.py``
+    ``family_tokenizer``). The default folder is built on first use."""
     from orchestrator.design.data_source import will_build
     from orchestrator.train.trial import DEFAULT_DATA
-    from tasks import is_custom
-    from tasks.custom import split_path
 
-    builtin = [t for t in spec.tasks if not is_custom(t)]  # a declared task was checked when it was declared
-    if spec.data == "hub" or not builtin or will_build(spec):  # the default under the storage: built first
+    families = _families_read(spec)
+    needed = sorted({t for t in spec.tasks if not is_custom(t)} | {m for ms in families.values() for m in ms})
+    if spec.data == "hub" or not needed or will_build(spec):  # the default under the storage: built first
         return []
     root = Path(spec.data).expanduser()
     if not root.exists():
         if root.resolve() == DEFAULT_DATA.resolve():
             return []  # built from real code on first use (resolve_data)
-        return [
-            f"data: folder {root} does not exist (build one with `python -m tasks.build_local --out {root}` "
-            "or use data: hub)"
-        ]
+        why, alt = _family_reasons(spec, families, needed)
+        build = (
+            f"build {'it' if why else 'one'} with `python -m tasks.build_local --out {root}` or use data: hub"
+        )
+        if why:
+            return [f"data: folder {root} does not exist, and {why}; {build}{alt}"]
+        return [f"data: folder {root} does not exist ({build})"]
     if not root.is_dir():
         return [f"data: {root} is a file, not a folder"]
-    missing = [
-        f"{task}/{split}.jsonl"
-        for task in builtin
-        for split in SPLITS
-        if split_path(root / task, split) is None  # validation: validation.jsonl or valid.jsonl
+    missing = {
+        task: files
+        for task in needed
+        # validation: validation.jsonl or valid.jsonl
+        if (files := [f"{task}/{s}.jsonl" for s in SPLITS if split_path(root / task, s) is None])
+    }
+    out = []
+    if missing:
+        lacks = ", ".join(f for files in missing.values() for f in files)
+        why, alt = _family_reasons(spec, families, list(missing))
+        if why:
+            absent = " ".join(t for t in missing if t not in spec.tasks)
+            lacks += (
+                f": {why}; add that data (`python -m tasks.build_local --tasks {absent} --out {root}` builds "
+                f"the local real-code proxy) or use data: hub{alt}"
+            )
+        out.append(f"data: {root} lacks {lacks}")
+    for task in needed:
+        problem = None if task in missing else first_problem(get_task(task), root / task)
+        if problem:
+            out.append(f"data: task '{task}': {problem}")
+    return out
+
+
+def _families_read(spec: StudySpec) -> dict[str, list[str]]:
+    """``{family: its built-in members}`` for the student tokenizers the study trains (every student of every
+    task needs its task family's tokenizer; none without students)."""
+    if not spec.students:
+        return {}
+    families = sorted({get_task(t).family for t in spec.tasks})
+    out = {f: [m for m in family_members(f) if not is_custom(m)] for f in families}
+    return {f: ms for f, ms in out.items() if ms}
+
+
+def _family_reasons(spec: StudySpec, families: dict[str, list[str]], absent: list[str]) -> tuple[str, str]:
+    """Why the study reads built-in tasks it does not name (of ``absent``) from its data folder, and the other
+    way out for a declared task sharing their family: ``("", "")`` when it names them all."""
+    shared = [
+        f for f, members in families.items() if any(m in absent and m not in spec.tasks for m in members)
     ]
-    return [f"data: {root} lacks {', '.join(missing)}"] if missing else []
+    why = "; ".join(
+        f"the {f} student tokenizer is trained on every task of its family ({', '.join(family_members(f))})"
+        for f in shared
+    )
+    declared = [t for t in spec.tasks if is_custom(t) and get_task(t).family in shared]
+    return why, f", or give task '{declared[0]}' a tokenizer_family of its own" if declared else ""
 
 
 def completion_data_problems(spec: Any) -> list[str]:

@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "--es-backend",
         choices=ES_BACKENDS,
         default="levenshtein",
-        help="fuzzywuzzy's ratio with python-Levenshtein (default; = rapidfuzz) or its pure-Python difflib fallback",
+        help="fuzzywuzzy's ratio with python-Levenshtein >= 0.20 (default; = rapidfuzz), with python-Levenshtein "
+        "0.12 (2021: exact halves round to even), or its pure-Python difflib fallback",
     )
     p.set_defaults(func=_score)
     p = sub.add_parser("generate", help="predict each line-level sample with a causal LM")

@@ -9,7 +9,7 @@
   ``beam`` hypotheses have finished, or after 100 new tokens; the answer is the best-scoring finished hypothesis
   (topped up with unfinished ones when fewer than ``beam`` finished); the first step expands only one row, since
   every row holds the same context;
-* stop tokens: ``<EOL>`` for Python (we also stop at ``</s>``, the end of a file);
+* stop tokens: ``<EOL>`` for Python (we also stop at ``</s>``, the end of a file; not with ``codexglue_compat``);
 * ``DecodeIds``: a ``Ġ`` piece adds one space, bos/eos/sep/pad and ``<NUM_LIT...>`` pieces get a space on each
   side, other pieces are glued on.
 
@@ -37,6 +37,7 @@ import torch
 from tasks.completion.preprocess import EOL, EOS
 
 _DEAD = -1e20  # their value for a finished row's children
+SPACE_PIECE = "\u0120"  # Ġ: a byte-level BPE piece that starts with a space
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,14 @@ class GenerationSettings:
     max_new_tokens: int = 100
     max_length: int | None = None  # model context; None: the model's n_positions (CodeXGLUE: block_size 1024)
     batch_size: int = 8
-    stop_tokens: tuple[str, ...] = (EOL, EOS)
+    stop_tokens: tuple[str, ...] | None = (
+        None  # None: <EOL> and </s>; with codexglue_compat <EOL> only, as theirs
+    )
     codexglue_compat: bool = False
 
     def __post_init__(self) -> None:
+        if self.stop_tokens is None:
+            object.__setattr__(self, "stop_tokens", (EOL,) if self.codexglue_compat else (EOL, EOS))
         if self.beam_size < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("generation: beam_size, max_new_tokens and batch_size must be >= 1")
 
@@ -190,16 +195,22 @@ def decode_ids(ids: list[int], tokenizer, stop_ids: set[int], codexglue_compat: 
             text = text[1:]
         codes += text
 
+    def flush() -> None:
+        # Each stretch that starts at a Ġ piece is glued on its own, so the rule above holds inside a run too
+        # (``x Ġ Ġ=`` is ``x =``, as theirs); a space byte never sits inside a multi-byte character, so the
+        # stretches decode as the whole run would.
+        starts = [n for n, p in enumerate(run) if n == 0 or p.startswith(SPACE_PIECE)]
+        for a, b in zip(starts, [*starts[1:], len(run)]):
+            glue(tokenizer.convert_tokens_to_string(run[a:b]))
+        run.clear()
+
     for i, piece in zip(ids, tokenizer.convert_ids_to_tokens(ids)):
         if i in spaced or piece.startswith("<NUM_LIT") or i in added:
-            if run:
-                glue(tokenizer.convert_tokens_to_string(run))
-                run = []
+            flush()
             codes += f" {piece} " if (i in spaced or piece.startswith("<NUM_LIT")) else piece
         else:
             run.append(piece)
-    if run:
-        glue(tokenizer.convert_tokens_to_string(run))
+    flush()
     text = codes.strip(" ")
     if codexglue_compat:
         return text.strip("<EOL>").strip()  # the bug, on purpose: strips characters, not the token

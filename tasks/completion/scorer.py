@@ -10,7 +10,13 @@ rapidfuzz's ``fuzz.ratio`` for the ratio itself (backend ``levenshtein``, the de
 similarity, the same quantity as fuzzywuzzy with python-Levenshtein installed. fuzzywuzzy without it falls back
 to difflib's ``SequenceMatcher`` (Ratcliff/Obershelp matching blocks, not a longest common subsequence), which
 gives a different per-sample ratio on about one line in ten; backend ``difflib`` reproduces that variant.
-docs/COMPLETION_TASK.md has the measured agreement with the official script under both.
+
+The ratio's floating-point form decides exact halves. python-Levenshtein >= 0.20 (and rapidfuzz) compute
+``1 - d / L`` (``d`` the InDel distance, ``L`` the two lengths summed), python-Levenshtein 0.12 (what fuzzywuzzy
+used in 2020-21, when CodeXGLUE's baselines were scored) ``(L - d) / L``: where ``100 * ratio`` is exactly x.5 the
+two can round to neighbouring integers (34 / 80: 42.50000000000001 -> 43 against 42.5 -> 42; about 1 pair in
+2,300 of random short strings). ``levenshtein`` is today's form, ``levenshtein-0.12`` the 2021 one.
+docs/COMPLETION_TASK.md has the measured agreement with the official script under each.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rapidfuzz import fuzz
+from rapidfuzz.distance import Indel
 
 _LIT = re.compile(r"<(STR|NUM|CHAR)_LIT:(.*?)>", re.S)
 
@@ -36,7 +43,7 @@ def post_process(code: str) -> str:
     return code
 
 
-ES_BACKENDS = ("levenshtein", "difflib")
+ES_BACKENDS = ("levenshtein", "levenshtein-0.12", "difflib")
 
 
 def edit_sim(pred: str, gt: str, backend: str = "levenshtein") -> int:
@@ -47,6 +54,9 @@ def edit_sim(pred: str, gt: str, backend: str = "levenshtein") -> int:
         return 0
     if backend == "levenshtein":
         return int(round(fuzz.ratio(pred, gt)))
+    if backend == "levenshtein-0.12":
+        total = len(pred) + len(gt)
+        return int(round(100 * ((total - Indel.distance(pred, gt)) / total)))
     if backend == "difflib":
         return int(round(100 * difflib.SequenceMatcher(None, pred, gt).ratio()))
     raise ValueError(f"unknown ES backend {backend!r}; valid: {list(ES_BACKENDS)}")
