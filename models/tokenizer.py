@@ -234,15 +234,30 @@ def _pin_path(cache_dir: Path, family: str, vocab_size: int, min_frequency: int,
     return cache_dir / PIN_DIR / f"{family}-{vocab_size}-{min_frequency}-{digest}.json"
 
 
+def _inside(cache_dir: Path, key: object) -> Path | None:
+    """``cache_dir/key`` when ``key`` names a folder directly in ``cache_dir`` that stays inside it once links are
+    resolved (``cache/manifest.py``'s rule: no '..', and resolved, still under the cache folder); else None."""
+    if not isinstance(key, str) or "\x00" in key or ".." in Path(key).parts:
+        return None
+    folder = cache_dir / key
+    if folder.parent != cache_dir or folder == cache_dir:
+        return None
+    try:
+        root, resolved = cache_dir.resolve(), folder.resolve()
+    except (OSError, RuntimeError, ValueError):  # a link loop, a name the file system refuses
+        return None
+    return folder if resolved != root and resolved.is_relative_to(root) else None
+
+
 def _pinned(pin: Path, cache_dir: Path) -> StudentTokenizer | None:
     """The tokenizer a request pin names, when both are on disk."""
     try:
         key = json.loads(pin.read_text())["tokenizer"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    folder = cache_dir / str(key)
-    if folder.parent != cache_dir or not (folder / TOKENIZER_FILE).is_file():
-        return None  # a pin never points outside the cache folder
+    folder = _inside(cache_dir, key)
+    if folder is None or not (folder / TOKENIZER_FILE).is_file():
+        return None  # a pin never points outside the cache folder: it is ignored, the tokenizer found again
     found = StudentTokenizer.load(folder)
     found.from_cache = True
     return found

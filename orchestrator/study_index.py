@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,19 +27,43 @@ def state_dir() -> Path:
 
 
 def _read() -> dict[str, dict[str, float]]:
+    """The index; malformed content (not JSON, not a mapping, an entry whose times are not numbers) counts as
+    empty (that entry alone, when the rest is readable), with a one-line warning naming the file: the commands
+    then need ``--storage``, and the next run rewrites it."""
+    path = state_dir() / "studies.json"
     try:
-        raw = json.loads((state_dir() / "studies.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return _unreadable(path, str(err))
     if not isinstance(raw, dict):
-        return {}
+        return _unreadable(path, f"expected a JSON object, got {type(raw).__name__}")
     index: dict[str, dict[str, float]] = {}
     for key, value in raw.items():
         if isinstance(value, str):  # the earlier layout, {study: storage}
             index.setdefault(value, {})[key] = 0.0
-        elif isinstance(value, dict):
+            continue
+        elif isinstance(value, dict) and all(_is_time(t) for t in value.values()):
             index.setdefault(key, {}).update({s: float(t) for s, t in value.items()})
+        else:  # one malformed entry: the others still serve
+            _unreadable(path, f"entry {key!r} is not {{study: last run time}}")
     return index
+
+
+def _is_time(t: object) -> bool:
+    return isinstance(t, (int, float)) and not isinstance(t, bool)
+
+
+_WARNED: set[str] = set()
+
+
+def _unreadable(path: Path, why: str) -> dict[str, dict[str, float]]:
+    """Empty, after a one-line warning naming the file (once per process and problem)."""
+    if why not in _WARNED:
+        _WARNED.add(why)
+        print(f"warning: {path}: ignored ({why}); pass --storage DIR", file=sys.stderr)
+    return {}
 
 
 def remember_storage(study: str, storage: str | Path) -> None:

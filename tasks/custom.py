@@ -78,6 +78,17 @@ class TaskDeclaration(BaseModel):
             )
         return v
 
+    @field_validator("tokenizer_family")
+    @classmethod
+    def _family(cls, v: str | None) -> str | None:
+        """A folder name under the tokenizer cache (``<cache>/<family>-<vocab>-<hash>``): named like a task."""
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError(
+                f"'{v}' must be lower-case letters, digits, '-' or '_' (at most 40, a letter first), "
+                "like a task name (e.g. python, c_java, or a declared task's name)"
+            )
+        return v
+
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_form(cls, v: Any) -> Any:

@@ -114,3 +114,27 @@ def test_a_full_disk_is_recognised_however_deep_the_ray_tasks_wrapped_it(tmp_pat
     assert short is not None and str(short).startswith("storage: the disk is full")
     assert disk_full(wrapped(OSError(errno.ENOENT, "No such file or directory")), tmp_path) is None
     assert disk_full(ValueError("bad value"), tmp_path) is None
+
+
+def test_a_ray_address_nobody_answers_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    """ray.init retries such an address for minutes (C++ warnings, deaf to SIGTERM), after the study had started
+    its MLflow server; now one line within seconds, and no server, Ray or data under the storage."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    storage = tmp_path / "st"
+    line = _one_line(
+        tmp_path, "orchestrator.study", "smoke", "--storage", str(storage), "--address", f"127.0.0.1:{port}"
+    )
+    assert line.startswith(f"error: --address 127.0.0.1:{port}: no Ray cluster answers there (")
+    assert (
+        not (storage / "mlflow").exists()
+        and not (storage / "data").exists()
+        and not (storage / "ray").exists()
+    )
+    line = _one_line(
+        tmp_path, "orchestrator.study", "smoke", "--storage", str(storage), "--address", "nowhere"
+    )
+    assert "not host:port" in line

@@ -254,12 +254,109 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
     return transfer.transfer(size, data, work, args.device, args.teacher), transfer.print_table
 
 
+# Counts a subcommand that has them must keep >= 1; --lr, --max-length and --device are checked as the trial
+# command checks them (orchestrator/train/cli_checks.py value_problem).
+AT_LEAST_ONE = ("steps", "epochs", "batch_size", "every", "max_samples", "labelled", "samples")
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """BenchUsageError for a number out of range, a task, student, method or hyperparameter the registries do not
+    know, or a data folder or teacher folder that is not there: before any work."""
+    from orchestrator.train.cli_checks import value_problem
+
+    for dest in AT_LEAST_ONE:
+        value = getattr(args, dest, None)
+        if type(value) is int and value < 1:
+            raise BenchUsageError(f"--{dest.replace('_', '-')} must be >= 1, got {value}")
+    numbers = (getattr(args, a, None) for a in ("lr", "max_length"))
+    problem = value_problem(*numbers, getattr(args, "device", "auto"))
+    for check in (_names, _numbers_in_text, _paths):
+        problem = problem or check(args)
+    if problem:
+        raise BenchUsageError(problem)
+
+
+def _names(args: argparse.Namespace) -> str | None:
+    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES
+    from orchestrator.train.cli_checks import param_problem, parse_value
+    from tasks import BUILTIN_TASKS
+
+    tasks = sorted(BUILTIN_TASKS) + (["completion"] if args.bench == "overhead" else [])
+    task = getattr(args, "task", None)
+    if task is not None and task not in tasks:
+        return f"--task: unknown task '{task}'; valid: {tasks}"
+    student = getattr(args, "student", None)
+    if student is not None and student not in STUDENT_NAMES:
+        return f"--student: unknown student '{student}'; valid: {list(STUDENT_NAMES)}"
+    if args.bench != "diagnose":
+        return None
+    if args.method is not None and args.method not in METHOD_NAMES:
+        return f"--method: unknown method '{args.method}'; valid: {list(METHOD_NAMES)}"
+    pairs = [p.partition("=") for p in args.param]
+    bad = next((f"{k}{s}{v}" for k, s, v in pairs if not (s and k)), None)
+    if bad is not None:
+        return f"--param expects KEY=VALUE, got '{bad}'"
+    method = args.method or ("ft" if args.mode == "train" else None)
+    if pairs and method is None:
+        return "--param needs --method (--mode init without one runs every INIT_RUNS row with its own)"
+    return param_problem(method, {k: parse_value(v) for k, _, v in pairs}) if pairs and method else None
+
+
+def _numbers_in_text(args: argparse.Namespace) -> str | None:
+    """``--margins`` (numbers) and ``--hole-window`` (B,A: two integers >= 0)."""
+    import math
+
+    margins = getattr(args, "margins", None)
+    if margins is not None:
+        try:
+            values = [float(m) for m in margins.split(",") if m.strip()]
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(m) for m in values):
+            return f"--margins expects comma-separated numbers, got '{margins}'"
+    window = getattr(args, "hole_window", None)
+    if window is not None:
+        parts = window.split(",")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            return (
+                f"--hole-window expects B,A (lines above and below the hole, integers >= 0), got '{window}'"
+            )
+    return None
+
+
+def _paths(args: argparse.Namespace) -> str | None:
+    """diagnose (train) and teacher-states: the data folder with the task's files, and a teacher folder."""
+    from orchestrator.train.cli_checks import teacher_problem
+    from orchestrator.train.trial import DEFAULT_DATA, resolve_teacher
+    from tasks.custom import split_path
+
+    teacher = getattr(args, "teacher", None)
+    if teacher and args.bench in ("diagnose", "teacher-states", "transfer", "transfer-design"):
+        problem = teacher_problem(resolve_teacher(teacher), must_exist=True)
+        if problem:
+            return problem
+    reads = args.bench == "teacher-states" or (args.bench == "diagnose" and args.mode == "train")
+    if not reads:
+        return None
+    root = Path(args.data).expanduser()
+    if args.bench == "diagnose" and not root.exists() and root.resolve() == DEFAULT_DATA.resolve():
+        return None  # built from real code on first use (orchestrator/train/trial.py resolve_data)
+    if not root.is_dir():
+        return f"--data {root}: no such folder; build one with python -m tasks.build_local --out {root}"
+    missing = [s for s in ("train", "validation", "test") if split_path(root / args.task, s) is None]
+    if missing:
+        return f"--data {root}: no {args.task} data there ({args.task}/{missing[0]}.jsonl is missing)"
+    return None
+
+
 def user_error(err: BaseException) -> bool:
     """Whether ``err`` is a mistake the user can fix (bad flags, missing or too small data, a missing teacher)."""
+    from orchestrator.core.errors import StudyError
     from tasks.hole_window import DataError
     from tasks.labels import LabelSpecError
 
-    kinds: list[type] = [BenchUsageError, DataError, LabelSpecError]
+    kinds: list[type] = [BenchUsageError, DataError, LabelSpecError, StudyError]
+    kinds += [FileNotFoundError, NotADirectoryError]  # a file that vanished while it ran
     teacher = sys.modules.get("models.teacher")  # loaded only once a model was asked for (a fast --help)
     if teacher is not None:
         kinds.append(teacher.ModelNotAvailableError)
@@ -270,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         check_out(args.out)
+        check_values(args)
         if args.bench in ("overhead", "packing") and not (
             args.bench == "overhead" and args.task == "completion"
         ):
@@ -282,7 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        from orchestrator.core.errors import one_line
+
+        named = isinstance(err, OSError) and err.filename
+        print(f"error: {one_line(f'{err.filename}: {err.strerror}' if named else str(err))}", file=sys.stderr)
         return USER_ERROR
     show(results)  # type: ignore[operator]
     print(f"\nwritten to {args.out}")

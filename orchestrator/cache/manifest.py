@@ -37,8 +37,14 @@ def _inside(path: Path, rel: str, where: str) -> None:
     p = PurePosixPath(rel)
     if not rel or p.is_absolute() or ".." in p.parts or "\\" in rel or rel.startswith("~"):
         raise _bad(path, f"{where} '{rel}' points outside the cache folder")
-    root = path.resolve()
-    if not (root / rel).resolve().is_relative_to(root):
+    if "\x00" in rel:
+        raise _bad(path, f"{where} {rel!r} is not a usable path (a NUL byte)")
+    try:
+        root = path.resolve()
+        inside = (root / rel).resolve().is_relative_to(root)
+    except (OSError, RuntimeError, ValueError) as err:  # a link loop, a name the file system refuses
+        raise _bad(path, f"{where} {rel!r} is not a usable path ({err})") from None
+    if not inside:
         raise _bad(path, f"{where} '{rel}' points outside the cache folder (through a link)")
 
 

@@ -47,7 +47,7 @@ class InTrainingSettings(Strict):
 
 
 class LMTeacherSettings(Strict):
-    name: str
+    name: str  # a folder name: <storage>/completion-teachers/<name>-<key>
     source: str  # random:gpt2 | codegpt | hub id | folder
     layers: int = Field(2, ge=1)  # random:gpt2 only (the next four too)
     hidden: int = Field(64, ge=8)
@@ -58,6 +58,13 @@ class LMTeacherSettings(Strict):
         None  # LM training of the teacher before the study (once, keyed by content)
     )
     trust_remote_code: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        from orchestrator.design.spec import folder_name
+
+        return folder_name(v)
 
     @property
     def random(self) -> bool:

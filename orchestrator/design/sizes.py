@@ -94,13 +94,47 @@ def split_sizes(spec: Any, task: str) -> dict[str, int]:
     elif spec.data == "hub":
         sizes = dict(HUB_SAMPLES[task])
     else:
-        manifest = Path(spec.data) / "manifest.json"
-        # build_local writes tasks.<task>.counts; the top-level "counts" is the older layout
-        m = json.loads(manifest.read_text()) if manifest.exists() else {}
-        counts = m.get("tasks", {}).get(task, {}).get("counts") or m.get("counts", {}).get(task)
-        sizes = dict(counts) if isinstance(counts, dict) else {"train": 2000, "validation": 300, "test": 300}
+        root = Path(spec.data).expanduser()
+        sizes = _manifest_counts(root / "manifest.json", task) or _counted(root / task)
     if spec.max_samples:
         sizes = {k: min(v, spec.max_samples) for k, v in sizes.items()}
+    return sizes
+
+
+def _manifest_counts(manifest: Path, task: str) -> dict[str, int] | None:
+    """``task``'s split sizes as ``tasks.build_local`` recorded them (``tasks.<task>.counts``; the top-level
+    ``counts`` is the older layout); None when the manifest is missing or malformed (not JSON, not a mapping, a
+    count that is not a non-negative integer): a plan never fails on it, it counts the files instead."""
+    try:
+        m = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    entry = m.get("tasks")
+    entry = entry.get(task) if isinstance(entry, dict) else None
+    counts = entry.get("counts") if isinstance(entry, dict) else None
+    if not counts and isinstance(m.get("counts"), dict):
+        counts = m["counts"].get(task)
+    if not isinstance(counts, dict) or not all(
+        type(counts.get(s)) is int and counts[s] >= 0 for s in ("train", "validation", "test")
+    ):
+        return None
+    return {s: counts[s] for s in ("train", "validation", "test")}
+
+
+def _counted(folder: Path) -> dict[str, int]:
+    """Lines per split file of a task's folder; a missing split is planned at the local default's size."""
+    from tasks.custom import split_path
+
+    default = {"train": 2000, "validation": 300, "test": 300}
+    sizes = {}
+    for split, n in default.items():
+        path = split_path(folder, split)
+        try:
+            sizes[split] = sum(1 for line in path.open("rb") if line.strip()) if path else n
+        except OSError:
+            sizes[split] = n
     return sizes
 
 

@@ -5,6 +5,7 @@ value, and for an unknown task, teacher, student or method name, the valid ones.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -45,17 +46,48 @@ class TrainOverride(Strict):
     max_length: int | None = Field(None, ge=8)
 
 
+RANDOM_HEADS = 2  # a random:<arch> teacher's attention heads (sweep/teacher_sources.py make_random_base)
+# The rule of study names (validate.NAME_RE, which imports this module; tests/test_safe_names.py keeps them equal).
+FOLDER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def folder_name(name: str) -> str:
+    """``name`` if it is usable as a folder name (the rule of study names); else a ValueError: a teacher's name
+    becomes folders under the storage (and part of its trials' Ray folders), so it may never leave them."""
+    if not FOLDER_NAME_RE.match(name) or ".." in name:
+        raise ValueError(
+            f"'{name}' is not usable as a folder name (letters, digits, '.', '_', '-'; no '/' or '..'; "
+            "at most 100 characters)"
+        )
+    return name
+
+
 class TeacherSettings(Strict):
     """A teacher: ``source`` is an alias (unixcoder, modernbert, minilm), a hub id, a local folder, or
     ``random:<arch>`` (a tiny randomly initialised model of that architecture, for smoke tests). ``train``: this
     teacher's own fine-tuning settings over the study's ``teacher_train`` (e.g. a lower lr for a pretrained one)."""
 
-    name: str
+    name: str  # a folder name: <storage>/teachers/<name>-..., and part of every trial's Ray folder
     source: str
     trust_remote_code: bool = False
-    layers: int | None = None  # random:<arch> only
-    hidden: int | None = None  # random:<arch> only
+    layers: int | None = Field(None, ge=1)  # random:<arch> only (default 2)
+    hidden: int | None = None  # random:<arch> only (default 64)
     train: TrainOverride | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return folder_name(v)
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v: int | None) -> int | None:
+        if v is not None and (v < RANDOM_HEADS or v % RANDOM_HEADS):
+            raise ValueError(
+                f"must be a positive multiple of {RANDOM_HEADS} (a random teacher's {RANDOM_HEADS} attention "
+                f"heads share it), got {v}"
+            )
+        return v
 
 
 class CacheSettings(Strict):

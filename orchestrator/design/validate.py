@@ -8,7 +8,6 @@ is a ``StudyError`` whose message names the place; ``check_study`` reports them 
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from orchestrator.core.errors import StudyError
 from orchestrator.design.spec import StudySpec
+from orchestrator.train.cli_checks import NON_NEGATIVE, POSITIVE, param_value_problem  # noqa: F401
 from tasks.custom import split_path
 from tasks.data_check import declared_data_problems, first_problem
 from tasks.labels import level_name
@@ -23,10 +23,8 @@ from tasks.registry import family_members, get_task, is_custom
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-# Method parameters by name: what a value must be. Numbers are checked against their range; NaN is left to the
-# trial (the loss guard fails it and the study goes on), every other bad value stops the study here.
-POSITIVE = {"temperature", "window"}
-NON_NEGATIVE = {"alpha", "beta", "gamma", "label_weight"}
+# Method parameters: their types and ranges (POSITIVE, NON_NEGATIVE) are checked as the trial command checks its
+# --param values (orchestrator/train/cli_checks.py param_value_problem).
 SPLITS = ("train", "validation", "test")
 
 
@@ -37,6 +35,8 @@ def check_study(spec: Any) -> None:
             *name_problems(spec.name),
             *storage_problems(spec.storage),
             *completion_data_problems(spec),
+            *completion_param_problems(spec),
+            *lm_teacher_problems(spec),
         ]
         if problems:
             raise StudyError("; ".join(problems))
@@ -97,21 +97,7 @@ def name_problems(name: str) -> list[str]:
 
 
 def _param_problem(method: str, key: str, value: Any, default: Any) -> str | None:
-    where = f"method_params.{method}.{key}"
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"{where}: must be true or false, got {value!r}"
-    kind = "an integer" if isinstance(default, int) else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if isinstance(default, int) else (int, float)):
-        return f"{where}: must be {kind}, got {value!r}"
-    if math.isnan(value):
-        return None
-    if math.isinf(value):
-        return f"{where}: must be finite, got {value!r}"
-    if key in POSITIVE and value <= 0:
-        return f"{where}: must be > 0, got {value!r}"
-    if key in NON_NEGATIVE and value < 0:
-        return f"{where}: must be >= 0, got {value!r}"
-    return None
+    return param_value_problem(f"method_params.{method}.{key}", key, value, default)
 
 
 def method_param_problems(spec: StudySpec) -> list[str]:
@@ -235,6 +221,63 @@ def completion_data_problems(spec: Any) -> list[str]:
         f"data: {root} holds no completion data (train.txt); build the proxy with `python -m tasks.build_local "
         f"--tasks completion --out {root.parent}` or prepare py150 (docs/COMPLETION_TASK.md)"
     ]
+
+
+def completion_param_problems(spec: Any) -> list[str]:
+    """The distil hyperparameters a completion study sets: typed and in range, as a classification study's."""
+    from kd_methods import get_method
+
+    defaults = get_method("distil").defaults
+    params = spec.method_params.get("distil") or {}
+    found = (_param_problem("distil", k, v, defaults[k]) for k, v in params.items() if k in defaults)
+    return [p for p in found if p]
+
+
+# A causal LM's config (what AutoModelForCausalLM loads): GPT-2's fields, or an architecture of that kind.
+_CAUSAL_FIELDS = ("n_layer", "n_positions")
+_CAUSAL_ARCHS = ("LMHeadModel", "ForCausalLM")
+
+
+def lm_teacher_problems(spec: Any) -> list[str]:
+    """A completion teacher is random:gpt2, an alias, a hub id (not checkable offline, so accepted) or a folder
+    holding a causal LM (a classification teacher's folder is refused here, not after Ray starts). An alias
+    (``codegpt``) is neither a path nor an existing folder, so it passes as a hub id does."""
+    out = []
+    for i, t in enumerate(spec.teachers):
+        where, src = f"teachers.{i} ('{t.name}')", t.source
+        if t.random:
+            continue
+        path = Path(src).expanduser()
+        if path.exists():
+            out += [f"{where}: {p}" for p in [_causal_lm_problem(path)] if p]
+        elif _looks_like_path(src) or src.count("/") > 1:
+            out.append(f"{where}: teacher folder {path} does not exist")
+    return out
+
+
+def _causal_lm_problem(folder: Path) -> str | None:
+    import json
+
+    if not folder.is_dir():
+        return f"teacher source {folder} is a file, not a model folder"
+    file = folder / "config.json"
+    if not file.is_file():
+        return f"folder {folder} holds no config.json (not a saved model)"
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{file}: not readable JSON ({err})"
+    if not isinstance(cfg, dict):
+        return f"{file}: not a JSON object"
+    archs = cfg.get("architectures") or []
+    archs = [str(a) for a in archs] if isinstance(archs, list) else []
+    if any(a.endswith(_CAUSAL_ARCHS) for a in archs) or (not archs and any(k in cfg for k in _CAUSAL_FIELDS)):
+        return None
+    kind = archs[0] if archs else cfg.get("model_type", "unknown")
+    return (
+        f"folder {folder} holds a {kind} model, not a causal LM (GPT-2-like: an architecture ending in "
+        "LMHeadModel or ForCausalLM); a completion teacher generates code"
+    )
 
 
 def _looks_like_path(source: str) -> bool:

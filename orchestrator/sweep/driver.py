@@ -20,7 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cli_help import HelpFormatter
+from orchestrator.cli_help import HelpFormatter, OneLineParser
 
 if TYPE_CHECKING:  # pydantic, MLflow, torch and Ray load where a command needs them: --help stays instant
     from orchestrator.sweep.context import StudyOutcome
@@ -40,10 +40,8 @@ def status(spec: Any) -> dict[str, Any]:
     return study_status(spec)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator.study", description=__doc__, formatter_class=HelpFormatter
-    )
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog="python -m orchestrator.study", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("study", help="a profile (smoke, local, full, completion-smoke, ...) or a study YAML file")
     p.add_argument("--plan", action="store_true", help="print what the study would run, run nothing")
     p.add_argument(
@@ -71,8 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; a combination that means nothing is a usage error before anything runs: ``--json`` alone
+    would run the whole study, and ``--status`` with ``--plan`` (or ``--calibrate``) would ignore ``--status``."""
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.json and not (args.plan or args.status or args.calibrate):
+        p.error("--json needs --plan or --status (without them the study runs)")
+    if args.status and (args.plan or args.calibrate):
+        p.error(
+            f"--status cannot be combined with {'--plan' if args.plan else '--calibrate'}; run them one at a time"
+        )
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     from orchestrator.core.errors import run_guarded
     from orchestrator.core.log import set_verbosity
     from orchestrator.core.process import study_env

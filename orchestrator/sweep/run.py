@@ -53,12 +53,24 @@ def run_study(spec: Any, address: str | None = None, wait: bool = False) -> Stud
             raise full from err
 
 
+def _check_address(address: str | None) -> None:
+    """A Ray address nobody answers at: one line within seconds, before the MLflow server or Ray starts (ray.init
+    retries it for minutes, deaf to SIGTERM)."""
+    from orchestrator.core.probe import ray_unreachable_reason
+
+    why = ray_unreachable_reason(address, timeout=5.0) if address else None
+    if why:
+        source = "--address" if address != os.environ.get("RAY_ADDRESS") else "RAY_ADDRESS"
+        raise StudyError(f"{source} {address}: no Ray cluster answers there ({why})")
+
+
 def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> StudyOutcome:
     from orchestrator.design.data_source import prepare_data
     from orchestrator.design.describe import describe
     from orchestrator.design.study import build_plan
     from orchestrator.study_index import remember_storage
 
+    _check_address(address or os.environ.get("RAY_ADDRESS"))  # a study with nothing left never needed Ray
     prepare_data(spec)  # the default data, built under the storage when it is missing
     remember_storage(spec.name, spec.storage)
     plan = build_plan(spec)

@@ -52,11 +52,47 @@ def method_problem(method: str, teacher: str | None, params: dict[str, Any]) -> 
     m = get_method(method)
     if m.family != "none" and not teacher:
         return f"--method {method} needs a teacher: pass --teacher (a folder from python -m orchestrator.finetune_teacher)"
-    unknown = sorted(set(params) - set(m.defaults))
+    return param_problem(method, params)
+
+
+def param_problem(method: str, params: dict[str, Any], flag: str = "--param") -> str | None:
+    """The first ``--param`` a method does not have, or whose value a study would refuse (type and range)."""
+    from kd_methods import get_method
+
+    defaults = get_method(method).defaults
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        return (
-            f"--param: unknown hyperparameter(s) {unknown} for method '{method}'; valid: {sorted(m.defaults)}"
-        )
+        return f"{flag}: unknown hyperparameter(s) {unknown} for method '{method}'; valid: {sorted(defaults)}"
+    found = (
+        param_value_problem(f"{flag} {k} (method '{method}')", k, v, defaults[k]) for k, v in params.items()
+    )
+    return next((p for p in found if p), None)
+
+
+# Method parameters by name: what a value must be (a study's method_params, orchestrator/design/validate.py, and
+# --param here). Numbers are checked against their range; NaN is left to the trial (the loss guard fails it and
+# a study goes on), every other bad value is refused before anything starts.
+POSITIVE = {"temperature", "window", "chunk"}
+NON_NEGATIVE = {"alpha", "beta", "gamma", "label_weight", "alpha_ce", "alpha_clm", "alpha_cos"}
+
+
+def param_value_problem(where: str, key: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot be method parameter ``key`` (whose default is ``default``), named ``where``."""
+    import math
+
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{where}: must be true or false, got {value!r}"
+    kind = "an integer" if isinstance(default, int) else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if isinstance(default, int) else (int, float)):
+        return f"{where}: must be {kind}, got {value!r}"
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return f"{where}: must be finite, got {value!r}"
+    if key in POSITIVE and value <= 0:
+        return f"{where}: must be > 0, got {value!r}"
+    if key in NON_NEGATIVE and value < 0:
+        return f"{where}: must be >= 0, got {value!r}"
     return None
 
 
@@ -83,10 +119,12 @@ def _user_error(err: BaseException) -> bool:
     """Mistakes that show only while running; their modules are loaded when they were raised (no import here)."""
     teacher = sys.modules.get("models.teacher")
     hub = sys.modules.get("tasks.hub_access")
+    labels = sys.modules.get("tasks.labels")
     return (
         isinstance(err, (StudyError, FileNotFoundError, NotADirectoryError))
         or (teacher is not None and isinstance(err, teacher.ModelNotAvailableError))
         or (hub is not None and isinstance(err, hub.HubUnavailableError))
+        or (labels is not None and isinstance(err, labels.LabelSpecError))  # --labels vs the data's size
     )
 
 
@@ -127,3 +165,160 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+# -- the values a study checks in its YAML (orchestrator/design/spec.py), checked here before anything is built --
+
+MIN_LENGTH = 8  # a study's max_length minimum: room for the special tokens and some code
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt")
+
+
+def precheck(
+    args: argparse.Namespace,
+    command: str,
+    task: Callable[[], str],
+    default_data: Path,
+    resolve: Callable[[str], str],
+) -> None:
+    """InputError for the first value of ``python -m orchestrator.trial`` (``command="trial"``) or
+    ``orchestrator.finetune_teacher`` that cannot work and that the command itself finds only after loading
+    models (or, for ``--out``, after the whole fine-tune): --lr, --max-length, --device, --teacher, --labels
+    against the training split's size, and --out. The command then runs its own checks as before. ``task``: the
+    task the command runs; ``resolve``: a teacher name to what loads (orchestrator/train/trial.py, which imports
+    this module)."""
+    problem = value_problem(args.lr, args.max_length, args.device)
+    if problem is None and command == "finetune":
+        problem = out_problem(args.out)
+    if problem is None and args.teacher and (command == "finetune" or _needs_teacher(args.method)):
+        problem = teacher_problem(resolve(args.teacher))
+    if problem is None and args.labels and args.labels != "all":
+        name = task()
+        if data_problem(name, args.data, default_data) is None:  # else the command says what is wrong with it
+            problem = labels_problem(name, args.data, args.labels, args.max_samples)
+    if problem:
+        raise InputError(problem)
+
+
+def _needs_teacher(method: str) -> bool:
+    from kd_methods import get_method
+
+    return get_method(method).family != "none"
+
+
+def value_problem(lr: float | None, max_length: int | None, device: str) -> str | None:
+    import math
+
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        return f"--lr must be a finite number > 0, got {lr}"
+    if max_length is not None and max_length < MIN_LENGTH:
+        return f"--max-length must be >= {MIN_LENGTH} (room for the special tokens and some code), got {max_length}"
+    return device_problem(device)
+
+
+def device_problem(device: str) -> str | None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and a CUDA device this machine has (torch is imported only then)."""
+    import re
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return None
+    if match is None:
+        return f"--device: unknown device '{device}'; valid: auto, cpu, cuda, cuda:N"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        return f"--device {device}: this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+    return None
+
+
+def teacher_problem(source: str, flag: str = "--teacher", must_exist: bool = False) -> str | None:
+    """What keeps a local teacher folder (``source``: an alias already resolved) from loading: not a folder, no
+    readable config.json, no weights, no tokenizer, a corrupt teacher.json; with ``must_exist``, a path (``/``,
+    ``.``, ``~``, a/b/c) that is not there. random:<arch> and hub ids are left to the loader (one line when a
+    model is not there)."""
+    import json
+
+    folder = Path(source).expanduser()
+    path_like = source.startswith(("/", ".", "~")) or source.count("/") > 1
+    if must_exist and path_like and not folder.exists():
+        return f"{flag}: teacher folder {folder} does not exist"
+    if source.startswith("random:") or not folder.exists():
+        return None
+    where = f"{flag} {folder}"
+    if not folder.is_dir():
+        return f"{where}: a file, not a model folder"
+    what = "a folder from python -m orchestrator.finetune_teacher, an alias or a hub id"
+    if not (folder / "config.json").is_file():
+        return f"{where}: holds no config.json, so it is not a saved model ({what})"
+    for name in ("config.json", "teacher.json"):
+        if not (folder / name).is_file():
+            continue
+        try:
+            info = json.loads((folder / name).read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            return f"{where}: {name} is not readable JSON ({one_line(str(err))})"
+        if not isinstance(info, dict):
+            return f"{where}: {name} is not a JSON object"
+    if not any((folder / n).is_file() for n in WEIGHT_FILES):
+        return f"{where}: holds no weights ({' or '.join(WEIGHT_FILES[:2])})"
+    if not any((folder / n).is_file() for n in TOKENIZER_FILES):
+        return f"{where}: holds no tokenizer ({' or '.join(TOKENIZER_FILES[:2])})"
+    if (folder / "teacher.json").is_file():
+        from models.teacher import INPUT_FORMS
+
+        form = json.loads((folder / "teacher.json").read_text()).get("input_form", "auto")
+        if form not in INPUT_FORMS:
+            return f"{where}: teacher.json: unknown input_form {form!r}; valid: {list(INPUT_FORMS)}"
+    return None
+
+
+def labels_problem(task: str, data: str, text: str, max_samples: int | None) -> str | None:
+    """A ``count=N`` larger than the task's training split (counted from its file, capped by --max-samples)."""
+    from tasks import get_task, is_custom
+    from tasks.custom import split_path
+    from tasks.labels import LabelSpec, LabelSpecError
+
+    try:
+        spec = LabelSpec.from_text(text)
+    except LabelSpecError:
+        return None  # the command's own --labels check words it
+    if spec is None or spec.count is None or data == "hub":
+        return None
+    if is_custom(task):
+        n = get_task(task).split_sizes()["train"]  # type: ignore[attr-defined]
+    else:
+        file = split_path(Path(data).expanduser() / task, "train")
+        if file is None:
+            return None
+        with file.open("rb") as f:
+            n = sum(1 for line in f if line.strip())
+    n = min(n, max_samples) if max_samples else n
+    if spec.count > n:
+        return f"--labels: 'count' {spec.count} exceeds the {n} training samples of task '{task}'"
+    return None
+
+
+def out_problem(out: str) -> str | None:
+    """``--out`` of a fine-tune: a folder (new or replaced) whose nearest existing parent is a writable folder."""
+    import os
+
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        return f"--out {path}: a file; give a folder for the fine-tuned teacher"
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"--out {path}: {parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"--out {path}: {parent} is not writable"
+            return None
+    return None

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from orchestrator.train.cli_checks import check_inputs, labels_argument
+    from orchestrator.train.cli_checks import check_inputs, labels_argument, precheck
     from orchestrator.train.cli_tracking import CliRun, experiment_name
     from orchestrator.train.trial import task_argument
 
@@ -130,6 +130,8 @@ def _main(argv: list[str] | None) -> int:
     task = task_argument(p, args.task, args.task_file)
     if below_one(epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length):
         return 2
+    # values found only once models load (or, for --out, after the fine-tune) otherwise
+    precheck(args, "finetune", lambda: task, DEFAULT_DATA, resolve_teacher)
     check_inputs(task, args.data, DEFAULT_DATA, args.max_samples)
     labels = labels_argument(p, args.labels)
     cfg = TrainConfig(

@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from orchestrator.train.cli_checks import check_inputs
+    from orchestrator.train.cli_checks import check_inputs, precheck
     from orchestrator.train.cli_tracking import CliRun, experiment_name
 
     p = _parser()
@@ -332,6 +332,7 @@ def _main(argv: list[str] | None) -> int:
         epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length, steps=args.steps
     ):
         return 2
+    precheck(args, "trial", lambda: task, DEFAULT_DATA, resolve_teacher)  # values found late otherwise
     params: dict[str, Any] = {}
     for item in args.param:
         key, sep, value = item.partition("=")
@@ -364,11 +365,10 @@ def _main(argv: list[str] | None) -> int:
     from kd_methods import get_method
     from models import get_student_spec
 
-    teacher_tag = (
-        Path(args.teacher).name if args.teacher and get_method(args.method).family != "none" else "none"
-    )
+    family = get_method(args.method).family
+    teacher_tag = Path(args.teacher).name if args.teacher and family != "none" else "none"
     tags = {"stage": "student", "task": task, "student": args.student, "method": args.method}
-    tags.update(teacher=teacher_tag, seed=str(args.seed), method_family=get_method(args.method).family)
+    tags.update(teacher=teacher_tag, seed=str(args.seed), method_family=family)
     tags["student_arch"] = get_student_spec(args.student).arch
     run = CliRun(
         experiment_name(args.experiment, "trials"),
