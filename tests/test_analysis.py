@@ -845,3 +845,14 @@ def test_an_ft_only_pilot_gets_every_notebook_that_applies(
     assert "01_rq1_effectiveness.ipynb" not in executed
     assert len(executed) + out.count("not applicable to this study") == len(A.NOTEBOOKS)
     assert (tmp_path / "out" / "01_rq1_effectiveness.ipynb").is_file()  # with the reason in its last cell
+    from nbclient.exceptions import CellExecutionError
+
+    broken = CellExecutionError("Traceback ...", "KeyError", "'primary'")
+    broken.notebook = "03_rq3_methods.ipynb"
+    other = CellExecutionError("Traceback ...", "ValueError", "empty")
+    other.notebook = "05_efficiency.ipynb"
+    with pytest.raises(
+        CellExecutionError
+    ) as err:  # any other failure still fails the command, naming the rest
+        cli.settle([broken, other])
+    assert err.value is broken and broken.also == ["05_efficiency.ipynb"]

@@ -70,14 +70,19 @@ def _notebooks(study: str, storage: str | None, out_arg: str | None) -> int:
     failures: list = []
     for path in run_notebooks(out, study, uri, notebooks_for(study, uri), failures=failures):
         print(f"executed {path}")
-    # A notebook whose question this study cannot answer (an FT-only pilot has no KD-vs-FT comparison) says so;
-    # any other failure is an error, reported after every other notebook has run.
-    failed = [err for err in failures if err.ename != "NotApplicable"]
+    return settle(failures)
+
+
+def settle(failures: list) -> int:
+    """After every notebook has run: a notebook whose question the study cannot answer (``NotApplicable``: an
+    FT-only pilot has no KD-vs-FT comparison) is said on a line of its own; the first other failure is raised,
+    naming the rest, for the command's one line."""
     for err in failures:
         if err.ename == "NotApplicable":
             print(
                 f"not applicable to this study: {err.notebook}: {err.evalue} (written: {err.executed_copy})"
             )
+    failed = [err for err in failures if err.ename != "NotApplicable"]
     if failed:
         failed[0].also = [err.notebook for err in failed[1:]]  # named in the one line too
         raise failed[0]
