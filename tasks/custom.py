@@ -13,7 +13,6 @@ teacher stages' Ray tasks.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tasks.base import SPLITS, RecordError, Task, TaskData, text_lines
+from tasks.base import SPLITS, RecordError, Task, TaskData, jsonl_records
 
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
 METRICS = ("accuracy", "f1", "macro_f1", "top3_accuracy")
@@ -144,13 +143,7 @@ def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
     """The sorted distinct label values of the training split (integers before text)."""
     seen: set[str | int] = set()
     try:
-        for lineno, line in text_lines(train_file):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskDeclarationError(f"{train_file}:{lineno}: not valid JSON ({exc.msg})") from None
+        for lineno, record in jsonl_records(train_file):
             if not isinstance(record, dict):
                 kind = JSON_TYPES.get(type(record), "null")
                 raise TaskDeclarationError(
@@ -167,7 +160,7 @@ def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
                 raise TaskDeclarationError(f"{train_file}:{lineno}: {exc}") from None
     except TaskDeclarationError:
         raise
-    except ValueError as err:  # a line that is not UTF-8 (text_lines: file, line, byte)
+    except ValueError as err:  # a line that is not UTF-8 or not JSON (jsonl_records: file, line, column)
         raise TaskDeclarationError(str(err)) from None
     return sorted(seen, key=lambda v: (isinstance(v, str), v))
 

@@ -40,6 +40,17 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 SMALL_SIZES = {"train": 160, "validation": 48, "test": 48}
 
 
+@pytest.fixture
+def forget_declared_tasks() -> Iterator[None]:
+    """Declared tasks live in the process-wide registry: leave it as the test found it."""
+    from tasks import TASKS
+
+    before = dict(TASKS)
+    yield
+    TASKS.clear()
+    TASKS.update(before)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Tiny models run faster on one thread than on two fighting other processes for 2 shared cores (measured

@@ -26,15 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPLITS = {"train": 8, "validation": 4, "test": 4}
 
 
-@pytest.fixture(autouse=True)
-def _forget_declared_tasks():
-    """Declared tasks live in the process-wide registry: leave it as it was."""
-    from tasks import TASKS
-
-    before = dict(TASKS)
-    yield
-    TASKS.clear()
-    TASKS.update(before)
+pytestmark = pytest.mark.usefixtures("forget_declared_tasks")  # tests/conftest.py
 
 
 def _record(task: str, i: int) -> dict:

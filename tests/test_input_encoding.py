@@ -19,15 +19,7 @@ LABELS = ["ok", "long_method", "many_params"]
 LATIN1 = '{"snippet": "x = \'caf\xe9\'", "smell": "ok"}\n'.encode("latin-1")  # byte 0xe9 at column 22
 
 
-@pytest.fixture(autouse=True)
-def _forget_declared_tasks():
-    """Declared tasks live in the process-wide registry: leave it as it was."""
-    from tasks import TASKS
-
-    before = dict(TASKS)
-    yield
-    TASKS.clear()
-    TASKS.update(before)
+pytestmark = pytest.mark.usefixtures("forget_declared_tasks")  # tests/conftest.py
 
 
 def _rows(n: int = 6) -> list[str]:
