@@ -210,3 +210,19 @@ def test_a_family_siblings_bad_line_is_reported_too(tmp_path: Path) -> None:
     assert problems[0].startswith(
         f"data: task 'clone': {root / 'clone' / 'test.jsonl'}:1: missing field 'func2'"
     )
+
+
+def test_a_relative_data_folder_that_is_missing_names_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A study's ``data:`` is relative to the current folder, a declared task's to its YAML: the line says which
+    folder it looked in (an audit put the data beside the YAML and ran from elsewhere)."""
+    from orchestrator.design.validate import data_problems
+
+    monkeypatch.chdir(tmp_path)
+    (problem,) = data_problems(_spec(tmp_path, "exc", ["exception"]))
+    assert problem.startswith(
+        f"data: folder exc ({tmp_path / 'exc'}: relative to the current folder) does not"
+    )
+    (problem,) = data_problems(_spec(tmp_path, tmp_path / "abs", ["exception"]))
+    assert problem.startswith(f"data: folder {tmp_path / 'abs'} does not exist (")

@@ -251,3 +251,19 @@ def test_labels_as_another_scalar(tmp_path: Path, labels: object) -> None:
     msg = _problem(_study(tmp_path, labels=labels))
     assert f"task 'smell': field 'labels': a list of class names or 'infer', got {labels!r}" in msg
     assert "literal" not in msg and "union" not in msg
+
+
+def test_a_declaration_no_tasks_entry_names_is_refused(tmp_path: Path) -> None:
+    """A ``custom_tasks:`` entry that ``tasks:`` does not name was declared and silently never run."""
+    from orchestrator.core.errors import StudyError
+    from orchestrator.design.study import load_spec
+
+    path = _study(tmp_path)
+    study = yaml.safe_load(path.read_text())
+    study["custom_tasks"] = [{**study["tasks"][0], "name": "other"}]
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    with pytest.raises(StudyError, match=r"custom_tasks.0: task 'other' is declared but not named in tasks"):
+        load_spec(path)
+    study["tasks"].append("other")  # named: the round-trip form a validated study dumps
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    assert load_spec(path).tasks == ["smell", "other"]

@@ -38,6 +38,13 @@ def declare_custom_tasks(raw: Any, base_dir: str | Path | None) -> Any:
         if d["name"] in seen:
             raise ValueError(f"task '{d['name']}' is declared twice")
         seen.add(d["name"])
+    listed = raw.get("tasks") if isinstance(raw.get("tasks"), list) else None
+    for i, d in enumerate(declared[: len(raw.get("custom_tasks") or [])]):
+        if listed is not None and d["name"] not in listed:  # declared, never run: a forgotten tasks: entry
+            raise ValueError(
+                f"custom_tasks[{i}]: task '{d['name']}' is declared but not named in tasks: {listed}; "
+                "add it there or remove the declaration"
+            )
     if declared:
         raw = {**raw, "custom_tasks": declared}
     return raw

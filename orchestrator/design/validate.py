@@ -157,9 +157,11 @@ def data_problems(spec: StudySpec) -> list[str]:
         build = (
             f"build {'it' if why else 'one'} with `python -m tasks.build_local --out {root}` or use data: hub"
         )
+        # a study's data: is relative to the current folder (a declared task's to its YAML): say where it looked
+        shown = root if root.is_absolute() else f"{root} ({root.resolve()}: relative to the current folder)"
         if why:
-            return [f"data: folder {root} does not exist, and {why}; {build}{alt}"]
-        return [f"data: folder {root} does not exist ({build})"]
+            return [f"data: folder {shown} does not exist, and {why}; {build}{alt}"]
+        return [f"data: folder {shown} does not exist ({build})"]
     if not root.is_dir():
         return [f"data: {root} is a file, not a folder"]
     missing = {
