@@ -67,21 +67,16 @@ table says "not testable (n = ...)" instead."""),
         md(
             "Every (stage, task, teacher): runs, how many are degenerate, the majority baseline, the best score."
         ),
-        code("A.degenerate_summary(df)"),
+        code("""
+print(f"{A.load.superseded(df)} older runs of rerun trials left out (only each trial's newest run counts)")
+A.degenerate_summary(df)"""),
         code("rq1 = A.compare_to_ft(df)\nrq1"),
         md(
-            "Per task and method: how many configurations KD wins (degenerate runs left out), the mean gain, how "
-            "many could be tested at all and how many of those survive Holm at 0.05."
+            "Per task and method: how many configurations KD wins (degenerate runs left out; `delta` is the mean "
+            "paired KD - FT difference), the mean gain, the degenerate student runs of the method (each counted "
+            "once, FT in its own row), how many could be tested at all and how many of those survive Holm at 0.05."
         ),
-        code("""
-rq1.groupby([c for c in ("task", "labels", "method") if c in rq1]).agg(
-    configs=("delta", "size"),
-    kd_better=("delta", lambda d: int((d > 0).sum())),
-    mean_delta=("delta", "mean"),
-    degenerate_runs=("n_degenerate", "sum"),
-    testable=("p_holm", lambda p: int(p.notna().sum())),
-    significant=("p_holm", lambda p: int((p < 0.05).sum())),
-)"""),
+        code("A.tables.effectiveness_summary(df, rq1)"),
         md("The paper's Figure 2 (UniXcoder teacher) beside our means, in percent (full study only)."),
         code("""
 if PAPER:
@@ -119,8 +114,10 @@ if PAPER:
 Retention = student score / its teacher's score; `param_ratio` = student / teacher parameters. The paper's
 headline: feature-based students keep up to 98% of the teacher's performance with about 5% of its parameters.
 Then logit vs feature paired on (student, teacher, seed) (per task, Holm-corrected together; the pooled row is a
-family of its own), and the average rank of every method (FT included) over (task, student, teacher) blocks with
-the Friedman test and the Nemenyi post-hoc. Retention is undefined where the teacher is at or below its majority
+family of its own; beside Cliff's delta, which is unpaired, the paired `dominance`: the share of blocks where
+feature beats logit minus the share where it loses; the pooled row gives no means, its tasks' metrics differ), and the average rank of
+every method (FT included) over (task, student, teacher) blocks with the Friedman test and the Nemenyi post-hoc, per
+labels level when the study has several. Retention is undefined where the teacher is at or below its majority
 baseline; degenerate students are left out of summaries, tests and ranks (with counts); a test the sample cannot
 resolve says "not testable (n = ...)"."""),
         code(SETUP),
@@ -131,13 +128,16 @@ ret[~ret["degenerate"]].groupby(["task", "teacher", "student", "method"])[["rete
         code("A.family_summary(df)"),
         code("A.compare_families(df)"),
         code("""
-ranking = A.rank_methods(df)
-print(f"{ranking.n_blocks} complete blocks ({ranking.n_incomplete} incomplete dropped, "
-      f"{ranking.n_degenerate} degenerate runs left out); Friedman: {ranking.verdict}")
-ranking.ranks.rename("average rank (1 = best)")"""),
-        code(
-            "ranking.nemenyi if ranking.nemenyi is not None else print(f'no Nemenyi post-hoc: {ranking.verdict}')"
-        ),
+rankings = A.rank_methods_per_level(df)  # one ranking per labels level: each level its own experiment
+for level, ranking in rankings.items():
+    print(f"labels {level}: " * (len(rankings) > 1) + f"{ranking.n_blocks} complete blocks "
+          f"({ranking.n_incomplete} incomplete dropped, {ranking.n_degenerate} degenerate runs left out); "
+          f"Friedman: {ranking.verdict}")
+pd.concat({level: r.ranks for level, r in rankings.items()}, axis=1).rename_axis("average rank (1 = best)")"""),
+        code("""
+for level, ranking in rankings.items():
+    print(f"labels {level}: " * (len(rankings) > 1) + "Nemenyi post-hoc p-values")
+    display(ranking.nemenyi) if ranking.nemenyi is not None else print(f"no Nemenyi post-hoc: {ranking.verdict}")"""),
         md("The paper's scores relative to its teacher (full study only)."),
         code("""
 if PAPER:
@@ -171,8 +171,8 @@ if PAPER:
 
 The paper: KD training costs 2-16x FT, mostly teacher inference at every step; a 7M student infers about 8x faster
 than the 126M teacher. Here the teacher runs once per (teacher, task) into a cache shared by every trial.
-`cost`: KD train time over FT of the same (task, student, seed) with the cache (the cache build amortised per
-trial beside it). `passes`: teacher passes made (teacher_cache runs) vs what online KD would have made (one pass
+`cost`: KD train time over FT of the same (task, student, seed, labels level) with the cache (the cache build
+amortised per trial beside it). `passes`: teacher passes made (teacher_cache runs) vs what online KD would have made (one pass
 over the training set per epoch of every KD trial; forward steps where batch size and train size were logged).
 Set `BENCH_JSON` to the overhead benchmark's JSON to see online vs cached timings."""),
         code(SETUP),
@@ -197,10 +197,10 @@ else:
 # Behaviour: do students agree more with the teacher after KD?
 
 From the `predictions/test.json` artifacts: per student run the share of test samples where it predicts what its
-teacher predicts (the teacher's predictions come from its cache run); FT runs are compared with every teacher of
-their task. `score` is the run's headline metric (as in every other notebook); `accuracy` and `acc_on_ft_disagreed`
-are shares of samples predicted right. On the samples where the FT student (same task, student, seed) disagreed
-with the teacher: does the KD student get them right more often (the paper: yes)?"""),
+teacher predicts (the teacher's predictions come from its cache run at the run's labels level: each level has its
+own teacher); FT runs are compared with every teacher of their task and level. `score` is the run's headline
+metric (as in every other notebook); `accuracy` and `acc_on_ft_disagreed` are shares of samples predicted right.
+On the samples where the FT student (same task, student, seed, labels level) disagreed with the teacher: does the KD student get them right more often (the paper: yes)?"""),
         code(SETUP),
         code("""
 from mlflow import MlflowClient
@@ -208,7 +208,9 @@ from mlflow import MlflowClient
 agr = A.agreement(df, MlflowClient(os.environ.get("MLFLOW_TRACKING_URI")))
 agr"""),
         code("A.agreement_summary(agr)"),
-        code('A.require(agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run")'),
+        code(
+            'A.require(agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run")'
+        ),
     ],
     "figure2.ipynb": [
         md("""

@@ -57,6 +57,7 @@ from orchestrator.analysis.methods import (
     compare_families,
     family_summary,
     rank_methods,
+    rank_methods_per_level,
     retention,
 )
 from orchestrator.analysis.notebooks import (
@@ -129,6 +130,7 @@ __all__ = [
     "paired_comparison",
     "percent_factor",
     "rank_methods",
+    "rank_methods_per_level",
     "retention",
     "run_notebooks",
     "require",

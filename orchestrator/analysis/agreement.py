@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from orchestrator.analysis.load import student_runs, teacher_scores
+from orchestrator.analysis.load import ALL_LABELS, label_levels, student_runs, teacher_scores
 from orchestrator.analysis.stats import _sorted
 
 
@@ -68,6 +68,7 @@ def load_predictions(client: Any, run_id: str) -> pd.DataFrame:
 _AGREEMENT_COLUMNS = [
     "run_id",
     "task",
+    "labels",
     "student",
     "student_arch",
     "teacher",
@@ -93,7 +94,7 @@ _AGREEMENT_COLUMNS = [
 def _agreement_row(
     r: Any,
     teacher: str,
-    cache_run: dict[tuple[str, str], Any],
+    cache_run: dict[tuple[str, str, str], Any],
     ft_run: dict[tuple[Any, ...], str],
     preds: Callable[[str], pd.DataFrame | None],
 ) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def _agreement_row(
     row: dict[str, Any] = {
         "run_id": r.run_id,
         "task": r.task,
+        "labels": r.labels,
         "student": r.student,
         "student_arch": r.student_arch,
         "teacher": teacher,
@@ -111,7 +113,7 @@ def _agreement_row(
         "metric": r.metric,
         "score": r.primary,  # the task's headline metric, as every table reports it
     }
-    cache = cache_run.get((teacher, r.task))
+    cache = cache_run.get((teacher, r.task, r.labels))
     row["teacher_score"] = cache.primary if cache is not None else float("nan")
     tp = preds(cache.run_id) if cache is not None else None
     sp_ = preds(r.run_id)
@@ -127,7 +129,7 @@ def _agreement_row(
         n_samples=len(both),
         note="",
     )
-    fid = ft_run.get((r.task, r.student, r.seed))
+    fid = ft_run.get((r.task, r.student, r.seed, r.labels))
     fp = preds(fid) if fid is not None else None
     if fp is None:
         row["note"] = "no FT run of this student and seed"
@@ -144,8 +146,10 @@ def _agreement_row(
 def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
     """Behaviour: per student run and teacher, how often the student predicts what the teacher predicts.
 
-    The teacher's predictions come from the latest teacher_cache run of (teacher, task); FT runs are compared
-    with every teacher of their task. Samples are aligned by idx. Columns: agreement, metric, score and
+    The teacher's predictions come from the latest teacher_cache run of (teacher, task) at the run's labels level
+    (each level has its own fine-tuned teacher and cache); FT runs are compared with every teacher of their task
+    and level, and with FT of the same level. Samples are aligned by idx. A study with several labels levels gets
+    a ``labels`` column after ``task``. Columns: agreement, metric, score and
     teacher_score (the task's headline metric, as ``load_runs`` reads it: what the run and the teacher's cache run
     recorded), accuracy and teacher_accuracy (the share of samples predicted right, recomputed from the
     predictions), n_ft_disagreed (samples where the FT run of the same task/student/seed disagreed with the
@@ -154,9 +158,10 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
     """
     from mlflow.exceptions import MlflowException
 
+    df = df if "labels" in df.columns else df.assign(labels=ALL_LABELS)
     s = student_runs(df)
     caches = df[df["stage"] == "teacher_cache"].sort_values("start_time")
-    cache_run = {(r.teacher, r.task): r for r in caches.itertuples()}  # the latest wins
+    cache_run = {(r.teacher, r.task, r.labels): r for r in caches.itertuples()}  # the latest of a level wins
     memo: dict[str, pd.DataFrame | None] = {}
 
     def preds(run_id: str) -> pd.DataFrame | None:
@@ -168,31 +173,40 @@ def agreement(df: pd.DataFrame, client: Any) -> pd.DataFrame:
         return memo[run_id]
 
     ft_run = {
-        (r.task, r.student, r.seed): r.run_id
+        (r.task, r.student, r.seed, r.labels): r.run_id
         for r in s[s["method"] == "ft"].sort_values("start_time").itertuples()
     }
     rows = []
     for r in s.itertuples():
-        teachers = [r.teacher] if r.method != "ft" else sorted(t for (t, task) in cache_run if task == r.task)
+        own = sorted(t for (t, task, lv) in cache_run if (task, lv) == (r.task, r.labels))
+        teachers = [r.teacher] if r.method != "ft" else own
         for teacher in teachers:
             rows.append(_agreement_row(r, teacher, cache_run, ft_run, preds))
     out = pd.DataFrame(rows, columns=_AGREEMENT_COLUMNS)
-    tdeg = {(r.teacher, r.task): bool(r.degenerate) for r in teacher_scores(df).itertuples()}
-    out["teacher_degenerate"] = [tdeg.get(k, False) for k in zip(out["teacher"], out["task"])]
+    tdeg = {
+        (r.teacher, r.task, lv): bool(r.degenerate)
+        for lv in sorted(set(df["labels"]))
+        for r in teacher_scores(df[df["labels"] == lv]).itertuples()
+    }
+    keys = zip(out["teacher"], out["task"], out["labels"])
+    out["teacher_degenerate"] = [tdeg.get(k, False) for k in keys]
     out["note"] = out["note"].fillna("")
-    return _sorted(out, ["task", "teacher", "student", "method", "seed"])
+    out = _sorted(out, ["task", "labels", "teacher", "student", "method", "seed"])
+    return out if len(label_levels(df)) > 1 else out.drop(columns="labels")
 
 
 def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
     """FT vs KD: per (task, teacher, method) the mean agreement with the teacher, the mean score (the task's
     headline metric, ``metric``), and the share right / agreement on the samples the FT student got different
     from the teacher; agreement_minus_ft compares with
-    the FT row of the same (task, teacher). Only runs that are not degenerate, with a teacher that is not, count
+    the FT row of the same (task, teacher) (and labels level, per level when ``agr`` has a ``labels`` column). Only runs that are not degenerate, with a teacher that is not, count
     (``n_runs``); ``n_excluded`` the others (a constant student agrees with a constant teacher by construction)."""
     agr = agr.assign(_bad=agr["degenerate"].astype(bool) | agr["teacher_degenerate"].astype(bool))
+    level = ["labels"] if "labels" in agr.columns else []
+    keys = ["task", *level, "teacher", "method"]
     out = (
         agr[~agr["_bad"]]
-        .groupby(["task", "teacher", "method"], as_index=False)
+        .groupby(keys, as_index=False)
         .agg(
             n_runs=("run_id", "size"),
             agreement=("agreement", "mean"),
@@ -202,15 +216,11 @@ def agreement_summary(agr: pd.DataFrame) -> pd.DataFrame:
             agree_on_ft_disagreed=("agree_on_ft_disagreed", "mean"),
         )
     )
-    ft = out[out["method"] == "ft"][["task", "teacher", "agreement"]].rename(
-        columns={"agreement": "ft_agreement"}
-    )
-    out = out.merge(ft, on=["task", "teacher"], how="left")
+    ft = out[out["method"] == "ft"][[*keys[:-1], "agreement"]].rename(columns={"agreement": "ft_agreement"})
+    out = out.merge(ft, on=keys[:-1], how="left")
     out["agreement_minus_ft"] = out["agreement"] - out.pop("ft_agreement")
-    excluded = agr.groupby(["task", "teacher", "method"], as_index=False)["_bad"].sum()
-    out = excluded.rename(columns={"_bad": "n_excluded"}).merge(
-        out, on=["task", "teacher", "method"], how="left"
-    )
+    excluded = agr.groupby(keys, as_index=False)["_bad"].sum()
+    out = excluded.rename(columns={"_bad": "n_excluded"}).merge(out, on=keys, how="left")
     out["n_runs"] = out["n_runs"].fillna(0).astype(int)
     out["n_excluded"] = out["n_excluded"].astype(int)
-    return _sorted(out, ["task", "teacher", "method"])
+    return _sorted(out, keys)

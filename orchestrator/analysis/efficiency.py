@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.load import student_runs, teacher_scores
+from orchestrator.analysis.load import per_labels_level, student_runs, teacher_scores
 from orchestrator.analysis.stats import _sorted
 
 
 @dataclass
 class Efficiency:
-    cost: pd.DataFrame  # KD train time over FT of the same (task, student, seed), with the cache
+    cost: (
+        pd.DataFrame
+    )  # KD train time over FT of the same (task, student, seed, labels level), with the cache
     passes: pd.DataFrame  # teacher passes made with the cache vs what online KD would have made
     throughput: pd.DataFrame  # student inference speed and size vs the teacher's
     online: pd.DataFrame | None  # the overhead benchmark per method, when a benchmark JSON is given
@@ -25,6 +27,7 @@ class Efficiency:
     recorded_teacher_passes: float  # the study run's teacher_passes metric (NaN without one)
 
 
+@per_labels_level  # FT and the cache differ per labels level: KD is paired with its own level's FT and cache
 def _cost(df: pd.DataFrame) -> pd.DataFrame:
     s = student_runs(df).dropna(subset=["train_seconds"])
     ft = (
@@ -100,8 +103,17 @@ def _throughput(df: pd.DataFrame) -> pd.DataFrame:
         student_params=("student_params", "first"),
         student_samples_per_s=("inference_samples_per_s", "mean"),
     )
-    t = teacher_scores(df).rename(columns={"inference_samples_per_s": "teacher_samples_per_s"})
-    out = st.merge(t[["task", "teacher", "teacher_params", "teacher_samples_per_s"]], on="task", how="left")
+    # a model's inference speed and size do not depend on its labels level: one row per student and teacher, the
+    # teacher's speed averaged over its fine-tunes at every level (teacher_scores has a row per level)
+    t = (
+        teacher_scores(df)
+        .groupby(["task", "teacher"], as_index=False)
+        .agg(
+            teacher_params=("teacher_params", "mean"),
+            teacher_samples_per_s=("inference_samples_per_s", "mean"),
+        )
+    )
+    out = st.merge(t, on="task", how="left")
     out["speedup"] = out["student_samples_per_s"] / out["teacher_samples_per_s"]
     out["param_ratio"] = out["student_params"].astype(float) / out["teacher_params"]
     return _sorted(out, ["task", "student_arch", "student_params", "teacher"])
@@ -109,12 +121,14 @@ def _throughput(df: pd.DataFrame) -> pd.DataFrame:
 
 def efficiency(df: pd.DataFrame, bench_json: Path | None = None) -> Efficiency:
     """Efficiency (docs/STUDY.md, "Discussion"). ``cost``: train_seconds of each KD method over FT of the same
-    (task, student, seed) as run here, i.e. with the teacher cache; ``online``: the overhead benchmark's
+    (task, student, seed) and labels level as run here, i.e. with the teacher cache (per level, with a ``labels``
+    column, when the study has several); ``online``: the overhead benchmark's
     per-method figures (JSON schema {"methods": {m: {ft_s, cached_s, online_s, teacher_s_cached,
     cached_over_ft, online_over_ft}}, "teacher_passes", "cache_bytes", "device"}); ``passes``: teacher_cache
     runs (the passes they made: metric teacher_passes, 0 when the cache already existed) vs the teacher passes
     (epochs per KD trial) and forward steps (the trial's ``steps`` metric, else epochs x ceil(train_samples /
-    batch_size)) online KD would have made; ``throughput``: student vs teacher inference speed and size."""
+    batch_size)) online KD would have made; ``throughput``: student vs teacher inference speed and size (over
+    every labels level: one row per student and teacher)."""
     online, bench = None, None
     if bench_json is not None:
         data = json.loads(Path(bench_json).read_text())

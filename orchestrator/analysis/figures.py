@@ -21,7 +21,7 @@ from orchestrator.analysis.load import (
     teacher_scores,
     valid_runs,
 )
-from orchestrator.analysis.stats import _method_key
+from orchestrator.analysis.stats import _method_key, _seed_means
 from orchestrator.analysis.tables import size_key
 
 # The paper's Figure 2 (UniXcoder teacher), read off the plot (+-0.2), transcribed in docs/STUDY.md.
@@ -107,8 +107,12 @@ def beside_paper(df: pd.DataFrame, teacher: str | None = None) -> pd.DataFrame:
     s = s[(s["method"] == "ft") | (s["teacher"] == teacher)].copy()
     factor = percent_factor(df.loc[df["stage"].isin(["student", "teacher_finetune"]), "primary"])
     s["size"] = s["student"].map(size_key)
-    ours = s.groupby(["task", "student_arch", "size", "method"], as_index=False).agg(
-        ours=("primary", "mean"), n=("primary", "size")
+    keys = ["task", "student_arch", "size", "method"]
+    # over seeds: a rerun seed's runs are averaged first (as in compare_to_ft)
+    ours = (
+        _seed_means(s, keys)
+        .groupby(keys, as_index=False)
+        .agg(ours=("primary", "mean"), n=("primary", "size"))
     )
     ours["ours"] *= factor
     ours = ours.rename(columns={"student_arch": "arch"})

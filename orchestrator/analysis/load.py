@@ -130,7 +130,8 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     ``seed`` and ``student_params`` are nullable integers (``Int64``: teacher runs have none), metrics and the
     params epochs/batch_size/train_samples are floats (NaN where a run did not log them), ``primary`` is the
     run's score on its task's headline metric (``test_score``; ``metric`` names it: a declared task's
-    ``headline``, a built-in task's own; see ``_primary``). Raises LookupError naming the existing experiments when the
+    ``headline``, a built-in task's own; see ``_primary``). A rerun student or teacher_finetune trial counts
+    once: its newest run (``latest_runs``; ``superseded(df)`` says how many were left out). Raises LookupError naming the existing experiments when the
     study has none.
     """
     from mlflow.entities import ViewType
@@ -155,9 +156,32 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS, *LABEL_PARAMS):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
     df["metric"], df["primary"] = _primary(df, declared)
-    return mark_degenerate(df).sort_values(
+    df = latest_runs(mark_degenerate(df)).sort_values(
         ["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True
     )
+    return df
+
+
+# A trial that was run again (its data or recipe changed, or it was simply rerun) leaves several FINISHED runs of
+# the same factors and seed: only the newest counts. The tuning stage (``tune``: many configurations per seed),
+# the teacher caches (one run per cache) and the study run are kept whole.
+RUN_FACTORS: tuple[str, ...] = ("stage", "task", "teacher", "student", "method", "seed", "labels")
+LATEST_ONLY_STAGES: tuple[str, ...] = ("student", "teacher_finetune")
+
+
+def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with only the newest (``start_time``) of the student and teacher_finetune runs that share every
+    factor of ``RUN_FACTORS``; ``attrs["n_superseded"]`` counts the older ones left out (``superseded(df)``)."""
+    once = df[df["stage"].isin(LATEST_ONLY_STAGES)].sort_values(["start_time", "run_id"], kind="stable")
+    older = once.index[once.duplicated(list(RUN_FACTORS), keep="last")]
+    out = df.drop(index=older)
+    out.attrs["n_superseded"] = int(len(older)) + int(df.attrs.get("n_superseded", 0))
+    return out
+
+
+def superseded(df: pd.DataFrame) -> int:
+    """How many older FINISHED runs of a rerun trial ``load_runs`` left out (0 for a frame made otherwise)."""
+    return int(df.attrs.get("n_superseded", 0))
 
 
 def declared_headlines(client: Any, experiment_id: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""RQ3 tables: ``retention``, ``family_summary``, ``compare_families``, ``rank_methods``.
+"""RQ3 tables: ``retention``, ``family_summary``, ``compare_families``, ``rank_methods`` (``rank_methods_per_level``).
 
 Retention is undefined (NaN, with ``retention_note``) when the teacher is at or below its majority baseline: a
 teacher that learnt nothing is no 100% to keep a share of. Degenerate students are flagged and left out of the
@@ -14,9 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from orchestrator.analysis.load import TASK_ORDER, per_labels_level, student_runs, teacher_scores, valid_runs
+from orchestrator.analysis.load import (
+    ALL_LABELS,
+    TASK_ORDER,
+    label_levels,
+    per_labels_level,
+    student_runs,
+    teacher_scores,
+    valid_runs,
+)
 from orchestrator.analysis.stats import (
     _STAT_COLUMNS,
+    MIN_PAIRS,
     _method_key,
     _renamed,
     _sorted,
@@ -130,13 +139,25 @@ def family_summary(df: pd.DataFrame) -> pd.DataFrame:
     return _sorted(out, ["task", "teacher", "_f"]).drop(columns="_f")
 
 
+def paired_dominance(a: pd.Series, b: pd.Series) -> float:
+    """The paired analogue of Cliff's delta: over the pairs (same index) the share where a > b minus the share
+    where a < b; in [-1, 1], NaN without pairs. It is scale-free, so pairs of different metrics may be pooled."""
+    pairs = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
+    return float(np.sign(pairs["a"] - pairs["b"]).mean()) if len(pairs) else math.nan
+
+
 @per_labels_level
 def compare_families(df: pd.DataFrame) -> pd.DataFrame:
     """RQ3: logit-based vs feature-based KD, paired on (student, teacher, seed): per block the mean primary of
     the logit methods against that of the feature methods, degenerate runs left out (``n_degenerate``). One row
     per task (``family`` = ``per task``, Holm-corrected together) and one pooled over all tasks (``family`` =
     ``pooled``, its own family: it restates its parts, so it is not corrected with them). Columns
-    logit_*/feature_*, delta = feature - logit, test columns, p_holm, verdict."""
+    logit_*/feature_*, delta = feature - logit, the Wilcoxon test on the block pairs, p_holm, verdict, Cliff's
+    delta (unpaired: every feature block against every logit block) and beside it ``dominance``, the paired
+    effect size that goes with the test: the share of blocks where feature > logit minus the share where feature
+    < logit (NaN, with a note, under ``MIN_PAIRS`` pairs). The pooled row mixes the tasks' headline metrics
+    (accuracy, F1, ...): its means, stds, delta and Cliff's delta are NaN (``note`` says so), and only its
+    counts, test and dominance (scale-free) are reported."""
     s = student_runs(df)
     s = s[s["method_family"].isin(["logit", "feature"])].dropna(subset=["seed"])
     n_deg = s.groupby("task")["degenerate"].sum()
@@ -151,6 +172,24 @@ def compare_families(df: pd.DataFrame) -> pd.DataFrame:
         groups.append(("all", "pooled", blocks, int(n_deg.sum())))
         for task, family, b, n in groups:
             stats = _renamed(paired_comparison(b["feature"], b["logit"]), "feature", "logit")
+            notes = [x for x in stats["note"].split("; ") if x]
+            n_pairs = stats["n_pairs"]
+            stats["dominance"] = paired_dominance(b["feature"], b["logit"])
+            if n_pairs < MIN_PAIRS:
+                stats["dominance"] = math.nan
+                notes.append(f"dominance {not_testable(n_pairs)}")
+            if family == "pooled" and len(tasks) > 1:
+                for key in (
+                    "feature_mean",
+                    "feature_std",
+                    "logit_mean",
+                    "logit_std",
+                    "delta",
+                    "cliffs_delta",
+                ):
+                    stats[key] = math.nan
+                notes.append("means and delta per task only: the tasks' metrics differ")
+            stats["note"] = "; ".join(notes)
             rows.append({"task": task, "family": family, **stats, "n_degenerate": n})
     columns = [
         "task",
@@ -161,7 +200,7 @@ def compare_families(df: pd.DataFrame) -> pd.DataFrame:
         "logit_mean",
         "logit_std",
         "logit_n",
-        *_STAT_COLUMNS,
+        *[x for c in _STAT_COLUMNS for x in ((c, "dominance") if c == "cliffs_delta" else (c,))],
     ]
     return _with_holm(rows, columns, family="family")
 
@@ -181,6 +220,7 @@ class MethodRanking:
     note: str
     n_degenerate: int = 0  # degenerate runs left out before ranking
     verdict: str = ""  # "not testable (n = ...)" or the Friedman p-value
+    labels: str = ALL_LABELS  # the labels level ranked (each level is its own experiment)
 
 
 def _ft_per_teacher(s: pd.DataFrame) -> pd.DataFrame:
@@ -198,13 +238,22 @@ def rank_methods(
     averaged), average the ranks, and run the Friedman test with the Nemenyi post-hoc (scikit_posthocs).
     Degenerate runs are left out first (``n_degenerate``), so a block where a method has only degenerate runs is
     incomplete. With fewer than ``min_blocks`` complete blocks or fewer than 3 methods the ranks are still
-    returned, the p-values are NaN and ``verdict`` says "not testable (n = ...)"."""
+    returned, the p-values are NaN and ``verdict`` says "not testable (n = ...)". One labels level only (the
+    block index carries ``labels``): a study with several is ranked per level by ``rank_methods_per_level``, and
+    raises ValueError here rather than rank one level's FT against another level's KD."""
     import scikit_posthocs as sp
     from scipy.stats import friedmanchisquare
 
     runs = student_runs(df)
+    levels = label_levels(df)
+    if len(levels) > 1:
+        raise ValueError(f"labels levels {levels}: rank each alone (rank_methods_per_level)")
+    if "labels" in runs.columns:
+        runs = runs[runs["labels"] == levels[0]]
     s = _ft_per_teacher(valid_runs(runs))
     keys = list(blocks)
+    if "labels" in s.columns and "labels" not in keys:
+        keys.append("labels")
     scores = s.groupby([*keys, "method"])["primary"].mean().unstack("method")
     methods = sorted(scores.columns, key=_method_key)
     scores = scores[methods]
@@ -234,4 +283,17 @@ def rank_methods(
         note=note,
         n_degenerate=int(runs["degenerate"].sum()),
         verdict=verdict,
+        labels=levels[0],
     )
+
+
+def rank_methods_per_level(
+    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student", "teacher"), min_blocks: int = MIN_BLOCKS
+) -> dict[str, MethodRanking]:
+    """``rank_methods`` per labels level (``label_levels`` order: fewest labels first), each level's runs alone
+    with its own Friedman test and Nemenyi post-hoc, as every other RQ table is per level; one entry for a study
+    without the factor."""
+    levels = label_levels(df)
+    if len(levels) == 1:
+        return {levels[0]: rank_methods(df, blocks, min_blocks)}
+    return {lv: rank_methods(df[df["labels"] == lv], blocks, min_blocks) for lv in levels}

@@ -36,10 +36,22 @@ def holm(pvalues: Sequence[float] | np.ndarray | pd.Series) -> np.ndarray:
 
 
 # The exact two-sided Wilcoxon signed-rank test cannot go below 2 / 2**n with n nonzero pairs: under 6 pairs no
-# outcome reaches p < 0.05, so no test is run. Cliff's delta is printed only with at least 4 scores on each side,
-# the least with which its Mann-Whitney test can reach p < 0.05 (2 / C(8, 4) = 0.029); from 1 vs 1 it is +-1.
+# outcome reaches p < 0.05, so no test is run. Cliff's delta is printed only where its Mann-Whitney test can reach
+# p < 0.05: the exact two-sided minimum p, 2 / C(n_a + n_b, n_a), must be below 0.05 (``effect_testable``). With
+# equal sides that takes 4 scores a side (2 / C(8, 4) = 0.029, ``MIN_EFFECT_N``); unequal sides can need fewer on
+# the smaller one (3 vs 5: 0.036, 2 vs 8: 0.044). From 1 vs 1 it is +-1.
 MIN_PAIRS = 6
 MIN_EFFECT_N = 4
+# Scores are ratios of counts (k / N), so two equal paired differences are equal; subtracted in floating point
+# they are not (0.57 - 0.55 != 0.54 - 0.52) and the signed-rank test would rank true ties apart. Differences are
+# rounded to this many decimals before they are tested, counted as zero or not, and averaged.
+DIFF_DECIMALS = 10
+
+
+def effect_testable(n_a: int, n_b: int, alpha: float = 0.05) -> bool:
+    """Whether Cliff's delta of ``n_a`` vs ``n_b`` scores can be significant at all: the exact two-sided
+    Mann-Whitney test's least p-value, 2 / C(n_a + n_b, n_a) (complete separation), is below ``alpha``."""
+    return n_a > 0 and n_b > 0 and 2 / math.comb(n_a + n_b, n_a) < alpha
 
 
 def not_testable(n: int | str) -> str:
@@ -50,10 +62,12 @@ def not_testable(n: int | str) -> str:
 def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) -> dict[str, Any]:
     """Compare two sets of scores indexed by their pairing key (seed, or a tuple of factors).
 
-    Means/stds/counts use every score of each side; the Wilcoxon signed-rank test pairs the scores by index;
-    Cliff's delta compares all scores of a with all of b. Never raises on small samples: fewer than
-    ``min_pairs`` nonzero paired differences give p = NaN and ``test`` = "not testable (n = ...)"; fewer than
-    ``MIN_EFFECT_N`` scores on a side give cliffs_delta = NaN, ``note`` says so.
+    Means/stds/counts use every score of each side; ``delta`` is the mean of the paired differences a - b (the
+    keys on both sides only, NaN without any), so its sign agrees with the paired test; the Wilcoxon signed-rank
+    test pairs the scores by index, on differences rounded to ``DIFF_DECIMALS`` (ties stay ties); Cliff's delta
+    compares all scores of a with all of b. Never raises on small samples: fewer than ``min_pairs`` nonzero
+    paired differences give p = NaN and ``test`` = "not testable (n = ...)"; sides too small for the effect to
+    be significant (``effect_testable``) give cliffs_delta = NaN, ``note`` says so.
     """
     from scipy.stats import wilcoxon
 
@@ -61,7 +75,8 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
     b = b.dropna().astype(float)
     pairs = pd.concat({"a": a, "b": b}, axis=1, join="inner")
     n = len(pairs)
-    nonzero = int(((pairs["a"] - pairs["b"]) != 0).sum())
+    diff = (pairs["a"] - pairs["b"]).round(DIFF_DECIMALS)
+    nonzero = int((diff != 0).sum())
     notes = []
     if n < min_pairs:
         p, test = math.nan, not_testable(n)
@@ -70,10 +85,10 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # scipy warns about ties; the exact/normal choice is scipy's
-            p = float(wilcoxon(pairs["a"], pairs["b"]).pvalue)
+            p = float(wilcoxon(diff.to_numpy()).pvalue)
         test = f"p = {p:.3g}"
     delta_ab = cliffs_delta(a, b)
-    if min(len(a), len(b)) < MIN_EFFECT_N:
+    if not effect_testable(len(a), len(b)):
         delta_ab = math.nan
         notes.append(f"Cliff's delta {not_testable(f'{len(a)} vs {len(b)}')}")
     return {
@@ -83,7 +98,7 @@ def paired_comparison(a: pd.Series, b: pd.Series, min_pairs: int = MIN_PAIRS) ->
         "b_mean": b.mean() if len(b) else math.nan,
         "b_std": b.std() if len(b) > 1 else math.nan,
         "b_n": len(b),
-        "delta": (a.mean() - b.mean()) if len(a) and len(b) else math.nan,
+        "delta": float(diff.mean()) if n else math.nan,
         "n_pairs": n,
         "p_wilcoxon": p,
         "cliffs_delta": delta_ab,
@@ -104,8 +119,15 @@ def _renamed(stats: dict[str, Any], a: str, b: str) -> dict[str, Any]:
 
 
 def _by_seed(frame: pd.DataFrame, value: str = "primary") -> pd.Series:
-    # a re-run trial leaves two finished runs for one seed: average them rather than count the seed twice
+    # load_runs keeps one run per seed (the newest); a frame made otherwise may hold several: average them
+    # rather than count the seed twice
     return frame.dropna(subset=["seed"]).groupby("seed")[value].mean()
+
+
+def _seed_means(runs: pd.DataFrame, keys: list[str], value: str = "primary") -> pd.DataFrame:
+    """One row per (``keys``, seed) of ``runs``: the mean ``value`` of the seed's runs (as ``_by_seed``), so that
+    a mean or count over its rows is over seeds, never over runs."""
+    return runs.dropna(subset=["seed"]).groupby([*keys, "seed"], as_index=False)[value].mean()
 
 
 def _with_holm(rows: list[dict[str, Any]], columns: list[str], family: str | None = None) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from orchestrator.analysis.stats import (
     _STAT_COLUMNS,
     _by_seed,
     _renamed,
+    _seed_means,
     _sorted,
     _split_degenerate,
     _with_holm,
@@ -28,7 +29,8 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     """RQ1: each KD configuration (task, student, teacher, method != ft) against FT of the same student.
 
     FT does not depend on the teacher, so the same FT runs are the baseline for every teacher. Columns: the
-    factors, kd_mean/kd_std/kd_n and ft_mean/ft_std/ft_n over seeds, delta = kd_mean - ft_mean, n_pairs and
+    factors, kd_mean/kd_std/kd_n and ft_mean/ft_std/ft_n over seeds, delta = the mean over the paired seeds of KD - FT (not kd_mean -
+    ft_mean: only seeds both sides have count), n_pairs and
     p_wilcoxon (paired by seed), cliffs_delta (KD vs FT), test, note, n_degenerate, teacher_degenerate, p_holm
     (across the table) and verdict.
     """
@@ -93,10 +95,15 @@ def teachers_side_by_side(df: pd.DataFrame) -> pd.DataFrame:
     index = ["task", "student", "student_arch", "method"]
     teachers = sorted(kd_all["teacher"].unique())
     wide = kd_all[index].drop_duplicates().reset_index(drop=True)
-    means = s[s["method"] != "ft"].groupby([*index, "teacher"])["primary"].mean()
+    means = (
+        _seed_means(s[s["method"] != "ft"], [*index, "teacher"])
+        .groupby([*index, "teacher"])["primary"]
+        .mean()
+    )
     for t in teachers:
         wide[str(t)] = [means.get((*k, t), float("nan")) for k in wide[index].itertuples(index=False)]
-    ft = s[s["method"] == "ft"].groupby(["task", "student"], as_index=False)["primary"].mean()
+    ft = _seed_means(s[s["method"] == "ft"], ["task", "student"])
+    ft = ft.groupby(["task", "student"], as_index=False)["primary"].mean()
     wide = wide.merge(ft.rename(columns={"primary": "ft"}), on=["task", "student"], how="left")
     keys = ["task", "student", "method"]
     n_deg = s_all[s_all["degenerate"]].groupby(keys).size().rename("n_degenerate").reset_index()
@@ -118,7 +125,7 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
     """RQ2: for each (task, student, method != ft) and each pair of teachers, the seed-paired comparison.
 
     Columns: the factors, teacher_a/teacher_b (alphabetical), a_mean/a_std/a_n, b_mean/b_std/b_n, delta =
-    a_mean - b_mean, n_pairs, p_wilcoxon, cliffs_delta, test, note, n_degenerate, the teachers' own scores
+    mean over the paired seeds of a - b, n_pairs, p_wilcoxon, cliffs_delta, test, note, n_degenerate, the teachers' own scores
     teacher_a_score / teacher_b_score and whether each is degenerate, p_holm, verdict. Empty when the study has a
     single teacher.
     """
@@ -182,7 +189,8 @@ def size_key(student: str) -> str:
 @per_labels_level
 def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
     """RQ4: RoBERTa vs BiGRU students of the same size (matched by name suffix) for each (task, teacher,
-    method), paired by seed. Columns roberta_*/bigru_* (student, params, mean, std, n), delta = roberta - bigru,
+    method), paired by seed. Columns roberta_*/bigru_* (student, params, mean, std, n), delta = roberta - bigru
+    (mean over the paired seeds),
     test columns, n_degenerate (left out), p_holm, verdict."""
     s = student_runs(df).copy()
     s["size"] = s["student"].map(size_key)
@@ -236,14 +244,40 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
 def score_vs_params(df: pd.DataFrame) -> pd.DataFrame:
     """RQ4: mean/std primary over the non-degenerate seeds (``n`` of them; ``n_degenerate`` left out) of every
     (task, architecture, student, teacher, method), with the student's parameter count, sorted by size."""
-    s = student_runs(df).copy()
-    s["ok"] = s["primary"].where(~s["degenerate"])
-    out = s.groupby(["task", "student_arch", "student", "teacher", "method"], as_index=False).agg(
-        student_params=("student_params", "first"),
-        n=("ok", "count"),
-        n_degenerate=("degenerate", "sum"),
-        mean=("ok", "mean"),
-        std=("ok", "std"),
+    s = student_runs(df)
+    keys = ["task", "student_arch", "student", "teacher", "method"]
+    out = s.groupby(keys, as_index=False).agg(
+        student_params=("student_params", "first"), n_degenerate=("degenerate", "sum")
     )
+    # a rerun seed counts once (its runs averaged), as in the paired tables
+    seeds = _seed_means(valid_runs(s), keys).groupby(keys)["primary"].agg(n="count", mean="mean", std="std")
+    out = out.merge(seeds.reset_index(), on=keys, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
     out["n_degenerate"] = out["n_degenerate"].astype(int)
+    out = out[[*keys, "student_params", "n", "n_degenerate", "mean", "std"]]
     return _sorted(out, ["task", "student_arch", "student_params", "teacher", "method"])
+
+
+def effectiveness_summary(df: pd.DataFrame, rq1: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Notebook 01's RQ1 summary per (task[, labels], method): configs (KD configurations), kd_better (delta >
+    0), mean_delta, degenerate_runs, testable (a Holm p) and significant (Holm p < 0.05). ``degenerate_runs``
+    counts the study's degenerate student runs of the method, each once (FT's in a row of its own), not
+    ``n_degenerate`` summed over rows, which counts an FT run once per KD configuration of its student.
+    ``rq1``: ``compare_to_ft(df)`` when already made."""
+    rq1 = compare_to_ft(df) if rq1 is None else rq1
+    keys = [c for c in ("task", "labels", "method") if c in rq1.columns]
+    out = rq1.groupby(keys).agg(
+        configs=("delta", "size"),
+        kd_better=("delta", lambda d: int((d > 0).sum())),
+        mean_delta=("delta", "mean"),
+        testable=("p_holm", lambda p: int(p.notna().sum())),
+        significant=("p_holm", lambda p: int((p < 0.05).sum())),
+    )
+    s = student_runs(df)
+    deg = s[s["degenerate"].astype(bool)].groupby(keys).size().rename("degenerate_runs")
+    out = out.join(deg, how="outer") if len(deg) else out.assign(degenerate_runs=0)
+    for c in ("configs", "kd_better", "degenerate_runs", "testable", "significant"):
+        out[c] = out[c].fillna(0).astype(int)
+    out = out[["configs", "kd_better", "mean_delta", "degenerate_runs", "testable", "significant"]]
+    out = out.reset_index()
+    return _sorted(out, keys).set_index(keys)
