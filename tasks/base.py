@@ -87,6 +87,13 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
             yield lineno, line
 
 
+def count_records(path: Path) -> int:
+    """Non-blank lines of a JSONL file, read as bytes: a count for plans and checks (a bad byte or line is
+    ``jsonl_records``' to report)."""
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def jsonl_records(path: Path, max_samples: int | None = None) -> Iterator[tuple[int, object]]:
     """``(line number, record)`` for each non-blank line of a JSONL file, at most ``max_samples`` of them;
     ValueError naming the file and line for a line that is not UTF-8 or not JSON. Splits and ``unlabelled.jsonl``

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from tasks.base import SPLITS, RecordError, Task, TaskData, jsonl_records
+from tasks.base import SPLITS, RecordError, Task, TaskData, count_records, jsonl_records
 
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
 METRICS = ("accuracy", "f1", "macro_f1", "top3_accuracy")
@@ -250,11 +250,7 @@ class CustomTask(Task):
         out = {}
         for split in SPLITS:
             path = split_path(self.data_dir, split)
-            if path is None:
-                out[split] = 0
-                continue
-            with path.open(encoding="utf-8", errors="replace") as f:  # a count: a bad byte is data_check's
-                out[split] = sum(1 for line in f if line.strip())
+            out[split] = count_records(path) if path is not None else 0
         return out
 
 

@@ -11,22 +11,12 @@ import pandas as pd
 import pytest
 
 from orchestrator import analysis as A
-from orchestrator.analysis.load import COLUMNS, mark_degenerate
+from orchestrator.analysis.load import COLUMNS, TAG_COLUMNS, mark_degenerate
 from orchestrator.analysis.methods import rank_methods_per_level
 
 AG = sys.modules["orchestrator.analysis.agreement"]  # A.agreement is the function
 FAMILY = {"ft": "none", "kd": "logit", "dist": "logit", "pkd": "feature", "ckd": "feature"}
-TEXT = (
-    "stage",
-    "task",
-    "teacher",
-    "student",
-    "student_arch",
-    "method",
-    "method_family",
-    "trial_key",
-    "labels",
-)
+TEXT = (*TAG_COLUMNS, "labels")  # the text columns of a load_runs frame
 N_RUN = iter(range(10**6))
 
 

@@ -16,20 +16,10 @@ from scipy.stats import mannwhitneyu, wilcoxon
 
 from orchestrator import analysis as A
 from orchestrator.analysis import stats as S
-from orchestrator.analysis.load import COLUMNS, mark_degenerate
+from orchestrator.analysis.load import COLUMNS, TAG_COLUMNS, mark_degenerate
 
 FAMILY = {"ft": "none", "kd": "logit", "pkd": "feature"}
-STRINGS = (
-    "stage",
-    "task",
-    "teacher",
-    "student",
-    "student_arch",
-    "method",
-    "method_family",
-    "trial_key",
-    "labels",
-)
+STRINGS = (*TAG_COLUMNS, "labels")  # the text columns of a load_runs frame
 
 
 def _student(method: str, seed: int, primary: float, teacher: str = "unixcoder", **extra: object) -> dict:

@@ -4,7 +4,22 @@ the trial's params without the study-level settings (those are on the parent run
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# A name that becomes a folder (a study's, a teacher's): <storage>/<name>, an MLflow experiment, a Ray folder.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a folder name (it could leave the folder it is made in), or None."""
+    if NAME_RE.match(name) and ".." not in name:
+        return None
+    return (
+        f"'{name}' is not usable as a folder name (letters, digits, '.', '_', '-'; no '/' or '..'; "
+        "at most 100 characters)"
+    )
+
 
 # Short forms so a run name fits the Run Name column (about 30 characters wide by default).
 TASK_SHORT = {"defect": "def", "clone": "cln", "exception": "exc"}

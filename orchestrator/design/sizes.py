@@ -125,6 +125,7 @@ def _manifest_counts(manifest: Path, task: str) -> dict[str, int] | None:
 
 def _counted(folder: Path) -> dict[str, int]:
     """Lines per split file of a task's folder; a missing split is planned at the local default's size."""
+    from tasks.base import count_records
     from tasks.custom import split_path
 
     default = {"train": 2000, "validation": 300, "test": 300}
@@ -132,7 +133,7 @@ def _counted(folder: Path) -> dict[str, int]:
     for split, n in default.items():
         path = split_path(folder, split)
         try:
-            sizes[split] = sum(1 for line in path.open("rb") if line.strip()) if path else n
+            sizes[split] = count_records(path) if path else n
         except OSError:
             sizes[split] = n
     return sizes

@@ -5,13 +5,13 @@ value, and for an unknown task, teacher, student or method name, the valid ones.
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from orchestrator.design.base import Strict, StudyBase, known
 from orchestrator.design.custom_tasks import declare_custom_tasks
+from orchestrator.design.names import folder_name_problem
 from orchestrator.design.tuning_spec import TuningSettings, parse_tuning, recipe_settings
 from tasks.labels import ONE_OF, LabelSpec, level_name, value_problem
 
@@ -47,18 +47,15 @@ class TrainOverride(Strict):
 
 
 RANDOM_HEADS = 2  # a random:<arch> teacher's attention heads (sweep/teacher_sources.py make_random_base)
-# The rule of study names (validate.NAME_RE, which imports this module; tests/test_safe_names.py keeps them equal).
-FOLDER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def folder_name(name: str) -> str:
-    """``name`` if it is usable as a folder name (the rule of study names); else a ValueError: a teacher's name
-    becomes folders under the storage (and part of its trials' Ray folders), so it may never leave them."""
-    if not FOLDER_NAME_RE.match(name) or ".." in name:
-        raise ValueError(
-            f"'{name}' is not usable as a folder name (letters, digits, '.', '_', '-'; no '/' or '..'; "
-            "at most 100 characters)"
-        )
+    """``name`` if it is usable as a folder name (the rule of study names, ``names.NAME_RE``); else a ValueError: a
+    teacher's name becomes folders under the storage (and part of its trials' Ray folders), so it may never
+    leave them."""
+    problem = folder_name_problem(name)
+    if problem:
+        raise ValueError(problem)
     return name
 
 

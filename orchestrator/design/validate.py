@@ -8,12 +8,12 @@ is a ``StudyError`` whose message names the place; ``check_study`` reports them 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from orchestrator.core.errors import StudyError
+from orchestrator.design.names import folder_name_problem
 from orchestrator.design.spec import StudySpec
 from orchestrator.train.cli_checks import NON_NEGATIVE, POSITIVE, param_value_problem  # noqa: F401
 from tasks.custom import split_path
@@ -22,7 +22,6 @@ from tasks.labels import level_name
 from tasks.registry import family_members, get_task, is_custom
 
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # Method parameters: their types and ranges (POSITIVE, NON_NEGATIVE) are checked as the trial command checks its
 # --param values (orchestrator/train/cli_checks.py param_value_problem).
 SPLITS = ("train", "validation", "test")
@@ -88,12 +87,8 @@ def label_problems(spec: StudySpec) -> list[str]:
 
 
 def name_problems(name: str) -> list[str]:
-    if NAME_RE.match(name) and ".." not in name:
-        return []
-    return [
-        f"name: '{name}' is not usable as a folder name (letters, digits, '.', '_', '-'; "
-        "no '/' or '..'; at most 100 characters)"
-    ]
+    problem = folder_name_problem(name)
+    return [f"name: {problem}"] if problem else []
 
 
 def _param_problem(method: str, key: str, value: Any, default: Any) -> str | None:

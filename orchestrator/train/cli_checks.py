@@ -284,6 +284,7 @@ def teacher_problem(source: str, flag: str = "--teacher", must_exist: bool = Fal
 def labels_problem(task: str, data: str, text: str, max_samples: int | None) -> str | None:
     """A ``count=N`` larger than the task's training split (counted from its file, capped by --max-samples)."""
     from tasks import get_task, is_custom
+    from tasks.base import count_records
     from tasks.custom import split_path
     from tasks.labels import LabelSpec, LabelSpecError
 
@@ -299,8 +300,7 @@ def labels_problem(task: str, data: str, text: str, max_samples: int | None) -> 
         file = split_path(Path(data).expanduser() / task, "train")
         if file is None:
             return None
-        with file.open("rb") as f:
-            n = sum(1 for line in f if line.strip())
+        n = count_records(file)
     n = min(n, max_samples) if max_samples else n
     if spec.count > n:
         return f"--labels: 'count' {spec.count} exceeds the {n} training samples of task '{task}'"
