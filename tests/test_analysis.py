@@ -764,6 +764,27 @@ def test_retention_is_undefined_for_a_teacher_at_its_baseline(df: pd.DataFrame) 
     assert not np.isinf(rz["retention"]).any() and rz.loc[rz["task"] == "clone", "retention"].isna().all()
 
 
+def test_retention_keeps_kd_runs_whose_teacher_run_is_missing(df: pd.DataFrame) -> None:
+    # the modernbert defect teacher run failed (no finished row): its KD students stay, counted as excluded
+    d = df[
+        ~((df["stage"] == "teacher_finetune") & (df["teacher"] == "modernbert") & (df["task"] == "defect"))
+    ]
+    r = A.retention(d)
+    kd = r[(r["teacher"] == "modernbert") & (r["task"] == "defect")]
+    n_kd = len(
+        student_rows := d[
+            (d["stage"] == "student") & (d["teacher"] == "modernbert") & (d["task"] == "defect")
+        ]
+    )
+    assert n_kd and len(kd) == n_kd and (kd["method"] != "ft").all()
+    assert kd["retention"].isna().all() and not kd["teacher_degenerate"].any()
+    assert (kd["retention_note"] == "undefined: no finished fine-tune run of this teacher").all()
+    fam = A.family_summary(d)
+    mbf = fam[(fam["teacher"] == "modernbert") & (fam["task"] == "defect")]
+    assert (mbf["n_runs"] == 0).all() and mbf["n_excluded"].sum() == len(student_rows)
+    assert r.loc[r["teacher"] == "unixcoder", "retention"].notna().all()
+
+
 def test_figure2_has_a_panel_row_per_teacher_with_caption_dodge_and_baseline(df: pd.DataFrame) -> None:
     d = _with_baseline(df, defect=0.53, clone=0.40)
     fig = A.build_figure2(d, study="analysis-fixture")

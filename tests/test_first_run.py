@@ -92,20 +92,27 @@ def test_wait_logging_prints_each_new_epoch_once(tmp_path: Path) -> None:
 
 def test_scores_per_method_count_runs_at_their_baseline_and_advise() -> None:
     rows = [
-        {"method": "ft", "test_score": 0.104, "test_majority_baseline": 0.104},
-        {"method": "ft", "test_score": 0.80, "test_majority_baseline": 0.104},
-        {"method": "kd", "test_score": 0.106, "test_majority_baseline": 0.104},  # within the margin
-        {"method": "kd", "test_score": 0.70, "test_majority_baseline": 0.104},
-        {"method": "dist", "test_score": 0.5, "test_majority_baseline": None},  # no baseline known
+        {"task": "exception", "method": "ft", "test_score": 0.104, "test_majority_baseline": 0.104},
+        {"task": "exception", "method": "ft", "test_score": 0.80, "test_majority_baseline": 0.104},
+        {"task": "exception", "method": "kd", "test_score": 0.106, "test_majority_baseline": 0.104},  # margin
+        {"task": "exception", "method": "kd", "test_score": 0.70, "test_majority_baseline": 0.104},
+        {"task": "exception", "method": "dist", "test_score": 0.5, "test_majority_baseline": None},  # unknown
+        {"task": "clone", "method": "ft", "test_score": 0.9, "test_majority_baseline": 0.67},
     ]
-    ft, kd, dist = method_scores(rows)
+    ft, kd, dist, clone_ft = method_scores(rows)
     assert (ft.runs, ft.at_baseline, kd.at_baseline, dist.with_baseline) == (2, 1, 1, 0)
-    assert ft.mean == pytest.approx(0.452)
+    assert ft.mean == pytest.approx(0.452) and (clone_ft.task, clone_ft.mean) == ("clone", 0.9)
     lines = score_lines(rows)
-    assert lines[1] == "  ft       0.4520 over 2 run(s); 1/2 at or below the majority baseline"
-    assert lines[3] == "  dist     0.5000 over 1 run(s)" and lines[-1] == ADVICE
+    assert lines[1] == "  exception"
+    assert lines[2] == "    ft       0.4520 over 2 run(s); 1/2 at or below the majority baseline"
+    assert lines[4] == "    dist     0.5000 over 1 run(s)" and lines[-1] == ADVICE
+    # tasks' headline metrics differ (accuracy, F1): each task has its own lines, never one mean across them
+    assert lines[5:7] == [
+        "  clone",
+        "    ft       0.9000 over 1 run(s); 0/1 at or below the majority baseline",
+    ]
     assert "docs/OWN_DATA.md" in ADVICE and "tuning" in ADVICE and "lr" in ADVICE
-    good = [{"method": "ft", "test_score": 0.9, "test_majority_baseline": 0.3}]
+    good = [{"task": "clone", "method": "ft", "test_score": 0.9, "test_majority_baseline": 0.3}]
     assert ADVICE not in score_lines(good) and score_lines([]) == []
 
 
@@ -119,12 +126,13 @@ def test_study_score_lines_read_the_finished_student_runs_from_the_store(tmp_pat
     client = MlflowClient(local_store_uri(tmp_path))
     exp = client.create_experiment("smoke")
     for method, score, status in (("ft", 0.25, "FINISHED"), ("kd", 0.9, "FINISHED"), ("kd", 0.1, "FAILED")):
-        run = client.create_run(exp, tags={"stage": "student", "method": method})
+        run = client.create_run(exp, tags={"stage": "student", "task": "defect", "method": method})
         client.log_metric(run.info.run_id, "test_score", score)
         client.log_metric(run.info.run_id, "test_majority_baseline", 0.25)
         client.set_terminated(run.info.run_id, status)
     lines = study_score_lines(str(tmp_path), SimpleNamespace(experiment_id=exp))
-    assert "  ft       0.2500 over 1 run(s); 1/1 at or below the majority baseline" in lines
-    assert "  kd       0.9000 over 1 run(s); 0/1 at or below the majority baseline" in lines
+    assert lines[1] == "  defect"
+    assert "    ft       0.2500 over 1 run(s); 1/1 at or below the majority baseline" in lines
+    assert "    kd       0.9000 over 1 run(s); 0/1 at or below the majority baseline" in lines
     assert lines[-1] == ADVICE
     assert json.dumps(lines)  # plain strings, for the study log

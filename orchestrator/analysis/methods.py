@@ -43,7 +43,7 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     param_ratio = student_params / teacher_params. FT runs appear once per teacher of their task (FT does not
     depend on the teacher; the row says how much of that teacher's score plain fine-tuning reaches).
     ``retention`` is NaN, never inf, where the teacher is at or below its majority baseline (``teacher_degenerate``)
-    or scored 0; ``retention_note`` says why. ``degenerate``: the student itself is at or below its baseline."""
+    or scored 0, or has no finished fine-tune run; ``retention_note`` says why. ``degenerate``: the student itself is at or below its baseline."""
     # students carry an empty teacher_params column (a teacher metric): the teacher's comes from the merge
     s = student_runs(df).drop(columns="teacher_params")
     t = teacher_scores(df).rename(
@@ -54,15 +54,23 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
         }
     )
     t = t[["teacher", "task", "teacher_primary", "teacher_baseline", "teacher_degenerate", "teacher_params"]]
-    kd = s[s["method"] != "ft"].merge(t, on=["teacher", "task"], how="inner")
+    # a KD run keeps its row when its teacher has no finished fine-tune run (a failed or deleted teacher run), so
+    # the summaries count it as excluded instead of losing it; FT rows exist only beside a teacher to compare with
+    kd = s[s["method"] != "ft"].merge(t, on=["teacher", "task"], how="left")
     ft = s[s["method"] == "ft"].drop(columns="teacher").merge(t, on="task", how="inner")
     out = pd.concat([kd, ft[kd.columns]], ignore_index=True)
-    undefined = out["teacher_degenerate"].astype(bool) | ~(out["teacher_primary"] > 0)
+    no_teacher = out["teacher_primary"].isna()
+    out["teacher_degenerate"] = out["teacher_degenerate"].astype("boolean").fillna(False).astype(bool)
+    undefined = out["teacher_degenerate"] | no_teacher | ~(out["teacher_primary"] > 0)
     out["retention"] = (out["primary"] / out["teacher_primary"]).where(~undefined)
-    out["retention_note"] = np.where(
-        out["teacher_degenerate"].astype(bool),
-        "undefined: teacher at or below its majority baseline",
-        np.where(undefined, "undefined: teacher score 0", ""),
+    out["retention_note"] = np.select(
+        [no_teacher, out["teacher_degenerate"], undefined],
+        [
+            "undefined: no finished fine-tune run of this teacher",
+            "undefined: teacher at or below its majority baseline",
+            "undefined: teacher score 0",
+        ],
+        default="",
     )
     out["param_ratio"] = out["student_params"].astype(float) / out["teacher_params"]
     columns = [

@@ -1,5 +1,6 @@
 """The end of a study says how well it went, not only that it ran (issue 24): per method the headline score (each
-run's ``test_score``, its task's declared headline; mean over seeds and tasks) and how many runs sit at or below
+run's ``test_score``, its task's declared headline; per task, mean over seeds: tasks' headline metrics differ, so
+no mean across them) and how many runs sit at or below
 their majority baseline (``test_majority_baseline`` + ``DEGENERATE_MARGIN``: a constant prediction does as well),
 with one line of advice when any do. "3/3 FINISHED" over students that all predict one class is a failure."""
 
@@ -20,6 +21,7 @@ ADVICE = (
 
 @dataclass(frozen=True)
 class MethodScore:
+    task: str
     method: str
     runs: int
     mean: float
@@ -28,41 +30,43 @@ class MethodScore:
 
 
 def method_scores(rows: list[dict[str, Any]]) -> list[MethodScore]:
-    """``rows``: one per finished student run, with ``method``, ``test_score`` and (optionally)
-    ``test_majority_baseline``. Methods in the order they first appear."""
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """``rows``: one per finished student run, with ``task``, ``method``, ``test_score`` and (optionally)
+    ``test_majority_baseline``. One score per (task, method), in the order they first appear."""
+    by_cell: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r.get("test_score") is not None:
-            by_method[r["method"]].append(r)
+            by_cell[(r.get("task") or "?", r["method"])].append(r)
     out = []
-    for method, runs in by_method.items():
+    for (task, method), runs in by_cell.items():
         scored = [r for r in runs if r.get("test_majority_baseline") is not None]
         low = [r for r in scored if r["test_score"] <= r["test_majority_baseline"] + DEGENERATE_MARGIN]
         mean = sum(r["test_score"] for r in runs) / len(runs)
-        out.append(MethodScore(method, len(runs), mean, len(low), len(scored)))
+        out.append(MethodScore(task, method, len(runs), mean, len(low), len(scored)))
     return out
 
 
 def score_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The summary's score lines (none when no run finished)."""
+    """The summary's score lines (none when no run finished): a line per task, then one per method of it."""
     scores = method_scores(rows)
     if not scores:
         return []
-    lines = ["scores (test_score, each task's headline metric; mean over seeds and tasks):"]
-    for s in scores:
-        base = (
-            f"; {s.at_baseline}/{s.with_baseline} at or below the majority baseline"
-            if s.with_baseline
-            else ""
-        )
-        lines.append(f"  {s.method:<8} {s.mean:.4f} over {s.runs} run(s){base}")
+    lines = ["scores (test_score, each task's headline metric; per task, mean over seeds):"]
+    for task in dict.fromkeys(s.task for s in scores):
+        lines.append(f"  {task}")
+        for s in (s for s in scores if s.task == task):
+            base = (
+                f"; {s.at_baseline}/{s.with_baseline} at or below the majority baseline"
+                if s.with_baseline
+                else ""
+            )
+            lines.append(f"    {s.method:<8} {s.mean:.4f} over {s.runs} run(s){base}")
     if any(s.at_baseline for s in scores):
         lines.append(ADVICE)
     return lines
 
 
 def finished_student_rows(tracking_uri: str, experiment_id: str) -> list[dict[str, Any]]:
-    """Method, test_score and baseline of each FINISHED student run of the experiment."""
+    """Task, method, test_score and baseline of each FINISHED student run of the experiment."""
     from mlflow.tracking import MlflowClient
 
     from orchestrator.core.tracking import runs_by_stage
@@ -70,6 +74,7 @@ def finished_student_rows(tracking_uri: str, experiment_id: str) -> list[dict[st
     runs = runs_by_stage(MlflowClient(tracking_uri), experiment_id, "student", "FINISHED")
     return [
         {
+            "task": r.data.tags.get("task", "?"),
             # a labels level other than all is its own line: kd@count=500 (README, "Labels on part of ...")
             "method": r.data.tags.get("method", "?")
             + (f"@{r.data.tags['labels']}" if r.data.tags.get("labels", "all") != "all" else ""),
