@@ -86,14 +86,14 @@ def main() -> int:
     )
     tshape = Teacher.load(str(teacher_dir), prepared.num_labels).shape
     sshape = student_shape("roberta-tiny")
-    report, _, ckd_layers = build_shared_cache(
+    report, _, reads = build_shared_cache(
         "exception", teacher_dir, tshape, sshape, 128, prepared, work, args.device, 32, "fp32"
     )
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
     out: dict[str, Any] = {"device": name, "methods": {}}
     ok = True
     for method, params in (("kd", {"temperature": 2.0}), ("ckd", {"beta": 1.0, "gamma": 1.0})):
-        cached = CachedTeacher.open(report.path, ckd_layers=ckd_layers if method == "ckd" else None)
+        cached = CachedTeacher.open(report.path, reads=reads[method])
         rows = {}
         for name, source in (("prefetch", cached), ("main_thread", MainThreadReads(cached))):
             cfg = TrialConfig(

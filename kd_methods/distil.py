@@ -62,9 +62,12 @@ def teacher_logits_rows(teacher: TeacherSignals, layer: int, rows: Tensor) -> Te
     hidden = teacher.tokens[layer]
     weight = teacher.extras[HEAD_WEIGHT]
     h = at_least_float32(hidden.reshape(-1, hidden.shape[-1])[rows])
-    logits = h @ at_least_float32(weight).T
-    bias = teacher.extras.get(HEAD_BIAS)
-    return logits + at_least_float32(bias) if bias is not None else logits
+    # in float32 even inside the trainer's bf16 autocast (a matmul would come out bf16 there): the cached
+    # teacher's logits must equal the in-training teacher's, which are computed outside autocast
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        logits = h @ at_least_float32(weight).T
+        bias = teacher.extras.get(HEAD_BIAS)
+        return logits + at_least_float32(bias) if bias is not None else logits
 
 
 def topk_kl_sum(

@@ -73,18 +73,21 @@ class BiGRUStudent(nn.Module):
         hidden_states: list[Tensor] = [embedded]
         cls_states: list[Tensor] = [embedded[:, 0]]
         x = embedded
-        for gru in self.layers:
-            packed = pack_padded_sequence(
-                self.dropout(x), lengths_cpu, batch_first=True, enforce_sorted=False
-            )
-            out_packed, final = gru(packed)
-            out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=length)
-            # final is [2, B, H]: the forward direction's state after the last real token and the backward
-            # direction's state after reaching position 0, already in the batch's original order.
-            summary = torch.cat([final[0], final[1]], dim=-1)
-            hidden_states.append(out)
-            cls_states.append(summary)
-            x = out
+        # The recurrence runs in float32 with autocast off. On CUDA, autocast runs cuDNN RNNs in float16 whatever
+        # dtype it was given (bf16 included), and bf16 training has no loss scaling to keep fp16 from underflowing.
+        with torch.autocast(device_type=input_ids.device.type, enabled=False):
+            for gru in self.layers:
+                packed = pack_padded_sequence(
+                    self.dropout(x).float(), lengths_cpu, batch_first=True, enforce_sorted=False
+                )
+                out_packed, final = gru(packed)
+                out, _ = pad_packed_sequence(out_packed, batch_first=True, total_length=length)
+                # final is [2, B, H]: the forward direction's state after the last real token and the backward
+                # direction's state after reaching position 0, already in the batch's original order.
+                summary = torch.cat([final[0], final[1]], dim=-1)
+                hidden_states.append(out)
+                cls_states.append(summary)
+                x = out
 
         logits = self.classifier(self.dropout(cls_states[-1]))
         return StudentOutput(

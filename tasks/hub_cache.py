@@ -18,6 +18,7 @@ libraries in this process use.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 WEIGHT_FILES = (
@@ -30,11 +31,14 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 def datasets_cache_root(hf_home: str | Path | None = None) -> Path:
+    """Where ``datasets`` keeps prepared copies, by the rule of ``datasets.config.HF_DATASETS_CACHE``, written out
+    here so that a plan of a hub study needs no ``datasets`` import (the GPU machine has none)."""
     if hf_home is not None:
         return Path(hf_home) / "datasets"
-    import datasets.config
-
-    return Path(datasets.config.HF_DATASETS_CACHE)
+    if os.environ.get("HF_DATASETS_CACHE"):
+        return Path(os.environ["HF_DATASETS_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "~/.cache")
+    return Path(os.path.expanduser(os.environ.get("HF_HOME", os.path.join(xdg, "huggingface")))) / "datasets"
 
 
 def hub_cache_root(hf_home: str | Path | None = None) -> Path:
@@ -45,10 +49,13 @@ def hub_cache_root(hf_home: str | Path | None = None) -> Path:
     return Path(huggingface_hub.constants.HF_HUB_CACHE)
 
 
-def _snake(name: str) -> str:
-    from datasets.naming import camelcase_to_snakecase
+# datasets.naming.camelcase_to_snakecase: the folder name datasets gives a dataset in its cache
+_UPPER_UPPER = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_LOWER_UPPER = re.compile(r"([a-z\d])([A-Z])")
 
-    return camelcase_to_snakecase(name)
+
+def _snake(name: str) -> str:
+    return _LOWER_UPPER.sub(r"\1_\2", _UPPER_UPPER.sub(r"\1_\2", name)).lower()
 
 
 def datasets_cache_dir(hf_id: str, hf_config: str | None, hf_home: str | Path | None = None) -> Path | None:

@@ -157,6 +157,9 @@ def test_batched_equals_one_by_one_and_long_context_is_cut(tok) -> None:
     got = complete_lines(model, tok, [long_input], s1)
     want = decode_ids(beam_search(model, [ids[-120:]], _stops(tok), s1)[0], tok, _stops(tok))
     assert got == [want]
+    # a max_length past the model's positions is one clear line, not an IndexError in the position embeddings
+    with pytest.raises(ValueError, match="max_length 192 exceeds the model's 128 positions"):
+        complete_lines(model, tok, INPUTS, GenerationSettings(max_length=192, max_new_tokens=8))
 
 
 def test_stops_at_eol_after_learning_a_line(tok) -> None:

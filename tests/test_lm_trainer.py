@@ -198,3 +198,29 @@ def test_a_trial_on_the_completion_proxy_with_the_tasks_tokenizer(tmp_path: Path
     res = run_lm_trial(cfg)
     assert res.cache_key and res.train.steps == 6 and res.train.step_losses[-1] < res.train.step_losses[0]
     assert res.block_size == 64 and res.train.history[0]["val_ppl"] > 1
+
+
+def test_in_training_teacher_learns_over_the_whole_run_with_grad_accum(
+    teacher_dir: Path, tmp_path: Path
+) -> None:
+    from orchestrator.train import lm_trial
+    from orchestrator.train.lm_teachers import InTrainingLMTeacher
+
+    lrs: list[float] = []
+    real = InTrainingLMTeacher.signals
+
+    def recording(self, split, indices, spec):  # the lr each teacher step is taken with
+        lrs.append(self.optimizer.param_groups[0]["lr"])
+        return real(self, split, indices, spec)
+
+    cfg = _trial(teacher_dir, tmp_path, "in_training", batch_size=2, grad_accum=4, epochs=2)
+    InTrainingLMTeacher.signals = recording
+    try:
+        res = lm_trial.run_lm_trial(cfg)
+    finally:
+        InTrainingLMTeacher.signals = real
+    # the teacher steps on every batch (4 per student step): its linear decay spans all of them, reaching 0
+    # only after the last, not after a quarter of the run
+    assert len(lrs) == len(res.train.step_losses) > 3 * res.train.steps
+    assert all(lr > 0 for lr in lrs) and lrs[0] == pytest.approx(cfg.teacher_train.lr)
+    assert lrs[-1] == pytest.approx(cfg.teacher_train.lr / len(lrs))

@@ -41,9 +41,15 @@ def _worker(
     method = build_method("ft", model.shape)
     # One forward and backward before the common start: one-off costs (allocations, kernel selection) are not
     # what packing changes. ``train`` reseeds, so this does not change what it trains.
-    dev = torch.device("cuda" if cfg.device.startswith("cuda") else cfg.device)
+    # Under the autocast the timed run uses, so bf16 kernels' first-call costs stay out of the timed window too.
+    from orchestrator.core.device import resolve_device, resolve_precision
+    from orchestrator.train.trainer import autocast
+
+    dev = resolve_device(cfg.device)
     ids, mask, _ = data["encoded"]["train"].batch(torch.arange(min(cfg.batch_size, 2)), dev)
-    model.to(dev)(ids, mask).logits.sum().backward()
+    with autocast(dev, resolve_precision(cfg.precision, dev)):
+        loss = model.to(dev)(ids, mask).logits.float().sum()
+    loss.backward()
     model.zero_grad(set_to_none=True)
     barrier.wait()
     start = time.perf_counter()

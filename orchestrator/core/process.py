@@ -32,9 +32,16 @@ def study_env(address: str | None = None) -> None:
         os.environ["MLFLOW_TRACKING_URI"] = absolute_sqlite_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
+# Since Ray 2.48 (ray-project/ray#54868) a task or trial that asked for no GPU still sees every GPU of its node, so
+# on a GPU machine a `gpu: 0` trial would resolve `device: auto` to an unreserved cuda:0 (and bf16). This restores
+# the hiding: what asks for no GPU runs on the CPU, and a GPU is used only where Ray reserved it.
+HIDE_UNASKED_GPUS = {"RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1"}
+
+
 def worker_env() -> dict[str, str]:
-    """Variables every Ray worker of the study needs: how quiet it is (declared tasks travel in the trial config)."""
-    return {k: os.environ[k] for k in (*QUIET, VERBOSE_ENV) if k in os.environ}
+    """Variables every Ray worker of the study needs: how quiet it is (declared tasks travel in the trial config)
+    and that a worker given no GPU sees none."""
+    return {**HIDE_UNASKED_GPUS, **{k: os.environ[k] for k in (*QUIET, VERBOSE_ENV) if k in os.environ}}
 
 
 def start_ray(
@@ -50,11 +57,9 @@ def start_ray(
         return False, None
     if address:
         # Joining a cluster (or running as a Ray job): the job's own runtime environment (its working_dir) is
-        # merged with ours (Ray >= 2.8), which only adds quietness; trials get the tracking URI as a parameter.
-        extra = worker_env()
-        ray.init(
-            address=address, log_to_driver=False, **({"runtime_env": {"env_vars": extra}} if extra else {})
-        )
+        # merged with ours (Ray >= 2.8), which only adds quietness and GPU hiding; trials get the tracking URI as a
+        # parameter.
+        ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": worker_env()})
         return True, None
     temp_dir, link, note = ray_temp_dir(storage) if storage is not None else (None, None, None)
     if note:

@@ -213,7 +213,7 @@ def _time_pass(u: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     _teacher_fields(teacher, ids[u["batch_size"] :], request, device)
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return {"step_s": (time.perf_counter() - start) / u["steps"], "steps_timed": u["steps"]}
 
 

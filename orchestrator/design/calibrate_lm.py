@@ -69,12 +69,14 @@ def time_lm_student(u: dict[str, Any]) -> dict[str, Any]:
         eval_batch_size=batch,
         max_steps=u["warmup"] + u["steps"],
         device=u["device"],
+        amp=u.get("amp"),  # timed as the trial runs: bf16 autocast when the study asks for it
     )
     source = None
     if not method.signals().empty:
         trial = LMTrialConfig(
             teacher=str(_teacher_folder(u)), teacher_mode=u["mode"], texts={}, storage=str(Path(u["work"]) / "cache"),
             cache_dtype=u["cache_dtype"], topk=u["topk"], method_params=u["method_params"], train=cfg,
+            online_dtype=u.get("online_dtype", "float32"),
         )  # fmt: skip
         source, _ = teacher_source(trial, teacher, blocks)
     clock = StepClock(student, resolve_device(u["device"]).type == "cuda")

@@ -211,8 +211,20 @@ def _mark_calibrated(plan: Any, calibration: dict[str, Any], units: int, uncover
 # Completion studies: a trial's step depends on (student, teacher shape, teacher mode, block size, batch)
 
 
-def lm_key(student: str, teacher: tuple[int, ...], mode: str, block: int, batch: int) -> str:
-    return f"lm/{student}/{teacher[0]}x{teacher[1]}v{teacher[2]}/{mode}/block{block}/b{batch}"
+def lm_key(
+    student: str,
+    teacher: tuple[int, ...],
+    mode: str,
+    block: int,
+    batch: int,
+    amp: str | None = None,
+    online_dtype: str = "float32",
+) -> str:
+    """A measured LM step's key; bf16 autocast and a half-precision online teacher change the step, so they are in
+    it (only when set: a float32 study keeps the keys calibrations were saved under)."""
+    key = f"lm/{student}/{teacher[0]}x{teacher[1]}v{teacher[2]}/{mode}/block{block}/b{batch}"
+    key += f"/{amp}" if amp else ""
+    return key + (f"/teacher-{online_dtype}" if mode == "online" and online_dtype != "float32" else "")
 
 
 def lm_plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
@@ -225,8 +237,12 @@ def lm_plan_units(plan: Any) -> Iterator[tuple[str, dict[str, Any], Any]]:
             "kind": "lm_student", "student": t.student, "mode": t.teacher_mode, "block_size": block,
             "batch_size": cfg.train.batch_size, "layers": shape[0], "hidden": shape[1], "vocab": shape[2],
             "positions": shape[3], "method_params": dict(cfg.method_params), "topk": cfg.topk,
+            "amp": cfg.train.amp, "online_dtype": cfg.online_dtype,
         }  # fmt: skip
-        yield lm_key(t.student, shape, t.teacher_mode, block, cfg.train.batch_size), info, t
+        key = lm_key(
+            t.student, shape, t.teacher_mode, block, cfg.train.batch_size, cfg.train.amp, cfg.online_dtype
+        )
+        yield key, info, t
 
 
 def apply_lm_calibration(plan: Any, calibration: dict[str, Any] | None | str) -> None:

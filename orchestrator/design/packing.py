@@ -8,6 +8,7 @@ would not fit the device with a safety margin, naming the student, the estimate 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,30 @@ def resources(spec: Any) -> dict[str, float]:
     return {"cpu": r.cpu, "gpu": r.gpu / k if r.gpu else 0.0}
 
 
+def per_gpu(spec: Any) -> int:
+    """How many trials Tune may place on one GPU: ``floor(1 / fraction)`` of a trial's GPU share, so a study that
+    packs by ``trial_resources: {gpu: 0.5}`` alone is memory-checked as well as one with ``trials_per_gpu``."""
+    gpu = resources(spec)["gpu"]
+    return math.floor(1 / gpu + 1e-9) if 0 < gpu < 1 else 1
+
+
 def device_memory() -> float | None:
-    """Total memory of this machine's first GPU, or None without one (the check is then left to the workers)."""
+    """Total memory of this machine's first GPU, or None without one (the check is then left to the workers).
+    Read by nvidia-smi where it is installed: torch would create a CUDA context in the driver that holds GPU memory
+    for the whole study, unseen by Ray's accounting."""
+    import shutil
+    import subprocess
+
+    if smi := shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "--id=0"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if out.returncode == 0 and out.stdout.strip():
+                return float(out.stdout.split()[0]) * 1024**2  # MiB
+        except (OSError, subprocess.SubprocessError, ValueError):
+            pass
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency

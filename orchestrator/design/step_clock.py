@@ -25,7 +25,9 @@ class StepClock:
             if self.cuda:
                 import torch
 
-                torch.cuda.synchronize()
+                # the device the model is on (not the current one, cuda:0, when the run uses cuda:N)
+                param = next(module.parameters(), None)
+                torch.cuda.synchronize(param.device if param is not None else None)
             self.evals.append(time.perf_counter() - self.starts[-1][1])
 
     def step_seconds(self, warmup: int) -> tuple[float, int]:

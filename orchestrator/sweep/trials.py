@@ -26,9 +26,8 @@ def stage_trials(ctx: StudyContext) -> None:
     )
     if not todo:
         return
-    if getattr(ctx.spec, "trials_per_gpu", 1) > 1:
-        estimates = packing.estimate_trials(ctx.spec, ctx.plan)
-        log(packing.check_packing(ctx.spec.trials_per_gpu, estimates, packing.device_memory()))
+    if (k := packing.per_gpu(ctx.spec)) > 1:  # trials_per_gpu, or a fractional trial_resources.gpu
+        log(packing.check_packing(k, packing.estimate_trials(ctx.spec, ctx.plan), packing.device_memory()))
     from orchestrator.sweep.trial import trainable
 
     # The grid is over trial keys; the typed trials travel to the workers as they are, once, in the object store

@@ -103,7 +103,7 @@ def _stepper(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
     return step

@@ -133,8 +133,8 @@ def _teacher_signals(teacher: Any, indices: Tensor, spec: Any, device: torch.dev
         return None
     t0 = time.perf_counter()
     signals = teacher.signals("train", indices, spec).to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()  # a live teacher runs asynchronously: time what it really costs
+    if device.type == "cuda":  # a live teacher runs asynchronously: time what it really costs
+        torch.cuda.current_stream(device).synchronize()  # this stream's work only, not other streams'
     loop.teacher_seconds += time.perf_counter() - t0
     return signals
 
@@ -207,7 +207,7 @@ def train_lm(
             if loop.step >= total_steps:
                 break
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         loop.train_seconds += time.perf_counter() - t_epoch
 
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ Data: ``texts`` (``{"train": [...], "validation": [...]}``, preprocessed files `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from orchestrator.train.lm_teachers import (
     OnlineLMTeacher,
     TeacherTrainConfig,
 )
-from orchestrator.train.lm_trainer import LMTrainConfig, LMTrainResult, evaluate_lm, total_steps_for, train_lm
+from orchestrator.train.lm_trainer import LMTrainConfig, LMTrainResult, evaluate_lm, train_lm
 
 SPLITS = ("train", "validation")
 
@@ -110,7 +111,11 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
     if cfg.teacher_mode == "online":
         return OnlineLMTeacher(teacher, blocks, device, dtype=cfg.online_dtype), {}
     if cfg.teacher_mode == "in_training":
-        steps = total_steps_for(len(blocks["train"]), cfg.train)
+        # the teacher steps on every batch, the student once per grad_accum batches: a schedule sized in the
+        # student's steps would take the teacher's lr to 0 after 1/grad_accum of the run
+        t = cfg.train
+        steps = math.ceil(len(blocks["train"]) / t.batch_size) * t.epochs
+        steps = min(steps, t.max_steps * t.grad_accum) if t.max_steps is not None else steps
         return InTrainingLMTeacher(teacher, blocks, steps, device, cfg.teacher_train), {}
     from orchestrator.cache.lm_cache import LMCacheRequest, get_or_build_lm
     from orchestrator.cache.lm_serve import LMCachedTeacher

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import get_linear_schedule_with_warmup
 
@@ -136,7 +136,7 @@ def predict(
         with autocast(device, precision):
             logits = model(ids, mask).logits
         if device.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start
         chunks.append(logits.float().cpu())
     return torch.cat(chunks).numpy(), seconds
@@ -223,8 +223,9 @@ def _teacher_signals(run: _Run, batch: Any, cached: bool) -> TeacherSignals | No
     else:
         with autocast(run.device, run.precision):
             signals = run.teacher.signals("train", batch.indices, run.spec).to(run.device)  # type: ignore[union-attr]
-    if run.device.type == "cuda":
-        torch.cuda.synchronize()  # a live teacher runs asynchronously; time what it really costs
+    if run.device.type == "cuda":  # a live teacher runs asynchronously; time what it really costs. Only this
+        # stream: the prefetcher's side-stream copies of the next batches are not teacher time.
+        torch.cuda.current_stream(run.device).synchronize()
     run.teacher_seconds += time.perf_counter() - t0
     return signals
 
@@ -262,7 +263,7 @@ def _train_epoch(run: _Run, train_split: EncodedSplit, epoch: int) -> float:
         if run.finished:
             break
     if run.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(run.device)
     run.train_seconds += time.perf_counter() - start
     return loss_sum / max(loss_n, 1)
 
@@ -280,14 +281,20 @@ class _Best:
     def offer(self, epoch: int, val: dict[str, float]) -> None:
         if val["selection_score"] > self.score:
             self.score, self.epoch, self.val = val["selection_score"], epoch, val
-            if self.ckpt:
-                save_model(self.model, str(self.ckpt))
+            if self.ckpt:  # copies: on CUDA a GRU's weights are views of one flat cuDNN buffer, which
+                # safetensors refuses to save. Tied weights are saved under each name; restore loads them all.
+                state = {
+                    k: v.detach().to("cpu", copy=True).contiguous()
+                    for k, v in self.model.state_dict().items()
+                }
+                save_file(state, str(self.ckpt), metadata={"format": "pt"})
             else:
                 self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def restore(self, device: torch.device) -> None:
         if self.ckpt:
-            load_model(self.model, str(self.ckpt), device=str(device))
+            # load_state_dict copies into the parameters in place, keeping a flattened GRU's cuDNN buffer.
+            self.model.load_state_dict(load_file(str(self.ckpt), device=str(device)))
         elif self.state is not None:
             self.model.load_state_dict(self.state)
 

@@ -181,7 +181,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
     from orchestrator.cache.build import get_or_build
     from orchestrator.cache.key import CacheRequest
     from orchestrator.cache.serve import CachedTeacher
-    from orchestrator.core.device import resolve_device, resolve_precision
+    from orchestrator.core.device import cache_precision
 
     teacher_dir = resolve_teacher(cfg.teacher)
     teacher = Teacher.load(teacher_dir, prepared.num_labels)
@@ -196,7 +196,7 @@ def cached_teacher(cfg: Any, prepared: Any) -> tuple[CachedTeacher, ModelShape]:
         spec,
         cfg.max_length,
         derived=(derived,) if derived else (),
-        precision=resolve_precision(cfg.train.precision, resolve_device(cfg.train.device)),
+        precision=cache_precision(cfg.train.precision),  # the study's rule: a trial by hand finds its cache
     )
     report = get_or_build(
         request,

@@ -223,7 +223,10 @@ def complete_lines(
     """One predicted line per line-level input (``"<s> ..."``), in order; the model is put in eval mode."""
     s = settings or GenerationSettings()
     model.eval()
-    max_length = s.max_length or int(getattr(model.config, "n_positions", 1024))
+    positions = int(getattr(model.config, "n_positions", 1024))
+    max_length = s.max_length or positions
+    if max_length > positions:  # else an IndexError deep in the position embeddings
+        raise ValueError(f"generation: max_length {max_length} exceeds the model's {positions} positions")
     keep = max_length - s.max_new_tokens
     if keep < 1:
         raise ValueError(
