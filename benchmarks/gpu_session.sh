@@ -9,6 +9,7 @@
 #   python -m tasks.build_local --out $DATA --tasks completion --completion-mb 12   # completion proxy (14 MB)
 #   and the transfer check's gpu data (see orchestrator/bench/sizes.py, TRANSFER_SIZES["gpu"]).
 # Steps, in order (timing first, alone on the GPU; then the two result-only runs side by side):
+#   0. benchmarks/gpu_paths_check.py                                  (GPU-only fixes: BiGRU checkpoint and autocast, distil)
 #   1. overhead --size paper (bf16): cached/FT and the FT step        (targets: <= 1.05 KD/DIST/PKD, <= 1.5 CKD, 5 ms)
 #   2. overhead --size paper --precision fp32 --methods kd            (the fp32 step beside bf16)
 #   3. study full --plan --calibrate --json                           (the full study's GPU-hours, measured steps)
@@ -44,6 +45,7 @@ run() {  # name, limit (s), command...: log in results/<name>.log, "exit seconds
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$RES/gpu.txt" 2>&1
 $PY -c "import torch, transformers; print(torch.__version__, transformers.__version__)" >>"$RES/gpu.txt" 2>&1
+run gpu_paths 30 $PY benchmarks/gpu_paths_check.py --out "$RES/gpu_paths.json"
 run overhead_paper 150 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \
   --out "$RES/overhead_paper.json"
 run overhead_fp32 45 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \

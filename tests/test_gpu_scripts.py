@@ -186,3 +186,19 @@ def test_fractional_trial_gpus_are_packing_too() -> None:
     shares = {0.34: 2, 0.3: 3, 1 / 3: 3}  # Tune places as many as fit whole: 3 x 0.34 > 1
     for share, k in shares.items():
         assert packing.per_gpu(load_spec("full", {"trial_resources": {"cpu": 1, "gpu": share}})) == k
+
+
+def test_gpu_paths_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_paths.json"
+    run = subprocess.run(
+        [sys.executable, "benchmarks/gpu_paths_check.py", "--device", "cpu", "--no-ray", "--out", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["passed"] and {"bigru_checkpoint", "bigru_autocast", "distil_rebuild"} <= set(report)
+    assert report["bigru_autocast"]["gru_output_dtypes"] == ["torch.float32"]
