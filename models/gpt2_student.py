@@ -14,8 +14,9 @@ Initialisation (``student_init``, a factor of its own):
   ``[0, 2, 4, 7, 9, 11]``, exactly extract.py's hard-coded list (not strictly "every other layer"); 4 of 12 gives
   ``[0, 4, 7, 11]``, 8 of 12 ``[0, 2, 3, 5, 6, 8, 9, 11]``, 10 of 12 ``[0, 1, 2, 4, 5, 6, 7, 9, 10, 11]``, 12 of 12
   the identity. Not PKD's ``layer_map`` (``kd_methods.base``), which is 1-based and drops block 0.
-- ``pretrained:<path-or-hub-id>``: a causal-LM checkpoint (e.g. a GPT-2 already trained on code, the poster's
-  "Pretrained-Weights" variant); its layer count replaces the name's, and its vocabulary must equal the teacher's.
+- ``pretrained:<folder>``: a causal-LM checkpoint (e.g. a GPT-2 already trained on code, the poster's
+  "Pretrained-Weights" variant); its layer count replaces the name's, and its vocabulary must equal the teacher's
+  (a study refuses a hub id when it is checked: no hub GPT-2 has CodeXGLUE's added tokens).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from kd_methods.base import ModelShape, StudentOutput
 
 LM_STUDENTS: dict[str, int] = {f"gpt2-{n}l": n for n in (1, 2, 4, 6, 8, 10, 12)}
-INITS = ("random", "teacher_layers", "pretrained:<path-or-hub-id>")
+INITS = ("random", "teacher_layers", "pretrained:<folder>")
 
 
 def get_lm_student_layers(name: str) -> int:

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from kd_methods.base import ModelShape, SignalSpec, StudentOutput, TeacherSignals
-from models.teacher import ModelNotAvailableError, _looks_like_path, _not_available, hub_offline
+from models.offline import hub_local_only
+from models.teacher import ModelNotAvailableError, _looks_like_path, _not_available
 
 TEACHER_ALIASES = {"codegpt": "microsoft/CodeGPT-small-py"}
 # CodeXGLUE's run_lm.py roles: bos <s>, eos </s>, sep <EOL>, pad <pad>; the literal placeholders are additional.
@@ -145,7 +146,11 @@ def load_lm_parts(
     if not is_local and _looks_like_path(source):
         raise ModelNotAvailableError(f"teacher folder '{source}' does not exist")
     load_from = str(local) if is_local else source
-    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": hub_offline()}
+    # a hub id loads from the cache alone when offline or the hub does not answer: a miss fails at once
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": trust_remote_code,
+        "local_files_only": is_local or hub_local_only(),
+    }
     try:
         tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(load_from, **kwargs)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from kd_methods.base import ModelShape, SignalSpec, StudentOutput, TeacherSignals
-from models.offline import ModelNotAvailableError, hub_offline, minilm_path
+from models.offline import ModelNotAvailableError, hub_local_only, hub_offline, minilm_path
 from models.roberta import hf_student_output
 from tasks.base import Example
 
@@ -62,14 +62,17 @@ def _looks_like_path(id_or_path: str) -> bool:
 def _not_available(id_or_path: str, cause: BaseException | None) -> ModelNotAvailableError:
     from huggingface_hub import constants
 
-    mode = "offline mode (HF_HUB_OFFLINE=1)" if hub_offline() else "the hub"
+    if hub_offline():
+        mode = "offline mode (HF_HUB_OFFLINE=1)"
+    else:
+        mode = "the hub (it does not answer)" if hub_local_only() else "the hub"
     reason = f" ({type(cause).__name__}: {str(cause).splitlines()[0]})" if cause else ""
     return ModelNotAvailableError(
         f"teacher model '{id_or_path}' is not available: it is not a local folder and could not be loaded from "
         f"{mode} or the Hugging Face cache at {constants.HF_HUB_CACHE}{reason}. To make it available, download it "
-        f"once on a machine with network access: `huggingface-cli download {id_or_path}` (or `hf download "
-        f"{id_or_path}`) with HF_HOME pointing at a cache this machine reads, or save it to a folder "
-        f"(config.json, model.safetensors, tokenizer files) and pass that folder's path instead."
+        f"once on a machine with network access: `hf download {id_or_path}` with HF_HOME pointing at a cache this "
+        f"machine reads, or save it to a folder (config.json, model.safetensors, tokenizer files) and pass that "
+        f"folder's path instead."
     )
 
 
@@ -130,8 +133,10 @@ class Teacher(nn.Module):
         load_from = str(local) if is_local else source
         if input_form == "auto" and is_local and (local / TEACHER_FILE).is_file():
             input_form = json.loads((local / TEACHER_FILE).read_text()).get("input_form", "auto")
-        # local_files_only when offline, whatever huggingface_hub read at import: no network attempt, no retries.
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": hub_offline()}
+        # local_files_only when offline or the hub does not answer, whatever huggingface_hub read at import: no
+        # network attempt, no retries (a missing model fails at once).
+        local_only = is_local or hub_local_only()
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "local_files_only": local_only}
         try:
             tokenizer = AutoTokenizer.from_pretrained(load_from, **kwargs)
             model = AutoModelForSequenceClassification.from_pretrained(

@@ -61,6 +61,11 @@ def normalise_code(code: str) -> str:
     return " ".join(code.split())
 
 
+def sample_size(n: int, fraction: float) -> int:
+    """How many rows ``sample_fraction(n, fraction, seed)`` draws, whatever the seed (a plan's sizes read this)."""
+    return 0 if n == 0 else max(1, round(n * fraction))
+
+
 def sample_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of a seeded random ``fraction`` of ``range(n)`` (at least one row when ``n > 0``).
 
@@ -73,7 +78,7 @@ def sample_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
         raise ValueError(f"sample_fraction: fraction must be in (0, 1], got {fraction!r}")
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    k = max(1, round(n * fraction))
+    k = sample_size(n, fraction)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
 

@@ -36,6 +36,8 @@ HF_SPLIT_NAMES: dict[str, tuple[str, ...]] = {
 class HubUnavailableError(RuntimeError):
     """The task's Hugging Face dataset cannot be loaded here (offline without a cached copy, or no network)."""
 
+    user_error = True  # the user's to fix: printed as one ``error:`` line (orchestrator/core/errors.py)
+
 
 def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
@@ -139,9 +141,83 @@ def load_hub_dataset(
             raise HubUnavailableError(unavailable(task, hf_id, hf_config, offline, exc)) from exc
     try:  # the repository's files from `hf download`, read as the hub's own parquet configs
         with forced_offline(True):
-            return datasets.load_dataset(str(snapshot), hf_config, cache_dir=where)
+            return load_snapshot(snapshot, hf_config, where)
     except Exception as exc:
         raise HubUnavailableError(unavailable(task, hf_id, hf_config, offline, exc)) from exc
+
+
+# A data file's builder in ``datasets`` by its extension (the formats hub datasets are stored in).
+_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def card_data_files(snapshot: Path, hf_config: str | None) -> dict[str, list[str]] | None:
+    """``{split: [file pattern, ...]}`` of config ``hf_config`` (None: ``default``) as the snapshot's dataset card
+    (README.md's YAML ``configs:``) declares it, the card's split names kept (CuBERT's ``dev``); None when the card
+    does not declare that config's files."""
+    import yaml
+
+    readme = Path(snapshot) / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    if not text.startswith("---"):
+        return None
+    try:
+        card = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    configs = card.get("configs") if isinstance(card, dict) else None
+    entry = next(
+        (
+            c
+            for c in configs or []
+            if isinstance(c, dict) and c.get("config_name") == (hf_config or "default")
+        ),
+        None,
+    )
+    files = entry.get("data_files") if entry else None
+    if isinstance(files, (str, list)) and not (
+        isinstance(files, list) and files and isinstance(files[0], dict)
+    ):
+        return {"train": [files] if isinstance(files, str) else [str(f) for f in files]}
+    if not isinstance(files, list):
+        return None
+    out: dict[str, list[str]] = {}
+    for item in files:
+        paths = item.get("path") if isinstance(item, dict) else None
+        if paths is None or item.get("split") is None:
+            return None
+        out.setdefault(str(item["split"]), []).extend([paths] if isinstance(paths, str) else map(str, paths))
+    return out or None
+
+
+def load_snapshot(
+    snapshot: Path, hf_config: str | None, cache_dir: str | None = None
+) -> datasets.DatasetDict:
+    """A downloaded snapshot's config ``hf_config``, loaded from the files its card lists for that config.
+
+    Not ``load_dataset(<snapshot>, hf_config)``: for a local folder ``datasets`` first resolves the files of the
+    card's *first* config, whichever is asked for, and fails when ``hf download --include "<config>/*"`` left them
+    out (the line-completion card lists ``java`` before ``python``). Nor ``data_dir``: the default split patterns
+    would rename a ``dev`` split to ``validation``. A card that does not declare the config is loaded as before."""
+    import datasets
+
+    files = card_data_files(snapshot, hf_config)
+    if files is None:
+        return datasets.load_dataset(str(snapshot), hf_config, cache_dir=cache_dir)
+    found = {
+        split: sorted(str(p) for pat in pats for p in Path(snapshot).glob(pat))
+        for split, pats in files.items()
+    }
+    empty = [split for split, paths in found.items() if not paths]
+    if empty:
+        raise FileNotFoundError(
+            f"{snapshot}: no files for split(s) {empty} of config '{hf_config or 'default'}' "
+            f"(card: {files}); download them again without --include filters"
+        )
+    suffixes = {Path(p).suffix for paths in found.values() for p in paths}
+    builder = _BUILDERS.get(next(iter(suffixes))) if len(suffixes) == 1 else None
+    if builder is None:
+        return datasets.load_dataset(str(snapshot), hf_config, data_files=files, cache_dir=cache_dir)
+    return datasets.load_dataset(builder, data_files=found, cache_dir=cache_dir)
 
 
 def hub_split(ds: datasets.DatasetDict, split: str, task: str, hf_id: str) -> str:

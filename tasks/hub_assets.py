@@ -60,15 +60,18 @@ def study_hub_assets(
     return list(unique.values())
 
 
+def dataset_patterns(asset: HubAsset) -> list[str] | None:
+    """The files of a dataset repository a study reads (``allow_patterns``, ``hf download --include``): for a
+    repository of several configs (CuBERT's, the line set's) only the one read and the card naming it; None: all."""
+    return None if asset.config in (None, "default") else [f"{asset.config}/*", "README.md"]
+
+
 def prefetch_command(asset: HubAsset, hf_home: str | Path | None = None) -> str:
     """The command that puts ``asset`` into the cache, to run where the hub is reachable with the same HF_HOME."""
     home = f"HF_HOME={describe_hf_home(hf_home)}"
     if asset.kind == "dataset":
-        # A repository of several configs (CuBERT's, the line set's): only the one read, and the card naming it.
-        only = (
-            f' --include "{asset.config}/*" --include README.md'
-            if asset.config not in (None, "default")
-            else ""
+        only = "".join(
+            f' --include "{p}"' if "*" in p else f" --include {p}" for p in dataset_patterns(asset) or []
         )
         return f"{home} hf download --repo-type dataset {asset.repo_id}{only}"
     excludes = "".join(f' --exclude "{pattern}"' for pattern in MODEL_EXCLUDES)

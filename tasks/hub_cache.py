@@ -81,16 +81,20 @@ def hub_snapshot(repo_id: str, repo_type: str = "model", hf_home: str | Path | N
 
 
 def dataset_revision(hf_id: str, hf_config: str | None, hf_home: str | Path | None = None) -> str:
-    """Which cached copy an offline load would read: ``datasets:<hash>`` or ``hub:<commit>``, ``none`` if neither.
+    """Which copy of the dataset the cache holds: the downloaded snapshot's commit first (``hub:<commit>``,
+    ``hf download`` or a study's own fetch wrote ``refs/main``), else the prepared copy's hash (``datasets:<hash>``),
+    ``none`` if neither.
 
-    Part of a data request's key (tasks/data_key.py): a newer download changes it, so what was derived from the
-    old copy (a tokenizer) is not reused for the new one.
+    Part of a data request's key (tasks/data_key.py) and of a study's data key (orchestrator/design/identity.py,
+    which calls this): a newer download changes it, so what was derived from the old copy (a tokenizer, a trial)
+    is not reused for the new one. The snapshot comes first because it is stable: the Arrow copy a first load
+    prepares beside it must not change a key computed before that load.
     """
-    prepared = datasets_cache_dir(hf_id, hf_config, hf_home)
-    if prepared is not None:
-        return f"datasets:{prepared.name}"
     snapshot = hub_snapshot(hf_id, "dataset", hf_home)
-    return f"hub:{snapshot.name}" if snapshot is not None else "none"
+    if snapshot is not None:
+        return f"hub:{snapshot.name}"
+    prepared = datasets_cache_dir(hf_id, hf_config, hf_home)
+    return f"datasets:{prepared.name}" if prepared is not None else "none"
 
 
 def model_missing_files(repo_id: str, hf_home: str | Path | None = None) -> list[str]:

@@ -192,9 +192,10 @@ def _completion(tmp_path: Path, source: str | None = None, **fields: object):
 
     raw = yaml.safe_load((ROOT / "orchestrator" / "profiles" / "completion-smoke.yaml").read_text())
     raw["storage"] = str(tmp_path / "store")
-    raw["data"] = str(tmp_path / "completion")  # what the data check looks for: its train.txt
+    raw["data"] = str(tmp_path / "completion")  # what the data check looks for: train, validation, line test
     (tmp_path / "completion").mkdir(exist_ok=True)
-    (tmp_path / "completion" / "train.txt").touch()
+    for name in ("train.txt", "validation.txt", "line_test.json"):
+        (tmp_path / "completion" / name).touch()
     if source is not None:
         raw["teachers"][0]["source"] = source
     raw.update(fields)

@@ -385,7 +385,8 @@ def test_missing_hub_id_fails_fast_and_clearly() -> None:
         Teacher.load(missing, num_labels=2)
     assert time.monotonic() - start < 10
     message = str(err.value)
-    assert missing in message and "huggingface-cli download" in message and "folder" in message
+    assert missing in message and f"`hf download {missing}`" in message and "folder" in message
+    assert "huggingface-cli" not in message  # huggingface_hub 2.x ships only `hf`
     with pytest.raises(ModelNotAvailableError, match="does not exist"):
         Teacher.load("/no/such/teacher/folder", num_labels=2)
 

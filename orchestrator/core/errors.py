@@ -26,19 +26,33 @@ def one_line(message: str) -> str:
     return "; ".join(parts)
 
 
+def user_error_of(err: BaseException) -> BaseException | None:
+    """The error the user can fix that ``err`` is (or, raised in a Ray task, wraps as its ``cause``): a
+    ``StudyError``, or any error whose class says ``user_error = True``. The ``tasks`` and ``models`` folders mark
+    theirs that way (``CompletionDataError``, ``HubUnavailableError``, ``ModelNotAvailableError``) without importing
+    this ground floor; None when ``err`` is a bug."""
+    for e in (err, getattr(err, "cause", None)):
+        if isinstance(e, StudyError) or (
+            isinstance(e, BaseException) and getattr(e, "user_error", False) is True
+        ):
+            return e
+    return None
+
+
 def run_guarded(
     command: Callable[[], int], debug: bool = False, user_error: Callable[[BaseException], bool] | None = None
 ) -> int:
-    """``command()``, with a ``StudyError`` (or an error ``user_error`` says the user caused: a missing model) as
-    one line."""
+    """``command()``, with a user's error (``user_error_of``, or one ``user_error`` says the user caused) as one
+    line."""
     try:
         return command()
     except Exception as err:
-        if not (isinstance(err, StudyError) or (user_error is not None and user_error(err))):
+        found = user_error_of(err) or (err if user_error is not None and user_error(err) else None)
+        if found is None:
             raise
         if debug:
             traceback.print_exc()
-        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        print(f"error: {one_line(str(found))}", file=sys.stderr)
         return USER_ERROR
 
 

@@ -34,16 +34,14 @@ def file_sha256(path: Path) -> str:
 def hub_revision(task: str) -> str:
     """Which copy of a task's hub dataset the cache holds: the downloaded snapshot's commit first (stable: the
     Arrow copy a first offline load prepares beside it must not change a study's keys), else the prepared copy's
-    hash, ``none`` when neither is there (the run then stops on the missing asset before any trial)."""
+    hash, ``none`` when neither is there (offline the run then stops on the missing asset before any trial; online
+    it fetches the snapshot first, design/hub_check.py). The same rule as the data requests' keys
+    (``tasks.hub_cache.dataset_revision``), so a study's keys and its tokenizer pins agree."""
     from tasks import get_task
-    from tasks.hub_cache import datasets_cache_dir, hub_snapshot
+    from tasks.hub_cache import dataset_revision
 
     t = get_task(task)
-    snapshot = hub_snapshot(t.hf_id, "dataset")
-    if snapshot is not None:
-        return f"hub:{snapshot.name}"
-    prepared = datasets_cache_dir(t.hf_id, t.hf_config)
-    return f"datasets:{prepared.name}" if prepared is not None else "none"
+    return dataset_revision(t.hf_id, t.hf_config)
 
 
 def data_content(data: str, tasks: list[str], data_seed: int = 0) -> dict[str, str]:

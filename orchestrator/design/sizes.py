@@ -12,6 +12,8 @@ from typing import Any
 from kd_methods import ModelShape
 from orchestrator.train.trial import TEACHER_ALIASES
 from tasks import get_task
+from tasks.clone import HUB_SAMPLE_FRACTION as CLONE_FRACTION
+from tasks.examples import sample_size
 
 # Shapes of the teachers the studies name, so --plan needs no download. Others are read from a local config.
 KNOWN_TEACHERS: dict[str, tuple[int, int, int]] = {  # layers, hidden, parameters
@@ -21,9 +23,15 @@ KNOWN_TEACHERS: dict[str, tuple[int, int, int]] = {  # layers, hidden, parameter
     "minilm": (6, 384, 22_700_000),
 }
 # Hub split sizes (docs/STUDY.md) and mean teacher tokens per sample at max length 512, for estimates before download.
+# Clone trains and validates on CodeXGLUE's 10% sample of BigCloneBench's 901,028 / 415,416 rows: its size by the
+# sampler's own rule (90,103 / 41,542), all of test.
 HUB_SAMPLES = {
     "defect": {"train": 21854, "validation": 2732, "test": 2732},
-    "clone": {"train": 90102, "validation": 41541, "test": 415416},
+    "clone": {
+        "train": sample_size(901_028, CLONE_FRACTION),
+        "validation": sample_size(415_416, CLONE_FRACTION),
+        "test": 415416,
+    },
     "exception": {"train": 18480, "validation": 2088, "test": 10348},
 }
 MEAN_TOKENS_512 = {"defect": 380, "clone": 460, "exception": 230}

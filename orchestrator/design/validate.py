@@ -36,6 +36,7 @@ def check_study(spec: Any) -> None:
             *completion_data_problems(spec),
             *completion_param_problems(spec),
             *lm_teacher_problems(spec),
+            *student_init_problems(spec),
         ]
         if problems:
             raise StudyError("; ".join(problems))
@@ -208,16 +209,23 @@ def _family_reasons(spec: StudySpec, families: dict[str, list[str]], absent: lis
 
 
 def completion_data_problems(spec: Any) -> list[str]:
-    """The completion data folder holds its splits (the default one under the storage is built on first use)."""
-    from orchestrator.design.data_source import will_build
+    """The completion data folder holds what a trial reads (train and validation text, ``line_test.json``; the
+    default one under the storage is built on first use). The advice fits the folder: the proxy builder for the
+    default proxy folder, else the exact ``prepare-py150`` command with ``--line-test``."""
+    from orchestrator.design.data_source import DEFAULT_DATA, storage_data, will_build
+    from tasks.completion.data import missing_files, py150_advice
 
     root = Path(spec.data).expanduser()
-    if will_build(spec) or (root / "train.txt").is_file():
+    missing = [] if will_build(spec) else missing_files(root)
+    if not missing:
         return []
-    return [
-        f"data: {root} holds no completion data (train.txt); build the proxy with `python -m tasks.build_local "
-        f"--tasks completion --out {root.parent}` or prepare py150 (docs/COMPLETION_TASK.md)"
-    ]
+    lacks = f"data: {root} lacks {', '.join(missing)}"
+    if root.resolve() in (storage_data(spec), Path(DEFAULT_DATA["completion"]).resolve()):
+        return [
+            f"{lacks}; build the proxy with `python -m tasks.build_local --tasks completion --out {root.parent}` "
+            "(docs/COMPLETION_TASK.md)"
+        ]
+    return [f"{lacks}; {py150_advice(root, missing)} (docs/COMPLETION_TASK.md)"]
 
 
 def completion_param_problems(spec: Any) -> list[str]:
@@ -228,6 +236,21 @@ def completion_param_problems(spec: Any) -> list[str]:
     params = spec.method_params.get("distil") or {}
     found = (_param_problem("distil", k, v, defaults[k]) for k, v in params.items() if k in defaults)
     return [p for p in found if p]
+
+
+def student_init_problems(spec: Any) -> list[str]:
+    """``pretrained:<hub id>`` is refused: a student loads a folder whose vocabulary is the teacher's as the study
+    uses it (CodeXGLUE's tokens added), which no hub GPT-2 has (a missing folder fails in its trial)."""
+    out = []
+    for init in spec.student_init:
+        source = init.split(":", 1)[1].strip() if init.startswith("pretrained:") else ""
+        if source and source.count("/") == 1 and not _looks_like_path(source) and not Path(source).exists():
+            out.append(
+                f"student_init '{init}': a hub id cannot initialise a student (its vocabulary lacks CodeXGLUE's "
+                "tokens); give a folder holding a GPT-2 of the teacher's width and vocabulary "
+                "(docs/COMPLETION_STUDY.md)"
+            )
+    return out
 
 
 # A causal LM's config (what AutoModelForCausalLM loads): GPT-2's fields, or an architecture of that kind.

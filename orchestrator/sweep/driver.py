@@ -26,11 +26,13 @@ if TYPE_CHECKING:  # pydantic, MLflow, torch and Ray load where a command needs 
     from orchestrator.sweep.context import StudyOutcome
 
 
-def run_study(spec: Any, address: str | None = None, wait: bool = False) -> StudyOutcome:
+def run_study(
+    spec: Any, address: str | None = None, wait: bool = False, study_arg: str | None = None
+) -> StudyOutcome:
     """Run (or resume) a study of either kind (``sweep/run.py``)."""
     from orchestrator.sweep.run import run_study as run
 
-    return run(spec, address, wait)
+    return run(spec, address, wait, study_arg)
 
 
 def status(spec: Any) -> dict[str, Any]:
@@ -92,17 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     study_env(args.address)  # before anything imports ray: a Ray started here listens on loopback only
     set_verbosity(args.verbose)
     try:
-        return run_guarded(lambda: _command(args), args.debug, _missing_model)
+        # StudyError, and the errors marked user_error (a missing model, hub dataset or completion data file)
+        return run_guarded(lambda: _command(args), args.debug)
     except KeyboardInterrupt:  # Ctrl-C: what ran is recorded KILLED; nothing of the study is left running
         print("interrupted: the study stopped; run the same command to resume it", file=sys.stderr)
         return 130
-
-
-def _missing_model(err: BaseException) -> bool:
-    """A model that is not there (offline, a typo) is the user's to fix: one line, exit 2. Raised, its module is
-    loaded: nothing is imported here for it."""
-    teacher = sys.modules.get("models.teacher")
-    return teacher is not None and isinstance(err, teacher.ModelNotAvailableError)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -127,7 +123,7 @@ def _command(args: argparse.Namespace) -> int:
         print(json.dumps(st, indent=2) if args.json else "\n".join(status_lines(st)))
         return 0
     start = time.time()
-    outcome = run_study(spec, args.address, wait=args.wait)
+    outcome = run_study(spec, args.address, wait=args.wait, study_arg=args.study)
     from orchestrator.core.log import log
     from orchestrator.sweep.scores import study_score_lines
 

@@ -18,8 +18,11 @@ from orchestrator.core.process import start_ray, study_env
 from orchestrator.sweep.context import StudyContext, StudyOutcome, experiment, parent_run
 
 
-def run_study(spec: Any, address: str | None = None, wait: bool = False) -> StudyOutcome:
-    """Run (or resume) the study while holding its lock; ``wait``: wait for another driver to finish first."""
+def run_study(
+    spec: Any, address: str | None = None, wait: bool = False, study_arg: str | None = None
+) -> StudyOutcome:
+    """Run (or resume) the study while holding its lock; ``wait``: wait for another driver to finish first;
+    ``study_arg``: the study as the user typed it (a file or a profile), for advice to name."""
     study_env(address)  # before anything imports ray (see core/process.py)
     from orchestrator.core.lock import StudyLock
     from orchestrator.design.data_source import resolve_spec_data
@@ -42,8 +45,9 @@ def run_study(spec: Any, address: str | None = None, wait: bool = False) -> Stud
             return done
         from orchestrator.design.hub_check import check_hub_assets
 
-        # hub data and teachers the cache lacks, with no hub to fetch them from: one line before MLflow or Ray
-        check_hub_assets(spec)
+        # hub data and teachers the cache lacks, with no hub to fetch them from: one line before MLflow or Ray;
+        # with the hub there, the datasets are fetched now, so the plan's keys name their snapshots
+        check_hub_assets(spec, study_arg)
         try:
             return _run_locked(spec, address, stack)
         except Exception as err:  # a full disk in any stage: one line naming where (core/errors.py)

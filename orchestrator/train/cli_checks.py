@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.errors import USER_ERROR, StudyError, one_line
+from orchestrator.core.errors import USER_ERROR, StudyError, one_line, user_error_of
 
 
 class InputError(StudyError):
@@ -116,15 +116,14 @@ def check_inputs(
 
 
 def _user_error(err: BaseException) -> bool:
-    """Mistakes that show only while running; their modules are loaded when they were raised (no import here)."""
-    teacher = sys.modules.get("models.teacher")
-    hub = sys.modules.get("tasks.hub_access")
+    """Mistakes that show only while running: the ones marked ``user_error`` (a missing model or hub dataset, bad
+    completion data: core/errors.py), a vanished file, and --labels vs the data's size (its module is loaded when it
+    was raised: no import here)."""
     labels = sys.modules.get("tasks.labels")
     return (
-        isinstance(err, (StudyError, FileNotFoundError, NotADirectoryError))
-        or (teacher is not None and isinstance(err, teacher.ModelNotAvailableError))
-        or (hub is not None and isinstance(err, hub.HubUnavailableError))
-        or (labels is not None and isinstance(err, labels.LabelSpecError))  # --labels vs the data's size
+        user_error_of(err) is not None
+        or isinstance(err, (FileNotFoundError, NotADirectoryError))
+        or (labels is not None and isinstance(err, labels.LabelSpecError))
     )
 
 

@@ -39,7 +39,7 @@ SPLITS = ("train", "validation")
 class LMTrialConfig:
     teacher: str  # alias (codegpt), hub id or folder
     student: str = "gpt2-6l"
-    student_init: str = "random"  # random | teacher_layers | pretrained:<path-or-hub-id>
+    student_init: str = "random"  # random | teacher_layers | pretrained:<folder>
     method: str = "distil"
     method_params: dict[str, Any] = field(default_factory=dict)
     teacher_mode: str = "cached"  # cached | cached-topk (approximate) | online | in_training

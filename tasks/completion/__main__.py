@@ -5,9 +5,10 @@
   with ``gt`` (CodeXGLUE's answers.json / test.json, or our line_test.json); predictions: one line per sample.
 * ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat]``: one
   predicted line per sample with an HF causal LM saved in DIR (its tokenizer beside it), as CodeXGLUE decodes.
-* ``prepare-py150 --py150 DIR --out DIR [--line-test test.json]``: py150 as CodeXGLUE's preprocess.py prepares
+* ``prepare-py150 --py150 DIR --out DIR --line-test test.json``: py150 as CodeXGLUE's preprocess.py prepares
   it (train = python100k_train.txt[:-5000], validation = the last 5000, test = python50k_eval.txt), written as
-  ``train.txt``/``validation.txt``/``test.txt`` plus ``version.json`` (``codexglue-2021``).
+  ``train.txt``/``validation.txt``/``test.txt`` plus ``version.json`` (``codexglue-2021``), and CodeXGLUE's
+  line-level test.json as ``line_test.json`` (a study needs it; without ``--line-test`` a warning says so).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from tasks.cli_errors import OneLineArgumentParser, fail
-from tasks.completion.data import LINE_TEST_2021_BLOB, LINE_TEST_FILE, VERSIONS, write_version
+from tasks.completion.data import LINE_TEST_2021_BLOB, LINE_TEST_FILE, VERSIONS, py150_advice, write_version
 from tasks.completion.preprocess import normalise_newlines, preprocess_file
 from tasks.completion.scorer import ES_BACKENDS, score_files
 
@@ -70,6 +71,14 @@ def _prepare(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{path}: missing; extract {VERSIONS['codexglue-2021'].token_source.split(' ')[0]}"
             )
+    if not args.line_test:
+        # A warning, not a refusal: the token-level text is useful alone (and the line set can be added later,
+        # as the advice says), but a completion study scores on line_test.json, so say so before the long run.
+        print(
+            f"warning: no --line-test: {out} will have no {LINE_TEST_FILE}, which a completion study needs; "
+            f"{py150_advice(out, [LINE_TEST_FILE])}",
+            file=sys.stderr,
+        )
     if sys.version_info >= (3, 12):
         print(
             "warning: Python >= 3.12 rejects much Python 2 code that 3.11's tokenizer accepted; py150 prepared "
@@ -132,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py150", required=True, type=Path, help="extracted py150_files folder")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument(
-        "--line-test", type=Path, help="CodeXGLUE's line_completion/test.json, copied as line_test.json"
+        "--line-test",
+        type=Path,
+        help="CodeXGLUE's line_completion/test.json, copied as line_test.json (a study needs it; "
+        f"{VERSIONS['codexglue-2021'].line_test_url})",
     )
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)

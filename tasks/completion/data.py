@@ -28,7 +28,11 @@ _SPLIT_ALIASES = {"valid": "validation", "dev": "validation"}
 # File names tried per split, first match wins (ours, then CodeXGLUE's token_completion names).
 _SPLIT_FILES = {"train": ("train.txt",), "validation": ("validation.txt", "dev.txt"), "test": ("test.txt",)}
 LINE_TEST_FILE = "line_test.json"
-HUB_LINE_TEST = ("google/code_x_glue_cc_code_completion_line", "python")  # (hub id, config): codexglue-2020
+# (hub id, config): codexglue-2020, loaded at ``main`` (no revision=). The revision VERSIONS records below is the
+# loading-script commit, which datasets >= 4 cannot load; the parquet conversion's full commit sha could not be
+# verified offline (only its short form d480ae0 is known), so none is pinned here rather than a guessed one
+# (docs/HUB.md says how to pin it).
+HUB_LINE_TEST = ("google/code_x_glue_cc_code_completion_line", "python")
 VERSION_FILE = "version.json"
 
 _CXG_RAW = "https://raw.githubusercontent.com/microsoft/CodeXGLUE"
@@ -87,6 +91,8 @@ DEFAULT_VERSION = "codexglue-2021"
 class CompletionDataError(FileNotFoundError):
     """Completion data missing or malformed; the message is one line naming the file and what to do."""
 
+    user_error = True  # the user's to fix: printed as one ``error:`` line (orchestrator/core/errors.py)
+
 
 def canonical_split(split: str) -> str:
     name = _SPLIT_ALIASES.get(split, split)
@@ -95,23 +101,50 @@ def canonical_split(split: str) -> str:
     return name
 
 
+PY150_URL = VERSIONS["codexglue-2021"].token_source.split(" ")[0]
+
+
+def prepare_command(out: Path | str) -> str:
+    """The command that prepares py150 into ``out`` with the line-level test set a study scores on."""
+    return f"python -m tasks.completion prepare-py150 --py150 DIR --out {out} --line-test test.json"
+
+
+def missing_files(data_dir: Path | str) -> list[str]:
+    """What a study's completion data folder lacks of what a trial reads: the train and validation text and
+    ``line_test.json`` (``[]`` when complete)."""
+    folder = Path(data_dir)
+    out = [" or ".join(_SPLIT_FILES[s]) for s in ("train", "validation") if not _split_file(folder, s)]
+    return out + ([] if (folder / LINE_TEST_FILE).is_file() else [LINE_TEST_FILE])
+
+
+def py150_advice(data_dir: Path | str, missing: list[str]) -> str:
+    """How to fill ``data_dir`` with py150 (CodeXGLUE's 2021 version) when it lacks ``missing``, in one line."""
+    test_json = VERSIONS["codexglue-2021"].line_test_url
+    if missing == [LINE_TEST_FILE]:
+        return (
+            f"save CodeXGLUE's line-level test.json ({test_json}) there as {LINE_TEST_FILE} (what prepare-py150's "
+            f"--line-test does), or rerun `{prepare_command(data_dir)}`"
+        )
+    return f"prepare py150 with `{prepare_command(data_dir)}` (DIR: {PY150_URL} extracted; test.json: {test_json})"
+
+
 def _missing(what: Path) -> CompletionDataError:
     return CompletionDataError(
         f"{what}: missing; build the offline proxy with `python -m tasks.build_local --tasks completion --out "
-        f"data/local`, or download py150 ({VERSIONS['codexglue-2021'].token_source}) and the line-level test.json "
-        f"({VERSIONS['codexglue-2021'].line_test_url})"
+        f"data/local`, or {py150_advice(what.parent, [what.name])}"
     )
+
+
+def _split_file(data_dir: Path, split: str) -> Path | None:
+    return next((data_dir / f for f in _SPLIT_FILES[split] if (data_dir / f).is_file()), None)
 
 
 def load_split(data_dir: Path, split: str) -> list[str]:
     """The preprocessed files of one split: each ``"<s> tok tok <EOL> ... </s>"``, in file order."""
     name = canonical_split(split)
     data_dir = Path(data_dir)
-    for fname in _SPLIT_FILES[name]:
-        path = data_dir / fname
-        if path.is_file():
-            break
-    else:
+    path = _split_file(data_dir, name)
+    if path is None:
         raise _missing(data_dir / _SPLIT_FILES[name][0])
     out = []
     with path.open(encoding="utf-8") as f:
