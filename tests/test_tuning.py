@@ -53,6 +53,60 @@ def test_bad_tuning_sections_name_the_key(tmp_path, local_data):
     assert "grace_period (3) must be <= max_epochs (2)" in bad("g", {**TUNING, "grace_period": 3})
     with pytest.raises(StudyError, match="teacher_mode: cached"):
         load_spec(write_study(tmp_path / "o.yaml", local_data, tuning=TUNING, teacher_mode="online"))
+    assert "tuning.trial_seed 0 is one of the study's seeds" in bad("t", {**TUNING, "trial_seed": 0})
+    big = {"ckd": {"batch_size": {"type": "choice", "values": [16, 64]}}}
+    with pytest.raises(StudyError, match="tuning.space.ckd.batch_size reaches 64; ckd caps its batch at 16"):
+        load_spec(
+            write_study(tmp_path / "b.yaml", local_data, tuning={**TUNING, "space": big}, methods=["ckd"])
+        )
+
+
+def test_tuning_trials_use_a_seed_no_final_uses_and_a_cell_is_its_own_search(tmp_path, local_data):
+    from orchestrator.sweep.tuning_stage import _base_trial, _searcher
+
+    spec = load_spec(write_study(tmp_path / "s.yaml", local_data, tuning=TUNING))
+    plan = build_plan(spec)
+    # a final seed would replay its cell's winning tuning trial (same init and batch order)
+    base = _base_trial(spec, plan.cells[0])
+    assert base.seed == base.work.seed == max(spec.seeds) + 1000 not in spec.seeds
+    assert base.tags["seed"] == str(base.seed) and base.params["seed"] == base.seed
+    # another method's space override leaves FT's search (its cells) alone; a changed range of its own does not
+    kd_space = {"kd": {"temperature": {"type": "choice", "values": [2.0, 4.0]}}}
+    other = build_plan(
+        load_spec(write_study(tmp_path / "k.yaml", local_data, tuning={**TUNING, "space": kd_space}))
+    )
+    cells = lambda p, m: sorted({c.cell for c in p.cells if c.method == m})  # noqa: E731
+    assert cells(other, "ft") == cells(plan, "ft") and cells(other, "kd") != cells(plan, "kd")
+    moved = build_plan(
+        load_spec(write_study(tmp_path / "m.yaml", local_data, tuning={**TUNING, "trial_seed": 7}))
+    )
+    assert cells(moved, "ft") != cells(plan, "ft")
+    # Tune gives max_concurrent_trials to a Searcher only: the random generator carries its own limit
+    rand = load_spec(write_study(tmp_path / "r.yaml", local_data, tuning={**TUNING, "searcher": "random"}))
+    assert _searcher(rand, plan.cells[0].cell, ["lr"], [], 0).max_concurrent == rand.max_concurrent_trials
+
+
+def test_a_diverged_tuning_sample_counts_against_the_budget(tmp_path, local_data):
+    from orchestrator.sweep.tuning import diverged_runs, tuning_status
+
+    spec = load_spec(write_study(tmp_path / "d.yaml", local_data, tuning=TUNING))
+    plan = build_plan(spec)
+    cell = plan.cells[0].cell
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("d")
+    runs = [
+        ("FINISHED", "", "a"),
+        ("FAILED", "NonFiniteLossError: loss became nan at epoch 2", "b"),
+        ("FAILED", "NonFiniteLossError: loss became nan at epoch 2", "b"),  # Tune's retry of the same sample
+        ("FAILED", "RayActorError: the worker died", "c"),
+    ]  # a fault, redone: not a sample spent
+    for status, error, key in runs:
+        run = client.create_run(exp, tags={"stage": "tune", "cell": cell, "trial_key": key, "error": error})
+        client.set_terminated(run.info.run_id, status)
+    assert {c: [r.data.tags["trial_key"] for r in rs] for c, rs in diverged_runs(client, exp).items()} == {
+        cell: ["b"]
+    }
+    assert tuning_status(plan, client, exp)["trials_finished"] == 2  # one finished, one diverged
 
 
 def test_space_defaults_and_overrides(tmp_path, local_data):
@@ -156,7 +210,7 @@ def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
     assert not [r for r in tune if r.info.status == "RUNNING"]
     for r in finished:
         assert (
-            r.data.tags["seed"] == "0"
+            r.data.tags["seed"] == "1001"  # max(seeds) + 1000: no final run replays a tuning trial
             and "lr" in r.data.params
             and "best_val_selection_score" in r.data.metrics
         )
@@ -184,6 +238,8 @@ def test_final_runs_use_their_cells_best_configuration(smoke_tune):
         assert best_run(cell_runs).info.run_id == src.info.run_id
         names = [param_name(n) for n in tuned_names(src)]
         assert "lr" in names and all(f.data.params[n] == src.data.params[n] for n in names)
+        assert (f.data.tags["tuning_samples"], f.data.tags["tuning_diverged"]) == ("3", "0")
+        assert f.data.tags["seed"] in ("0", "1") and f.data.tags["seed"] != src.data.tags["seed"]
         assert "test_accuracy" in f.data.metrics
 
 

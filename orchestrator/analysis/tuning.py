@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 SCORE = "best_val_selection_score"
-CELL_COLUMNS = ("cell", "task", "teacher", "student", "method")
+CELL_COLUMNS = ("cell", "task", "teacher", "student", "method", "labels")  # labels: a study's labels level
 
 
 def load_tuning(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def _row(run: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "start_time": run.info.start_time,
-        **{c: tags.get(c, "none") for c in CELL_COLUMNS},
+        **{c: tags.get(c, "all" if c == "labels" else "none") for c in CELL_COLUMNS},
         "trial_key": tags.get("trial_key"),
         SCORE: run.data.metrics.get(SCORE, np.nan),
         "stopped_early": tags.get("stopped_early") == "true",

@@ -133,7 +133,7 @@ def cell_id(spec: StudySpec, settings: dict[str, Any]) -> str:
     """A cell: a trial's settings but its seed, and the tuning budget and space when the study tunes."""
     payload = {k: v for k, v in settings.items() if k not in ("seed", "student_params")}
     if spec.tuning is not None:
-        payload["tuning"] = spec.tuning.identity()
+        payload["tuning"] = spec.tuning.identity(settings["method"], spec.seeds)
     return stable_key(payload)[:12]
 
 

@@ -242,6 +242,18 @@ class StudySpec(StudyBase):
             raise ValueError(
                 "tuning reads the teacher cache (a tuning trial never runs the teacher): teacher_mode: cached"
             )
+        for m in (
+            self.methods if self.tuning is not None else []
+        ):  # a sampled batch size obeys the method's cap
+            r, cap = self.tuning.space_for(m).get("batch_size"), get_method(m).batch_size_cap
+            top = max(r.values or [0]) if r is not None and r.type == "choice" else (r.high if r else None)
+            if cap is not None and top is not None and top > cap:
+                raise ValueError(f"tuning.space.{m}.batch_size reaches {top}; {m} caps its batch at {cap}")
+        if self.tuning is not None and self.tuning.trial_seed in self.seeds:
+            raise ValueError(
+                f"tuning.trial_seed {self.tuning.trial_seed} is one of the study's seeds {self.seeds}: a final run "
+                "would replay its cell's winning tuning trial; give a seed the finals do not use"
+            )
         if self.tuning is not None and self.student_train.steps is not None:
             raise ValueError(
                 "student_train.steps: tuning budgets trials in epochs (tuning.max_epochs); give epochs, not steps"

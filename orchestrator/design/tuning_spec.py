@@ -110,6 +110,9 @@ class TuningSettings(_Strict):
     samples: int = Field(8, ge=1)
     max_epochs: int = Field(5, ge=1)
     seed: int = 0
+    # The tuning trials' training seed. Never a final seed: with it, one final run per cell would replay the
+    # winning tuning trial exactly (same init and batch order), the best of ``samples`` draws on the same noise.
+    trial_seed: int | None = None  # None: the largest study seed + 1000
     space: dict[str, dict[str, ParamRange]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -130,9 +133,18 @@ class TuningSettings(_Strict):
         base = {k: ParamRange(**v) for k, v in DEFAULT_SPACE.get(method, {"lr": _LR}).items()}
         return {**base, **self.space.get(method, {})}
 
-    def identity(self) -> dict[str, Any]:
-        """What makes a cell's search a different search (``samples`` is left out: raising it extends a search)."""
-        return self.model_dump(exclude={"samples"})
+    def tuning_seed(self, seeds: list[int]) -> int:
+        """The tuning trials' training seed (``trial_seed``, else one no final run uses)."""
+        return self.trial_seed if self.trial_seed is not None else max(seeds) + 1000
+
+    def identity(self, method: str, seeds: list[int]) -> dict[str, Any]:
+        """What makes a cell's search a different search: the method's own resolved space (defaults included, so a
+        changed default range is a new search, and another method's override is not), the searcher and budget and
+        the trials' seed (``samples`` is left out: raising it extends a search)."""
+        out = self.model_dump(exclude={"samples", "space", "trial_seed"})
+        out["space"] = {n: r.model_dump() for n, r in sorted(self.space_for(method).items())}
+        out["trial_seed"] = self.tuning_seed(seeds)
+        return out
 
 
 def valid_params(method: str) -> list[str]:

@@ -30,6 +30,24 @@ def tune_runs(client: Any, exp_id: str, status: str | None = "FINISHED") -> dict
     return out
 
 
+DIVERGED = "NonFiniteLossError"  # the error tag of a trial whose loss stopped being finite (train/trainer.py)
+
+
+def diverged_runs(client: Any, exp_id: str) -> dict[str, list[Any]]:
+    """The FAILED tuning runs whose loss diverged, one per configuration (``trial_key``), by cell. A configuration
+    that diverges is a result of the search, a sample spent like any other: it counts against ``samples``, so a
+    method whose space often diverges gets no extra draws, and a rerun does not draw replacements."""
+    out: dict[str, list[Any]] = {}
+    for cell, runs in tune_runs(client, exp_id, "FAILED").items():
+        keys: dict[str, Any] = {}
+        for r in runs:
+            if r.data.tags.get("error", "").startswith(f"{DIVERGED}:"):
+                keys.setdefault(r.data.tags.get("trial_key", r.info.run_id), r)
+        if keys:
+            out[cell] = list(keys.values())
+    return out
+
+
 def score(run: Any) -> float:
     value = run.data.metrics.get(METRIC)
     return float("-inf") if value is None or value != value else float(value)
@@ -80,11 +98,17 @@ def resolve_final(plan: Any, client: Any, exp_id: str) -> tuple[Any, list[str]]:
     run keep placeholder trials tagged ``untuned`` (not run; the study stays incomplete). Returns those cells."""
     if getattr(plan.spec, "tuning", None) is None:
         return plan, []
-    best = {cell: best_run(runs) for cell, runs in tune_runs(client, exp_id).items()}
+    samples = plan.spec.tuning.samples
+    finished, diverged = tune_runs(client, exp_id), diverged_runs(client, exp_id)
+    # the best of the first ``samples`` runs: lowering samples after a search does not leave a best-of-more
+    best = {cell: best_run(runs[:samples]) for cell, runs in finished.items()}
     trials, untuned = [], []
     for t in plan.trials:
         if best.get(t.cell) is not None:
-            trials.append(final_trial(plan, t, best[t.cell]))
+            final = final_trial(plan, t, best[t.cell])
+            n_finished, n_diverged = min(len(finished[t.cell]), samples), len(diverged.get(t.cell, []))
+            final.tags.update(tuning_samples=str(n_finished + n_diverged), tuning_diverged=str(n_diverged))
+            trials.append(final)
         else:
             trials.append(dataclasses.replace(t, untuned=True))
             untuned.append(t.cell)
@@ -97,7 +121,10 @@ def tuning_status(plan: Any, client: Any, exp_id: str | None) -> dict[str, Any] 
     if t is None:
         return None
     runs = tune_runs(client, exp_id) if exp_id else {}
-    counts = {c.cell: min(len(runs.get(c.cell, [])), t.samples) for c in plan.cells}
+    diverged = diverged_runs(client, exp_id) if exp_id else {}
+    counts = {
+        c.cell: min(len(runs.get(c.cell, [])) + len(diverged.get(c.cell, [])), t.samples) for c in plan.cells
+    }
     return {
         "cells": len(plan.cells),
         "cells_done": sum(n >= t.samples for n in counts.values()),

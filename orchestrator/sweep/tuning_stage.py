@@ -2,7 +2,7 @@
 
 Every cell (task, teacher, student, method; FT included) gets the same budget: ``tuning.samples`` configurations
 from the searcher (Optuna TPE, or Tune's random BasicVariantGenerator), each trained up to ``tuning.max_epochs`` on
-the first study seed from the teacher cache, ASHA stopping weak ones early on the validation selection score. One
+a seed no final run uses (``tuning.trial_seed``) from the teacher cache, ASHA stopping weak ones early on the validation selection score. One
 ``tune.Tuner`` per cell, cells one after another. Resume: a cell with ``samples`` FINISHED tuning runs is done; a
 cell with fewer warm-starts its searcher with them (``points_to_evaluate`` + ``evaluated_rewards``) and runs only
 the missing samples. Afterwards each cell's best run fixes its final trials (``tuning.resolve_final``).
@@ -21,7 +21,7 @@ from orchestrator.core.log import log
 from orchestrator.design import packing
 from orchestrator.sweep.context import StudyContext, TrialContext
 from orchestrator.sweep.trials import Progress, run_config
-from orchestrator.sweep.tuning import resolve_final, score, tune_runs, tuned_values
+from orchestrator.sweep.tuning import diverged_runs, resolve_final, score, tune_runs, tuned_values
 from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
 
 
@@ -31,8 +31,12 @@ def stage_tuning(ctx: StudyContext) -> None:
     spec, t = ctx.spec, getattr(ctx.spec, "tuning", None)
     if t is None:
         return
-    finished = tune_runs(ctx.client, ctx.experiment_id)
-    todo = [c for c in ctx.plan.cells if len(finished.get(c.cell, [])) < t.samples]
+    finished, diverged = (
+        tune_runs(ctx.client, ctx.experiment_id),
+        diverged_runs(ctx.client, ctx.experiment_id),
+    )
+    spent = {c.cell: len(finished.get(c.cell, [])) + len(diverged.get(c.cell, [])) for c in ctx.plan.cells}
+    todo = [c for c in ctx.plan.cells if spent[c.cell] < t.samples]
     log(
         f"stage tune: {len(ctx.plan.cells)} cells x {t.samples} samples ({t.searcher} + {t.scheduler}, "
         f"<= {t.max_epochs} epochs), {len(ctx.plan.cells) - len(todo)} cells already tuned, {len(todo)} to tune"
@@ -40,43 +44,51 @@ def stage_tuning(ctx: StudyContext) -> None:
     for i, cell in enumerate(todo, 1):
         runs = finished.get(cell.cell, [])
         name = f"{cell.task}-{cell.student}-{cell.method}-{cell.teacher}"
-        log(f"tuning cell {i}/{len(todo)} {name} ({cell.cell}): {t.samples - len(runs)} to run")
-        _tune_cell(ctx, _base_trial(spec, cell), runs)
+        log(f"tuning cell {i}/{len(todo)} {name} ({cell.cell}): {t.samples - spent[cell.cell]} to run")
+        _tune_cell(ctx, _base_trial(spec, cell), runs, spent[cell.cell])
     ctx.plan, untuned = resolve_final(ctx.plan, ctx.client, ctx.experiment_id)
     if untuned:
         log(f"  no finished tuning run in cell(s) {untuned}: their final trials cannot run")
 
 
 def _base_trial(spec: Any, cell: Any) -> Any:
-    """The cell's trial on the first seed, ``max_epochs`` long, tagged ``stage=tune``; the searcher fills in the
+    """The cell's trial on the tuning seed (``tuning.trial_seed``), ``max_epochs`` long, tagged ``stage=tune``; the
+    searcher fills in the
     sampled values (``tuning_trial.with_sample``)."""
     from kd_methods import get_method
 
     names = sorted(spec.tuning.space_for(cell.method))
+    seed = spec.tuning.tuning_seed(spec.seeds)  # not a final seed: the finals must not replay the winner
     work = dataclasses.replace(
-        cell.work, train=dataclasses.replace(cell.work.train, epochs=spec.tuning.max_epochs)
+        cell.work, seed=seed, train=dataclasses.replace(cell.work.train, epochs=spec.tuning.max_epochs)
     )
-    params = {**cell.params, "epochs": spec.tuning.max_epochs}
+    params = {**cell.params, "epochs": spec.tuning.max_epochs, "seed": seed}
     defaults = get_method(cell.method).defaults
     for n in (
         names
     ):  # the untuned value of each tuned hyperparameter: how far tuning moved it (analysis/tuning.py)
         params[f"default.{param_name(n)}"] = params.get(param_name(n), defaults.get(n))
-    tags = {**cell.tags, "stage": "tune", "tuned_params": ",".join(param_name(n) for n in names)}
-    return dataclasses.replace(cell, work=work, params=params, tags=tags, tuned=tuple(names))
+    tags = {
+        **cell.tags,
+        "stage": "tune",
+        "seed": str(seed),
+        "tuned_params": ",".join(param_name(n) for n in names),
+    }
+    return dataclasses.replace(cell, work=work, params=params, tags=tags, tuned=tuple(names), seed=seed)
 
 
-def _searcher(spec: Any, cell: str, names: list[str], runs: list[Any]) -> Any:
+def _searcher(spec: Any, cell: str, names: list[str], runs: list[Any], spent: int) -> Any:
     """The cell's search algorithm, warm-started with its finished runs (their values and scores). Its seed is
     ``tuning.seed`` mixed with the cell id: reproducible, and not the same draws in every cell."""
     assert spec.tuning is not None
     # A resumed search moves its seed on by the runs already made: the same seed would draw the finished runs'
     # configurations again (Optuna's TPE starts with random draws that ignore the warm-start points).
-    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16) + len(runs)) % 2**31
+    seed = (spec.tuning.seed * 1_000_003 + int(cell[:8], 16) + spent) % 2**31
     if spec.tuning.searcher == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed)
+        # max_concurrent here: Tune applies max_concurrent_trials to a Searcher only, not to this generator
+        return BasicVariantGenerator(random_state=seed, max_concurrent=spec.max_concurrent_trials)
     from ray.tune.search.optuna import OptunaSearch
 
     points = [{n: v for n, v in tuned_values(r).items() if n in names} for r in runs]
@@ -87,7 +99,9 @@ def _searcher(spec: Any, cell: str, names: list[str], runs: list[Any]) -> Any:
     )
 
 
-def _tune_cell(ctx: StudyContext, base: Any, runs: list[Any]) -> None:
+def _tune_cell(ctx: StudyContext, base: Any, runs: list[Any], spent: int) -> None:
+    """``runs``: the cell's finished tuning runs (the searcher's warm start); ``spent``: the samples already used,
+    those and the diverged ones."""
     from ray.tune.schedulers import ASHAScheduler
 
     spec, t = ctx.spec, ctx.spec.tuning
@@ -98,7 +112,7 @@ def _tune_cell(ctx: StudyContext, base: Any, runs: list[Any]) -> None:
         scheduler = ASHAScheduler(
             max_t=t.max_epochs, grace_period=t.grace_period, reduction_factor=t.reduction_factor
         )
-    todo, cell = t.samples - len(runs), base.cell
+    todo, cell = t.samples - spent, base.cell
     callbacks = [TuneRecorder(ctx.tracking_uri, t.max_epochs), Progress(todo, spec.max_concurrent_trials)]
     tuner = tune.Tuner(
         tune.with_resources(trainable, packing.resources(spec)),
@@ -106,7 +120,7 @@ def _tune_cell(ctx: StudyContext, base: Any, runs: list[Any]) -> None:
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
-            search_alg=_searcher(spec, cell, sorted(space), runs),
+            search_alg=_searcher(spec, cell, sorted(space), runs, spent),
             scheduler=scheduler,
             num_samples=todo,
             max_concurrent_trials=spec.max_concurrent_trials,

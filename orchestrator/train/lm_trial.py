@@ -131,6 +131,7 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
         lse_temperatures=(1.0, temperature),
     )
     report = get_or_build_lm(request, blocks["train"], cfg.storage, device=cfg.train.device, teacher=teacher)
+    teacher.to("cpu")  # the build may have moved it to the GPU; the trial reads the cache, not the teacher
     cached = LMCachedTeacher(report.path, device=device)
     cached.check_data(blocks["train"].fingerprint())
     info = {"cache_key": report.key, "cache_bytes": report.bytes}
