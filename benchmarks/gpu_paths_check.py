@@ -4,6 +4,9 @@
     python benchmarks/gpu_paths_check.py --out gpu_paths.json            # on a CUDA machine
     python benchmarks/gpu_paths_check.py --device cpu --out x.json       # a dry run (what the suite runs)
 
+(On a CPU the dry run only proves the script runs: CPU autocast never casts a GRU, so check 2 can fail on a GPU
+alone.)
+
 1. ``bigru_checkpoint``: a BiGRU student's best-epoch checkpoint saves and restores. On CUDA, cuDNN flattens a GRU's
    weights into one buffer, which safetensors' ``save_model`` refuses ("None is covering the entire storage").
 2. ``bigru_autocast``: under the trainer's bf16 autocast the GRU layers run in float32. Autocast casts cuDNN RNNs to
@@ -35,7 +38,8 @@ def bigru_checkpoint(dev: torch.device) -> dict[str, Any]:
     from orchestrator.train.trainer import _Best
 
     model = build_student("bigru-1.5m", 2).to(dev)
-    best = _Best(model, Path(tempfile.mkdtemp(prefix="gpu-paths-")))
+    folder = tempfile.TemporaryDirectory(prefix="gpu-paths-")
+    best = _Best(model, Path(folder.name))
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     best.offer(1, {"selection_score": 0.5})
     with torch.no_grad():
@@ -43,6 +47,7 @@ def bigru_checkpoint(dev: torch.device) -> dict[str, Any]:
             p.add_(1.0)
     best.restore(dev)
     equal = all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    folder.cleanup()
     return {"passed": equal, "restored_equal": equal}
 
 
@@ -128,6 +133,7 @@ def main() -> int:
             out[check.__name__] = check(dev)
         except Exception as err:  # noqa: BLE001 - a failing check is a result, reported with its reason
             out[check.__name__] = {"passed": False, "error": f"{type(err).__name__}: {err}"[:500]}
+        Path(args.out).write_text(json.dumps(out, indent=2))  # after each: a time limit keeps what ran
     out["passed"] = all(out[c.__name__]["passed"] for c in checks)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

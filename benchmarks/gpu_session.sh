@@ -45,7 +45,7 @@ run() {  # name, limit (s), command...: log in results/<name>.log, "exit seconds
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$RES/gpu.txt" 2>&1
 $PY -c "import torch, transformers; print(torch.__version__, transformers.__version__)" >>"$RES/gpu.txt" 2>&1
-run gpu_paths 30 $PY benchmarks/gpu_paths_check.py --out "$RES/gpu_paths.json"
+run gpu_paths 90 $PY benchmarks/gpu_paths_check.py --out "$RES/gpu_paths.json"
 run overhead_paper 150 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \
   --out "$RES/overhead_paper.json"
 run overhead_fp32 45 $PY -m orchestrator.bench overhead --size "$BENCH_SIZE" --data "$DATA/local" --work "$WORK/w1" \

@@ -3,7 +3,6 @@ spec's teachers with these before anything starts)."""
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
@@ -31,11 +30,18 @@ def hub_local_only() -> bool:
     return hub_offline() or not _hub_answers()
 
 
-@functools.cache
-def _hub_answers() -> bool:
-    from tasks.hub_access import hub_reachable
+_HUB_ANSWERED: list[bool] = []  # a hub that answered once is remembered; a miss is probed again next time
 
-    return hub_reachable()
+
+def _hub_answers() -> bool:
+    """The hub answers (``tasks.hub_access.hub_reachable``). Only a yes is kept for the process: Ray reuses worker
+    processes, and one probe lost to a blip must not make every later load of that worker local-only."""
+    if not _HUB_ANSWERED:
+        from tasks.hub_access import hub_reachable
+
+        if hub_reachable():
+            _HUB_ANSWERED.append(True)
+    return bool(_HUB_ANSWERED)
 
 
 def minilm_path() -> Path:

@@ -132,9 +132,13 @@ def load_hub_dataset(
 
     offline = hub_offline_requested() or not hub_reachable()
     where = str(cache_dir) if cache_dir is not None else None
+    # Online, the commit of the downloaded snapshot (the one the study's keys name: tasks/hub_cache.dataset_revision),
+    # not whatever main is now; offline, the cache as it is.
+    snapshot = None if offline else hub_snapshot(hf_id, "dataset")
+    pinned = {"revision": snapshot.name} if snapshot is not None else {}
     try:
         with forced_offline(offline):
-            return datasets.load_dataset(hf_id, hf_config, cache_dir=where)
+            return datasets.load_dataset(hf_id, hf_config, cache_dir=where, **pinned)
     except Exception as exc:  # the library raises many types here (connection, not found, cache misses)
         snapshot = hub_snapshot(hf_id, "dataset") if offline else None
         if snapshot is None:

@@ -185,11 +185,15 @@ def hub_home(tmp_path_factory: pytest.TempPathFactory, local_data: Path) -> Path
     return home
 
 
-def hub_env(home: Path, **extra: str) -> dict[str, str]:
-    """A child process's environment as a cluster node without internet sees it: HF_HOME on ``home``, offline."""
+def hub_env(home: Path, offline: bool = True, **extra: str) -> dict[str, str]:
+    """A child process's environment as a cluster node without internet sees it: HF_HOME on ``home``, offline
+    (``offline=False``: no offline switch at all, so the hub counts as reachable unless ``extra`` says otherwise)."""
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.update(PYTHONPATH=str(root), RAY_AUTH_MODE="disabled", **extra)
-    for moved in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "MLFLOW_TRACKING_URI"):
+    switches = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if offline or k not in switches}
+    for moved in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HF_ENDPOINT", "MLFLOW_TRACKING_URI"):
         env.pop(moved, None)
+    if offline:
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.update(HF_HOME=str(home), PYTHONPATH=str(root), RAY_AUTH_MODE="disabled", **extra)
     return env

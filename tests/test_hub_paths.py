@@ -9,28 +9,19 @@ answer. No Ray, no MLflow.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import hub_env
 
 from orchestrator.core.errors import run_guarded
 from tasks.completion.data import VERSIONS, CompletionDataError
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE_URL = VERSIONS["codexglue-2021"].line_test_url
-OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    """A child process with HF_HOME on ``home`` and no offline switch (the hub 'reachable' unless a test says)."""
-    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
-    for moved in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HF_ENDPOINT", "MLFLOW_TRACKING_URI"):
-        env.pop(moved, None)
-    return {**env, "HF_HOME": str(home), "PYTHONPATH": str(ROOT), **extra}
 
 
 def _completion(tmp_path: Path, data: Path) -> SimpleNamespace:
@@ -200,7 +191,11 @@ def test_a_hub_study_fetches_a_snapshot_before_planning_so_its_keys_stay(tmp_pat
     }))  # fmt: skip
     home = tmp_path / "hf"
     proc = subprocess.run(
-        [sys.executable, "-c", FETCH, str(study)], env=_env(home), capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", FETCH, str(study)],
+        env=hub_env(home, offline=False),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("FETCH "))[6:])
@@ -246,13 +241,13 @@ def _run(script: str, env: dict[str, str]) -> str:
 
 def test_an_hf_download_include_snapshot_loads_offline(tmp_path: Path) -> None:
     # the line set's real card lists java first; --include "python/*" left java's files out
-    env = _env(tmp_path / "hf", HF_HUB_OFFLINE="1", TESTS=str(ROOT / "tests"))
+    env = hub_env(tmp_path / "hf", offline=False, HF_HUB_OFFLINE="1", TESTS=str(ROOT / "tests"))
     assert "LINES 5" in _run(LINE_SET, env)
 
 
 def test_a_missing_hub_model_fails_at_once_when_the_hub_does_not_answer(tmp_path: Path) -> None:
     # no offline switch; the hub endpoint is a closed local port: without the probe, ~50 s of retries
-    out = _run(MODEL, _env(tmp_path / "hf", HF_ENDPOINT="http://127.0.0.1:9"))
+    out = _run(MODEL, hub_env(tmp_path / "hf", offline=False, HF_ENDPOINT="http://127.0.0.1:9"))
     [line] = [x for x in out.splitlines() if x.startswith("MODEL ")]
     _, kind, seconds, message = line.split(" ", 3)
     assert kind == "ModelNotAvailableError" and float(seconds) < 10, line

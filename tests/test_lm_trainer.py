@@ -201,7 +201,7 @@ def test_a_trial_on_the_completion_proxy_with_the_tasks_tokenizer(tmp_path: Path
 
 
 def test_in_training_teacher_learns_over_the_whole_run_with_grad_accum(
-    teacher_dir: Path, tmp_path: Path
+    teacher_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from orchestrator.train import lm_trial
     from orchestrator.train.lm_teachers import InTrainingLMTeacher
@@ -214,11 +214,8 @@ def test_in_training_teacher_learns_over_the_whole_run_with_grad_accum(
         return real(self, split, indices, spec)
 
     cfg = _trial(teacher_dir, tmp_path, "in_training", batch_size=2, grad_accum=4, epochs=2)
-    InTrainingLMTeacher.signals = recording
-    try:
-        res = lm_trial.run_lm_trial(cfg)
-    finally:
-        InTrainingLMTeacher.signals = real
+    monkeypatch.setattr(InTrainingLMTeacher, "signals", recording)
+    res = lm_trial.run_lm_trial(cfg)
     # the teacher steps on every batch (4 per student step): its linear decay spans all of them, reaching 0
     # only after the last, not after a quarter of the run
     assert len(lrs) == len(res.train.step_losses) > 3 * res.train.steps

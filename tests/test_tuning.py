@@ -68,7 +68,10 @@ def test_tuning_trials_use_a_seed_no_final_uses_and_a_cell_is_its_own_search(tmp
     plan = build_plan(spec)
     # a final seed would replay its cell's winning tuning trial (same init and batch order)
     base = _base_trial(spec, plan.cells[0])
-    assert base.seed == base.work.seed == max(spec.seeds) + 1000 not in spec.seeds
+    assert base.seed == base.work.seed == 1_000_000 not in spec.seeds
+    # a constant: adding a final seed keeps every cell's search (and adds final runs)
+    more = build_plan(load_spec(write_study(tmp_path / "more.yaml", local_data, tuning=TUNING, seeds=[0, 1])))
+    assert sorted({c.cell for c in more.cells}) == sorted({c.cell for c in plan.cells})
     assert base.tags["seed"] == str(base.seed) and base.params["seed"] == base.seed
     # another method's space override leaves FT's search (its cells) alone; a changed range of its own does not
     kd_space = {"kd": {"temperature": {"type": "choice", "values": [2.0, 4.0]}}}
@@ -210,7 +213,7 @@ def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
     assert not [r for r in tune if r.info.status == "RUNNING"]
     for r in finished:
         assert (
-            r.data.tags["seed"] == "1001"  # max(seeds) + 1000: no final run replays a tuning trial
+            r.data.tags["seed"] == "1000000"  # tuning.trial_seed: no final run replays a tuning trial
             and "lr" in r.data.params
             and "best_val_selection_score" in r.data.metrics
         )

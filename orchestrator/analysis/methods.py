@@ -43,7 +43,8 @@ def retention(df: pd.DataFrame) -> pd.DataFrame:
     param_ratio = student_params / teacher_params. FT runs appear once per teacher of their task (FT does not
     depend on the teacher; the row says how much of that teacher's score plain fine-tuning reaches).
     ``retention`` is NaN, never inf, where the teacher is at or below its majority baseline (``teacher_degenerate``)
-    or scored 0, or has no finished fine-tune run; ``retention_note`` says why. ``degenerate``: the student itself is at or below its baseline."""
+    or scored 0, or has no finished fine-tune run; ``retention_note`` says why. ``degenerate``: the student itself
+    is at or below its baseline."""
     # students carry an empty teacher_params column (a teacher metric): the teacher's comes from the merge
     s = student_runs(df).drop(columns="teacher_params")
     t = teacher_scores(df).rename(

@@ -92,7 +92,7 @@ def check_hub_assets(
     spec: Any,
     study_arg: str | None = None,
     download: Callable[..., Any] | None = None,
-    reachable: Callable[[], bool] = hub_reachable,
+    reachable: Callable[[], bool] | None = None,
 ) -> None:
     """Raise one ``StudyError`` when the study needs hub assets the cache lacks and the hub cannot serve them; with
     the hub reachable, fetch the datasets it lacks (``fetch_datasets``) instead. ``study_arg``: the study as the
@@ -100,7 +100,7 @@ def check_hub_assets(
     missing = missing_lines(spec)
     if not missing:
         return
-    if not offline() and reachable():
+    if not offline() and (reachable or hub_reachable)():
         fetch_datasets(spec, download)
         return
     from tasks.hub_cache import describe_hf_home

@@ -9,6 +9,7 @@ would not fit the device with a safety margin, naming the student, the estimate 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +57,12 @@ def device_memory() -> float | None:
     import shutil
     import subprocess
 
+    # torch's device 0 is the first of CUDA_VISIBLE_DEVICES (an index or a UUID, both of which --id takes)
+    first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip() or "0"
     if smi := shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(
-                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", "--id=0"],
+                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", f"--id={first}"],
                 capture_output=True, text=True, timeout=30,
             )  # fmt: skip
             if out.returncode == 0 and out.stdout.strip():

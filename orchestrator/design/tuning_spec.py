@@ -12,6 +12,7 @@ validation before the study's seeds run (``sweep/tuning_stage.py``)::
       samples: 8                # configurations per cell
       max_epochs: 5             # epochs of a tuning trial (ASHA's max_t)
       seed: 0                   # the searcher's seed
+      trial_seed: 1000000       # the tuning trials' training seed: never one of the study's seeds
       space:                    # optional overrides of DEFAULT_SPACE, per method and parameter
         kd: {temperature: {type: choice, values: [2.0, 4.0]}}
         ft: {lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}}
@@ -102,6 +103,9 @@ class ParamRange(_Strict):
         return tune.uniform(self.low, self.high)
 
 
+TUNING_TRIAL_SEED = 1_000_000  # far from the seeds studies use (0, 1, 2, ...)
+
+
 class TuningSettings(_Strict):
     searcher: Literal["optuna", "random"] = "optuna"
     scheduler: Literal["asha", "none"] = "asha"
@@ -112,7 +116,7 @@ class TuningSettings(_Strict):
     seed: int = 0
     # The tuning trials' training seed. Never a final seed: with it, one final run per cell would replay the
     # winning tuning trial exactly (same init and batch order), the best of ``samples`` draws on the same noise.
-    trial_seed: int | None = None  # None: the largest study seed + 1000
+    trial_seed: int = TUNING_TRIAL_SEED
     space: dict[str, dict[str, ParamRange]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -134,8 +138,9 @@ class TuningSettings(_Strict):
         return {**base, **self.space.get(method, {})}
 
     def tuning_seed(self, seeds: list[int]) -> int:
-        """The tuning trials' training seed (``trial_seed``, else one no final run uses)."""
-        return self.trial_seed if self.trial_seed is not None else max(seeds) + 1000
+        """The tuning trials' training seed (the study refuses one of its final seeds). A constant, not derived from
+        ``seeds``: adding a seed to a tuned study adds final runs, it does not start every search again."""
+        return self.trial_seed
 
     def identity(self, method: str, seeds: list[int]) -> dict[str, Any]:
         """What makes a cell's search a different search: the method's own resolved space (defaults included, so a

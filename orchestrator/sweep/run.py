@@ -180,9 +180,11 @@ def run_stages(ctx: StudyContext) -> None:
     fine-tunes, teacher caches; completion: teachers, teacher caches), tuning (a classification study that tunes),
     the trials, the study's final state."""
     from orchestrator.sweep import completion_stages, stages
-    from orchestrator.sweep.trials import stage_finish, stage_trials
+    from orchestrator.sweep.trials import check_packing, stage_finish, stage_trials
     from orchestrator.sweep.tuning_stage import stage_tuning
 
+    if ctx.spec.kind == "classification":  # k packed students per GPU must fit, before the first teacher
+        check_packing(ctx)
     teacher_stages = {"classification": stages.teacher_stages, "completion": completion_stages.teacher_stages}
     teacher_stages[ctx.spec.kind](ctx)
     with tune_log(Path(ctx.spec.study_dir) / "tune.log"):  # Tune's tracebacks: there, not on the console

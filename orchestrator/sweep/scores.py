@@ -1,6 +1,6 @@
 """The end of a study says how well it went, not only that it ran (issue 24): per method the headline score (each
-run's ``test_score``, its task's declared headline; per task, mean over seeds: tasks' headline metrics differ, so
-no mean across them) and how many runs sit at or below
+run's ``test_score``, its task's declared headline; per task, mean over the method's runs (seeds, students,
+teachers): tasks' headline metrics differ, so no mean across them) and how many runs sit at or below
 their majority baseline (``test_majority_baseline`` + ``DEGENERATE_MARGIN``: a constant prediction does as well),
 with one line of advice when any do. "3/3 FINISHED" over students that all predict one class is a failure."""
 
@@ -50,7 +50,7 @@ def score_lines(rows: list[dict[str, Any]]) -> list[str]:
     scores = method_scores(rows)
     if not scores:
         return []
-    lines = ["scores (test_score, each task's headline metric; per task, mean over seeds):"]
+    lines = ["scores (test_score, each task's headline metric; per task, mean over the method's runs):"]
     for task in dict.fromkeys(s.task for s in scores):
         lines.append(f"  {task}")
         for s in (s for s in scores if s.task == task):

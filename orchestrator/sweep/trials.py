@@ -16,6 +16,13 @@ from orchestrator.sweep.context import StudyContext
 from orchestrator.sweep.cost import plan_tags, spent
 
 
+def check_packing(ctx: StudyContext) -> None:
+    """Before any stage: k students packed on one GPU (``trials_per_gpu``, or a fractional ``trial_resources.gpu``)
+    must fit it; tuning packs the same students as the finals, so this runs before either."""
+    if (k := packing.per_gpu(ctx.spec)) > 1:
+        log(packing.check_packing(k, packing.estimate_trials(ctx.spec, ctx.plan), packing.device_memory()))
+
+
 def stage_trials(ctx: StudyContext) -> None:
     """The plan's trials through Ray Tune; trials already FINISHED in MLflow are not run again."""
     trials = ctx.plan.trials
@@ -26,8 +33,6 @@ def stage_trials(ctx: StudyContext) -> None:
     )
     if not todo:
         return
-    if (k := packing.per_gpu(ctx.spec)) > 1:  # trials_per_gpu, or a fractional trial_resources.gpu
-        log(packing.check_packing(k, packing.estimate_trials(ctx.spec, ctx.plan), packing.device_memory()))
     from orchestrator.sweep.trial import trainable
 
     # The grid is over trial keys; the typed trials travel to the workers as they are, once, in the object store

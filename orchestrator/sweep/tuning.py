@@ -107,7 +107,8 @@ def resolve_final(plan: Any, client: Any, exp_id: str) -> tuple[Any, list[str]]:
         if best.get(t.cell) is not None:
             final = final_trial(plan, t, best[t.cell])
             n_finished, n_diverged = min(len(finished[t.cell]), samples), len(diverged.get(t.cell, []))
-            final.tags.update(tuning_samples=str(n_finished + n_diverged), tuning_diverged=str(n_diverged))
+            spent = min(samples, n_finished + n_diverged)  # samples lowered after a search: at most samples
+            final.tags.update(tuning_samples=str(spent), tuning_diverged=str(n_diverged))
             trials.append(final)
         else:
             trials.append(dataclasses.replace(t, untuned=True))

@@ -2,8 +2,8 @@
 
 Every cell (task, teacher, student, method; FT included) gets the same budget: ``tuning.samples`` configurations
 from the searcher (Optuna TPE, or Tune's random BasicVariantGenerator), each trained up to ``tuning.max_epochs`` on
-a seed no final run uses (``tuning.trial_seed``) from the teacher cache, ASHA stopping weak ones early on the validation selection score. One
-``tune.Tuner`` per cell, cells one after another. Resume: a cell with ``samples`` FINISHED tuning runs is done; a
+a seed no final run uses (``tuning.trial_seed``) from the teacher cache, ASHA stopping weak ones early on the
+validation selection score. One ``tune.Tuner`` per cell, cells one after another. Resume: a cell with ``samples`` FINISHED tuning runs is done; a
 cell with fewer warm-starts its searcher with them (``points_to_evaluate`` + ``evaluated_rewards``) and runs only
 the missing samples. Afterwards each cell's best run fixes its final trials (``tuning.resolve_final``).
 """
@@ -19,6 +19,7 @@ from ray import tune
 from orchestrator.core import tracking
 from orchestrator.core.log import log
 from orchestrator.design import packing
+from orchestrator.design.names import run_name
 from orchestrator.sweep.context import StudyContext, TrialContext
 from orchestrator.sweep.trials import Progress, run_config
 from orchestrator.sweep.tuning import diverged_runs, resolve_final, score, tune_runs, tuned_values
@@ -74,7 +75,10 @@ def _base_trial(spec: Any, cell: Any) -> Any:
         "seed": str(seed),
         "tuned_params": ",".join(param_name(n) for n in names),
     }
-    return dataclasses.replace(cell, work=work, params=params, tags=tags, tuned=tuple(names), seed=seed)
+    name = run_name(cell.task, cell.student, cell.method, cell.teacher, seed, cell.labels)
+    return dataclasses.replace(
+        cell, work=work, params=params, tags=tags, tuned=tuple(names), seed=seed, run_name=name
+    )
 
 
 def _searcher(spec: Any, cell: str, names: list[str], runs: list[Any], spent: int) -> Any:

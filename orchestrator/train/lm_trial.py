@@ -12,8 +12,7 @@ Data: ``texts`` (``{"train": [...], "validation": [...]}``, preprocessed files `
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from orchestrator.train.lm_teachers import (
     OnlineLMTeacher,
     TeacherTrainConfig,
 )
-from orchestrator.train.lm_trainer import LMTrainConfig, LMTrainResult, evaluate_lm, train_lm
+from orchestrator.train.lm_trainer import LMTrainConfig, LMTrainResult, evaluate_lm, total_steps_for, train_lm
 
 SPLITS = ("train", "validation")
 
@@ -114,8 +113,8 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
         # the teacher steps on every batch, the student once per grad_accum batches: a schedule sized in the
         # student's steps would take the teacher's lr to 0 after 1/grad_accum of the run
         t = cfg.train
-        steps = math.ceil(len(blocks["train"]) / t.batch_size) * t.epochs
-        steps = min(steps, t.max_steps * t.grad_accum) if t.max_steps is not None else steps
+        per_batch = replace(t, grad_accum=1, max_steps=t.max_steps * t.grad_accum if t.max_steps else None)
+        steps = total_steps_for(len(blocks["train"]), per_batch)
         return InTrainingLMTeacher(teacher, blocks, steps, device, cfg.teacher_train), {}
     from orchestrator.cache.lm_cache import LMCacheRequest, get_or_build_lm
     from orchestrator.cache.lm_serve import LMCachedTeacher
@@ -132,6 +131,8 @@ def teacher_source(cfg: LMTrialConfig, teacher: LMTeacher, blocks: dict[str, LMB
     )
     report = get_or_build_lm(request, blocks["train"], cfg.storage, device=cfg.train.device, teacher=teacher)
     teacher.to("cpu")  # the build may have moved it to the GPU; the trial reads the cache, not the teacher
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # give the memory back to trials packed beside this one
     cached = LMCachedTeacher(report.path, device=device)
     cached.check_data(blocks["train"].fingerprint())
     info = {"cache_key": report.key, "cache_bytes": report.bytes}
