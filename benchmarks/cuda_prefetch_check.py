@@ -62,6 +62,13 @@ def _prepared(data: str, work: Path, n: int) -> PreparedTrial:
 
 
 def main() -> int:
+    with tempfile.TemporaryDirectory(
+        prefix="prefetch-check-"
+    ) as work:  # teacher, tokenizer, cache: removed after
+        return check(Path(work))
+
+
+def check(work: Path) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/local")
     ap.add_argument("--out", default="prefetch_check.json")
@@ -71,7 +78,6 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device: this check is for the CUDA path", file=sys.stderr)
         return 2
-    work = Path(tempfile.mkdtemp(prefix="prefetch-check-"))
     prepared = _prepared(args.data, work, args.samples)
     teacher_dir = create_random_teacher(
         work / "teacher",
