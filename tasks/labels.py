@@ -62,6 +62,8 @@ def value_problem(key: str, value: Any) -> str | None:
 class LabelSpecError(ValueError):
     """A ``labels:`` setting that does not validate; the message names the field and the valid values."""
 
+    user_error = True  # the user's to fix: printed as one ``error:`` line (orchestrator/core/errors.py)
+
 
 @dataclass(frozen=True)
 class LabelSpec:

@@ -12,17 +12,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _python(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python args...`` from the repository root, the repository importable."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_cuda_prefetch_check_dry_run_on_the_cpu(local_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "prefetch.json"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/cuda_prefetch_check.py", "--data", str(local_data), "--device", "cpu"]
-        + ["--samples", "32", "--out", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _python(
+        "benchmarks/cuda_prefetch_check.py", "--data", str(local_data), "--device", "cpu", "--samples", "32",
+        "--out", str(out),
+    )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())
     # both methods (one reading logits, one reading CKD's derived Gram numbers) train identically either way
@@ -51,17 +54,11 @@ def test_hub_cache_paths_follow_datasets_rules_without_importing_it(tmp_path: Pa
         {"HF_HOME": str(tmp_path / "hf")},
         {"HF_HOME": "~/hf", "HF_DATASETS_CACHE": str(tmp_path / "ds")},
     ):
-        env = {**base, **extra, "PYTHONPATH": str(ROOT)}
-        run = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, capture_output=True, text=True)
+        run = _python("-c", _CACHE_PROBE, env={**base, **extra})
         assert run.stdout.split() == ["True", "True"], (extra, run.stdout, run.stderr[-1000:])
     blocked = "import sys; sys.modules['datasets'] = None\nfrom tasks.hub_cache import datasets_cache_dir\n"
     blocked += "print(datasets_cache_dir('google/code_x_glue_cc_defect_detection', None))"
-    run = subprocess.run(
-        [sys.executable, "-c", blocked],
-        env={**base, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-    )
+    run = _python("-c", blocked, env={**base, "HF_HOME": str(tmp_path / "hf")})
     assert run.returncode == 0 and run.stdout.strip() == "None", run.stderr[-1000:]
 
 
@@ -136,10 +133,7 @@ ray.shutdown()
 def test_a_ray_worker_that_asked_for_no_gpu_sees_none() -> None:
     # Ray >= 2.48 leaves CUDA_VISIBLE_DEVICES alone for num_gpus=0: a `gpu: 0` trial on a GPU node would take
     # cuda:0 unreserved. One (logical) GPU here: the zero-GPU task must see none, the half-GPU task GPU 0.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_USAGE_STATS_ENABLED": "0"}
-    run = subprocess.run(
-        [sys.executable, "-c", _RAY_PROBE], env=env, capture_output=True, text=True, timeout=300
-    )
+    run = _python("-c", _RAY_PROBE, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split()[-2:] == ["''", "'0'"], run.stdout
 
@@ -190,14 +184,7 @@ def test_fractional_trial_gpus_are_packing_too() -> None:
 
 def test_gpu_paths_check_dry_run_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu_paths.json"
-    run = subprocess.run(
-        [sys.executable, "benchmarks/gpu_paths_check.py", "--device", "cpu", "--no-ray", "--out", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = _python("benchmarks/gpu_paths_check.py", "--device", "cpu", "--no-ray", "--out", str(out))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["passed"] and {"bigru_checkpoint", "bigru_autocast", "distil_rebuild"} <= set(report)

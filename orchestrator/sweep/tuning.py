@@ -48,6 +48,14 @@ def diverged_runs(client: Any, exp_id: str) -> dict[str, list[Any]]:
     return out
 
 
+def spent_samples(
+    finished: dict[str, list[Any]], diverged: dict[str, list[Any]], cell: str, samples: int
+) -> int:
+    """The samples a cell has used: its finished runs and its diverged configurations, at most ``samples`` (a
+    budget lowered after a search)."""
+    return min(samples, len(finished.get(cell, [])) + len(diverged.get(cell, [])))
+
+
 def score(run: Any) -> float:
     value = run.data.metrics.get(METRIC)
     return float("-inf") if value is None or value != value else float(value)
@@ -106,9 +114,10 @@ def resolve_final(plan: Any, client: Any, exp_id: str) -> tuple[Any, list[str]]:
     for t in plan.trials:
         if best.get(t.cell) is not None:
             final = final_trial(plan, t, best[t.cell])
-            n_finished, n_diverged = min(len(finished[t.cell]), samples), len(diverged.get(t.cell, []))
-            spent = min(samples, n_finished + n_diverged)  # samples lowered after a search: at most samples
-            final.tags.update(tuning_samples=str(spent), tuning_diverged=str(n_diverged))
+            final.tags.update(
+                tuning_samples=str(spent_samples(finished, diverged, t.cell, samples)),
+                tuning_diverged=str(len(diverged.get(t.cell, []))),
+            )
             trials.append(final)
         else:
             trials.append(dataclasses.replace(t, untuned=True))
@@ -123,9 +132,7 @@ def tuning_status(plan: Any, client: Any, exp_id: str | None) -> dict[str, Any] 
         return None
     runs = tune_runs(client, exp_id) if exp_id else {}
     diverged = diverged_runs(client, exp_id) if exp_id else {}
-    counts = {
-        c.cell: min(len(runs.get(c.cell, [])) + len(diverged.get(c.cell, [])), t.samples) for c in plan.cells
-    }
+    counts = {c.cell: spent_samples(runs, diverged, c.cell, t.samples) for c in plan.cells}
     return {
         "cells": len(plan.cells),
         "cells_done": sum(n >= t.samples for n in counts.values()),

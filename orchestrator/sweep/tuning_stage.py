@@ -22,7 +22,14 @@ from orchestrator.design import packing
 from orchestrator.design.names import run_name
 from orchestrator.sweep.context import StudyContext, TrialContext
 from orchestrator.sweep.trials import Progress, run_config
-from orchestrator.sweep.tuning import diverged_runs, resolve_final, score, tune_runs, tuned_values
+from orchestrator.sweep.tuning import (
+    diverged_runs,
+    resolve_final,
+    score,
+    spent_samples,
+    tune_runs,
+    tuned_values,
+)
 from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
 
 
@@ -36,7 +43,7 @@ def stage_tuning(ctx: StudyContext) -> None:
         tune_runs(ctx.client, ctx.experiment_id),
         diverged_runs(ctx.client, ctx.experiment_id),
     )
-    spent = {c.cell: len(finished.get(c.cell, [])) + len(diverged.get(c.cell, [])) for c in ctx.plan.cells}
+    spent = {c.cell: spent_samples(finished, diverged, c.cell, t.samples) for c in ctx.plan.cells}
     todo = [c for c in ctx.plan.cells if spent[c.cell] < t.samples]
     log(
         f"stage tune: {len(ctx.plan.cells)} cells x {t.samples} samples ({t.searcher} + {t.scheduler}, "

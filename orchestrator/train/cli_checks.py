@@ -117,14 +117,8 @@ def check_inputs(
 
 def _user_error(err: BaseException) -> bool:
     """Mistakes that show only while running: the ones marked ``user_error`` (a missing model or hub dataset, bad
-    completion data: core/errors.py), a vanished file, and --labels vs the data's size (its module is loaded when it
-    was raised: no import here)."""
-    labels = sys.modules.get("tasks.labels")
-    return (
-        user_error_of(err) is not None
-        or isinstance(err, (FileNotFoundError, NotADirectoryError))
-        or (labels is not None and isinstance(err, labels.LabelSpecError))
-    )
+    completion data, --labels vs the data's size: core/errors.py) and a vanished file."""
+    return user_error_of(err) is not None or isinstance(err, (FileNotFoundError, NotADirectoryError))
 
 
 def guarded(command: Callable[[], int]) -> int:
