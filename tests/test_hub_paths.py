@@ -56,6 +56,32 @@ def test_completion_data_needs_line_test_and_the_advice_names_prepare_py150(tmp_
     assert "tasks.build_local --tasks completion" in problem and "line_test.json" in problem
 
 
+def test_completion_full_plans_before_its_data_is_prepared_and_a_run_still_stops(tmp_path: Path) -> None:
+    """``--plan`` answers before py150 is prepared (as a ``data: hub`` study plans before its datasets are
+    fetched), pricing py150's size and listing what to prepare; ``--calibrate`` and a run need the data."""
+    env = {**hub_env(tmp_path / "hf"), "KDSTUDY_STATE_DIR": str(tmp_path / "state")}
+
+    def study(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "orchestrator.study", "completion-full", "--storage", "runs", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    out = study("--plan", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    plan = json.loads(out.stdout)
+    [missing] = plan["data_missing"]
+    assert "data/py150 lacks train.txt" in missing and "prepare-py150" in missing and LINE_URL in missing
+    assert any("py150's published size" in n for n in plan["notes"])
+    assert plan["trials"] == 45 and sum(plan["estimate_hours"].values()) > 0
+    text = study("--plan")
+    assert text.returncode == 0 and "completion data not prepared yet" in text.stdout
+    for args in (["--calibrate"], []):
+        out = study(*args)
+        assert out.returncode == 2 and out.stderr.startswith("error: data: data/py150 lacks"), out.stderr[
+            -2000:
+        ]
+        assert not (tmp_path / "runs" / "completion-full").exists()
+
+
 def test_prepare_py150_without_line_test_warns(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tasks.completion.__main__ import main
 

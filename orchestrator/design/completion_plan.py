@@ -22,8 +22,10 @@ from orchestrator.design.completion_spec import CACHED_MODES, CompletionStudySpe
 from orchestrator.design.data_source import will_build
 from orchestrator.design.units import CompletionTrial, LMCacheUnit, LMTeacherUnit
 
-# layers, hidden, vocab (CodeXGLUE's tokens included), positions of the hub teachers the profiles name.
-KNOWN_LM_TEACHERS = {"microsoft/CodeGPT-small-py": (12, 768, 50_234, 1024)}
+# layers, hidden, vocab (CodeXGLUE's tokens included), positions of the hub teachers the profiles name. CodeGPT's
+# 50,235 rows: its vocabulary once models/lm_teacher.extend_vocabulary added CodeXGLUE's literal tokens, as loaded on
+# an H200 (docs/benchmarks/hub_teachers_h200.json, vocab_rows).
+KNOWN_LM_TEACHERS = {"microsoft/CodeGPT-small-py": (12, 768, 50_235, 1024)}
 # (files, code tokens) of a train split not on this machine yet, for the estimate: py150's (docs/COMPLETION_TASK.md),
 # or the offline proxy's at its default size (tasks.build_local --tasks completion: 4 MB of text).
 PY150_TRAIN = (95_000, 72_100_000)

@@ -112,9 +112,8 @@ def _command(args: argparse.Namespace) -> int:
         storage = report.remembered_for(args.study)  # where it ran, so --status needs no --storage
     spec = load_spec(args.study, {"storage": storage} if storage else None)
     if args.plan or args.calibrate:
-        check_study(
-            resolve_spec_data(spec)
-        )  # the data as a run resolves it: the default is built under storage
+        # the data as a run resolves it (the default is built under storage); a plan alone needs no data yet
+        check_study(resolve_spec_data(spec), planning=not args.calibrate)
         return report.plan_command(spec, args.json, args.calibrate, args.plan)
     if args.status:
         from orchestrator.sweep.status import status_lines

@@ -106,11 +106,18 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
     from orchestrator.design.describe import describe, plan_dict
     from orchestrator.design.hub_check import missing_lines
     from orchestrator.design.study import build_plan
+    from orchestrator.design.validate import completion_data_problems
 
     hub_missing = missing_lines(spec)  # first: what to pre-fetch before a node without internet can run it
     if hub_missing and not as_json:
         print(f"hub assets missing from the local cache ({len(hub_missing)}; docs/HUB.md):")
         for line in hub_missing:
+            print(f"  {line}")
+    # a completion data folder not prepared yet: the plan prices py150's size; a run would stop on this line
+    data_missing = completion_data_problems(resolve_spec_data(spec)) if spec.kind == "completion" else []
+    if data_missing and not as_json:
+        print("completion data not prepared yet (the plan assumes py150's size; a run stops until it is):")
+        for line in data_missing:
             print(f"  {line}")
     if calibrate:
         from orchestrator.design.calibrate import calibrate as measure
@@ -126,7 +133,17 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
     plan = build_plan(resolve_spec_data(spec))
     progress = plan_progress(spec)
     if as_json:
-        print(json.dumps({**plan_dict(plan), "progress": progress, "hub_missing": hub_missing}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **plan_dict(plan),
+                    "progress": progress,
+                    "hub_missing": hub_missing,
+                    "data_missing": data_missing,
+                },
+                indent=2,
+            )
+        )
         return 0
     print(describe(plan))
     if progress:
