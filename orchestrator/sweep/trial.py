@@ -6,7 +6,8 @@ tasks, returns at once when the ``trial_key`` already has a FINISHED run of its 
 is never recorded twice), creates the trial's MLflow run (not Tune's MLflow callback, which forgets its run map when
 a study is restored) RUNNING with its tags, params and node, gives the work a scratch folder under ``--storage``
 (removed once MLflow holds the artifacts), records a failure (FAILED with the reason; a node loss is retried by
-Tune without counting, ``node_loss.py``) and reports the result. The work itself (``work.py``, one function per
+Tune without counting, ``node_loss.py``; a diverged loss is not retried, see ``diverged_before``) and reports the
+result. The work itself (``work.py``, one function per
 kind) trains, evaluates and logs its metrics and artifacts into the run.
 """
 
@@ -51,6 +52,33 @@ def trainable(config: dict[str, Any], context: TrialContext, trials: dict[str, A
     run_trial_unit(trials[config["trial"]], context)
 
 
+def tune_attempt() -> str | None:
+    """The Tune trial this process runs (its retries keep the id), or None outside Tune (a trial run by hand)."""
+    from ray import tune
+
+    try:
+        return tune.get_context().get_trial_id()
+    except Exception:  # noqa: BLE001 - no Tune session in this process
+        return None
+
+
+def diverged_before(client: Any, exp_id: str, trial: Any, attempt: str | None) -> Any | None:
+    """The FAILED run in which this Tune trial's loss already diverged, if any. Its configuration, seed and data
+    are the same on a retry, so it would diverge again: the retry Tune makes (``max_failures``) stops at once
+    instead of training up to the same NaN. A later study run tries the trial again (a tuning cell counts the
+    diverged configuration as a spent sample and draws no replacement: ``sweep/tuning.diverged_runs``)."""
+    from orchestrator.sweep.tuning import DIVERGED
+
+    if attempt is None:
+        return None
+    flt = (
+        f"tags.stage = '{trial.stage}' and tags.trial_key = '{trial.trial_key}' and "
+        f"tags.tune_trial_id = '{attempt}' and attributes.status = 'FAILED'"
+    )
+    runs = client.search_runs([exp_id], filter_string=flt, max_results=20)
+    return next((r for r in runs if r.data.tags.get("error", "").startswith(f"{DIVERGED}:")), None)
+
+
 def run_trial_unit(trial: Any, context: TrialContext) -> None:
     """Run one typed trial and record it in MLflow; see the module docstring."""
     import ray
@@ -69,8 +97,20 @@ def run_trial_unit(trial: Any, context: TrialContext) -> None:
         keep = ("test_", "best_val_")
         tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith(keep)}})
         return
+    attempt = tune_attempt()
+    diverged = diverged_before(client, context.experiment_id, trial, attempt)
+    if diverged is not None:
+        from orchestrator.train.trainer import NonFiniteLossError
+
+        # no new run: the failure is recorded once, in the attempt that diverged
+        raise NonFiniteLossError(
+            f"not retried: this trial diverged in run {diverged.info.run_id} "
+            f"({diverged.data.tags['error'][:200]}), and would again with the same configuration and seed"
+        )
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     tags = {**trial.tags, "node_id": node, "mlflow.parentRunId": context.parent}
+    if attempt is not None:
+        tags["tune_trial_id"] = attempt  # its retries share it (diverged_before)
     run_id = client.create_run(context.experiment_id, run_name=trial.run_name, tags=tags).info.run_id
     epoch = tuning_epoch if trial.stage == "tune" else student_epoch
     try:
