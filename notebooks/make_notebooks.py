@@ -251,7 +251,12 @@ from orchestrator.analysis import tuning as T
 tune = T.load_tuning(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
 print(f"{len(tune)} finished tuning runs in {tune['cell'].nunique()} cells, "
       f"{int(tune['stopped_early'].sum()) if len(tune) else 0} stopped early by the scheduler")
-T.best_params(tune)"""),
+best = T.best_params(tune)
+flat = best[best["degenerate"].astype(bool)]
+if len(flat):  # its finals run an arbitrary configuration: not a tuned result
+    print(f"{len(flat)} of {len(best)} cells found no configuration above a constant prediction on validation "
+          "(degenerate): more tuning max_epochs or samples")
+best"""),
         md(
             "How far tuning moved each cell from its default, then the geometric mean per method and parameter."
         ),

@@ -317,6 +317,22 @@ class Task(abc.ABC):
             "majority_baseline": self.majority_baseline(labels),
         }
 
+    def selection_baseline(self, labels: np.ndarray | Sequence[int]) -> float:
+        """The best ``selection_score`` a prediction that ignores its input reaches on ``labels``: the higher of
+        every constant class and the classes ranked by their share for every input (accuracy of the commonest,
+        top-3 of the three commonest). A tuning search whose best configuration scores at most this on
+        validation found nothing a constant could not do (``sweep/tuning.py``). NaN for no labels."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if labels.size == 0:
+            return float("nan")
+        shares = np.bincount(labels, minlength=self.num_labels) / labels.size
+        ranked = shares - 1e-6 * np.arange(self.num_labels)  # ties to the lower class, as argmax breaks them
+        rows = [*np.eye(self.num_labels), ranked]
+        return max(
+            self.selection_score(self.metrics(np.tile(row, (labels.size, 1)).astype(np.float32), labels))
+            for row in rows
+        )
+
     def selection_score(self, metrics: Mapping[str, float]) -> float:
         """The number model selection maximises: the sum of the two ``selection_metrics``."""
         missing = [k for k in self.selection_metrics if k not in metrics]

@@ -584,6 +584,26 @@ def test_headline_metric_and_majority_baseline_by_hand() -> None:
     assert head == {"score": pytest.approx(0.4), "majority_baseline": pytest.approx(0.6)}
 
 
+def test_selection_baseline_by_hand() -> None:
+    """What a constant prediction scores on the selection score (tuning's degenerate flag): accuracy + F1 for the
+    binary tasks (the best constant may be the minority class: F1 pays), accuracy + top-3 for exception (the three
+    commonest classes for every input)."""
+    from tasks import get_task
+
+    defect, exc = get_task("defect"), get_task("exception")
+    # p = 0.3 positive: "always 1" scores 0.3 + 2 * 0.3 / 1.3 = 0.7615 > "always 0": 0.7 + 0
+    labels = [1] * 3 + [0] * 7
+    assert defect.selection_baseline(labels) == pytest.approx(0.3 + 0.6 / 1.3)
+    assert defect.selection_baseline([0] * 9 + [1]) == pytest.approx(0.9)  # "always 0": 0.9 + 0 > 0.1 + 0.18
+    # exception: class 2 is 3/8, then 5 (2/8), then 0 and 7 (1/8 each; ties to the lower class): top-3 {2, 5, 0}
+    labels = [2, 2, 2, 5, 5, 0, 7, 9]
+    assert exc.selection_baseline(labels) == pytest.approx(3 / 8 + 6 / 8)
+    assert np.isnan(exc.selection_baseline([]))
+    # a model that learnt something scores above it
+    logits = np.eye(20, dtype=np.float32)[labels]
+    assert exc.selection_score(exc.metrics(logits, np.array(labels))) > exc.selection_baseline(labels)
+
+
 def test_a_macro_f1_baseline_is_at_least_chance() -> None:
     """Macro-F1 of a constant is its one class's F1 over K classes, far below what a blind guess with the class
     shares scores (about 1 / K): the baseline is the higher of the two, so chance-level runs count as degenerate.

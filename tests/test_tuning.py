@@ -222,11 +222,14 @@ def test_every_cell_is_tuned_once_with_its_budget(smoke_tune):
             r.data.params["precision"] == "fp32"
         )  # as final runs record it, ASHA-stopped ones too (issue 24)
         assert {"val_selection_score", "val_accuracy"} <= set(r.data.metrics)
+        # what a constant scores on validation, ASHA-stopped runs too (logged before training): in [0, 2]
+        assert 0.0 < r.data.metrics["val_baseline_selection_score"] <= 2.0
 
 
 def test_final_runs_use_their_cells_best_configuration(smoke_tune):
     from orchestrator.sweep.tuning import best_run, tuned_names
-    from orchestrator.sweep.tuning_trial import param_name
+    from orchestrator.sweep.tuning_trial import METRIC, param_name
+    from tasks.base import DEGENERATE_MARGIN
 
     tune = {r.info.run_id: r for r in _runs(smoke_tune["uri"], "tune") if r.info.status == "FINISHED"}
     final = [r for r in _runs(smoke_tune["uri"], "student") if r.info.status == "FINISHED"]
@@ -242,6 +245,10 @@ def test_final_runs_use_their_cells_best_configuration(smoke_tune):
         names = [param_name(n) for n in tuned_names(src)]
         assert "lr" in names and all(f.data.params[n] == src.data.params[n] for n in names)
         assert (f.data.tags["tuning_samples"], f.data.tags["tuning_diverged"]) == ("3", "0")
+        flat = (
+            src.data.metrics[METRIC] <= src.data.metrics["val_baseline_selection_score"] + DEGENERATE_MARGIN
+        )
+        assert f.data.tags["tuning_degenerate"] == str(flat).lower()
         assert f.data.tags["seed"] in ("0", "1") and f.data.tags["seed"] != src.data.tags["seed"]
         assert "test_accuracy" in f.data.metrics
 
@@ -282,6 +289,14 @@ def test_tuning_analysis(smoke_tune, tmp_path):
     assert len(df) == 15 and set(df["trial"]) == {0, 1, 2}
     best = T.best_params(df)
     assert len(best) == 5 and (best["trials"] == 3).all() and best["lr"].notna().all()
+    finals = {r.data.tags["cell"]: r.data.tags["tuned_from"] for r in _runs(smoke_tune["uri"], "student")}
+    assert (best["chosen_by"] == "finals").all() and dict(zip(best["cell"], best["run_id"])) == finals
+    assert int(df["chosen"].sum()) == 5 and df["baseline"].notna().all()
+    assert (df["degenerate"] == (df[T.SCORE] <= df["baseline"] + 0.005)).all()
+    tags = {
+        r.data.tags["cell"]: r.data.tags["tuning_degenerate"] for r in _runs(smoke_tune["uri"], "student")
+    }
+    assert {c: str(d).lower() for c, d in zip(best["cell"], best["degenerate"])} == tags
     moved = T.moved_from_default(df)
     lr = moved[moved["param"] == "lr"]
     assert len(lr) == 5 and (lr["default"] == 0.001).all() and (lr["ratio"] > 0).all()
@@ -295,6 +310,33 @@ def test_tuning_analysis(smoke_tune, tmp_path):
     assert len(student_runs(runs)) == 10  # the RQ tables see the final runs only
     written = run_notebooks(tmp_path / "nb", "smoke-tune", smoke_tune["uri"], notebooks=["07_tuning.ipynb"])
     assert written and (tmp_path / "nb" / "figures" / "tuning_curves.png").exists()
+
+
+def test_best_params_is_the_run_the_finals_used_else_the_highest_score():
+    """After ``samples`` was lowered, the finals' run (best of the first ``samples``) is not the highest score
+    among all the cell's runs: the table shows what the finals were trained with, and says so."""
+    import pandas as pd
+
+    from orchestrator.analysis import tuning as T
+
+    rows = [  # cell a: its finals used run a1 (the best of its first 2), a3 scored higher later
+        ("a", "a1", 1, 0.70, True, 1e-3),
+        ("a", "a2", 2, 0.60, False, 2e-3),
+        ("a", "a3", 3, 0.90, False, 3e-3),
+        ("b", "b1", 1, 0.50, False, 4e-3),  # cell b: no final run yet, so the rule
+        ("b", "b2", 2, 0.80, False, 5e-3),
+    ]
+    df = pd.DataFrame(
+        [
+            dict(zip(T.CELL_COLUMNS, (c, "defect", "t", "s", "kd", "all"), strict=True))
+            | {"run_id": r, "start_time": t, T.SCORE: v, "chosen": ch, "tuned": "lr", "lr": lr}
+            for c, r, t, v, ch, lr in rows
+        ]
+    )
+    best = T.best_params(df).set_index("cell")
+    assert best.loc["a", ["run_id", "chosen_by", "lr"]].tolist() == ["a1", "finals", 1e-3]
+    assert best.loc["b", ["run_id", "chosen_by", "lr"]].tolist() == ["b2", "score", 5e-3]
+    assert best["trials"].tolist() == [3, 2]
 
 
 def test_a_trial_the_scheduler_stopped_is_finished_and_tagged(tmp_path):

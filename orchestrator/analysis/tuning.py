@@ -1,8 +1,10 @@
 """The tuning stage as MLflow recorded it: every tuning trial (``stage=tune``), each cell's best configuration,
 how far tuning moved each method from its untuned default, and the tuning curves. Reads MLflow only.
 
-A cell's best run is its FINISHED tuning run with the highest ``best_val_selection_score`` (ties: earliest start,
-then run id), the rule the study used to pick the configuration of its final runs (tag ``tuned_from``).
+A cell's best run is the one its final runs were trained with (tag ``tuned_from`` of the cell's newest FINISHED
+final run): the study picks it among the cell's first ``tuning.samples`` runs, which a frame of tuning runs alone
+cannot tell once ``samples`` was lowered after a search. A cell without final runs yet falls back to the rule: its
+FINISHED tuning run with the highest ``best_val_selection_score`` (ties: earliest start, then run id).
 """
 
 from __future__ import annotations
@@ -12,39 +14,65 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tasks.base import DEGENERATE_MARGIN
+
 SCORE = "best_val_selection_score"
+# What a constant prediction scores on validation (Task.selection_baseline); a run at most this + DEGENERATE_MARGIN
+# learnt nothing in its epochs, and a cell whose best run is such has found no configuration that learns.
+BASELINE = "val_baseline_selection_score"
 CELL_COLUMNS = ("cell", "task", "teacher", "student", "method", "labels")  # labels: a study's labels level
 
 
 def load_tuning(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per FINISHED tuning run: run_id, start_time, the cell's factors, trial_key, score, stopped_early,
-    tuned (the MLflow param names it sampled), ``trial`` (its index in the cell, by start) and one column per
-    tuned param and per ``default.<param>``."""
+    """One row per FINISHED tuning run: run_id, start_time, the cell's factors, trial_key, score, ``baseline``
+    (what a constant prediction scores on validation; NaN for runs made before it was recorded), ``degenerate``
+    (score at most baseline + ``DEGENERATE_MARGIN``), stopped_early, tuned (the MLflow param names it sampled),
+    ``chosen`` (the cell's final runs were trained with it), ``trial`` (its index in the cell, by start) and one
+    column per tuned param and per ``default.<param>``."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name(study)
     if exp is None:
         raise LookupError(f"no MLflow experiment named {study!r} at {client.tracking_uri}")
-    rows, token = [], None
-    while True:
-        page = client.search_runs(
-            [exp.experiment_id],
-            "tags.stage = 'tune' and attributes.status = 'FINISHED'",
-            max_results=1000,
-            page_token=token,
-        )
-        rows += [_row(r) for r in page]
-        token = page.token
-        if not token:
-            break
-    base = ["run_id", "start_time", *CELL_COLUMNS, "trial_key", SCORE, "stopped_early", "tuned"]
+    rows = [_row(r) for r in _search(client, exp.experiment_id, "tune")]
+    base = ["run_id", "start_time", *CELL_COLUMNS, "trial_key", SCORE, "baseline", "degenerate"]
+    base += ["stopped_early", "tuned", "chosen"]
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=[*base, "trial"])
+    df["degenerate"] = (df[SCORE] <= df["baseline"] + DEGENERATE_MARGIN).fillna(False).astype(bool)
+    df["chosen"] = df["run_id"].isin(_tuned_from(client, exp.experiment_id))
     df = df.sort_values(["cell", "start_time", "run_id"], ignore_index=True)
     df["trial"] = df.groupby("cell").cumcount()
     return df
+
+
+def _search(client: Any, experiment_id: str, stage: str) -> list[Any]:
+    """The FINISHED runs of ``stage``, every page (a full study has thousands of tuning runs)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id],
+            f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
+            max_results=1000,
+            page_token=token,
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _tuned_from(client: Any, experiment_id: str) -> set[str]:
+    """The tuning run each cell's newest FINISHED final run was trained with (its tag ``tuned_from``): after a
+    search was redone, the finals of the old best are older and do not count, as in ``load_runs``."""
+    finals = _search(client, experiment_id, "student")
+    newest: dict[str, Any] = {}
+    for run in sorted(finals, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
+        if run.data.tags.get("tuned_from"):
+            newest[run.data.tags.get("cell", "")] = run.data.tags["tuned_from"]
+    return set(newest.values())
 
 
 def _row(run: Any) -> dict[str, Any]:
@@ -56,6 +84,7 @@ def _row(run: Any) -> dict[str, Any]:
         **{c: tags.get(c, "all" if c == "labels" else "none") for c in CELL_COLUMNS},
         "trial_key": tags.get("trial_key"),
         SCORE: run.data.metrics.get(SCORE, np.nan),
+        "baseline": run.data.metrics.get(BASELINE, np.nan),
         "stopped_early": tags.get("stopped_early") == "true",
         "tuned": ",".join(tuned),
     }
@@ -73,14 +102,24 @@ def _number(text: str | None) -> Any:
 
 
 def best_params(df: pd.DataFrame) -> pd.DataFrame:
-    """Each cell's best tuning run: the cell's factors, run_id, score, trials, and the tuned values."""
+    """Each cell's best tuning run: the cell's factors, run_id, score, trials, ``chosen_by`` (``finals``: the run
+    its final runs were trained with; ``score``: no final run yet, the highest score), ``degenerate`` (the best at
+    a constant's score: the search found nothing that learns) and the tuned values."""
+    columns = [*CELL_COLUMNS, "run_id", SCORE, "trials", "chosen_by", "degenerate"]
     if df.empty:
-        return pd.DataFrame(columns=[*CELL_COLUMNS, "run_id", SCORE, "trials"])
-    ranked = df.assign(_neg=-df[SCORE].fillna(-np.inf)).sort_values(["cell", "_neg", "start_time", "run_id"])
-    best = ranked.groupby("cell", as_index=False).first().drop(columns="_neg")
+        return pd.DataFrame(columns=columns)
+    chosen = df["chosen"] if "chosen" in df else pd.Series(False, index=df.index)
+    # the finals' choice first, then the rule: highest score, earliest start, run id
+    ranked = df.assign(_first=~chosen.astype(bool), _neg=-df[SCORE].fillna(-np.inf)).sort_values(
+        ["cell", "_first", "_neg", "start_time", "run_id"]
+    )
+    best = ranked.groupby("cell", as_index=False).first()
+    best["chosen_by"] = np.where(best["_first"], "score", "finals")
     best["trials"] = best["cell"].map(df.groupby("cell").size())
+    if "degenerate" not in best:  # a frame made without the column
+        best["degenerate"] = False
     params = sorted({n for t in df["tuned"] for n in t.split(",") if n})
-    return best[[*CELL_COLUMNS, "run_id", SCORE, "trials", *params]].reset_index(drop=True)
+    return best[[*columns, *params]].reset_index(drop=True)
 
 
 def moved_from_default(df: pd.DataFrame) -> pd.DataFrame:

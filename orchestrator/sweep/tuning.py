@@ -17,7 +17,8 @@ from typing import Any
 from orchestrator.core import tracking
 from orchestrator.core.paths import stable_key
 from orchestrator.design.tuning_spec import TRAIN_KEYS
-from orchestrator.sweep.tuning_trial import METRIC, param_name
+from orchestrator.sweep.tuning_trial import BASELINE, METRIC, param_name
+from tasks.base import DEGENERATE_MARGIN
 
 
 def tune_runs(client: Any, exp_id: str, status: str | None = "FINISHED") -> dict[str, list[Any]]:
@@ -59,6 +60,17 @@ def spent_samples(
 def score(run: Any) -> float:
     value = run.data.metrics.get(METRIC)
     return float("-inf") if value is None or value != value else float(value)
+
+
+def degenerate(run: Any) -> bool | None:
+    """Whether a tuning run's best validation selection score is at most what a constant prediction scores
+    (``BASELINE``) + ``DEGENERATE_MARGIN``: the best of a cell's search at its baseline means no configuration
+    learnt anything in ``max_epochs``, and the configuration its finals use is then an arbitrary one. None when
+    the baseline was not recorded (tuning runs made before it was)."""
+    base = run.data.metrics.get(BASELINE)
+    if base is None or base != base:
+        return None
+    return score(run) <= base + DEGENERATE_MARGIN
 
 
 def best_run(runs: list[Any]) -> Any | None:
@@ -118,6 +130,9 @@ def resolve_final(plan: Any, client: Any, exp_id: str) -> tuple[Any, list[str]]:
                 tuning_samples=str(spent_samples(finished, diverged, t.cell, samples)),
                 tuning_diverged=str(len(diverged.get(t.cell, []))),
             )
+            flat = degenerate(best[t.cell])
+            if flat is not None:
+                final.tags["tuning_degenerate"] = str(flat).lower()
             trials.append(final)
         else:
             trials.append(dataclasses.replace(t, untuned=True))

@@ -57,6 +57,13 @@ def stage_tuning(ctx: StudyContext) -> None:
     ctx.plan, untuned = resolve_final(ctx.plan, ctx.client, ctx.experiment_id)
     if untuned:
         log(f"  no finished tuning run in cell(s) {untuned}: their final trials cannot run")
+    flat = sorted({t.cell for t in ctx.plan.trials if t.tags.get("tuning_degenerate") == "true"})
+    if flat:
+        log(
+            f"  warning: in {len(flat)} of {len(ctx.plan.cells)} cells no configuration beat a constant "
+            f"prediction on validation (tag tuning_degenerate): {flat[:8]}{' ...' if len(flat) > 8 else ''}; "
+            "their finals run an arbitrary configuration: give tuning more max_epochs or samples"
+        )
 
 
 def _base_trial(spec: Any, cell: Any) -> Any:

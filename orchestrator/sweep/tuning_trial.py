@@ -17,6 +17,8 @@ from orchestrator.core.paths import stable_key
 from orchestrator.design.tuning_spec import TRAIN_KEYS
 
 METRIC = "best_val_selection_score"  # the running best validation selection score of a tuning trial
+# The best validation selection score an input-blind (constant) prediction reaches (Task.selection_baseline).
+BASELINE = "val_baseline_selection_score"
 
 
 def param_name(name: str) -> str:

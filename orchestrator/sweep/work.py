@@ -87,12 +87,16 @@ def classification_work(trial: Any, run: TrialRun) -> dict[str, float]:
         run.client.set_tag(run.run_id, "teacher_cache", key)
     source, shape = teacher_cache(trial, run.context.caches) if cached else (None, None)
     if trial.stage == "tune":
-        from orchestrator.sweep.tuning_trial import tuning_prepared
+        from orchestrator.sweep.tuning_trial import BASELINE, tuning_prepared
+        from tasks import get_task
 
         prepared, cfg = (
             tuning_prepared(prepared),
             dataclasses.replace(cfg, out_dir=None),
         )  # no test, no checkpoint
+        # before training (an ASHA-stopped trial ends inside it): what a constant scores, for sweep/tuning.py
+        labels = prepared.encoded["validation"].labels
+        run.log_metrics({BASELINE: get_task(cfg.task).selection_baseline(labels)})
     # as resolved on its device, before training: a tuning trial ASHA stops ends inside run_trial, and records it too
     precision = resolve_precision(cfg.train.precision, resolve_device(cfg.train.device))
     tracking.log_params(run.client, run.run_id, {"precision": precision})
