@@ -39,8 +39,8 @@ class DIST(KDMethod):
     """T^2 * DIST relation loss on softmax(z/T) of student and teacher, plus ``label_weight`` * CE(z_s, y).
 
     The DIST paper and its official code multiply both relation terms by T^2; we always do, which is a no-op at
-    the default T = 1 (the study's setting) and keeps the official gradient scale when T is changed (the study
-    authors' DIST code, run at T = 10 in their README example, has no T^2: see docs/METHODS.md). ``label_weight`` is the DIST
+    our default T = 1 and keeps the official gradient scale when T is changed (the study authors' DIST code has no
+    default T and no T^2; their README example runs T = 10, which ``recipe: authors`` sets: see docs/METHODS.md). ``label_weight`` is the DIST
     paper's alpha on the label loss; 0 by default because the study's description of DIST has no label term.
     """
 

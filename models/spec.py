@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from kd_methods.base import ModelShape
 
 ARCHS = ("roberta", "bigru")
+# Part of a BiGRU trial's key: the BiGRU became the authors' model (RoBERTa embeddings and head, models/bigru.py) on
+# 2026-12-07, so a study resumed after that trains its BiGRU trials again instead of counting the old model's runs.
+BIGRU_LAYOUT = "kd-empirical"
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,17 @@ class StudentSpec:
             head = (h * h + h) + (h * num_labels + num_labels)
             return embeddings + self.num_layers * layer + head
 
-        # BiGRU: the embedding, then per layer two directions of a GRU (3 gates: W_ih, W_hh, b_ih, b_hh), the first
-        # reading embed_dim and the rest 2 x hidden, and the linear classifier on 2 x hidden.
+        # BiGRU: RoBERTa's embeddings E wide (word, max_length + pad + 1 positions, one token type, LayerNorm), then
+        # per layer two directions of a GRU (3 gates: W_ih, W_hh, b_ih, b_hh), the first reading E and the rest
+        # 2 x hidden, and RoBERTa's head on 2 x hidden (dense 2H x 2H, out_proj 2H x labels, with biases).
         def gru(inputs: int) -> int:
             return 2 * (3 * h * inputs + 3 * h * h + 6 * h)
 
-        layers = gru(self.embed_dim) + (self.num_layers - 1) * gru(2 * h)
-        return v * self.embed_dim + layers + 2 * h * num_labels + num_labels
+        e = self.embed_dim
+        embeddings = (v + max_length + self.pad_token_id + 1 + 1) * e + 2 * e
+        layers = gru(e) + (self.num_layers - 1) * gru(2 * h)
+        head = (2 * h * 2 * h + 2 * h) + (2 * h * num_labels + num_labels)
+        return embeddings + layers + head
 
     def to_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)

@@ -1,7 +1,8 @@
 """The student registry: the paper's eight students (plus two tiny ones for tests) and the builder.
 
-Published shapes: RoBERTa-124M is roberta-base (12 x 768, FFN 3072); the BiGRUs' hidden sizes and layer counts.
-The rest is ours, chosen so each model's parameter count (2-label head, 512 tokens) lands near its name:
+Published shapes: RoBERTa-124M is roberta-base (12 x 768, FFN 3072); the BiGRUs whole (the authors' code,
+``models/bigru.py``: embeddings at the GRU width, their hidden sizes and layer counts, RoBERTa's head). The other
+RoBERTa shapes are ours, chosen so each model's parameter count (2-label head, 512 tokens) lands near its name:
 
 | name         | shape                                              | params (2 labels) |
 |--------------|----------------------------------------------------|-------------------|
@@ -10,9 +11,9 @@ The rest is ours, chosen so each model's parameter count (2-label head, 512 toke
 | roberta-7m   | vocab 5000, 4 x 320, 5 heads, FFN 1280             | 6.80M             |
 | roberta-1.5m | vocab 2000, 6 x 128, 2 heads, FFN 512              | 1.53M             |
 | roberta-0.6m | vocab 1000, 2 x 128, 2 heads, FFN 512              | 0.61M             |
-| bigru-30m    | vocab 20000, embed 480, 6 layers x 448 per dir     | 30.19M            |
-| bigru-7m     | vocab 5000, embed 384, 3 layers x 320 per dir      | 6.97M             |
-| bigru-1.5m   | vocab 2000, embed 256, 2 layers x 176 per dir      | 1.53M             |
+| bigru-30m    | vocab 20000, embed 448, 6 layers x 448 per dir     | 30.50M            |
+| bigru-7m     | vocab 5000, embed 320, 3 layers x 320 per dir      | 7.10M             |
+| bigru-1.5m   | vocab 2000, embed 176, 2 layers x 176 per dir      | 1.50M             |
 
 RoBERTa students keep a head width of 64 and the usual FFN = 4 x hidden; their layer counts divide 12 so that the
 PKD/CKD layer map ``i * 12 / L`` lands on whole teacher layers. ``tests/test_models.py`` checks the counts.
@@ -64,9 +65,9 @@ STUDENTS: dict[str, StudentSpec] = {
         _roberta("roberta-7m", 5000, 320, 4, 1280, 7_000_000),
         _roberta("roberta-1.5m", 2000, 128, 6, 512, 1_500_000),
         _roberta("roberta-0.6m", 1000, 128, 2, 512, 600_000),
-        _bigru("bigru-30m", 20000, 480, 448, 6, 30_000_000),
-        _bigru("bigru-7m", 5000, 384, 320, 3, 7_000_000),
-        _bigru("bigru-1.5m", 2000, 256, 176, 2, 1_500_000),
+        _bigru("bigru-30m", 20000, 448, 448, 6, 30_000_000),
+        _bigru("bigru-7m", 5000, 320, 320, 3, 7_000_000),
+        _bigru("bigru-1.5m", 2000, 176, 176, 2, 1_500_000),
         # Tiny ones for tests and the smoke study: seconds on a CPU.
         StudentSpec("roberta-tiny", "roberta", 400, 64, 2, num_heads=2, intermediate_size=128),
         StudentSpec("bigru-tiny", "bigru", 400, 32, 2, embed_dim=32),
@@ -112,7 +113,7 @@ def build_student(
         return RobertaStudent(spec, num_labels, max_length=max_length)
     from models.bigru import BiGRUStudent
 
-    return BiGRUStudent(spec, num_labels)
+    return BiGRUStudent(spec, num_labels, max_length=max_length)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

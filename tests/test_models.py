@@ -189,12 +189,48 @@ def test_bigru_padding_invariance() -> None:
     ):
         torch.testing.assert_close(h_p[1, :n], h_a[0])
         torch.testing.assert_close(c_p[1], c_a[0])
+    for h_p in padded.hidden_states[
+        1:
+    ]:  # the GRUs run packed: nothing at the padding (the embeddings are dense)
         assert torch.count_nonzero(h_p[1, n:]) == 0
     # cls_states[l] = forward state at the last real token ++ backward state at position 0.
     half = model.spec.hidden_size
     for h, c in zip(padded.hidden_states[1:], padded.cls_states[1:]):
         torch.testing.assert_close(c[1, :half], h[1, n - 1, :half])
         torch.testing.assert_close(c[1, half:], h[1, 0, half:])
+
+
+def test_bigru_is_the_authors_model() -> None:
+    """The authors' BiGRU (kd-empirical ``model_gru.py``): RobertaEmbeddings at the GRU width, one stacked
+    bidirectional ``nn.GRU`` (no dropout between layers), RobertaClassificationHead on concat(forward state at the
+    last position, backward state at position 0). Built from our weights, it gives our logits on unpadded input."""
+    from transformers.models.roberta.modeling_roberta import RobertaClassificationHead, RobertaEmbeddings
+
+    torch.manual_seed(0)
+    model = build_student("bigru-7m", num_labels=2, vocab_size=300, max_length=16).eval()
+    assert isinstance(model.embeddings, RobertaEmbeddings) and isinstance(
+        model.classifier, RobertaClassificationHead
+    )
+    spec, h = model.spec, model.spec.hidden_size
+    assert spec.embed_dim == h == 320 and model.embeddings.word_embeddings.embedding_dim == h
+    stacked = torch.nn.GRU(h, h, num_layers=spec.num_layers, bidirectional=True, batch_first=True).eval()
+    with torch.no_grad():
+        for i, gru in enumerate(model.layers):
+            for name, value in gru.named_parameters():  # weight_ih_l0(_reverse) -> weight_ih_l{i}(_reverse)
+                getattr(stacked, name.replace("_l0", f"_l{i}")).copy_(value)
+        ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 9, 10, 11, 2]])
+        out = stacked(model.embeddings(input_ids=ids))[0]
+        summary = torch.cat((out[:, -1, :h], out[:, 0, h:]), dim=1).unsqueeze(1)
+        ours = model(ids, torch.ones_like(ids))
+    torch.testing.assert_close(ours.logits, model.classifier(summary))
+    # positions reach the GRU: token 9 at positions 2 and 3 embeds differently
+    emb = ours.hidden_states[0]
+    assert not torch.allclose(emb[1, 1], emb[1, 2])
+    # initialised as post_init does: N(0, 0.02), the padding row zero
+    words = model.embeddings.word_embeddings.weight
+    assert (
+        abs(float(words.detach().std()) - 0.02) < 0.002 and torch.count_nonzero(words[spec.pad_token_id]) == 0
+    )
 
 
 def test_bigru_rejects_left_padding() -> None:
@@ -450,4 +486,4 @@ def test_a_students_registry_shape_is_the_shape_of_the_built_model():
         with torch.device("meta"):
             built = build_student(name, 3).shape
         assert spec.model_shape() == built, name
-    assert STUDENTS["bigru-7m"].model_shape().embedding_width == 384
+    assert STUDENTS["bigru-7m"].model_shape().embedding_width == 320  # E = H, as the authors embed

@@ -123,9 +123,13 @@ def test_space_defaults_and_overrides(tmp_path, local_data):
 
 def test_authors_recipe_presets_each_method(tmp_path, local_data):
     spec = load_spec(
-        write_study(tmp_path / "a.yaml", local_data, recipe="authors", methods=["ft", "kd", "pkd", "ckd"])
+        write_study(
+            tmp_path / "a.yaml", local_data, recipe="authors", methods=["ft", "kd", "dist", "pkd", "ckd"]
+        )
     )
     assert student_train(spec, "kd")["lr"] == 3e-4 and spec.params_for("kd")["temperature"] == 10.0
+    # DIST: their README run (lr 1e-4, --temp 10; --temp has no default)
+    assert student_train(spec, "dist")["lr"] == 1e-4 and spec.params_for("dist") == {"temperature": 10.0}
     assert student_train(spec, "pkd")["lr"] == 1e-4 and student_train(spec, "ft")["lr"] == 3e-4
     ckd = student_train(spec, "ckd")
     assert (

@@ -14,6 +14,7 @@ from typing import Any
 
 from kd_methods import ModelShape, SignalSpec, get_method, merge_derived
 from models import STUDENTS, get_student_spec
+from models.spec import BIGRU_LAYOUT
 from orchestrator.cache.key import CacheRequest, plan_bytes
 from orchestrator.core.device import cache_precision
 from orchestrator.core.paths import scratch_dir, stable_key
@@ -298,6 +299,8 @@ def _trial_units(
             }  # fmt: skip
             if labels is not None:  # in the key only then: a study without labels keeps its keys
                 settings["labels"] = labels.to_dict()
+            if get_student_spec(s).arch == "bigru":  # RoBERTa students keep their keys
+                settings["student_layout"] = BIGRU_LAYOUT
             key, cell = stable_key(settings), cell_id(spec, settings)
             settings["student_params"] = sparams
             trial = plan.trial(settings, key, cell, {})
