@@ -97,6 +97,15 @@ def _run_locked(spec: Any, address: str | None, stack: contextlib.ExitStack) -> 
     _server_ready(server)
     if server is not None:  # on the way out, the server's shutdown overlaps Ray's (both take seconds)
         stack.callback(server.terminate)
+    from orchestrator.sweep.cluster_check import check_cluster
+
+    try:  # nodes of other hosts see the storage and reach MLflow, before the first stage (sweep/cluster_check.py)
+        checked = check_cluster(spec.storage, uri)
+    except StudyError as err:
+        _close_failed_start(spec, uri, server, err)
+        raise
+    if checked:
+        log(f"cluster: {checked} node(s) on other hosts see the storage and reach MLflow")
     from orchestrator.core.server_watch import watched
 
     stack.enter_context(watched(server))  # a lost server is started again (stopped before the server is)

@@ -1,0 +1,57 @@
+"""The cluster check before any stage (``sweep/cluster_check.py``), on a real two-node Ray cluster in this process:
+a node that sees the storage and reaches the tracking store passes; one that cannot reach the tracking server is
+named in one line; a node whose storage is another folder is told where to put it. The nodes share this machine,
+so the check is asked to look at nodes of the same host too (a study looks at other hosts only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.core.errors import StudyError
+from orchestrator.sweep.cluster_check import check_cluster, node_problems
+
+NODE = {"node_ip_address": "127.0.0.2", "object_store_memory": 100 * 1024 * 1024}
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 0})
+    try:
+        cluster.add_node(**NODE, num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_node_that_sees_the_storage_and_the_store_passes(two_nodes, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert (
+        check_cluster(tmp_path, uri, same_host=True) == 1
+    )  # the worker; the driver's own node is not probed
+    assert (tmp_path / "mlflow.db").is_file() and not list(tmp_path.glob(".node-check-*"))  # marker removed
+    assert check_cluster(tmp_path, uri) == 0  # a study on one host: nothing to look at
+
+
+def test_a_tracking_server_the_nodes_cannot_reach_is_named_in_one_line(two_nodes, tmp_path):
+    with pytest.raises(StudyError) as err:
+        check_cluster(tmp_path, "http://127.0.0.1:9", same_host=True)  # port 9: nothing listens
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cluster: on node(s) 127.0.0.2: MLflow tracking server")
+    assert "MLFLOW_TRACKING_URI" in message and not list(tmp_path.glob(".node-check-*"))
+
+
+def test_a_storage_that_is_another_folder_on_the_node_is_reported(tmp_path):
+    marker = tmp_path / ".node-check-x"
+    [problem] = node_problems(str(marker), "x", f"sqlite:///{tmp_path / 'mlflow.db'}")[:1]
+    assert f"storage {tmp_path} is not the driver's folder there" in problem and "/mnt/efs" in problem
+    marker.write_text("other driver")  # a file of that name, not the driver's token
+    assert len(node_problems(str(marker), "x", "sqlite:///nowhere/mlflow.db")) == 2
+    marker.write_text("x")
+    (tmp_path / "mlflow.db").write_text("")
+    assert node_problems(str(marker), "x", f"sqlite:///{tmp_path / 'mlflow.db'}") == []
