@@ -1,7 +1,8 @@
 """The cluster check before any stage (``sweep/cluster_check.py``), on a real two-node Ray cluster in this process:
 a node that sees the storage and reaches the tracking store passes; one that cannot reach the tracking server is
 named in one line; a node whose storage is another folder is told where to put it. The nodes share this machine,
-so the check is asked to look at nodes of the same host too (a study looks at other hosts only)."""
+so the check is asked to look at nodes of the same host too (a study looks at other hosts only). Also: which teacher
+caches go into the object store, on nodes of unequal stores."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from orchestrator.core.errors import StudyError
 from orchestrator.sweep.cluster_check import check_cluster, node_problems
 
-NODE = {"node_ip_address": "127.0.0.2", "object_store_memory": 100 * 1024 * 1024}
+MB = 1024 * 1024
+NODE = {"node_ip_address": "127.0.0.2", "object_store_memory": 100 * MB}
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def two_nodes():
 
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "num_cpus": 0})
     try:
-        cluster.add_node(**NODE, num_cpus=1)
+        cluster.add_node(**{**NODE, "object_store_memory": 80 * MB}, num_cpus=1)  # the smaller store
         cluster.wait_for_nodes()
         ray.init(address=cluster.address)
         yield cluster
@@ -55,3 +57,13 @@ def test_a_storage_that_is_another_folder_on_the_node_is_reported(tmp_path):
     marker.write_text("x")
     (tmp_path / "mlflow.db").write_text("")
     assert node_problems(str(marker), "x", f"sqlite:///{tmp_path / 'mlflow.db'}") == []
+
+
+def test_a_cache_goes_to_the_object_store_only_if_the_smallest_node_holds_it_with_the_others(two_nodes):
+    """Stores of 100 and 80 MB, a 0.3 share: 24 MB, not 0.3 x 180 = 54 MB (a trial's node pulls the whole cache),
+    and the caches already put count (the driver's node holds them all)."""
+    from orchestrator.cache.serve import fits_object_store
+
+    assert fits_object_store(20 * MB, 0.3)
+    assert not fits_object_store(30 * MB, 0.3)  # fits the sum of the stores, not the smaller one
+    assert not fits_object_store(20 * MB, 0.3, held=10 * MB)

@@ -181,14 +181,16 @@ class CachedTeacher:
         return int(self.manifest["bytes"])
 
 
-def fits_object_store(nbytes: int, share: float) -> bool:
-    """True when ``nbytes`` fits ``share`` of the running Ray cluster's object store."""
+def fits_object_store(nbytes: int, share: float, held: int = 0) -> bool:
+    """True when ``nbytes``, with the ``held`` bytes of caches already put, fits ``share`` of the smallest live
+    node's object store. Not the cluster's total: the driver's node holds every cache put, and each trial's node
+    pulls a whole one into its own store, so a cache that fits the sum of eight stores may fit none of them."""
     import ray
 
     if not ray.is_initialized():
         return False
-    capacity = ray.cluster_resources().get("object_store_memory", 0)
-    return nbytes <= share * capacity
+    stores = [n["Resources"].get("object_store_memory", 0) for n in ray.nodes() if n.get("Alive")]
+    return held + nbytes <= share * min(stores, default=0)
 
 
 def put_in_object_store(path: Path) -> Any:

@@ -89,7 +89,8 @@ class TeacherSettings(Strict):
 
 class CacheSettings(Strict):
     dtype: Literal["float16", "float32"] = "float16"
-    object_store_share: float = Field(0.3, ge=0, le=1)  # of the object store; larger caches are memory-mapped
+    # of the smallest node's object store, for all caches put together; larger ones are memory-mapped (cache/serve.py)
+    object_store_share: float = Field(0.3, ge=0, le=1)
 
 
 class LabelLevel(Strict):

@@ -279,8 +279,10 @@ def stage_teacher_cache(ctx: StudyContext) -> None:
             "key": report.key,
             "shape": [shape.num_layers, shape.hidden_size],
         }
-        if fits_object_store(report.bytes, spec.cache.object_store_share):
+        held = sum(caches[w]["bytes"] for w in caches if caches[w].get("ref") is not None)
+        if fits_object_store(report.bytes, spec.cache.object_store_share, held):
             entry["ref"] = put_in_object_store(report.path)
+        entry["bytes"] = report.bytes
         caches[where] = entry
         log(
             f"teacher cache {where}: {human_bytes(report.bytes)}, "
