@@ -452,6 +452,15 @@ def test_every_node_gets_the_tracking_uri(raw):
     assert f"source {env_file}" in common and "~/.bashrc" in common
 
 
+def test_every_node_shares_one_hugging_face_cache_on_the_efs_mount(raw):
+    """docs/HUB.md: the driver's dataset snapshot (in the keys) is the one every trial reads only if every node
+    reads one cache."""
+    common = " ".join(raw["setup_commands"])
+    hf_home = re.search(r"export HF_HOME=(\S+?)'", common)[1]
+    mounts = [v.split(":")[1] for v in raw["docker"]["run_options"] if ":" in v and "/mnt/" in v]
+    assert any(hf_home.startswith(m.rstrip("/") + "/") for m in mounts), (hf_home, mounts)
+
+
 def test_token_auth_on_every_node(raw):
     common = " ".join(raw["setup_commands"])
     assert "RAY_AUTH_MODE=token" in common
