@@ -139,6 +139,34 @@ def test_corrupt_or_missing_shard_is_detected_and_rebuilt(tiny_teacher, data, tm
     assert again.built and "missing" in again.rebuilt_reason
 
 
+def test_trials_trust_this_runs_check_and_the_next_run_hashes_again(tiny_teacher, data, tmp_path):
+    """The cache stage records a cache it built or found whole (serve.VERIFIED_FILE); a trial process serving it
+    then checks sizes only instead of hashing every shard again. The stage of the next run hashes it, finds a
+    corrupt shard and rebuilds; without a record a trial hashes, as before."""
+    from orchestrator.cache import serve
+
+    report = _build(tiny_teacher, data, tmp_path, "float16")
+    assert (report.path / serve.VERIFIED_FILE).is_file()
+    shard = next((report.path / "train").glob("shard-*/logits.npy"))
+    raw = bytearray(shard.read_bytes())
+    raw[-3] ^= 0xFF  # same size, another content
+    shard.write_bytes(bytes(raw))
+    serve._VERIFIED.clear()  # a new trial process
+    CachedTeacher.open(report.path)  # trusts the record: sizes only
+    with pytest.raises(CacheCorruptError, match="logits.npy"):
+        verify(report.path)  # the stage's check does not trust it
+    rebuilt = _build(tiny_teacher, data, tmp_path, "float16")
+    assert rebuilt.built and "checksum" in rebuilt.rebuilt_reason
+    (rebuilt.path / serve.VERIFIED_FILE).unlink()
+    shard = next((rebuilt.path / "train").glob("shard-*/logits.npy"))
+    raw = bytearray(shard.read_bytes())
+    raw[-3] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    serve._VERIFIED.clear()
+    with pytest.raises(CacheCorruptError, match="logits.npy"):
+        CachedTeacher.open(rebuilt.path)  # no record: hashed
+
+
 def test_ckd_relations_from_cache_equal_online(tiny_teacher, data, online, tmp_path):
     """The cache stores CKD's teacher-side relations; the loss from them equals the loss from live token states."""
     student_shape, teacher_shape = ModelShape(2, 16), online.teacher.shape

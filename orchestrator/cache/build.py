@@ -27,7 +27,7 @@ from orchestrator.cache.key import (
     fingerprint_folder,
     sha256_file,
 )
-from orchestrator.cache.serve import _manifest, verify
+from orchestrator.cache.serve import _manifest, record_verified, verify
 from tasks import SPLITS, TaskData
 
 
@@ -234,6 +234,7 @@ def get_or_build(
     if path.exists():
         try:
             verify(path)
+            record_verified(path)  # the trials of this run check sizes only (serve.VERIFIED_FILE)
             return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
         except CacheCorruptError as err:
             reason = str(err)
@@ -260,6 +261,7 @@ def get_or_build(
         # Another builder finished first: keep theirs, drop ours (both hold the same content).
         return BuildReport(path, key, built=False, bytes=_manifest(path)["bytes"])
     _log_pass(storage, key, request)
+    record_verified(path)  # its checksums were computed as it was written
     return BuildReport(
         path, key, built=True, seconds=manifest["build_seconds"], bytes=total, rebuilt_reason=reason
     )

@@ -30,15 +30,47 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 _VERIFIED: set[tuple[str, int, int]] = set()
+# Written into a cache folder by the stage that found it whole (checksums) or built it, in each study run: a trial
+# process serving the cache then checks the file sizes only, instead of hashing the whole cache again (every new
+# trial process did, CKD's signals included, on shared storage). The next study run's stage hashes it again.
+VERIFIED_FILE = "verified.json"
 
 
-def verify(path: Path, force: bool = False) -> dict[str, Any]:
+def _stamp(path: Path, manifest: dict[str, Any]) -> tuple[str, int, int]:
+    return (str(path.resolve()), (path / "manifest.json").stat().st_mtime_ns, manifest["bytes"])
+
+
+def record_verified(path: Path) -> None:
+    """Say that the cache at ``path`` was checked (or built) whole just now (``verify(trust_record=True)``)."""
+    import os
+    import uuid
+
+    _, mtime, nbytes = _stamp(path, _manifest(path))
+    tmp = path / f".{VERIFIED_FILE}.{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.write_text(json.dumps({"manifest_mtime_ns": mtime, "bytes": nbytes}))
+        os.replace(tmp, path / VERIFIED_FILE)  # atomic: a reader sees the old record or the new one
+    except OSError:  # a cache we may only read: its trials hash it, as before
+        tmp.unlink(missing_ok=True)
+
+
+def _recorded(path: Path, stamp: tuple[str, int, int]) -> bool:
+    try:
+        record = json.loads((path / VERIFIED_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return [record.get("manifest_mtime_ns"), record.get("bytes")] == [stamp[1], stamp[2]]
+
+
+def verify(path: Path, force: bool = False, trust_record: bool = False) -> dict[str, Any]:
     """Check every shard file against its sha256; raises CacheCorruptError naming the first bad file.
 
-    Hashing a large cache takes a while, so a process verifies each cache once (sizes are checked every time)."""
+    Hashing a large cache takes a while, so a process verifies each cache once (sizes are checked every time);
+    ``trust_record`` (a trial serving the cache): not at all when this study run's cache stage recorded it whole
+    (``record_verified``)."""
     manifest = _manifest(path)
-    stamp = (str(path.resolve()), (path / "manifest.json").stat().st_mtime_ns, manifest["bytes"])
-    full = force or stamp not in _VERIFIED
+    stamp = _stamp(path, manifest)
+    full = force or (stamp not in _VERIFIED and not (trust_record and _recorded(path, stamp)))
     for split_shards in manifest["shards"].values():
         for shard in split_shards:
             for name, info in shard["files"].items():
@@ -47,7 +79,8 @@ def verify(path: Path, force: bool = False) -> dict[str, Any]:
                     raise CacheCorruptError(f"shard file {f} is missing")
                 if f.stat().st_size != info["bytes"] or (full and sha256_file(f) != info["sha256"]):
                     raise CacheCorruptError(f"shard file {f} does not match its checksum")
-    _VERIFIED.add(stamp)
+    if full:  # hashed here (a record trusted is not)
+        _VERIFIED.add(stamp)
     return manifest
 
 
@@ -55,7 +88,7 @@ def load_arrays(
     path: Path, mmap: bool = True, check: bool = True
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The manifest and every shard array, memory-mapped (or read into memory to put in the object store)."""
-    manifest = verify(path) if check else _manifest(path)
+    manifest = verify(path, trust_record=True) if check else _manifest(path)
     arrays = {}
     for split_shards in manifest["shards"].values():
         for shard in split_shards:
