@@ -123,7 +123,8 @@ class Progress(tune.Callback):
         self.running.discard(trial.trial_id)
         self.failed += 1
         log(
-            f"trial failed for good: {self.names.run_name(trial)} (reason in its MLflow run; --status lists it)"
+            f"trial failed for good: {self.names.run_name(trial)} (reason in its MLflow run, and Tune's traceback "
+            "in the study folder's tune.log, also for a trial that failed before it opened a run; --status lists it)"
         )
         self._line()
 
