@@ -288,7 +288,7 @@ def test_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, local_data, m
     runs = _runs(uri, "failing", "student")
     failed = [r for r in runs if r.info.status == "FAILED"]
     # one run: the retry Tune makes (max_failures: 1) stops before training, as the same configuration and seed
-    # would diverge again (sweep/trial.diverged_before)
+    # would diverge again (sweep/trial.earlier_runs)
     assert len(failed) == 1
     errors = [
         f.read_text() for f in (tmp_path / "runs").rglob("error.txt")

@@ -90,22 +90,9 @@ def _client(tracking_uri: str | None) -> Any:
 
 
 def _finished_runs(client: Any, experiment_id: str) -> list[Any]:
-    from mlflow.entities import ViewType
+    from orchestrator.core.tracking import search_all  # paged: a full study has more runs than one page
 
-    runs: list[Any] = []
-    token: str | None = None
-    while True:  # paged: a full study has more runs than one page
-        page = client.search_runs(
-            [experiment_id],
-            filter_string="attributes.status = 'FINISHED'",
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            page_token=token,
-        )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return search_all(client, experiment_id, "attributes.status = 'FINISHED'")
 
 
 def _run_row(run: Any) -> dict[str, Any]:

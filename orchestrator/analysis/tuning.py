@@ -50,18 +50,9 @@ def load_tuning(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
 
 def _search(client: Any, experiment_id: str, stage: str) -> list[Any]:
     """The FINISHED runs of ``stage``, every page (a full study has thousands of tuning runs)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id],
-            f"tags.stage = '{stage}' and attributes.status = 'FINISHED'",
-            max_results=1000,
-            page_token=token,
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
+    from orchestrator.core.tracking import runs_by_stage
+
+    return runs_by_stage(client, experiment_id, stage, "FINISHED")
 
 
 def _tuned_from(client: Any, experiment_id: str) -> set[str]:

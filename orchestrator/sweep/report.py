@@ -114,7 +114,10 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
         for line in hub_missing:
             print(f"  {line}")
     # a completion data folder not prepared yet: the plan prices py150's size; a run would stop on this line
-    data_missing = completion_data_problems(resolve_spec_data(spec)) if spec.kind == "completion" else []
+    resolved = resolve_spec_data(
+        spec
+    )  # where the data is: here, or the storage's copy of a data set built on use
+    data_missing = completion_data_problems(resolved) if spec.kind == "completion" else []
     if data_missing and not as_json:
         print("completion data not prepared yet (the plan assumes py150's size; a run stops until it is):")
         for line in data_missing:
@@ -130,7 +133,7 @@ def plan_command(spec: Any, as_json: bool, calibrate: bool, show_plan: bool) -> 
         )
         if not show_plan:
             return 0
-    plan = build_plan(resolve_spec_data(spec))
+    plan = build_plan(resolved)
     progress = plan_progress(spec)
     if as_json:
         print(

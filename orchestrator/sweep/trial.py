@@ -6,7 +6,7 @@ tasks, returns at once when the ``trial_key`` already has a FINISHED run of its 
 is never recorded twice), creates the trial's MLflow run (not Tune's MLflow callback, which forgets its run map when
 a study is restored) RUNNING with its tags, params and node, gives the work a scratch folder under ``--storage``
 (removed once MLflow holds the artifacts), records a failure (FAILED with the reason; a node loss is retried by
-Tune without counting, ``node_loss.py``; a diverged loss is not retried, see ``diverged_before``) and reports the
+Tune without counting, ``node_loss.py``; a diverged loss is not retried, see ``earlier_runs``) and reports the
 result. The work itself (``work.py``, one function per
 kind) trains, evaluates and logs its metrics and artifacts into the run.
 """
@@ -62,21 +62,21 @@ def tune_attempt() -> str | None:
         return None
 
 
-def diverged_before(client: Any, exp_id: str, trial: Any, attempt: str | None) -> Any | None:
-    """The FAILED run in which this Tune trial's loss already diverged, if any. Its configuration, seed and data
-    are the same on a retry, so it would diverge again: the retry Tune makes (``max_failures``) stops at once
-    instead of training up to the same NaN. A later study run tries the trial again (a tuning cell counts the
-    diverged configuration as a spent sample and draws no replacement: ``sweep/tuning.diverged_runs``)."""
-    from orchestrator.sweep.tuning import DIVERGED
+def earlier_runs(client: Any, exp_id: str, trial: Any, attempt: str | None) -> tuple[Any | None, Any | None]:
+    """The trial's FINISHED run, if any, and the FAILED run in which this Tune trial (``attempt``) already diverged,
+    if any, from one search of the trial's runs (few: its retries and reruns).
 
-    if attempt is None:
-        return None
-    flt = (
-        f"tags.stage = '{trial.stage}' and tags.trial_key = '{trial.trial_key}' and "
-        f"tags.tune_trial_id = '{attempt}' and attributes.status = 'FAILED'"
-    )
-    runs = client.search_runs([exp_id], filter_string=flt, max_results=20)
-    return next((r for r in runs if r.data.tags.get("error", "").startswith(f"{DIVERGED}:")), None)
+    A diverged run's configuration, seed and data are the same on a retry, so it would diverge again: the retry
+    Tune makes (``max_failures``) stops at once instead of training up to the same NaN. A later study run tries the
+    trial again (a tuning cell counts the diverged configuration as a spent sample and draws no replacement:
+    ``sweep/tuning.diverged_runs``)."""
+    from orchestrator.sweep.tuning import is_diverged
+
+    flt = f"tags.stage = '{trial.stage}' and tags.trial_key = '{trial.trial_key}'"
+    runs = tracking.search_all(client, exp_id, flt)
+    done = next((r for r in runs if r.info.status == "FINISHED"), None)
+    mine = [r for r in runs if attempt is not None and r.data.tags.get("tune_trial_id") == attempt]
+    return done, next((r for r in mine if is_diverged(r)), None)
 
 
 def run_trial_unit(trial: Any, context: TrialContext) -> None:
@@ -92,13 +92,12 @@ def run_trial_unit(trial: Any, context: TrialContext) -> None:
     register_tasks(trial.declared_tasks)
     torch.set_num_threads(max(1, int(trial.cpus)))
     client = MlflowClient(context.tracking_uri)
-    done = tracking.finished_run(client, context.experiment_id, trial.stage, trial.trial_key)
+    attempt = tune_attempt()
+    done, diverged = earlier_runs(client, context.experiment_id, trial, attempt)
     if done is not None:
         keep = ("test_", "best_val_")
         tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith(keep)}})
         return
-    attempt = tune_attempt()
-    diverged = diverged_before(client, context.experiment_id, trial, attempt)
     if diverged is not None:
         from orchestrator.train.trainer import NonFiniteLossError
 
@@ -110,7 +109,7 @@ def run_trial_unit(trial: Any, context: TrialContext) -> None:
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     tags = {**trial.tags, "node_id": node, "mlflow.parentRunId": context.parent}
     if attempt is not None:
-        tags["tune_trial_id"] = attempt  # its retries share it (diverged_before)
+        tags["tune_trial_id"] = attempt  # its retries share it (earlier_runs)
     run_id = client.create_run(context.experiment_id, run_name=trial.run_name, tags=tags).info.run_id
     epoch = tuning_epoch if trial.stage == "tune" else student_epoch
     try:

@@ -34,6 +34,11 @@ def tune_runs(client: Any, exp_id: str, status: str | None = "FINISHED") -> dict
 DIVERGED = "NonFiniteLossError"  # the error tag of a trial whose loss stopped being finite (train/trainer.py)
 
 
+def is_diverged(run: Any) -> bool:
+    """Whether a run failed because its loss stopped being finite (its ``error`` tag names ``DIVERGED``)."""
+    return run.info.status == "FAILED" and run.data.tags.get("error", "").startswith(f"{DIVERGED}:")
+
+
 def diverged_runs(client: Any, exp_id: str) -> dict[str, list[Any]]:
     """The FAILED tuning runs whose loss diverged, one per configuration (``trial_key``), by cell. A configuration
     that diverges is a result of the search, a sample spent like any other: it counts against ``samples``, so a
@@ -42,7 +47,7 @@ def diverged_runs(client: Any, exp_id: str) -> dict[str, list[Any]]:
     for cell, runs in tune_runs(client, exp_id, "FAILED").items():
         keys: dict[str, Any] = {}
         for r in runs:
-            if r.data.tags.get("error", "").startswith(f"{DIVERGED}:"):
+            if is_diverged(r):
                 keys.setdefault(r.data.tags.get("trial_key", r.info.run_id), r)
         if keys:
             out[cell] = list(keys.values())
