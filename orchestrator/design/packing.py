@@ -3,15 +3,18 @@
 ``trials_per_gpu: k`` in the study YAML gives each trial ``trial_resources.gpu / k`` of a GPU, so Tune places up to
 k small students on one device at once (a 7M student at batch 32 x 512 uses a few per cent of an H200). Before
 packing, ``check_packing`` estimates each trial's peak GPU memory and refuses a study where k of its largest trials
-would not fit the device with a safety margin, naming the student, the estimate and the device memory.
+would not fit the device with a safety margin, naming the student, the estimate and the device memory. On a cluster
+the device is the smallest GPU of the live GPU nodes, read on each (``sweep/cluster_check.cluster_gpu``), and
+``precision: auto`` counts as bf16 when every one of them supports it.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.core.device import GpuInfo, trial_precision
 
 GIB = 1024**3
 CUDA_CONTEXT_BYTES = 0.6 * GIB  # per process: the CUDA context and cuBLAS/cuDNN workspaces
@@ -50,34 +53,6 @@ def per_gpu(spec: Any) -> int:
     return math.floor(1 / gpu + 1e-9) if 0 < gpu < 1 else 1
 
 
-def device_memory() -> float | None:
-    """Total memory of this machine's first GPU, or None without one (the check is then left to the workers).
-    Read by nvidia-smi where it is installed: torch would create a CUDA context in the driver that holds GPU memory
-    for the whole study, unseen by Ray's accounting."""
-    import shutil
-    import subprocess
-
-    # torch's device 0 is the first of CUDA_VISIBLE_DEVICES (an index or a UUID, both of which --id takes)
-    first = (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0].strip() or "0"
-    if smi := shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=memory.total", "--format=csv,noheader,nounits", f"--id={first}"],
-                capture_output=True, text=True, timeout=30,
-            )  # fmt: skip
-            if out.returncode == 0 and out.stdout.strip():
-                return float(out.stdout.split()[0]) * 1024**2  # MiB
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return None
-    if not torch.cuda.is_available():
-        return None
-    return float(torch.cuda.get_device_properties(0).total_memory)
-
-
 def check_packing(k: int, estimates: list[TrialMemory], total: float | None) -> str:
     """Raise PackingError when ``k`` of the largest trials exceed ``total`` bytes; else a line for the log."""
     if k == 1 or not estimates:
@@ -86,7 +61,7 @@ def check_packing(k: int, estimates: list[TrialMemory], total: float | None) -> 
     need = k * worst.bytes * SAFETY
     if total is None:
         return (
-            f"trials per GPU: {k} (no GPU on this machine to check; {worst.student} needs about "
+            f"trials per GPU: {k} (no GPU up to check; {worst.student} needs about "
             f"{worst.bytes / GIB:.1f} GiB each)"
         )
     if need > total:
@@ -99,12 +74,13 @@ def check_packing(k: int, estimates: list[TrialMemory], total: float | None) -> 
     return f"trials per GPU: {k} (largest: {worst.student}, {need / GIB:.1f} of {total / GIB:.1f} GiB)"
 
 
-def estimate_trials(spec: Any, plan: Any) -> list[TrialMemory]:
-    """One estimate per student of the plan, at the study's student batch size, length and precision."""
+def estimate_trials(spec: Any, plan: Any, gpu: GpuInfo | None = None) -> list[TrialMemory]:
+    """One estimate per student of the plan, at the study's student batch size, length and precision (on ``gpu``:
+    ``auto`` is bf16 where it supports it)."""
     from models import get_student_spec
     from orchestrator.train.trial import student_shape
 
-    train, precision = spec.student_train, getattr(spec, "precision", "auto")
+    train, precision = spec.student_train, trial_precision(getattr(spec, "precision", "auto"), gpu)
     counted = {t.student: t.student_params for t in plan.trials}
     out = []
     for name in sorted(counted):

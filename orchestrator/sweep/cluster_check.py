@@ -100,3 +100,31 @@ def _by_node(nodes: list[dict[str, Any]], found: list[list[str]]) -> list[str]:
         for p in problems:
             where.setdefault(p, []).append(str(node.get("NodeManagerAddress", node["NodeID"][:8])))
     return [f"on node(s) {', '.join(sorted(set(ips)))}: {p}" for p, ips in where.items()]
+
+
+def cluster_gpu(read: Any = None) -> Any:
+    """The GPU the packing check sizes against (``design/packing.GpuInfo``): the smallest of the live nodes that
+    offer GPUs to Ray, each read on its node by a zero-CPU task (a cluster's head, where the driver runs, has none);
+    this machine's own first GPU when Ray is not running or no GPU node is up; None when no GPU could be read (an
+    autoscaler that starts GPU workers only for the trials: the check then cannot be made before the study).
+    ``read``: what each node runs to read its GPU (``device_gpu``)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from orchestrator.core.device import GpuInfo, device_gpu
+
+    read = read or device_gpu
+    if not ray.is_initialized():
+        return read()
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) > 0]
+    if not nodes:
+        return read()
+    probe = ray.remote(num_cpus=0, max_retries=0)(read)
+    refs = [
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+        for n in nodes
+    ]
+    found = [g for g in ray.get(refs, timeout=PROBE_TIMEOUT_S) if g is not None]
+    if not found:
+        return None
+    return GpuInfo(min(g.memory for g in found), all(g.bf16 for g in found))

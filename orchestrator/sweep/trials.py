@@ -20,7 +20,11 @@ def check_packing(ctx: StudyContext) -> None:
     """Before any stage: k students packed on one GPU (``trials_per_gpu``, or a fractional ``trial_resources.gpu``)
     must fit it; tuning packs the same students as the finals, so this runs before either."""
     if (k := packing.per_gpu(ctx.spec)) > 1:
-        log(packing.check_packing(k, packing.estimate_trials(ctx.spec, ctx.plan), packing.device_memory()))
+        from orchestrator.sweep.cluster_check import cluster_gpu
+
+        gpu = cluster_gpu()  # the cluster's smallest GPU: the driver's machine may have none
+        estimates = packing.estimate_trials(ctx.spec, ctx.plan, gpu)
+        log(packing.check_packing(k, estimates, None if gpu is None else gpu.memory))
 
 
 def stage_trials(ctx: StudyContext) -> None:
