@@ -22,6 +22,7 @@ from tasks.examples import (
     RecordError,
     TaskData,
     check_max_samples,
+    code_field,
     normalise_code,
     sample_fraction,
 )
@@ -89,9 +90,13 @@ def text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def count_records(path: Path) -> int:
     """Non-blank lines of a JSONL file, read as bytes: a count for plans and checks (a bad byte or line is
-    ``jsonl_records``' to report)."""
+    ``jsonl_records``' to report). A lone ``\r`` ends a line, as in the text-mode read that loads the records (a
+    JSON string cannot hold a raw CR, so one in the file is a line ending: CRLF, or CR alone from old editors)."""
     with path.open("rb") as f:
-        return sum(1 for line in f if line.strip())
+        return sum(
+            sum(1 for part in line.split(b"\r") if part.strip()) if b"\r" in line else bool(line.strip())
+            for line in f
+        )
 
 
 def jsonl_records(path: Path, max_samples: int | None = None) -> Iterator[tuple[int, object]]:
@@ -176,10 +181,7 @@ class Task(abc.ABC):
         for f in (self.code_field, self.code2_field):
             if f is None:
                 continue
-            value = record[f]
-            if not isinstance(value, str):
-                raise RecordError(f"field '{f}' must be a string of code, got {type(value).__name__}")
-            codes.append(normalise_code(value))
+            codes.append(code_field(record, f))  # type: ignore[arg-type]
         label = self.parse_label(record[self.label_field])
         return codes[0], (codes[1] if len(codes) > 1 else None), label
 

@@ -24,6 +24,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from tasks.base import SPLITS, RecordError, Task, TaskData, count_records, jsonl_records
 
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
+BUILTIN_FAMILIES = (
+    "c_java",
+    "python",
+)  # the built-in tasks' tokenizer families (tasks/registry.py checks them)
 METRICS = ("accuracy", "f1", "macro_f1", "top3_accuracy")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 LABELS_FORM = "a list of class names or 'infer'"
@@ -74,6 +78,11 @@ class TaskDeclaration(BaseModel):
         if v in BUILTIN_NAMES:
             raise ValueError(
                 f"'{v}' is a built-in task; choose another name (built-in: {list(BUILTIN_NAMES)})"
+            )
+        if v in BUILTIN_FAMILIES:  # a task's tokenizer family defaults to its name: it would join theirs
+            raise ValueError(
+                f"'{v}' is the tokenizer family of built-in tasks; choose another name (set "
+                f"tokenizer_family: {v} to share their tokenizer)"
             )
         return v
 
@@ -140,8 +149,12 @@ def split_path(folder: Path, split: str) -> Path | None:
 
 
 def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
-    """The sorted distinct label values of the training split (integers before text)."""
+    """The sorted distinct label values of the training split (integers before text). A label written both as an
+    integer and as text (``1`` and ``"1"``) is refused at the line that switches: the two would be one class name."""
     seen: set[str | int] = set()
+    first: dict[
+        str, tuple[str | int, int]
+    ] = {}  # a label's text -> (the value, the line it was first seen on)
     try:
         for lineno, record in jsonl_records(train_file):
             if not isinstance(record, dict):
@@ -155,9 +168,16 @@ def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
                     f"field 'label_field': {train_file}:{lineno} has no field '{label_field}'"
                 )
             try:
-                seen.add(_label_key(record[label_field]))
+                label = _label_key(record[label_field])
             except RecordError as exc:
                 raise TaskDeclarationError(f"{train_file}:{lineno}: {exc}") from None
+            value, line = first.setdefault(str(label), (label, lineno))
+            if value != label:
+                raise TaskDeclarationError(
+                    f"{train_file}:{lineno}: label {label!r} is line {line}'s label {value!r} written as "
+                    f"{'text' if isinstance(label, str) else 'an integer'}; write every label the same way"
+                )
+            seen.add(label)
     except TaskDeclarationError:
         raise
     except ValueError as err:  # a line that is not UTF-8 or not JSON (jsonl_records: file, line, column)

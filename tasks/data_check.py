@@ -36,28 +36,31 @@ def task_from_entry(entry: Mapping[str, Any]) -> CustomTask:
     return task
 
 
-def declared_data_problems(entries: Iterable[Mapping[str, Any]], names: Iterable[str]) -> list[str]:
+def declared_data_problems(
+    entries: Iterable[Mapping[str, Any]], names: Iterable[str], max_samples: int | None = None
+) -> list[str]:
     """One line per declared task among ``names`` whose files hold a mistake (its first)."""
     wanted = set(names)
     out = []
     for entry in entries:
         if entry.get("name") in wanted:
-            problem = first_problem(task_from_entry(entry))
+            problem = first_problem(task_from_entry(entry), max_samples=max_samples)
             if problem:
                 out.append(f"task '{entry['name']}': {problem}")
     return out
 
 
-def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
+def first_problem(task: Task, folder: str | Path | None = None, max_samples: int | None = None) -> str | None:
     """The first mistake in ``task``'s three files (a declared task's own folder, or ``folder``: a built-in task's
-    ``<data>/<task>``), as ``file:line: what (field, valid values)``; None if none."""
+    ``<data>/<task>``), as ``file:line: what (field, valid values)``; None if none. A training split whose records
+    (its first ``max_samples``: what a trial reads) hold one class is one: every model of it predicts that class."""
     folder = Path(folder) if folder is not None else task.data_dir  # type: ignore[attr-defined]
     first_kind: tuple[str, str, Any] | None = None  # (where, JSON type, value) of the first label seen
     for split in SPLITS:
         path = split_path(folder, split)
         if path is None:
             return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])})"
-        records = 0
+        records, classes = 0, set()
         try:
             for lineno, line in text_lines(path):
                 if not line.strip():
@@ -66,10 +69,20 @@ def first_problem(task: Task, folder: str | Path | None = None) -> str | None:
                 problem, first_kind = _line_problem(task, line, f"{path}:{lineno}", first_kind)
                 if problem:
                     return problem
+                if split == "train" and (max_samples is None or records <= max_samples):
+                    classes.add(_label_key(json.loads(line)[task.label_field]))
         except ValueError as err:  # a line that is not UTF-8 (text_lines names the file, line and byte)
             return str(err)
         if records == 0:
             return f"{path}: the {split} split is empty (no records); it needs at least one"
+        if split == "train" and len(classes) == 1:
+            read = "every record has" if max_samples is None or records <= max_samples else (
+                f"its first {max_samples} records (max_samples: what a trial reads) have"
+            )  # fmt: skip
+            return (
+                f"{path}: {read} label {next(iter(classes))!r}; a classifier needs two classes to learn from "
+                "(shuffle the file, or raise max_samples)"
+            )
     return unlabelled_problem(task, folder)
 
 

@@ -43,6 +43,9 @@ def data_request_key(
     if is_custom(task):
         folder = Path(t.data_dir)  # type: ignore[attr-defined]
         identity["files"] = _file_stats([split_path(folder, s) for s in SPLITS])
+        # what of the files a declaration reads, and how its labels map to classes: same files, other data
+        identity["fields"] = [t.code_field, t.code2_field, t.label_field]  # type: ignore[attr-defined]
+        identity["labels"] = list(t.label_values)  # type: ignore[attr-defined]
     elif str(source) == "hub":
         identity.update(
             hub=t.hf_id,

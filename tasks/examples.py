@@ -61,6 +61,23 @@ def normalise_code(code: str) -> str:
     return " ".join(code.split())
 
 
+def code_field(record: dict, name: str) -> str:
+    """A record's code field, normalised; RecordError for one that is not text, or holds an unpaired surrogate
+    (valid JSON, ``"\\ud800"``, that no tokenizer can encode: scraped code sometimes has one)."""
+    value = record[name]
+    if not isinstance(value, str):
+        raise RecordError(f"field '{name}' must be a string of code, got {type(value).__name__}")
+    try:
+        if not value.isascii():  # the common case costs no copy
+            value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RecordError(
+            f"field '{name}' holds an unpaired surrogate \\u{ord(value[exc.start]):04x} at character "
+            f"{exc.start + 1} (a \\ud800-\\udfff escape without its pair); remove or fix it"
+        ) from None
+    return normalise_code(value)
+
+
 def sample_size(n: int, fraction: float) -> int:
     """How many rows ``sample_fraction(n, fraction, seed)`` draws, whatever the seed (a plan's sizes read this)."""
     return 0 if n == 0 else max(1, round(n * fraction))

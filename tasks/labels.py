@@ -33,7 +33,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tasks.base import Example, RecordError, Task, TaskData, jsonl_records, normalise_code
+from tasks.base import Example, RecordError, Task, TaskData, jsonl_records, text_lines
+from tasks.examples import code_field
 
 UNLABELLED = -100  # torch.nn.functional.cross_entropy's default ignore_index
 UNLABELLED_FILE = "unlabelled.jsonl"
@@ -238,24 +239,27 @@ def _codes(record: object, fields: list[str]) -> list[str]:
         raise RecordError(
             f"missing field '{missing[0]}' (unlabelled inputs need {fields}; got {sorted(record)})"
         )
-    bad = [f for f in fields if not isinstance(record[f], str)]
-    if bad:
-        raise RecordError(f"field '{bad[0]}' must be a string of code, got {type(record[bad[0]]).__name__}")
-    return [normalise_code(record[f]) for f in fields]
+    return [code_field(record, f) for f in fields]
 
 
 def write_labelled_folder(source: str | Path, dest: str | Path, keep: np.ndarray) -> Path:
     """A copy of a task folder (``train.jsonl``, ``validation.jsonl``, ``test.jsonl``) whose training split holds
     only the records at ``keep`` (non-empty lines counted from 0): what a teacher is fine-tuned on."""
+    from tasks.custom import split_path
+
     src, out = Path(source), Path(dest)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [line for line in (src / "train.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    # read as the loader reads (text_lines): str.splitlines would also cut at a U+2028 inside a JSON string
+    rows = [line.rstrip("\r\n") for _, line in text_lines(src / "train.jsonl") if line.strip()]
     wanted = set(int(i) for i in keep)
     if wanted and max(wanted) >= len(rows):
         raise IndexError(f"{src / 'train.jsonl'} has {len(rows)} records; asked for record {max(wanted)}")
     (out / "train.jsonl").write_text("".join(rows[i] + "\n" for i in sorted(wanted)), encoding="utf-8")
     for split in ("validation", "test"):
-        (out / f"{split}.jsonl").write_bytes((src / f"{split}.jsonl").read_bytes())
+        path = split_path(src, split)  # validation.jsonl or valid.jsonl
+        if path is None:
+            raise FileNotFoundError(f"{src} has no {split} file")
+        (out / path.name).write_bytes(path.read_bytes())
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from tasks.base import Task
 from tasks.clone import CloneTask
 from tasks.custom import (
+    BUILTIN_FAMILIES,
     BUILTIN_NAMES,
     CustomTask,
     TaskDeclarationError,
@@ -19,6 +20,7 @@ from tasks.exception import ExceptionTask
 
 BUILTIN_TASKS: dict[str, Task] = {"defect": DefectTask(), "clone": CloneTask(), "exception": ExceptionTask()}
 assert tuple(sorted(BUILTIN_TASKS)) == BUILTIN_NAMES
+assert tuple(sorted({t.family for t in BUILTIN_TASKS.values()})) == BUILTIN_FAMILIES
 # The built-in tasks plus the ones declared in this process (``declare``; in a worker, from its trial's config).
 TASKS: dict[str, Task] = dict(BUILTIN_TASKS)
 
@@ -61,15 +63,16 @@ def declare(raw: Mapping[str, Any], base_dir: str | Path | None = None) -> Custo
 
 def load_task_file(path: str | Path) -> CustomTask:
     """``--task-file``: a YAML file holding one declaration (the mapping a study's ``tasks:`` entry takes)."""
-    import yaml
+    from orchestrator.core.errors import StudyError
+    from orchestrator.core.yaml_file import parse_yaml
 
     path = Path(path)
     if not path.is_file():
         raise TaskDeclarationError(f"--task-file {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise TaskDeclarationError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+    try:  # read as a study file is: not UTF-8, invalid YAML or a repeated key is one line with its place
+        _, raw = parse_yaml(path)
+    except StudyError as err:
+        raise TaskDeclarationError(str(err)) from None
     if not isinstance(raw, dict):
         raise TaskDeclarationError(f"{path}: a task file holds one mapping (name, data, code_field, ...)")
     try:

@@ -72,6 +72,15 @@ def load_unique(text: str) -> tuple[yaml.Node | None, Any]:
 def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
     """(the YAML node tree, for line numbers; the mapping) of a study file; StudyError unless it is a UTF-8 file
     holding a mapping without a repeated key."""
+    node, raw = parse_yaml(path)
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study is a YAML mapping (name, tasks, teachers, students, methods, ...)")
+    return node, raw
+
+
+def parse_yaml(path: Path) -> tuple[yaml.Node | None, Any]:
+    """(the node tree, the data) of a YAML file (a study, a ``--task-file``); StudyError, one line naming the line
+    and column, for a file that is not UTF-8, not YAML, or repeats a key."""
     text = _text(path)
     try:
         node, raw = load_unique(text)
@@ -84,8 +93,6 @@ def read_yaml(path: Path) -> tuple[yaml.Node | None, dict[str, Any]]:
         raise StudyError(f"{path}:{mark.line + 1}: invalid YAML: {what} (column {mark.column + 1})") from None
     except yaml.YAMLError as err:
         raise StudyError(f"{path}: invalid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study is a YAML mapping (name, tasks, teachers, students, methods, ...)")
     return node, raw
 
 

@@ -49,7 +49,7 @@ def check_study(spec: Any, planning: bool = False) -> None:
         *method_param_problems(spec),
         *storage_problems(spec.storage),
         *data_problems(spec),
-        *declared_data_problems(spec.custom_tasks, spec.tasks),  # tasks/data_check.py: file:line, field
+        *declared_data_problems(spec.custom_tasks, spec.tasks, spec.max_samples),  # tasks/data_check.py
         *label_problems(spec),
         *teacher_problems(spec),
     ]
@@ -180,7 +180,7 @@ def data_problems(spec: StudySpec) -> list[str]:
             )
         out.append(f"data: {root} lacks {lacks}")
     for task in needed:
-        problem = None if task in missing else first_problem(get_task(task), root / task)
+        problem = None if task in missing else first_problem(get_task(task), root / task, spec.max_samples)
         if problem:
             out.append(f"data: task '{task}': {problem}")
     return out
