@@ -309,3 +309,38 @@ def create_random_gpt2_teacher(
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+# A causal LM's config (what AutoModelForCausalLM loads): GPT-2's fields, or an architecture of that kind.
+_CAUSAL_FIELDS = ("n_layer", "n_positions")
+_CAUSAL_ARCHS = ("LMHeadModel", "ForCausalLM")
+_SHAPE_FIELDS = ("n_layer", "n_embd", "n_head", "n_positions", "vocab_size")
+
+
+def causal_lm_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be loaded as a causal LM (a completion teacher or a student's initial weights), or
+    None: a file, no or unreadable config.json, another kind of model, shape fields that are not positive
+    integers."""
+    import json
+
+    if not folder.is_dir():
+        return f"teacher source {folder} is a file, not a model folder"
+    file = folder / "config.json"
+    if not file.is_file():
+        return f"folder {folder} holds no config.json (not a saved model)"
+    try:
+        cfg = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{file}: not readable JSON ({err})"
+    if not isinstance(cfg, dict):
+        return f"{file}: not a JSON object"
+    archs = cfg.get("architectures") or []
+    archs = [str(a) for a in archs] if isinstance(archs, list) else []
+    if any(a.endswith(_CAUSAL_ARCHS) for a in archs) or (not archs and any(k in cfg for k in _CAUSAL_FIELDS)):
+        bad = [k for k in _SHAPE_FIELDS if k in cfg and (type(cfg[k]) is not int or cfg[k] < 1)]
+        return f"{file}: {bad[0]} must be a positive integer, got {cfg[bad[0]]!r}" if bad else None
+    kind = archs[0] if archs else cfg.get("model_type", "unknown")
+    return (
+        f"folder {folder} holds a {kind} model, not a causal LM (GPT-2-like: an architecture ending in "
+        "LMHeadModel or ForCausalLM); a completion teacher generates code"
+    )

@@ -28,12 +28,13 @@ def _data(tmp_path: Path, train: int = 6) -> Path:
     """An exception task folder whose lines load (tasks/data_check.py), ``train`` training samples."""
     root = tmp_path / "data"
     (root / "exception").mkdir(parents=True)
-    row = {
-        "function": "def f(x):\n    try:\n        return int(x)\n    except __HOLE__:\n        pass\n",
-        "label": "ValueError",
-    }
+    code = "def f(x):\n    try:\n        return int(x)\n    except __HOLE__:\n        pass\n"
+    rows = [
+        {"function": code, "label": label} for label in ("ValueError", "KeyError")
+    ]  # two classes to learn
     for split, n in {"train": train, "validation": 3, "test": 3}.items():
-        (root / "exception" / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for _ in range(n)))
+        lines = "".join(json.dumps(rows[i % 2]) + "\n" for i in range(n))
+        (root / "exception" / f"{split}.jsonl").write_text(lines)
     return root
 
 
@@ -194,8 +195,11 @@ def _completion(tmp_path: Path, source: str | None = None, **fields: object):
     raw["storage"] = str(tmp_path / "store")
     raw["data"] = str(tmp_path / "completion")  # what the data check looks for: train, validation, line test
     (tmp_path / "completion").mkdir(exist_ok=True)
-    for name in ("train.txt", "validation.txt", "line_test.json"):
-        (tmp_path / "completion" / name).touch()
+    for name in ("train.txt", "validation.txt"):  # one preprocessed file each, one line sample
+        (tmp_path / "completion" / name).write_text("<s> x = 1 <EOL> </s>\n")
+    (tmp_path / "completion" / "line_test.json").write_text(
+        json.dumps({"input": "<s> x =", "gt": "1"}) + "\n"
+    )
     if source is not None:
         raw["teachers"][0]["source"] = source
     raw.update(fields)

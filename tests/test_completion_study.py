@@ -173,8 +173,11 @@ def test_rerun_skips_finished_trials_and_status_says_done(smoke, monkeypatch, ca
 
 
 def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, tmp_path, capsys):
-    # Same data, store and teacher; a pretrained student from a folder that does not exist fails, the other finishes.
+    # Same data, store and teacher; a pretrained student from a folder without weights (its config passes the
+    # check before the start) fails in its trial, the other finishes.
     missing = tmp_path / "no-such-checkpoint"
+    missing.mkdir()
+    (missing / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "n_layer": 1}))
     path = _study_file(
         tmp_path, smoke["data"], smoke["storage"], student_init=["teacher_layers", f"pretrained:{missing}"],
         students=["gpt2-1l"], teacher_modes=["online"], methods=["distil"],
@@ -186,10 +189,10 @@ def test_a_failing_trial_is_recorded_failed_and_the_study_goes_on(smoke, tmp_pat
     assert "teacher tiny-gpt2: exists" in out
     st = status(load_spec(path))
     assert (st["planned"], st["done"], st["failed"]) == (2, 1, 1)
-    assert "no-such-checkpoint" in st["failed_trials"][0]["error"]
+    assert "tokenizer" in st["failed_trials"][0]["error"]  # the folder holds a config only
     runs = _runs(smoke["uri"])
     failed = [r for r in runs if r.info.status == "FAILED"]
-    assert len(failed) == 1 and "no-such-checkpoint" in failed[0].data.tags["error"]
+    assert len(failed) == 1 and "tokenizer" in failed[0].data.tags["error"]
     assert failed[0].data.tags["student_init"] == f"pretrained:{missing}"
     assert (
         len([r for r in runs if r.info.status == "FINISHED"]) == 10

@@ -89,8 +89,9 @@ def test_prepare_py150_without_line_test_warns(tmp_path: Path, capsys: pytest.Ca
     py150.mkdir()
     (py150 / "a.py").write_text("x = 1\n")
     for name in ("python100k_train.txt", "python50k_eval.txt"):
-        (py150 / name).write_text("a.py\n")
-    assert main(["prepare-py150", "--py150", str(py150), "--out", str(tmp_path / "out")]) == 0
+        (py150 / name).write_text("a.py\n" * 2)
+    out = ["--out", str(tmp_path / "out"), "--validation-files", "1"]  # a tiny corpus: one file held out
+    assert main(["prepare-py150", "--py150", str(py150), *out]) == 0
     err = capsys.readouterr().err
     assert "warning: no --line-test" in err and "line_test.json" in err and LINE_URL in err
 
@@ -160,8 +161,12 @@ def test_pretrained_hub_id_is_refused_when_the_study_is_checked(tmp_path: Path) 
     from orchestrator.design.validate import student_init_problems
 
     inits = ["teacher_layers", "pretrained:microsoft/CodeGPT-small-py", f"pretrained:{tmp_path / 'missing'}"]
-    [problem] = student_init_problems(SimpleNamespace(student_init=inits))
+    problem, missing = student_init_problems(SimpleNamespace(student_init=inits))
     assert problem.startswith("student_init 'pretrained:microsoft/CodeGPT-small-py': a hub id cannot")
+    assert (
+        missing
+        == f"student_init 'pretrained:{tmp_path / 'missing'}': folder {tmp_path / 'missing'} does not exist"
+    )
 
 
 def test_planned_clone_sizes_are_what_the_sampler_draws() -> None:

@@ -27,7 +27,7 @@ class StudyBase(Strict):
     name: str
     description: str = ""
     storage: str = "runs"  # caches, checkpoints, Ray results, MLflow; the study's folder is <storage>/<name>
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # no seed: no trial
     trial_resources: Resources = Field(default_factory=Resources)
     teacher_resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int = Field(2, ge=1)

@@ -11,6 +11,7 @@ a classification study's (``study.load_spec`` reads both).
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -114,9 +115,16 @@ class CompletionStudySpec(StudyBase):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
     online_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "auto"
+    device: str = "auto"  # where each trial runs: auto, cpu, cuda, cuda:N
     max_failures: int = Field(0, ge=0)
     labels: Any = Field(None, exclude=True)  # refused: a classification study's factor
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"unknown device '{v}'; valid: auto, cpu, cuda, cuda:N")
+        return v
 
     @field_validator("labels")
     @classmethod

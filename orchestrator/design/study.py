@@ -33,7 +33,8 @@ def profiles() -> list[str]:
 def study_path(name_or_path: str | Path) -> Path:
     """The YAML file of a profile name or a path; StudyError naming the profiles when it is neither."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
+    # a profile is a bare name: a path with a folder in it (``../x``) is the user's file, never looked up there
+    if not path.suffix and not path.exists() and path.name == str(name_or_path):
         path = PROFILES_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             raise StudyError(
@@ -45,6 +46,10 @@ def study_path(name_or_path: str | Path) -> Path:
 
 
 def kind_of(raw: dict[str, Any]) -> str:
+    if "task" in raw and raw["task"] != "completion":  # a typo would read as a classification study's errors
+        raise StudyError(
+            f"task: unknown task {raw['task']!r}; valid: ['completion'] (a classification study has `tasks:`)"
+        )
     kind = raw.pop("kind", None) or ("completion" if raw.get("task") == "completion" else "classification")
     if kind not in KINDS:
         raise StudyError(f"kind: unknown study kind '{kind}'; valid: {list(KINDS)}")

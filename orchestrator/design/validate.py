@@ -8,6 +8,7 @@ is a ``StudyError`` whose message names the place; ``check_study`` reports them 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -215,12 +216,16 @@ def completion_data_problems(spec: Any) -> list[str]:
     default one under the storage is built on first use). The advice fits the folder: the proxy builder for the
     default proxy folder, else the exact ``prepare-py150`` command with ``--line-test``."""
     from orchestrator.design.data_source import DEFAULT_DATA, storage_data, will_build
-    from tasks.completion.data import missing_files, py150_advice
+    from tasks.completion.data import content_problems, missing_files, py150_advice
 
     root = Path(spec.data).expanduser()
-    missing = [] if will_build(spec) else missing_files(root)
-    if not missing:
+    if will_build(spec):
         return []
+    if root.exists() and not root.is_dir():
+        return [f"data: {root} is a file, not a folder (train.txt, dev.txt, line_test.json)"]
+    missing = missing_files(root)
+    if not missing:
+        return [f"data: {p}" for p in content_problems(root)]
     lacks = f"data: {root} lacks {', '.join(missing)}"
     if root.resolve() in (storage_data(spec), Path(DEFAULT_DATA["completion"]).resolve()):
         return [
@@ -242,11 +247,19 @@ def completion_param_problems(spec: Any) -> list[str]:
 
 def student_init_problems(spec: Any) -> list[str]:
     """``pretrained:<hub id>`` is refused: a student loads a folder whose vocabulary is the teacher's as the study
-    uses it (CodeXGLUE's tokens added), which no hub GPT-2 has (a missing folder fails in its trial)."""
+    uses it (CodeXGLUE's tokens added), which no hub GPT-2 has; a folder must exist and hold a causal LM."""
+    from models.lm_teacher import causal_lm_problem
+
     out = []
     for init in spec.student_init:
         source = init.split(":", 1)[1].strip() if init.startswith("pretrained:") else ""
-        if source and source.count("/") == 1 and not _looks_like_path(source) and not Path(source).exists():
+        if source and Path(source).expanduser().exists():
+            out += [
+                f"student_init '{init}': {p}" for p in [causal_lm_problem(Path(source).expanduser())] if p
+            ]
+        elif source and (_looks_like_path(source) or source.count("/") > 1):
+            out.append(f"student_init '{init}': folder {Path(source).expanduser()} does not exist")
+        elif source and source.count("/") == 1:
             out.append(
                 f"student_init '{init}': a hub id cannot initialise a student (its vocabulary lacks CodeXGLUE's "
                 "tokens); give a folder holding a GPT-2 of the teacher's width and vocabulary "
@@ -255,51 +268,32 @@ def student_init_problems(spec: Any) -> list[str]:
     return out
 
 
-# A causal LM's config (what AutoModelForCausalLM loads): GPT-2's fields, or an architecture of that kind.
-_CAUSAL_FIELDS = ("n_layer", "n_positions")
-_CAUSAL_ARCHS = ("LMHeadModel", "ForCausalLM")
-
-
 def lm_teacher_problems(spec: Any) -> list[str]:
     """A completion teacher is random:gpt2, an alias, a hub id (not checkable offline, so accepted) or a folder
     holding a causal LM (a classification teacher's folder is refused here, not after Ray starts). An alias
     (``codegpt``) is neither a path nor an existing folder, so it passes as a hub id does."""
-    out = []
+    from models.lm_teacher import causal_lm_problem
+
+    out, gen = [], spec.generation
     for i, t in enumerate(spec.teachers):
         where, src = f"teachers.{i} ('{t.name}')", t.source
-        if t.random:
-            continue
-        path = Path(src).expanduser()
-        if path.exists():
-            out += [f"{where}: {p}" for p in [_causal_lm_problem(path)] if p]
-        elif _looks_like_path(src) or src.count("/") > 1:
+        positions = t.positions if t.random else None
+        if not t.random and (path := Path(src).expanduser()).exists():
+            problem = causal_lm_problem(path)
+            out += [f"{where}: {problem}"] if problem else []
+            positions = (
+                None if problem else json.loads((path / "config.json").read_text()).get("n_positions", 1024)
+            )
+        elif not t.random and (_looks_like_path(src) or src.count("/") > 1):
             out.append(f"{where}: teacher folder {path} does not exist")
+        # line completion's context, new tokens included, must fit the positions (tasks/completion/generate.py)
+        length = gen.max_length or positions
+        if positions and length and (length > positions or length - gen.max_new_tokens < 1):
+            out.append(
+                f"{where}: generation.max_length {length} with max_new_tokens {gen.max_new_tokens} does not fit its "
+                f"{positions} positions (max_length <= positions, and > max_new_tokens)"
+            )
     return out
-
-
-def _causal_lm_problem(folder: Path) -> str | None:
-    import json
-
-    if not folder.is_dir():
-        return f"teacher source {folder} is a file, not a model folder"
-    file = folder / "config.json"
-    if not file.is_file():
-        return f"folder {folder} holds no config.json (not a saved model)"
-    try:
-        cfg = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return f"{file}: not readable JSON ({err})"
-    if not isinstance(cfg, dict):
-        return f"{file}: not a JSON object"
-    archs = cfg.get("architectures") or []
-    archs = [str(a) for a in archs] if isinstance(archs, list) else []
-    if any(a.endswith(_CAUSAL_ARCHS) for a in archs) or (not archs and any(k in cfg for k in _CAUSAL_FIELDS)):
-        return None
-    kind = archs[0] if archs else cfg.get("model_type", "unknown")
-    return (
-        f"folder {folder} holds a {kind} model, not a causal LM (GPT-2-like: an architecture ending in "
-        "LMHeadModel or ForCausalLM); a completion teacher generates code"
-    )
 
 
 def _looks_like_path(source: str) -> bool:

@@ -60,6 +60,12 @@ class LMBlocks:
         return h.hexdigest()
 
 
+class TooFewTokensError(ValueError):
+    """A split too small for one block: the user's data or ``block_size`` to change, one ``error:`` line."""
+
+    user_error = True
+
+
 def make_blocks(
     ids_per_file: Sequence[Sequence[int]], block_size: int, pad_id: int = 0, keep_remainder: bool = False
 ) -> LMBlocks:
@@ -79,7 +85,7 @@ def make_blocks(
         pad_mask[0, : len(rest)] = 1
         ids, mask = torch.cat([ids, pad]), torch.cat([mask, pad_mask])
     if len(ids) == 0:
-        raise ValueError(
+        raise TooFewTokensError(
             f"{len(stream)} tokens make no block of {block_size}: use more files or a smaller block_size"
         )
     return LMBlocks(ids, mask)

@@ -21,7 +21,14 @@ import sys
 from pathlib import Path
 
 from tasks.cli_errors import OneLineArgumentParser, fail
-from tasks.completion.data import LINE_TEST_2021_BLOB, LINE_TEST_FILE, VERSIONS, py150_advice, write_version
+from tasks.completion.data import (
+    LINE_TEST_2021_BLOB,
+    LINE_TEST_FILE,
+    VERSIONS,
+    load_line_test,
+    py150_advice,
+    write_version,
+)
 from tasks.completion.preprocess import normalise_newlines, preprocess_file
 from tasks.completion.scorer import ES_BACKENDS, score_files
 
@@ -63,6 +70,17 @@ def _git_blob_sha1(path: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _listed(list_file: Path, base: Path) -> list[Path]:
+    """The files a py150 list names, each inside ``base`` (ValueError, by line, for one that leaves it)."""
+    root, out = base.resolve(), []
+    for n, rel in enumerate(list_file.read_text(encoding="utf-8-sig").splitlines(), 1):
+        path = (base / rel.strip()).resolve()  # a blank entry is the folder: unreadable, "<s> </s>" as theirs
+        if not path.is_relative_to(root):
+            raise ValueError(f"{list_file}:{n}: {rel.strip()!r} leaves --py150 {base}; list paths inside it")
+        out.append(path)
+    return out
+
+
 def _prepare(args: argparse.Namespace) -> int:
     base, out = Path(args.py150), Path(args.out)
     lists = {name: base / name for name in ("python100k_train.txt", "python50k_eval.txt")}
@@ -71,6 +89,10 @@ def _prepare(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{path}: missing; extract {VERSIONS['codexglue-2021'].token_source.split(' ')[0]}"
             )
+    if args.line_test:  # checked first: preparing py150 takes hours
+        load_line_test(args.line_test)  # a file of line samples (CompletionDataError: which line is wrong)
+    if args.validation_files < 1:
+        raise ValueError(f"--validation-files must be at least 1, got {args.validation_files}")
     if not args.line_test:
         # A warning, not a refusal: the token-level text is useful alone (and the line set can be added later,
         # as the advice says), but a completion study scores on line_test.json, so say so before the long run.
@@ -85,22 +107,34 @@ def _prepare(args: argparse.Namespace) -> int:
             "here will differ from the official files (use Python <= 3.11)",
             file=sys.stderr,
         )
-    train_all = lists["python100k_train.txt"].read_text(encoding="utf-8").splitlines()
+    listed = {name: _listed(path, base) for name, path in lists.items()}
+    train_all, held = listed["python100k_train.txt"], args.validation_files
+    if len(train_all) <= held:  # CodeXGLUE holds the last 5,000 of py150's 100k out for validation
+        raise ValueError(
+            f"{lists['python100k_train.txt']} lists {len(train_all)} files and the last {held} are held out for "
+            "validation, which leaves none to train on: pass a smaller --validation-files"
+        )
     splits = {
-        "train": train_all[:-5000],
-        "validation": train_all[-5000:],
-        "test": lists["python50k_eval.txt"].read_text(encoding="utf-8").splitlines(),
+        "train": train_all[:-held],
+        "validation": train_all[-held:],
+        "test": listed["python50k_eval.txt"],
     }
     out.mkdir(parents=True, exist_ok=True)
-    for split, rel_paths in splits.items():
+    for split, files in splits.items():
+        unread = 0
         with (out / f"{split}.txt").open("w", encoding="utf-8", newline="\n") as f:
-            for rel in rel_paths:
+            for path in files:
                 try:
-                    code = normalise_newlines((base / rel.strip()).read_text(encoding="utf-8"))
+                    code = normalise_newlines(path.read_text(encoding="utf-8"))
                 except (OSError, UnicodeDecodeError):
-                    code = ""  # theirs: any exception -> "<s> </s>"
+                    code, unread = "", unread + 1  # theirs: any exception -> "<s> </s>"
                 f.write(preprocess_file(code) + "\n")
-        print(f"{split}: {len(rel_paths)} files -> {out / f'{split}.txt'}")
+        print(f"{split}: {len(files)} files -> {out / f'{split}.txt'}")
+        if unread:
+            print(
+                f"warning: {split}: {unread} of {len(files)} files missing or not UTF-8 -> '<s> </s>'",
+                file=sys.stderr,
+            )
     extra: dict[str, object] = {"python": f"{sys.version_info.major}.{sys.version_info.minor}"}
     if args.line_test:
         blob = _git_blob_sha1(Path(args.line_test))
@@ -146,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         help="CodeXGLUE's line_completion/test.json, copied as line_test.json (a study needs it; "
         f"{VERSIONS['codexglue-2021'].line_test_url})",
     )
+    p.add_argument(
+        "--validation-files", type=int, default=5000,
+        help="the last N files of python100k_train.txt held out for validation (CodeXGLUE: 5000)",
+    )  # fmt: skip
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
     try:

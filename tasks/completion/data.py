@@ -20,6 +20,7 @@ line-level ``test.json``; optional ``version.json``: ``{"codexglue_version": ...
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,22 +140,56 @@ def _split_file(data_dir: Path, split: str) -> Path | None:
     return next((data_dir / f for f in _SPLIT_FILES[split] if (data_dir / f).is_file()), None)
 
 
-def load_split(data_dir: Path, split: str) -> list[str]:
-    """The preprocessed files of one split: each ``"<s> tok tok <EOL> ... </s>"``, in file order."""
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 data file, a byte-order mark skipped; CompletionDataError naming the
+    file, line and column of a byte that is not UTF-8."""
+    from tasks.base import not_utf8
+
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
+        for n, line in enumerate(f, 1):
+            if problem := not_utf8(f"{path}:{n}", line):
+                raise CompletionDataError(problem)
+            yield n, line
+
+
+def load_split(data_dir: Path, split: str, limit: int | None = None) -> list[str]:
+    """The preprocessed files of one split: each ``"<s> tok tok <EOL> ... </s>"``, in file order (blank lines and
+    the spaces around a line skipped; ``limit``: the first that many). CompletionDataError for an empty split."""
     name = canonical_split(split)
     data_dir = Path(data_dir)
     path = _split_file(data_dir, name)
     if path is None:
         raise _missing(data_dir / _SPLIT_FILES[name][0])
+    out: list[str] = []
+    for n, line in text_lines(path):
+        text = line.strip()
+        if not text:
+            continue
+        if not (text.startswith("<s>") and text.endswith("</s>")):
+            raise CompletionDataError(
+                f"{path}:{n}: not a preprocessed file (must start '<s>' and end '</s>')"
+            )
+        out.append(text)
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise CompletionDataError(f"{path}: no files in it (every line is blank); a {name} split needs some")
+    return out
+
+
+def content_problems(data_dir: Path | str) -> list[str]:
+    """What a trial would trip on in a complete data folder, found before anything starts: the first file of the
+    train and validation splits (the format; an empty split), every line sample, ``version.json``."""
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            text = line.rstrip("\n")
-            if not (text.startswith("<s>") and text.endswith("</s>")):
-                raise CompletionDataError(
-                    f"{path}:{n}: not a preprocessed file (must start '<s>' and end '</s>')"
-                )
-            out.append(text)
+    checks = [
+        lambda: load_split(Path(data_dir), "train", 1),
+        lambda: load_split(Path(data_dir), "validation", 1),
+    ]
+    for check in (*checks, lambda: load_line_test(data_dir), lambda: codexglue_version(data_dir)):
+        try:
+            check()
+        except CompletionDataError as err:
+            out.append(str(err))
     return out
 
 
@@ -186,21 +221,22 @@ def load_line_test(path: Path | str) -> list[dict]:
     if not path.is_file():
         raise _missing(path)
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CompletionDataError(f"{path}:{n}: not JSON ({exc.msg})") from None
-            if (
-                not isinstance(rec, dict)
-                or not isinstance(rec.get("input"), str)
-                or not isinstance(rec.get("gt"), str)
-            ):
-                raise CompletionDataError(f"{path}:{n}: needs string fields 'input' and 'gt'")
-            out.append(rec)
+    for n, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CompletionDataError(f"{path}:{n}: not JSON ({exc.msg})") from None
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("input"), str)
+            or not isinstance(rec.get("gt"), str)
+        ):
+            raise CompletionDataError(f"{path}:{n}: needs string fields 'input' and 'gt'")
+        out.append(rec)
+    if not out:
+        raise CompletionDataError(f"{path}: no line samples in it; a completion study scores on them")
     return out
 
 
@@ -227,7 +263,7 @@ def codexglue_version(data_dir: Path | str) -> str:
     for fname in (LINE_TEST_FILE, "test.json", "test.txt"):
         path = data_dir / fname
         if path.is_file():
-            with path.open(encoding="utf-8") as f:
+            with path.open(encoding="utf-8", errors="replace") as f:  # a look for placeholders only
                 head = f.read(2_000_000)
             return "codexglue-2021" if ("<STR_LIT" in head or "<NUM_LIT" in head) else "codexglue-2020"
     raise _missing(data_dir / LINE_TEST_FILE)

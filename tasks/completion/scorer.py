@@ -96,8 +96,10 @@ def score_lines(predictions: list[str], gts: list[str], backend: str = "levensht
 def read_answers(path: Path) -> list[str]:
     """The ``gt`` of every line of an answers file (JSON lines, as CodeXGLUE's answers.json / test.json)."""
     gts = []
-    with Path(path).open(encoding="utf-8") as f:
+    with Path(path).open(encoding="utf-8-sig") as f:  # a byte-order mark skipped (Windows editors write one)
         for n, line in enumerate(f, 1):  # readlines' splitting, not str.splitlines'
+            if not line.strip():  # as load_line_test, so generate and score count the same samples
+                continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -109,13 +111,16 @@ def read_answers(path: Path) -> list[str]:
 
 
 def read_predictions(path: Path) -> list[str]:
-    """One prediction per line, read as the evaluator does (``open().readlines()``: universal newlines)."""
-    with Path(path).open(encoding="utf-8") as f:
+    """One prediction per line, read as the evaluator does (``open().readlines()``: universal newlines); a
+    byte-order mark is skipped (the evaluator would score it as part of the first prediction)."""
+    with Path(path).open(encoding="utf-8-sig") as f:
         return f.readlines()
 
 
 def score_files(answers: Path, predictions: Path, backend: str = "levenshtein") -> LineScores:
     for p in (answers, predictions):
+        if Path(p).is_dir():
+            raise ValueError(f"{p}: a folder, not a file")
         if not Path(p).is_file():
             raise ValueError(f"{p}: no such file")
     return score_lines(read_predictions(predictions), read_answers(answers), backend)
