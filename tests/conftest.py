@@ -42,13 +42,17 @@ SMALL_SIZES = {"train": 160, "validation": 48, "test": 48}
 
 @pytest.fixture
 def forget_declared_tasks() -> Iterator[None]:
-    """Declared tasks live in the process-wide registry: leave it as the test found it."""
+    """Declared tasks live in the process-wide registry and KDSTUDY_TASKS: leave both as the test found them."""
     from tasks import TASKS
 
-    before = dict(TASKS)
+    before, env = dict(TASKS), os.environ.get("KDSTUDY_TASKS")
     yield
     TASKS.clear()
     TASKS.update(before)
+    if env is None:
+        os.environ.pop("KDSTUDY_TASKS", None)
+    else:
+        os.environ["KDSTUDY_TASKS"] = env
 
 
 @pytest.fixture(scope="module")

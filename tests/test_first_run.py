@@ -69,7 +69,7 @@ def test_wait_logging_prints_each_new_epoch_once(tmp_path: Path) -> None:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         said: list[str] = []
         ref = ray.remote(num_cpus=0)(work).remote(str(tmp_path))

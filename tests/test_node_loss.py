@@ -14,7 +14,7 @@ def controller_parts(tmp_path_factory):
     from ray import tune
     from ray.train._internal.storage import StorageContext
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
 
     def quick(config):
         tune.report({"x": 1.0})

@@ -9,7 +9,6 @@ of a folder with ``valid.jsonl`` and a U+2028 inside a JSON string."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +18,7 @@ import yaml
 LABELS = ["ok", "long_method"]
 
 
-@pytest.fixture(autouse=True)
-def _forget_declared_tasks():
-    """Declared tasks live in the process-wide registry and KDSTUDY_TASKS: leave both as they were."""
-    from tasks import TASKS
-
-    before, env = dict(TASKS), os.environ.get("KDSTUDY_TASKS")
-    yield
-    TASKS.clear()
-    TASKS.update(before)
-    if env is None:
-        os.environ.pop("KDSTUDY_TASKS", None)
-    else:
-        os.environ["KDSTUDY_TASKS"] = env
+pytestmark = pytest.mark.usefixtures("forget_declared_tasks")  # tests/conftest.py
 
 
 def _folder(tmp_path: Path, train: list[dict] | None = None, name: str = "smell") -> Path:

@@ -141,15 +141,15 @@ def _split_file(data_dir: Path, split: str) -> Path | None:
 
 
 def text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a UTF-8 data file, a byte-order mark skipped; CompletionDataError naming the
-    file, line and column of a byte that is not UTF-8."""
-    from tasks.base import not_utf8
+    """``(line number, text)`` of a UTF-8 data file, read as the classification tasks' files are
+    (``tasks.base.text_lines``: a byte-order mark skipped); CompletionDataError naming the file, line and column of
+    a byte that is not UTF-8."""
+    from tasks.base import text_lines as lines
 
-    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
-        for n, line in enumerate(f, 1):
-            if problem := not_utf8(f"{path}:{n}", line):
-                raise CompletionDataError(problem)
-            yield n, line
+    try:
+        yield from lines(path)
+    except ValueError as err:
+        raise CompletionDataError(str(err)) from None
 
 
 def load_split(data_dir: Path, split: str, limit: int | None = None) -> list[str]:
@@ -220,21 +220,16 @@ def load_line_test(path: Path | str) -> list[dict]:
         path = path / LINE_TEST_FILE
     if not path.is_file():
         raise _missing(path)
+    from tasks.base import jsonl_records
+
     out = []
-    for n, line in text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CompletionDataError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if (
-            not isinstance(rec, dict)
-            or not isinstance(rec.get("input"), str)
-            or not isinstance(rec.get("gt"), str)
-        ):
-            raise CompletionDataError(f"{path}:{n}: needs string fields 'input' and 'gt'")
-        out.append(rec)
+    try:
+        for n, rec in jsonl_records(path):
+            if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("input", "gt")):
+                raise CompletionDataError(f"{path}:{n}: needs string fields 'input' and 'gt'")
+            out.append(rec)
+    except ValueError as err:  # a line that is not UTF-8 or not JSON: file, line, column
+        raise CompletionDataError(str(err)) from None
     if not out:
         raise CompletionDataError(f"{path}: no line samples in it; a completion study scores on them")
     return out
