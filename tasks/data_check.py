@@ -66,11 +66,11 @@ def first_problem(task: Task, folder: str | Path | None = None, max_samples: int
                 if not line.strip():
                     continue
                 records += 1
-                problem, first_kind = _line_problem(task, line, f"{path}:{lineno}", first_kind)
+                problem, first_kind, label = _line_problem(task, line, f"{path}:{lineno}", first_kind)
                 if problem:
                     return problem
                 if split == "train" and (max_samples is None or records <= max_samples):
-                    classes.add(_label_key(json.loads(line)[task.label_field]))
+                    classes.add(label)
         except ValueError as err:  # a line that is not UTF-8 (text_lines names the file, line and byte)
             return str(err)
         if records == 0:
@@ -101,25 +101,31 @@ def unlabelled_problem(task: Task, folder: Path) -> str | None:
 
 def _line_problem(
     task: Task, line: str, where: str, first_kind: tuple[str, str, Any] | None
-) -> tuple[str | None, tuple[str, str, Any] | None]:
+) -> tuple[str | None, tuple[str, str, Any] | None, Any]:
+    """(the line's problem or None, the first label's kind so far, the line's label as classes compare it)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        return f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", first_kind
+        return f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", first_kind, None
     try:
         task.preprocess(record)  # the fields, the code's type and the label, as the trial will read them
     except RecordError as exc:
-        return f"{where}: {exc}", first_kind
+        return f"{where}: {exc}", first_kind, None
     # Text and integers both match a label ("1" and 1), so a file mixing them loads; but an inferred label list
     # then holds both spellings as different classes, and a declared one was written one way: say which line.
     value = record[task.label_field]
-    kind = "integer" if isinstance(_label_key(value), int) else "text"
+    label = _label_key(value)
+    kind = "integer" if isinstance(label, int) else "text"
     if first_kind is None:
-        return None, (where, kind, value)
+        return None, (where, kind, value), label
     if kind != first_kind[1]:
         return (
-            f"{where}: field '{task.label_field}': label {value!r} is {kind}, but the labels before it are "
-            f"{first_kind[1]} (first at {first_kind[0]}: {first_kind[2]!r}); write every label the same way; "
-            f"valid: {list(getattr(task, 'label_values', task.label_names))}"
-        ), first_kind
-    return None, first_kind
+            (
+                f"{where}: field '{task.label_field}': label {value!r} is {kind}, but the labels before it are "
+                f"{first_kind[1]} (first at {first_kind[0]}: {first_kind[2]!r}); write every label the same way; "
+                f"valid: {list(getattr(task, 'label_values', task.label_names))}"
+            ),
+            first_kind,
+            label,
+        )
+    return None, first_kind, label
