@@ -230,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         "--completion-lines", type=int, default=500, help="completion: line-level test samples"
     )
     args = parser.parse_args(argv)
+    if "completion" in args.tasks and not args.completion_mb > 0:  # named by flag, not ProxySettings' field
+        parser.error(f"--completion-mb must be above 0, got {args.completion_mb}")
+    if "completion" in args.tasks and args.completion_lines < 1:
+        parser.error(f"--completion-lines must be at least 1, got {args.completion_lines}")
     sizes = {s: getattr(args, s) for s in SPLITS}
     try:
         proxy = ProxySettings(max_mb=args.completion_mb, line_samples=args.completion_lines, seed=args.seed)

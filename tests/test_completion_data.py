@@ -207,7 +207,7 @@ def test_cli_rejects_bad_settings_in_one_line(capsys: pytest.CaptureFixture[str]
         build_local_main(["--out", str(tmp_path), "--tasks", "completion", "--completion-mb", "0"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert "max_mb must be > 0" in err and "\n" not in err
+    assert "--completion-mb must be above 0, got 0.0" in err and "\n" not in err
     with pytest.raises(SystemExit):
         cli_main(["prepare-py150", "--py150", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert "python100k_train.txt: missing" in capsys.readouterr().err

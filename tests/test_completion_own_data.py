@@ -78,13 +78,119 @@ def test_a_data_mistake_is_one_line_before_anything_starts(
         check_study(load_spec(path))
 
 
-def test_a_byte_that_is_not_utf8_later_in_a_split_is_named_when_it_is_read(tmp_path: Path) -> None:
-    """The check before the start reads a split's first file only (py150's train is 0.7 GB); a trial reading the
-    whole split says the same one line (``CompletionDataError`` is the user's error)."""
-    data = _folder(tmp_path, f"{FILE}\n<s> caf\xe9 </s>\n".encode("latin-1"))
-    assert content_problems(data) == []
-    with pytest.raises(CompletionDataError, match=r"train.txt:2: not UTF-8 \(byte 0xe9 at column 8\)"):
+def test_a_mistake_deep_in_a_split_is_found_before_the_start(tmp_path: Path) -> None:
+    """The check before the start reads every file of the train and validation splits (a bad byte or line far
+    down would otherwise fail every trial after it); a trial reading the split says the same one line."""
+    data = _folder(tmp_path, f"{FILE}\n{FILE}\n<s> caf\xe9 </s>\n".encode("latin-1"))
+    assert content_problems(data) == [
+        f"{data / 'train.txt'}:3: not UTF-8 (byte 0xe9 at column 8); save the file as UTF-8"
+    ]
+    with pytest.raises(CompletionDataError, match=r"train.txt:3: not UTF-8 \(byte 0xe9 at column 8\)"):
         load_split(data, "train")
+    (data / "train.txt").write_text(f"{FILE}\n")
+    (data / "validation.txt").write_text(f"{FILE}\n{FILE}\nx = 1\n")
+    assert content_problems(data) == [
+        f"{data / 'validation.txt'}:3: not a preprocessed file (must start '<s>' and end '</s>')"
+    ]
+
+
+def test_a_relative_data_folder_that_is_missing_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.core.errors import StudyError
+    from orchestrator.design.study import load_spec
+    from orchestrator.design.validate import check_study
+
+    raw = yaml.safe_load((ROOT / "orchestrator" / "profiles" / "completion-smoke.yaml").read_text())
+    beside = tmp_path / "study"
+    beside.mkdir()
+    _folder(beside)  # beside the YAML file: not where a relative data: is read
+    path = beside / "c.yaml"
+    path.write_text(yaml.safe_dump({**raw, "storage": str(tmp_path / "store"), "data": "corpus"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(
+        StudyError, match=rf"data: folder corpus \({elsewhere / 'corpus'}: relative to the current"
+    ):
+        check_study(load_spec(path))
+    monkeypatch.chdir(beside)
+    check_study(load_spec(path))
+
+
+def _tokens_file(n: int) -> str:
+    return f"<s> def f{n} ( ) : <EOL> return {n} <EOL> </s>"
+
+
+def test_make_line_test_cuts_the_test_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``make-line-test``: samples in CodeXGLUE's schema whose input + gt is a prefix of a test file up to a line
+    end; at most one per file while files remain; the same seed gives the same bytes; a study reads the set."""
+    data = _folder(tmp_path)
+    files = [_tokens_file(n) for n in range(30)]
+    (data / "test.txt").write_text("\n".join(files[:29]) + f"\n{files[29].replace(' ', '   ')}\n")
+    (data / "line_test.json").unlink()
+    assert cli_main(["make-line-test", "--data", str(data), "--samples", "20"]) == 0
+    assert "20 line samples, cut anywhere, seed 0" in capsys.readouterr().out
+    first = (data / "line_test.json").read_bytes()
+    samples = load_line_test(data)
+    assert [s["id"] for s in samples] == list(range(20))
+    sources = set()
+    for s in samples:
+        whole = f"{s['input']} {s['gt']}"
+        source = next(f for f in files if f.startswith(f"{whole} "))
+        assert (
+            source.split(" ")[len(whole.split(" "))] in ("<EOL>", "</s>")
+            and s["gt"]
+            and "<EOL>" not in s["gt"]
+        )
+        sources.add(source)
+    assert len(sources) == 20  # one cut per file: 30 files for 20 samples
+    assert content_problems(data) == []
+    with pytest.raises(SystemExit):  # kept unless --overwrite
+        cli_main(["make-line-test", "--data", str(data)])
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli_main(["make-line-test", "--data", str(data), "--samples", "20", "--overwrite"]) == 0
+    assert (data / "line_test.json").read_bytes() == first
+    out = tmp_path / "starts.json"
+    assert cli_main(["make-line-test", "--data", str(data), "--cut", "line_start", "--out", str(out)]) == 0
+    assert "60 line samples (all the test split has: 30 files)" in capsys.readouterr().out
+    assert all(s["input"].endswith(("<s>", "<EOL>")) for s in load_line_test(out))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--samples", "0"], "--samples must be at least 1, got 0"),
+        (["--out", "{tmp}"], "--out {tmp}: a folder; name the file to write"),
+        (["--out", "{tmp}/no/such.json"], "--out {tmp}/no/such.json: its folder {tmp}/no does not exist"),
+        (["--cut", "middle"], "invalid choice: 'middle'"),
+    ],
+)
+def test_make_line_test_refuses_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    data = _folder(tmp_path)
+    (data / "test.txt").write_text(FILE + "\n")
+    with pytest.raises(SystemExit) as err:
+        cli_main(["make-line-test", "--data", str(data), *(a.format(tmp=tmp_path) for a in args)])
+    assert err.value.code == 2
+    assert expected.format(tmp=tmp_path) in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["make-line-test", "--data", str(tmp_path / "none")])
+    assert "test.txt: missing" in capsys.readouterr().err
+
+
+def test_generate_checks_its_output_before_generating(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output path is checked before the model loads (generation can take hours): no model is needed here."""
+    data = _folder(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()  # empty: loading it would fail, so the error below comes first
+    pred = tmp_path / "missing" / "p.txt"
+    with pytest.raises(SystemExit):
+        cli_main(["generate", "--model", str(model), "--answers", str(data), "--predictions", str(pred)])
+    assert f"--predictions {pred}: its folder {pred.parent} does not exist" in capsys.readouterr().err
 
 
 def test_too_few_tokens_for_one_block_is_the_users_error() -> None:

@@ -69,14 +69,17 @@ def test_completion_full_plans_before_its_data_is_prepared_and_a_run_still_stops
     assert out.returncode == 0, out.stderr[-2000:]
     plan = json.loads(out.stdout)
     [missing] = plan["data_missing"]
-    assert "data/py150 lacks train.txt" in missing and "prepare-py150" in missing and LINE_URL in missing
+    assert (
+        "data: folder data/py150 (" in missing and "relative to the current folder) does not exist" in missing
+    )
+    assert "(a study reads train.txt" in missing and "prepare-py150" in missing and LINE_URL in missing
     assert any("py150's published size" in n for n in plan["notes"])
     assert plan["trials"] == 45 and sum(plan["estimate_hours"].values()) > 0
     text = study("--plan")
     assert text.returncode == 0 and "completion data not prepared yet" in text.stdout
     for args in (["--calibrate"], []):
         out = study(*args)
-        assert out.returncode == 2 and out.stderr.startswith("error: data: data/py150 lacks"), out.stderr[
+        assert out.returncode == 2 and out.stderr.startswith("error: data: folder data/py150 ("), out.stderr[
             -2000:
         ]
         assert not (tmp_path / "runs" / "completion-full").exists()

@@ -5,6 +5,9 @@
   with ``gt`` (CodeXGLUE's answers.json / test.json, or our line_test.json); predictions: one line per sample.
 * ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat]``: one
   predicted line per sample with an HF causal LM saved in DIR (its tokenizer beside it), as CodeXGLUE decodes.
+* ``make-line-test --data DIR [--samples 10000 --cut anywhere --seed 0]``: cut a line-level test set from your own
+  ``DIR/test.txt`` (one cut per file per round, as the offline proxy does) and write it as ``DIR/line_test.json``
+  (``--out`` elsewhere; an existing file is kept unless ``--overwrite``).
 * ``prepare-py150 --py150 DIR --out DIR --line-test test.json``: py150 as CodeXGLUE's preprocess.py prepares
   it (train = python100k_train.txt[:-5000], validation = the last 5000, test = python50k_eval.txt), written as
   ``train.txt``/``validation.txt``/``test.txt`` plus ``version.json`` (``codexglue-2021``), and CodeXGLUE's
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +35,7 @@ from tasks.completion.data import (
     write_version,
 )
 from tasks.completion.preprocess import normalise_newlines, preprocess_file
+from tasks.completion.proxy import CUT_RULES
 from tasks.completion.scorer import ES_BACKENDS, score_files
 
 
@@ -38,6 +44,17 @@ def _score(args: argparse.Namespace) -> int:
     print(f"samples: {scores.n}, em_strict: {scores.em_strict:.2f}", file=sys.stderr)
     print(json.dumps(scores.as_json()))
     return 0
+
+
+def _check_output(path: Path, flag: str) -> None:
+    """ValueError, naming ``flag``, when ``path`` cannot be written as a file."""
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: a folder; name the file to write")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"{flag} {path}: not writable")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -49,6 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
     samples = load_line_test(args.answers)
     if not Path(args.model).is_dir():
         raise ValueError(f"{args.model}: not a model folder (save_pretrained output with its tokenizer)")
+    _check_output(args.predictions, "--predictions")  # before generating, which can take hours
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=False, use_safetensors=True)
     settings = GenerationSettings(
@@ -62,6 +80,31 @@ def _generate(args: argparse.Namespace) -> int:
     lines = (p.replace("\r", " ").replace("\n", " ") for p in preds)
     Path(args.predictions).write_text("".join(f"{line}\n" for line in lines), encoding="utf-8", newline="\n")
     print(f"{len(preds)} predictions -> {args.predictions}")
+    return 0
+
+
+def _make_line_test(args: argparse.Namespace) -> int:
+    from tasks.completion.data import load_split
+    from tasks.completion.proxy import ProxySettings, line_samples, write_lines
+
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}")
+    settings = ProxySettings(line_samples=args.samples, cut=args.cut, seed=args.seed)
+    # One space between tokens, as CodeXGLUE's text has (a file written by hand may have runs of spaces).
+    files = [" ".join(text.split()) for text in load_split(args.data, "test")]
+    out = args.out or args.data / LINE_TEST_FILE
+    _check_output(out, "--out")
+    if out.exists() and not args.overwrite:
+        raise ValueError(f"{out}: exists; pass --overwrite to replace it, or --out another file")
+    # Files in a seeded random order: line_samples takes them in order, and a test.txt sorted by project would
+    # otherwise give a set from its first projects only when it holds more files than samples.
+    random.Random(f"line-test:{args.seed}").shuffle(files)
+    samples = line_samples(files, settings)
+    if not samples:
+        raise ValueError(f"{args.data}: no code token to cut at in its test split ({len(files)} files)")
+    write_lines(out, (json.dumps(r, ensure_ascii=False) for r in samples))
+    short = f" (all the test split has: {len(files)} files)" if len(samples) < args.samples else ""
+    print(f"{len(samples)} line samples{short}, cut {args.cut}, seed {args.seed} -> {out}")
     return 0
 
 
@@ -171,6 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--compat", action="store_true", help="reproduce run_lm.py's strip('<EOL>') bug")
     p.set_defaults(func=_generate)
+    p = sub.add_parser("make-line-test", help="cut a line-level test set from a data folder's test.txt")
+    p.add_argument("--data", required=True, type=Path, help="data folder with test.txt (token text)")
+    p.add_argument("--out", type=Path, help=f"output file (default: DATA/{LINE_TEST_FILE})")
+    p.add_argument(
+        "--samples", type=int, default=10_000, help="line samples (CodeXGLUE's set: 10,000, one per file)"
+    )
+    p.add_argument(
+        "--cut", choices=CUT_RULES, default="anywhere",
+        help="where a sample is cut: anywhere in a line (its rest non-empty) or at a line start",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_make_line_test)
     p = sub.add_parser("prepare-py150", help="py150 -> CodeXGLUE token text")
     p.add_argument("--py150", required=True, type=Path, help="extracted py150_files folder")
     p.add_argument("--out", required=True, type=Path)

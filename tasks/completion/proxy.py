@@ -165,7 +165,7 @@ def line_samples(test_files: list[str], s: ProxySettings) -> list[dict]:
     return out
 
 
-def _write_lines(path: Path, lines: Iterable[str]) -> None:
+def write_lines(path: Path, lines: Iterable[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="\n") as f:
         for line in lines:
@@ -202,8 +202,8 @@ def build_completion_proxy(python_roots: Iterable[Path], out_dir: Path, settings
     samples = line_samples(splits["test"], settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        _write_lines(out_dir / f"{split}.txt", splits[split])
-    _write_lines(out_dir / LINE_TEST_FILE, (json.dumps(r, ensure_ascii=False) for r in samples))
+        write_lines(out_dir / f"{split}.txt", splits[split])
+    write_lines(out_dir / LINE_TEST_FILE, (json.dumps(r, ensure_ascii=False) for r in samples))
     counts = {s: len(splits[s]) for s in SPLITS} | {"line_test": len(samples)}
     tokens = {s: sum(len(t.split(" ")) - 2 for t in splits[s]) for s in SPLITS}
     write_version(out_dir, "local-proxy", build=key, counts=counts, code_tokens=tokens, **info)
