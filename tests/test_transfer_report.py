@@ -99,3 +99,27 @@ def test_markdown_table_names_each_criterion_and_the_verdict() -> None:
     assert "| transfer set | CKD |" in md and "| same labels | KD family |" in md
     assert "(4) each placebo loses >= half of its method's gain: FAIL" in md and "CKD FAIL" in md
     assert "(1) teacher >= FT + 0.10 on validation: PASS" in md and "**not passed**" in md
+
+
+def test_the_report_command_prints_the_table_or_one_error_line(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from orchestrator.bench.transfer_report import main
+
+    r = _results(GOOD, NONE)
+    r["data"] = {"labelled": 500}
+    path = tmp_path / "transfer.json"
+    path.write_text(json.dumps(r))
+    assert main([str(path)]) == 0
+    assert "**passed**" in capsys.readouterr().out
+    for content, expected in [
+        ("{not json", "not a transfer check result (JSONDecodeError"),
+        ("{}", "(KeyError"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(SystemExit) as err:
+            main([str(path)])
+        lines = capsys.readouterr().err.splitlines()
+        assert err.value.code == 2 and len(lines) == 1 and expected in lines[0]

@@ -261,8 +261,29 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m orchestrator.bench.transfer_report docs/benchmarks/transfer_cpu.json
+def main(argv: list[str] | None = None) -> int:
+    """``python -m orchestrator.bench.transfer_report RESULT.json``: the check's full table from its JSON."""
     import json
-    import sys
+    from pathlib import Path
 
-    print(markdown(json.loads(open(sys.argv[1]).read())))
+    from tasks.cli_errors import OneLineArgumentParser, fail
+
+    parser = OneLineArgumentParser(
+        prog="python -m orchestrator.bench.transfer_report",
+        description="The knowledge-transfer check's full table (markdown) from the JSON `bench transfer` wrote.",
+    )
+    parser.add_argument("result", type=Path, help="the JSON of `python -m orchestrator.bench transfer --out`")
+    args = parser.parse_args(argv)
+    try:
+        result = json.loads(args.result.read_text(encoding="utf-8"))
+        table = markdown(result)
+    except OSError as exc:
+        fail(exc)
+    except (ValueError, KeyError, TypeError) as exc:  # not JSON, or not the check's JSON
+        fail(ValueError(f"{args.result}: not a transfer check result ({type(exc).__name__}: {exc})"))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":  # python -m orchestrator.bench.transfer_report docs/benchmarks/transfer_cpu.json
+    raise SystemExit(main())
