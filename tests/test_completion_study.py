@@ -302,3 +302,25 @@ def test_plan_keys_lm_only_once_and_a_pretrained_init_fixes_the_depth(tmp_path):
     raw["student_train"] = {**raw["student_train"], "lr": 0.001}
     changed = build_plan(CompletionStudySpec.model_validate(raw))
     assert not {t.trial_key for t in changed.trials} & {t.trial_key for t in plan.trials}
+
+
+def test_freeze_pos_embs_keys_its_trials_and_refuses_a_random_student(tmp_path):
+    """Off (the default), the keys are those of a study written before the setting existed; on, every trial is a
+    new one and its LM training freezes the positions; a random student cannot freeze random positions."""
+    from orchestrator.design.completion_spec import CompletionStudySpec
+
+    raw = yaml.safe_load((PROFILES_DIR / "completion-smoke.yaml").read_text())
+    raw.update(data=str(tmp_path / "absent"), student_init=["teacher_layers"])
+    keys = {t.trial_key for t in build_plan(CompletionStudySpec.model_validate(raw)).trials}
+    off = build_plan(CompletionStudySpec.model_validate({**raw, "freeze_pos_embs": False})).trials
+    assert {t.trial_key for t in off} == keys
+    on = build_plan(CompletionStudySpec.model_validate({**raw, "freeze_pos_embs": True})).trials
+    assert not {t.trial_key for t in on} & keys and len(on) == len(keys)
+    assert all(t.work.trial.train.freeze_pos_embs and t.params["freeze_pos_embs"] is True for t in on)
+    assert not any(t.work.trial.train.freeze_pos_embs for t in off)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**raw, "student_init": ["random"], "freeze_pos_embs": True}))
+    with pytest.raises(
+        StudyError, match="freeze_pos_embs: true would keep a random student's random position"
+    ):
+        load_spec(path)

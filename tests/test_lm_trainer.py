@@ -221,3 +221,25 @@ def test_in_training_teacher_learns_over_the_whole_run_with_grad_accum(
     assert len(lrs) == len(res.train.step_losses) > 3 * res.train.steps
     assert all(lr > 0 for lr in lrs) and lrs[0] == pytest.approx(cfg.teacher_train.lr)
     assert lrs[-1] == pytest.approx(cfg.teacher_train.lr / len(lrs))
+
+
+def test_freeze_pos_embs_keeps_the_teachers_positions(teacher_dir: Path, tmp_path: Path) -> None:
+    """DistilBERT's recipe (``--freeze_pos_embs``): a teacher_layers student ends with the teacher's position
+    embeddings unchanged while its other weights move; without it they are trained."""
+    from models.gpt2_student import build_gpt2_student
+
+    teacher = LMTeacher.load(teacher_dir)
+    results = {}
+    for freeze in (True, False):
+        cfg = _trial(teacher_dir, tmp_path / str(freeze), "online", freeze_pos_embs=freeze, epochs=1)
+        cfg.student_init = "teacher_layers"
+        cfg.out_dir = str(tmp_path / f"out-{freeze}")
+        run_lm_trial(cfg)
+        from safetensors.torch import load_file
+
+        results[freeze] = load_file(str(Path(cfg.out_dir) / "model.safetensors"))
+    start = build_gpt2_student("gpt2-2l", teacher.model, "teacher_layers").model.state_dict()
+    wpe, block = "model.transformer.wpe.weight", "model.transformer.h.0.attn.c_attn.weight"
+    assert torch.equal(results[True][wpe], start["transformer.wpe.weight"])
+    assert not torch.equal(results[False][wpe], start["transformer.wpe.weight"])
+    assert not torch.equal(results[True][block], start["transformer.h.0.attn.c_attn.weight"])

@@ -221,7 +221,9 @@ def _trial(
         teacher_mode="online" if mode == "none" else mode, block_size=spec.block_size, data_dir=data,
         storage=str(Path(spec.storage).resolve() / "completion-cache"), cache_dtype=spec.cache.dtype,
         topk=spec.cache.topk, online_dtype=spec.online_dtype,
-        train=LMTrainConfig(**spec.student_train.model_dump(), seed=seed, device=spec.device),
+        train=LMTrainConfig(
+            **spec.student_train.model_dump(), seed=seed, device=spec.device, freeze_pos_embs=spec.freeze_pos_embs
+        ),
         teacher_train=TeacherTrainConfig(**spec.teacher_train.model_dump()),
     )  # fmt: skip
     caps, generation = spec.max_files.model_dump(), spec.generation.model_dump()
@@ -229,7 +231,7 @@ def _trial(
         **spec.student_train.model_dump(), **{f"method.{k}": v for k, v in params.items()},
         "teacher": t.name, "student": student, "student_init": init, "teacher_mode": mode, "method": method,
         "seed": seed, "data": data, "block_size": spec.block_size, **{f"max_files.{k}": v for k, v in caps.items()},
-        **{f"generation.{k}": v for k, v in generation.items()},
+        **{f"generation.{k}": v for k, v in generation.items()}, "freeze_pos_embs": spec.freeze_pos_embs,
     }  # fmt: skip
     if mode == "in_training":
         flat.update({f"teacher_train.{k}": v for k, v in spec.teacher_train.model_dump().items()})
@@ -286,6 +288,7 @@ def build_completion_plan(
         "caps": spec.max_files.model_dump(),
         "train": spec.student_train.model_dump(),
         "generation": spec.generation.model_dump(),
+        **({"freeze_pos_embs": True} if spec.freeze_pos_embs else {}),  # absent when off: earlier keys hold
     }
     trials = _expand(spec, teachers, base, tokens, data, version, fingerprint)
     caches = [LMCacheUnit(t.name, m) for t in teachers for m in spec.teacher_modes if m in CACHED_MODES]

@@ -116,6 +116,7 @@ class CompletionStudySpec(StudyBase):
     cache: CacheSpec = Field(default_factory=CacheSpec)
     online_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # where each trial runs: auto, cpu, cuda, cuda:N
+    freeze_pos_embs: bool = False  # every student's position embeddings frozen, as DistilBERT's recipe does
     max_failures: int = Field(0, ge=0)
     labels: Any = Field(None, exclude=True)  # refused: a classification study's factor
 
@@ -201,6 +202,11 @@ class CompletionStudySpec(StudyBase):
                 raise ValueError(
                     f"method_params.distil: unknown hyperparameter(s) {unknown}; valid: {sorted(defaults)}"
                 )
+        if self.freeze_pos_embs and "random" in self.student_init:
+            raise ValueError(
+                "freeze_pos_embs: true would keep a random student's random position embeddings (the recipe "
+                "freezes those the student takes from its teacher); use it with teacher_layers or pretrained:"
+            )
         return self
 
     def distil_params(self) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class LMTrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps (tests, benchmarks)
     grad_accum: int = 1  # batches per optimiser step (CodeXGLUE: batch 2 x 4; HF distiller: 5 x 50)
     amp: str | None = None  # "bf16": student forward and loss under torch.autocast (GPU runs); None: float32
+    # DistilBERT's recipe (HF distillation train.py --freeze_pos_embs): the student keeps the position embeddings
+    # it started with (the teacher's, for a teacher_layers student) and never updates them.
+    freeze_pos_embs: bool = False
 
     def __post_init__(self) -> None:
         if self.grad_accum < 1:
@@ -180,6 +183,11 @@ def train_lm(
         )
     train_blocks = blocks["train"]
     total_steps = total_steps_for(len(train_blocks), cfg)
+    if cfg.freeze_pos_embs:  # GPT-2's learned positions (``transformer.wpe``), left out of the optimiser
+        wpe = [p for n, p in model.named_parameters() if n.endswith("transformer.wpe.weight")]
+        if len(wpe) != 1:
+            raise ValueError("freeze_pos_embs: the model has no GPT-2 position embeddings (transformer.wpe)")
+        wpe[0].requires_grad_(False)
     params = [p for p in [*model.parameters(), *method.parameters()] if p.requires_grad]
     optimizer, scheduler = _optimiser(params, cfg, total_steps)
     shuffle = torch.Generator().manual_seed(cfg.seed)
