@@ -325,3 +325,27 @@ def test_settings_that_would_fail_after_the_start_are_refused_before_it(tmp_path
     )
     teacher = {"name": "t", "source": str(folder)}
     assert "config.json: n_layer must be a positive integer, got 'two'" in problem(teachers=[teacher])
+
+
+def test_generate_refuses_a_device_it_cannot_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    data = _folder(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    args = [
+        "generate",
+        "--model",
+        str(model),
+        "--answers",
+        str(data),
+        "--predictions",
+        str(tmp_path / "p.txt"),
+    ]
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--device", "tpu"])
+    assert "unknown device 'tpu'; valid: auto, cpu, cuda, cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cli_main([*args, "--device", "cuda:0"])
+        assert "--device cuda:0: no CUDA device here" in capsys.readouterr().err

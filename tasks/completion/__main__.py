@@ -3,7 +3,7 @@
 * ``score --answers ANSWERS --predictions PREDICTIONS``: CodeXGLUE line-level ES/EM; the last line printed is
   ``{"ES": ..., "EM": ...}`` (0-100, rounded to 2 places as the official evaluator logs them). Answers: JSON lines
   with ``gt`` (CodeXGLUE's answers.json / test.json, or our line_test.json); predictions: one line per sample.
-* ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat]``: one
+* ``generate --model DIR --answers line_test.json --predictions OUT [--beam 5 --batch-size 8 --compat --device]``: one
   predicted line per sample with an HF causal LM saved in DIR (its tokenizer beside it), as CodeXGLUE decodes.
 * ``make-line-test --data DIR [--samples 10000 --cut anywhere --seed 0]``: cut a line-level test set from your own
   ``DIR/test.txt`` (one cut per file per round, as the offline proxy does) and write it as ``DIR/line_test.json``
@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +58,23 @@ def _check_output(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: not writable")
 
 
+def _device_name(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; valid: auto, cpu, cuda, cuda:N")
+    return text
+
+
+def _device(name: str) -> str:
+    """``auto``: the first GPU when there is one (beam search on 10,000 samples takes hours on a CPU)."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
+    return name
+
+
 def _generate(args: argparse.Namespace) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer  # heavy: only for this command
 
@@ -67,8 +85,10 @@ def _generate(args: argparse.Namespace) -> int:
     if not Path(args.model).is_dir():
         raise ValueError(f"{args.model}: not a model folder (save_pretrained output with its tokenizer)")
     _check_output(args.predictions, "--predictions")  # before generating, which can take hours
+    device = _device(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=False, use_safetensors=True)
+    model.to(device)
     settings = GenerationSettings(
         beam_size=args.beam,
         batch_size=args.batch_size,
@@ -213,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--compat", action="store_true", help="reproduce run_lm.py's strip('<EOL>') bug")
+    p.add_argument(
+        "--device",
+        default="auto",
+        type=_device_name,
+        help="auto (a GPU when there is one), cpu, cuda or cuda:N",
+    )
     p.set_defaults(func=_generate)
     p = sub.add_parser("make-line-test", help="cut a line-level test set from a data folder's test.txt")
     p.add_argument("--data", required=True, type=Path, help="data folder with test.txt (token text)")
