@@ -349,3 +349,33 @@ def test_generate_refuses_a_device_it_cannot_use(tmp_path: Path, capsys: pytest.
         with pytest.raises(SystemExit):
             cli_main([*args, "--device", "cuda:0"])
         assert "--device cuda:0: no CUDA device here" in capsys.readouterr().err
+
+
+def test_a_line_set_cut_here_is_never_tagged_as_codexglues(tmp_path: Path) -> None:
+    """version.json says ``own`` (keeping what the folder held before), so a study's runs are not tagged with a
+    CodeXGLUE version whose published figures they cannot be compared with; a proxy stays ``local-proxy``."""
+    from tasks.completion import codexglue_version
+
+    data = _folder(tmp_path)
+    (data / "test.txt").write_text("\n".join(_tokens_file(n) for n in range(5)) + "\n")
+    (data / "version.json").write_text(json.dumps({"codexglue_version": "codexglue-2021", "python": "3.11"}))
+    assert cli_main(["make-line-test", "--data", str(data), "--overwrite"]) == 0
+    assert codexglue_version(data) == "own"
+    marker = json.loads((data / "version.json").read_text())
+    assert marker["token_text"] == "codexglue-2021" and marker["python"] == "3.11"
+    assert marker["line_test"] == {"command": "make-line-test", "samples": 35, "cut": "anywhere", "seed": 0}
+    assert cli_main(["make-line-test", "--data", str(data), "--overwrite", "--seed", "1"]) == 0
+    marker = json.loads((data / "version.json").read_text())
+    assert marker["token_text"] == "codexglue-2021" and marker["line_test"]["seed"] == 1
+    (data / "version.json").write_text(json.dumps({"codexglue_version": "local-proxy"}))
+    assert cli_main(["make-line-test", "--data", str(data), "--overwrite"]) == 0
+    assert codexglue_version(data) == "local-proxy"
+    (
+        data / "version.json"
+    ).unlink()  # no marker: CodeXGLUE's own downloads are sniffed, a set cut here is not
+    assert cli_main(["make-line-test", "--data", str(data), "--overwrite"]) == 0
+    assert codexglue_version(data) == "own" and "token_text" not in json.loads(
+        (data / "version.json").read_text()
+    )
+    assert cli_main(["make-line-test", "--data", str(data), "--out", str(tmp_path / "x.json")]) == 0
+    assert codexglue_version(data) == "own"  # --out elsewhere leaves the folder's marker alone

@@ -30,7 +30,10 @@ def _one_error_line(capsys: pytest.CaptureFixture[str], run, *args: str) -> str:
         (["--train", "0"], "sizes['train'] must be a positive int, got 0"),
         (["--completion-mb", "-1", "--tasks", "completion"], "--completion-mb must be above 0, got -1.0"),
         (["--completion-mb", "nan", "--tasks", "completion"], "--completion-mb must be above 0, got nan"),
-        (["--completion-lines", "0", "--tasks", "completion"], "--completion-lines must be at least 1, got 0"),
+        (
+            ["--completion-lines", "0", "--tasks", "completion"],
+            "--completion-lines must be at least 1, got 0",
+        ),
     ],
 )
 def test_build_local_bad_arguments(

@@ -30,7 +30,9 @@ from tasks.cli_errors import OneLineArgumentParser, fail
 from tasks.completion.data import (
     LINE_TEST_2021_BLOB,
     LINE_TEST_FILE,
+    VERSION_FILE,
     VERSIONS,
+    codexglue_version,
     load_line_test,
     py150_advice,
     write_version,
@@ -123,9 +125,28 @@ def _make_line_test(args: argparse.Namespace) -> int:
     if not samples:
         raise ValueError(f"{args.data}: no code token to cut at in its test split ({len(files)} files)")
     write_lines(out, (json.dumps(r, ensure_ascii=False) for r in samples))
+    if out.resolve() == (args.data / LINE_TEST_FILE).resolve():
+        _mark_own_line_test(args, len(samples))
     short = f" (all the test split has: {len(files)} files)" if len(samples) < args.samples else ""
     print(f"{len(samples)} line samples{short}, cut {args.cut}, seed {args.seed} -> {out}")
     return 0
+
+
+def _mark_own_line_test(args: argparse.Namespace, samples: int) -> None:
+    """``version.json`` says the folder's line set is ours (``own``; a proxy stays ``local-proxy``), so its runs are
+    never tagged, or set beside published figures, as CodeXGLUE's set; what the folder held before is kept."""
+    old = {}
+    if (args.data / VERSION_FILE).is_file():
+        codexglue_version(args.data)  # CompletionDataError for a malformed file, before it is rewritten
+        old = json.loads((args.data / VERSION_FILE).read_text(encoding="utf-8"))
+    before = old.pop("codexglue_version", None)
+    if before == "own":  # a set cut again: the token text is still what it was
+        before = old.pop("token_text", None)
+    for replaced in ("line_test", "line_test_blob"):  # the set this one replaces
+        old.pop(replaced, None)
+    made = {"command": "make-line-test", "samples": samples, "cut": args.cut, "seed": args.seed}
+    name = "local-proxy" if before == "local-proxy" else "own"
+    write_version(args.data, name, **old, **({"token_text": before} if before else {}), line_test=made)
 
 
 def _git_blob_sha1(path: Path) -> str:

@@ -10,6 +10,8 @@ docs/COMPLETION_TASK.md): every run records the one it used as ``codexglue_versi
   short literals kept raw, docstrings dropped, no placeholders; CodeGPT baseline EM 39.11 / ES 69.69.
 * ``local-proxy``: ``python -m tasks.build_local --tasks completion``: the 2021 preprocessing run on Python files of
   this machine. A pipeline test, not a substitute for py150's numbers.
+* ``own``: a line-level set that ``python -m tasks.completion make-line-test`` cut from a data folder's own
+  ``test.txt`` (a corpus of the user's, or py150's text with a set of our cuts): not CodeXGLUE's set.
 
 On-disk layout of a data folder (the proxy writes exactly this; a py150 preparation too):
 ``train.txt``, ``validation.txt`` (CodeXGLUE's name ``dev.txt`` is accepted), ``test.txt``: one preprocessed file
@@ -84,6 +86,14 @@ VERSIONS: dict[str, DataVersion] = {
         baseline_em=None,
         baseline_es=None,
         note="2021 preprocessing on this machine's Python files; a proxy, not py150",
+    ),
+    "own": DataVersion(
+        name="own",
+        line_test_url="",
+        token_source="a corpus of your own in this layout (python -m tasks.completion make-line-test cuts its set)",
+        baseline_em=None,
+        baseline_es=None,
+        note="a line-level set cut here from a corpus's test.txt; ES/EM not comparable with CodeXGLUE's figures",
     ),
 }
 LITERALS_URL = f"{_CXG_RAW}/{_CXG_COMMIT}/Code-Code/CodeCompletion-token/dataset/py150/literals.json"
