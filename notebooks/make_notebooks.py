@@ -31,12 +31,17 @@ df = A.load_runs(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
 pd.set_option("display.width", 220)
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.precision", 4)
-print(f"study {STUDY!r}: {len(df)} finished runs, by stage {df['stage'].value_counts().to_dict()}")
-scored = df[df["stage"].isin(["teacher_finetune", "student"])]
+done = df[A.load.finished(df)]  # df also holds one row per student trial that never finished (status, diverged)
+print(f"study {STUDY!r}: {len(done)} finished runs, by stage {done['stage'].value_counts().to_dict()}")
+print(A.load.progress(df))  # planned vs finished trials; the unfinished ones by status, diverged apart
+scored = done[done["stage"].isin(["teacher_finetune", "student"])]
 print(f"scores are each task's headline metric: {scored.groupby('task')['metric'].first().to_dict()}")
 print(f"{int(scored['degenerate'].sum())} of {len(scored)} teacher/student runs are degenerate (score at most the "
       f"task's majority baseline + {A.DEGENERATE_MARGIN}): flagged, and left out of every test, effect size and "
       f"ranking; {int(scored['baseline'].isna().sum())} runs have no known baseline")
+if len(A.load.unscored(df)):  # NaN or infinite test_score: in no table, so said here
+    print(f"{len(A.load.unscored(df))} runs without a finite score (NaN, inf, or no headline metric recorded): "
+          "left out of every table")
 levels = A.load.label_levels(df)
 if len(levels) > 1:  # the labels factor (README, "Labels on part of the training split"): tables per level
     print("labels levels: " + "; ".join(f"{lv} ({', '.join(f'{t} {A.load.regime(df, t, lv)}' for t in sorted(set(df['task']) - {'none'}))})" for lv in levels))"""
@@ -60,9 +65,11 @@ seed. FT does not depend on the teacher, so the same FT runs are the baseline fo
 on the task's headline metric (column `metric`: defect accuracy, clone F1, exception accuracy, a declared task's
 `headline`); Wilcoxon signed-rank p on the
 seed pairs, Cliff's delta (KD vs FT), Holm-corrected p across the table, and the `verdict`. Runs at or below
-their task's majority baseline are `degenerate`: left out of means and tests (`n_degenerate` per row). Below 6
-seed pairs the Wilcoxon test cannot reach p < 0.05 and below 4 scores a side Cliff's delta resolves nothing: the
-table says "not testable (n = ...)" instead."""),
+their task's majority baseline are `degenerate`: left out of means and tests (`n_degenerate` per row). A row where
+either side has a seed at its baseline, diverged or not finished says "no verdict: ..." instead of a p-value:
+the surviving seeds alone would favour the side that fails more often. Below 6 seed pairs the Wilcoxon test
+cannot reach p < 0.05 and below 4 scores a side Cliff's delta resolves nothing: the table says "not testable (n =
+...)" instead."""),
         code(SETUP),
         md(
             "Every (stage, task, teacher): runs, how many are degenerate, the majority baseline, the best score."
@@ -81,7 +88,9 @@ A.degenerate_summary(df)"""),
         code("""
 if PAPER:
     display(A.beside_paper(df).pivot_table(index=["task", "arch", "size"], columns="method", values=["paper", "ours"]))"""),
-        code('A.require(len(rq1), "no KD-vs-FT comparison: the study needs FT and KD student runs")'),
+        code(
+            'A.require(len(rq1), A.load.why_none(df, "no KD-vs-FT comparison: the study needs FT and KD student runs"))'
+        ),
     ],
     "02_rq2_teachers.ipynb": [
         md("""
@@ -105,7 +114,7 @@ rq2 if len(rq2) else print("a single teacher in this study: no paired teacher co
         code("""
 if PAPER:
     display(A.PAPER_TEACHER_SCORES)"""),
-        code('A.require(len(side), "no KD student runs in this study")'),
+        code('A.require(len(side), A.load.why_none(df, "no KD student runs in this study"))'),
     ],
     "03_rq3_methods.ipynb": [
         md("""
@@ -116,8 +125,9 @@ headline: feature-based students keep up to 98% of the teacher's performance wit
 Then logit vs feature paired on (student, teacher, seed) (per task, Holm-corrected together; the pooled row is a
 family of its own; beside Cliff's delta, which is unpaired, the paired `dominance`: the share of blocks where
 feature beats logit minus the share where it loses; the pooled row gives no means, its tasks' metrics differ), and the average rank of
-every method (FT included) over (task, student, teacher) blocks with the Friedman test and the Nemenyi post-hoc, per
-labels level when the study has several. Retention is undefined where the teacher is at or below its majority
+every method (FT included) over (task, student) blocks (FT once; a KD method's score the mean over the teachers)
+with the Friedman test and the Nemenyi post-hoc, per labels level when the study has several; a block with runs
+at the baseline or unfinished is left out, and the ranking then gives no verdict. Retention is undefined where the teacher is at or below its majority
 baseline; degenerate students are left out of summaries, tests and ranks (with counts); a test the sample cannot
 resolve says "not testable (n = ...)"."""),
         code(SETUP),
@@ -144,7 +154,9 @@ if PAPER:
     p = A.PAPER_FIGURE2.merge(A.PAPER_TEACHER_SCORES[["task", "score"]], on="task", suffixes=("", "_teacher"))
     display(p.assign(retention=p["score"] / p["score_teacher"]).pivot_table(
         index=["task", "arch", "size"], columns="method", values="retention"))"""),
-        code('A.require(len(ret), "no retention rows: teacher_finetune or student runs missing")'),
+        code(
+            'A.require(len(ret), A.load.why_none(df, "no retention rows: teacher_finetune or student runs missing"))'
+        ),
     ],
     "04_rq4_students.ipynb": [
         md("""
@@ -163,7 +175,7 @@ arch if len(arch) else print("no size with both architectures in this study")"""
         code("""
 if PAPER:
     display(A.beside_paper(df).pivot_table(index=["task", "method", "size"], columns="arch", values=["paper", "ours"]))"""),
-        code('A.require(len(svp), "no student runs in this study")'),
+        code('A.require(len(svp), A.load.why_none(df, "no student runs in this study"))'),
     ],
     "05_efficiency.ipynb": [
         md("""
@@ -190,7 +202,9 @@ if eff.online is not None:
     display(eff.online)
 else:
     print("no overhead benchmark given (set BENCH_JSON)")"""),
-        code('A.require(len(eff.cost), "no KD run with an FT run of the same task, student and seed")'),
+        code(
+            'A.require(len(eff.cost), A.load.why_none(df, "no KD run with an FT run of the same task, student and seed"))'
+        ),
     ],
     "06_behaviour.ipynb": [
         md("""
@@ -209,7 +223,8 @@ agr = A.agreement(df, MlflowClient(os.environ.get("MLFLOW_TRACKING_URI")))
 agr"""),
         code("A.agreement_summary(agr)"),
         code(
-            'A.require(agr["agreement"].notna().any(), "no student run with predictions and a teacher cache run")'
+            'A.require(agr["agreement"].notna().any(), A.load.why_none(df, "no student run with predictions and a '
+            'teacher cache run"))'
         ),
     ],
     "figure2.ipynb": [
@@ -300,7 +315,8 @@ runs = C.load_completion_runs(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
 pd.set_option("display.width", 220)
 pd.set_option("display.precision", 3)
 print(f"study {STUDY!r}: {len(runs)} finished completion runs, by teacher mode "
-      f"{runs['teacher_mode'].value_counts().to_dict()}, data {sorted(set(runs['codexglue_version']) - {''})}")"""),
+      f"{runs['teacher_mode'].value_counts().to_dict()}, data {sorted(set(runs['codexglue_version']) - {''})}")
+print(f"{runs.attrs['n_superseded']} older runs of rerun trials left out (only each trial's newest run counts)")"""),
         md("""
 The poster's table: per student, frozen teacher (`cached`), students initialised from teacher layers, mean over
 seeds; the teacher is the baseline row. For the full study the poster's numbers stand beside ours."""),

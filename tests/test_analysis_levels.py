@@ -98,7 +98,7 @@ def test_rank_methods_ranks_each_labels_level_alone() -> None:
     assert low.labels == "count=20" and full.labels == "all"
     assert low.ranks.to_dict() == {"kd": 1.0, "dist": 2.0, "ft": 3.0}
     assert full.ranks.to_dict() == {"ft": 1.0, "dist": 2.0, "kd": 3.0}
-    assert low.n_blocks == full.n_blocks == 3 * 2 * 2  # task x student x teacher, of one level
+    assert low.n_blocks == full.n_blocks == 3 * 2  # task x student (KD averaged over teachers), of one level
     assert "labels" in low.block_scores.index.names
     assert set(low.block_scores["ft"].round(3)) == {0.551}  # its own level's FT, not a mean over levels
     assert low.nemenyi is not None and full.nemenyi is not None

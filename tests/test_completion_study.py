@@ -324,3 +324,47 @@ def test_freeze_pos_embs_keys_its_trials_and_refuses_a_random_student(tmp_path):
         StudyError, match="freeze_pos_embs: true would keep a random student's random position"
     ):
         load_spec(path)
+
+
+def test_a_teacher_that_exists_gets_its_run_in_a_study_that_has_none(smoke, tmp_path, capsys):
+    """The teacher row of a study's table is its ``stage=teacher`` run. A teacher folder that is already there (a
+    driver killed between saving and recording it, or, as here, another study of the same storage built it) is
+    scored for the study that has no run of it, once."""
+    path = _study_file(
+        tmp_path, smoke["data"], smoke["storage"], name="completion-other", students=["gpt2-1l"],
+        teacher_modes=["online"], methods=["lm_only"], seeds=[0],
+    )  # fmt: skip
+    assert run_study(load_spec(path)).complete
+    assert "teacher tiny-gpt2: exists" in capsys.readouterr().out
+    client = MlflowClient(smoke["uri"])
+    exp = client.get_experiment_by_name("completion-other")
+    [run] = client.search_runs([exp.experiment_id], "tags.stage = 'teacher'")
+    assert run.info.status == "FINISHED" and {"test_es", "test_em"} <= set(run.data.metrics)
+    [first] = _runs(smoke["uri"], "teacher")
+    assert run.data.tags["teacher_key"] == first.data.tags["teacher_key"]  # the same teacher, scored alike
+    assert run.data.metrics["test_es"] == pytest.approx(first.data.metrics["test_es"])
+    # its build is the first study's spending, counted there once (it took no time here)
+    assert "build_seconds" not in run.data.metrics and first.data.metrics["build_seconds"] > 0
+    [parent] = _runs(smoke["uri"], "study")
+    assert parent.data.metrics["spent_teacher_hours"] > 0  # the completion teacher's build counts
+    assert parent.data.metrics["teacher_passes"] == 2  # the exact and the top-k cache, recounted from the log
+    path.write_text(path.read_text().replace("seeds:\n- 0", "seeds:\n- 1"))
+    assert run_study(load_spec(path)).complete
+    assert len(client.search_runs([exp.experiment_id], "tags.stage = 'teacher'")) == 1  # not twice
+
+
+def test_a_study_of_the_other_kind_cannot_share_the_name(smoke):
+    """One experiment per study name: a classification study named as a completion study of the same store would
+    have its runs read as one study (the analysis mixed them); the driver refuses before its first stage."""
+    from orchestrator.sweep.context import parent_run
+
+    client = MlflowClient(smoke["uri"])
+    exp = client.get_experiment_by_name("completion-smoke")
+    other = load_spec("smoke").model_copy(update={"name": "completion-smoke"})
+    with pytest.raises(
+        StudyError, match="already holds a completion study of that name; a classification study"
+    ):
+        parent_run(client, exp.experiment_id, other)
+    [parent] = _runs(smoke["uri"], "study")
+    assert parent_run(client, exp.experiment_id, load_spec("completion-smoke")) == parent.info.run_id  # same kind
+    client.set_terminated(parent.info.run_id, parent.info.status)  # as it was, for the tests after this one

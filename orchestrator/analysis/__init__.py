@@ -4,8 +4,8 @@ Rooms: ``load.py`` (runs -> one frame), ``stats.py`` (tests, effect sizes), ``ta
 question), ``efficiency.py``, ``agreement.py`` (behaviour), ``figures.py`` (the paper's Figure 2), ``notebooks.py``
 (``python -m orchestrator.analysis notebooks``). Everything public is importable from ``orchestrator.analysis``.
 
-One tidy frame of FINISHED runs (`load_runs`), each scored by its task's own headline metric (`primary`, named by
-`metric`), then one small function per research question of docs/STUDY.md: RQ1 `compare_to_ft`, RQ2 `compare_teachers`, RQ3 `retention` / `family_summary` /
+One tidy frame of the runs (`load_runs`: FINISHED ones, and a row per student trial that never finished), each
+scored by its task's own headline metric (`primary`, named by `metric`), then one small function per research question of docs/STUDY.md: RQ1 `compare_to_ft`, RQ2 `compare_teachers`, RQ3 `retention` / `family_summary` /
 `compare_families` / `rank_methods`, RQ4 `compare_architectures` / `score_vs_params`, plus `efficiency`,
 `agreement` (behaviour), `figure2` and the paper's Figure 2 numbers (`PAPER_FIGURE2`). The notebooks in
 notebooks/ call these and stay short; `run_notebooks` executes them headless.

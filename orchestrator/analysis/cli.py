@@ -1,8 +1,9 @@
 """``python -m orchestrator.analysis notebooks --study smoke``: the analysis command line.
 
-Every mistake a user can make (an unknown option, a study that is not in the store, no store at all, an
-unreachable ``MLFLOW_TRACKING_URI``, an output folder that cannot be written) is one line ``error: ...`` on stderr
-with exit status 2, before any notebook runs. A notebook that fails on the study's runs (e.g. a study without KD
+Every mistake a user can make (an unknown option, a study that is not in the store or was deleted there, no store
+at all or an empty file in its place, an ``MLFLOW_TRACKING_URI`` that is unreachable, answers 5xx, or is no store
+the analysis reads: a file store, a plain path, an unknown scheme; an output folder that cannot be written) is one
+line ``error: ...`` on stderr with exit status 2, before any notebook runs (``store.py``). A notebook that fails on the study's runs (e.g. a study without KD
 runs has no KD-vs-FT table) is one line naming the notebook, the error and the executed copy that holds the
 traceback, exit status 1. ``--debug`` shows the traceback instead.
 """

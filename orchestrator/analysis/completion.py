@@ -1,6 +1,7 @@
 """Analysis of a completion study (``task=completion``) in MLflow: the poster's table, frozen vs in-training, size.
 
-``load_completion_runs`` gives one row per FINISHED completion run (the teacher runs too, ``stage=teacher``);
+``load_completion_runs`` gives one row per FINISHED completion trial (its newest run: ``latest_completion_runs``;
+the teacher runs too, ``stage=teacher``);
 ``poster_table`` the DISTIL-CodeGPT poster's table (parameters, size, speed, ES, EM per student, the teacher as the
 baseline row) with the poster's numbers beside ours when asked; ``compare_modes`` every teacher mode and the LM-only
 baseline side by side per student (frozen = ``cached``); ``plot_size_curve`` ES and EM against student size.
@@ -45,11 +46,15 @@ MODE_ORDER = ("cached", "cached-topk", "online", "in_training", "none")
 
 
 def load_completion_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """FINISHED ``task=completion`` runs of the experiment ``study`` (an empty frame when it has none)."""
+    """FINISHED ``task=completion`` runs of the experiment ``study``, one per trial (``latest_completion_runs``;
+    ``attrs["n_superseded"]`` counts the older runs left out); an empty frame when it has none. LookupError for
+    a deleted experiment: its runs are no study to analyse."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(study)
+    if exp is not None and exp.lifecycle_stage != "active":
+        raise LookupError(f"the MLflow experiment {study!r} was deleted: restore it to analyse it")
     rows: list[dict[str, Any]] = []
     if exp is not None:
         flt = "tags.task = 'completion' and attributes.status = 'FINISHED' and tags.stage != 'study'"
@@ -57,18 +62,39 @@ def load_completion_runs(study: str, tracking_uri: str | None = None) -> pd.Data
         while True:
             page = client.search_runs([exp.experiment_id], flt, max_results=1000, page_token=token)
             for r in page:
-                row = {t: r.data.tags.get(t, "") for t in TAGS}
+                row = {t: r.data.tags.get(t, "") for t in (*TAGS, "trial_key")}
+                row.update(run_id=r.info.run_id, start_time=r.info.start_time)
                 row.update({m: r.data.metrics.get(m, np.nan) for m in METRICS})
                 rows.append(row)
             token = page.token
             if not token:
                 break
-    df = pd.DataFrame(rows, columns=[*TAGS, *METRICS])
+    df = pd.DataFrame(rows, columns=[*TAGS, *METRICS, "trial_key", "run_id", "start_time"])
     df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
     df["layers"] = df["student"].str.extract(r"gpt2-(\d+)l", expand=False).astype(float)
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce").astype(float)
-    return df
+    return latest_completion_runs(df)
+
+
+def latest_completion_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one run per trial: the newest (``start_time``) of the runs sharing a ``trial_key`` tag, or, for
+    runs without one, sharing every tag of ``TAGS`` (a student run whose seed is unknown is kept: no rerun of
+    another). A trial finished twice (rerun, or its recipe changed under the same factors) otherwise counts
+    twice in every mean and in ``seeds``. ``attrs["n_superseded"]`` counts the older runs left out."""
+    if df.empty:
+        df.attrs["n_superseded"] = 0
+        return df
+    key = df["trial_key"].fillna("").astype(str)
+    factors = df[list(TAGS)].map(str).agg("|".join, axis=1)
+    key = key.where(key != "", "factors:" + factors)
+    unknown_seed = (df["stage"] == "student") & df["seed"].isna() & (df["trial_key"].fillna("") == "")
+    order = df.assign(_key=key).sort_values(["start_time", "run_id"], kind="stable")
+    dup = order[~unknown_seed.loc[order.index]].duplicated("_key", keep="last")
+    older = dup.index[dup]
+    out = df.drop(index=older).reset_index(drop=True)
+    out.attrs["n_superseded"] = int(len(older))
+    return out
 
 
 def _per_student(df: pd.DataFrame) -> pd.DataFrame:

@@ -20,7 +20,9 @@ from orchestrator.analysis.load import (
     student_runs,
     teacher_scores,
     valid_runs,
+    why_none,
 )
+from orchestrator.analysis.notebooks import NotApplicable
 from orchestrator.analysis.stats import _method_key, _seed_means
 from orchestrator.analysis.tables import size_key
 
@@ -244,8 +246,8 @@ def build_figure2(
     from matplotlib.figure import Figure
 
     s = student_runs(df)
-    if s.empty:
-        raise ValueError("no student runs to plot")
+    if s.empty:  # the notebook says so and the command goes on (a study whose every trial failed, say)
+        raise NotApplicable(why_none(df, "no student runs to plot"))
     teachers = [teacher] if teacher else sorted(set(s["teacher"]) - {NONE}) or [NONE]
     factor = percent_factor(df.loc[df["stage"].isin(["student", "teacher_finetune"]), "primary"])
     tasks = [t for t in TASK_ORDER if t in set(s["task"])] + sorted(set(s["task"]) - set(TASK_ORDER))

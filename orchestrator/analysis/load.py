@@ -1,4 +1,5 @@
-"""Loading: one tidy frame of a study's FINISHED MLflow runs, with the contract's columns and orders."""
+"""Loading: one tidy frame of a study's FINISHED MLflow runs, plus one row per student trial that never finished
+(``status``, ``diverged``: ``progress.py``), with the contract's columns and orders."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from orchestrator.analysis.progress import (  # noqa: F401 - progress, unfinished, ...: load's API, too
+    FINISHED,
+    FINITE_LIMIT,
+    UNFINISHED,
+    finished,
+    is_diverged,
+    progress,
+    study_progress,
+    unfinished,
+    unscored,
+    why_none,
+)
 from tasks.base import DEGENERATE_MARGIN
 
 # Every run is scored by its task's own headline metric: the ``test_score`` a run records (docs/CONTRACTS.md). For
@@ -73,6 +86,8 @@ COLUMNS: tuple[str, ...] = (
     "primary",
     "baseline",
     "degenerate",
+    "status",  # MLflow's: FINISHED, or FAILED / RUNNING / KILLED / SCHEDULED for a student trial that never finished
+    "diverged",  # True for a FAILED trial whose loss became NaN or infinite (progress.DIVERGED)
     *RUN_METRICS,
     *RUN_PARAMS,
     *LABEL_PARAMS,
@@ -89,37 +104,71 @@ def _client(tracking_uri: str | None) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _finished_runs(client: Any, experiment_id: str) -> list[Any]:
+def _study_runs(client: Any, experiment_id: str) -> list[Any]:
+    """The FINISHED runs, and the student runs that did not finish (a failed, diverged, running or killed trial is
+    an outcome of its seed, not a missing value); the other stages' unfinished runs hold nothing to analyse."""
     from orchestrator.core.tracking import search_all  # paged: a full study has more runs than one page
 
-    return search_all(client, experiment_id, "attributes.status = 'FINISHED'")
+    runs = search_all(client, experiment_id)
+    return [
+        r
+        for r in runs
+        if r.info.status == FINISHED
+        or (r.info.status in UNFINISHED and r.data.tags.get("stage") == "student")
+    ]
+
+
+@functools.cache
+def method_family(method: str) -> str:
+    """A method's family from the method registry, as the planner tags it (design/plan.py): for runs made before
+    the ``method_family`` tag; ``unknown`` for a method the registry does not know (never FT's ``none``)."""
+    from kd_methods import get_method  # imports torch: only for such older runs
+
+    try:
+        return str(get_method(method).family)
+    except (KeyError, ValueError):
+        return UNKNOWN
 
 
 def _run_row(run: Any) -> dict[str, Any]:
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
-    row: dict[str, Any] = {"run_id": run.info.run_id, "start_time": run.info.start_time}
+    status = run.info.status
+    row: dict[str, Any] = {"run_id": run.info.run_id, "start_time": run.info.start_time, "status": status}
+    row["diverged"] = is_diverged(status, tags.get("error"))
     for tag in TAG_COLUMNS:
         row[tag] = tags.get(tag, NONE)
+    if "method_family" not in tags and row["stage"] == "student" and row["method"] != NONE:
+        row["method_family"] = method_family(row["method"])
     # student_params is both a tag (text) and a metric; the metric survives a missing tag
     row["student_params"] = metrics.get("student_params", tags.get("student_params"))
-    row["seed"] = tags.get("seed")
+    # older code tagged no seed; a student trial logs it as a param too (a teacher's tag "none" stays unknown)
+    row["seed"] = tags.get("seed", params.get("seed"))
     row["labels"] = tags.get("labels", ALL_LABELS)
     for name in (*TEST_METRICS, *RUN_METRICS):
         row[name] = metrics.get(name)
+    if status != FINISHED:  # a test metric logged on the way by a run that never finished is no result
+        row.update(dict.fromkeys(TEST_METRICS))
     for name in (*RUN_PARAMS, *LABEL_PARAMS):
         row[name] = params.get(name)
     return row
 
 
 def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per FINISHED run of the experiment named ``study``, columns ``COLUMNS``.
+    """One row per FINISHED run of the experiment named ``study``, and one per student trial (factor key
+    ``RUN_FACTORS``) without a FINISHED run, columns ``COLUMNS``.
+
+    ``status`` is the run's MLflow status (a trial that never finished: its newest run's FAILED / RUNNING /
+    KILLED / SCHEDULED, ``primary`` NaN, ``diverged`` when its loss became non-finite; ``unfinished(df)``).
+    Metric values that are NaN or infinite (MLflow stores inf as 1.8e308) are missing (NaN); ``unscored(df)``
+    names the finished runs left without a score. ``df.attrs["progress"]``: the study run's status and planned /
+    finished trial counts (``progress(df)`` says them in a line).
 
     ``seed`` and ``student_params`` are nullable integers (``Int64``: teacher runs have none), metrics and the
     params epochs/batch_size/train_samples are floats (NaN where a run did not log them), ``primary`` is the
     run's score on its task's headline metric (``test_score``; ``metric`` names it: a declared task's
     ``headline``, a built-in task's own; see ``_primary``). A rerun student or teacher_finetune trial counts
-    once: its newest run (``latest_runs``; ``superseded(df)`` says how many were left out). Raises LookupError naming the existing experiments when the
-    study has none.
+    once: its newest run (``latest_runs``; ``superseded(df)`` says how many were left out). Raises LookupError
+    naming the existing experiments when the study has none (a deleted one included: no study to analyse).
     """
     from mlflow.entities import ViewType
 
@@ -128,10 +177,11 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     # a deleted experiment is still found by name; its runs are no study to analyse
     if experiment is None or experiment.lifecycle_stage != "active":
         names = sorted(e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
+        deleted = " (it was deleted: restore it to analyse it)" if experiment is not None else ""
         raise LookupError(
-            f"no MLflow experiment named {study!r} at {client.tracking_uri}; existing experiments: {names}"
+            f"no MLflow experiment named {study!r} at {client.tracking_uri}{deleted}; existing experiments: {names}"
         )
-    rows = [_run_row(r) for r in _finished_runs(client, experiment.experiment_id)]
+    rows = [_run_row(r) for r in _study_runs(client, experiment.experiment_id)]
     declared = declared_headlines(client, experiment.experiment_id)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df["start_time"] = pd.to_datetime(df["start_time"], unit="ms")
@@ -142,10 +192,14 @@ def load_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
         df[name] = pd.to_numeric(df[name], errors="coerce").round().astype("Int64")
     for name in (*TEST_METRICS, *RUN_METRICS, *RUN_PARAMS, *LABEL_PARAMS):
         df[name] = pd.to_numeric(df[name], errors="coerce").astype(float)
+    for name in (*TEST_METRICS, *RUN_METRICS):  # inf arrives as 1.8e308: a "score" that would win every mean
+        df[name] = df[name].where(df[name].abs() < FINITE_LIMIT)
+    df["diverged"] = df["diverged"].astype(bool)
     df["metric"], df["primary"] = _primary(df, declared)
     df = latest_runs(mark_degenerate(df)).sort_values(
         ["stage", "task", "student", "teacher", "method", "seed"], ignore_index=True
     )
+    df.attrs["progress"] = study_progress(client, experiment.experiment_id)
     return df
 
 
@@ -158,11 +212,19 @@ LATEST_ONLY_STAGES: tuple[str, ...] = ("student", "teacher_finetune")
 
 def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with only the newest (``start_time``) of the student and teacher_finetune runs that share every
-    factor of ``RUN_FACTORS``; ``attrs["n_superseded"]`` counts the older ones left out (``superseded(df)``)."""
-    once = df[df["stage"].isin(LATEST_ONLY_STAGES)].sort_values(["start_time", "run_id"], kind="stable")
+    factor of ``RUN_FACTORS``, a FINISHED one before any newer one that did not finish (a retry that is still
+    running does not hide its trial's result); ``attrs["n_superseded"]`` counts the older FINISHED ones left
+    out (``superseded(df)``). A student run whose seed is unknown (NA: no tag, no param) is no rerun of another
+    such run: each is kept. A run that did not finish is dropped, too, where its ``trial_key`` finished."""
+    done = finished(df)
+    once = df[df["stage"].isin(LATEST_ONLY_STAGES)].assign(_done=done)
+    once = once[~((once["stage"] == "student") & once["seed"].isna())]
+    once = once.sort_values(["_done", "start_time", "run_id"], kind="stable")
     older = once.index[once.duplicated(list(RUN_FACTORS), keep="last")]
-    out = df.drop(index=older)
-    out.attrs["n_superseded"] = int(len(older)) + int(df.attrs.get("n_superseded", 0))
+    keys = set(df.loc[done & df["stage"].isin(LATEST_ONLY_STAGES), "trial_key"]) - {NONE}
+    retried = df.index[~done & df["trial_key"].isin(keys)]
+    out = df.drop(index=older.union(retried))
+    out.attrs["n_superseded"] = int(done[older].sum()) + int(df.attrs.get("n_superseded", 0))
     return out
 
 
@@ -212,8 +274,13 @@ def _primary(df: pd.DataFrame, declared: dict[str, str]) -> tuple[pd.Series, pd.
 
 def mark_degenerate(df: pd.DataFrame, margin: float = DEGENERATE_MARGIN) -> pd.DataFrame:
     """``df`` with ``baseline`` (``_baseline``) and ``degenerate`` (primary at most baseline + ``margin``; False
-    where either is unknown) set afresh."""
+    where either is unknown) set afresh; a row without ``status`` / ``diverged`` (a frame made by hand) is a
+    FINISHED run that did not diverge."""
     out = df.copy()
+    if "status" in out.columns:
+        out["status"] = out["status"].astype(object).where(out["status"].notna(), FINISHED).astype(str)
+    if "diverged" in out.columns:
+        out["diverged"] = out["diverged"].eq(True)  # NaN (a frame made by hand) is False
     out["baseline"] = _baseline(out)
     out["degenerate"] = (out["primary"] <= out["baseline"] + margin).fillna(False).astype(bool)
     return out
@@ -223,7 +290,7 @@ def _baseline(df: pd.DataFrame) -> pd.Series:
     """Each run's ``test_majority_baseline``; runs that did not record it (older studies) take the one other runs
     of the same task recorded (a study has one test split per task); NaN (unknown) when none did."""
     own = df["test_majority_baseline"].astype(float)
-    per_task = own.groupby(df["task"]).median()
+    per_task = own[finished(df)].groupby(df["task"]).median()
     return own.fillna(df["task"].map(per_task)).astype(float)
 
 
@@ -232,7 +299,7 @@ def label_levels(df: pd.DataFrame) -> list[str]:
     without the factor (or a frame without the column)."""
     if "labels" not in df.columns:
         return [ALL_LABELS]
-    s = df[df["stage"] == "student"] if "stage" in df.columns else df
+    s = df[(df["stage"] == "student") & finished(df)] if "stage" in df.columns else df
     counts = s.groupby("labels")["labelled_samples"].max() if "labelled_samples" in s else pd.Series()
     levels = sorted(
         set(s["labels"]) or {ALL_LABELS}, key=lambda lv: (lv == ALL_LABELS, counts.get(lv, 0), lv)
@@ -245,7 +312,7 @@ def regime(df: pd.DataFrame, task: str, level: str) -> str:
     name where its runs recorded no counts, e.g. ``all`` in a study made before the factor)."""
     from tasks.labels import regime as words
 
-    rows = df[df["task"] == task]
+    rows = df[(df["task"] == task) & finished(df)]
     rows = rows[rows["labels"] == level] if "labels" in rows.columns else rows
     n = rows[list(LABEL_PARAMS)].dropna() if set(LABEL_PARAMS) <= set(rows.columns) else pd.DataFrame()
     return words(int(n.iloc[0, 0]), int(n.iloc[0, 1])) if len(n) else level

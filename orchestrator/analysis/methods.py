@@ -32,8 +32,12 @@ from orchestrator.analysis.stats import (
     _with_holm,
     not_testable,
     paired_comparison,
+    unfinished_students,
+    withheld,
+    withhold,
 )
 
+FAMILIES = ("feature", "logit")
 MIN_BLOCKS = 6  # Friedman's chi-square approximation is poor below this many blocks: no test then
 
 
@@ -169,6 +173,8 @@ def compare_families(df: pd.DataFrame) -> pd.DataFrame:
     counts, test and dominance (scale-free) are reported."""
     s = student_runs(df)
     s = s[s["method_family"].isin(["logit", "feature"])].dropna(subset=["seed"])
+    un = unfinished_students(df)
+    un = un[un["method_family"].isin(["logit", "feature"])]
     n_deg = s.groupby("task")["degenerate"].sum()
     ok = valid_runs(s)
     blocks = ok.groupby(["task", "student", "teacher", "seed", "method_family"])["primary"].mean().unstack()
@@ -180,7 +186,12 @@ def compare_families(df: pd.DataFrame) -> pd.DataFrame:
         ]
         groups.append(("all", "pooled", blocks, int(n_deg.sum())))
         for task, family, b, n in groups:
-            stats = _renamed(paired_comparison(b["feature"], b["logit"]), "feature", "logit")
+            runs, open_ = (s, un) if family == "pooled" else (s[s["task"] == task], un[un["task"] == task])
+            sides = {
+                f: (runs[runs["method_family"] == f], open_[open_["method_family"] == f]) for f in FAMILIES
+            }
+            why = withheld(sides, ("task", "student", "teacher", "seed"), "blocks")
+            stats = _renamed(withhold(paired_comparison(b["feature"], b["logit"]), why), "feature", "logit")
             notes = [x for x in stats["note"].split("; ") if x]
             n_pairs = stats["n_pairs"]
             stats["dominance"] = paired_dominance(b["feature"], b["logit"])
@@ -232,54 +243,99 @@ class MethodRanking:
     labels: str = ALL_LABELS  # the labels level ranked (each level is its own experiment)
 
 
-def _ft_per_teacher(s: pd.DataFrame) -> pd.DataFrame:
-    """FT runs repeated once per KD teacher of their task, so a (task, student, teacher) block holds FT too."""
+def _block_scores(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Blocks x methods: FT's mean over seeds, and each KD method's mean over the block's teachers of its means
+    over seeds (NaN when it lacks a teacher that another method of the block has). FT does not depend on the
+    teacher, so it enters a block once: a (task, student, teacher) block would count every FT run once per
+    teacher, as if the teachers' blocks were independent measurements of it."""
+    parts = []
+    ft = s[s["method"] == "ft"].groupby(keys)["primary"].mean()
+    if len(ft):
+        parts.append(ft.rename("ft").to_frame())
     kd = s[s["method"] != "ft"]
-    teachers = kd[["task", "teacher"]].drop_duplicates()
-    ft = s[s["method"] == "ft"].drop(columns="teacher").merge(teachers, on="task", how="inner")
-    return pd.concat([kd, ft[kd.columns]], ignore_index=True)
+    if len(kd):
+        per = kd.groupby([*keys, "method", "teacher"], as_index=False)["primary"].mean()
+        teachers = per.groupby(keys)["teacher"].agg(frozenset).rename("_all")
+        cell = per.groupby([*keys, "method"], as_index=False).agg(
+            score=("primary", "mean"), _has=("teacher", frozenset)
+        )
+        cell = cell.merge(teachers.reset_index(), on=keys)
+        cell.loc[cell["_has"] != cell["_all"], "score"] = math.nan
+        parts.append(cell.pivot_table(index=keys, columns="method", values="score", dropna=False))
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, axis=1)
+    out.columns.name = "method"
+    return out[sorted(out.columns, key=_method_key)]
+
+
+def _tainted_blocks(runs: pd.DataFrame, open_: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """The blocks (``keys``) where a run is degenerate or did not finish on a seed another method of the block
+    has too (a seed only one method ever ran is in no comparison)."""
+    cols = [*keys, "seed", "method"]
+    bad = pd.concat([runs.loc[runs["degenerate"].astype(bool), cols], open_[cols]]).dropna(subset=["seed"])
+    every = pd.concat([runs[cols], open_[cols]]).drop_duplicates()
+    paired = bad.merge(every, on=[*keys, "seed"], suffixes=("", "_other"))
+    return paired.loc[paired["method"] != paired["method_other"], keys].drop_duplicates()
 
 
 def rank_methods(
-    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student", "teacher"), min_blocks: int = MIN_BLOCKS
+    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student"), min_blocks: int = MIN_BLOCKS
 ) -> MethodRanking:
-    """RQ3: rank the methods (FT included) within each block by mean primary over seeds (1 = best, ties
-    averaged), average the ranks, and run the Friedman test with the Nemenyi post-hoc (scikit_posthocs).
-    Degenerate runs are left out first (``n_degenerate``), so a block where a method has only degenerate runs is
-    incomplete. With fewer than ``min_blocks`` complete blocks or fewer than 3 methods the ranks are still
+    """RQ3: rank the methods (FT included) within each (task, student) block by mean primary over seeds (a KD
+    method's averaged over the task's teachers, ``_block_scores``; 1 = best, ties averaged), average the ranks,
+    and run the Friedman test with the Nemenyi post-hoc (scikit_posthocs). Degenerate runs are left out
+    (``n_degenerate``), and a block holding any degenerate or unfinished run is left out of the ranks and the test
+    (``n_incomplete``), which then gives no verdict: ranking the survivors would favour the method that collapses
+    more often. With fewer than ``min_blocks`` complete blocks or fewer than 3 methods the ranks are still
     returned, the p-values are NaN and ``verdict`` says "not testable (n = ...)". One labels level only (the
     block index carries ``labels``): a study with several is ranked per level by ``rank_methods_per_level``, and
     raises ValueError here rather than rank one level's FT against another level's KD."""
     import scikit_posthocs as sp
     from scipy.stats import friedmanchisquare
 
+    if "teacher" in blocks:
+        raise ValueError("blocks: not 'teacher' (FT would count once per teacher); filter df to one teacher")
     runs = student_runs(df)
     levels = label_levels(df)
     if len(levels) > 1:
         raise ValueError(f"labels levels {levels}: rank each alone (rank_methods_per_level)")
+    open_ = unfinished_students(df)
     if "labels" in runs.columns:
-        runs = runs[runs["labels"] == levels[0]]
-    s = _ft_per_teacher(valid_runs(runs))
+        runs, open_ = runs[runs["labels"] == levels[0]], open_[open_["labels"] == levels[0]]
     keys = list(blocks)
-    if "labels" in s.columns and "labels" not in keys:
+    if "labels" in runs.columns and "labels" not in keys:
         keys.append("labels")
-    scores = s.groupby([*keys, "method"])["primary"].mean().unstack("method")
-    methods = sorted(scores.columns, key=_method_key)
-    scores = scores[methods]
-    complete = scores.dropna()
+    has_kd = bool((runs["method"] != "ft").any())
+    scores = _block_scores(valid_runs(runs), keys) if has_kd else pd.DataFrame()
+    tainted = _tainted_blocks(runs, open_, keys)
+    tainted_index = pd.MultiIndex.from_frame(tainted) if len(keys) > 1 else pd.Index(tainted[keys[0]])
+    n_tainted = int(scores.index.isin(tainted_index).sum()) if len(scores) else 0
+    methods = list(scores.columns)
+    complete = scores[~scores.index.isin(tainted_index)].dropna() if len(scores) else scores
     block_ranks = complete.rank(axis=1, ascending=False, method="average")
     ranks = block_ranks.mean().sort_values()
     stat, p, nemenyi, note = math.nan, math.nan, None, ""
+    tied = len(complete) and bool((complete.nunique(axis=1) == 1).all())
     if len(complete) < min_blocks or len(methods) < 3:
         note = f"{len(complete)} complete block(s), {len(methods)} method(s): no Friedman test"
         verdict = not_testable(f"{len(complete)} complete blocks, {len(methods)} methods")
+    elif tied:  # Friedman's statistic is 0/0: no ranking to test
+        note, verdict = "every block ties every method", not_testable("every block tied")
     else:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # all-tied blocks make the statistic NaN; reported as is
+            warnings.simplefilter("ignore")  # scipy warns about ties; its tie correction is applied
             res = friedmanchisquare(*[complete[m].to_numpy() for m in methods])
         stat, p = float(res.statistic), float(res.pvalue)
         nemenyi = sp.posthoc_nemenyi_friedman(complete.reset_index(drop=True))
         verdict = f"{'significant' if p < 0.05 else 'not significant'} (Friedman p = {p:.3g})"
+    if n_tainted:
+        note = "; ".join(
+            x for x in (note, f"{n_tainted} block(s) with degenerate or unfinished runs left out") if x
+        )
+        if not math.isnan(p):  # the test on the clean blocks is shown, not its post-hoc: no claim rests on it
+            why = f"{n_tainted} block(s) hold runs at the majority baseline or unfinished"
+            verdict, nemenyi = f"no verdict: {why} (Friedman p = {p:.3g} on the rest)", None
     return MethodRanking(
         ranks=ranks,
         block_ranks=block_ranks,
@@ -297,7 +353,7 @@ def rank_methods(
 
 
 def rank_methods_per_level(
-    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student", "teacher"), min_blocks: int = MIN_BLOCKS
+    df: pd.DataFrame, blocks: Sequence[str] = ("task", "student"), min_blocks: int = MIN_BLOCKS
 ) -> dict[str, MethodRanking]:
     """``rank_methods`` per labels level (``label_levels`` order: fewest labels first), each level's runs alone
     with its own Friedman test and Nemenyi post-hoc, as every other RQ table is per level; one entry for a study

@@ -152,6 +152,55 @@ def _verdict(row: Any) -> str:
     return f"{word} (p = {p:.3g}, Holm {p_holm:.3g})"
 
 
+def unfinished_students(df: pd.DataFrame) -> pd.DataFrame:
+    """The student trials of ``df`` that never finished (``load_runs``' rows whose ``status`` is not FINISHED:
+    failed, diverged, still running or killed); empty for a frame without the column (one made by hand)."""
+    if "status" not in df.columns:
+        return df.iloc[0:0]
+    return df[(df["stage"] == "student") & (df["status"] != "FINISHED")]
+
+
+def withheld(
+    sides: dict[str, tuple[pd.DataFrame, pd.DataFrame]], unit: Sequence[str] = ("seed",), word: str = "seeds"
+) -> str:
+    """Why a comparison of ``sides`` (name -> (its finished runs, its unfinished ones)) gives no verdict; "" when
+    it may. Tests and means leave degenerate runs out (they are never findings), so a side with a seed at its
+    majority baseline, or one that diverged or did not finish, would be judged on its survivors alone: a method
+    that collapses on half its seeds could come out a significant winner on the other half. Counted in ``unit``s
+    (the pairing key: a seed, or a (student, teacher, seed) block), named ``word``, and only the units another
+    side has too (finished or not): those the comparison pairs."""
+    cols = list(unit)
+
+    def units(frame: pd.DataFrame) -> set[tuple]:
+        return set(frame[cols].dropna().itertuples(index=False, name=None))
+
+    every = {name: units(runs) | units(open_) for name, (runs, open_) in sides.items()}
+    parts = []
+    for name, (runs, unfinished) in sides.items():
+        paired = set().union(*(u for other, u in every.items() if other != name)) & every[name]
+        deg = len(units(runs[runs["degenerate"].astype(bool)]) & paired)
+        diverged = unfinished["diverged"].fillna(False).astype(bool) if "diverged" in unfinished else None
+        n_div = len(units(unfinished[diverged]) & paired) if diverged is not None else 0
+        n_open = len(units(unfinished) & paired) - n_div
+        total = len(paired)
+        what = [
+            f"{deg} at the majority baseline" if deg else "",
+            f"{n_div} diverged" if n_div else "",
+            f"{n_open} not finished" if n_open else "",
+        ]
+        if any(what):
+            parts.append(f"{name} {', '.join(w for w in what if w)} of {total} {word}")
+    return "; ".join(parts)
+
+
+def withhold(stats: dict[str, Any], why: str) -> dict[str, Any]:
+    """``stats`` (``paired_comparison``'s) without a p-value when ``why``: ``test`` says "no verdict: ..." and the
+    row is left out of the Holm family; means and delta stay, over the seeds that count."""
+    if why:
+        stats = {**stats, "p_wilcoxon": math.nan, "test": f"no verdict: {why}"}
+    return stats
+
+
 def _split_degenerate(runs: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """The non-degenerate runs and how many were left out."""
     bad = runs["degenerate"].astype(bool)

@@ -2,7 +2,9 @@
 ``compare_architectures`` / ``score_vs_params`` (RQ3 in ``methods.py``).
 
 Degenerate runs (at or below their majority baseline, column ``degenerate`` of ``load_runs``) are left out of
-every mean, test and effect size here; ``n_degenerate`` says how many a row left out."""
+every mean, test and effect size here; ``n_degenerate`` says how many a row left out. A paired comparison in which
+either side has a seed at its baseline, or one that diverged or did not finish, gives no verdict
+(``stats.withheld``): testing only the surviving seeds would favour the side that fails more often."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from orchestrator.analysis.stats import (
     _split_degenerate,
     _with_holm,
     paired_comparison,
+    unfinished_students,
+    withheld,
+    withhold,
 )
 
 
@@ -34,16 +39,24 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     p_wilcoxon (paired by seed), cliffs_delta (KD vs FT), test, note, n_degenerate, teacher_degenerate, p_holm
     (across the table) and verdict.
     """
-    s = student_runs(df)
+    s, un = student_runs(df), unfinished_students(df)
     tdeg = {(r.teacher, r.task): r.degenerate for r in teacher_scores(df).itertuples()}
     ft = s[s["method"] == "ft"]
     kd = s[s["method"] != "ft"]
     keys = ["task", "student", "teacher", "method"]
     rows = []
     for (task, student, teacher, method), g in kd.groupby(keys, sort=False):
-        base, n_ft = _split_degenerate(ft[(ft["task"] == task) & (ft["student"] == student)])
+        ft_g = ft[(ft["task"] == task) & (ft["student"] == student)]
+        base, n_ft = _split_degenerate(ft_g)
         kd_ok, n_kd = _split_degenerate(g)
-        stats = _renamed(paired_comparison(_by_seed(kd_ok), _by_seed(base)), "kd", "ft")
+        cell = (un["task"] == task) & (un["student"] == student)
+        why = withheld(
+            {
+                method.upper(): (g, un[cell & (un["teacher"] == teacher) & (un["method"] == method)]),
+                "FT": (ft_g, un[cell & (un["method"] == "ft")]),
+            }
+        )
+        stats = _renamed(withhold(paired_comparison(_by_seed(kd_ok), _by_seed(base)), why), "kd", "ft")
         stats["n_degenerate"] = n_kd + n_ft
         if base.empty:
             stats["note"] = "no (non-degenerate) FT runs of this student"
@@ -129,7 +142,7 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
     teacher_a_score / teacher_b_score and whether each is degenerate, p_holm, verdict. Empty when the study has a
     single teacher.
     """
-    s = student_runs(df)
+    s, un = student_runs(df), unfinished_students(df)
     kd = s[s["method"] != "ft"]
     ts = teacher_scores(df)
     scores = {(r.teacher, r.task): r.primary for r in ts.itertuples()}
@@ -137,8 +150,13 @@ def compare_teachers(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (task, student, method), g in kd.groupby(["task", "student", "method"], sort=False):
         ok, _ = _split_degenerate(g)
+        cell = un[(un["task"] == task) & (un["student"] == student) & (un["method"] == method)]
         for ta, tb in combinations(sorted(g["teacher"].unique()), 2):
-            stats = paired_comparison(_by_seed(ok[ok["teacher"] == ta]), _by_seed(ok[ok["teacher"] == tb]))
+            sides = {t: (g[g["teacher"] == t], cell[cell["teacher"] == t]) for t in (ta, tb)}
+            stats = withhold(
+                paired_comparison(_by_seed(ok[ok["teacher"] == ta]), _by_seed(ok[ok["teacher"] == tb])),
+                withheld(sides),
+            )
             stats["n_degenerate"] = int(g.loc[g["teacher"].isin([ta, tb]), "degenerate"].sum())
             rows.append(
                 {
@@ -192,7 +210,7 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
     method), paired by seed. Columns roberta_*/bigru_* (student, params, mean, std, n), delta = roberta - bigru
     (mean over the paired seeds),
     test columns, n_degenerate (left out), p_holm, verdict."""
-    s = student_runs(df).copy()
+    s, un = student_runs(df).copy(), unfinished_students(df)
     s["size"] = s["student"].map(size_key)
     rows = []
     for (task, teacher, method, size), g in s.groupby(["task", "teacher", "method", "size"], sort=False):
@@ -201,7 +219,13 @@ def compare_architectures(df: pd.DataFrame) -> pd.DataFrame:
             continue
         ok, n_deg = _split_degenerate(g)
         ro_ok, bi_ok = ok[ok["student_arch"] == "roberta"], ok[ok["student_arch"] == "bigru"]
-        stats = _renamed(paired_comparison(_by_seed(ro_ok), _by_seed(bi_ok)), "roberta", "bigru")
+        cell = un[(un["task"] == task) & (un["method"] == method) & (un["teacher"] == teacher)]
+        why = withheld(
+            {r["student"].iloc[0]: (r, cell[cell["student"] == r["student"].iloc[0]]) for r in (ro, bi)}
+        )
+        stats = _renamed(
+            withhold(paired_comparison(_by_seed(ro_ok), _by_seed(bi_ok)), why), "roberta", "bigru"
+        )
         stats["n_degenerate"] = n_deg
         rows.append(
             {
@@ -260,7 +284,9 @@ def score_vs_params(df: pd.DataFrame) -> pd.DataFrame:
 
 def effectiveness_summary(df: pd.DataFrame, rq1: pd.DataFrame | None = None) -> pd.DataFrame:
     """Notebook 01's RQ1 summary per (task[, labels], method): configs (KD configurations), kd_better (delta >
-    0), mean_delta, degenerate_runs, testable (a Holm p) and significant (Holm p < 0.05). ``degenerate_runs``
+    0), mean_delta, degenerate_runs, testable (a Holm p), significant (Holm p < 0.05, either direction), and
+    beside them no_verdict (configurations withheld: a seed at the baseline or unfinished on a side),
+    significant_better and significant_worse (KD above / below FT, Holm p < 0.05). ``degenerate_runs``
     counts the study's degenerate student runs of the method, each once (FT's in a row of its own), not
     ``n_degenerate`` summed over rows, which counts an FT run once per KD configuration of its student.
     ``rq1``: ``compare_to_ft(df)`` when already made."""
@@ -273,11 +299,18 @@ def effectiveness_summary(df: pd.DataFrame, rq1: pd.DataFrame | None = None) -> 
         testable=("p_holm", lambda p: int(p.notna().sum())),
         significant=("p_holm", lambda p: int((p < 0.05).sum())),
     )
+    signed = rq1.assign(
+        no_verdict=rq1["test"].astype(str).str.startswith("no verdict"),
+        significant_better=(rq1["p_holm"] < 0.05) & (rq1["delta"] > 0),
+        significant_worse=(rq1["p_holm"] < 0.05) & (rq1["delta"] < 0),
+    )
+    extra = ["no_verdict", "significant_better", "significant_worse"]
+    out = out.join(signed.groupby(keys)[extra].sum())
     s = student_runs(df)
     deg = s[s["degenerate"].astype(bool)].groupby(keys).size().rename("degenerate_runs")
     out = out.join(deg, how="outer") if len(deg) else out.assign(degenerate_runs=0)
-    for c in ("configs", "kd_better", "degenerate_runs", "testable", "significant"):
+    for c in ("configs", "kd_better", "degenerate_runs", "testable", "significant", *extra):
         out[c] = out[c].fillna(0).astype(int)
-    out = out[["configs", "kd_better", "mean_delta", "degenerate_runs", "testable", "significant"]]
+    out = out[["configs", "kd_better", "mean_delta", "degenerate_runs", "testable", "significant", *extra]]
     out = out.reset_index()
     return _sorted(out, keys).set_index(keys)

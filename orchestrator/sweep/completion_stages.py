@@ -34,7 +34,9 @@ def on_teacher_node(spec: Any, fn: Any, *args: Any) -> Any:
 
 
 def stage_teachers(ctx: StudyContext) -> None:
-    """Materialise every teacher; a new one gets a ``stage=teacher`` run with its own test scores."""
+    """Materialise every teacher; one without a FINISHED ``stage=teacher`` run in this study's experiment gets one
+    with its own test scores (also a teacher that already existed: saved by a driver killed before it recorded
+    the run, or built by another study in the same storage)."""
     from orchestrator.train.lm_teacher_build import build_teacher
 
     spec, plan = ctx.spec, ctx.plan
@@ -51,15 +53,22 @@ def stage_teachers(ctx: StudyContext) -> None:
             generation,
             spec.device,
         )
-        record, built, scores = on_teacher_node(spec, build_teacher, *args)
+        flt = f"tags.stage = 'teacher' and tags.teacher_key = '{unit.key}' and attributes.status = 'FINISHED'"
+        recorded = bool(ctx.client.search_runs([ctx.experiment_id], filter_string=flt, max_results=1))
+        record, built, scores = on_teacher_node(spec, build_teacher, *args, not recorded)  # score it then
         log(f"stage teacher {unit.name}: {'built' if built else 'exists'} ({unit.folder})")
-        if not built:
+        if recorded and not built:
             continue
         tags = {"stage": "teacher", "study": spec.name, "task": "completion", "teacher": unit.name,
                 "teacher_key": unit.key, "codexglue_version": plan.codexglue_version, "mlflow.parentRunId": ctx.parent}  # fmt: skip
         run = ctx.client.create_run(ctx.experiment_id, run_name=f"teacher-{unit.name}", tags=tags)
         tracking.log_params(ctx.client, run.info.run_id, {"source": unit.source, "folder": unit.folder})
-        metrics = {"teacher_params": record["params"], "build_seconds": record["seconds"], **scores}
+        # build_seconds only where this driver built it: spent hours (cost.spent) count each build once
+        metrics = {
+            "teacher_params": record["params"],
+            **({"build_seconds": record["seconds"]} if built else {}),
+        }
+        metrics.update(scores)
         if "best_val_ppl" in record:
             metrics["best_val_ppl"] = record["best_val_ppl"]
         tracking.log_metrics(ctx.client, run.info.run_id, metrics)
@@ -78,8 +87,11 @@ def stage_caches(ctx: StudyContext) -> None:
             log(f"stage cache {unit.teacher}/{unit.mode}: no pending trial needs it")
             continue
         t0 = time.perf_counter()
-        built = on_teacher_node(ctx.spec, build_cache, pending[0].work)
+        built, key = on_teacher_node(ctx.spec, build_cache, pending[0].work)
         ctx.outcome.teacher_passes += int(built)
+        # stage_finish recounts the passes of these caches from their log: a killed driver's passes too
+        ctx.cache_storage = pending[0].work.trial.storage
+        ctx.cache_keys = {*(ctx.cache_keys or ()), key}
         log(
             f"stage cache {unit.teacher}/{unit.mode}: {'built' if built else 'exists'} ({time.perf_counter() - t0:.1f} s)"
         )

@@ -64,8 +64,10 @@ class StudyContext:
     tracking_uri: str
     outcome: StudyOutcome
     caches: dict[str, Any] = field(default_factory=dict)  # filled by the teacher stages
-    cache_keys: set[str] | None = (
-        None  # classification: the study's cache keys (teacher passes are counted by them)
+    # the keys of the caches the study read (its teacher passes are counted by them, in cache_storage's log)
+    cache_keys: set[str] | None = None
+    cache_storage: str | None = (
+        None  # where those caches live: the storage, or a completion study's own folder
     )
 
     def trial_context(self) -> TrialContext:
@@ -88,6 +90,14 @@ def parent_run(client: Any, exp_id: str, spec: Any) -> str:
     spec as params."""
     runs = tracking.runs_by_stage(client, exp_id, "study")
     if runs:
+        kind = "completion" if runs[0].data.tags.get("task") == "completion" else "classification"
+        if kind != spec.kind:  # one experiment per study name: the two kinds' runs would be read as one study
+            from orchestrator.core.errors import StudyError
+
+            raise StudyError(
+                f"study '{spec.name}': this store already holds a {kind} study of that name; a {spec.kind} study "
+                "of the same name would mix its runs with it: give it another name"
+            )
         client.update_run(runs[0].info.run_id, status="RUNNING")
         # an earlier attempt's reason (a full disk) is not this attempt's: it sets its own when it fails
         if "error" in runs[0].data.tags:

@@ -28,10 +28,12 @@ def spent(client: Any, exp_id: str, planned_hours: float) -> dict[str, float]:
     ]
     finetunes = tracking.runs_by_stage(client, exp_id, "teacher_finetune", "FINISHED")
     caches = tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+    lm_teachers = tracking.runs_by_stage(client, exp_id, "teacher", "FINISHED")  # a completion study's builds
+    teacher_seconds = _sum(finetunes, "train_seconds") + _sum(caches, "build_seconds")
     return {
         "spent_trial_hours": _sum(trials, "trial_seconds") / 3600,
         "spent_train_hours": _sum(trials, "train_seconds") / 3600,
-        "spent_teacher_hours": (_sum(finetunes, "train_seconds") + _sum(caches, "build_seconds")) / 3600,
+        "spent_teacher_hours": (teacher_seconds + _sum(lm_teachers, "build_seconds")) / 3600,
         "planned_gpu_hours": float(planned_hours),
     }
 

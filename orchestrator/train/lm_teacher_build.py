@@ -94,19 +94,22 @@ def score_teacher(
 
 
 def build_teacher(
-    folder: str, key: str, t: Any, data: str, caps: dict, block_size: int, generation: dict, device: str
-) -> tuple[dict[str, Any], bool, dict[str, float]]:
-    """Materialise one teacher and, when this call built it, score it (its record, built, its scores)."""
+    folder: str, key: str, t: Any, data: str, caps: dict, block_size: int, generation: dict, device: str,
+    score: bool = False,
+) -> tuple[dict[str, Any], bool, dict[str, float]]:  # fmt: skip
+    """Materialise one teacher and score it when this call built it or ``score`` asks (its record, built, its
+    scores): a teacher saved by a driver that died before recording it, or one another study built, is scored
+    for this study's run."""
     from orchestrator.train.lm_work import load_data
 
     texts, lines = load_data(data, caps)
     record, built = materialise_teacher(Path(folder), key, t, texts, block_size, device)
-    return record, built, score_teacher(folder, lines, generation, device) if built else {}
+    return record, built, score_teacher(folder, lines, generation, device) if built or score else {}
 
 
-def build_cache(work: CompletionWork) -> bool:
-    """The cache a cached trial reads, built through the trials' own ``teacher_source``; True when this call
-    built it."""
+def build_cache(work: CompletionWork) -> tuple[bool, str]:
+    """The cache a cached trial reads, built through the trials' own ``teacher_source``: whether this call built
+    it, and its key."""
     from models.lm_teacher import LMTeacher
     from orchestrator.cache.build import cache_root
     from orchestrator.train.lm_trial import teacher_source, tokenise
@@ -115,7 +118,7 @@ def build_cache(work: CompletionWork) -> bool:
     root = cache_root(cfg.storage)
     before = set(os.listdir(root)) if root.is_dir() else set()
     teacher = LMTeacher.load(cfg.teacher)
-    teacher_source(
+    _, info = teacher_source(
         cfg, teacher, tokenise(teacher, cfg.texts or {}, min(cfg.block_size, teacher.max_positions))
     )
-    return bool(set(os.listdir(root)) - before)
+    return bool(set(os.listdir(root)) - before), info["cache_key"]
