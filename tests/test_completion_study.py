@@ -366,5 +366,7 @@ def test_a_study_of_the_other_kind_cannot_share_the_name(smoke):
     ):
         parent_run(client, exp.experiment_id, other)
     [parent] = _runs(smoke["uri"], "study")
-    assert parent_run(client, exp.experiment_id, load_spec("completion-smoke")) == parent.info.run_id  # same kind
+    assert (
+        parent_run(client, exp.experiment_id, load_spec("completion-smoke")) == parent.info.run_id
+    )  # same kind
     client.set_terminated(parent.info.run_id, parent.info.status)  # as it was, for the tests after this one
