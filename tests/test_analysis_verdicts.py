@@ -140,3 +140,18 @@ def test_the_teacher_architecture_and_family_comparisons_withhold_alike() -> Non
     assert kd["verdict"].iloc[0].startswith("no verdict: bigru-7m 3 at")
     fam = A.compare_families(df).iloc[0]
     assert fam["verdict"] == "no verdict: logit 3 at the majority baseline of 24 blocks"
+
+
+def test_runs_on_two_data_folders_under_one_study_name_are_flagged() -> None:
+    """An edited study re-run on other data under its name keeps the old runs of the seeds it did not re-run; the
+    notebooks' setup line says so instead of pairing them silently."""
+    rows = [
+        student(
+            "defect", "roberta-7m", m, seed, 0.6, "unixcoder", data_key="/data/v2" if seed < 3 else "/data/v1"
+        )
+        for seed in range(6)
+        for m in ("ft", "kd")
+    ]
+    line = A.load.progress(frame(rows))
+    assert "WARNING: its student runs read 2 data folders (/data/v1, /data/v2)" in line
+    assert "WARNING" not in A.load.progress(frame([{**r, "data_key": "/data/v2"} for r in rows]))

@@ -108,3 +108,33 @@ def test_a_taken_port_is_one_line_saying_so(tmp_path: Path) -> None:
     )
     assert "\n" not in str(err.value)
     assert server.process is not None and server.process.poll() is not None
+
+
+def test_a_server_left_by_a_killed_driver_is_stopped_by_the_next_one(tmp_path: Path) -> None:
+    """A driver killed with SIGKILL cannot stop its server (the server runs in its own session): the next driver of
+    the study stops it before starting its own, instead of leaving a second server beside it. A record whose PID
+    now belongs to another program is left alone."""
+    import subprocess
+    import sys
+
+    storage = tmp_path / "storage"
+    first = tracking.start_server(storage, timeout=180, study="s")
+    orphan = psutil.Process(first.process.pid)
+    assert first.pid_file.is_file()
+    second = tracking.start_server(storage, timeout=180, study="s")  # as the next driver, holding the lock
+    try:
+        orphan.wait(timeout=30)  # stopped by the second start (SIGTERM to its process group)
+        assert not orphan.is_running() and second.process.poll() is None
+        assert second.pid_file.is_file()
+    finally:
+        second.stop()
+    assert not second.pid_file.exists()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from orchestrator.core.process import record_process, stop_orphan
+
+        record_process(second.pid_file, other.pid)  # not an mlflow server of this store: kept running
+        assert stop_orphan(second.pid_file, second.cmd[:6]) is None and other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

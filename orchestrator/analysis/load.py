@@ -73,6 +73,7 @@ TAG_COLUMNS: tuple[str, ...] = (
     "method",
     "method_family",
     "trial_key",
+    "data_key",  # the data a trial read: two values in one study mean it was re-run on other data
 )
 COLUMNS: tuple[str, ...] = (
     "run_id",

@@ -85,8 +85,26 @@ def progress(df: pd.DataFrame) -> str:
     missing = _not_finished(df)
     if missing:
         n = len(unfinished(df))
-        return f"{line}; {n} student trials have no finished run: {missing} (in no mean or test)"
-    return f"{line}; every student trial has a finished run"
+        line = f"{line}; {n} student trials have no finished run: {missing} (in no mean or test)"
+    else:
+        line = f"{line}; every student trial has a finished run"
+    return line + _mixed_data(df)
+
+
+def _mixed_data(df: pd.DataFrame) -> str:
+    """A warning when the finished student runs read more than one data folder (``data_key``): a study re-run on
+    other data under its name keeps the old runs of the seeds the new design did not run, and a cell then pairs
+    seeds of both."""
+    if "data_key" not in df.columns:
+        return ""
+    runs = df[(df["stage"] == "student") & finished(df)]
+    keys = sorted(set(runs["data_key"].astype(str)) - {"", "none", "nan"})
+    if len(keys) < 2:
+        return ""
+    return (
+        f"; WARNING: its student runs read {len(keys)} data folders ({', '.join(keys)}): a cell may pair seeds "
+        "of both; give a study on other data a name of its own"
+    )
 
 
 def why_none(df: pd.DataFrame, why: str) -> str:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from orchestrator.cache.key import (
     sha256_file,
 )
 from orchestrator.cache.serve import _manifest, record_verified, verify
+from orchestrator.core.paths import build_dir
 from tasks import SPLITS, TaskData
 
 
@@ -242,7 +242,7 @@ def get_or_build(
 
     start = time.perf_counter()
     encoded = _encode_splits(request.teacher_dir, data, num_labels, request.max_length)
-    tmp = cache_root(storage) / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = build_dir(path)  # a killed builder's leftovers (GBs for a paper-size cache) go first
     try:
         manifest = _build_into(tmp, key, request, encoded, num_labels, data_fingerprint, use_ray, device,
                                gpus_per_task, progress)  # fmt: skip

@@ -191,3 +191,22 @@ def _remove_dead_links(tmp: Path, digest: str) -> None:
 def remove_link(link: Path | None) -> None:
     if link is not None and link.is_symlink():
         link.unlink()
+
+
+def build_dir(final: Path) -> Path:
+    """A private folder beside ``final`` to build it in (then renamed into place), named for this builder:
+    ``.<name>.tmp-<random>-<pid>@<host>``. The folders that builders of the same ``final`` on this host left when
+    they died (SIGKILL, a power cut: no clean-up ran) are removed first; one whose process still runs, or from
+    another host sharing the storage, is another builder's and stays."""
+    import socket
+    import uuid
+
+    import psutil
+
+    host = socket.gethostname()
+    for old in final.parent.glob(f".{final.name}.tmp-*"):
+        owner = old.name.rsplit(".tmp-", 1)[1].partition("-")[2]  # "<pid>@<host>"; older names have none
+        pid, _, where = owner.partition("@")
+        if where == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}-{os.getpid()}@{host}"

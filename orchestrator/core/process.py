@@ -127,3 +127,43 @@ def stop_group(pgid: int, timeout: float = 10.0) -> None:
             except (ProcessLookupError, PermissionError):
                 return
             time.sleep(0.1)
+
+
+def record_process(path: Path, pid: int) -> None:
+    """Write ``pid``, its start time and this host to ``path``: what ``stop_orphan`` needs to find it again."""
+    import json
+    import socket
+
+    import psutil
+
+    started = psutil.Process(pid).create_time()
+    path.write_text(json.dumps({"pid": pid, "create_time": started, "host": socket.gethostname()}))
+
+
+def stop_orphan(path: Path, command: list[str]) -> int | None:
+    """Stop the process group ``record_process`` wrote to ``path``, left running by a driver that died (SIGKILL, a
+    power cut) without stopping it; the caller holds the study's lock, so no live driver uses it. Only a process
+    on this host, started when the record says (not a reused PID) and whose command line holds every string of
+    ``command``. Returns its PID when it stopped one; the record is removed either way."""
+    import json
+    import socket
+
+    import psutil
+
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    path.unlink(missing_ok=True)
+    try:
+        if rec["host"] != socket.gethostname():
+            return None
+        proc = psutil.Process(rec["pid"])
+        if abs(proc.create_time() - rec["create_time"]) > 0.01 or not all(
+            c in proc.cmdline() for c in command
+        ):
+            return None
+    except (psutil.Error, KeyError, TypeError):
+        return None
+    stop_group(rec["pid"])
+    return int(rec["pid"])

@@ -23,9 +23,10 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from orchestrator.core.errors import StudyError
+from orchestrator.core.log import log
 from orchestrator.core.paths import local_store, server_log
 from orchestrator.core.probe import unreachable_reason
-from orchestrator.core.process import stop_group, stop_tree, terminate_tree
+from orchestrator.core.process import record_process, stop_group, stop_orphan, stop_tree, terminate_tree
 from orchestrator.core.store import init_store
 
 REACH_TIMEOUT_S = 10.0  # within the 15 s a user waits for "that server is not there"
@@ -111,6 +112,10 @@ class MlflowServer:
     def launch(self, mode: str = "w") -> None:
         """Start the server process (``mode="a"``: again, appending to its log)."""
         assert self.cmd is not None
+        # A server of this study whose driver was killed (its own session survives that): stopped, not left beside
+        # this one holding its memory and port (the study's lock says no live driver uses it).
+        if orphan := stop_orphan(self.pid_file, self.cmd[:6]):
+            log(f"stopped the MLflow server (PID {orphan}) an earlier driver of this study left running")
         # Its own session and process group: Ctrl-C in the terminal reaches the driver, which still records the
         # runs it stops in MLflow, and stop() ends every process of the server by its group.
         self.process = subprocess.Popen(
@@ -120,6 +125,11 @@ class MlflowServer:
             env=self.env,
             start_new_session=True,
         )
+        record_process(self.pid_file, self.process.pid)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.log.with_suffix(".pid.json")
 
     def terminate(self) -> None:
         """Ask the server and its workers to stop, without waiting: its graceful shutdown (seconds) then overlaps
@@ -135,6 +145,7 @@ class MlflowServer:
             self.process.wait(timeout=5)  # reaped: a zombie leader would keep its group "alive"
             # and its whole process group: workers whose parent was killed (by the user) are no one's children
             stop_group(self.process.pid)
+            self.pid_file.unlink(missing_ok=True)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Until ``/health`` answers; RuntimeError (with the log's tail) if it exits, TimeoutError if it is slow."""
@@ -366,7 +377,10 @@ def close_parent(client: Any, parent: str | None, err: BaseException) -> None:
     if parent is None:
         return
     status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
-    reason = f"{type(err).__name__}: {err}".strip()[:4000] or type(err).__name__
+    if isinstance(err, KeyboardInterrupt):  # it carries no message: say what happened and what to do
+        reason = "KeyboardInterrupt: the study was interrupted (Ctrl-C or a signal); run the same command to resume"
+    else:
+        reason = f"{type(err).__name__}: {err}".strip().removesuffix(":")[:4000]
     try:
         client.set_tag(parent, "error", reason)
         client.set_terminated(parent, status)
