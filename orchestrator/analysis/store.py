@@ -6,16 +6,14 @@ one, is one line (``StoreNotFound``), and none of it waits on MLflow's minutes o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.core.store import absolute_sqlite_uri, ready_store, schema_version, settle
+from orchestrator.core.store import absolute_sqlite_uri, mlflow_fail_fast, ready_store, schema_version, settle
 from orchestrator.study_index import SeveralStorages, remembered_storage
 
 TIMEOUT_S = 5  # for the server to answer each request of the checks
@@ -54,7 +52,7 @@ def store_uri(study: str, storage: str | None) -> str:
         uri, where = f"sqlite:///{db}", f"{db} ({how})"
         _check_sqlite(db, where)
     ready_store(uri)  # a driver starting beside may still be making it
-    with _fail_fast():
+    with mlflow_fail_fast(TIMEOUT_S):
         try:
             client = MlflowClient(uri)
             exp = client.get_experiment_by_name(study)
@@ -123,23 +121,6 @@ def _unanswered(uri: str, timeout: float) -> str | None:
         return f"/health answered {err.code} {err.reason}" if err.code >= 500 else None
     except (TimeoutError, OSError) as err:
         return str(getattr(err, "reason", err))
-
-
-@contextlib.contextmanager
-def _fail_fast(timeout: int = TIMEOUT_S) -> Iterator[None]:
-    """MLflow's HTTP client without retries and with a short timeout for the checks' own requests (it otherwise
-    retries a 5xx for minutes); the notebooks' kernels keep MLflow's defaults."""
-    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
-    before = {n: os.environ.get(n) for n in names}
-    os.environ.update(names)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _shown(uri: str) -> str:

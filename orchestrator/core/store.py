@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # MLflow's migration writes the file every few tens of ms until it is done (0.17 s the longest pause, measured)
@@ -142,3 +143,22 @@ def portable_artifacts(db: Path) -> int:
             con.executemany(f"UPDATE {table} SET {column} = ? WHERE {key} = ?", updates)  # noqa: S608
             changed += len(updates)
     return changed
+
+
+@contextlib.contextmanager
+def mlflow_fail_fast(timeout: int = 5) -> Iterator[None]:
+    """MLflow's HTTP client without retries and with a ``timeout`` (seconds) for the requests made inside the block
+    (a quick check, ``--plan``'s progress line): it otherwise retries a server that is down or answers 5xx for
+    minutes. The variables are restored afterwards, so later clients (the study, notebook kernels) keep MLflow's
+    defaults."""
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    before = {n: os.environ.get(n) for n in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

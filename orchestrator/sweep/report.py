@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -59,25 +58,18 @@ def plan_progress(spec: Any) -> dict[str, Any] | None:
         return None  # and MLflow is not even imported
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.core.store import ready_store
+    from orchestrator.core.store import mlflow_fail_fast, ready_store
     from orchestrator.sweep.status import status
 
     ready_store(uri)  # before the client below: a driver starting beside may still be making it
     # --plan must answer at once: a tracking server that is down is "no progress", not minutes of retries
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
     try:
-        if MlflowClient(uri).get_experiment_by_name(spec.name) is None:
-            return None
-        return status(spec)
+        with mlflow_fail_fast(5):
+            if MlflowClient(uri).get_experiment_by_name(spec.name) is None:
+                return None
+            return status(spec)
     except Exception:  # noqa: BLE001 - the plan stands without the progress line
         return None
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def remembered_for(study_arg: str) -> str | None:
