@@ -199,8 +199,8 @@ def split_files(data_dir: Path | str, split: str) -> Iterator[str]:
 def content_problems(data_dir: Path | str) -> list[str]:
     """What a trial would trip on in a complete data folder, found before anything starts: every file of the
     train and validation splits (UTF-8, the format; an empty split), every line sample, ``version.json``. A whole
-    split reads fast (164 MB of token text in 0.15 s on a 2-core machine) and a bad line deep in it would
-    otherwise fail every trial after the start."""
+    split is one pass that keeps nothing (``--plan`` already hashes the training text), and a bad line deep in it
+    would otherwise fail every trial after the start."""
     out = []
     checks = [
         lambda: deque(split_files(data_dir, "train"), maxlen=0),
