@@ -23,6 +23,7 @@ from orchestrator.core.errors import StudyError, one_line
 from orchestrator.core.lock import StudyLock, StudyLocked
 from orchestrator.design.study import build_plan, load_spec
 from orchestrator.design.validate import check_study
+from orchestrator.sweep.status import status_lines
 from tasks import load_task_data
 
 
@@ -339,10 +340,14 @@ def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other
     assert [f["error"] for f in st["failed_trials"]] == ["the retry"]
     assert st["stale_finished"] == st["stale_data"] == 1 and st["driver"] is None
     lock = StudyLock(storage / "st")
-    lock.acquire()  # a live driver holds the study: its RUNNING run is running
+    time.sleep(2)  # the lock records its time to the second: the dead driver's run is clearly older
+    lock.acquire()  # a live driver holds the study: its own RUNNING run is running
     try:
+        run(ft, "RUNNING")
         st = status(spec)
-        assert (st["running"], st["orphaned"]) == (1, 0) and f"PID {os.getpid()}" in st["driver"]
+        # the dead driver's run stays orphaned until the live driver marks it KILLED (it does once it is up)
+        assert (st["running"], st["orphaned"]) == (1, 1) and f"PID {os.getpid()}" in st["driver"]
+        assert "the driver running it redoes them" in "\n".join(status_lines(st))
     finally:
         lock.release()
 

@@ -4,7 +4,9 @@ whose key is no longer planned (the data or the settings changed since) are coun
 
 from __future__ import annotations
 
+import calendar
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,25 @@ def require_store(spec: Any, uri: str) -> None:
         )
 
 
-def driver_of(spec: Any) -> str | None:
-    """The live driver holding the study, described, or None."""
+def driver_of(spec: Any) -> tuple[str | None, float | None]:
+    """The live driver holding the study, described, and when it took the lock (epoch seconds); or None, None."""
     holder = StudyLock(Path(spec.storage).resolve() / spec.name).holder()
-    return holder.describe() if holder and holder.alive() else None
+    if not (holder and holder.alive()):
+        return None, None
+    return holder.describe(), calendar.timegm(time.strptime(holder.since, "%Y-%m-%dT%H:%M:%SZ"))
 
 
-def trial_counts(runs: list[Any], planned: set[str], data_key: str, driver: str | None) -> dict[str, Any]:
-    """Done / running / orphaned / failed / stale from the study's ``student`` runs."""
+def trial_counts(
+    runs: list[Any], planned: set[str], data_key: str, driver: str | None, since: float | None = None
+) -> dict[str, Any]:
+    """Done / running / orphaned / failed / stale from the study's ``student`` runs. A run left RUNNING from before
+    the live driver took the lock (``since``) is an earlier driver's, orphaned, until that driver marks it KILLED
+    (the live driver does so once MLflow and Ray are up)."""
     finished = [r for r in runs if r.info.status == "FINISHED"]
     done = {r.data.tags.get("trial_key") for r in finished} & planned
-    live = [r for r in runs if r.info.status == "RUNNING"]
+    running = [r for r in runs if r.info.status == "RUNNING"]
+    earlier = [r for r in running if since is not None and (r.info.start_time or 0) / 1000 < since - 1]
+    live = [r for r in running if r not in earlier]
     failed: dict[str, Any] = {}
     for r in sorted(runs, key=lambda r: r.info.start_time or 0):
         key = r.data.tags.get("trial_key")
@@ -43,7 +53,7 @@ def trial_counts(runs: list[Any], planned: set[str], data_key: str, driver: str 
     return {
         "done": len(done),
         "running": len(live) if driver else 0,
-        "orphaned": 0 if driver else len(live),
+        "orphaned": len(earlier) + (0 if driver else len(live)),
         "driver": driver,
         "failed": len(failed),
         "remaining": len(planned - done),
@@ -83,13 +93,13 @@ def status(spec: Any) -> dict[str, Any]:
         t.trial_key for t in plan.trials
     }  # a tuned study's final trials are keyed by their cell's best
     runs = tracking.runs_by_stage(client, exp.experiment_id, "student")
-    driver = driver_of(spec)
+    driver, since = driver_of(spec)
     return {
         "study": spec.name,
         **({"task": "completion"} if spec.kind == "completion" else {}),
         "tracking_uri": uri,
         "planned": len(planned),
-        **trial_counts(runs, planned, plan.data_key, driver),
+        **trial_counts(runs, planned, plan.data_key, driver, since),
         "tuning": tuning_status(plan, client, exp.experiment_id),
         "in_progress": in_progress(spec, driver),
     }
@@ -115,7 +125,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     lines += [f"  in progress: {stage_line(s)}" for s in st.get("in_progress", [])]
     if st["orphaned"]:
         lines.append(
-            f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned; the next run redoes them)"
+            f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned: left by a driver that stopped; "
+            f"{'the driver running it' if st['driver'] else 'the next run'} redoes them)"
         )
     if st["stale_finished"]:
         why = f"{st['stale_data']} on other data: the data changed since" if st["stale_data"] else ""
