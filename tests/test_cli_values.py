@@ -146,6 +146,32 @@ def test_finetune_values_and_out_are_checked_before_the_fine_tune(
     assert f"--out {a_file}: a file" in line
     line = _one_line(capsys, main([*base, "--out", str(a_file / "t")]))
     assert f"{a_file} is a file, not a folder" in line
+    # the teacher replaces the whole --out folder: a folder of other files (--out runs, --out .) is refused, kept
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "notes.txt").write_text("mine")
+    line = _one_line(capsys, main([*base, "--out", str(precious)]))
+    assert f"--out {precious}: a folder holding other files (notes.txt, sub); the fine-tuned teacher" in line
+    assert (precious / "notes.txt").read_text() == "mine" and (precious / "sub").is_dir()
+
+
+def test_a_trial_out_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from orchestrator.trial import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    base = [
+        "--task",
+        "exception",
+        "--data",
+        str(_data(tmp_path)),
+        "--student",
+        "roberta-tiny",
+        "--method",
+        "ft",
+    ]
+    line = _one_line(capsys, main([*base, "--out", str(a_file)]))
+    assert f"--out {a_file}: a file; give a folder for the trial's checkpoint and results" in line
 
 
 def test_a_trial_as_a_user_runs_it_answers_a_bad_param_in_one_line(tmp_path: Path) -> None:
@@ -307,6 +333,10 @@ def test_bench_names_numbers_and_folders(tmp_path: Path, capsys: pytest.CaptureF
             "unknown hyperparameter(s) ['nope'] for method 'kd'",
         ),
         ([*diag, "--lr", "0"], "--lr must be a finite number > 0"),
+        (
+            [*diag[:2], "train", *diag[3:], "--data", str(data), "--method", "kd"],
+            "--mode train with a KD method needs --teacher",
+        ),
         ([*over, "--task", "nope"], "--task: unknown task 'nope'"),
         ([*over, "--steps", "-1"], "--steps must be >= 1, got -1"),
         (
@@ -317,3 +347,43 @@ def test_bench_names_numbers_and_folders(tmp_path: Path, capsys: pytest.CaptureF
     for argv, expected in cases:
         assert expected in _one_line(capsys, main(argv)), argv
     assert not any(tmp_path.glob("b*.json"))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--lengths", "x"], "--lengths expects comma-separated integers >= 8, got 'x'"),
+        (["--lengths", "0"], "--lengths expects comma-separated integers >= 8, got '0'"),
+        (["--window", "6"], "--window expects 2 comma-separated integers >= 0, got '6'"),
+        (["--window", "a,b"], "--window expects 2 comma-separated integers >= 0, got 'a,b'"),
+        (["--student", "foo"], "invalid choice: 'foo'"),
+        (["--teacher", "./nope"], "teacher folder './nope' does not exist"),
+    ],
+)
+def test_the_transfer_data_command_answers_bad_values_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], expected: str
+) -> None:
+    from orchestrator.bench.transfer_data import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(_data(tmp_path)), *args])
+    assert expected in _one_line(capsys, exit_.value.code)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        ("lm_bench", ["--device", "tpu"], "--device: unknown device 'tpu'"),
+        ("lm_bench", ["--threads", "0"], "--threads must be >= 1, got 0"),
+        ("extract_stats", ["--out", "/no/such/folder/x.json"], "--out /no/such/folder/x.json: no folder"),
+    ],
+)
+def test_the_step_cost_and_extraction_commands_check_their_flags_first(
+    capsys: pytest.CaptureFixture, command: str, args: list[str], expected: str
+) -> None:
+    from orchestrator.train.lm_bench import main as lm_bench
+    from tasks.extract_stats import main as extract_stats
+
+    with pytest.raises(SystemExit) as exit_:
+        {"lm_bench": lm_bench, "extract_stats": extract_stats}[command](args)
+    assert expected in _one_line(capsys, exit_.value.code)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.bench.diagnose_signals import feature_alignment, prediction_spread
+from orchestrator.core.errors import StudyError
 
 # docs/METHODS.md's "Loss scales at the defaults": (row label, method, params).
 INIT_RUNS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -105,7 +106,7 @@ def _params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--param expects KEY=VALUE, got '{pair}'")
+            raise StudyError(f"--param expects KEY=VALUE, got '{pair}'")  # the user's: one line
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         student = args.student or "roberta-7m"
         return at_init(student, runs, margins, args.seed, args.device, work, args.max_length)
     if not args.teacher and args.method not in (None, "ft"):
-        raise ValueError("--mode train with a KD method needs --teacher (a fine-tuned teacher folder)")
+        raise StudyError("--mode train with a KD method needs --teacher (a fine-tuned teacher folder)")
     return during_training(args, params, work)
 
 

@@ -55,26 +55,62 @@ def holes_in_view(
     return out
 
 
+def _ints(flag: str, least: int, exact: int | None = None) -> Any:
+    """An argparse type: comma-separated integers >= ``least`` (``exact``: that many), named by ``flag``."""
+    import argparse
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(x) for x in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < least or (exact is not None and len(values) != exact):
+            n = f"{exact} " if exact else ""
+            raise argparse.ArgumentTypeError(
+                f"{flag} expects {n}comma-separated integers >= {least}, got '{text}'"
+            )
+        return values
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m orchestrator.bench.transfer_data --data DIR``: the holes-in-view table (docs/METHODS.md)."""
-    import argparse
     import tempfile
 
-    p = argparse.ArgumentParser(
-        prog="python -m orchestrator.bench.transfer_data", description=holes_in_view.__doc__
+    from models.offline import ModelNotAvailableError
+    from models.students import STUDENTS
+    from tasks.cli_errors import OneLineArgumentParser, fail
+
+    p = OneLineArgumentParser(
+        prog="python -m orchestrator.bench.transfer_data",
+        description=(holes_in_view.__doc__ or "").split("\n")[0],
     )
-    p.add_argument("--data", default="data/transfer")
-    p.add_argument("--student", default="roberta-0.6m")
-    p.add_argument("--teacher", default="minilm")
-    p.add_argument("--lengths", default="128,256,384,512")
-    p.add_argument("--window", help="lines above,below the hole (e.g. 6,2); default: whole functions")
+    p.add_argument(
+        "--data", default="data/transfer", help="local data with exception/ (default: %(default)s)"
+    )
+    p.add_argument("--student", default="roberta-0.6m", type=str.lower, choices=sorted(STUDENTS))
+    p.add_argument(
+        "--teacher", default="minilm", help="teacher whose tokenizer is measured (default: %(default)s)"
+    )
+    p.add_argument("--lengths", default="128,256,384,512", type=_ints("--lengths", 8), help="max lengths")
+    p.add_argument(
+        "--window",
+        type=_ints("--window", 0, exact=2),
+        help="lines above,below the hole (e.g. 6,2); default: whole",
+    )
     args = p.parse_args(argv)
     if not (Path(args.data) / "exception").is_dir():
         p.exit(2, f"error: --data {args.data}: no exception data there\n")
-    lengths = tuple(int(x) for x in args.lengths.split(","))
-    window = tuple(int(x) for x in args.window.split(",")) if args.window else None
-    with tempfile.TemporaryDirectory() as tmp:
-        r = holes_in_view(args.data, args.student, args.teacher, lengths, window, Path(tmp))  # type: ignore[arg-type]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = holes_in_view(args.data, args.student, args.teacher, args.lengths, args.window, Path(tmp))  # type: ignore[arg-type]
+    except (
+        OSError,
+        ValueError,
+        ModelNotAvailableError,
+    ) as err:  # a teacher that is not there, unreadable data
+        fail(err)
     print(
         f"{r['samples']} training samples, window {r['window']}; share with the hole in view (mean tokens):"
     )

@@ -186,8 +186,8 @@ def precheck(
     task the command runs; ``resolve``: a teacher name to what loads (orchestrator/train/trial.py, which imports
     this module)."""
     problem = value_problem(args.lr, args.max_length, args.device)
-    if problem is None and command == "finetune":
-        problem = out_problem(args.out)
+    if problem is None and (command == "finetune" or getattr(args, "out", None)):
+        problem = out_problem(args.out, replaces=command == "finetune")
     if problem is None and args.teacher and (command == "finetune" or _needs_teacher(args.method)):
         problem = teacher_problem(resolve(args.teacher))
     if problem is None and args.labels and args.labels != "all":
@@ -300,13 +300,25 @@ def labels_problem(task: str, data: str, text: str, max_samples: int | None) -> 
     return None
 
 
-def out_problem(out: str) -> str | None:
-    """``--out`` of a fine-tune: a folder (new or replaced) whose nearest existing parent is a writable folder."""
+def out_problem(out: str, replaces: bool = True) -> str | None:
+    """``--out``: a folder whose nearest existing parent is a writable folder. A fine-tune (``replaces``) publishes
+    its teacher as the whole folder, so an existing one must be empty or a saved model (an earlier teacher it
+    replaces): a folder of other files (``--out runs``, ``--out .``) would be deleted with them."""
     import os
 
+    from orchestrator.core.paths import teacher_complete
+
     path = Path(out).expanduser()
+    what = "the fine-tuned teacher" if replaces else "the trial's checkpoint and results"
     if path.exists() and not path.is_dir():
-        return f"--out {path}: a file; give a folder for the fine-tuned teacher"
+        return f"--out {path}: a file; give a folder for {what}"
+    if replaces and path.is_dir() and any(path.iterdir()) and not teacher_complete(path):
+        names = sorted(p.name for p in path.iterdir())
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return (
+            f"--out {path}: a folder holding other files ({shown}); the fine-tuned teacher replaces the whole "
+            "folder: give a new or empty folder (or a teacher folder to replace)"
+        )
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():

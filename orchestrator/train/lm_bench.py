@@ -165,18 +165,23 @@ def lm_step_costs(
 
 
 def main(argv: list[str]) -> int:
-    import argparse
+    from orchestrator.train.cli_checks import device_problem
+    from tasks.cli_errors import OneLineArgumentParser
 
-    p = argparse.ArgumentParser(
+    p = OneLineArgumentParser(
         prog="python -m orchestrator.train.lm_bench", description=__doc__.splitlines()[0]
     )
     p.add_argument("configs", nargs="*", default=["tiny"], help=f"any of {sorted(CONFIGS)}")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = p.parse_args(argv)
     unknown = sorted(set(args.configs) - set(CONFIGS))
     if unknown:
         p.error(f"unknown configuration(s) {unknown}; valid: {sorted(CONFIGS)}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
+    if problem := device_problem(args.device):
+        p.error(problem)
     for name in args.configs:
         print(json.dumps(lm_step_costs(name, args.device, args.threads)), flush=True)
     return 0
