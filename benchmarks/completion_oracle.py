@@ -11,10 +11,10 @@ CodeXGLUE's specials lost 0.32 ES on the proxy this way.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from tasks.cli_errors import OneLineArgumentParser
 from tasks.completion.data import load_line_test, load_split
 from tasks.completion.generate import decode_ids
 from tasks.completion.preprocess import EOL
@@ -22,13 +22,17 @@ from tasks.completion.scorer import score_lines
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(
+        prog="python benchmarks/completion_oracle.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", type=Path, required=True, help="a completion data folder (line_test.json)")
     parser.add_argument(
         "--tokenizer", type=Path, help="a folder with a saved tokenizer (default: train a BPE)"
     )
     parser.add_argument("--vocab", type=int, default=2000, help="the trained BPE's size")
     args = parser.parse_args(argv)
+    if not args.data.is_dir():
+        parser.error(f"--data {args.data}: no such folder (a completion data folder with line_test.json)")
     if args.tokenizer:
         from transformers import AutoTokenizer
 

@@ -28,6 +28,7 @@ from orchestrator.cache.serve import CachedTeacher
 from orchestrator.train.trainer import TrainConfig
 from orchestrator.train.trial import PreparedTrial, TrialConfig, prepare, run_trial, student_shape
 from tasks import TaskData
+from tasks.cli_errors import OneLineArgumentParser
 
 
 class MainThreadReads:
@@ -69,12 +70,22 @@ def main() -> int:
 
 
 def check(work: Path) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineArgumentParser(
+        prog="python benchmarks/cuda_prefetch_check.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--data", default="data/local")
     ap.add_argument("--out", default="prefetch_check.json")
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--device", default="cuda", help="cuda (the point of the check); cpu for a dry run")
     args = ap.parse_args()
+    if not (Path(args.data) / "exception").is_dir():
+        ap.error(
+            f"--data {args.data}: no exception data there (python -m tasks.build_local --out {args.data})"
+        )
+    if args.device not in ("cuda", "cpu"):
+        ap.error(f"--device: unknown device '{args.device}'; valid: cuda, cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device: this check is for the CUDA path", file=sys.stderr)
         return 2

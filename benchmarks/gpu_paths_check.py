@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from tasks.cli_errors import OneLineArgumentParser
+
 
 def bigru_checkpoint(dev: torch.device) -> dict[str, Any]:
     from models import build_student
@@ -112,11 +114,17 @@ def ray_zero_gpu(dev: torch.device) -> dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineArgumentParser(
+        prog="python benchmarks/gpu_paths_check.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", default="gpu_paths.json")
     ap.add_argument("--device", default="cuda", help="cuda (the point of the check); cpu for a dry run")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray check")
     args = ap.parse_args()
+    if args.device not in ("cuda", "cpu"):
+        ap.error(f"--device: unknown device '{args.device}'; valid: cuda, cpu")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
             "error: no CUDA device: this check is for the CUDA path (--device cpu for a dry run)",

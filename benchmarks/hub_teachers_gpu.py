@@ -13,7 +13,6 @@ tokens as ``load_codexglue_teacher`` grows it). One warm-up, then the median of 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -129,7 +128,12 @@ def _codegpt(batch: int, length: int, steps: int, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sys.path.insert(0, str(ROOT))
+    from tasks.cli_errors import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(
+        prog="python benchmarks/hub_teachers_gpu.py", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--hf-home", required=True, type=Path)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--steps", type=int, default=5)
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm-length", type=int, default=1024)
     parser.add_argument("--tiny", action="store_true", help="the tiny stand-ins instead (a CPU dry run)")
     args = parser.parse_args(argv)
+    if args.hf_home.exists() and not args.hf_home.is_dir():
+        parser.error(f"--hf-home {args.hf_home}: a file; give the folder the stand-ins are written to")
+    if min(args.steps, args.batch, args.length, args.lm_batch, args.lm_length) < 1:
+        parser.error("--steps, --batch, --length, --lm-batch and --lm-length must be >= 1")
     os.environ["HF_HOME"] = str(args.hf_home)  # before transformers reads its cache paths
     os.environ["HF_HUB_OFFLINE"] = "1"
     sys.path.insert(0, str(ROOT))

@@ -28,6 +28,8 @@ from typing import Any
 
 import psutil
 
+from tasks.cli_errors import OneLineArgumentParser
+
 SETTINGS: dict[str, dict[str, str]] = {
     "default": {},
     "no_job_execution": {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
@@ -154,12 +156,19 @@ def measure(name: str, extra_env: dict[str, str], settle: float, timeout: float)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineArgumentParser(
+        prog="python benchmarks/mlflow_server_footprint.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", default="mlflow_server_footprint.json")
     p.add_argument("--settle", type=float, default=20.0, help="seconds to wait after /health answers")
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated of {list(SETTINGS)}")
     args = p.parse_args(argv)
+    unknown = [s for s in args.settings.split(",") if s not in SETTINGS]
+    if unknown:  # before any server is started and measured
+        p.error(f"--settings: unknown setting(s) {unknown}; valid: {list(SETTINGS)}")
     import mlflow
 
     results = {

@@ -20,12 +20,12 @@ Reference interpreters (pip needs the network once):
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import subprocess
 from pathlib import Path
 
+from tasks.cli_errors import OneLineArgumentParser
 from tasks.completion.scorer import ES_BACKENDS, edit_sim, post_process
 
 # The evaluator's per-sample steps, run by the reference interpreter (only fuzzywuzzy and the standard library).
@@ -119,13 +119,25 @@ def ours(answers: Path, predictions: Path, backend: str) -> list[list[int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(
+        prog="python benchmarks/scorer_vs_official.py", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--work", type=Path, required=True, help="folder for the case files")
     parser.add_argument("--reference", action="append", default=[], metavar="NAME=PYTHON",
                         help="an interpreter with fuzzywuzzy installed (repeat)")  # fmt: skip
     parser.add_argument("--pairs", type=int, default=30_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.work.exists() and not args.work.is_dir():
+        parser.error(f"--work {args.work}: a file; give a folder for the case files")
+    if args.pairs < 0:
+        parser.error(f"--pairs must be >= 0, got {args.pairs}")
+    for ref in args.reference:
+        name, sep, python = ref.partition("=")
+        if not (name and sep and Path(python).is_file()):
+            parser.error(
+                f"--reference {ref!r}: expects NAME=PYTHON, PYTHON an interpreter file (see the header)"
+            )
     answers, predictions = write_cases(args.work, args.pairs, args.seed)
     mine = {b: ours(answers, predictions, b) for b in ES_BACKENDS}
     report: dict = {"samples": len(mine["levenshtein"]), "hand_cases": len(HAND), "references": {}}
