@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 USER_ERROR = 2
@@ -28,3 +29,19 @@ def error_line(exc: BaseException) -> str:
 def fail(exc: BaseException) -> NoReturn:
     print(f"error: {error_line(exc)}", file=sys.stderr)
     raise SystemExit(USER_ERROR)
+
+
+def output_file_problem(path: str | Path, flag: str = "--out") -> str | None:
+    """Why ``path`` cannot be written as an output file, naming ``flag`` (a folder, a missing or unwritable
+    folder), or None: checked before a command's work, which may take hours, not after it."""
+    import os
+
+    out = Path(path)
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        return f"{flag} {out}: a folder; name the file to write"
+    if not folder.is_dir():
+        return f"{flag} {out}: its folder {folder} does not exist"
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        return f"{flag} {out}: not writable"
+    return None

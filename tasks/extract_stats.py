@@ -66,16 +66,14 @@ def measure(language: str, sources: bl.Sources) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.cli_errors import OneLineArgumentParser
+    from tasks.cli_errors import OneLineArgumentParser, output_file_problem
 
     parser = OneLineArgumentParser(prog="python -m tasks.extract_stats", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="JSON file to write")
     parser.add_argument("--languages", nargs="+", choices=LANGUAGES, default=list(LANGUAGES))
     args = parser.parse_args(argv)
-    if args.out.is_dir() or not args.out.parent.is_dir():  # checked before minutes of parsing, not after
-        parser.error(
-            f"--out {args.out}: " + ("a folder" if args.out.is_dir() else f"no folder {args.out.parent}")
-        )
+    if problem := output_file_problem(args.out):  # checked before minutes of parsing, not after
+        parser.error(problem)
     sources = bl.Sources.discover()
     result = {lang: measure(lang, sources) for lang in args.languages}
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -375,7 +375,11 @@ def test_the_transfer_data_command_answers_bad_values_in_one_line(
     [
         ("lm_bench", ["--device", "tpu"], "--device: unknown device 'tpu'"),
         ("lm_bench", ["--threads", "0"], "--threads must be >= 1, got 0"),
-        ("extract_stats", ["--out", "/no/such/folder/x.json"], "--out /no/such/folder/x.json: no folder"),
+        (
+            "extract_stats",
+            ["--out", "/no/such/folder/x.json"],
+            "--out /no/such/folder/x.json: its folder /no/such/folder does not exist",
+        ),
     ],
 )
 def test_the_step_cost_and_extraction_commands_check_their_flags_first(

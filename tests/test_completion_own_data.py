@@ -348,7 +348,7 @@ def test_generate_refuses_a_device_it_cannot_use(tmp_path: Path, capsys: pytest.
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             cli_main([*args, "--device", "cuda:0"])
-        assert "--device cuda:0: no CUDA device here" in capsys.readouterr().err
+        assert "--device cuda:0: CUDA is not available on this machine" in capsys.readouterr().err
 
 
 def test_a_line_set_cut_here_is_never_tagged_as_codexglues(tmp_path: Path) -> None:

@@ -140,14 +140,10 @@ def _add_transfer(sub: Any) -> None:
 
 def check_out(path: str) -> None:
     """Fail before any work when ``--out`` cannot be written (a benchmark may run for most of an hour)."""
-    out = Path(path)
-    if out.is_dir():
-        raise BenchUsageError(f"--out {out} is a folder; give a file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise BenchUsageError(f"--out {out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise BenchUsageError(f"--out {out}: not writable")
+    from tasks.cli_errors import output_file_problem
+
+    if problem := output_file_problem(path):
+        raise BenchUsageError(problem)
 
 
 def plain_data(data: str) -> None:

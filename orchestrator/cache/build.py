@@ -27,7 +27,7 @@ from orchestrator.cache.key import (
     sha256_file,
 )
 from orchestrator.cache.serve import _manifest, record_verified, verify
-from orchestrator.core.paths import build_dir
+from orchestrator.core.paths import partial_folder
 from tasks import SPLITS, TaskData
 
 
@@ -242,7 +242,7 @@ def get_or_build(
 
     start = time.perf_counter()
     encoded = _encode_splits(request.teacher_dir, data, num_labels, request.max_length)
-    tmp = build_dir(path)  # a killed builder's leftovers (GBs for a paper-size cache) go first
+    tmp = partial_folder(path)  # a killed builder's leftovers (GBs for a paper-size cache) go first
     try:
         manifest = _build_into(tmp, key, request, encoded, num_labels, data_fingerprint, use_ray, device,
                                gpus_per_task, progress)  # fmt: skip

@@ -34,7 +34,7 @@ from safetensors.torch import save_file
 from orchestrator.cache.build import BuildReport, _log_pass, cache_root
 from orchestrator.cache.key import CacheCorruptError, fingerprint_folder, sha256_file
 from orchestrator.cache.serve import _manifest, verify
-from orchestrator.core.paths import build_dir
+from orchestrator.core.paths import partial_folder
 
 LM_CACHE_FORMAT = 1
 LM_SIGNALS = "final_hidden+head"
@@ -196,7 +196,7 @@ def get_or_build_lm(
     if teacher is None:
         teacher = LMTeacher.load(request.teacher_dir, trust_remote_code=request.trust_remote_code)
     teacher = teacher.to(dev).eval()
-    tmp = build_dir(path)  # a killed builder's leftovers go first
+    tmp = partial_folder(path)  # a killed builder's leftovers go first
     try:  # a full disk (or Ctrl-C) leaves no half-built folder behind
         shards = []
         for s0 in range(0, len(blocks), request.shard_blocks):

@@ -83,3 +83,22 @@ def trial_precision(precision: str, gpu: GpuInfo | None) -> str:
     if precision == "auto":
         return "bf16" if gpu is not None and gpu.bf16 else "fp32"
     return precision
+
+
+def device_problem(device: str) -> str | None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and a CUDA device this machine has (torch is imported only then)."""
+    import re
+
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return None
+    if match is None:
+        return f"--device: unknown device '{device}'; valid: auto, cpu, cuda, cuda:N"
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        return f"--device {device}: this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+    return None

@@ -77,15 +77,26 @@ def exclusive(final: str | Path) -> Iterator[None]:
 
 
 def partial_folder(final: str | Path) -> Path:
-    """A fresh temporary folder beside ``final`` to write it in (``publish`` renames it into place when complete),
-    so a folder a later stage trusts is never half-written. Partial folders of a writer that was killed (or ran out
-    of disk) are removed first; call it under ``exclusive(final)`` (``writing`` does), so a live writer's partial
-    folder is never among them."""
+    """A fresh temporary folder beside ``final`` to write it in (renamed into place when complete: ``publish``,
+    or the caller's ``os.replace``), so a folder a later stage trusts is never half-written. It is signed by its
+    writer, ``.<name>.partial-<random>-<pid>@<host>``. The partial folders that writers of the same ``final`` on this
+    host left when they died (SIGKILL, a power cut: no clean-up ran; GBs for a paper-size teacher cache) are
+    removed first; a live writer's, or one from another host sharing the storage, stays. Unsigned ones (older
+    code, which wrote under ``exclusive(final)`` only) are removed too."""
+    import socket
+
+    import psutil
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
     for old in final.parent.glob(f".{final.name}.partial-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        signer = old.name.rsplit(".partial-", 1)[1].partition("-")[2]  # "<pid>@<host>", or "" when unsigned
+        pid, _, where = signer.partition("@")
+        if not signer or (where == host and pid.isdigit() and not psutil.pid_exists(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    prefix = f".{final.name}.partial-"
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=f"-{os.getpid()}@{host}", dir=final.parent))
 
 
 @contextlib.contextmanager
@@ -191,22 +202,3 @@ def _remove_dead_links(tmp: Path, digest: str) -> None:
 def remove_link(link: Path | None) -> None:
     if link is not None and link.is_symlink():
         link.unlink()
-
-
-def build_dir(final: Path) -> Path:
-    """A private folder beside ``final`` to build it in (then renamed into place), named for this builder:
-    ``.<name>.tmp-<random>-<pid>@<host>``. The folders that builders of the same ``final`` on this host left when
-    they died (SIGKILL, a power cut: no clean-up ran) are removed first; one whose process still runs, or from
-    another host sharing the storage, is another builder's and stays."""
-    import socket
-    import uuid
-
-    import psutil
-
-    host = socket.gethostname()
-    for old in final.parent.glob(f".{final.name}.tmp-*"):
-        owner = old.name.rsplit(".tmp-", 1)[1].partition("-")[2]  # "<pid>@<host>"; older names have none
-        pid, _, where = owner.partition("@")
-        if where == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}-{os.getpid()}@{host}"

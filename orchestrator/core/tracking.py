@@ -304,8 +304,12 @@ def finished_keys(client: MlflowClient, exp_id: str, stage: str = "student") -> 
     return {r.data.tags.get("trial_key") for r in runs_by_stage(client, exp_id, stage, "FINISHED")}
 
 
-def finished_run(client: MlflowClient, exp_id: str, stage: str, key: str) -> Any | None:
-    flt = f"tags.stage = '{stage}' and tags.trial_key = '{key}' and attributes.status = 'FINISHED'"
+def finished_run(
+    client: MlflowClient, exp_id: str, stage: str, key: str, key_tag: str = "trial_key"
+) -> Any | None:
+    """The experiment's FINISHED run of ``stage`` whose ``key_tag`` is ``key`` (a completion teacher's run is keyed
+    by ``teacher_key``), or None."""
+    flt = f"tags.stage = '{stage}' and tags.{key_tag} = '{key}' and attributes.status = 'FINISHED'"
     runs = client.search_runs([exp_id], filter_string=flt, max_results=1)
     return runs[0] if runs else None
 

@@ -229,7 +229,7 @@ def completion_data_problems(spec: Any) -> list[str]:
     lacks = f"data: {root} lacks {', '.join(missing)}"
     if (
         not root.exists()
-    ):  # as a classification study's data: relative to the current folder: say where it looked
+    ):  # relative to the current folder, as a classification study's data: say where it looked
         shown = root if root.is_absolute() else f"{root} ({root.resolve()}: relative to the current folder)"
         lacks = f"data: folder {shown} does not exist (a study reads {', '.join(missing)} there)"
     if root.resolve() in (storage_data(spec), Path(DEFAULT_DATA["completion"]).resolve()):

@@ -53,8 +53,10 @@ def stage_teachers(ctx: StudyContext) -> None:
             generation,
             spec.device,
         )
-        flt = f"tags.stage = 'teacher' and tags.teacher_key = '{unit.key}' and attributes.status = 'FINISHED'"
-        recorded = bool(ctx.client.search_runs([ctx.experiment_id], filter_string=flt, max_results=1))
+        recorded = (
+            tracking.finished_run(ctx.client, ctx.experiment_id, "teacher", unit.key, "teacher_key")
+            is not None
+        )
         record, built, scores = on_teacher_node(spec, build_teacher, *args, not recorded)  # score it then
         log(f"stage teacher {unit.name}: {'built' if built else 'exists'} ({unit.folder})")
         if recorded and not built:
@@ -63,12 +65,9 @@ def stage_teachers(ctx: StudyContext) -> None:
                 "teacher_key": unit.key, "codexglue_version": plan.codexglue_version, "mlflow.parentRunId": ctx.parent}  # fmt: skip
         run = ctx.client.create_run(ctx.experiment_id, run_name=f"teacher-{unit.name}", tags=tags)
         tracking.log_params(ctx.client, run.info.run_id, {"source": unit.source, "folder": unit.folder})
-        # build_seconds only where this driver built it: spent hours (cost.spent) count each build once
-        metrics = {
-            "teacher_params": record["params"],
-            **({"build_seconds": record["seconds"]} if built else {}),
-        }
-        metrics.update(scores)
+        metrics = {"teacher_params": record["params"], **scores}
+        if built:  # only where this driver built it: spent hours (cost.spent) count each build once
+            metrics["build_seconds"] = record["seconds"]
         if "best_val_ppl" in record:
             metrics["best_val_ppl"] = record["best_val_ppl"]
         tracking.log_metrics(ctx.client, run.info.run_id, metrics)

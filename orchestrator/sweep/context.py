@@ -66,9 +66,7 @@ class StudyContext:
     caches: dict[str, Any] = field(default_factory=dict)  # filled by the teacher stages
     # the keys of the caches the study read (its teacher passes are counted by them, in cache_storage's log)
     cache_keys: set[str] | None = None
-    cache_storage: str | None = (
-        None  # where those caches live: the storage, or a completion study's own folder
-    )
+    cache_storage: str | None = None  # where those caches live: the storage, or a completion study's folder
 
     def trial_context(self) -> TrialContext:
         return TrialContext(self.tracking_uri, self.experiment_id, self.parent, self.caches)

@@ -235,9 +235,7 @@ def stage_finish(ctx: StudyContext) -> None:
 
         # the passes actually made for this study's caches, rebuilds and passes of a killed driver included
         outcome.teacher_passes = teacher_passes(ctx.cache_storage or ctx.spec.storage, ctx.cache_keys)
-    elif (
-        not outcome.teacher_passes
-    ):  # no cache read this time (no cached trial left): an earlier count stands
+    elif not outcome.teacher_passes:  # no cache read now (no cached trial was left): an earlier count stands
         earlier = client.get_run(ctx.parent).data.metrics.get("teacher_passes")
         outcome.teacher_passes = int(earlier or 0)
     metrics = {

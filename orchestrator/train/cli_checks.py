@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.device import device_problem
 from orchestrator.core.errors import USER_ERROR, StudyError, one_line, user_error_of
 
 
@@ -212,25 +213,6 @@ def value_problem(lr: float | None, max_length: int | None, device: str) -> str 
     if max_length is not None and max_length < MIN_LENGTH:
         return f"--max-length must be >= {MIN_LENGTH} (room for the special tokens and some code), got {max_length}"
     return device_problem(device)
-
-
-def device_problem(device: str) -> str | None:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and a CUDA device this machine has (torch is imported only then)."""
-    import re
-
-    match = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if device in ("auto", "cpu"):
-        return None
-    if match is None:
-        return f"--device: unknown device '{device}'; valid: auto, cpu, cuda, cuda:N"
-    import torch
-
-    if not torch.cuda.is_available():
-        return f"--device {device}: CUDA is not available on this machine; use --device cpu or auto"
-    count = torch.cuda.device_count()
-    if match.group(1) is not None and int(match.group(1)) >= count:
-        return f"--device {device}: this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
-    return None
 
 
 def teacher_problem(source: str, flag: str = "--teacher", must_exist: bool = False) -> str | None:

@@ -165,7 +165,7 @@ def lm_step_costs(
 
 
 def main(argv: list[str]) -> int:
-    from orchestrator.train.cli_checks import device_problem
+    from orchestrator.core.device import device_problem
     from tasks.cli_errors import OneLineArgumentParser
 
     p = OneLineArgumentParser(

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.log import log
-from orchestrator.core.paths import build_dir
+from orchestrator.core.paths import partial_folder
 from orchestrator.train.lm_work import CompletionWork, score_generation, with_texts
 
 MARKER = "kdstudy_teacher.json"
@@ -45,7 +45,7 @@ def materialise_teacher(
 
     if (folder / MARKER).is_file():
         return json.loads((folder / MARKER).read_text()), False
-    tmp = build_dir(folder)  # a killed builder's leftovers go first
+    tmp = partial_folder(folder)  # a killed builder's leftovers go first
     start = time.perf_counter()
     try:  # a full disk (or Ctrl-C) leaves no half-written folder behind
         teacher = _make_teacher(t, texts, tmp)

@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
 
-from tasks.cli_errors import OneLineArgumentParser, fail
+from tasks.cli_errors import OneLineArgumentParser, fail, output_file_problem
 from tasks.completion.data import (
     LINE_TEST_2021_BLOB,
     LINE_TEST_FILE,
@@ -50,31 +48,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _check_output(path: Path, flag: str) -> None:
-    """ValueError, naming ``flag``, when ``path`` cannot be written as a file."""
-    folder = path.parent
-    if path.is_dir():
-        raise ValueError(f"{flag} {path}: a folder; name the file to write")
-    if not folder.is_dir():
-        raise ValueError(f"{flag} {path}: its folder {folder} does not exist")
-    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ValueError(f"{flag} {path}: not writable")
-
-
-def _device_name(text: str) -> str:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; valid: auto, cpu, cuda, cuda:N")
-    return text
-
-
-def _device(name: str) -> str:
-    """``auto``: the first GPU when there is one (beam search on 10,000 samples takes hours on a CPU)."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device here; use --device cpu (or auto)")
-    return name
+    if problem := output_file_problem(path, flag):
+        raise ValueError(problem)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -87,7 +62,13 @@ def _generate(args: argparse.Namespace) -> int:
     if not Path(args.model).is_dir():
         raise ValueError(f"{args.model}: not a model folder (save_pretrained output with its tokenizer)")
     _check_output(args.predictions, "--predictions")  # before generating, which can take hours
-    device = _device(args.device)
+    from orchestrator.core.device import device_problem, resolve_device
+
+    if problem := device_problem(
+        args.device
+    ):  # auto: a GPU when there is one (beam search on a CPU takes hours)
+        raise ValueError(problem)
+    device = resolve_device(args.device)
     tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=False, use_safetensors=True)
     model.to(device)
@@ -254,12 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--compat", action="store_true", help="reproduce run_lm.py's strip('<EOL>') bug")
-    p.add_argument(
-        "--device",
-        default="auto",
-        type=_device_name,
-        help="auto (a GPU when there is one), cpu, cuda or cuda:N",
-    )
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     p.set_defaults(func=_generate)
     p = sub.add_parser("make-line-test", help="cut a line-level test set from a data folder's test.txt")
     p.add_argument("--data", required=True, type=Path, help="data folder with test.txt (token text)")
