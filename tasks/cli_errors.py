@@ -39,7 +39,7 @@ def output_file_problem(path: str | Path, flag: str = "--out") -> str | None:
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
-        return f"{flag} {out}: a folder; name the file to write"
+        return f"{flag} {out} is a folder; name the file to write"
     if not folder.is_dir():
         return f"{flag} {out}: its folder {folder} does not exist"
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):

@@ -161,7 +161,7 @@ def test_make_line_test_cuts_the_test_split(tmp_path: Path, capsys: pytest.Captu
     ("args", "expected"),
     [
         (["--samples", "0"], "--samples must be at least 1, got 0"),
-        (["--out", "{tmp}"], "--out {tmp}: a folder; name the file to write"),
+        (["--out", "{tmp}"], "--out {tmp} is a folder; name the file to write"),
         (["--out", "{tmp}/no/such.json"], "--out {tmp}/no/such.json: its folder {tmp}/no does not exist"),
         (["--cut", "middle"], "invalid choice: 'middle'"),
     ],
