@@ -12,7 +12,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if default is None or default is False or default == [] or default is argparse.SUPPRESS:
             return action.help
-        if "%(default)" in text or not action.option_strings:
+        if (
+            "%(default)" in text or "default:" in text or not action.option_strings
+        ):  # said in the help already
             return action.help
         return f"{text} (default: %(default)s)".lstrip()
 

@@ -76,9 +76,10 @@ def _model(folder: Path, *, weights: bool = True, teacher_json: str | None = Non
 def test_trial_values(tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], expected: str) -> None:
     from orchestrator.trial import main
 
-    teacher = _model(tmp_path / "teacher")
     base = ["--task", "exception", "--student", "roberta-tiny", "--data", str(_data(tmp_path))]
-    base += ["--teacher", str(teacher), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1"]
+    base += ["--cache-dir", str(tmp_path / "cache"), "--epochs", "1"]
+    if extra[1] != "ft":  # FT with a teacher warns that it is unused
+        base += ["--teacher", str(_model(tmp_path / "teacher"))]
     assert expected in _one_line(capsys, main([*base, *extra]))
     assert not (tmp_path / "cache").exists()  # nothing built
 
@@ -391,3 +392,39 @@ def test_the_step_cost_and_extraction_commands_check_their_flags_first(
     with pytest.raises(SystemExit) as exit_:
         {"lm_bench": lm_bench, "extract_stats": extract_stats}[command](args)
     assert expected in _one_line(capsys, exit_.value.code)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--precision", "bf16"], "--precision does"),
+        (["--data", "elsewhere", "--methods", "kd"], "--data, --methods do"),
+    ],
+)
+def test_overhead_on_completion_refuses_the_flags_it_would_ignore(
+    tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], named: str
+) -> None:
+    """``bench overhead --task completion`` times the completion study's own proxy: a precision, data folder or
+    method list given with it would be ignored while the figures read as if measured that way."""
+    from orchestrator.bench.cli import main
+
+    rc = main(
+        ["overhead", "--task", "completion", "--size", "tiny", "--out", str(tmp_path / "o.json"), *extra]
+    )
+    assert f"{named} not apply to --task completion" in _one_line(capsys, rc)
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_ft_with_a_teacher_warns_that_the_teacher_is_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A loop over methods may pass one --teacher to every method, FT included: not refused, but said."""
+    from orchestrator.train.cli_checks import method_problem
+
+    assert method_problem("ft", str(tmp_path / "teacher"), {}) is None
+    err = capsys.readouterr().err
+    assert (
+        f"warning: --method ft trains on the labels alone; --teacher {tmp_path / 'teacher'} is not used"
+        in err
+    )
+    assert method_problem("ft", None, {}) is None and capsys.readouterr().err == ""

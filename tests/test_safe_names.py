@@ -171,6 +171,8 @@ def test_a_manifest_path_with_a_nul_byte_is_a_corrupt_cache(tmp_path: Path) -> N
         (["smoke", "--json"], "--json needs --plan or --status"),
         (["smoke", "--plan", "--status"], "--status cannot be combined with --plan"),
         (["smoke", "--status", "--calibrate"], "--status cannot be combined with --calibrate"),
+        (["smoke", "--plan", "--wait"], "--wait applies to running the study; --plan runs nothing"),
+        (["smoke", "--status", "--wait"], "--wait applies to running the study; --status runs nothing"),
     ],
 )
 def test_study_usage_mistakes_are_one_line(

@@ -19,17 +19,21 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+from orchestrator.bench.cli_checks import (
+    KD_METHODS,
+    OVERHEAD_DEFAULTS,
+    BenchUsageError,
+    check_out,
+    check_values,
+    plain_data,
+)
+from orchestrator.cli_help import HelpFormatter
 from orchestrator.train.config import PRECISION_HELP, PRECISIONS
 
-KD_METHODS = ("kd", "dist", "pkd", "ckd")
 TRANSFER_DATA = (
     "data/transfer"  # the transfer check's default data, built with its size's counts when missing
 )
 USER_ERROR = 2
-
-
-class BenchUsageError(Exception):
-    """A mistake in the command line or its files: reported as one line ``error: ...``, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,32 +49,36 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m orchestrator.bench",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     sub = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
     o = sub.add_parser(
         "overhead",
         help="KD vs FT training time, teacher cached vs online",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     o.add_argument("--out", default="results.json")
     o.add_argument("--size", default="default", choices=sorted(OVERHEAD_SIZES))
     o.add_argument("--steps", type=int, help="optimiser steps per run (default: the size's)")
-    o.add_argument("--data", default="data/local", help="'hub' or a folder of JSON Lines (built if missing)")
+    o.add_argument(
+        "--data", default=OVERHEAD_DEFAULTS["data"], help="'hub' or a folder of JSON Lines (built if missing)"
+    )
     o.add_argument(
         "--task", default="exception", help="a classification task, or completion (cached/online/in-training)"
     )
     o.add_argument("--device", default="auto")
     o.add_argument(
-        "--methods", default=",".join(KD_METHODS), help="comma-separated subset of kd,dist,pkd,ckd"
+        "--methods", default=OVERHEAD_DEFAULTS["methods"], help="comma-separated subset of kd,dist,pkd,ckd"
     )
     o.add_argument("--work", help="folder for the teacher, tokenizer and cache (default: a temporary one)")
-    o.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+    o.add_argument(
+        "--precision", default=OVERHEAD_DEFAULTS["precision"], choices=PRECISIONS, help=PRECISION_HELP
+    )
     _add_transfer(sub)
     k = sub.add_parser(
         "packing",
         help="trials per hour with 1, 2, 4, 8 trials sharing one device (CPU: the cores split between them)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     k.add_argument("--out", default="packing.json")
     k.add_argument("--size", default="default", choices=sorted(PACKING_SIZES))
@@ -82,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "completion-kd",
         help="completion study: distil vs the LM-only baseline on a teacher LM-trained here (ES/EM, perplexity)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     c.add_argument("--out", default="completion_kd.json")
     c.add_argument("--size", default="cpu", choices=["cpu", "gpu", "tiny"])
@@ -105,7 +113,7 @@ def _add_transfer(sub: Any) -> None:
     t = sub.add_parser(
         "transfer",
         help="does each KD method pass a real teacher's advantage on to its student (several seeds, paired)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     t.add_argument("--out", default="transfer.json")
     t.add_argument("--size", default="cpu", choices=sorted(TRANSFER_SIZES))
@@ -121,7 +129,7 @@ def _add_transfer(sub: Any) -> None:
     d = sub.add_parser(
         "transfer-design",
         help="the transfer check's design measurements: teacher and FT on N labels, time per step (no KD outcome)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     d.add_argument("--out", default="transfer_design.json")
     d.add_argument("--size", default="cpu", choices=sorted(TRANSFER_SIZES))
@@ -136,24 +144,6 @@ def _add_transfer(sub: Any) -> None:
     d.add_argument("--data", default=TRANSFER_DATA, help="as for transfer")
     d.add_argument("--device", default="auto")
     d.add_argument("--work", help="folder for teachers, tokenizers and caches (default: a temporary one)")
-
-
-def check_out(path: str) -> None:
-    """Fail before any work when ``--out`` cannot be written (a benchmark may run for most of an hour)."""
-    from tasks.cli_errors import output_file_problem
-
-    if problem := output_file_problem(path):
-        raise BenchUsageError(problem)
-
-
-def plain_data(data: str) -> None:
-    """``overhead`` and ``packing``: ``hub``, the default local folder (built when missing) or an existing folder."""
-    from orchestrator.train.trial import DEFAULT_DATA
-
-    if data != "hub" and not Path(data).exists() and Path(data).resolve() != DEFAULT_DATA.resolve():
-        raise BenchUsageError(
-            f"--data {data}: no such folder; build one with python -m tasks.build_local --out {data} or pass --data hub"
-        )
 
 
 def transfer_data(args: argparse.Namespace, size: object) -> str:
@@ -248,101 +238,6 @@ def _run(args: argparse.Namespace, work: Path) -> tuple[dict, object]:
     size = transfer.SIZES[args.size]
     data = transfer_data(args, size)
     return transfer.transfer(size, data, work, args.device, args.teacher), transfer.print_table
-
-
-# Counts a subcommand that has them must keep >= 1; --lr, --max-length and --device are checked as the trial
-# command checks them (orchestrator/train/cli_checks.py value_problem).
-AT_LEAST_ONE = ("steps", "epochs", "batch_size", "every", "max_samples", "labelled", "samples")
-
-
-def check_values(args: argparse.Namespace) -> None:
-    """BenchUsageError for a number out of range, a task, student, method or hyperparameter the registries do not
-    know, or a data folder or teacher folder that is not there: before any work."""
-    from orchestrator.train.cli_checks import value_problem
-
-    for dest in AT_LEAST_ONE:
-        value = getattr(args, dest, None)
-        if type(value) is int and value < 1:
-            raise BenchUsageError(f"--{dest.replace('_', '-')} must be >= 1, got {value}")
-    numbers = (getattr(args, a, None) for a in ("lr", "max_length"))
-    problem = value_problem(*numbers, getattr(args, "device", "auto"))
-    for check in (_names, _numbers_in_text, _paths):
-        problem = problem or check(args)
-    if problem:
-        raise BenchUsageError(problem)
-
-
-def _names(args: argparse.Namespace) -> str | None:
-    from orchestrator.cli_help import METHOD_NAMES, STUDENT_NAMES
-    from orchestrator.train.cli_checks import param_problem, parse_value
-    from tasks import BUILTIN_TASKS
-
-    tasks = sorted(BUILTIN_TASKS) + (["completion"] if args.bench == "overhead" else [])
-    task = getattr(args, "task", None)
-    if task is not None and task not in tasks:
-        return f"--task: unknown task '{task}'; valid: {tasks}"
-    student = getattr(args, "student", None)
-    if student is not None and student not in STUDENT_NAMES:
-        return f"--student: unknown student '{student}'; valid: {list(STUDENT_NAMES)}"
-    if args.bench != "diagnose":
-        return None
-    if args.method is not None and args.method not in METHOD_NAMES:
-        return f"--method: unknown method '{args.method}'; valid: {list(METHOD_NAMES)}"
-    pairs = [p.partition("=") for p in args.param]
-    bad = next((f"{k}{s}{v}" for k, s, v in pairs if not (s and k)), None)
-    if bad is not None:
-        return f"--param expects KEY=VALUE, got '{bad}'"
-    method = args.method or ("ft" if args.mode == "train" else None)
-    if pairs and method is None:
-        return "--param needs --method (--mode init without one runs every INIT_RUNS row with its own)"
-    return param_problem(method, {k: parse_value(v) for k, _, v in pairs}) if pairs and method else None
-
-
-def _numbers_in_text(args: argparse.Namespace) -> str | None:
-    """``--margins`` (numbers) and ``--hole-window`` (B,A: two integers >= 0)."""
-    import math
-
-    margins = getattr(args, "margins", None)
-    if margins is not None:
-        try:
-            values = [float(m) for m in margins.split(",") if m.strip()]
-        except ValueError:
-            values = []
-        if not values or not all(math.isfinite(m) for m in values):
-            return f"--margins expects comma-separated numbers, got '{margins}'"
-    window = getattr(args, "hole_window", None)
-    if window is not None:
-        parts = window.split(",")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            return (
-                f"--hole-window expects B,A (lines above and below the hole, integers >= 0), got '{window}'"
-            )
-    return None
-
-
-def _paths(args: argparse.Namespace) -> str | None:
-    """diagnose (train) and teacher-states: the data folder with the task's files, and a teacher folder."""
-    from orchestrator.train.cli_checks import teacher_problem
-    from orchestrator.train.trial import DEFAULT_DATA, resolve_teacher
-    from tasks.custom import split_path
-
-    teacher = getattr(args, "teacher", None)
-    if teacher and args.bench in ("diagnose", "teacher-states", "transfer", "transfer-design"):
-        problem = teacher_problem(resolve_teacher(teacher), must_exist=True)
-        if problem:
-            return problem
-    reads = args.bench == "teacher-states" or (args.bench == "diagnose" and args.mode == "train")
-    if not reads:
-        return None
-    root = Path(args.data).expanduser()
-    if args.bench == "diagnose" and not root.exists() and root.resolve() == DEFAULT_DATA.resolve():
-        return None  # built from real code on first use (orchestrator/train/trial.py resolve_data)
-    if not root.is_dir():
-        return f"--data {root}: no such folder; build one with python -m tasks.build_local --out {root}"
-    missing = [s for s in ("train", "validation", "test") if split_path(root / args.task, s) is None]
-    if missing:
-        return f"--data {root}: no {args.task} data there ({args.task}/{missing[0]}.jsonl is missing)"
-    return None
 
 
 def user_error(err: BaseException) -> bool:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.bench.diagnose_signals import feature_alignment, prediction_spread
+from orchestrator.cli_help import HelpFormatter
 from orchestrator.core.errors import StudyError
 
 # docs/METHODS.md's "Loss scales at the defaults": (row label, method, params).
@@ -63,7 +64,7 @@ def add_parser(sub: Any) -> None:
         "diagnose",
         help="each KD loss term's value and gradient norm, at initialisation or every N training steps",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     d.add_argument("--mode", choices=["init", "train"], default="train")
     d.add_argument("--out", default="diagnose.json")

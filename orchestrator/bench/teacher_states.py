@@ -26,6 +26,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli_help import HelpFormatter
+
 
 def add_parser(sub: Any) -> None:
     """The ``teacher-states`` subcommand of ``python -m orchestrator.bench``."""
@@ -33,7 +35,7 @@ def add_parser(sub: Any) -> None:
         "teacher-states",
         help="per layer, how much of a teacher's [CLS] and token states varies between samples (PKD/CKD targets)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     s.add_argument("--out", default="teacher_states.json")
     s.add_argument(

@@ -73,11 +73,17 @@ def _parser() -> OneLineParser:
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     """The arguments; a combination that means nothing is a usage error before anything runs: ``--json`` alone
-    would run the whole study, and ``--status`` with ``--plan`` (or ``--calibrate``) would ignore ``--status``."""
+    would run the whole study, ``--status`` with ``--plan`` (or ``--calibrate``) would ignore ``--status``, and
+    ``--wait`` would be ignored by all three."""
     p = _parser()
     args = p.parse_args(argv)
     if args.json and not (args.plan or args.status or args.calibrate):
         p.error("--json needs --plan or --status (without them the study runs)")
+    if args.wait and (
+        args.plan or args.status or args.calibrate
+    ):  # they run nothing, so there is nothing to wait for
+        given = "--plan" if args.plan else "--status" if args.status else "--calibrate"
+        p.error(f"--wait applies to running the study; {given} runs nothing (leave --wait out)")
     if args.status and (args.plan or args.calibrate):
         p.error(
             f"--status cannot be combined with {'--plan' if args.plan else '--calibrate'}; run them one at a time"

@@ -53,6 +53,12 @@ def method_problem(method: str, teacher: str | None, params: dict[str, Any]) -> 
     m = get_method(method)
     if m.family != "none" and not teacher:
         return f"--method {method} needs a teacher: pass --teacher (a folder from python -m orchestrator.finetune_teacher)"
+    if m.family == "none" and teacher:
+        # not refused: a loop over methods may pass one --teacher to all; but the run must not read as distilled
+        print(
+            f"warning: --method {method} trains on the labels alone; --teacher {teacher} is not used",
+            file=sys.stderr,
+        )
     return param_problem(method, params)
 
 
