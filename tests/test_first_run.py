@@ -30,8 +30,8 @@ def test_a_fine_tune_writes_each_epoch_and_removes_its_file_at_the_end(tmp_path:
     assert ended["finished"] and ", finished after " in stage_line(ended) and ended["done"] == 3
 
 
-def test_status_lines_show_the_stage_in_progress_only_under_a_live_driver(tmp_path: Path) -> None:
-    from orchestrator.sweep.status import in_progress, status_lines
+def test_status_lines_show_the_stage_in_progress_under_a_live_driver_else_interrupted(tmp_path: Path) -> None:
+    from orchestrator.sweep.status import status_lines, unfinished_stages
 
     spec = SimpleNamespace(storage=str(tmp_path), name="smoke")
     build = StageProgress(progress_dir(tmp_path, "smoke"), "cache build", "t/exception", 0, "shards")
@@ -41,16 +41,25 @@ def test_status_lines_show_the_stage_in_progress_only_under_a_live_driver(tmp_pa
     st = {
         "study": "smoke", "tracking_uri": "sqlite:///x", "done": 0, "planned": 3, "running": 0, "failed": 0,
         "remaining": 3, "driver": "pid 1 on host", "orphaned": 0, "stale_finished": 0, "tuning": None,
-        "failed_trials": [], "in_progress": in_progress(spec, "pid 1 on host"),
+        "failed_trials": [], "in_progress": unfinished_stages(spec), "teachers": 2, "teachers_done": 2,
+        "caches": 2, "caches_done": 1,
     }  # fmt: skip
     lines = status_lines(st)
     assert any(li.startswith("  in progress: cache build t/exception: 1/4 shards") for li in lines)
-    assert in_progress(spec, None) == []  # a killed driver's leftovers are not "in progress"
+    assert "  teachers: 2/2 ready, 1/2 teacher caches built (students start after them)" in lines
+    # the driver was killed: the same unit is interrupted, not in progress, and the next run redoes it
+    killed = {**st, "driver": None, "in_progress": [], "interrupted": unfinished_stages(spec)}
+    (line,) = [li for li in status_lines(killed) if "cache build" in li]
+    assert line.startswith("  interrupted: cache build t/exception: 1/4 shards") and line.endswith(
+        "redoes it)"
+    )
     build.close()
-    assert in_progress(spec, "pid 1 on host") == []  # nor is a unit that ended
+    assert unfinished_stages(spec) == []  # a unit that ended is neither
     build.update(2)
     clear(progress_dir(tmp_path, "smoke"))
-    assert in_progress(spec, "pid 1 on host") == []
+    assert unfinished_stages(spec) == []
+    done = {**st, "caches_done": 2, "in_progress": []}
+    assert not any("teachers:" in li for li in status_lines(done))  # said only while some are missing
 
 
 def test_wait_logging_prints_each_new_epoch_once(tmp_path: Path) -> None:

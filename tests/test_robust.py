@@ -331,6 +331,13 @@ def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other
         if status != "RUNNING":
             client.set_terminated(r.info.run_id, status)
 
+    plan = build_plan(spec)
+    assert status(spec)["teachers_done"] == 0  # killed in the teacher stage: nothing to show but this
+    t = client.create_run(exp, tags={"stage": "teacher_finetune", "trial_key": plan.teachers[0].key})
+    client.set_terminated(t.info.run_id, "FINISHED")
+    teachers = status(spec)
+    assert (teachers["teachers"], teachers["teachers_done"]) == (len(plan.teachers), 1)
+    assert (teachers["caches"], teachers["caches_done"]) == (len(plan.caches), 0)
     run(ft, "RUNNING")  # its driver died
     run(kd, "FAILED", error="first attempt")
     run(kd, "FAILED", error="the retry")

@@ -101,16 +101,39 @@ def status(spec: Any) -> dict[str, Any]:
         "planned": len(planned),
         **trial_counts(runs, planned, plan.data_key, driver, since),
         "tuning": tuning_status(plan, client, exp.experiment_id),
-        "in_progress": in_progress(spec, driver),
+        **teacher_counts(spec, plan, client, exp.experiment_id),
+        "in_progress": unfinished_stages(spec) if driver else [],
+        "interrupted": [] if driver else unfinished_stages(spec),
     }
 
 
-def in_progress(spec: Any, driver: str | None) -> list[dict[str, Any]]:
-    """The teacher fine-tunes and cache builds running now (core/progress.py); none without a live driver."""
+def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, int]:
+    """The plan's teachers (fine-tuned, or built for a completion study) and teacher caches recorded FINISHED in
+    this study: a driver stopped in its teacher stages has no student run yet, and this is what it had done."""
+    from orchestrator.core import tracking
+
+    def recorded(stage: str, units: list[Any], tag: str = "trial_key") -> int:
+        keys = {r.data.tags.get(tag) for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")}
+        return len({u.key for u in units} & keys)
+
+    if spec.kind == "completion":
+        return {
+            "teachers": len(plan.teachers),
+            "teachers_done": recorded("teacher", plan.teachers, "teacher_key"),
+        }
+    return {
+        "teachers": len(plan.teachers),
+        "teachers_done": recorded("teacher_finetune", plan.teachers),
+        "caches": len(plan.caches),
+        "caches_done": recorded("teacher_cache", plan.caches),
+    }
+
+
+def unfinished_stages(spec: Any) -> list[dict[str, Any]]:
+    """Teacher fine-tunes and cache builds not finished (core/progress.py): running now while a driver holds the
+    study, else interrupted (the next run redoes them)."""
     from orchestrator.core.progress import progress_dir, read_stages
 
-    if not driver:
-        return []
     return [s for s in read_stages(progress_dir(spec.storage, spec.name)) if not s.get("finished")]
 
 
@@ -122,7 +145,15 @@ def status_lines(st: dict[str, Any]) -> list[str]:
     ]
     if st["driver"]:
         lines.append(f"  driver running it: {st['driver']}")
+    if st.get("teachers") and (
+        st["teachers_done"] < st["teachers"] or st.get("caches_done", 0) < st.get("caches", 0)
+    ):
+        caches = f", {st['caches_done']}/{st['caches']} teacher caches built" if "caches" in st else ""
+        lines.append(
+            f"  teachers: {st['teachers_done']}/{st['teachers']} ready{caches} (students start after them)"
+        )
     lines += [f"  in progress: {stage_line(s)}" for s in st.get("in_progress", [])]
+    lines += [f"  interrupted: {stage_line(s)} (the next run redoes it)" for s in st.get("interrupted", [])]
     if st["orphaned"]:
         lines.append(
             f"  {st['orphaned']} run(s) RUNNING without a live driver (orphaned: left by a driver that stopped; "
