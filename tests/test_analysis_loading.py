@@ -262,9 +262,34 @@ def test_a_completion_trial_finished_twice_counts_once(tmp_path: Path) -> None:
     assert table.loc["gpt2-1l", "seeds"] == 3 and table.loc["gpt2-1l", "es"] == pytest.approx(
         (20 + 26 + 12) / 3
     )
+    assert C.poster_comparable(runs) == (
+        False,
+        "no run records its line-level set: the poster's figures are left out",
+    )
     st.client.delete_experiment(st.exp)
     with pytest.raises(LookupError, match="deleted"):
         C.load_completion_runs("c", st.uri)
+
+
+@pytest.mark.parametrize(
+    ("versions", "comparable", "said"),
+    [
+        (
+            ["codexglue-2021", "codexglue-2021"],
+            True,
+            "scored on codexglue-2021: the poster's figures stand beside",
+        ),
+        (["codexglue-2021", "own"], False, "scored on own, not CodeXGLUE's set"),
+        (["local-proxy", ""], False, "scored on local-proxy, not CodeXGLUE's set"),
+    ],
+)
+def test_the_poster_stands_beside_runs_by_their_data_not_the_study_name(
+    versions: list[str], comparable: bool, said: str
+) -> None:
+    """A study of any name on CodeXGLUE's line-level set is comparable with the poster; a proxy or own set is not
+    (the notebook chose by the name ``completion-full``)."""
+    ok, why = C.poster_comparable(pd.DataFrame({"codexglue_version": versions}))
+    assert ok is comparable and said in why
 
 
 # --------------------------------------------------------------- stores the notebooks cannot read (c08, c14, c15)

@@ -112,6 +112,22 @@ def _per_student(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby("student").agg(**cols)
 
 
+POSTER_DATA = ("codexglue-2020", "codexglue-2021")  # the line-level sets the poster's figures come from
+
+
+def poster_comparable(df: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the poster's figures may stand beside these runs, and why: only when every run was scored on
+    CodeXGLUE's own line-level set (``codexglue_version`` 2020 or 2021), whatever the study is called; the local
+    proxy and a set cut from your own corpus (``own``) give relative effects only."""
+    versions = sorted(set(df["codexglue_version"]) - {""}) if "codexglue_version" in df else []
+    if not versions:
+        return False, "no run records its line-level set: the poster's figures are left out"
+    other = [v for v in versions if v not in POSTER_DATA]
+    if other:
+        return False, f"scored on {', '.join(other)}, not CodeXGLUE's set: the poster's figures are left out"
+    return True, f"scored on {', '.join(versions)}: the poster's figures stand beside these"
+
+
 def poster_table(
     df: pd.DataFrame,
     mode: str = "cached",
@@ -121,7 +137,7 @@ def poster_table(
 ) -> pd.DataFrame:
     """Per student (deepest first, the teacher first): params (M), size (MB), samples/s, ES, EM, mean over seeds of
     the ``method`` runs with ``teacher_mode=mode`` and ``student_init=init``; the poster's numbers beside them when
-    ``poster`` (only the full study is comparable)."""
+    ``poster`` (only runs on CodeXGLUE's own set are comparable: ``poster_comparable``)."""
     runs = df[(df["stage"] == "student") & (df["teacher_mode"] == mode) & (df["method"] == method)]
     runs = runs[runs["student_init"] == init]
     table = _per_student(runs)
