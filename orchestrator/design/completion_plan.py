@@ -84,13 +84,13 @@ def _data_facts(
         )
         used = files if train_files is None else min(train_files, files)
         return version, "absent", int(code_tokens * used / files * BPE_PER_CODE_TOKEN)
-    digest, words = hashlib.sha256(), 0
+    digest, words, n = hashlib.sha256(), 0, 0
     with train.open("rb") as f:
-        for n, line in enumerate(f):
+        for line in (raw for raw in f if raw.strip()):  # the files load_split reads: blank lines skipped
             if train_files is not None and n >= train_files:
                 break
             digest.update(line)
-            words += line.count(b" ") + 1
+            words, n = words + line.count(b" ") + 1, n + 1
     try:
         version = codexglue_version(folder)
     except CompletionDataError:
@@ -273,6 +273,7 @@ def build_completion_plan(
     """``calibration``: measured step times (design/calibration.py); "auto" reads the study folder's
     calibration.json when it was measured on this device; None: the FLOP count alone."""
     from orchestrator.design.calibration import apply_lm_calibration
+    from tasks.completion.data import scoring_digest
 
     data = str(Path(spec.data).resolve())
     train = Path(data) / "train.txt"
@@ -282,6 +283,8 @@ def build_completion_plan(
     proxy = will_build(spec)
     version, fingerprint, tokens = _data_facts(data, spec.max_files.train_files, stamp, proxy)
     teachers = [_teacher_unit(spec, t, fingerprint) for t in spec.teachers]
+    if fingerprint != "absent":  # and what scores the trials: another line set or validation text, new keys
+        fingerprint = stable_key({"train": fingerprint, "scoring": scoring_digest(data)})
     base = {
         "data": fingerprint,
         "block_size": spec.block_size,

@@ -14,6 +14,7 @@ from typing import Any
 
 from orchestrator.core import tracking
 from orchestrator.core.log import log
+from orchestrator.core.paths import stable_key
 from orchestrator.sweep.context import StudyContext
 
 
@@ -31,6 +32,11 @@ def on_teacher_node(spec: Any, fn: Any, *args: Any) -> Any:
 
     r = spec.teacher_resources
     return ray.get(ray.remote(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=0)(fn).remote(*args))
+
+
+def teacher_score_key(teacher_key: str, data_key: str) -> str:
+    """A completion teacher's ``stage=teacher`` run holds its scores on one data key's line set."""
+    return stable_key({"teacher": teacher_key, "data": data_key})
 
 
 def stage_teachers(ctx: StudyContext) -> None:
@@ -53,8 +59,10 @@ def stage_teachers(ctx: StudyContext) -> None:
             generation,
             spec.device,
         )
+        # its scores on this line set: another line set (new data key) scores the same teacher again
+        score_key = teacher_score_key(unit.key, plan.data_key)
         recorded = (
-            tracking.finished_run(ctx.client, ctx.experiment_id, "teacher", unit.key, "teacher_key")
+            tracking.finished_run(ctx.client, ctx.experiment_id, "teacher", score_key, "score_key")
             is not None
         )
         record, built, scores = on_teacher_node(spec, build_teacher, *args, not recorded)  # score it then
@@ -62,7 +70,8 @@ def stage_teachers(ctx: StudyContext) -> None:
         if recorded and not built:
             continue
         tags = {"stage": "teacher", "study": spec.name, "task": "completion", "teacher": unit.name,
-                "teacher_key": unit.key, "codexglue_version": plan.codexglue_version, "mlflow.parentRunId": ctx.parent}  # fmt: skip
+                "teacher_key": unit.key, "score_key": score_key, "data_key": plan.data_key,
+                "codexglue_version": plan.codexglue_version, "mlflow.parentRunId": ctx.parent}  # fmt: skip
         run = ctx.client.create_run(ctx.experiment_id, run_name=f"teacher-{unit.name}", tags=tags)
         tracking.log_params(ctx.client, run.info.run_id, {"source": unit.source, "folder": unit.folder})
         metrics = {"teacher_params": record["params"], **scores}

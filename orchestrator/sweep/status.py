@@ -112,15 +112,17 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
     this study: a driver stopped in its teacher stages has no student run yet, and this is what it had done."""
     from orchestrator.core import tracking
 
-    def recorded(stage: str, units: list[Any], tag: str = "trial_key") -> int:
-        keys = {r.data.tags.get(tag) for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")}
+    def recorded(stage: str, units: list[Any]) -> int:
+        keys = {r.data.tags.get("trial_key") for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")}
         return len({u.key for u in units} & keys)
 
-    if spec.kind == "completion":
-        return {
-            "teachers": len(plan.teachers),
-            "teachers_done": recorded("teacher", plan.teachers, "teacher_key"),
-        }
+    if spec.kind == "completion":  # scored on this data's line set
+        from orchestrator.sweep.completion_stages import teacher_score_key
+
+        runs = tracking.runs_by_stage(client, exp_id, "teacher", "FINISHED")
+        scored = {r.data.tags.get("score_key") for r in runs}
+        done = sum(teacher_score_key(u.key, plan.data_key) in scored for u in plan.teachers)
+        return {"teachers": len(plan.teachers), "teachers_done": done}
     return {
         "teachers": len(plan.teachers),
         "teachers_done": recorded("teacher_finetune", plan.teachers),

@@ -21,6 +21,7 @@ line-level ``test.json``; optional ``version.json``: ``{"codexglue_version": ...
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -211,7 +212,40 @@ def content_problems(data_dir: Path | str) -> list[str]:
             check()
         except CompletionDataError as err:
             out.append(str(err))
-    return out
+    return out or [p for p in [preprocessing_mismatch(data_dir)] if p]
+
+
+SNIFF_SAMPLES = (
+    100  # fewer line samples than this may hold no literal at all: too few to tell the versions apart
+)
+
+
+def _has_placeholders(text: str) -> bool:
+    return "<STR_LIT" in text or "<NUM_LIT" in text
+
+
+def preprocessing_mismatch(data_dir: Path | str) -> str | None:
+    """The training text and the line set preprocessed differently (one with the 2021 preprocessing's literal
+    placeholders, the other with the 2020 one's raw literals): a model trained on one loses ES/EM on the other
+    without a word (docs/COMPLETION_TASK.md, "Data versions"), and the runs would be tagged with the line set's."""
+    data_dir = Path(data_dir)
+    train, line = _split_file(data_dir, "train"), data_dir / LINE_TEST_FILE
+    if train is None or not line.is_file():
+        return None
+    samples = load_line_test(line)
+    with train.open(encoding="utf-8", errors="replace") as f:  # a look for placeholders only
+        head = f.read(2_000_000)
+    if len(samples) < SNIFF_SAMPLES or head.count("\n") < SNIFF_SAMPLES:
+        return None
+    in_train, in_test = _has_placeholders(head), any(_has_placeholders(s["input"] + s["gt"]) for s in samples)
+    if in_train == in_test:
+        return None
+    with_, without = (train, line) if in_train else (line, train)
+    return (
+        f"{with_.name} has the 2021 preprocessing's literal placeholders (<STR_LIT>, <NUM_LIT>) and {without.name} "
+        f"has none (the 2020 preprocessing's raw literals): a model trained on one is scored wrongly on the other; "
+        f"put the training text and line set of one version in {data_dir}"
+    )
 
 
 def load_hub_line_test() -> list[dict]:
@@ -283,6 +317,23 @@ def codexglue_version(data_dir: Path | str) -> str:
                 head = f.read(2_000_000)
             return "codexglue-2021" if ("<STR_LIT" in head or "<NUM_LIT" in head) else "codexglue-2020"
     raise _missing(data_dir / LINE_TEST_FILE)
+
+
+def scoring_digest(data_dir: Path | str) -> str:
+    """sha256 of what scores a trial besides its training text: the validation split's file, ``line_test.json`` and
+    ``version.json`` (each by name and content; "absent" for one not there). In the trial key, so replacing the
+    line set or the validation text reruns the trials instead of reporting scores of the set before."""
+    data_dir = Path(data_dir)
+    digest = hashlib.sha256()
+    for path in (_split_file(data_dir, "validation"), data_dir / LINE_TEST_FILE, data_dir / VERSION_FILE):
+        digest.update(path.name.encode() + b"\0" if path else b"no validation\0")
+        if path is None or not path.is_file():
+            digest.update(b"absent\0")
+            continue
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def write_version(data_dir: Path, name: str, **extra: object) -> None:
