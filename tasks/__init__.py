@@ -47,8 +47,9 @@ def load_task_data(
     """A task's train/validation/test examples.
 
     ``source`` is ``"hub"`` (``datasets.load_dataset``) or a folder holding ``<task>/train.jsonl``,
-    ``<task>/validation.jsonl`` and ``<task>/test.jsonl``. ``data_seed`` is the study's data seed (by default its
-    first seed): it picks clone detection's 10% hub sample, the same for every trial whatever the trial's seed.
+    ``<task>/validation.jsonl`` and ``<task>/test.jsonl`` (clone: or CodeXGLUE's ``data.jsonl`` + ``*.txt``).
+    ``data_seed`` is the study's data seed (by default its first seed): it picks clone detection's 10% sample (of
+    the hub splits or of the official local files), the same for every trial whatever the trial's seed.
     ``seed`` is its old name, accepted from callers not yet passing ``data_seed``; never pass a trial's seed.
     ``max_samples`` keeps the first N examples of each split, for quick runs.
     """
@@ -69,7 +70,7 @@ def load_task_data(
             f"{folder}: no data folder for task '{t.name}' (source must be 'hub' or a folder holding "
             f"<task>/train.jsonl etc.; build one with `python -m tasks.build_local --out {source}`)"
         )
-    return t.load_jsonl(folder, max_samples=max_samples)
+    return t.load_jsonl(folder, max_samples=max_samples, data_seed=data_seed)
 
 
 __all__ = [

@@ -8,8 +8,7 @@ tasks/scoring.py; this module re-exports their public names, so ``tasks.base.Exa
 from __future__ import annotations
 
 import abc
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -24,7 +23,9 @@ from tasks.examples import (
     check_max_samples,
     code_field,
     normalise_code,
+    record_id,
     sample_fraction,
+    split_path,
 )
 from tasks.hub_access import (
     HF_SPLIT_NAMES,
@@ -35,6 +36,7 @@ from tasks.hub_access import (
     hub_split,
     load_hub_dataset,
 )
+from tasks.jsonl_io import count_records, jsonl_records, not_utf8, text_lines
 from tasks.scoring import binary_metrics, check_scores, multiclass_metrics
 
 if TYPE_CHECKING:
@@ -52,71 +54,20 @@ __all__ = [
     "RecordError",
     "Task",
     "TaskData",
+    "count_records",
     "hub_offline_requested",
     "hub_reachable",
+    "jsonl_records",
     "normalise_code",
+    "not_utf8",
     "sample_fraction",
+    "text_lines",
 ]
 
+TEXT_LABELS = {"0": 0, "1": 1, "false": 0, "true": 1}  # a binary label written as text
 # The old private names, for code that imported them from here.
 _check_scores = check_scores
 _check_max_samples = check_max_samples
-
-
-def not_utf8(where: str, line: str) -> str | None:
-    """``where: not UTF-8 (byte 0x.. at column N); save the file as UTF-8`` when ``line`` (read with
-    ``errors="surrogateescape"``) holds a byte that is not UTF-8; None for a good line."""
-    if line.isascii():
-        return None
-    try:
-        line.encode("utf-8")
-    except UnicodeEncodeError as exc:  # an undecodable byte b became the lone surrogate U+DC00 + b
-        byte = ord(line[exc.start]) - 0xDC00
-        return f"{where}: not UTF-8 (byte 0x{byte:02x} at column {exc.start + 1}); save the file as UTF-8"
-    return None
-
-
-def text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` for each line of a UTF-8 text file; ValueError naming the file, the line and the
-    column of a byte that is not UTF-8 (a Latin-1 file, say), like a line that is not JSON. A byte-order mark at the
-    start (Windows editors write one) is skipped."""
-    with path.open(encoding="utf-8-sig", errors="surrogateescape") as f:
-        for lineno, line in enumerate(f, start=1):
-            problem = not_utf8(f"{path}:{lineno}", line)
-            if problem:
-                raise ValueError(problem)
-            yield lineno, line
-
-
-def count_records(path: Path) -> int:
-    """Non-blank lines of a JSONL file, read as bytes: a count for plans and checks (a bad byte or line is
-    ``jsonl_records``' to report). A lone ``\r`` ends a line, as in the text-mode read that loads the records (a
-    JSON string cannot hold a raw CR, so one in the file is a line ending: CRLF, or CR alone from old editors)."""
-    with path.open("rb") as f:
-        return sum(
-            sum(1 for part in line.split(b"\r") if part.strip()) if b"\r" in line else bool(line.strip())
-            for line in f
-        )
-
-
-def jsonl_records(path: Path, max_samples: int | None = None) -> Iterator[tuple[int, object]]:
-    """``(line number, record)`` for each non-blank line of a JSONL file, at most ``max_samples`` of them;
-    ValueError naming the file and line for a line that is not UTF-8 or not JSON. Splits and ``unlabelled.jsonl``
-    read alike."""
-    if max_samples is not None and max_samples <= 0:
-        return
-    n = 0
-    for lineno, line in text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        yield lineno, record
-        n += 1
-        if max_samples is not None and n >= max_samples:
-            return  # the lines after the first max_samples records are not read
 
 
 class Task(abc.ABC):
@@ -125,7 +76,8 @@ class Task(abc.ABC):
     Class attributes (set by each subclass): ``name``, ``language``, ``family`` (which student tokenizer family
     it shares: ``c_java`` or ``python``), ``label_names``, ``hf_id``, ``hf_config``, ``code_field`` (and
     ``code2_field`` for pairs), ``label_field``, ``metric_names``, ``selection_metrics``, ``headline_metric``
-    (the one score a run is compared by: defect accuracy, clone F1, exception accuracy).
+    (the one score a run is compared by: defect accuracy, clone F1, exception accuracy), ``id_fields`` (the
+    record fields holding the dataset's own id, carried as ``Example.id`` into the test predictions).
     """
 
     name: ClassVar[str]
@@ -140,6 +92,7 @@ class Task(abc.ABC):
     metric_names: ClassVar[tuple[str, ...]]
     selection_metrics: ClassVar[tuple[str, str]]
     headline_metric: ClassVar[str] = "accuracy"
+    id_fields: ClassVar[tuple[str, ...]] = ()
 
     @property
     def paired(self) -> bool:
@@ -187,28 +140,57 @@ class Task(abc.ABC):
 
     def _example(self, idx: int, record: Mapping[str, object]) -> Example:
         code, code2, label = self.preprocess(record)
-        return Example(idx=idx, code=code, label=label, code2=code2)
+        return Example(idx=idx, code=code, label=label, code2=code2, id=record_id(record, self.id_fields))
 
     # ---------------------------------------------------------------------------------------- local files
 
-    def load_jsonl(self, directory: str | Path, max_samples: int | None = None) -> TaskData:
+    def official_layout(self, folder: str | Path) -> bool:
+        """Whether ``folder`` holds the dataset's official files instead of JSON Lines splits (clone detection:
+        CodeXGLUE's ``data.jsonl`` + ``*.txt``, sampled with the study's data seed; tasks/clone_official.py)."""
+        return False
+
+    def data_files(self, folder: str | Path) -> dict[str, Path | None]:
+        """Every file of a local task folder the loader reads, by role (``train``, ``validation``, ``test``; None:
+        not there): what a data key hashes. The official clone layout adds ``data``."""
+        return {s: split_path(Path(folder), s) for s in SPLITS}
+
+    def missing_files(self, folder: str | Path) -> list[str]:
+        """The names of the files ``folder`` lacks (``train.jsonl``, ...); empty when it has every one."""
+        return [f"{role}.jsonl" for role, path in self.data_files(folder).items() if path is None]
+
+    def layout_hint(self, folder: str | Path) -> str:
+        """Another layout ``folder`` may have, said when its files are missing ("": none)."""
+        return ""
+
+    def local_sizes(self, folder: str | Path) -> dict[str, int] | None:
+        """Samples per split of an official-layout folder as the loader uses them; None: count the JSON Lines."""
+        return None
+
+    def official_problem(self, folder: str | Path) -> str | None:
+        """The first mistake of an official-layout folder, in one line (file, line); None if it loads."""
+        return None
+
+    def load_jsonl(
+        self, directory: str | Path, max_samples: int | None = None, data_seed: int = 0
+    ) -> TaskData:
         """Read ``train.jsonl``, ``validation.jsonl`` and ``test.jsonl`` (hub schema) from ``directory``.
 
-        ``max_samples`` keeps the first N records of each split. Errors name the file and line: ValueError for a
-        line that is not JSON or a record that does not fit the schema, FileNotFoundError for a missing file,
-        ValueError for a split with no records.
+        Validation may be ``valid.jsonl`` or ``dev.jsonl`` (``tasks.examples.SPLIT_FILES``). ``max_samples`` keeps
+        the first N records of each split; ``data_seed`` samples an official layout only (clone's 10%). Errors name
+        the file and line: ValueError for a line that is not JSON or a record that does not fit the schema,
+        FileNotFoundError for a missing file, ValueError for a split with no records.
         """
         check_max_samples(max_samples)
         directory = Path(directory)
         splits: dict[str, list[Example]] = {}
         for split in SPLITS:
-            path = directory / f"{split}.jsonl"
-            if split == "validation" and not path.is_file() and (directory / "valid.jsonl").is_file():
-                path = directory / "valid.jsonl"  # CodeXGLUE's name for it
-            if not path.is_file():
+            path = split_path(directory, split)
+            if path is None:
+                hint = f"; {h}" if (h := self.layout_hint(directory)) else ""
                 raise FileNotFoundError(
-                    f"{path}: missing {split} split of task '{self.name}' (a data folder holds train.jsonl, "
-                    f"validation.jsonl (or valid.jsonl) and test.jsonl; build one with `{LOCAL_BUILD_HINT}`)"
+                    f"{directory / f'{split}.jsonl'}: missing {split} split of task '{self.name}' (a data folder "
+                    f"holds train.jsonl, validation.jsonl (or valid.jsonl, dev.jsonl) and test.jsonl{hint}; build "
+                    f"one with `{LOCAL_BUILD_HINT}`)"
                 )
             splits[split] = self._read_jsonl(path, split, max_samples)
         return TaskData(**splits)
@@ -263,7 +245,9 @@ class Task(abc.ABC):
                 f"task '{self.name}': dataset '{self.hf_id}' split '{hf_split}' lacks field(s) {missing} "
                 f"(it has {part.column_names})"
             )
-        columns = part.select_columns(list(self.fields)).to_dict()
+        ids = [f for f in self.id_fields if f in part.column_names]
+        ids = ids if len(ids) == len(self.id_fields) else []  # an id needs all its fields (clone: id1, id2)
+        columns = part.select_columns([*self.fields, *ids]).to_dict()
         # A ClassLabel column holds integers indexing its own names; when those names are this task's label
         # names (in whatever order), map through them. Otherwise (e.g. 0/1) the integers are the classes.
         feature = part.features[self.label_field]
@@ -275,7 +259,7 @@ class Task(abc.ABC):
             ]
         examples: list[Example] = []
         for i in range(len(part)):
-            record = {f: columns[f][i] for f in self.fields}
+            record = {f: columns[f][i] for f in (*self.fields, *ids)}
             try:
                 examples.append(self._example(i, record))
             except RecordError as exc:
@@ -353,11 +337,14 @@ class BinaryTask(Task):
     selection_metrics = ("accuracy", "f1")
 
     def parse_label(self, value: object) -> int:
-        # JSON gives bools (the hub's schema) or 0/1; 1.0 from a float column is accepted too.
+        # JSON gives bools (the hub's schema) or 0/1; 1.0 from a float column is accepted too, and so is text
+        # "0"/"1"/"false"/"true" (any case) from CSV conversions, as a declared task reads it.
         if isinstance(value, bool):
             return int(value)
         if isinstance(value, int | float | np.integer | np.floating) and value in (0, 1):
             return int(value)
+        if isinstance(value, str) and value.strip().lower() in TEXT_LABELS:
+            return TEXT_LABELS[value.strip().lower()]
         raise RecordError(f"unknown label {value!r} in field '{self.label_field}'; valid: false/true or 0/1")
 
     def metrics(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

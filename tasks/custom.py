@@ -1,8 +1,9 @@
 """A user's own classification task, declared in YAML instead of code (docs/OWN_DATA.md).
 
-A declaration names the task, its data folder (``train.jsonl``, ``validation.jsonl`` or ``valid.jsonl``,
-``test.jsonl``), the field holding the code (and a second one for pairs), the label field and the labels (a list,
-or ``infer`` from the training split), the headline metric and the selection score, and the tokenizer family.
+A declaration names the task, its data folder (``train.jsonl``, ``validation.jsonl`` (or ``valid.jsonl``,
+``dev.jsonl``), ``test.jsonl``), the field holding the code (and a second one for pairs), the label field and the
+labels (a list, or ``infer`` from the training split), the headline metric and the selection score, and the
+tokenizer family.
 ``tasks.declare(mapping, base_dir)`` validates it and registers a ``CustomTask`` under its name, so
 ``get_task(name)`` finds it like a built-in task.
 
@@ -22,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from tasks.base import SPLITS, RecordError, Task, TaskData, count_records, jsonl_records
+from tasks.examples import SPLIT_FILES, split_path  # the one list of split file names (re-exported here)
 
 BUILTIN_NAMES = ("clone", "defect", "exception")  # tasks/registry.py checks it matches its registry
 BUILTIN_FAMILIES = (
@@ -37,12 +39,6 @@ YAML_BOOLEANS = (
 )
 INFERRED_HINT = "(labels inferred from train.jsonl; declare `labels:` to include it)"
 JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
-# validation may be called valid.jsonl (CodeXGLUE's and many hub datasets' name)
-SPLIT_FILES: dict[str, tuple[str, ...]] = {
-    "train": ("train.jsonl",),
-    "validation": ("validation.jsonl", "valid.jsonl"),
-    "test": ("test.jsonl",),
-}
 
 
 class TaskDeclarationError(ValueError):
@@ -55,7 +51,7 @@ class TaskDeclaration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    data: str  # a folder with train.jsonl, validation.jsonl (or valid.jsonl), test.jsonl
+    data: str  # a folder with train.jsonl, validation.jsonl (or valid.jsonl, dev.jsonl), test.jsonl
     code_field: str = "code"
     code2_field: str | None = None  # set for pairs of snippets (e.g. clone-style tasks)
     label_field: str = "label"
@@ -141,11 +137,6 @@ def _label_key(value: object) -> str | int:
     if isinstance(value, int | str):
         return value
     raise RecordError(f"a label must be text or an integer, got {type(value).__name__} {value!r}")
-
-
-def split_path(folder: Path, split: str) -> Path | None:
-    """The file holding ``split`` in ``folder`` (validation: ``validation.jsonl`` or ``valid.jsonl``), or None."""
-    return next((folder / n for n in SPLIT_FILES[split] if (folder / n).is_file()), None)
 
 
 def infer_labels(train_file: Path, label_field: str) -> list[str | int]:
@@ -258,8 +249,11 @@ class CustomTask(Task):
             )
         return out
 
-    def load_jsonl(self, directory: str | Path | None = None, max_samples: int | None = None) -> TaskData:
-        """This task's own data folder (``directory`` is ignored: a declared task names its data)."""
+    def load_jsonl(
+        self, directory: str | Path | None = None, max_samples: int | None = None, data_seed: int = 0
+    ) -> TaskData:
+        """This task's own data folder (``directory`` and ``data_seed`` are ignored: a declared task names its data
+        and reads it whole)."""
         return super().load_jsonl(self.data_dir, max_samples=max_samples)
 
     def load_hub(self, data_seed: int = 0, max_samples: int | None = None, **_: Any) -> TaskData:

@@ -55,11 +55,14 @@ def first_problem(task: Task, folder: str | Path | None = None, max_samples: int
     ``<data>/<task>``), as ``file:line: what (field, valid values)``; None if none. A training split whose records
     (its first ``max_samples``: what a trial reads) hold one class is one: every model of it predicts that class."""
     folder = Path(folder) if folder is not None else task.data_dir  # type: ignore[attr-defined]
+    if task.official_layout(folder):  # clone: CodeXGLUE's data.jsonl + *.txt (tasks/clone_official.py)
+        return task.official_problem(folder)
     first_kind: tuple[str, str, Any] | None = None  # (where, JSON type, value) of the first label seen
     for split in SPLITS:
         path = split_path(folder, split)
         if path is None:
-            return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])})"
+            hint = f"; {h}" if (h := task.layout_hint(folder)) else ""
+            return f"{folder}: no {split} file ({' or '.join(SPLIT_FILES[split])}{hint})"
         records, classes = 0, set()
         try:
             for lineno, line in text_lines(path):
@@ -108,14 +111,15 @@ def _line_problem(
     except json.JSONDecodeError as exc:
         return f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", first_kind, None
     try:
-        task.preprocess(record)  # the fields, the code's type and the label, as the trial will read them
+        # the fields, the code's type and the label, as the trial reads them
+        _, _, index = task.preprocess(record)
     except RecordError as exc:
         return f"{where}: {exc}", first_kind, None
+    label = list(getattr(task, "label_values", task.label_names))[index]  # its class ("1" and "true": one)
     # Text and integers both match a label ("1" and 1), so a file mixing them loads; but an inferred label list
     # then holds both spellings as different classes, and a declared one was written one way: say which line.
     value = record[task.label_field]
-    label = _label_key(value)
-    kind = "integer" if isinstance(label, int) else "text"
+    kind = "integer" if isinstance(_label_key(value), int) else "text"
     if first_kind is None:
         return None, (where, kind, value), label
     if kind != first_kind[1]:

@@ -2,8 +2,9 @@
 tokenizer, a trial's prepared data) can be found under before the data are read.
 
 ``load_task_data(task, source, data_seed, max_samples)`` is a pure function of its files: the JSON Lines of a data
-folder (named by path, size and modification time here) or the cached copy of a hub dataset (named by its
-revision, tasks/hub_cache.py) plus the data seed that samples it. ``data_request_key`` is that identity as a
+folder (named by path, size and modification time here; clone's official layout: its ``data.jsonl`` and ``*.txt``
+plus the data seed that samples them) or the cached copy of a hub dataset (named by its revision,
+tasks/hub_cache.py) plus the data seed that samples it. ``data_request_key`` is that identity as a
 string; it changes when the files or the seed do, and costs a few ``stat`` calls, where loading clone detection's
 hub splits costs minutes and gigabytes. Content fingerprints (``TaskData.fingerprint``) stay the ground truth:
 a key only tells a cache where to look.
@@ -55,11 +56,10 @@ def data_request_key(
         )
     else:
         folder = Path(source) / t.name
-        names = {s: [f"{s}.jsonl"] for s in SPLITS}
-        names["validation"].append("valid.jsonl")
-        identity["files"] = _file_stats(
-            [next((folder / n for n in names[s] if (folder / n).is_file()), None) for s in SPLITS]
-        )
+        # every file the loader reads (the split files; clone's official layout: data.jsonl first, then *.txt)
+        identity["files"] = _file_stats(list(t.data_files(folder).values()))
+        if t.official_layout(folder):  # sampled with the data seed (clone's 10%), as the hub copy
+            identity["data_seed"] = int(data_seed)
     return json.dumps(identity, sort_keys=True)
 
 

@@ -14,3 +14,4 @@ class DefectTask(BinaryTask):
     hf_config = None
     code_field = "func"
     label_field = "target"
+    id_fields = ("idx",)  # Devign's own id (CodeXGLUE's files), carried into the test predictions

@@ -10,23 +10,52 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 SPLITS = ("train", "validation", "test")
+# The file names a local task folder may give each split, in order of preference: the one list every loader,
+# check and data key reads (``split_path``). Validation may be CodeXGLUE's ``valid.jsonl`` or CuBERT's (and its hub
+# copy's) ``dev.jsonl``; a folder holding ``validation.jsonl`` reads (and hashes) that one, as it always did.
+SPLIT_FILES: dict[str, tuple[str, ...]] = {
+    "train": ("train.jsonl",),
+    "validation": ("validation.jsonl", "valid.jsonl", "dev.jsonl"),
+    "test": ("test.jsonl",),
+}
 # A score at most its majority baseline plus this margin is no finding (a constant prediction does as well): the
 # analysis flags such runs "degenerate" and the transfer check counts them.
 DEGENERATE_MARGIN = 0.005
 
 
+def split_path(folder: Path, split: str) -> Path | None:
+    """The file holding ``split`` in ``folder`` (the first of ``SPLIT_FILES[split]`` that is there), or None."""
+    return next((folder / n for n in SPLIT_FILES[split] if (folder / n).is_file()), None)
+
+
 @dataclass(frozen=True)
 class Example:
-    """One sample. ``idx`` is its position in its split: the key its teacher signals are stored and looked up by."""
+    """One sample. ``idx`` is its position in its split: the key its teacher signals are stored and looked up by.
+    ``id`` is the dataset's own id of the record when it has one (Devign's ``idx``; BigCloneBench's pair of ids as
+    ``"id1<TAB>id2"``), as text: what CodeXGLUE's evaluators join predictions on. It is not part of the content
+    fingerprint (a cache keyed by content serves the same code and labels whatever their ids)."""
 
     idx: int
     code: str
     label: int
     code2: str | None = None  # the second function of a clone pair
+    id: str | None = None
+
+
+def record_id(record: object, fields: tuple[str, ...]) -> str | None:
+    """A record's own id from its ``fields`` (text or integers, joined by a tab), or None when it lacks one of them
+    or one is not text or a whole number: an id is carried when it is there, never required."""
+    if not fields or not isinstance(record, dict):
+        return None
+    values = [record.get(f) for f in fields]
+    if any(isinstance(v, bool) or not isinstance(v, str | int | np.integer) for v in values):
+        return None
+    return "\t".join(str(v) for v in values)
 
 
 @dataclass

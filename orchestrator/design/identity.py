@@ -1,8 +1,8 @@
 """What a study trains on, identified by content: a changed data file means new trial keys, never stale results.
 
-The fingerprint hashes the bytes of every split file of the study's tasks (``<data>/<task>/<split>.jsonl``; for
-the validation split ``valid.jsonl`` when there is no ``validation.jsonl``, as the loaders read it), so it does not
-depend on the folder's path, on a manifest only ``build_local`` writes, or on modification times.
+The fingerprint hashes the bytes of every file the loaders read for the study's tasks (``Task.data_files``: split
+files, ``validation.jsonl`` before ``valid.jsonl``/``dev.jsonl``; clone's official ``data.jsonl`` + ``*.txt`` with
+the seed sampling them): it depends on neither the folder's path, a ``build_local`` manifest nor modification times.
 Hashes are remembered per (file, size, mtime) within a process, so planning twice reads the files once.
 """
 
@@ -48,25 +48,25 @@ def data_content(data: str, tasks: list[str], data_seed: int = 0) -> dict[str, s
     """``{"<task>/<split>": sha256}`` of the study's data files, and the folder name when it does not exist yet (the
     default data is built on first use, before the study plans its keys). Hub data: the source, the study's data
     seed (clone's 10% sample) and each task's dataset revision; a local folder's content has no seed in it (its
-    files are the data), so a local study's keys stay what they were."""
+    files are the data; only clone's official layout, sampled with it, adds it), so a local study's keys stay."""
     if data == "hub":
         return {
             "source": "hub",
             "data_seed": str(data_seed),
             **{f"{task}/revision": hub_revision(task) for task in sorted(tasks)},
         }
-    from tasks.custom import split_path
+    from tasks import get_task
 
     root = Path(data)
     if not root.is_dir():
         return {"source": str(data), "missing": "true"}
     out = {}
     for task in sorted(tasks):
-        for split in SPLITS:
-            # the file the loaders read (validation.jsonl first, else CodeXGLUE's valid.jsonl): a folder with
-            # validation.jsonl hashes what it always did
-            f = split_path(root / task, split)
-            out[f"{task}/{split}"] = file_sha256(f) if f is not None else "missing"
+        t = get_task(task)  # a folder with validation.jsonl (read first) hashes what it always did
+        for role, f in t.data_files(root / task).items():
+            out[f"{task}/{role}"] = file_sha256(f) if f is not None else "missing"
+        if t.official_layout(root / task):
+            out[f"{task}/data_seed"] = str(data_seed)
     return out
 
 
@@ -87,9 +87,7 @@ def data_key(spec: StudySpec) -> str:
         payload["custom_tasks"] = [
             {
                 **{k: v for k, v in d.items() if k != "data"},
-                "files": {
-                    s: file_sha256(split_path(Path(d["data"]), s)) for s in ("train", "validation", "test")
-                },
+                "files": {s: file_sha256(split_path(Path(d["data"]), s)) for s in SPLITS},
                 # its unlabelled inputs (KD trains on them; tasks/labels.py), only when it has some: keys
                 # without them are unchanged
                 **({"unlabelled": file_sha256(u)} if (u := unlabelled_path(d["data"])) else {}),

@@ -1,6 +1,7 @@
 """What a classification plan knows without loading weights or downloading data: teacher shapes (a table of the
 studies' teachers, else a local config), student parameter counts (from the spec), split sizes (the local
-data's manifest, the hub's published sizes, a declared task's files) and mean tokens per sample."""
+data's manifest or files, clone's official files as sampled, the hub's published sizes, a declared task's files)
+and mean tokens per sample."""
 
 from __future__ import annotations
 
@@ -102,8 +103,9 @@ def split_sizes(spec: Any, task: str) -> dict[str, int]:
     elif spec.data == "hub":
         sizes = dict(HUB_SAMPLES[task])
     else:
-        root = Path(spec.data).expanduser()
-        sizes = _manifest_counts(root / "manifest.json", task) or _counted(root / task)
+        root = Path(spec.data).expanduser()  # clone's official layout: its sampled pairs (local_sizes)
+        local = get_task(task).local_sizes(root / task)
+        sizes = local or _manifest_counts(root / "manifest.json", task) or _counted(root / task)
     if spec.max_samples:
         sizes = {k: min(v, spec.max_samples) for k, v in sizes.items()}
     return sizes

@@ -17,7 +17,6 @@ from orchestrator.core.errors import StudyError
 from orchestrator.design.names import folder_name_problem
 from orchestrator.design.spec import StudySpec
 from orchestrator.train.cli_checks import NON_NEGATIVE, POSITIVE, param_value_problem  # noqa: F401
-from tasks.custom import split_path
 from tasks.data_check import declared_data_problems, first_problem
 from tasks.labels import level_name
 from tasks.registry import family_members, get_task, is_custom
@@ -25,7 +24,6 @@ from tasks.registry import family_members, get_task, is_custom
 # A study's name becomes a folder (<storage>/<name>), an MLflow experiment and a Ray results folder.
 # Method parameters: their types and ranges (POSITIVE, NON_NEGATIVE) are checked as the trial command checks its
 # --param values (orchestrator/train/cli_checks.py param_value_problem).
-SPLITS = ("train", "validation", "test")
 
 
 def check_study(spec: Any, planning: bool = False) -> None:
@@ -163,15 +161,15 @@ def data_problems(spec: StudySpec) -> list[str]:
         return [f"data: folder {shown} does not exist ({build})"]
     if not root.is_dir():
         return [f"data: {root} is a file, not a folder"]
-    missing = {
-        task: files
+    missing = {  # validation: validation.jsonl, valid.jsonl or dev.jsonl; clone: or CodeXGLUE's official files
+        task: [f"{task}/{name}" for name in names]
         for task in needed
-        # validation: validation.jsonl or valid.jsonl
-        if (files := [f"{task}/{s}.jsonl" for s in SPLITS if split_path(root / task, s) is None])
+        if (names := get_task(task).missing_files(root / task))
     }
     out = []
     if missing:
         lacks = ", ".join(f for files in missing.values() for f in files)
+        lacks += "".join(f" ({t}: {h})" for t in missing if (h := get_task(t).layout_hint(root / t)))
         why, alt = _family_reasons(spec, families, list(missing))
         if why:
             absent = " ".join(t for t in missing if t not in spec.tasks)

@@ -35,11 +35,13 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class EncodedSplit:
-    """One split as token ids (unpadded) and labels; ``pad_id`` fills batches to their longest sample."""
+    """One split as token ids (unpadded) and labels; ``pad_id`` fills batches to their longest sample. ``ids``: the
+    samples' own dataset ids (``Example.id``; None where a record has none), for the test predictions."""
 
     input_ids: list[list[int]]
     labels: list[int]
     pad_id: int
+    ids: list[str | None] | None = None
     _cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -357,12 +359,12 @@ def _test(
     if hasattr(task, "headline"):  # score (the headline metric) and majority_baseline: logged as test_<key>
         test.update(task.headline(test, np.asarray(test_split.labels)))
     probs = torch.softmax(torch.from_numpy(test_logits), dim=-1).numpy()
-    predictions = {
-        "idx": list(range(len(test_split))),
-        "label": list(test_split.labels),
-        "pred": probs.argmax(-1).tolist(),
-        "probs": np.round(probs, 5).tolist(),
-    }
+    predictions: dict[str, list] = {"idx": list(range(len(test_split)))}  # the position in the test split
+    if (ids := getattr(test_split, "ids", None)) and len(ids) == len(test_split):
+        predictions["id"] = list(ids)  # the dataset's own id (Devign idx; BigCloneBench "id1<TAB>id2")
+    predictions.update(
+        label=list(test_split.labels), pred=probs.argmax(-1).tolist(), probs=np.round(probs, 5).tolist()
+    )
     predictions.update(label_names(predictions, getattr(task, "label_names", None)))
     result = TrainResult(
         best_epoch=best.epoch,
@@ -390,4 +392,8 @@ def encode_split(
 ) -> EncodedSplit:
     """Tokenise a split once, before training, with the given model's ``encode``."""
     examples = list(examples)
-    return EncodedSplit(encode(examples, max_length), [ex.label for ex in examples], pad_id)
+    ids = [getattr(ex, "id", None) for ex in examples]
+    known = any(i is not None for i in ids)  # no id anywhere: none in the predictions either
+    return EncodedSplit(
+        encode(examples, max_length), [ex.label for ex in examples], pad_id, ids if known else None
+    )
