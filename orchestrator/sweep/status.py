@@ -113,7 +113,9 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
     from orchestrator.core import tracking
 
     def recorded(stage: str, units: list[Any]) -> int:
-        keys = {r.data.tags.get("trial_key") for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")}
+        keys = {
+            r.data.tags.get("trial_key") for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")
+        }
         return len({u.key for u in units} & keys)
 
     if spec.kind == "completion":  # scored on this data's line set
