@@ -16,7 +16,7 @@ from typing import Any
 from orchestrator.core.errors import StudyError
 from orchestrator.design.names import folder_name_problem
 from orchestrator.design.spec import StudySpec
-from orchestrator.train.cli_checks import NON_NEGATIVE, POSITIVE, param_value_problem  # noqa: F401
+from orchestrator.train.cli_checks import NON_NEGATIVE, POSITIVE, param_value_problem, space_problems  # noqa: F401
 from tasks.data_check import declared_data_problems, first_problem
 from tasks.labels import level_name
 from tasks.registry import family_members, get_task, is_custom
@@ -46,6 +46,7 @@ def check_study(spec: Any, planning: bool = False) -> None:
         *duplicates(spec),
         *name_problems(spec.name),
         *method_param_problems(spec),
+        *(space_problems(spec.tuning.space, spec.methods) if spec.tuning else []),
         *storage_problems(spec.storage),
         *data_problems(spec),
         *declared_data_problems(spec.custom_tasks, spec.tasks, spec.max_samples),  # tasks/data_check.py

@@ -103,6 +103,33 @@ def param_value_problem(where: str, key: str, value: Any, default: Any) -> str |
     return None
 
 
+def space_problems(space: dict[str, dict[str, Any]], methods: list[str]) -> list[str]:
+    """A study's ``tuning.space`` overrides checked as ``method_params`` are (each choice value and range bound
+    that a trial could draw), plus the train settings a search may set (``lr`` > 0, ``batch_size`` a whole
+    number >= 1), and a space for a method the study does not run (a typo otherwise tunes nothing)."""
+    from kd_methods import get_method
+
+    out = []
+    for method, params in space.items():
+        where = f"tuning.space.{method}"
+        if method not in methods:
+            out.append(f"{where}: the study does not run method '{method}'; its methods: {list(methods)}")
+            continue
+        defaults = {"lr": 1e-3, "batch_size": 32, **get_method(method).defaults}
+        for key, rng in params.items():
+            draws = rng.values if rng.type == "choice" else [rng.low, rng.high]
+            if rng.type != "choice" and isinstance(defaults[key], int):  # bool is an int too
+                out.append(f"{where}.{key}: {rng.type} draws fractions; give a choice of whole numbers")
+                continue
+            found = (param_value_problem(f"{where}.{key}", key, v, defaults[key]) for v in draws)
+            problem = next((p for p in found if p), None)
+            if problem is None and key in ("lr", "batch_size") and any(v <= 0 for v in draws):
+                problem = f"{where}.{key}: must be > 0, got {min(draws)!r}"
+            if problem:
+                out.append(problem)
+    return out
+
+
 def check_inputs(
     task: str,
     data: str,
