@@ -390,3 +390,22 @@ def test_builtin_binary_tasks_read_text_labels(tmp_path: Path) -> None:
     # one class written two ways ("1" and "true") is still one class: refused as a one-class training split
     _defect(root / "defect", n=12, target=lambda i: ["1", "true"][i % 2])
     assert "every record has label 'defective'" in first_problem(get_task("defect"), root / "defect")
+
+
+def test_the_commands_checks_read_the_official_clone_layout(tmp_path: Path) -> None:
+    """``--labels count=N`` is checked against the sampled pairs the loader uses, and the bench commands' data check
+    accepts the official files (both asked for clone/train.jsonl)."""
+    import argparse
+
+    from orchestrator.bench.cli_checks import _paths
+    from orchestrator.train.cli_checks import labels_problem
+
+    root = tmp_path / "data"
+    _official_clone(root / "clone")
+    n = get_task("clone").local_sizes(root / "clone")["train"]
+    assert labels_problem("clone", str(root), f"count={n}", None) is None
+    assert f"exceeds the {n} training samples" in labels_problem("clone", str(root), f"count={n + 1}", None)
+    args = argparse.Namespace(bench="teacher-states", data=str(root), task="clone", teacher=None)
+    assert _paths(args) is None
+    (root / "clone" / "test.txt").unlink()
+    assert _paths(args) == f"--data {root}: no clone data there (clone/test.txt is missing)"

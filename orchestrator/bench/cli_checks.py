@@ -128,7 +128,7 @@ def _paths(args: argparse.Namespace) -> str | None:
     """diagnose (train) and teacher-states: the data folder with the task's files, and a teacher folder."""
     from orchestrator.train.cli_checks import teacher_problem
     from orchestrator.train.trial import DEFAULT_DATA, resolve_teacher
-    from tasks.custom import split_path
+    from tasks import get_task
 
     teacher = getattr(args, "teacher", None)
     if teacher and args.bench in ("diagnose", "teacher-states", "transfer", "transfer-design"):
@@ -143,7 +143,9 @@ def _paths(args: argparse.Namespace) -> str | None:
         return None  # built from real code on first use (orchestrator/train/trial.py resolve_data)
     if not root.is_dir():
         return f"--data {root}: no such folder; build one with python -m tasks.build_local --out {root}"
-    missing = [s for s in ("train", "validation", "test") if split_path(root / args.task, s) is None]
+    missing = get_task(args.task).missing_files(
+        root / args.task
+    )  # a layout of its own (official clone files)
     if missing:
-        return f"--data {root}: no {args.task} data there ({args.task}/{missing[0]}.jsonl is missing)"
+        return f"--data {root}: no {args.task} data there ({args.task}/{missing[0]} is missing)"
     return None

@@ -304,6 +304,8 @@ def labels_problem(task: str, data: str, text: str, max_samples: int | None) -> 
         return None
     if is_custom(task):
         n = get_task(task).split_sizes()["train"]  # type: ignore[attr-defined]
+    elif sizes := get_task(task).local_sizes(Path(data).expanduser() / task):
+        n = sizes["train"]  # official clone files: the sampled pairs the loader uses
     else:
         file = split_path(Path(data).expanduser() / task, "train")
         if file is None:
