@@ -257,16 +257,27 @@ A study with a `tuning:` section gives every cell (task, teacher, student, metho
 configurations on validation before its seeds run (README "Tuning"). Tuning trials are MLflow runs with tag
 `stage=tune`; the RQ notebooks read only the final runs (`stage=student`), each tagged `tuned_from` its cell's best
 tuning run. Below: each cell's best parameters, how far tuning moved each method from its untuned default (tuned /
-default; 1 = not moved), and the tuning curves (best validation selection score so far, by trial). A study
-without tuning has no tuning runs: the tables are empty."""),
+default; 1 = not moved), and the tuning curves (best validation selection score so far, by trial). Every sample a
+cell spent is a row: diverged ones too (score NaN, `diverged`), and a draw that repeated an earlier configuration
+(`duplicate_of`), so `trials` and the curves show the same budget for every cell; a draw that failed for another
+reason is listed but is no sample (`spent` False: the study draws it again). Only the cells of the study's current
+version are shown (cells of an earlier search space or budget are counted, not shown). A study without tuning has
+no tuning runs: the tables are empty."""),
         code(SETUP),
         code("""
 from orchestrator.analysis import tuning as T
 
 tune = T.load_tuning(STUDY, os.environ.get("MLFLOW_TRACKING_URI"))
-print(f"{len(tune)} finished tuning runs in {tune['cell'].nunique()} cells, "
-      f"{int(tune['stopped_early'].sum()) if len(tune) else 0} stopped early by the scheduler")
+spent = tune[tune["spent"].astype(bool)]
+print(f"{len(spent)} tuning samples in {tune['cell'].nunique()} cells "
+      f"({int(spent['diverged'].sum())} diverged, {int((spent['duplicate_of'] != '').sum())} repeated draws), "
+      f"{int(tune['stopped_early'].sum())} stopped early by the scheduler, "
+      f"{int((~tune['spent'].astype(bool)).sum())} failed draws (no sample), "
+      f"{tune.attrs.get('stale_cells', 0)} cells of earlier versions left out")
 best = T.best_params(tune)
+lost = best[best["chosen_by"] == "diverged"]
+if len(lost):  # its finals are recorded FAILED (diverged): no configuration to train
+    print(f"{len(lost)} of {len(best)} cells had every sample diverge: {sorted(lost['method'])}")
 flat = best[best["degenerate"].astype(bool)]
 if len(flat):  # its finals run an arbitrary configuration: not a tuned result
     print(f"{len(flat)} of {len(best)} cells found no configuration above a constant prediction on validation "

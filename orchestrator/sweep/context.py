@@ -22,6 +22,7 @@ class StudyOutcome:
     failed: list[dict[str, str]] = field(default_factory=list)
     teacher_passes: int = 0
     ui_command: str = ""
+    tuning: dict[str, Any] | None = None  # a tuned study's search at its end (sweep/tuning.tuning_status)
 
     @property
     def complete(self) -> bool:

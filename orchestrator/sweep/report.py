@@ -26,6 +26,10 @@ def summary_lines(outcome: Any, storage: str | Path, elapsed_s: float, study_arg
         f"{len(outcome.failed)} failed, teacher passes made by this study: {outcome.teacher_passes}",
     ]
     lines += [f"  FAILED {f['run']}: {f['error']}" for f in outcome.failed]
+    if outcome.tuning:  # a tuned study: failed tuning draws, cells not fully searched or all diverged
+        from orchestrator.sweep.tuning import tuning_lines
+
+        lines += tuning_lines(outcome.tuning, summary=True)
     lines += [
         f"results:   MLflow experiment '{outcome.name}' at {outcome.tracking_uri}",
         f"files:     {storage} (teachers, caches, checkpoints in mlflow/artifacts, Ray results)",

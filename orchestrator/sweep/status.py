@@ -170,10 +170,8 @@ def status_lines(st: dict[str, Any]) -> list[str]:
             "not counted as done"
         )
     if st["tuning"]:
-        tu = st["tuning"]
-        lines.append(
-            f"  tuning: {tu['cells_done']}/{tu['cells']} cells tuned, "
-            f"{tu['trials_finished']}/{tu['trials_planned']} tuning trials finished"
-        )
+        from orchestrator.sweep.tuning import tuning_lines
+
+        lines += tuning_lines(st["tuning"])
     lines += [f"  FAILED {f['run']}: {f['error']}" for f in st["failed_trials"]]
     return lines

@@ -3,7 +3,8 @@
 ``trainable(config, context)`` takes the typed trial the planner built (``config["trial"]``: a
 ``design.units.TrialUnit``) and does what every trial needs, whatever its work: registers the study's declared
 tasks, returns at once when the ``trial_key`` already has a FINISHED run of its stage (a retried or resumed trial
-is never recorded twice), creates the trial's MLflow run (not Tune's MLflow callback, which forgets its run map when
+is never recorded twice; a tuning draw that repeats another draw's configuration is recorded once as a run of its
+own, untrained: ``tuning_trial.repeat_draw``), creates the trial's MLflow run (not Tune's MLflow callback, which forgets its run map when
 a study is restored) RUNNING with its tags, params and node, gives the work a scratch folder under ``--storage``
 (removed once MLflow holds the artifacts), records a failure (FAILED with the reason; a node loss is retried by
 Tune without counting, ``node_loss.py``; a diverged loss is not retried, see ``earlier_runs``) and reports the
@@ -62,18 +63,23 @@ def tune_attempt() -> str | None:
         return None
 
 
-def earlier_runs(client: Any, exp_id: str, trial: Any, attempt: str | None) -> tuple[Any | None, Any | None]:
-    """The trial's FINISHED run, if any, and the FAILED run in which this Tune trial (``attempt``) already diverged,
-    if any, from one search of the trial's runs (few: its retries and reruns).
+def trial_runs(client: Any, exp_id: str, trial: Any) -> list[Any]:
+    """Every run of the trial's stage and ``trial_key`` (few: its retries and reruns; for a tuning trial, also
+    other draws of the same configuration)."""
+    flt = f"tags.stage = '{trial.stage}' and tags.trial_key = '{trial.trial_key}'"
+    return tracking.search_all(client, exp_id, flt)
+
+
+def earlier_runs(runs: list[Any], attempt: str | None) -> tuple[Any | None, Any | None]:
+    """Of the trial's ``runs``: its FINISHED run, if any, and the FAILED run in which this Tune trial (``attempt``)
+    already diverged, if any.
 
     A diverged run's configuration, seed and data are the same on a retry, so it would diverge again: the retry
     Tune makes (``max_failures``) stops at once instead of training up to the same NaN. A later study run tries the
     trial again (a tuning cell counts the diverged configuration as a spent sample and draws no replacement:
     ``sweep/tuning.diverged_runs``)."""
-    from orchestrator.sweep.tuning import is_diverged
+    from orchestrator.sweep.tuning_trial import is_diverged
 
-    flt = f"tags.stage = '{trial.stage}' and tags.trial_key = '{trial.trial_key}'"
-    runs = tracking.search_all(client, exp_id, flt)
     done = next((r for r in runs if r.info.status == "FINISHED"), None)
     mine = [r for r in runs if attempt is not None and r.data.tags.get("tune_trial_id") == attempt]
     return done, next((r for r in mine if is_diverged(r)), None)
@@ -86,14 +92,22 @@ def run_trial_unit(trial: Any, context: TrialContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from orchestrator.sweep.tuning_trial import tuning_epoch
+    from orchestrator.sweep.tuning_trial import repeat_draw, tuning_epoch
     from orchestrator.sweep.work import WORK
 
     register_tasks(trial.declared_tasks)
     torch.set_num_threads(max(1, int(trial.cpus)))
     client = MlflowClient(context.tracking_uri)
     attempt = tune_attempt()
-    done, diverged = earlier_runs(client, context.experiment_id, trial, attempt)
+    runs = trial_runs(client, context.experiment_id, trial)
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    tags = {**trial.tags, "node_id": node, "mlflow.parentRunId": context.parent}
+    if attempt is not None:
+        tags["tune_trial_id"] = attempt  # its retries share it (earlier_runs)
+    # a tuning draw of a configuration another draw already ran: a sample of its own, recorded, not trained
+    if trial.stage == "tune" and repeat_draw(client, context.experiment_id, trial, runs, tags):
+        return
+    done, diverged = earlier_runs(runs, attempt)
     if done is not None:
         keep = ("test_", "best_val_")
         tune.report({"skipped": 1.0, **{k: v for k, v in done.data.metrics.items() if k.startswith(keep)}})
@@ -106,10 +120,6 @@ def run_trial_unit(trial: Any, context: TrialContext) -> None:
             f"not retried: this trial diverged in run {diverged.info.run_id} "
             f"({diverged.data.tags['error'][:200]}), and would again with the same configuration and seed"
         )
-    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-    tags = {**trial.tags, "node_id": node, "mlflow.parentRunId": context.parent}
-    if attempt is not None:
-        tags["tune_trial_id"] = attempt  # its retries share it (earlier_runs)
     run_id = client.create_run(context.experiment_id, run_name=trial.run_name, tags=tags).info.run_id
     epoch = tuning_epoch if trial.stage == "tune" else student_epoch
     try:

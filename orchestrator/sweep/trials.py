@@ -230,6 +230,9 @@ def stage_finish(ctx: StudyContext) -> None:
     outcome.failed = [
         {"run": r.info.run_name, "error": r.data.tags.get("error", "")} for r in last_failure.values()
     ]
+    from orchestrator.sweep.tuning import tuning_status
+
+    outcome.tuning = tuning_status(ctx.plan, client, exp_id)  # failed tuning draws, cells not complete
     if ctx.cache_keys is not None:
         from orchestrator.cache.build import teacher_passes
 

@@ -3,14 +3,18 @@
 Every cell (task, teacher, student, method; FT included) gets the same budget: ``tuning.samples`` configurations
 from the searcher (Optuna TPE, or Tune's random BasicVariantGenerator), each trained up to ``tuning.max_epochs`` on
 a seed no final run uses (``tuning.trial_seed``) from the teacher cache, ASHA stopping weak ones early on the
-validation selection score. One ``tune.Tuner`` per cell, cells one after another. Resume: a cell with ``samples`` FINISHED tuning runs is done; a
-cell with fewer warm-starts its searcher with them (``points_to_evaluate`` + ``evaluated_rewards``) and runs only
-the missing samples. Afterwards each cell's best run fixes its final trials (``tuning.resolve_final``).
+validation selection score. One ``tune.Tuner`` per cell, cells one after another. Resume: a cell that spent
+``samples`` draws (FINISHED or diverged tuning runs) is done; a cell with fewer warm-starts its searcher with its
+FINISHED runs (``points_to_evaluate`` + ``evaluated_rewards``) and runs only the missing samples (a draw that failed
+for another reason is drawn again). Afterwards each complete cell's best run fixes its final trials
+(``tuning.resolve_final``); the finals of a cell whose search is not complete wait for the next study run, and
+those of a cell whose every draw diverged are recorded FAILED (``tuning.record_all_diverged``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -23,12 +27,15 @@ from orchestrator.design.names import run_name
 from orchestrator.sweep.context import StudyContext, TrialContext
 from orchestrator.sweep.trials import Progress, run_config
 from orchestrator.sweep.tuning import (
+    all_diverged,
     diverged_runs,
+    record_all_diverged,
     resolve_final,
     score,
     spent_samples,
     tune_runs,
     tuned_values,
+    tuning_status,
 )
 from orchestrator.sweep.tuning_trial import METRIC, param_name, with_sample
 
@@ -54,9 +61,9 @@ def stage_tuning(ctx: StudyContext) -> None:
         name = f"{cell.task}-{cell.student}-{cell.method}-{cell.teacher}"
         log(f"tuning cell {i}/{len(todo)} {name} ({cell.cell}): {t.samples - spent[cell.cell]} to run")
         _tune_cell(ctx, _base_trial(spec, cell), runs, spent[cell.cell])
+    current_cells(ctx)
     ctx.plan, untuned = resolve_final(ctx.plan, ctx.client, ctx.experiment_id)
-    if untuned:
-        log(f"  no finished tuning run in cell(s) {untuned}: their final trials cannot run")
+    _say_untuned(ctx, untuned)
     flat = sorted({t.cell for t in ctx.plan.trials if t.tags.get("tuning_degenerate") == "true"})
     if flat:
         log(
@@ -64,6 +71,35 @@ def stage_tuning(ctx: StudyContext) -> None:
             f"prediction on validation (tag tuning_degenerate): {flat[:8]}{' ...' if len(flat) > 8 else ''}; "
             "their finals run an arbitrary configuration: give tuning more max_epochs or samples"
         )
+
+
+def _say_untuned(ctx: StudyContext, untuned: list[str]) -> None:
+    """Cells without finals: every draw diverged (their finals recorded FAILED), or a search not complete."""
+    diverged = sorted({t.cell for t in all_diverged(ctx.plan)})
+    if diverged:
+        made = record_all_diverged(ctx.plan, ctx.client, ctx.experiment_id, ctx.parent)
+        log(
+            f"  every tuning sample diverged in {len(diverged)} cell(s) {diverged}: their final trials are "
+            f"recorded FAILED as diverged ({made} new); change those methods' search space"
+        )
+    waiting = [c for c in untuned if c not in diverged]
+    if waiting:
+        st = tuning_status(ctx.plan, ctx.client, ctx.experiment_id) or {}
+        log(
+            f"  search not complete in {len(waiting)} cell(s) {waiting} ({st.get('trials_failed', 0)} tuning "
+            "trial(s) failed, --status lists them): their final trials wait; run the study again to draw the "
+            "missing samples"
+        )
+
+
+def current_cells(ctx: StudyContext) -> None:
+    """The plan's cells as tag ``tuning_cells`` of the study's parent run, so the analysis can tell them from the
+    cells of the study's earlier versions (analysis/tuning.py); removed when it would be too long for a tag."""
+    cells = ",".join(sorted({c.cell for c in ctx.plan.cells}))
+    if len(cells) <= 8000:  # MLflow's limit on a tag value
+        ctx.client.set_tag(ctx.parent, "tuning_cells", cells)
+    elif "tuning_cells" in ctx.client.get_run(ctx.parent).data.tags:
+        ctx.client.delete_tag(ctx.parent, "tuning_cells")
 
 
 def _base_trial(spec: Any, cell: Any) -> Any:
@@ -162,8 +198,10 @@ def tune_trainable(config: dict[str, Any], base: Any, context: TrialContext) -> 
 class TuneRecorder(tune.Callback):
     """A Tune callback (driver side) that completes the MLflow run of a tuning trial the scheduler stopped: its
     worker stops inside ``tune.report`` without knowing why, the driver knows. Such a run did all the epochs the
-    scheduler gave it, so it is FINISHED, with tag ``stopped_early=true``; a driver that dies leaves it RUNNING,
-    and the next driver marks it KILLED (and the sample is redone)."""
+    scheduler gave it, so it is FINISHED, with ``epochs_run``, ``best_epoch`` and ``trial_seconds`` (ASHA stops
+    even a full-length trial at its last report) and, when it ran fewer than ``max_epochs``, tag
+    ``stopped_early=true``; a driver that dies leaves it RUNNING, and the next driver marks it KILLED (and the
+    sample is redone)."""
 
     def __init__(self, uri: str, max_epochs: int) -> None:
         self.client, self.max_epochs = MlflowClient(uri), max_epochs
@@ -171,14 +209,16 @@ class TuneRecorder(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "run_id" in result and METRIC in result:
-            s = self.seen.setdefault(trial.trial_id, {"score": float("-inf")})
+            s = self.seen.setdefault(trial.trial_id, {"score": float("-inf"), "best_epoch": 0})
             s["run_id"], s["epoch"] = result["run_id"], int(result.get("epoch", 0))
-            s["score"] = max(s["score"], float(result[METRIC]))
+            if float(result[METRIC]) > s["score"]:
+                s["score"], s["best_epoch"] = float(result[METRIC]), s["epoch"]
             s["row"] = {k: v for k, v in result.items() if k.startswith(("val_", "train_loss"))}
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         s = self.seen.get(trial.trial_id)
-        if not s or self.client.get_run(s["run_id"]).info.status != "RUNNING":
+        run = self.client.get_run(s["run_id"]) if s else None
+        if run is None or run.info.status != "RUNNING":
             return
         # The worker logs an epoch after reporting it; a stopped worker can be ended between the two, so the last
         # reported epoch is logged here unless the worker got to it (seen in CI: a run with
@@ -189,5 +229,9 @@ class TuneRecorder(tune.Callback):
         tracking.log_metrics(self.client, s["run_id"], {METRIC: s["score"]}, step=s["epoch"])
         if s["epoch"] < self.max_epochs:
             self.client.set_tag(s["run_id"], "stopped_early", "true")
-            tracking.log_metrics(self.client, s["run_id"], {"epochs_run": s["epoch"]})
+        # what the worker logs at its end, which it never reached: the study's spent hours count tuning too
+        # (sweep/cost.py); its wall time from the run's start, as the driver sees it now
+        seconds = max(0.0, time.time() - (run.info.start_time or 0) / 1000)
+        done = {"epochs_run": s["epoch"], "best_epoch": s["best_epoch"], "trial_seconds": seconds}
+        tracking.log_metrics(self.client, s["run_id"], done)
         self.client.set_terminated(s["run_id"], "FINISHED")
