@@ -382,3 +382,16 @@ def test_the_command_says_it_in_one_line_with_status_2(
 def test_load_runs_frames_keep_their_columns() -> None:
     assert {"status", "diverged"} <= set(A.COLUMNS)
     assert pd.Index(A.COLUMNS).is_unique
+
+
+def test_a_study_without_student_runs_yet_keeps_its_other_runs() -> None:
+    """Mid-tuning a study has tune runs only: the rerun filter (student and teacher_finetune runs) selected none,
+    and assigning a column to that empty selection gave it every row (pandas 3), so all tune runs but one went."""
+    from orchestrator.analysis.load import COLUMNS, latest_runs
+
+    rows = [
+        {**dict.fromkeys(COLUMNS), "stage": "tune", "run_id": f"r{i}", "start_time": i, "status": "FINISHED",
+         "trial_key": f"k{i}", "seed": 1}
+        for i in range(3)
+    ]  # fmt: skip
+    assert list(latest_runs(pd.DataFrame(rows))["run_id"]) == ["r0", "r1", "r2"]

@@ -75,6 +75,24 @@ def test_seeds_that_diverged_or_never_finished_withhold_the_verdict() -> None:
     assert row["verdict"].startswith("significant")
 
 
+def test_a_method_whose_every_seed_diverged_keeps_its_row_with_no_verdict() -> None:
+    """Rows come from finished runs: a configuration none of whose seeds finished (every tuning sample or every
+    final diverged) had no row at all, so the method that fails hardest left the comparison."""
+    rows = []
+    for seed in range(4):
+        rows.append(student("defect", "roberta-7m", "ft", seed, 0.60 + 0.01 * seed))
+        rows.append(student("defect", "roberta-7m", "kd", seed, 0.61 + 0.01 * seed, "unixcoder"))
+        rows.append(student("defect", "roberta-7m", "pkd", seed, 0.62 + 0.01 * seed, "unixcoder"))
+    df = frame(rows).assign(status="FINISHED", diverged=False)
+    pkd = df["method"] == "pkd"
+    df.loc[pkd, ["primary", "status", "diverged"]] = [np.nan, "FAILED", True]
+    table = A.compare_to_ft(df).set_index("method")
+    assert list(table.index) == ["kd", "pkd"]
+    assert table.loc["pkd", "verdict"] == "no verdict: PKD 4 diverged of 4 seeds"
+    assert table.loc["pkd", "kd_n"] == 0 and np.isnan(table.loc["pkd", "p_holm"])
+    assert table.loc["pkd", "method_family"] == df.loc[pkd, "method_family"].iloc[0]
+
+
 def _two_teachers() -> pd.DataFrame:
     """Two teachers, three tasks, one student, four seeds: pkd > kd > ft in every block."""
     rows = []

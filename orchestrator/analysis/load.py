@@ -217,12 +217,14 @@ def latest_runs(df: pd.DataFrame) -> pd.DataFrame:
     running does not hide its trial's result); ``attrs["n_superseded"]`` counts the older FINISHED ones left
     out (``superseded(df)``). A student run whose seed is unknown (NA: no tag, no param) is no rerun of another
     such run: each is kept. A run that did not finish is dropped, too, where its ``trial_key`` finished."""
-    done = finished(df)
-    once = df[df["stage"].isin(LATEST_ONLY_STAGES)].assign(_done=done)
+    done, latest_only = finished(df), df["stage"].isin(LATEST_ONLY_STAGES)
+    # the mask on both sides: assigning the whole Series to an empty selection gave it the Series' index (pandas 3),
+    # so a study without student runs yet (mid-tuning) lost all but one of its other runs
+    once = df[latest_only].assign(_done=done[latest_only])
     once = once[~((once["stage"] == "student") & once["seed"].isna())]
     once = once.sort_values(["_done", "start_time", "run_id"], kind="stable")
     older = once.index[once.duplicated(list(RUN_FACTORS), keep="last")]
-    keys = set(df.loc[done & df["stage"].isin(LATEST_ONLY_STAGES), "trial_key"]) - {NONE}
+    keys = set(df.loc[done & latest_only, "trial_key"]) - {NONE}
     retried = df.index[~done & df["trial_key"].isin(keys)]
     out = df.drop(index=older.union(retried))
     out.attrs["n_superseded"] = int(done[older].sum()) + int(df.attrs.get("n_superseded", 0))

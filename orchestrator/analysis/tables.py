@@ -45,7 +45,14 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     kd = s[s["method"] != "ft"]
     keys = ["task", "student", "teacher", "method"]
     rows = []
-    for (task, student, teacher, method), g in kd.groupby(keys, sort=False):
+    # a configuration none of whose runs finished (every seed diverged, or failed) is a row too, with no verdict:
+    # left out, the method that fails hardest would leave the comparison
+    un_kd = un[un["method"] != "ft"]
+    configs = pd.concat([kd[keys], un_kd[keys]]).drop_duplicates()
+    for task, student, teacher, method in configs.itertuples(index=False, name=None):
+        config = pd.Series(dict(zip(keys, (task, student, teacher, method))))
+        g = kd[(kd[keys] == config).all(axis=1)]
+        meta = (g if len(g) else un_kd[(un_kd[keys] == config).all(axis=1)]).iloc[0]
         ft_g = ft[(ft["task"] == task) & (ft["student"] == student)]
         base, n_ft = _split_degenerate(ft_g)
         kd_ok, n_kd = _split_degenerate(g)
@@ -64,11 +71,11 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
             {
                 "task": task,
                 "student": student,
-                "student_arch": g["student_arch"].iloc[0],
-                "student_params": g["student_params"].iloc[0],
+                "student_arch": meta["student_arch"],
+                "student_params": meta["student_params"],
                 "teacher": teacher,
                 "method": method,
-                "method_family": g["method_family"].iloc[0],
+                "method_family": meta["method_family"],
                 **stats,
                 "teacher_degenerate": tdeg.get((teacher, task)),
             }
