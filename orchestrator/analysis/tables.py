@@ -46,8 +46,9 @@ def compare_to_ft(df: pd.DataFrame) -> pd.DataFrame:
     keys = ["task", "student", "teacher", "method"]
     rows = []
     # a configuration none of whose runs finished (every seed diverged, or failed) is a row too, with no verdict:
-    # left out, the method that fails hardest would leave the comparison
-    un_kd = un[un["method"] != "ft"]
+    # left out, the method that fails hardest would leave the comparison (a study where nothing finished has no
+    # table: the notebooks say why, load.why_none)
+    un_kd = un[un["method"] != "ft"] if len(s) else un.iloc[0:0]
     configs = pd.concat([kd[keys], un_kd[keys]]).drop_duplicates()
     for task, student, teacher, method in configs.itertuples(index=False, name=None):
         config = pd.Series(dict(zip(keys, (task, student, teacher, method))))
