@@ -338,6 +338,11 @@ def test_status_tells_running_from_orphaned_counts_failures_once_and_flags_other
     teachers = status(spec)
     assert (teachers["teachers"], teachers["teachers_done"]) == (len(plan.teachers), 1)
     assert (teachers["caches"], teachers["caches_done"]) == (len(plan.caches), 0)
+    unit = plan.caches[0]  # a cache run is keyed by its content, not by the plan's unit: found by its slot
+    tags = {"stage": "teacher_cache", "trial_key": "content-key", "teacher": unit.teacher, "task": unit.task}
+    c = client.create_run(exp, tags={**tags, "labels": unit.labels})
+    client.set_terminated(c.info.run_id, "FINISHED")
+    assert status(spec)["caches_done"] == 1
     run(ft, "RUNNING")  # its driver died
     run(kd, "FAILED", error="first attempt")
     run(kd, "FAILED", error="the retry")

@@ -118,6 +118,12 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
         }
         return len({u.key for u in units} & keys)
 
+    # a cache run's key is its content's (teacher folder and data fingerprints), not the plan unit's: by its slot
+    cache_runs = tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+    cached = {
+        (r.data.tags.get("teacher"), r.data.tags.get("task"), r.data.tags.get("labels", "all"))
+        for r in cache_runs
+    }
     if spec.kind == "completion":  # scored on this data's line set
         from orchestrator.sweep.completion_stages import teacher_score_key
 
@@ -129,7 +135,7 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
         "teachers": len(plan.teachers),
         "teachers_done": recorded("teacher_finetune", plan.teachers),
         "caches": len(plan.caches),
-        "caches_done": recorded("teacher_cache", plan.caches),
+        "caches_done": len({(u.teacher, u.task, u.labels) for u in plan.caches} & cached),
     }
 
 
