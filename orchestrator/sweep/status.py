@@ -112,18 +112,6 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
     this study: a driver stopped in its teacher stages has no student run yet, and this is what it had done."""
     from orchestrator.core import tracking
 
-    def recorded(stage: str, units: list[Any]) -> int:
-        keys = {
-            r.data.tags.get("trial_key") for r in tracking.runs_by_stage(client, exp_id, stage, "FINISHED")
-        }
-        return len({u.key for u in units} & keys)
-
-    # a cache run's key is its content's (teacher folder and data fingerprints), not the plan unit's: by its slot
-    cache_runs = tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
-    cached = {
-        (r.data.tags.get("teacher"), r.data.tags.get("task"), r.data.tags.get("labels", "all"))
-        for r in cache_runs
-    }
     if spec.kind == "completion":  # scored on this data's line set
         from orchestrator.sweep.completion_stages import teacher_score_key
 
@@ -131,9 +119,17 @@ def teacher_counts(spec: Any, plan: Any, client: Any, exp_id: str) -> dict[str, 
         scored = {r.data.tags.get("score_key") for r in runs}
         done = sum(teacher_score_key(u.key, plan.data_key) in scored for u in plan.teachers)
         return {"teachers": len(plan.teachers), "teachers_done": done}
+    # a cache run's key is its content's (teacher folder and data fingerprints), not the plan unit's: by its slot
+    cache_runs = tracking.runs_by_stage(client, exp_id, "teacher_cache", "FINISHED")
+    cached = {
+        (r.data.tags.get("teacher"), r.data.tags.get("task"), r.data.tags.get("labels", "all"))
+        for r in cache_runs
+    }
     return {
         "teachers": len(plan.teachers),
-        "teachers_done": recorded("teacher_finetune", plan.teachers),
+        "teachers_done": len(
+            {u.key for u in plan.teachers} & tracking.finished_keys(client, exp_id, "teacher_finetune")
+        ),
         "caches": len(plan.caches),
         "caches_done": len({(u.teacher, u.task, u.labels) for u in plan.caches} & cached),
     }

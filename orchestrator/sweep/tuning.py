@@ -45,11 +45,11 @@ def _draw(run: Any) -> tuple[str, str]:
     return run.data.tags.get("trial_key", run.info.run_id), run.data.tags.get("tune_trial_id", "")
 
 
-def _failed_draws(client: Any, exp_id: str, diverged: bool) -> dict[str, list[Any]]:
-    """The FAILED tuning runs that diverged (``diverged``) or failed otherwise, the newest run of each draw, by
-    cell, oldest first."""
+def _failed_draws(failed: dict[str, list[Any]], diverged: bool) -> dict[str, list[Any]]:
+    """Of the FAILED tuning runs by cell (``tune_runs(..., "FAILED")``), those that diverged (``diverged``) or
+    failed otherwise, one run per draw, by cell, oldest first."""
     out: dict[str, list[Any]] = {}
-    for cell, runs in tune_runs(client, exp_id, "FAILED").items():
+    for cell, runs in failed.items():
         draws: dict[tuple[str, str], Any] = {}
         for r in runs:
             if is_diverged(r) != diverged:
@@ -68,7 +68,7 @@ def diverged_runs(client: Any, exp_id: str) -> dict[str, list[Any]]:
     configuration that diverges is a result of the search, a sample spent like any other: it counts against
     ``samples``, so a method whose space often diverges gets no extra draws, and a rerun does not draw
     replacements."""
-    return _failed_draws(client, exp_id, diverged=True)
+    return _failed_draws(tune_runs(client, exp_id, "FAILED"), diverged=True)
 
 
 def spent_samples(
@@ -210,8 +210,11 @@ def tuning_status(plan: Any, client: Any, exp_id: str | None) -> dict[str, Any] 
     if t is None:
         return None
     runs = tune_runs(client, exp_id) if exp_id else {}
-    diverged = diverged_runs(client, exp_id) if exp_id else {}
-    failed = _failed_draws(client, exp_id, diverged=False) if exp_id else {}
+    failed_runs = (
+        tune_runs(client, exp_id, "FAILED") if exp_id else {}
+    )  # one search for both kinds of failure
+    diverged = _failed_draws(failed_runs, diverged=True)
+    failed = _failed_draws(failed_runs, diverged=False)
     counts = {c.cell: spent_samples(runs, diverged, c.cell, t.samples) for c in plan.cells}
     done = [cell for cell, n in counts.items() if n >= t.samples]
     ran = {_draw(r) for rs in runs.values() for r in rs}  # a draw whose retry finished did not fail
